@@ -1,0 +1,171 @@
+"""Resolve catalog names (or paths to YAML files of the same schema) into frozen specs.
+
+Every failure becomes a SpecError naming the field, the value and the rule, so the CLI can
+refuse in one line: unknown names suggest the closest catalog entries.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from clusterplan.costs.compute import Efficiency
+from clusterplan.errors import SpecError
+from clusterplan.specs import Chip, Model, System
+from clusterplan.training.step import Hardware
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def read_yaml(path: Path, field: str) -> Any:
+    """Parse a YAML file; malformed YAML or a missing file is a SpecError on ``field``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(field, str(path), f"cannot read file ({error.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "syntax error"
+        raise SpecError(field, str(path), f"malformed YAML{where}: {problem}") from None
+
+
+def _catalog_text(filename: str) -> Any:
+    resource = resources.files("clusterplan.catalog").joinpath(filename)
+    return yaml.safe_load(resource.read_text(encoding="utf-8"))
+
+
+def validation_message(error: ValidationError) -> str:
+    """First pydantic error as 'location: message' (one line)."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "entry"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    value = first.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict | list) and value is not None else ""
+    return f"{location}: {message}{shown}"
+
+
+def build(spec_type: type[SpecT], data: Any, field: str, origin: str) -> SpecT:
+    if not isinstance(data, dict):
+        raise SpecError(field, origin, f"expected a mapping of {spec_type.__name__} fields")
+    try:
+        return spec_type.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(field, origin, validation_message(error)) from None
+
+
+@cache
+def _entries(filename: str) -> dict[str, dict[str, Any]]:
+    """Catalog entries of one file keyed by normalised name and alias."""
+    table: dict[str, dict[str, Any]] = {}
+    for entry in _catalog_text(filename):
+        for key in (entry["name"], *entry.get("aliases", ())):
+            table[_normalise(key)] = entry
+    return table
+
+
+def _names(filename: str) -> list[str]:
+    return [entry["name"] for entry in _catalog_text(filename)]
+
+
+def _resolve(spec_type: type[SpecT], filename: str, reference: str, field: str) -> SpecT:
+    path = Path(reference).expanduser()
+    if reference.endswith((".yaml", ".yml")) or path.is_file():
+        data = read_yaml(path, field)
+        if isinstance(data, list) and len(data) == 1:
+            data = data[0]
+        return build(spec_type, data, field, reference)
+    entries = _entries(filename)
+    key = _normalise(reference)
+    if key not in entries:
+        close = difflib.get_close_matches(key, list(entries), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise SpecError(
+            field, reference,
+            f"unknown {spec_type.__name__.lower()} (see `clusterplan catalog "
+            f"{filename.removesuffix('.yaml')}`){hint}",
+        )
+    return _cached_build(spec_type, filename, _normalise(entries[key]["name"]), field)
+
+
+_built: dict[tuple[str, str], Any] = {}
+
+
+def _cached_build(spec_type: type[SpecT], filename: str, key: str, field: str) -> SpecT:
+    cache_key = (filename, key)
+    if cache_key not in _built:
+        _built[cache_key] = build(spec_type, _entries(filename)[key], field, key)
+    result: SpecT = _built[cache_key]
+    return result
+
+
+def load_chip(reference: str, field: str = "chip") -> Chip:
+    return _resolve(Chip, "chips.yaml", reference, field)
+
+
+def load_system(reference: str, field: str = "system") -> System:
+    return _resolve(System, "systems.yaml", reference, field)
+
+
+def load_model(reference: str, field: str = "model") -> Model:
+    return _resolve(Model, "models.yaml", reference, field)
+
+
+def chip_names() -> list[str]:
+    return _names("chips.yaml")
+
+
+def system_names() -> list[str]:
+    return _names("systems.yaml")
+
+
+def model_names() -> list[str]:
+    return _names("models.yaml")
+
+
+def load_scenario(reference: str, field: str = "scenario") -> dict[str, Any]:
+    """A scenario YAML: a built-in name under catalog/scenarios/ or a path."""
+    path = Path(reference).expanduser()
+    if reference.endswith((".yaml", ".yml")) or path.is_file():
+        data = read_yaml(path, field)
+    else:
+        resource = resources.files("clusterplan.catalog").joinpath(f"scenarios/{reference}.yaml")
+        if not resource.is_file():
+            raise SpecError(field, reference, "unknown scenario (built-in: rainier)")
+        data = yaml.safe_load(resource.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise SpecError(field, reference, "a scenario must be a YAML mapping")
+    return data
+
+
+@cache
+def _efficiency_table() -> dict[str, dict[str, Any]]:
+    data = _catalog_text("efficiency.yaml") or {}
+    return {entry["family"]: entry for entry in data.get("families", [])}
+
+
+def load_efficiency(family: str) -> Efficiency:
+    """Fitted efficiencies of a chip family (see ``clusterplan calibrate``)."""
+    table = _efficiency_table()
+    if family not in table:
+        known = ", ".join(sorted(table)) or "none"
+        raise SpecError("chip.family", family, f"no efficiency parameters for this family (known: {known})")
+    return build(Efficiency, table[family], "chip.family", family)
+
+
+def hardware_for(system: System, chip: Chip | None = None) -> Hardware:
+    """A system with its chip (catalog chip unless given) and that family's efficiencies."""
+    resolved = chip if chip is not None else load_chip(system.chip, field="system.chip")
+    return Hardware(system=system, chip=resolved, efficiency=load_efficiency(resolved.family))

@@ -1,0 +1,255 @@
+"""Command-line interface (typer + rich): human units at the edge, SI inside.
+
+Every refusal is one line on stderr naming the field, the value and the rule, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from clusterplan import units
+from clusterplan.catalog import (
+    chip_names,
+    hardware_for,
+    load_chip,
+    load_model,
+    load_system,
+    model_names,
+    system_names,
+)
+from clusterplan.catalog.loader import validation_message
+from clusterplan.errors import SpecError
+from clusterplan.specs import Plan
+
+app = typer.Typer(
+    help="clusterplan: plan and simulate AI supercomputers from public specifications.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def refuse(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def clean_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn spec errors into one line and exit code 2 (no traceback)."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except SpecError as error:
+            refuse(str(error))
+        except ValidationError as error:
+            refuse(validation_message(error))
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def emit_json(record: Any) -> None:
+    sys.stdout.write(json.dumps(record, indent=2, sort_keys=False) + "\n")
+
+
+def _tokens(value: str | None) -> float | None:
+    if value is None:
+        return None
+    tokens = units.parse_count(value, "--tokens")
+    if tokens <= 0:
+        raise SpecError("--tokens", value, "must be > 0")
+    return tokens
+
+
+def build_plan(options: dict[str, Any], chips: int) -> Plan:
+    """A validated Plan from CLI options; ``dp`` defaults to chips / (tp*pp*cp)."""
+    for name in ("chips", "tp", "pp", "vp", "cp", "ep", "micro_batch", "global_batch", "seq_len"):
+        value = options.get(name, chips if name == "chips" else None)
+        if value is not None and value < 1:
+            raise SpecError(f"--{name.replace('_', '-')}", value, "must be >= 1")
+    tp, pp, cp = options["tp"], options["pp"], options["cp"]
+    inner = tp * pp * cp
+    dp = options.pop("dp")
+    if dp is None:
+        if chips % inner != 0:
+            raise SpecError("--chips", chips, f"must be divisible by tp*pp*cp = {tp}*{pp}*{cp} = {inner}")
+        dp = chips // inner
+    if options.get("sp") is None:
+        options["sp"] = tp > 1
+    try:
+        plan = Plan(dp=dp, **options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "plan"
+        raise SpecError(field, first.get("input"), str(first["msg"])) from None
+    return plan
+
+
+# ---- train ---------------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def train(
+    model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
+    system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
+    chips: Annotated[int, typer.Option(help="chips in the job")],
+    seq: Annotated[int, typer.Option("--seq", help="sequence length (tokens)")],
+    global_batch: Annotated[int, typer.Option(help="global batch (sequences per step)")],
+    tp: Annotated[int, typer.Option(help="tensor parallelism")] = 1,
+    pp: Annotated[int, typer.Option(help="pipeline parallelism")] = 1,
+    vp: Annotated[int, typer.Option(help="virtual stages per pipeline rank (interleaving)")] = 1,
+    cp: Annotated[int, typer.Option(help="context parallelism")] = 1,
+    dp: Annotated[int | None, typer.Option(help="data parallelism (default chips/(tp*pp*cp))")] = None,
+    ep: Annotated[int, typer.Option(help="expert parallelism (MoE models)")] = 1,
+    micro_batch: Annotated[int, typer.Option(help="micro-batch (sequences)")] = 1,
+    recompute: Annotated[str, typer.Option(help="none | selective | full")] = "selective",
+    sp: Annotated[bool | None, typer.Option("--sp/--no-sp", help="sequence parallelism (default on when tp > 1)")] = None,
+    zero: Annotated[int, typer.Option(help="ZeRO stage 0-3 (1 = distributed optimizer)")] = 1,
+    precision: Annotated[str, typer.Option(help="bf16 | fp8 | fp4 matmuls")] = "bf16",
+    overlap_tp: Annotated[bool, typer.Option("--overlap-tp/--no-overlap-tp", help="overlap TP comm with GEMMs")] = False,
+    overlap_dp: Annotated[bool, typer.Option("--overlap-dp/--no-overlap-dp", help="overlap DP comm with compute")] = True,
+    first_stage_layers: Annotated[int | None, typer.Option(help="layers on the first pipeline stage (uneven split)")] = None,
+    last_stage_layers: Annotated[int | None, typer.Option(help="layers on the last pipeline stage (uneven split)")] = None,
+    tokens: Annotated[str | None, typer.Option(help="training tokens, e.g. 15T, for time to train")] = None,
+    chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Estimate one training step (time, breakdown, memory) and the time to train."""
+    from clusterplan.report.tables import train_table
+
+    spec_model = load_model(model, "--model")
+    spec_system = load_system(system, "--system")
+    spec_chip = load_chip(chip, "--chip") if chip else None
+    if recompute not in ("none", "selective", "full"):
+        raise SpecError("--recompute", recompute, "must be one of none, selective, full")
+    if precision not in ("bf16", "fp8", "fp4"):
+        raise SpecError("--precision", precision, "must be one of bf16, fp8, fp4")
+    if zero not in (0, 1, 2, 3):
+        raise SpecError("--zero", zero, "must be 0, 1, 2 or 3")
+    if chips < 1:
+        raise SpecError("--chips", chips, "must be >= 1")
+    options = {"tp": tp, "pp": pp, "vp": vp, "cp": cp, "dp": dp, "ep": ep, "micro_batch": micro_batch,
+               "global_batch": global_batch, "seq_len": seq, "recompute": recompute, "sp": sp,
+               "zero": zero, "precision": precision, "overlap_tp": overlap_tp, "overlap_dp": overlap_dp,
+               "first_stage_layers": first_stage_layers, "last_stage_layers": last_stage_layers}
+    plan = build_plan(options, chips).validate_for(spec_model, chips)
+    hardware = hardware_for(spec_system, spec_chip)
+    from clusterplan.training.summary import train_record
+
+    record = train_record(spec_model, hardware, plan, _tokens(tokens))
+    if as_json:
+        emit_json(record)
+    else:
+        train_table(console, record)
+
+
+# ---- catalog -------------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def catalog(
+    kind: Annotated[str, typer.Argument(help="chips | systems | models")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List catalog entries with their key figures."""
+    from clusterplan.report.tables import catalog_rows
+
+    if kind not in ("chips", "systems", "models"):
+        raise SpecError("kind", kind, "must be one of chips, systems, models")
+    loaders = {"chips": (chip_names, load_chip), "systems": (system_names, load_system),
+               "models": (model_names, load_model)}
+    names, loader = loaders[kind]
+    specs = [loader(name) for name in names()]  # type: ignore[operator]
+    header, rows, records = catalog_rows(kind, specs)
+    if as_json:
+        emit_json(records)
+        return
+    table = Table(title=f"clusterplan catalog: {kind}")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+# ---- validate ------------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def validate(
+    table: Annotated[list[str] | None, typer.Option("--table", help="limit to these tables")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    show_skipped: Annotated[bool, typer.Option("--skipped/--no-skipped", help="list rows not modelled")] = True,
+) -> None:
+    """Predict every published row with its own plan; print errors and MAPE per table."""
+    from clusterplan.report.tables import validation_report
+    from clusterplan.validation.cases import TABLES, all_cases
+    from clusterplan.validation.harness import run
+
+    for name in table or []:
+        if name not in TABLES:
+            raise SpecError("--table", name, f"unknown table (known: {', '.join(TABLES)})")
+    results = run(all_cases(table))
+    validation_report(console, results, as_json=as_json, show_skipped=show_skipped, emit=emit_json)
+
+
+# ---- calibrate -----------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def calibrate(
+    output: Annotated[Path | None, typer.Option(help="write here instead of the catalog's efficiency.yaml")] = None,
+) -> None:
+    """Fit each chip family's kernel efficiencies on its published runs (writes efficiency.yaml)."""
+    import yaml
+    from rich.progress import Progress
+
+    from clusterplan.validation.calibrate import calibrate as fit
+    from clusterplan.validation.calibrate import efficiency_yaml
+    from clusterplan.validation.cases import all_cases
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("fitting families", total=None)
+        fits = fit(all_cases())
+        progress.update(task, completed=1)
+    document = efficiency_yaml(fits)
+    target = output or Path(__file__).parent / "catalog" / "efficiency.yaml"
+    header = ("# Physical kernel efficiencies per chip family, written by `clusterplan calibrate`\n"
+              "# (MAP fit on the published rows named in fitted_on; see docs/validation.md).\n")
+    text = header + yaml.safe_dump(document, sort_keys=False, width=100)
+    target.write_text(text, encoding="utf-8")
+    for entry in document["families"]:  # type: ignore[union-attr]
+        console.print(f"[bold]{entry['family']}[/]: {entry['note']}")
+    console.print(f"wrote {target}")
+
+
+# ---- rainier -------------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def rainier(
+    scenario: Annotated[str, typer.Option(help="scenario name or YAML path")] = "rainier",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The Project Rainier report: cluster totals and a frontier training estimate."""
+    from clusterplan.report.rainier import rainier_record, rainier_table
+
+    record = rainier_record(scenario)
+    if as_json:
+        emit_json(record)
+    else:
+        rainier_table(console, record)
+
+
+def main() -> None:  # pragma: no cover
+    app()

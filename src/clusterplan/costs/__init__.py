@@ -1,0 +1,1 @@
+"""Cost primitives: compute (roofline + efficiency) and collectives (hierarchical fabrics)."""

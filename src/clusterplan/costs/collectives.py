@@ -1,0 +1,155 @@
+"""Collective communication time on a hierarchy of fabric tiers (alpha-beta per tier).
+
+A parallel group is described by its size ``g`` and rank stride ``s`` (rank placement puts TP
+innermost, then CP, DP, PP). Walking the tiers from the innermost out, ``n_t`` group members
+share one domain of tier ``t``; the group's collective runs hierarchically: a reduce-scatter
+inside each tier on the data left by the tier below, then the mirrored all-gather
+(Thakur et al. 2005; NCCL's NVLS/tree and Megatron's hierarchical schemes follow this shape).
+Each tier phase costs ``bytes*(g_t-1)/g_t / bandwidth_t + steps_t * latency_t``.
+
+Switched tiers (NVLink, InfiniBand, EFA, NeuronSwitch) take ``2*ceil(log2 g_t)`` latency steps
+(tree/recursive algorithms that NCCL picks for latency-bound sizes). Torus tiers (Trainium
+NeuronLink, TPU ICI) run bidirectional rings along each dimension the group spans: they achieve
+``k/d`` of the tier bandwidth when the group spans ``k`` of the ``d`` dimensions and take
+``sum(dim_len - 1)`` steps, which is why a sub-torus group is slower than a full one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clusterplan.specs.system import System
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TierPhases:
+    """Per-tier decomposition of a batch of groups: arrays shaped (tiers, plans)."""
+
+    fan: FloatArray  # g_t: members joined at this tier (1 = tier not used)
+    before: FloatArray  # product of fans of inner tiers (data shrink factor for RS)
+    bandwidth: FloatArray  # achieved bytes/s per chip at this tier for this group
+    steps: FloatArray  # latency steps of one reduce-scatter (or all-gather) at this tier
+    latency: FloatArray  # seconds per step
+
+
+def _domain_sizes(system: System, group_span: Any) -> list[Any]:
+    """Chips per domain of each tier; the unbounded outer tier spans the group."""
+    sizes: list[Any] = []
+    for tier in system.tiers:
+        sizes.append(tier.size if tier.size is not None else np.maximum(group_span, 1))
+    return sizes
+
+
+def decompose(system: System, size: Any, stride: Any) -> TierPhases:
+    """Split groups of ``size`` members spaced ``stride`` ranks apart across the tiers."""
+    g = np.asarray(size, dtype=np.float64)
+    s = np.asarray(stride, dtype=np.float64)
+    span = s * g
+    tiers = system.tiers
+    count = len(tiers)
+    fan = np.ones((count, g.size))
+    before = np.ones((count, g.size))
+    bandwidth = np.ones((count, g.size))
+    steps = np.zeros((count, g.size))
+    latency = np.zeros((count, g.size))
+    inner_members = np.ones_like(g)
+    inner_domain = 1.0
+    for index, (tier, domain) in enumerate(zip(tiers, _domain_sizes(system, span), strict=True)):
+        domain_f = np.asarray(domain, dtype=np.float64)
+        members = np.where(s < domain_f, np.minimum(np.maximum(np.floor(domain_f / s), 1.0), g), 1.0)
+        members = np.maximum(members, inner_members)
+        if index == count - 1:
+            members = g
+        fan_t = members / inner_members
+        fan[index] = fan_t
+        before[index] = inner_members
+        latency[index] = tier.latency_s
+        if tier.topology == "torus":
+            fraction, ring_steps = _torus_usage(tier.dims, inner_domain, s, fan_t)
+            bandwidth[index] = tier.effective_bandwidth * fraction
+            steps[index] = ring_steps
+        else:
+            bandwidth[index] = tier.effective_bandwidth
+            steps[index] = np.ceil(np.log2(np.maximum(fan_t, 1.0)))
+        inner_members = members
+        inner_domain = float(tier.size) if tier.size is not None else inner_domain
+    return TierPhases(fan=fan, before=before, bandwidth=bandwidth, steps=steps, latency=latency)
+
+
+def _torus_usage(dims: tuple[int, ...], unit: float, stride: Any, fan: Any) -> tuple[Any, Any]:
+    """Fraction of a torus tier's bandwidth a group uses, and its ring steps.
+
+    Ranks fill the torus dimension by dimension (first dimension fastest); ``unit`` is the
+    number of chips one torus position holds (the inner domain size).
+    """
+    d = len(dims)
+    spanned = np.zeros_like(np.asarray(fan, dtype=np.float64))
+    ring_steps = np.zeros_like(spanned)
+    period = unit
+    reach = stride * (fan - 1.0)
+    for length in dims:
+        spans = (reach >= period) & (stride < period * length) & (fan > 1)
+        spanned += spans
+        ring_steps += np.where(spans, np.minimum(length, fan) - 1.0, 0.0)
+        period *= length
+    fraction = np.maximum(spanned, 1.0) / d
+    return fraction, ring_steps
+
+
+def reduce_scatter_time(phases: TierPhases, message_bytes: Any) -> FloatArray:
+    """Hierarchical reduce-scatter of ``message_bytes`` per chip (its full, unsharded buffer)."""
+    data = np.asarray(message_bytes, dtype=np.float64) / phases.before
+    fan = phases.fan
+    per_tier = data * (fan - 1.0) / fan / phases.bandwidth + phases.steps * phases.latency
+    result: FloatArray = np.where(fan > 1.0, per_tier, 0.0).sum(axis=0)
+    return result
+
+
+def all_gather_time(phases: TierPhases, message_bytes: Any) -> FloatArray:
+    """Hierarchical all-gather producing ``message_bytes`` per chip: the mirror of reduce-scatter."""
+    return reduce_scatter_time(phases, message_bytes)
+
+
+def all_reduce_time(phases: TierPhases, message_bytes: Any) -> FloatArray:
+    """Reduce-scatter then all-gather (bandwidth-optimal all-reduce)."""
+    return 2.0 * reduce_scatter_time(phases, message_bytes)
+
+
+def all_to_all_time(phases: TierPhases, message_bytes: Any) -> FloatArray:
+    """All-to-all where each chip holds ``message_bytes`` spread evenly over the group.
+
+    The share bound for peers first reached at tier ``t`` crosses that tier's links; tiers
+    work concurrently, so the slowest tier sets the time (plus its latency steps).
+    """
+    data = np.asarray(message_bytes, dtype=np.float64)
+    total = phases.before * phases.fan  # members reached up to and including tier t
+    group = total[-1]
+    crossing = data * (total - phases.before) / group
+    per_tier = crossing / phases.bandwidth + phases.steps * phases.latency
+    result: FloatArray = np.where(phases.fan > 1.0, per_tier, 0.0).max(axis=0)
+    return result
+
+
+def p2p_time(system: System, stride: Any, message_bytes: Any) -> FloatArray:
+    """Point-to-point send between ranks ``stride`` apart (pipeline neighbours)."""
+    s = np.asarray(stride, dtype=np.float64)
+    data = np.asarray(message_bytes, dtype=np.float64)
+    result = np.zeros(np.broadcast(s, data).shape)
+    assigned = np.zeros(result.shape, dtype=bool)
+    for tier in system.tiers:
+        domain = math.inf if tier.size is None else float(tier.size)
+        here = (~assigned) & (s < domain)
+        # A point-to-point stream uses one direction of one path: a torus tier gives it the
+        # links of one dimension.
+        share = 1.0 / len(tier.dims) if tier.topology == "torus" else 1.0
+        time = tier.latency_s + data / (tier.effective_bandwidth * share)
+        result = np.where(here, time, result)
+        assigned |= here
+    return result

@@ -1,0 +1,76 @@
+"""Kernel time on one chip: roofline with fitted, physical efficiencies.
+
+A kernel's time is the larger of its compute time (FLOPs over the achievable fraction of dense
+peak) and its memory time (bytes over the achievable fraction of HBM bandwidth), plus a fixed
+per-kernel cost (launch and tail effects). The efficiencies are per chip family and fitted on
+published runs by ``clusterplan calibrate`` (see ``catalog/efficiency.yaml``); they are the only
+tuned numbers in the time model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from clusterplan.specs._base import Bytes, Seconds, Spec
+from clusterplan.specs.chip import PRECISIONS, Chip
+
+FloatArray = NDArray[np.float64]
+
+#: Bytes per element of a matmul operand at each plan precision (fp32, bf16, fp8, fp4).
+OPERAND_BYTES = np.array([4.0, 2.0, 1.0, 0.5])
+
+
+class Efficiency(Spec):
+    """Physical efficiencies of one chip family's kernels (fractions of peak, in (0, 1])."""
+
+    family: str
+    matmul: dict[str, float] = Field(description="large-GEMM fraction of dense peak, per precision")
+    attention: float = Field(gt=0, le=1, description="fused (flash) attention fraction of bf16 peak")
+    hbm: float = Field(gt=0, le=1, description="fraction of HBM bandwidth for memory-bound kernels")
+    kernel_overhead_s: Seconds = Field(ge=0, description="fixed cost per kernel (launch, tail)")
+    reserved_bytes: Bytes = Field(ge=0, description="runtime, communicator and allocator reserve")
+    fitted_on: list[str] = Field(default_factory=list)
+    note: str = ""
+
+    def matmul_for(self, precision: str) -> float:
+        """Efficiency at a precision; a precision without its own fit uses the nearest wider one."""
+        order = PRECISIONS[PRECISIONS.index(precision):: -1]  # type: ignore[arg-type]
+        for candidate in order:
+            if candidate in self.matmul:
+                return self.matmul[candidate]
+        return self.matmul["bf16"]
+
+
+def peak_by_precision(chip: Chip) -> FloatArray:
+    """Dense peak FLOP/s indexed by precision code (0 fp32, 1 bf16, 2 fp8, 3 fp4)."""
+    return np.array([chip.peak(p) if p != "fp32" else chip.peak_flops.get("fp32", chip.peak("bf16") / 16)
+                     for p in PRECISIONS])
+
+
+def matmul_eff_by_precision(eff: Efficiency) -> FloatArray:
+    return np.array([eff.matmul_for(p) for p in PRECISIONS])
+
+
+def gemm_time(
+    m: Any, n: Any, k: Any, peak: Any, matmul_eff: Any, operand_bytes: Any,
+    hbm_bandwidth: float, hbm_eff: float, overhead_s: float,
+) -> FloatArray:
+    """Time of C[m,n] = A[m,k] @ B[k,n]: max(compute, memory) + fixed cost.
+
+    Memory traffic: both operands at the plan precision and a bf16 output, read/written once
+    (tiling keeps re-reads in on-chip SRAM for all but the smallest shapes).
+    """
+    flops = 2.0 * m * n * k
+    traffic = operand_bytes * (m * k + k * n) + 2.0 * m * n
+    result: FloatArray = np.maximum(flops / (peak * matmul_eff), traffic / (hbm_bandwidth * hbm_eff))
+    return result + overhead_s
+
+
+def memory_time(traffic_bytes: Any, hbm_bandwidth: float, hbm_eff: float) -> FloatArray:
+    """Time of memory-bound (elementwise, normalisation, optimizer) kernels."""
+    result: FloatArray = np.asarray(traffic_bytes, dtype=np.float64) / (hbm_bandwidth * hbm_eff)
+    return result

@@ -1,0 +1,1 @@
+"""Human-facing output: rich tables for the terminal and report records."""

@@ -1,0 +1,147 @@
+"""Rich tables for the CLI. Records arrive in SI units; this is where they become human units."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from clusterplan import units
+from clusterplan.specs import Chip, Model, System
+from clusterplan.validation.harness import Result, by_table, mape
+
+
+def _share(part: float, total: float) -> str:
+    return f"{100.0 * part / total:5.1f} %" if total > 0 else "-"
+
+
+def train_table(console: Console, record: dict[str, Any]) -> None:
+    plan = record["plan"]
+    title = (f"{record['model']} on {record['chips']:,} x {record['chip']} ({record['system']}): "
+             f"TP{plan['tp']} PP{plan['pp']}" + (f" VP{plan['vp']}" if plan["vp"] > 1 else "")
+             + (f" CP{plan['cp']}" if plan["cp"] > 1 else "") + f" DP{plan['dp']}"
+             + (f" EP{plan['ep']}" if plan["ep"] > 1 else ""))
+    summary = Table(title=title, show_header=False)
+    summary.add_column("figure")
+    summary.add_column("value", justify="right")
+    summary.add_row("step time", units.format_duration(record["step_time_s"]))
+    summary.add_row("tokens/s per chip", f"{record['tokens_per_s_per_chip']:,.0f}")
+    summary.add_row("tokens/s (job)", units.format_count(record["tokens_per_s"]))
+    summary.add_row("model TFLOP/s per chip", f"{record['model_tflops_per_chip']:.1f}")
+    summary.add_row("MFU / HFU", f"{100 * record['mfu']:.1f} % / {100 * record['hfu']:.1f} %")
+    fits = "[green]fits[/]" if record["fits_memory"] else "[red]does NOT fit[/]"
+    summary.add_row("memory per chip", f"{units.format_bytes(record['memory_bytes_per_chip'])} of "
+                    f"{units.format_bytes(record['memory_capacity_bytes'])} ({fits})")
+    if "time_to_train_s" in record:
+        summary.add_row(f"time to train {units.format_count(record['tokens'])} tokens",
+                        units.format_duration(record["time_to_train_s"]))
+        summary.add_row("chip-hours", units.format_count(record["chip_hours"]))
+    console.print(summary)
+    step = record["step_time_s"]
+    breakdown = Table(title="step time breakdown")
+    breakdown.add_column("component")
+    breakdown.add_column("time", justify="right")
+    breakdown.add_column("share", justify="right")
+    for name, value in record["time_breakdown_s"].items():
+        if value > 0:
+            breakdown.add_row(name.replace("_", " "), units.format_duration(value), _share(value, step))
+    memory = Table(title="memory per chip")
+    memory.add_column("component")
+    memory.add_column("bytes", justify="right")
+    memory.add_column("share", justify="right")
+    total = record["memory_bytes_per_chip"]
+    for name, value in record["memory_breakdown"].items():
+        memory.add_row(name, units.format_bytes(value), _share(value, total))
+    console.print(breakdown)
+    console.print(memory)
+
+
+def catalog_rows(kind: str, specs: Sequence[Any]) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
+    """Header, formatted rows and JSON records for ``clusterplan catalog KIND``."""
+    records = [spec.model_dump(mode="json") for spec in specs]
+    if kind == "chips":
+        header = ["chip", "family", "bf16 dense", "fp8 dense", "fp4 dense", "HBM", "HBM BW", "TDP"]
+        rows = [[c.name, c.family, units.format_flops(c.peak_flops["bf16"]),
+                 units.format_flops(c.peak_flops["fp8"]) if "fp8" in c.peak_flops else "-",
+                 units.format_flops(c.peak_flops["fp4"]) if "fp4" in c.peak_flops else "-",
+                 units.format_bytes(c.hbm_bytes), units.format_bandwidth(c.hbm_bandwidth),
+                 f"{c.tdp_w:.0f} W"] for c in specs if isinstance(c, Chip)]
+    elif kind == "systems":
+        header = ["system", "chip", "scale-up", "tiers (per-chip bandwidth per direction)"]
+        rows = [[s.name, s.chip, str(s.scale_up_size),
+                 "; ".join(f"{t.name} {t.topology}"
+                           + (f" {'x'.join(map(str, t.dims))}" if t.dims else "")
+                           + f" {t.size or 'all'}: {units.format_bandwidth(t.bandwidth)}"
+                           for t in s.tiers)] for s in specs if isinstance(s, System)]
+    else:
+        header = ["model", "params", "active", "layers", "hidden", "heads/kv", "ffn", "vocab"]
+        rows = [[m.name, units.format_count(m.total_params), units.format_count(m.active_params),
+                 str(m.layers), str(m.hidden_size), f"{m.attention_heads}/{m.kv_heads}",
+                 f"{m.ffn_hidden_size} {m.ffn_activation}" + (" MoE" if m.moe else ""),
+                 str(m.vocab_size)] for m in specs if isinstance(m, Model)]
+    return header, rows, records
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    if metric == "step_time_s":
+        return f"{value:.2f} s"
+    return f"{value:,.0f}" if metric == "tokens_per_s_per_chip" else f"{value:.1f}"
+
+
+METRIC_NAMES = {"step_time_s": "step time", "tokens_per_s_per_chip": "tokens/s/chip",
+                "model_tflops_per_chip": "TFLOP/s/chip"}
+
+
+def validation_records(results: Sequence[Result]) -> dict[str, Any]:
+    tables: dict[str, Any] = {}
+    for name, rows in by_table(results).items():
+        modelled = [r for r in rows if r.error is not None]
+        tables[name] = {
+            "mape_pct": mape(rows),
+            "max_abs_error_pct": max((100 * abs(r.error) for r in modelled if r.error is not None), default=math.nan),
+            "rows_modelled": len(modelled),
+            "rows_skipped": len(rows) - len(modelled),
+            "rows": [{
+                "label": r.case.label, "metric": r.case.metric, "published": r.case.published,
+                "predicted": r.predicted, "error_pct": None if r.error is None else 100 * r.error,
+                "skipped": r.case.skip, "assumptions": list(r.case.assumptions),
+                "source": r.case.source,
+            } for r in rows],
+        }
+    return {"tables": tables}
+
+
+def validation_report(console: Console, results: Sequence[Result], *, as_json: bool, show_skipped: bool,
+                      emit: Callable[[Any], None]) -> None:
+    if as_json:
+        emit(validation_records(results))
+        return
+    summary = Table(title="clusterplan validate: mean absolute % error per table")
+    for column in ("table", "metric", "rows modelled", "rows not modelled", "MAPE", "max |error|"):
+        summary.add_column(column, justify="right" if column != "table" else "left")
+    for name, rows in by_table(results).items():
+        modelled = [r for r in rows if r.error is not None]
+        worst = max((abs(r.error) for r in modelled if r.error is not None), default=math.nan)
+        table = Table(title=f"{name}")
+        for column in ("row", "metric", "published", "predicted", "error"):
+            table.add_column(column, justify="left" if column in ("row", "metric") else "right")
+        for r in modelled:
+            assert r.error is not None
+            colour = "green" if abs(r.error) <= 0.05 else "yellow" if abs(r.error) <= 0.10 else "red"
+            table.add_row(r.case.label, METRIC_NAMES[r.case.metric], _fmt(r.case.metric, r.case.published),
+                          _fmt(r.case.metric, r.predicted), f"[{colour}]{100 * r.error:+.1f} %[/]")
+        console.print(table)
+        skipped = [r for r in rows if r.error is None]
+        if show_skipped and skipped:
+            console.print(f"[dim]{name}: {len(skipped)} rows not modelled:[/]")
+            for r in skipped:
+                console.print(f"[dim]  - {r.case.label}: {r.case.skip}[/]")
+        metrics = ", ".join(sorted({METRIC_NAMES[r.case.metric] for r in rows}))
+        summary.add_row(name, metrics, str(len(modelled)), str(len(skipped)), f"{mape(rows):.1f} %",
+                        f"{100 * worst:.1f} %")
+    console.print(summary)

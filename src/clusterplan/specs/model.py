@@ -1,0 +1,189 @@
+"""A transformer language model's architecture, and the parameter counts that follow from it.
+
+Counts follow the usual decoder-only layout: per layer an attention block (QKV and output
+projections, or MLA's low-rank projections) and an FFN (GeLU/ReLU: two matrices; SwiGLU: three),
+two norms per layer, a final norm, token embedding and an LM head (shared when tied).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from clusterplan.specs._base import Spec
+
+
+class MoE(Spec):
+    """Mixture-of-experts FFN: ``experts`` routed experts of which ``top_k`` are active per token,
+    plus ``shared_experts`` always active; the first ``dense_layers`` layers use a dense FFN of
+    ``dense_ffn_hidden_size``."""
+
+    experts: int = Field(ge=1)
+    top_k: int = Field(ge=1)
+    shared_experts: int = Field(default=0, ge=0)
+    expert_ffn_hidden_size: int = Field(ge=1)
+    dense_layers: int = Field(default=0, ge=0)
+    dense_ffn_hidden_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> MoE:
+        if self.top_k > self.experts:
+            raise ValueError(f"moe.top_k={self.top_k} exceeds moe.experts={self.experts}")
+        return self
+
+
+class MLA(Spec):
+    """Multi-head latent attention (DeepSeek-V2/V3): low-rank query and KV compression."""
+
+    q_lora_rank: int | None = Field(default=None, ge=1)
+    kv_lora_rank: int = Field(ge=1)
+    qk_rope_head_dim: int = Field(ge=1)
+    qk_nope_head_dim: int = Field(ge=1)
+    v_head_dim: int = Field(ge=1)
+
+
+class Model(Spec):
+    name: str
+    layers: int = Field(ge=1, le=10_000)
+    hidden_size: int = Field(ge=1, le=1_000_000)
+    ffn_hidden_size: int = Field(ge=1, le=10_000_000)
+    attention_heads: int = Field(ge=1)
+    kv_heads: int = Field(ge=1)
+    vocab_size: int = Field(ge=1, le=100_000_000)
+    ffn_activation: Literal["gelu", "swiglu", "relu"]
+    tied_embeddings: bool = False
+    head_dim: int | None = Field(default=None, ge=1)
+    moe: MoE | None = None
+    mla: MLA | None = None
+    dropout: bool = Field(default=False, description="dropout layers present (GPT-era Megatron runs)")
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+    source: str = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> Model:
+        if self.attention_heads % self.kv_heads != 0:
+            raise ValueError(
+                f"attention_heads={self.attention_heads} is not a multiple of kv_heads={self.kv_heads}"
+            )
+        if self.head_dim is None and self.hidden_size % self.attention_heads != 0:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by attention_heads="
+                f"{self.attention_heads}; give head_dim explicitly"
+            )
+        if self.moe is not None and self.moe.dense_layers > self.layers:
+            raise ValueError(f"moe.dense_layers={self.moe.dense_layers} exceeds layers={self.layers}")
+        return self
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def d_head(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.hidden_size // self.attention_heads
+
+    @property
+    def q_size(self) -> int:
+        """Width of the concatenated query heads (a*d_head)."""
+        return self.attention_heads * self.d_head
+
+    @property
+    def kv_size(self) -> int:
+        """Width of the concatenated key (or value) heads (kv*d_head)."""
+        return self.kv_heads * self.d_head
+
+    @property
+    def ffn_matrices(self) -> int:
+        """Weight matrices in one FFN: 3 for gated (SwiGLU), 2 otherwise."""
+        return 3 if self.ffn_activation == "swiglu" else 2
+
+    @property
+    def moe_layers(self) -> int:
+        return 0 if self.moe is None else self.layers - self.moe.dense_layers
+
+    @property
+    def dense_ffn_layers(self) -> int:
+        return self.layers - self.moe_layers
+
+    @property
+    def dense_ffn_size(self) -> int:
+        if self.moe is not None and self.moe.dense_ffn_hidden_size is not None:
+            return self.moe.dense_ffn_hidden_size
+        return self.ffn_hidden_size
+
+    @cached_property
+    def attention_params(self) -> int:
+        """Weights of one attention block (projections; biases ignored)."""
+        h = self.hidden_size
+        if self.mla is not None:
+            m = self.mla
+            a = self.attention_heads
+            qk_head = m.qk_nope_head_dim + m.qk_rope_head_dim
+            if m.q_lora_rank is None:
+                q = h * a * qk_head
+            else:
+                q = h * m.q_lora_rank + m.q_lora_rank * a * qk_head + m.q_lora_rank
+            kv = (h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
+                  + m.kv_lora_rank * a * (m.qk_nope_head_dim + m.v_head_dim))
+            out = a * m.v_head_dim * h
+            return q + kv + out
+        return h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+
+    @cached_property
+    def dense_ffn_params(self) -> int:
+        return self.ffn_matrices * self.hidden_size * self.dense_ffn_size
+
+    @cached_property
+    def expert_params(self) -> int:
+        """Weights of one routed (or shared) expert."""
+        if self.moe is None:
+            return 0
+        return self.ffn_matrices * self.hidden_size * self.moe.expert_ffn_hidden_size
+
+    @cached_property
+    def moe_ffn_params(self) -> int:
+        """All weights of one MoE FFN: routed and shared experts plus the router."""
+        if self.moe is None:
+            return 0
+        experts = self.moe.experts + self.moe.shared_experts
+        return experts * self.expert_params + self.hidden_size * self.moe.experts
+
+    @property
+    def norm_params_per_layer(self) -> int:
+        return 2 * self.hidden_size
+
+    @cached_property
+    def layer_params_total(self) -> int:
+        """All transformer-layer weights (no embeddings)."""
+        per_layer = self.attention_params + self.norm_params_per_layer
+        return (self.layers * per_layer + self.dense_ffn_layers * self.dense_ffn_params
+                + self.moe_layers * self.moe_ffn_params)
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def lm_head_params(self) -> int:
+        return 0 if self.tied_embeddings else self.vocab_size * self.hidden_size
+
+    @cached_property
+    def total_params(self) -> int:
+        return self.layer_params_total + self.embedding_params + self.lm_head_params + self.hidden_size
+
+    @cached_property
+    def active_params(self) -> int:
+        """Weights touched per token (routed experts: top_k of them), embeddings included."""
+        if self.moe is None:
+            return self.total_params
+        inactive = (self.moe.experts - self.moe.top_k) * self.expert_params * self.moe_layers
+        return self.total_params - inactive
+
+    @cached_property
+    def ffn_matmul_width(self) -> float:
+        """Average per-token FFN intermediate width a token is multiplied through, over layers
+        (dense FFN size, or (top_k + shared) x expert size on MoE layers)."""
+        if self.moe is None:
+            return float(self.ffn_hidden_size)
+        moe_width = (self.moe.top_k + self.moe.shared_experts) * self.moe.expert_ffn_hidden_size
+        return (self.dense_ffn_layers * self.dense_ffn_size + self.moe_layers * moe_width) / self.layers

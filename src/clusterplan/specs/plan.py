@@ -1,0 +1,136 @@
+"""A parallel training plan and the rules that make it valid for a model on a cluster.
+
+Rank placement (innermost first): TP, CP, DP, PP — Megatron-LM's default order
+(``tp-cp-ep-dp-pp``), which keeps the chattiest groups on the fastest tier.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from clusterplan.errors import SpecError
+from clusterplan.specs._base import Spec
+from clusterplan.specs.chip import Precision
+from clusterplan.specs.model import Model
+
+Recompute = Literal["none", "selective", "full"]
+RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
+PRECISION_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp8": 2, "fp4": 3}
+
+
+class Plan(Spec):
+    """One way to run a training step. Batch sizes count sequences."""
+
+    tp: int = Field(default=1, ge=1, le=1024)
+    pp: int = Field(default=1, ge=1, le=4096)
+    vp: int = Field(default=1, ge=1, le=256, description="virtual stages per pipeline rank (interleaving)")
+    cp: int = Field(default=1, ge=1, le=1024)
+    dp: int = Field(default=1, ge=1, le=10_000_000)
+    ep: int = Field(default=1, ge=1, le=4096)
+    micro_batch: int = Field(default=1, ge=1, le=65_536)
+    global_batch: int = Field(ge=1, le=100_000_000)
+    seq_len: int = Field(ge=1, le=10_000_000)
+    recompute: Recompute = "selective"
+    sp: bool = Field(default=True, description="sequence parallelism (only meaningful when tp > 1)")
+    zero: Literal[0, 1, 2, 3] = 1
+    dp_shard: int | None = Field(
+        default=None, ge=1,
+        description="ZeRO sharding group (HSDP): shard over this many of the dp*cp replicas, "
+        "replicate across the rest; default all",
+    )
+    precision: Precision = "bf16"
+    overlap_dp: bool = Field(default=True, description="DP reduction overlaps backward (bucketed)")
+    overlap_tp: bool = Field(default=False, description="TP collectives overlapped with GEMMs")
+    flash_attention: bool = Field(default=True, description="fused attention (no s x s scores kept)")
+    first_stage_layers: int | None = Field(default=None, ge=0)
+    last_stage_layers: int | None = Field(default=None, ge=0)
+
+    @property
+    def chips(self) -> int:
+        return self.tp * self.pp * self.cp * self.dp
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per pipeline per step (gradient-accumulation steps)."""
+        return self.global_batch // (self.micro_batch * self.dp)
+
+    def stage_layers(self, model: Model) -> tuple[int, int, int]:
+        """(first, middle, last) layers per pipeline rank."""
+        layers = model.layers
+        if self.pp == 1:
+            return layers, layers, layers
+        first = self.first_stage_layers
+        last = self.last_stage_layers
+        if first is None and last is None:
+            even = layers // self.pp
+            return even, even, even
+        first = first if first is not None else (layers - (last or 0)) // (self.pp - 1)
+        last = last if last is not None else (layers - first) // (self.pp - 1)
+        middle_stages = self.pp - 2
+        middle = (layers - first - last) // middle_stages if middle_stages > 0 else 0
+        return first, middle, last
+
+    def validate_for(self, model: Model, chips: int | None = None) -> Plan:
+        """Raise SpecError naming the field, value and rule that the plan breaks."""
+        if chips is not None and self.chips != chips:
+            raise SpecError(
+                "dp", self.dp,
+                f"tp*pp*cp*dp = {self.tp}*{self.pp}*{self.cp}*{self.dp} = {self.chips} must equal "
+                f"chips={chips}",
+            )
+        if model.attention_heads % self.tp != 0:
+            raise SpecError("tp", self.tp, f"must divide attention_heads={model.attention_heads}")
+        if self.tp > model.kv_heads and self.tp % model.kv_heads != 0:
+            raise SpecError("tp", self.tp, f"must divide or be a multiple of kv_heads={model.kv_heads}")
+        if self.tp <= model.kv_heads and model.kv_heads % self.tp != 0:
+            raise SpecError("tp", self.tp, f"must divide kv_heads={model.kv_heads}")
+        if self.vp > 1 and self.pp == 1:
+            raise SpecError("vp", self.vp, "interleaving (vp > 1) needs pp > 1")
+        if self.seq_len % (2 * self.cp if self.cp > 1 else 1) != 0:
+            raise SpecError("cp", self.cp, f"seq_len={self.seq_len} must be divisible by 2*cp (load-balanced ring attention)")
+        if model.moe is not None and model.moe.experts % self.ep != 0:
+            raise SpecError("ep", self.ep, f"must divide moe.experts={model.moe.experts}")
+        if model.moe is None and self.ep != 1:
+            raise SpecError("ep", self.ep, f"model {model.name} has no experts; ep must be 1")
+        if self.ep > 1 and (self.dp * self.cp) % self.ep != 0:
+            raise SpecError("ep", self.ep, f"must divide dp*cp={self.dp * self.cp}")
+        if self.dp_shard is not None and (self.dp * self.cp) % self.dp_shard != 0:
+            raise SpecError("dp_shard", self.dp_shard, f"must divide dp*cp={self.dp * self.cp}")
+        per_step = self.micro_batch * self.dp
+        if self.global_batch % per_step != 0:
+            raise SpecError(
+                "global_batch", self.global_batch,
+                f"must be divisible by micro_batch*dp = {self.micro_batch}*{self.dp} = {per_step}",
+            )
+        self._validate_layers(model)
+        return self
+
+    def _validate_layers(self, model: Model) -> None:
+        layers = model.layers
+        if self.pp > layers:
+            raise SpecError("pp", self.pp, f"exceeds layers={layers}")
+        if self.first_stage_layers is None and self.last_stage_layers is None:
+            if layers % (self.pp * self.vp) != 0:
+                raise SpecError(
+                    "pp", self.pp,
+                    f"layers={layers} must be divisible by pp*vp={self.pp * self.vp} "
+                    "(or set first/last stage layers for an uneven split)",
+                )
+            return
+        if self.pp < 2:
+            raise SpecError("pp", self.pp, "first/last stage layers need pp >= 2")
+        first, middle, last = self.stage_layers(model)
+        assigned = first + last + middle * max(self.pp - 2, 0)
+        if assigned != layers or first < 1 or last < 1 or (self.pp > 2 and middle < 1):
+            raise SpecError(
+                "first_stage_layers", self.first_stage_layers,
+                f"with last_stage_layers={self.last_stage_layers}, the other {max(self.pp - 2, 0)} "
+                f"stages must split the remaining layers of {layers} evenly",
+            )
+        for name, count in (("first_stage_layers", first), ("last_stage_layers", last)):
+            if count % self.vp != 0:
+                raise SpecError(name, count, f"must be divisible by vp={self.vp}")
+        if self.pp > 2 and middle % self.vp != 0:
+            raise SpecError("pp", self.pp, f"middle stages get {middle} layers, not divisible by vp={self.vp}")

@@ -1,0 +1,1 @@
+"""Training-step estimator: FLOPs, memory and step time, vectorised over a batch of plans."""

@@ -1,0 +1,101 @@
+"""A batch of plans as a struct of NumPy arrays: the input of every vectorised estimator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clusterplan.specs.model import Model
+from clusterplan.specs.plan import PRECISION_CODES, RECOMPUTE_CODES, Plan
+
+IntArray = NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class PlanBatch:
+    """Plans as parallel arrays (one element per plan). Codes: recompute 0 none, 1 selective,
+    2 full; precision 0 fp32, 1 bf16, 2 fp8, 3 fp4. Layer counts are per pipeline rank."""
+
+    tp: IntArray
+    pp: IntArray
+    vp: IntArray
+    cp: IntArray
+    dp: IntArray
+    ep: IntArray
+    micro_batch: IntArray
+    global_batch: IntArray
+    seq_len: IntArray
+    recompute: IntArray
+    sp: IntArray
+    zero: IntArray
+    dp_shard: IntArray
+    precision: IntArray
+    overlap_dp: IntArray
+    overlap_tp: IntArray
+    flash: IntArray
+    layers_first: IntArray
+    layers_middle: IntArray
+    layers_last: IntArray
+
+    def __len__(self) -> int:
+        return int(self.tp.size)
+
+    @property
+    def chips(self) -> IntArray:
+        result: IntArray = self.tp * self.pp * self.cp * self.dp
+        return result
+
+    @property
+    def micro_batches(self) -> IntArray:
+        result: IntArray = self.global_batch // (self.micro_batch * self.dp)
+        return result
+
+    @classmethod
+    def from_plans(cls, plans: Sequence[Plan], model: Model) -> PlanBatch:
+        """Build a batch from validated plans (a single plan is a batch of one)."""
+        columns: dict[str, list[int]] = {f.name: [] for f in fields(cls)}
+        for plan in plans:
+            first, middle, last = plan.stage_layers(model)
+            row = {
+                "tp": plan.tp, "pp": plan.pp, "vp": plan.vp, "cp": plan.cp, "dp": plan.dp,
+                "ep": plan.ep, "micro_batch": plan.micro_batch, "global_batch": plan.global_batch,
+                "seq_len": plan.seq_len, "recompute": RECOMPUTE_CODES[plan.recompute],
+                "sp": int(plan.sp and plan.tp > 1), "zero": plan.zero,
+                "dp_shard": plan.dp_shard if plan.dp_shard is not None else plan.dp * plan.cp,
+                "precision": PRECISION_CODES[plan.precision], "overlap_dp": int(plan.overlap_dp),
+                "overlap_tp": int(plan.overlap_tp), "flash": int(plan.flash_attention),
+                "layers_first": first,
+                "layers_middle": middle, "layers_last": last,
+            }
+            for name, value in row.items():
+                columns[name].append(int(value))
+        return cls(**{name: np.asarray(values, dtype=np.int64) for name, values in columns.items()})
+
+    @classmethod
+    def from_arrays(cls, model: Model, **arrays: object) -> PlanBatch:
+        """Build a batch from arrays (broadcast together); defaults match :class:`Plan`.
+
+        Layers are split evenly over ``pp`` (the search enumerates only even splits).
+        """
+        defaults: dict[str, object] = {
+            "tp": 1, "pp": 1, "vp": 1, "cp": 1, "dp": 1, "ep": 1, "micro_batch": 1,
+            "recompute": 1, "sp": 1, "zero": 1, "precision": 1, "overlap_dp": 1, "overlap_tp": 0,
+            "flash": 1,
+        }
+        merged = {**defaults, **arrays}
+        unknown = set(merged) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown plan arrays: {sorted(unknown)}")
+        broadcast = np.broadcast_arrays(*[np.asarray(v, dtype=np.int64) for v in merged.values()])
+        values = dict(zip(merged, broadcast, strict=True))
+        if "dp_shard" not in values:
+            values["dp_shard"] = values["dp"] * values["cp"]
+        per_stage = model.layers // values["pp"]
+        values["sp"] = values["sp"] * (values["tp"] > 1)
+        values.setdefault("layers_first", per_stage)
+        values.setdefault("layers_middle", per_stage)
+        values.setdefault("layers_last", per_stage)
+        return cls(**{k: np.ascontiguousarray(v, dtype=np.int64) for k, v in values.items()})

@@ -1,0 +1,83 @@
+"""FLOP counts per token (vectorised over sequence length).
+
+Conventions, stated once and used everywhere:
+
+* *Model FLOPs* (MFU) count each matmul once forward and twice backward (3x forward),
+  attention over the full ``s x s`` score matrix (the PaLM (Chowdhery et al. 2022, App. B) and
+  Megatron (Narayanan et al. 2021, eq. 3; Korthikanti et al. 2022) convention: causal masking
+  is *not* halved), and the LM head; embeddings lookups and norms are free.
+* *Hardware FLOPs* (HFU) add the forward work repeated by activation recomputation.
+* Kernel *time* is computed elsewhere from the work a causal flash-attention kernel actually
+  performs (half the score matrix), so the MFU convention does not leak into time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clusterplan.specs.model import Model
+
+FloatArray = NDArray[np.float64]
+
+
+def attention_projection_flops(model: Model) -> float:
+    """Forward matmul FLOPs per token of one layer's attention projections (QKV/MLA and output)."""
+    return 2.0 * model.attention_params
+
+
+def attention_core_width(model: Model) -> tuple[int, int]:
+    """(QK^T contraction width, AV output width) summed over heads: a*d_qk and a*d_v."""
+    if model.mla is not None:
+        m = model.mla
+        heads = model.attention_heads
+        return heads * (m.qk_nope_head_dim + m.qk_rope_head_dim), heads * m.v_head_dim
+    return model.q_size, model.q_size
+
+
+def attention_core_flops(model: Model, seq_len: Any) -> FloatArray:
+    """Forward FLOPs per token of QK^T and AV over ``seq_len`` keys (no causal halving)."""
+    qk, av = attention_core_width(model)
+    result: FloatArray = 2.0 * np.asarray(seq_len, dtype=np.float64) * (qk + av)
+    return result
+
+
+def ffn_flops(model: Model) -> float:
+    """Forward FFN matmul FLOPs per token averaged over layers (active experts and router)."""
+    router = 0.0
+    if model.moe is not None:
+        router = 2.0 * model.hidden_size * model.moe.experts * model.moe_layers / model.layers
+    return 2.0 * model.ffn_matrices * model.hidden_size * model.ffn_matmul_width + router
+
+
+def lm_head_flops(model: Model) -> float:
+    return 2.0 * model.hidden_size * model.vocab_size
+
+
+def layer_forward_flops(model: Model, seq_len: Any) -> FloatArray:
+    """Forward FLOPs per token of one (average) transformer layer."""
+    result: FloatArray = (attention_projection_flops(model) + ffn_flops(model)
+                          + attention_core_flops(model, seq_len))
+    return result
+
+
+def model_flops_per_token(model: Model, seq_len: Any) -> FloatArray:
+    """Training model FLOPs per token (3x forward, full attention, LM head)."""
+    forward = model.layers * layer_forward_flops(model, seq_len) + lm_head_flops(model)
+    result: FloatArray = 3.0 * forward
+    return result
+
+
+def hardware_flops_per_token(model: Model, seq_len: Any, recompute: Any) -> FloatArray:
+    """Model FLOPs plus recomputation: full re-runs every layer's forward, selective re-runs
+    the attention core (Korthikanti et al. 2022, section 5)."""
+    recompute = np.asarray(recompute)
+    extra = np.where(
+        recompute == 2,
+        model.layers * layer_forward_flops(model, seq_len),
+        np.where(recompute == 1, model.layers * attention_core_flops(model, seq_len), 0.0),
+    )
+    result: FloatArray = model_flops_per_token(model, seq_len) + extra
+    return result

@@ -1,0 +1,135 @@
+"""Memory per chip: weights, gradients, optimizer state, activations, buffers.
+
+Model state follows Megatron-LM's theoretical memory model (``theoretical_memory_usage.py``,
+Korthikanti et al. 2022): bf16 weights (2 B/param), fp32 gradient accumulation buffer (4 B) and
+Adam with fp32 master weights and two moments (12 B): 18 B/param, or ``6 + 12/d`` with the
+distributed optimizer (ZeRO-1) over the ``d = dp*cp`` replicas (or the ``dp_shard``
+subgroup with hybrid sharding); ZeRO-2 also shards gradients,
+ZeRO-3 (FSDP) shards weights too. fp8/fp4 plans keep an extra low-precision weight copy (1 B).
+
+Activations follow Korthikanti et al. 2022 (Table 2), generalised to GQA, gated FFNs and MoE,
+per layer and micro-batch; the first pipeline stage holds ``min(pp, m)`` micro-batches in flight
+(x ``1 + (pp-1)/(pp*vp)`` for the interleaved schedule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clusterplan.specs.model import Model
+from clusterplan.training.batch import PlanBatch
+
+FloatArray = NDArray[np.float64]
+
+WEIGHT_BYTES = 2.0
+GRAD_BYTES = 4.0
+OPTIMIZER_BYTES = 12.0
+LOW_PRECISION_WEIGHT_BYTES = 1.0
+
+
+@dataclass(frozen=True)
+class StageParams:
+    """Parameters held by one chip of the first and of the last pipeline stage."""
+
+    first: FloatArray
+    last: FloatArray
+
+    @property
+    def worst(self) -> FloatArray:
+        result: FloatArray = np.maximum(self.first, self.last)
+        return result
+
+
+def layer_params_per_chip(model: Model, batch: PlanBatch) -> FloatArray:
+    """Average transformer-layer parameters on one chip: TP shards every matrix; EP spreads
+    the routed experts (expert tensor parallelism equals TP here)."""
+    tp = batch.tp.astype(np.float64)
+    per_layer_dense = (model.attention_params + model.norm_params_per_layer) / tp
+    ffn = model.dense_ffn_layers * model.dense_ffn_params / model.layers / tp
+    if model.moe is not None:
+        moe = model.moe
+        routed = moe.experts * model.expert_params / batch.ep / tp
+        shared = moe.shared_experts * model.expert_params / tp
+        router = model.hidden_size * moe.experts
+        ffn = ffn + model.moe_layers * (routed + shared + router) / model.layers
+    result: FloatArray = per_layer_dense + ffn
+    return result
+
+
+def stage_params(model: Model, batch: PlanBatch) -> StageParams:
+    """Parameters per chip on the first stage (embedding) and the last (LM head, final norm)."""
+    per_layer = layer_params_per_chip(model, batch)
+    tp = batch.tp.astype(np.float64)
+    embedding = model.embedding_params / tp
+    head = (model.embedding_params if model.tied_embeddings else model.lm_head_params) / tp
+    single = batch.pp == 1
+    first = batch.layers_first * per_layer + embedding + np.where(single, head - np.where(
+        model.tied_embeddings, embedding, 0.0), 0.0)
+    last = np.where(single, first, batch.layers_last * per_layer + head + model.hidden_size)
+    return StageParams(first=first, last=last)
+
+
+def model_state_bytes(params: FloatArray, batch: PlanBatch, layer_params: FloatArray) -> dict[str, FloatArray]:
+    """Weights, gradients and optimizer state of ``params`` on one chip by ZeRO stage."""
+    shards = batch.dp_shard.astype(np.float64)
+    zero = batch.zero
+    low_precision = np.where(batch.precision >= 2, LOW_PRECISION_WEIGHT_BYTES, 0.0)
+    weight_bytes = WEIGHT_BYTES + low_precision
+    weights = np.where(zero >= 3, params * weight_bytes / shards + 2 * layer_params * weight_bytes,
+                       params * weight_bytes)
+    gradients = np.where(zero >= 2, params * GRAD_BYTES / shards, params * GRAD_BYTES)
+    optimizer = np.where(zero >= 1, params * OPTIMIZER_BYTES / shards, params * OPTIMIZER_BYTES)
+    return {"weights": weights, "gradients": gradients, "optimizer": optimizer}
+
+
+def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
+    """Activations one layer keeps for backward for one micro-batch, per chip (no recompute).
+
+    Korthikanti et al. 2022 eq. (1)-(2): ``s*b*h*(10 + 24/t + 5*a*s/(h*t))`` for GPT with
+    TP and ``34*s*b*h/t`` with SP + selective recompute; here the terms are rebuilt from the
+    architecture: replicated region (norm inputs, QKV and FFN inputs, dropout masks) divided by
+    TP only with sequence parallelism; QKV outputs, attention output, FFN intermediates divided
+    by TP; the attention score matrix only without flash attention.
+    """
+    h = model.hidden_size
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    tp = batch.tp.astype(np.float64)
+    replicated = 2.0 * 2 * h + 2.0 * h + 2.0 * h + (2.0 * h if model.dropout else 0.0)
+    ffn_width = model.ffn_matmul_width
+    ffn = (6.0 if model.ffn_activation == "swiglu" else 4.0) * ffn_width
+    if model.moe is not None:
+        # Routed tokens are also kept in the dispatch buffer (permuted copy of the input).
+        ffn += 2.0 * h * model.moe.top_k * model.moe_layers / model.layers
+    sharded = 2.0 * (model.q_size + model.kv_size) + 2.0 * model.kv_size + 2.0 * model.q_size + ffn
+    replicated_div = np.where(batch.sp == 1, tp, 1.0)
+    per_token = replicated / replicated_div + sharded / tp
+    per_score = 5.0 if model.dropout else 2.0
+    scores = np.where(batch.flash == 1, 0.0, per_score * model.attention_heads * batch.seq_len / tp)
+    result: FloatArray = tokens * (per_token + np.where(batch.recompute == 0, scores, 0.0))
+    return result
+
+
+def activation_bytes(model: Model, batch: PlanBatch) -> dict[str, FloatArray]:
+    """Activation bytes of the first and last stage chips (in-flight micro-batches included)."""
+    h = model.hidden_size
+    tp = batch.tp.astype(np.float64)
+    pp = batch.pp.astype(np.float64)
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    full_layer = activation_bytes_per_layer(model, batch)
+    layer_input = tokens * 2.0 * h / np.where(batch.sp == 1, tp, 1.0)
+    stored = np.where(batch.recompute == 2, layer_input, full_layer)
+    # Full recompute re-materialises one layer at a time during backward.
+    working = np.where(batch.recompute == 2, full_layer, 0.0)
+    in_flight = np.minimum(pp, batch.micro_batches.astype(np.float64))
+    interleave = np.where(batch.vp > 1, 1.0 + (pp - 1.0) / (pp * batch.vp), 1.0)
+    first = batch.layers_first * stored * in_flight * interleave + working
+    # Embedding output kept for backward (Megatron: s*b*h per micro-batch in flight).
+    first = first + tokens * h * np.where(batch.sp == 1, 1.0 / tp, 1.0) * in_flight
+    last = batch.layers_last * stored * np.where(batch.vp > 1, interleave, 1.0) + working
+    # Logits (bf16) and their fp32 copy for the cross-entropy, on the last stage.
+    logits = tokens * model.vocab_size / tp * (2.0 + 4.0)
+    last = np.where(batch.pp == 1, first, last) + logits
+    return {"first": first, "last": last}

@@ -1,0 +1,328 @@
+"""Training step time and memory for a batch of plans on one system (the vectorised core).
+
+Per micro-batch and pipeline stage, every transformer layer costs its GEMMs (roofline with
+fitted efficiency), its fused attention, its memory-bound elementwise kernels, and the exposed
+part of its TP, CP and EP communication. Stages run the pipeline schedule (1F1B or interleaved:
+bubble ``(p-1)/v`` stage-times, Narayanan et al. 2021); the data-parallel gradient reduction
+overlaps the backward of the last micro-batch bucket by bucket (exposed only where it is longer,
+and the last bucket always); the optimizer is memory-bound. All inputs are arrays over plans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clusterplan.costs import collectives as coll
+from clusterplan.costs.compute import (
+    OPERAND_BYTES,
+    Efficiency,
+    gemm_time,
+    matmul_eff_by_precision,
+    memory_time,
+    peak_by_precision,
+)
+from clusterplan.specs.chip import Chip
+from clusterplan.specs.model import Model
+from clusterplan.specs.system import System
+from clusterplan.training import flops as fl
+from clusterplan.training import memory as mem
+from clusterplan.training.batch import PlanBatch
+
+FloatArray = NDArray[np.float64]
+
+ACTIVATION_BYTES = 2.0  # bf16 activations and TP/CP/PP messages
+GRAD_REDUCE_BYTES = 4.0  # Megatron reduces bf16 runs' gradients in fp32
+ADAM_TRAFFIC_BYTES = 4.0 + 12.0 + 12.0 + 2.0  # read grad, read+write master/m/v, write bf16 weight
+KERNELS_PER_LAYER_FORWARD = 12.0  # norms, QKV, rope, attention, proj, adds, FFN GEMMs, activation
+BACKWARD_KERNEL_FACTOR = 2.0
+FLASH_BACKWARD_FACTOR = 2.5  # FlashAttention-2 backward: 5 matmuls vs 2 forward (Dao 2023)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """A system with its chip and the chip family's fitted efficiencies."""
+
+    system: System
+    chip: Chip
+    efficiency: Efficiency
+    peak: FloatArray = field(init=False)
+    matmul_eff: FloatArray = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "peak", peak_by_precision(self.chip))
+        object.__setattr__(self, "matmul_eff", matmul_eff_by_precision(self.efficiency))
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """Arrays over plans. Times in seconds, memory in bytes, throughput per chip."""
+
+    step_time: FloatArray
+    time_breakdown: dict[str, FloatArray]
+    memory_breakdown: dict[str, FloatArray]
+    memory: FloatArray
+    fits: NDArray[np.bool_]
+    tokens_per_step: FloatArray
+    tokens_per_s_per_chip: FloatArray
+    model_flops_per_s_per_chip: FloatArray
+    mfu: FloatArray
+    hfu: FloatArray
+
+
+def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, FloatArray]:
+    """Forward times of one average layer for one micro-batch on one chip, by component."""
+    eff = hw.efficiency
+    chip = hw.chip
+    h = model.hidden_size
+    tp = batch.tp.astype(np.float64)
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    peak = hw.peak[batch.precision]
+    mm_eff = hw.matmul_eff[batch.precision]
+    operand = OPERAND_BYTES[batch.precision]
+    overhead = eff.kernel_overhead_s
+
+    def gemm(n: Any, k: Any) -> FloatArray:
+        return gemm_time(tokens, n, k, peak, mm_eff, operand, chip.hbm_bandwidth, eff.hbm, overhead)
+
+    qk_width, av_width = fl.attention_core_width(model)
+    out_in = av_width
+    proj_in_width = (model.attention_params - out_in * h) / h
+    attention_proj = gemm(proj_in_width / tp, h) + gemm(h, out_in / tp)
+    ffn_width = model.ffn_matmul_width
+    up_width = (model.ffn_matrices - 1) * ffn_width
+    ffn = gemm(up_width / tp, h) + gemm(h, ffn_width / tp)
+    if model.moe is not None:
+        ffn = ffn + gemm(model.moe.experts * model.moe_layers / model.layers, h)  # router
+
+    # Attention core: causal flash attention does half the score blocks; without flash the
+    # full s x s scores are computed as batched GEMMs and round-trip HBM for softmax/dropout.
+    seq = batch.seq_len.astype(np.float64)
+    core_flops = fl.attention_core_flops(model, seq) * tokens / tp
+    bf16_peak = hw.peak[1]
+    flash_time = 0.5 * core_flops / (bf16_peak * eff.attention) + overhead
+    score_elements = model.attention_heads / tp * tokens * seq
+    score_traffic = score_elements * (13.0 if model.dropout else 8.0)
+    unfused = (core_flops / (bf16_peak * hw.matmul_eff[1])
+               + memory_time(score_traffic, chip.hbm_bandwidth, eff.hbm) + 3 * overhead)
+    attention_core = np.where(batch.flash == 1, flash_time, unfused)
+
+    # Memory-bound kernels: norms (2h r/w each), residual adds (3h), dropout, rope, activation;
+    # the replicated region is sharded only with sequence parallelism; fp8 adds casts.
+    replicated = 2 * 2.0 * h + 2 * 3.0 * h + (2 * 2.5 * h if model.dropout else 0.0)
+    activation_traffic = (3.0 if model.ffn_activation == "swiglu" else 2.0) * ffn_width
+    sharded = 2.0 * (model.q_size + model.kv_size) + activation_traffic
+    cast = np.where(batch.precision >= 2, 1.5 * (2 * h + out_in + ffn_width), 0.0)
+    elementwise_bytes = ACTIVATION_BYTES * tokens * (
+        replicated / np.where(batch.sp == 1, tp, 1.0) + sharded / tp) + tokens * cast / tp
+    elementwise = memory_time(elementwise_bytes, chip.hbm_bandwidth, eff.hbm)
+    elementwise = elementwise + (KERNELS_PER_LAYER_FORWARD - 6.0) * overhead
+
+    gemms = attention_proj + ffn
+    return {"gemm": gemms, "attention": attention_core, "elementwise": elementwise}
+
+
+def _tp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
+    """TP collectives of one layer's forward: 2 all-reduces, or with SP 2 all-gathers and
+    2 reduce-scatters, of the ``tokens x h`` activation (Korthikanti et al. 2022, Fig. 5)."""
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    message = tokens * model.hidden_size * ACTIVATION_BYTES
+    phases = coll.decompose(hw.system, batch.tp, np.ones_like(batch.tp))
+    with_sp = 2.0 * (coll.all_gather_time(phases, message) + coll.reduce_scatter_time(phases, message))
+    without_sp = 2.0 * coll.all_reduce_time(phases, message)
+    result: FloatArray = np.where(batch.tp > 1, np.where(batch.sp == 1, with_sp, without_sp), 0.0)
+    return result
+
+
+def _cp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
+    """Ring attention: every rank receives the other ``cp-1`` K/V chunks of its TP shard."""
+    sequence = (batch.micro_batch * batch.seq_len).astype(np.float64)
+    if model.mla is None:
+        message = sequence * 2.0 * model.kv_size / batch.tp * ACTIVATION_BYTES
+    else:
+        # MLA exchanges the compressed latent (shared by all heads, so not split by TP).
+        latent = model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
+        message = sequence * latent * ACTIVATION_BYTES
+    phases = coll.decompose(hw.system, batch.cp, batch.tp)
+    result: FloatArray = np.where(batch.cp > 1, coll.all_gather_time(phases, message), 0.0)
+    return result
+
+
+def _ep_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
+    """MoE token dispatch and combine: two all-to-alls per MoE layer over the EP group."""
+    if model.moe is None:
+        return np.zeros(len(batch))
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    local_tokens = tokens / np.where(batch.sp == 1, batch.tp, 1)
+    message = local_tokens * model.moe.top_k * model.hidden_size * ACTIVATION_BYTES
+    phases = coll.decompose(hw.system, batch.ep, batch.tp)
+    per_moe_layer = 2.0 * coll.all_to_all_time(phases, message)
+    result: FloatArray = np.where(batch.ep > 1, per_moe_layer * model.moe_layers / model.layers, 0.0)
+    return result
+
+
+def _lm_head(model: Model, hw: Hardware, batch: PlanBatch) -> tuple[FloatArray, FloatArray]:
+    """Forward and backward time of the LM head and cross-entropy on the last stage."""
+    eff = hw.efficiency
+    tp = batch.tp.astype(np.float64)
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    head = gemm_time(tokens, model.vocab_size / tp, model.hidden_size, hw.peak[batch.precision],
+                     hw.matmul_eff[batch.precision], OPERAND_BYTES[batch.precision],
+                     hw.chip.hbm_bandwidth, eff.hbm, eff.kernel_overhead_s)
+    # Cross-entropy over fp32 logits: a few passes (max, exp-sum, gradient) of tokens x V/t.
+    loss = memory_time(3 * 4.0 * tokens * model.vocab_size / tp, hw.chip.hbm_bandwidth, eff.hbm)
+    return head + loss, 2.0 * head + loss
+
+
+def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
+    """Step time, its breakdown, memory and throughput for every plan in ``batch``."""
+    eff = hw.efficiency
+    tp = batch.tp.astype(np.float64)
+    pp = batch.pp.astype(np.float64)
+    vp = batch.vp.astype(np.float64)
+    micro_batches = batch.micro_batches.astype(np.float64)
+
+    parts = _layer_forward(model, hw, batch)
+    compute_f = parts["gemm"] + parts["attention"] + parts["elementwise"]
+    attention_core = parts["attention"]
+    flash_bwd = np.where(batch.flash == 1, FLASH_BACKWARD_FACTOR, 2.0)
+    compute_b = 2.0 * parts["gemm"] + flash_bwd * attention_core + 2.0 * parts["elementwise"]
+    # Recomputation re-runs forward work inside backward.
+    recompute = np.where(batch.recompute == 2, compute_f,
+                         np.where(batch.recompute == 1, attention_core, 0.0))
+
+    tp_f = _tp_comm_forward(model, hw, batch)
+    tp_total = tp_f * (2.0 + (batch.recompute == 2))  # fwd, bwd (+ recomputed fwd)
+    gemm_cover = parts["gemm"] * (3.0 + (batch.recompute == 2))
+    tp_exposed = np.where(batch.overlap_tp == 1, np.maximum(tp_total - gemm_cover, 0.0), tp_total)
+    cp_f = _cp_comm_forward(model, hw, batch)
+    # Ring attention overlaps each K/V hop with the attention block of the previous one.
+    cp_exposed = (np.maximum(cp_f - attention_core, 0.0)
+                  + np.maximum(2.0 * cp_f - flash_bwd * attention_core, 0.0))
+    ep_exposed = 3.0 * _ep_comm_forward(model, hw, batch)
+
+    layer_compute = compute_f + compute_b + recompute
+    layer_time = layer_compute + tp_exposed + cp_exposed + ep_exposed
+    head_f, head_b = _lm_head(model, hw, batch)
+    head = head_f + head_b
+
+    first = batch.layers_first * layer_time
+    last = batch.layers_last * layer_time + head
+    middle = batch.layers_middle * layer_time
+    single = batch.pp == 1
+    stage_max = np.where(single, first + head, np.maximum(np.maximum(first, last), middle))
+    stage_mean = np.where(single, first + head,
+                          (first + last + np.maximum(pp - 2.0, 0.0) * middle) / pp)
+    bottleneck_layers = np.where(single, batch.layers_first,
+                                 np.where(last >= np.maximum(first, middle), batch.layers_last,
+                                          np.where(first >= middle, batch.layers_first,
+                                                   batch.layers_middle))).astype(np.float64)
+    head_on_bottleneck = np.where(single | (last >= np.maximum(first, middle)), head, 0.0)
+
+    bubble = (pp - 1.0) / vp * stage_mean
+
+    # Pipeline point-to-point: one activation per chunk boundary, forward and backward.
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    p2p_bytes = tokens * model.hidden_size * ACTIVATION_BYTES / tp  # scatter-gather over TP
+    p2p = coll.p2p_time(hw.system, batch.tp * batch.cp * batch.dp, p2p_bytes)
+    chunk = stage_max / vp
+    # The interleaved schedule overlaps sends with the next chunk's compute (Megatron-Core).
+    p2p_each = np.where(batch.vp > 1, np.maximum(p2p - chunk, 0.0), p2p)
+    pp_exposed = np.where(single, 0.0, 2.0 * (micro_batches * vp + pp - 1.0) * p2p_each)
+
+    # Data parallelism: gradients (and, ZeRO>=1, parameters) of this chip's stage.
+    params = mem.stage_params(model, batch)
+    chip_params = params.worst
+    replicas = batch.dp * batch.cp
+    shard = batch.dp_shard
+    shard_phases = coll.decompose(hw.system, shard, batch.tp)
+    grad_bytes = chip_params * GRAD_REDUCE_BYTES
+    param_bytes = chip_params * mem.WEIGHT_BYTES
+    # Hybrid sharding: shards are further all-reduced across the replica groups.
+    replica_phases = coll.decompose(hw.system, replicas // shard, batch.tp * shard)
+    cross_replica = np.where(replicas > shard,
+                             coll.all_reduce_time(replica_phases, grad_bytes / shard), 0.0)
+    grad_comm = np.where(batch.zero == 0, coll.all_reduce_time(shard_phases, grad_bytes),
+                         coll.reduce_scatter_time(shard_phases, grad_bytes)) + cross_replica
+    gather_comm = np.where(batch.zero >= 1, coll.all_gather_time(shard_phases, param_bytes), 0.0)
+    stage_layers = np.maximum(bottleneck_layers, 1.0)
+    backward_last = bottleneck_layers * (compute_b + recompute)
+    # Buckets of about one layer reduce while backward proceeds: what backward cannot cover,
+    # and the last bucket, stay exposed.
+    grad_exposed = np.where(
+        batch.overlap_dp == 1,
+        np.maximum(grad_comm - backward_last * (stage_layers - 1.0) / stage_layers,
+                   grad_comm / stage_layers),
+        grad_comm,
+    )
+    forward_first = bottleneck_layers * compute_f
+    gather_exposed = np.where(batch.overlap_dp == 1, np.maximum(gather_comm - forward_first, 0.0),
+                              gather_comm)
+    # ZeRO-3: gather weights for forward and backward and reduce-scatter gradients every
+    # micro-batch, prefetched one layer ahead; the cross-replica all-reduce once per step.
+    zero3_comm = (2.0 * coll.all_gather_time(shard_phases, param_bytes)
+                  + coll.reduce_scatter_time(shard_phases, grad_bytes))
+    zero3_exposed = (micro_batches * (np.maximum(zero3_comm - stage_max, 0.0)
+                                      + zero3_comm / stage_layers)
+                     + np.where(batch.overlap_dp == 1,
+                                np.maximum(cross_replica - backward_last, cross_replica / stage_layers),
+                                cross_replica))
+    dp_exposed = np.where(replicas > 1,
+                          np.where(batch.zero >= 3, zero3_exposed, grad_exposed + gather_exposed),
+                          0.0)
+
+    # Optimizer: Adam over this chip's shard of the parameters, memory-bound.
+    optimizer_params = np.where(batch.zero >= 1, chip_params / shard, chip_params)
+    optimizer = (memory_time(optimizer_params * ADAM_TRAFFIC_BYTES, hw.chip.hbm_bandwidth, eff.hbm)
+                 + 20 * eff.kernel_overhead_s)
+
+    compute_total = micro_batches * (bottleneck_layers * layer_compute + head_on_bottleneck)
+    tp_time = micro_batches * bottleneck_layers * tp_exposed
+    cp_time = micro_batches * bottleneck_layers * cp_exposed
+    ep_time = micro_batches * bottleneck_layers * ep_exposed
+    step = compute_total + tp_time + cp_time + ep_time + bubble + pp_exposed + dp_exposed + optimizer
+
+    time_breakdown = {
+        "compute": compute_total, "tp_comm": tp_time, "cp_comm": cp_time, "ep_comm": ep_time,
+        "pp_bubble": bubble, "pp_comm": pp_exposed, "dp_comm": dp_exposed, "optimizer": optimizer,
+    }
+
+    # Memory on the worst stage.
+    layer_params = mem.layer_params_per_chip(model, batch)
+    acts = mem.activation_bytes(model, batch)
+    state_first = mem.model_state_bytes(params.first, batch, layer_params)
+    state_last = mem.model_state_bytes(params.last, batch, layer_params)
+    total_first = sum(state_first.values()) + acts["first"]
+    total_last = sum(state_last.values()) + acts["last"]
+    use_last = total_last > total_first
+    comm_buffers = 2.0 * tokens * model.hidden_size * ACTIVATION_BYTES
+    buffers = comm_buffers + eff.reserved_bytes
+    memory_breakdown = {
+        key: np.where(use_last, state_last[key], state_first[key]) for key in state_first
+    }
+    memory_breakdown["activations"] = np.where(use_last, acts["last"], acts["first"])
+    memory_breakdown["buffers"] = buffers
+    memory_total = sum(memory_breakdown.values())
+
+    tokens_per_step = (batch.global_batch * batch.seq_len).astype(np.float64)
+    chips = batch.chips.astype(np.float64)
+    tokens_per_s_per_chip = tokens_per_step / step / chips
+    model_flops = fl.model_flops_per_token(model, batch.seq_len) * tokens_per_s_per_chip
+    hardware_flops = (fl.hardware_flops_per_token(model, batch.seq_len, batch.recompute)
+                      * tokens_per_s_per_chip)
+    peak = hw.peak[batch.precision]
+    return StepEstimate(
+        step_time=step,
+        time_breakdown=time_breakdown,
+        memory_breakdown=memory_breakdown,
+        memory=np.asarray(memory_total, dtype=np.float64),
+        fits=np.asarray(memory_total <= hw.chip.hbm_bytes),
+        tokens_per_step=tokens_per_step,
+        tokens_per_s_per_chip=tokens_per_s_per_chip,
+        model_flops_per_s_per_chip=model_flops,
+        mfu=model_flops / peak,
+        hfu=hardware_flops / peak,
+    )

@@ -1,0 +1,48 @@
+"""One plan's estimate as a plain record (the JSON of ``clusterplan train`` and the reports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusterplan.specs import Model, Plan
+from clusterplan.training.batch import PlanBatch
+from clusterplan.training.step import Hardware, StepEstimate, estimate
+
+
+def plan_record(plan: Plan) -> dict[str, Any]:
+    return plan.model_dump(mode="json", exclude_none=True)
+
+
+def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | None = None,
+                 max_memory_fraction: float = 1.0) -> dict[str, Any]:
+    """Estimate one plan and return its figures in SI units (seconds, bytes, FLOP/s)."""
+    result: StepEstimate = estimate(model, hardware, PlanBatch.from_plans([plan], model))
+    memory = float(result.memory[0])
+    capacity = hardware.chip.hbm_bytes * max_memory_fraction
+    record: dict[str, Any] = {
+        "model": model.name,
+        "system": hardware.system.name,
+        "chip": hardware.chip.name,
+        "chips": plan.chips,
+        "plan": plan_record(plan),
+        "micro_batches": plan.micro_batches,
+        "tokens_per_step": float(result.tokens_per_step[0]),
+        "step_time_s": float(result.step_time[0]),
+        "tokens_per_s_per_chip": float(result.tokens_per_s_per_chip[0]),
+        "tokens_per_s": float(result.tokens_per_s_per_chip[0]) * plan.chips,
+        "model_tflops_per_chip": float(result.model_flops_per_s_per_chip[0]) / 1e12,
+        "mfu": float(result.mfu[0]),
+        "hfu": float(result.hfu[0]),
+        "memory_bytes_per_chip": memory,
+        "memory_capacity_bytes": hardware.chip.hbm_bytes,
+        "memory_breakdown": {k: float(v[0]) for k, v in result.memory_breakdown.items()},
+        "fits_memory": bool(memory <= capacity),
+        "time_breakdown_s": {k: float(v[0]) for k, v in result.time_breakdown.items()},
+        "model_params": model.total_params,
+        "model_active_params": model.active_params,
+    }
+    if tokens is not None:
+        record["tokens"] = tokens
+        record["time_to_train_s"] = tokens / record["tokens_per_s"]
+        record["chip_hours"] = record["time_to_train_s"] * plan.chips / 3600.0
+    return record

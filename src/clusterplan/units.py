@@ -1,0 +1,154 @@
+"""Human units at the edge, SI inside.
+
+Parsing accepts the forms planners write (``15T`` tokens, ``96GiB``, ``2.9TB/s``, ``400Gb/s``,
+``3us``, ``54d``) and returns SI floats: bytes, bytes per second, seconds, FLOP/s, counts.
+Formatting prints SI values back in the largest unit that keeps the number readable.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from clusterplan.errors import SpecError
+
+_DECIMAL = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+_BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50}
+_NUMBER = r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+
+_TIME_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "min": 60.0,
+    "m": 60.0, "h": 3600.0, "hr": 3600.0, "d": 86400.0, "day": 86400.0, "days": 86400.0,
+    "w": 7 * 86400.0, "y": 365.25 * 86400.0,
+}
+
+
+def _split(text: str, field: str) -> tuple[float, str]:
+    match = re.fullmatch(rf"\s*{_NUMBER}\s*([A-Za-zµ/]*)\s*", text)
+    if match is None:
+        raise SpecError(field, text, "expected a number with an optional unit, e.g. 96GiB")
+    return float(match.group(1)), match.group(2)
+
+
+def _prefix(prefix: str, field: str, text: str) -> float:
+    if prefix in _BINARY:
+        return _BINARY[prefix]
+    if prefix in _DECIMAL:
+        return _DECIMAL[prefix]
+    raise SpecError(field, text, f"unknown unit prefix {prefix!r}")
+
+
+def parse_count(value: str | float | int, field: str = "count") -> float:
+    """``15T`` -> 1.5e13; ``2.5M`` -> 2.5e6; plain numbers pass through."""
+    if isinstance(value, int | float):
+        return float(value)
+    number, unit = _split(value, field)
+    return number * _prefix(unit, field, value)
+
+
+def parse_bytes(value: str | float | int, field: str = "bytes") -> float:
+    """``96GiB`` -> 103079215104; ``80GB`` -> 8e10. Bits (``Gb``) are divided by 8."""
+    if isinstance(value, int | float):
+        return float(value)
+    number, unit = _split(value, field)
+    if unit.endswith("B"):
+        scale = 1.0
+    elif unit.endswith("b"):
+        scale = 1.0 / 8.0
+    else:
+        raise SpecError(field, value, "expected a size in bytes, e.g. 96GiB or 80GB")
+    return number * scale * _prefix(unit[:-1], field, value)
+
+
+def parse_bandwidth(value: str | float | int, field: str = "bandwidth") -> float:
+    """``2.9TB/s`` -> 2.9e12 B/s; ``400Gb/s`` -> 5e10 B/s; ``400Gbps`` too."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.replace("ps", "/s") if value.rstrip().endswith("bps") else value
+    number, unit = _split(text, field)
+    if not unit.endswith("/s"):
+        raise SpecError(field, value, "expected a bandwidth, e.g. 2.9TB/s or 400Gb/s")
+    return parse_bytes(f"{number}{unit[:-2]}", field)
+
+
+def parse_flops(value: str | float | int, field: str = "flops") -> float:
+    """``989.4T`` or ``989.4TFLOP/s`` -> 9.894e14 FLOP/s."""
+    if isinstance(value, int | float):
+        return float(value)
+    number, unit = _split(value, field)
+    for suffix in ("FLOP/s", "FLOPS", "flops", "FLOP"):
+        if unit.endswith(suffix):
+            unit = unit[: -len(suffix)]
+            break
+    return number * _prefix(unit, field, value)
+
+
+def parse_duration(value: str | float | int, field: str = "duration") -> float:
+    """``54d`` -> 4665600 s; ``3us`` -> 3e-6 s; plain numbers are seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    number, unit = _split(value, field)
+    if unit == "":
+        return number
+    if unit not in _TIME_UNITS:
+        raise SpecError(field, value, f"unknown time unit {unit!r} (use ns, us, ms, s, h, d)")
+    return number * _TIME_UNITS[unit]
+
+
+def parse_power(value: str | float | int, field: str = "power") -> float:
+    """``700W`` -> 700; ``2.2GW`` -> 2.2e9."""
+    if isinstance(value, int | float):
+        return float(value)
+    number, unit = _split(value, field)
+    if not unit.endswith("W"):
+        raise SpecError(field, value, "expected a power, e.g. 700W or 2.2GW")
+    return number * _prefix(unit[:-1], field, value)
+
+
+def _engineering(value: float, prefixes: list[tuple[float, str]], unit: str, digits: int) -> str:
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g} {unit}".strip()
+    for scale, name in prefixes:
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}f} {name}{unit}".strip()
+    scale, name = prefixes[-1]
+    return f"{value / scale:.{digits}f} {name}{unit}".strip()
+
+
+_DEC_PREFIXES = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
+_BIN_PREFIXES = [(2.0**50, "Pi"), (2.0**40, "Ti"), (2.0**30, "Gi"), (2.0**20, "Mi"), (2.0**10, "Ki"),
+                 (1.0, "")]
+
+
+def format_bytes(value: float, digits: int = 1) -> str:
+    """8.6e10 -> '80.1 GiB' (binary prefixes, as memory is sold and reported by tools)."""
+    return _engineering(value, _BIN_PREFIXES, "B", digits)
+
+
+def format_count(value: float, digits: int = 2) -> str:
+    return _engineering(value, _DEC_PREFIXES, "", digits)
+
+
+def format_flops(value: float, digits: int = 1) -> str:
+    return _engineering(value, _DEC_PREFIXES, "FLOP/s", digits)
+
+
+def format_bandwidth(value: float, digits: int = 1) -> str:
+    return _engineering(value, _DEC_PREFIXES, "B/s", digits)
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the most readable of ms, s, min, h, days."""
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds < 120.0:
+        return f"{seconds:.2f} s"
+    if seconds < 7200.0:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400.0:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -1,0 +1,140 @@
+"""Fit each chip family's kernel efficiencies on the published runs of that family.
+
+The fitted quantities are physical (large-GEMM fraction of peak per precision, fused-attention
+fraction of peak, HBM efficiency of memory-bound kernels, fixed cost per kernel) and shared by
+every row of the family: there are no per-model or per-row corrections. The fit minimises the
+squared log-ratio of predicted to published values plus a weak Gaussian prior on each parameter
+(a maximum a posteriori fit), which keeps parameters the data barely constrain at physically
+sensible values instead of letting them absorb noise. Families with no published training runs
+inherit the parameters of the closest family, and say so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from clusterplan.costs.compute import Efficiency
+from clusterplan.validation.cases import Case
+from clusterplan.validation.harness import mape, run
+
+#: (prior mean, prior sigma, lower, upper) per parameter.
+PRIORS: dict[str, tuple[float, float, float, float]] = {
+    "matmul.bf16": (0.75, 0.15, 0.30, 0.95),
+    "matmul.fp8": (0.60, 0.15, 0.20, 0.95),
+    "matmul.fp4": (0.50, 0.15, 0.15, 0.95),
+    "attention": (0.50, 0.15, 0.15, 0.90),
+    "hbm": (0.80, 0.10, 0.40, 0.95),
+    "kernel_overhead_us": (5.0, 5.0, 0.0, 40.0),
+}
+
+#: Runtime/communicator/allocator reserve per family (not fitted: no memory data published).
+RESERVED_BYTES = {"nvidia": 3.0 * 2**30, "tpu": 1.0 * 2**30, "trainium": 2.0 * 2**30, "amd": 3.0 * 2**30}
+
+#: Families without published training runs, and the family whose fit they inherit.
+TRANSFERS = {"trainium2": "trainium1", "trainium3": "trainium1", "cdna3": "hopper"}
+ALL_FAMILIES = ("ampere", "hopper", "blackwell", "trainium1", "trainium2", "trainium3",
+                "tpu-v4", "tpu-v5e", "tpu-v5p", "cdna3")
+
+
+def _reserve(family: str) -> float:
+    if family.startswith("tpu"):
+        return RESERVED_BYTES["tpu"]
+    if family.startswith("trainium"):
+        return RESERVED_BYTES["trainium"]
+    if family == "cdna3":
+        return RESERVED_BYTES["amd"]
+    return RESERVED_BYTES["nvidia"]
+
+
+@dataclass(frozen=True)
+class FamilyFit:
+    efficiency: Efficiency
+    rows: int
+    mape_before: float
+    mape_after: float
+
+
+def _names(cases: Sequence[Case]) -> list[str]:
+    precisions = {case.plan.precision for case in cases if case.plan is not None}
+    names = ["matmul.bf16"] + [f"matmul.{p}" for p in ("fp8", "fp4") if p in precisions]
+    return [*names, "attention", "hbm", "kernel_overhead_us"]
+
+
+def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[str],
+                note: str = "") -> Efficiency:
+    params = dict(zip(names, values, strict=True))
+    matmul = {key.split(".")[1]: round(float(v), 4) for key, v in params.items() if key.startswith("matmul.")}
+    return Efficiency(
+        family=family, matmul=matmul, attention=round(float(params["attention"]), 4),
+        hbm=round(float(params["hbm"]), 4),
+        kernel_overhead_s=round(float(params["kernel_overhead_us"]) * 1e-6, 9),
+        reserved_bytes=_reserve(family), fitted_on=tables, note=note,
+    )
+
+
+def fit_family(family: str, cases: Sequence[Case]) -> FamilyFit:
+    """MAP fit of one family's efficiencies on its modelled cases."""
+    usable = [c for c in cases if c.skip is None and c.family == family and math.isfinite(c.published)]
+    names = _names(usable)
+    tables = sorted({c.table for c in usable})
+    start = np.array([PRIORS[n][0] for n in names])
+    lower = np.array([PRIORS[n][2] for n in names])
+    upper = np.array([PRIORS[n][3] for n in names])
+    sigma = np.array([PRIORS[n][1] for n in names])
+    published = np.array([c.published for c in usable])
+    higher_is_faster = np.array([c.metric != "step_time_s" for c in usable])
+    prior_weight = 1.0 / math.sqrt(max(len(usable), 1))
+
+    def residuals(values: np.ndarray) -> np.ndarray:
+        eff = _efficiency(family, names, values, tables)
+        predicted = np.array([r.predicted for r in run(usable, lambda _: eff)], dtype=float)
+        log_ratio = np.log(predicted / published)
+        # Residuals in time units: throughput errors count with the opposite sign.
+        fit = np.where(higher_is_faster, -log_ratio, log_ratio)
+        prior = prior_weight * (values - start) / sigma
+        return np.concatenate([fit, prior])
+
+    before = mape(run(usable, lambda _: _efficiency(family, names, start, tables)))
+    solution = least_squares(residuals, start, bounds=(lower, upper), diff_step=1e-3, x_scale="jac")
+    after_eff = _efficiency(family, names, solution.x, tables)
+    after = mape(run(usable, lambda _: after_eff))
+    note = (f"MAP fit on {len(usable)} published rows ({', '.join(tables)}): "
+            f"MAPE {before:.1f}% at the priors -> {after:.1f}%")
+    return FamilyFit(_efficiency(family, names, solution.x, tables, note), len(usable), before, after)
+
+
+def calibrate(cases: Sequence[Case]) -> dict[str, FamilyFit | str]:
+    """Fit every family that has rows; transfer to the families that have none."""
+    fits: dict[str, FamilyFit | str] = {}
+    families = sorted({c.family for c in cases if c.skip is None})
+    for family in families:
+        fits[family] = fit_family(family, cases)
+    for family, donor in TRANSFERS.items():
+        if family not in fits and donor in fits:
+            fits[family] = donor
+    return fits
+
+
+def efficiency_yaml(fits: dict[str, FamilyFit | str]) -> dict[str, object]:
+    """The ``catalog/efficiency.yaml`` document for a calibration result."""
+    families: list[dict[str, object]] = []
+    for family in ALL_FAMILIES:
+        fit = fits.get(family)
+        if fit is None:
+            continue
+        if isinstance(fit, str):
+            donor = fits[fit]
+            assert isinstance(donor, FamilyFit)
+            eff = donor.efficiency.model_copy(update={
+                "family": family, "reserved_bytes": _reserve(family), "fitted_on": [],
+                "note": f"no published training runs for {family}: inherits the {fit} fit "
+                        f"(same vendor software stack / closest architecture); treat as a prior"})
+        else:
+            eff = fit.efficiency
+        families.append(eff.model_dump(mode="json"))
+    return {"families": families}

@@ -1,0 +1,384 @@
+"""Turn each published row into a case: a model, a system, the row's own plan, and the metric.
+
+Each table adapter reads its CSV (shipped in ``tables/``, with the source column kept) and
+returns one :class:`Case` per row. A row clusterplan cannot model yet comes back with a
+``skip`` reason instead of being dropped; assumptions a row needs (a micro-batch size the
+source does not print, say) are written into the case's ``assumptions`` and shown in the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+
+from pydantic import ValidationError
+
+from clusterplan.catalog import load_model, load_system
+from clusterplan.errors import SpecError
+from clusterplan.specs import Model, Plan, System
+
+#: What a case compares: step time (s), training tokens/s per chip, or model TFLOP/s per chip.
+METRICS = ("step_time_s", "tokens_per_s_per_chip", "model_tflops_per_chip")
+
+
+@dataclass(frozen=True)
+class Case:
+    table: str
+    label: str
+    metric: str
+    published: float
+    model: Model | None = None
+    system: System | None = None
+    plan: Plan | None = None
+    assumptions: tuple[str, ...] = ()
+    skip: str | None = None
+    source: str = ""
+    family: str = ""
+
+
+@dataclass
+class _Builder:
+    table: str
+    cases: list[Case] = field(default_factory=list)
+
+    def add(self, label: str, metric: str, published: float, build: Callable[[], tuple[Model, System, Plan]],
+            assumptions: tuple[str, ...] = (), source: str = "") -> None:
+        try:
+            model, system, plan = build()
+            plan.validate_for(model, plan.chips)
+        except (SpecError, ValidationError, KeyError, ValueError) as error:
+            reason = str(error).splitlines()[0]
+            self.cases.append(Case(self.table, label, metric, published, skip=reason, source=source,
+                                   assumptions=assumptions))
+            return
+        from clusterplan.catalog import load_chip
+
+        family = load_chip(system.chip).family
+        self.cases.append(Case(self.table, label, metric, published, model, system, plan,
+                               assumptions, source=source, family=family))
+
+    def skip(self, label: str, metric: str, published: float, reason: str, source: str = "") -> None:
+        self.cases.append(Case(self.table, label, metric, published, skip=reason, source=source))
+
+
+def _rows(name: str) -> list[dict[str, str]]:
+    text = resources.files("clusterplan.validation").joinpath(f"tables/{name}.csv").read_text("utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def _gpt(name: str, layers: int, hidden: int, heads: int, vocab: int, source: str) -> Model:
+    """A Megatron GPT of the 2021-22 papers: MHA, GeLU 4h FFN, dropout, untied output layer
+    (Megatron GPT ties embeddings; the papers' parameter formula counts one V*h matrix)."""
+    return Model(name=name, layers=layers, hidden_size=hidden, ffn_hidden_size=4 * hidden,
+                 attention_heads=heads, kv_heads=heads, vocab_size=vocab, ffn_activation="gelu",
+                 tied_embeddings=True, dropout=True, source=source)
+
+
+def _interleave(layers_per_stage: int) -> int:
+    for vp in (2, 3):
+        if layers_per_stage % vp == 0:
+            return vp
+    return 1
+
+
+# ---- Megatron SC'21 -----------------------------------------------------------------------
+def megatron_sc21() -> list[Case]:
+    """Narayanan et al. 2021 Table 1: TFLOP/s per GPU counted with F = 96*B*s*l*h^2*
+    (1 + s/6h + V/16lh) (recompute included) -> published step time = F / (TFLOP/s * GPUs)."""
+    out = _Builder("megatron_sc21")
+    system = load_system("dgx-a100")
+    for row in _rows("megatron_sc21"):
+        h, layers, heads = int(row["hidden_size"]), int(row["num_layers"]), int(row["attention_heads"])
+        s, vocab, batch = int(row["seq_len_tokens"]), int(row["vocab_size"]), int(row["global_batch_size_seqs"])
+        gpus, tp, pp = int(row["num_gpus"]), int(row["tensor_parallel"]), int(row["pipeline_parallel"])
+        flops = 96 * batch * s * layers * h * h * (1 + s / (6 * h) + vocab / (16 * layers * h))
+        step = flops / (float(row["achieved_tflops_per_gpu"]) * 1e12 * gpus)
+        vp = _interleave(layers // pp) if pp > 1 else 1
+        assumptions = (
+            "micro-batch 1 (not printed)",
+            f"interleaving vp={vp} (schedule named, stage count not printed)" if pp > 1 else "",
+            "full recompute, no SP, no flash attention, fp32 gradient all-reduce not overlapped",
+        )
+
+        def build(h: int = h, layers: int = layers, heads: int = heads, vocab: int = vocab,
+                  tp: int = tp, pp: int = pp, vp: int = vp, gpus: int = gpus, batch: int = batch,
+                  s: int = s, source: str = row["source"]) -> tuple[Model, System, Plan]:
+            model = _gpt(f"GPT {row['model_params_billion']}B", layers, h, heads, vocab, source)
+            plan = Plan(tp=tp, pp=pp, vp=vp, dp=gpus // (tp * pp), micro_batch=1, global_batch=batch,
+                        seq_len=s, recompute="full", sp=False, zero=0, overlap_dp=False,
+                        flash_attention=False)
+            return model, system, plan
+
+        out.add(f"GPT {row['model_params_billion']}B, {gpus} GPUs (TP{tp} PP{pp})", "step_time_s", step,
+                build, tuple(a for a in assumptions if a), row["source"])
+    return out.cases
+
+
+# ---- Korthikanti et al. 2022 ----------------------------------------------------------------
+def korthikanti2022() -> list[Case]:
+    """Table 5 iteration times: full recompute (no SP) and SP + selective recompute."""
+    out = _Builder("korthikanti2022")
+    system = load_system("dgx-a100")
+    for row in _rows("korthikanti2022"):
+        h, layers, heads = int(row["hidden_size"]), int(row["num_layers"]), int(row["attention_heads"])
+        tp, pp, dp = int(row["tensor_parallel"]), int(row["pipeline_parallel"]), int(row["data_parallel"])
+        vp = int(row["interleave_stages_m"] or 1)
+        settings = (("full", False, row["iter_time_full_recompute_s"]),
+                    ("selective", True, row["iter_time_seqpar_selective_s"]))
+        for recompute, sp, published in settings:
+            if not published:
+                continue
+
+            def build(h: int = h, layers: int = layers, heads: int = heads, tp: int = tp, pp: int = pp,
+                      dp: int = dp, vp: int = vp, recompute: str = recompute, sp: bool = sp,
+                      row: dict[str, str] = row) -> tuple[Model, System, Plan]:
+                model = _gpt(row["model"], layers, h, heads, int(row["vocab_size"]), row["source"])
+                plan = Plan(tp=tp, pp=pp, vp=vp, dp=dp, micro_batch=int(row["micro_batch_size"]),
+                            global_batch=int(row["global_batch_size_seqs"]),
+                            seq_len=int(row["seq_len_tokens"]), recompute=recompute,  # type: ignore[arg-type]
+                            sp=sp, zero=0, overlap_dp=False, flash_attention=False)
+                return model, system, plan
+
+            label = f"{row['model']} {row['num_gpus']} GPUs, {'SP+selective' if sp else 'full recompute'}"
+            out.add(label, "step_time_s", float(published), build,
+                    ("no flash attention (2022 Megatron fused softmax)", "DP all-reduce not overlapped (paper)"),
+                    row["source"])
+    return out.cases
+
+
+# ---- Megatron-Core on H100 (2024) -----------------------------------------------------------
+def megatron_core_h100_2024() -> list[Case]:
+    """Weak-scaling TFLOP/s per GPU (Megatron's model-FLOP count, no recompute) -> step time."""
+    from clusterplan.training.flops import model_flops_per_token
+
+    out = _Builder("megatron_core_h100_2024")
+    system = load_system("dgx-h100")
+    for row in _rows("megatron_core_h100_2024"):
+        size = row["model_size"].removesuffix("B")
+        tp, pp, dp = int(row["tensor_parallel"]), int(row["pipeline_parallel"]), int(row["data_parallel"])
+        gpus, batch, s = int(row["num_gpus"]), int(row["global_batch_size_seqs"]), int(row["seq_len_tokens"])
+        label = f"GPT {row['model_size']}, {gpus} GPUs (TP{tp} PP{pp} DP{dp})"
+        try:
+            model = load_model(f"megatron-core-gpt-{size.lower()}b")
+        except SpecError as error:
+            out.skip(label, "step_time_s", math.nan, str(error), row["source"])
+            continue
+        flops = float(model_flops_per_token(model, s)) * batch * s
+        step = flops / (float(row["achieved_tflops_per_gpu"]) * 1e12 * gpus)
+
+        def build(model: Model = model, tp: int = tp, pp: int = pp, dp: int = dp, batch: int = batch,
+                  s: int = s) -> tuple[Model, System, Plan]:
+            plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=1, global_batch=batch, seq_len=s,
+                        recompute="none", sp=True, zero=1, overlap_dp=True, overlap_tp=True)
+            return model, system, plan
+
+        out.add(label, "step_time_s", step, build,
+                ("micro-batch 1, no interleaving, no recompute (not printed)",
+                 "TP/DP overlap on, distributed optimizer (README flags)"), row["source"])
+    return out.cases
+
+
+# ---- NVIDIA NeMo / Megatron-Bridge ---------------------------------------------------------
+_NEMO_SYSTEMS = {"DGX-H100": "dgx-h100", "DGX-B200": "dgx-b200", "DGX-B300": "dgx-b300",
+                 "DGX-GB200": "gb200-nvl72", "DGX-GB300": "gb300-nvl72"}
+_MOE_HINTS = ("qwen3", "gpt oss", "deepseek", "nemotron_3_nano", "mixtral", "kimi")
+
+
+def _first(value: str) -> str:
+    """'64 (0)' -> '64': the value outside parentheses is the headline precision's setting."""
+    return value.split("(")[0].strip()
+
+
+def _nemo_precision(value: str) -> str | None:
+    text = _first(value).upper()
+    if "FP4" in text:
+        return "fp4"
+    if "FP8" in text:
+        return "fp8"
+    if "BF16" in text:
+        return "bf16"
+    return None
+
+
+def _int_or(value: str, default: int) -> int:
+    text = _first(value)
+    return int(text) if re.fullmatch(r"\d+", text) else default
+
+
+def nemo_perf() -> list[Case]:
+    """Published training tokens/s per GPU with the row's TP/PP/CP/VP/FSDP settings (dense rows)."""
+    out = _Builder("nemo_perf")
+    for index, row in enumerate(_rows("nemo_perf")):
+        name = row["model"]
+        gpus = int(row["num_gpus"])
+        label = f"{name} {row['system']} x{gpus} {_first(row['precision']) or '?'} (NeMo {row['nemo_container']})"
+        published = float(row["tokens_per_sec_per_gpu"])
+        if any(hint in name.lower() for hint in _MOE_HINTS):
+            out.skip(label, "tokens_per_s_per_chip", published,
+                     "mixture-of-experts row: validated with the MoE estimator (issue #4)", row["source"])
+            continue
+        precision = _nemo_precision(row["precision"])
+        if precision is None:
+            out.skip(label, "tokens_per_s_per_chip", published, "precision not stated in the row", row["source"])
+            continue
+        tp, pp = _int_or(row["tp"], 1), _int_or(row["pp"], 1)
+        cp, vp = _int_or(row["cp"], 1), _int_or(row["vp"], 1)
+        fsdp = _int_or(row["fsdp"], 0)
+        mb, batch = int(_first(row["micro_batch_size"])), int(row["global_batch_size_seqs"])
+        s = int(row["seq_len_tokens"])
+
+        def build(row: dict[str, str] = row, tp: int = tp, pp: int = pp, cp: int = cp, vp: int = vp,
+                  fsdp: int = fsdp, mb: int = mb, batch: int = batch, s: int = s,
+                  precision: str = precision, gpus: int = gpus) -> tuple[Model, System, Plan]:
+            model = load_model(row["model"].replace("LLAMA", "llama"))
+            system = load_system(_NEMO_SYSTEMS[row["system"]])
+            dp = gpus // (tp * pp * cp)
+            plan = Plan(tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, micro_batch=mb, global_batch=batch,
+                        seq_len=s, recompute="none", sp=tp > 1, zero=3 if fsdp > 1 else 1,
+                        precision=precision,  # type: ignore[arg-type]
+                        overlap_dp=True, overlap_tp=True)
+            return model, system, plan
+
+        out.add(label, "tokens_per_s_per_chip", published, build,
+                ("no recompute (recipes' defaults; not printed)", "TP/DP comm overlap on"), row["source"])
+        del index
+    return out.cases
+
+
+# ---- MaxText on TPU -------------------------------------------------------------------------
+_REMAT = {"full": "full", "minimal": "selective", "qkv_proj_offloaded": "selective"}
+
+
+def maxtext_tpu() -> list[Case]:
+    """Published model TFLOP/s per chip (MaxText's count: 3x forward, full attention, embedding
+    matmul), compared with the model TFLOP/s predicted for the row's sharding."""
+    out = _Builder("maxtext_tpu")
+    for row in _rows("maxtext_tpu"):
+        generation = row["tpu_generation"]
+        chips_per_slice = int(row["chips_per_slice_derived"])
+        slices = int(row["num_slices"])
+        chips = chips_per_slice * slices
+        tensor = _int_or(row["ici_tensor"], 1)
+        s = int(row["seq_len_tokens"])
+        batch = int(row["per_device_batch_size"]) * chips
+        label = f"{row['model_label']} on {row['hardware_as_printed']}"
+
+        def build(row: dict[str, str] = row, generation: str = generation, tensor: int = tensor,
+                  chips: int = chips, chips_per_slice: int = chips_per_slice, s: int = s,
+                  batch: int = batch) -> tuple[Model, System, Plan]:
+            model = Model(
+                name=f"maxtext-{row['model_label']}", layers=int(row["num_layers_derived"]),
+                hidden_size=int(row["emb_dim_derived"]), ffn_hidden_size=int(row["mlp_dim_derived"]),
+                attention_heads=int(row["num_query_heads_derived"]),
+                kv_heads=int(row["num_kv_heads_derived"]), head_dim=int(row["head_dim"]),
+                vocab_size=int(row["vocab_size"]), ffn_activation="swiglu", source=row["source"])
+            system = _tpu_slice(f"tpu-{generation}", chips_per_slice)
+            per_device = int(row["per_device_batch_size"])
+            plan = Plan(tp=tensor, dp=chips // tensor, micro_batch=per_device * tensor,
+                        global_batch=batch, seq_len=s,
+                        recompute=_REMAT.get(row["remat_policy"], "selective"),  # type: ignore[arg-type]
+                        sp=False, zero=3, dp_shard=chips_per_slice // tensor, overlap_dp=True)
+            return model, system, plan
+
+        out.add(label, "model_tflops_per_chip", float(row["tflops_per_chip"]), build,
+                ("FSDP (ZeRO-3) inside each ICI slice, data parallel across slices over DCN",
+                 f"remat '{row['remat_policy']}' -> {_REMAT.get(row['remat_policy'], 'selective')}",
+                 "dims derived by the table from global_parameter_scale (see notes)"),
+                row["source"])
+    return out.cases
+
+
+def _tpu_slice(name: str, chips: int) -> System:
+    """The catalog TPU system with its ICI tier cut to one slice of ``chips`` (torus dims: the
+    most cubic factorisation, as GKE/Cloud TPU slice shapes are)."""
+    system = load_system(name)
+    ici = system.tiers[0]
+    dims = _torus_dims(chips, len(ici.dims))
+    tiers = (ici.model_copy(update={"size": chips, "dims": dims}), *system.tiers[1:])
+    return system.model_copy(update={"tiers": tiers})
+
+
+def _torus_dims(chips: int, rank: int) -> tuple[int, ...]:
+    dims: list[int] = []
+    remaining = chips
+    for left in range(rank, 0, -1):
+        side = round(remaining ** (1.0 / left))
+        while remaining % side:
+            side -= 1
+        dims.append(side)
+        remaining //= side
+    return tuple(sorted(dims))
+
+
+# ---- AWS Neuron on Trainium1 ----------------------------------------------------------------
+_NEURON_MODELS = {"llama-3.1-8b": "llama3-8b", "llama31-8b": "llama3-8b", "llama-3.1-70b": "llama3-70b",
+                  "llama31-70b": "llama3-70b", "llama2-7b": "llama2-7b", "llama2-13b": "llama2-13b",
+                  "llama2-70b": "llama2-70b", "gpt3-175b": "gpt3-175b", "gpt3-23b": "gpt3-23b",
+                  "gpt3-46b": "gpt3-46b"}
+
+
+def neuron_trn() -> list[Case]:
+    """Published sequences/s on trn1 clusters -> tokens/s per chip. Neuron counts TP and DP in
+    NeuronCores (2 per Trainium1 chip); plans here count chips (TP/2)."""
+    out = _Builder("neuron_trn")
+    for row in _rows("neuron_trn"):
+        name = row["model"].removesuffix(" pre-training")
+        instances = int(row["num_instances"])
+        chips = instances * int(row["trainium_chips_per_instance"])
+        label = f"{name} {row['topology_as_printed']} x{instances} (SDK {row['neuron_sdk_version']})"
+        seq_text = row["seq_len_tokens"]
+        assumptions: list[str] = ["TP counted in chips = NeuronCores/2", "selective recompute (not printed)"]
+        seq = int(seq_text) if seq_text else 2048 if name.startswith("GPT3") else 4096
+        if not seq_text:
+            assumptions.append(f"sequence length {seq} (not printed; the tutorial's value)")
+        throughput = float(row["throughput_seq_per_s"])
+        published = throughput * seq / chips
+        if not row["dp_consistent_with_world_size_check"].startswith("yes"):
+            out.skip(label, "tokens_per_s_per_chip", published,
+                     f"TP*PP*DP does not multiply to the NeuronCores used ({row['dp_consistent_with_world_size_check']})",
+                     row["source"])
+            continue
+        batch_text = row["global_batch_seqs"]
+        if not batch_text:
+            assumptions.append("global batch 1024 sequences (not printed; rows of the same tutorials print 1024)")
+        batch = int(batch_text) if batch_text else 1024
+        tp_cores, pp = int(row["tp"]), int(row["pp"] or 1)
+        dp = int(row["dp"])
+        zero = 1 if row["zero1"] == "yes" or "FP32Optimizer" in row["data_type"] else 0
+        key = name.lower().replace(" ", "-")
+
+        def build(key: str = key, tp_cores: int = tp_cores, pp: int = pp, dp: int = dp,
+                  batch: int = batch, seq: int = seq, zero: int = zero,
+                  system_name: str = "trn1n" if instances > 1 else "trn1") -> tuple[Model, System, Plan]:
+            model = load_model(_NEURON_MODELS.get(key, key))
+            system = load_system(system_name)
+            plan = Plan(tp=tp_cores // 2, pp=pp, dp=dp, micro_batch=1, global_batch=batch, seq_len=seq,
+                        recompute="selective", sp=True, zero=zero,  # type: ignore[arg-type]
+                        overlap_dp=True)
+            return model, system, plan
+
+        out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"])
+    return out.cases
+
+
+TABLES: dict[str, Callable[[], list[Case]]] = {
+    "megatron_sc21": megatron_sc21,
+    "korthikanti2022": korthikanti2022,
+    "megatron_core_h100_2024": megatron_core_h100_2024,
+    "nemo_perf": nemo_perf,
+    "maxtext_tpu": maxtext_tpu,
+    "neuron_trn": neuron_trn,
+}
+
+
+def all_cases(tables: list[str] | None = None) -> list[Case]:
+    names = tables or list(TABLES)
+    result: list[Case] = []
+    for name in names:
+        result.extend(TABLES[name]())
+    return result
+

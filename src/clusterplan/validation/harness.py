@@ -1,0 +1,65 @@
+"""Run validation cases through the estimator and score them (per-row error, MAPE per table)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from clusterplan.catalog import hardware_for, load_efficiency
+from clusterplan.costs.compute import Efficiency
+from clusterplan.training.batch import PlanBatch
+from clusterplan.training.step import Hardware, StepEstimate, estimate
+from clusterplan.validation.cases import Case
+
+
+@dataclass(frozen=True)
+class Result:
+    case: Case
+    predicted: float | None
+
+    @property
+    def error(self) -> float | None:
+        """Signed relative error (predicted - published) / published."""
+        if self.predicted is None or not math.isfinite(self.case.published) or self.case.published == 0:
+            return None
+        return (self.predicted - self.case.published) / self.case.published
+
+
+def metric_of(case: Case, result: StepEstimate) -> float:
+    if case.metric == "step_time_s":
+        return float(result.step_time[0])
+    if case.metric == "tokens_per_s_per_chip":
+        return float(result.tokens_per_s_per_chip[0])
+    if case.metric == "model_tflops_per_chip":
+        return float(result.model_flops_per_s_per_chip[0]) / 1e12
+    raise ValueError(f"unknown metric {case.metric}")
+
+
+EfficiencyLookup = Callable[[str], Efficiency]
+
+
+def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency) -> Result:
+    if case.skip is not None or case.model is None or case.system is None or case.plan is None:
+        return Result(case, None)
+    base = hardware_for(case.system)
+    hardware = Hardware(system=base.system, chip=base.chip, efficiency=efficiency(base.chip.family))
+    batch = PlanBatch.from_plans([case.plan], case.model)
+    return Result(case, metric_of(case, estimate(case.model, hardware, batch)))
+
+
+def run(cases: Sequence[Case], efficiency: EfficiencyLookup = load_efficiency) -> list[Result]:
+    return [run_case(case, efficiency) for case in cases]
+
+
+def mape(results: Sequence[Result]) -> float:
+    """Mean absolute percentage error over the rows that were modelled (nan if none)."""
+    errors = [abs(r.error) for r in results if r.error is not None]
+    return 100.0 * sum(errors) / len(errors) if errors else math.nan
+
+
+def by_table(results: Sequence[Result]) -> dict[str, list[Result]]:
+    tables: dict[str, list[Result]] = {}
+    for result in results:
+        tables.setdefault(result.case.table, []).append(result)
+    return tables
