@@ -64,11 +64,12 @@ def stage_params(model: Model, batch: PlanBatch) -> StageParams:
     per_layer = layer_params_per_chip(model, batch)
     tp = batch.tp.astype(np.float64)
     embedding = model.embedding_params / tp
-    head = (model.embedding_params if model.tied_embeddings else model.lm_head_params) / tp
-    single = batch.pp == 1
-    first = batch.layers_first * per_layer + embedding + np.where(single, head - np.where(
-        model.tied_embeddings, embedding, 0.0), 0.0)
-    last = np.where(single, first, batch.layers_last * per_layer + head + model.hidden_size)
+    # The last stage holds the output matrix: its own copy when tied and pipelined.
+    output = (model.embedding_params if model.tied_embeddings else model.lm_head_params) / tp
+    final_norm = float(model.hidden_size)
+    single_stage = batch.layers_first * per_layer + embedding + model.lm_head_params / tp + final_norm
+    first = np.where(batch.pp == 1, single_stage, batch.layers_first * per_layer + embedding)
+    last = np.where(batch.pp == 1, single_stage, batch.layers_last * per_layer + output + final_norm)
     return StageParams(first=first, last=last)
 
 

@@ -1,0 +1,102 @@
+"""Memory against hand-computed values (Megatron theoretical memory, Korthikanti et al. 2022)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clusterplan.specs import Model, Plan
+from clusterplan.training import memory as mem
+from clusterplan.training.batch import PlanBatch
+
+
+def _batch(model: Model, **plan: object) -> PlanBatch:
+    return PlanBatch.from_plans([Plan(**plan).validate_for(model)], model)  # type: ignore[arg-type]
+
+
+def test_parameter_count_of_gpt_22b(gpt22b: Model) -> None:
+    # 12*L*h^2 (attention 4h^2 + FFN 8h^2) + 2h norms per layer + V*h tied embedding + final norm
+    h, layers, vocab = 6144, 48, 51200
+    expected = layers * (12 * h * h + 2 * h) + vocab * h + h
+    assert gpt22b.total_params == expected
+
+
+def test_model_state_is_18_bytes_per_param_without_distributed_optimizer(gpt22b: Model) -> None:
+    batch = _batch(gpt22b, global_batch=8, seq_len=2048, zero=0, dp=1)
+    params = mem.stage_params(gpt22b, batch).worst
+    state = mem.model_state_bytes(params, batch, mem.layer_params_per_chip(gpt22b, batch))
+    total = state["weights"] + state["gradients"] + state["optimizer"]
+    assert float(params[0]) == gpt22b.total_params  # embeddings and final norm included
+    assert float(total[0]) == pytest.approx(18 * gpt22b.total_params)
+
+
+def test_distributed_optimizer_is_6_plus_12_over_dp(gpt22b: Model) -> None:
+    batch = _batch(gpt22b, global_batch=8, seq_len=2048, zero=1, dp=8)
+    params = mem.stage_params(gpt22b, batch).worst
+    state = mem.model_state_bytes(params, batch, mem.layer_params_per_chip(gpt22b, batch))
+    total = float((state["weights"] + state["gradients"] + state["optimizer"])[0])
+    assert total == pytest.approx((6 + 12 / 8) * gpt22b.total_params)
+
+
+def test_tp_and_pp_shard_parameters_with_embedding_on_first_stage(gpt22b: Model) -> None:
+    batch = _batch(gpt22b, tp=8, pp=4, global_batch=8, seq_len=2048)
+    h, vocab = 6144, 51200
+    per_layer = (12 * h * h + 2 * h) / 8
+    stages = mem.stage_params(gpt22b, batch)
+    assert float(stages.first[0]) == pytest.approx(12 * per_layer + vocab * h / 8)
+    # tied embeddings: the last stage holds its own copy of the output matrix, and the final norm
+    assert float(stages.last[0]) == pytest.approx(12 * per_layer + vocab * h / 8 + h)
+
+
+def test_korthikanti_activations_tensor_parallel_without_sp(gpt22b: Model) -> None:
+    s, b, h, a, t = 2048, 1, 6144, 64, 8
+    batch = _batch(gpt22b, tp=t, global_batch=1, seq_len=s, recompute="none", sp=False,
+                   flash_attention=False)
+    expected = s * b * h * (10 + 24 / t + 5 * a * s / (h * t))  # Korthikanti eq. (2)
+    assert float(mem.activation_bytes_per_layer(gpt22b, batch)[0]) == pytest.approx(expected)
+
+
+def test_korthikanti_activations_sp_and_selective_is_34sbh_over_t(gpt22b: Model) -> None:
+    s, b, h, t = 2048, 4, 6144, 8
+    batch = _batch(gpt22b, tp=t, micro_batch=b, global_batch=b, seq_len=s, recompute="selective",
+                   sp=True, flash_attention=False)
+    assert float(mem.activation_bytes_per_layer(gpt22b, batch)[0]) == pytest.approx(34 * s * b * h / t)
+
+
+def test_full_recompute_stores_layer_inputs_for_all_in_flight_microbatches(gpt22b: Model) -> None:
+    s, h, t, p = 2048, 6144, 8, 4
+    batch = _batch(gpt22b, tp=t, pp=p, global_batch=16, seq_len=s, recompute="full", sp=True)
+    acts = mem.activation_bytes(gpt22b, batch)
+    layers_first = 48 // p
+    one_layer_full = float(mem.activation_bytes_per_layer(gpt22b, batch)[0])
+    # p micro-batches in flight on the first stage (1F1B), each keeping 2sbh/t per layer, plus
+    # the embedding output (s*b*h/t each) and one re-materialised layer.
+    expected = layers_first * p * 2 * s * h / t + p * s * h / t + one_layer_full
+    assert float(acts["first"][0]) == pytest.approx(expected)
+
+
+def test_interleaving_adds_the_megatron_memory_penalty(gpt22b: Model) -> None:
+    common = {"tp": 8, "pp": 4, "global_batch": 16, "seq_len": 2048, "recompute": "selective"}
+    plain = mem.activation_bytes(gpt22b, _batch(gpt22b, **common))["first"][0]
+    interleaved = mem.activation_bytes(gpt22b, _batch(gpt22b, vp=2, **common))["first"][0]
+    layer = 34 * 2048 * 6144 / 8
+    embedding = 4 * 2048 * 6144 / 8
+    penalty = 1 + (4 - 1) / (4 * 2)
+    assert float(interleaved - embedding) == pytest.approx(float(plain - embedding) * penalty)
+    assert float(plain) == pytest.approx(12 * 4 * layer + embedding)
+
+
+def test_fewer_microbatches_than_stages_hold_fewer_activations(gpt22b: Model) -> None:
+    few = mem.activation_bytes(gpt22b, _batch(gpt22b, pp=4, global_batch=2, seq_len=2048))["first"][0]
+    many = mem.activation_bytes(gpt22b, _batch(gpt22b, pp=4, global_batch=8, seq_len=2048))["first"][0]
+    assert float(many) == pytest.approx(2 * float(few))
+
+
+def test_zero3_shards_weights(llama_like: Model) -> None:
+    z1 = _batch(llama_like, dp=64, global_batch=64, seq_len=4096, zero=1)
+    z3 = _batch(llama_like, dp=64, global_batch=64, seq_len=4096, zero=3)
+    params = mem.stage_params(llama_like, z1).worst
+    layer = mem.layer_params_per_chip(llama_like, z1)
+    s1 = mem.model_state_bytes(params, z1, layer)
+    s3 = mem.model_state_bytes(params, z3, layer)
+    assert float(s3["weights"][0]) == pytest.approx(float(params[0]) * 2 / 64 + 2 * float(layer[0]) * 2)
+    assert float(s3["gradients"][0]) == pytest.approx(float(s1["gradients"][0]) / 64)
