@@ -32,6 +32,8 @@ class Efficiency(Spec):
     attention: float = Field(gt=0, le=1, description="fused (flash) attention fraction of bf16 peak")
     hbm: float = Field(gt=0, le=1, description="fraction of HBM bandwidth for memory-bound kernels")
     kernel_overhead_s: Seconds = Field(ge=0, description="fixed cost per kernel (launch, tail)")
+    collective_overhead_s: Seconds = Field(
+        default=0.0, ge=0, description="fixed software cost per collective call (launch, sync)")
     reserved_bytes: Bytes = Field(ge=0, description="runtime, communicator and allocator reserve")
     fitted_on: list[str] = Field(default_factory=list)
     note: str = ""

@@ -41,6 +41,11 @@ class Plan(Spec):
         "replicate across the rest; default all",
     )
     precision: Precision = "bf16"
+    grad_reduce: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="gradient reduction dtype: Megatron reduces bf16 runs in fp32; 'bf16' is any "
+        "16-bit reduction (fp16 runs, --grad-reduce-in-bf16)",
+    )
     overlap_dp: bool = Field(default=True, description="DP reduction overlaps backward (bucketed)")
     overlap_tp: bool = Field(default=False, description="TP collectives overlapped with GEMMs")
     flash_attention: bool = Field(default=True, description="fused attention (no s x s scores kept)")

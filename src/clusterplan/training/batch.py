@@ -33,6 +33,7 @@ class PlanBatch:
     zero: IntArray
     dp_shard: IntArray
     precision: IntArray
+    grad_reduce_bytes: IntArray
     overlap_dp: IntArray
     overlap_tp: IntArray
     flash: IntArray
@@ -65,7 +66,9 @@ class PlanBatch:
                 "seq_len": plan.seq_len, "recompute": RECOMPUTE_CODES[plan.recompute],
                 "sp": int(plan.sp and plan.tp > 1), "zero": plan.zero,
                 "dp_shard": plan.dp_shard if plan.dp_shard is not None else plan.dp * plan.cp,
-                "precision": PRECISION_CODES[plan.precision], "overlap_dp": int(plan.overlap_dp),
+                "precision": PRECISION_CODES[plan.precision],
+                "grad_reduce_bytes": 4 if plan.grad_reduce == "fp32" else 2,
+                "overlap_dp": int(plan.overlap_dp),
                 "overlap_tp": int(plan.overlap_tp), "flash": int(plan.flash_attention),
                 "layers_first": first,
                 "layers_middle": middle, "layers_last": last,
@@ -82,7 +85,8 @@ class PlanBatch:
         """
         defaults: dict[str, object] = {
             "tp": 1, "pp": 1, "vp": 1, "cp": 1, "dp": 1, "ep": 1, "micro_batch": 1,
-            "recompute": 1, "sp": 1, "zero": 1, "precision": 1, "overlap_dp": 1, "overlap_tp": 0,
+            "recompute": 1, "sp": 1, "zero": 1, "precision": 1, "grad_reduce_bytes": 4,
+            "overlap_dp": 1, "overlap_tp": 0,
             "flash": 1,
         }
         merged = {**defaults, **arrays}

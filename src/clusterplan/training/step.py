@@ -35,7 +35,6 @@ from clusterplan.training.batch import PlanBatch
 FloatArray = NDArray[np.float64]
 
 ACTIVATION_BYTES = 2.0  # bf16 activations and TP/CP/PP messages
-GRAD_REDUCE_BYTES = 4.0  # Megatron reduces bf16 runs' gradients in fp32
 ADAM_TRAFFIC_BYTES = 4.0 + 12.0 + 12.0 + 2.0  # read grad, read+write master/m/v, write bf16 weight
 KERNELS_PER_LAYER_FORWARD = 12.0  # norms, QKV, rope, attention, proj, adds, FFN GEMMs, activation
 BACKWARD_KERNEL_FACTOR = 2.0
@@ -133,7 +132,8 @@ def _tp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
     phases = coll.decompose(hw.system, batch.tp, np.ones_like(batch.tp))
     with_sp = 2.0 * (coll.all_gather_time(phases, message) + coll.reduce_scatter_time(phases, message))
     without_sp = 2.0 * coll.all_reduce_time(phases, message)
-    result: FloatArray = np.where(batch.tp > 1, np.where(batch.sp == 1, with_sp, without_sp), 0.0)
+    calls = np.where(batch.sp == 1, 4.0, 2.0) * hw.efficiency.collective_overhead_s
+    result: FloatArray = np.where(batch.tp > 1, np.where(batch.sp == 1, with_sp, without_sp) + calls, 0.0)
     return result
 
 
@@ -147,7 +147,8 @@ def _cp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
         latent = model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
         message = sequence * latent * ACTIVATION_BYTES
     phases = coll.decompose(hw.system, batch.cp, batch.tp)
-    result: FloatArray = np.where(batch.cp > 1, coll.all_gather_time(phases, message), 0.0)
+    calls = (batch.cp - 1.0) * hw.efficiency.collective_overhead_s
+    result: FloatArray = np.where(batch.cp > 1, coll.all_gather_time(phases, message) + calls, 0.0)
     return result
 
 
@@ -159,7 +160,7 @@ def _ep_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
     local_tokens = tokens / np.where(batch.sp == 1, batch.tp, 1)
     message = local_tokens * model.moe.top_k * model.hidden_size * ACTIVATION_BYTES
     phases = coll.decompose(hw.system, batch.ep, batch.tp)
-    per_moe_layer = 2.0 * coll.all_to_all_time(phases, message)
+    per_moe_layer = 2.0 * (coll.all_to_all_time(phases, message) + hw.efficiency.collective_overhead_s)
     result: FloatArray = np.where(batch.ep > 1, per_moe_layer * model.moe_layers / model.layers, 0.0)
     return result
 
@@ -227,7 +228,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     # Pipeline point-to-point: one activation per chunk boundary, forward and backward.
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
     p2p_bytes = tokens * model.hidden_size * ACTIVATION_BYTES / tp  # scatter-gather over TP
-    p2p = coll.p2p_time(hw.system, batch.tp * batch.cp * batch.dp, p2p_bytes)
+    p2p = coll.p2p_time(hw.system, batch.tp * batch.cp * batch.dp, p2p_bytes) + eff.collective_overhead_s
     chunk = stage_max / vp
     # The interleaved schedule overlaps sends with the next chunk's compute (Megatron-Core).
     p2p_each = np.where(batch.vp > 1, np.maximum(p2p - chunk, 0.0), p2p)
@@ -239,7 +240,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     replicas = batch.dp * batch.cp
     shard = batch.dp_shard
     shard_phases = coll.decompose(hw.system, shard, batch.tp)
-    grad_bytes = chip_params * GRAD_REDUCE_BYTES
+    grad_bytes = chip_params * batch.grad_reduce_bytes
     param_bytes = chip_params * mem.WEIGHT_BYTES
     # Hybrid sharding: shards are further all-reduced across the replica groups.
     replica_phases = coll.decompose(hw.system, replicas // shard, batch.tp * shard)

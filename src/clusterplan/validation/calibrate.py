@@ -30,6 +30,7 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
     "attention": (0.50, 0.15, 0.15, 0.90),
     "hbm": (0.80, 0.10, 0.40, 0.95),
     "kernel_overhead_us": (5.0, 5.0, 0.0, 40.0),
+    "collective_overhead_us": (10.0, 10.0, 0.0, 200.0),
 }
 
 #: Runtime/communicator/allocator reserve per family (not fitted: no memory data published).
@@ -62,7 +63,7 @@ class FamilyFit:
 def _names(cases: Sequence[Case]) -> list[str]:
     precisions = {case.plan.precision for case in cases if case.plan is not None}
     names = ["matmul.bf16"] + [f"matmul.{p}" for p in ("fp8", "fp4") if p in precisions]
-    return [*names, "attention", "hbm", "kernel_overhead_us"]
+    return [*names, "attention", "hbm", "kernel_overhead_us", "collective_overhead_us"]
 
 
 def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[str],
@@ -73,6 +74,7 @@ def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[
         family=family, matmul=matmul, attention=round(float(params["attention"]), 4),
         hbm=round(float(params["hbm"]), 4),
         kernel_overhead_s=round(float(params["kernel_overhead_us"]) * 1e-6, 9),
+        collective_overhead_s=round(float(params["collective_overhead_us"]) * 1e-6, 9),
         reserved_bytes=_reserve(family), fitted_on=tables, note=note,
     )
 

@@ -101,7 +101,8 @@ def megatron_sc21() -> list[Case]:
         assumptions = (
             "micro-batch 1 (not printed)",
             f"interleaving vp={vp} (schedule named, stage count not printed)" if pp > 1 else "",
-            "full recompute, no SP, no flash attention, fp32 gradient all-reduce not overlapped",
+            "full recompute, no SP, no flash attention; fp16 mixed precision: 16-bit gradient "
+            "all-reduce, not overlapped",
         )
 
         def build(h: int = h, layers: int = layers, heads: int = heads, vocab: int = vocab,
@@ -110,7 +111,7 @@ def megatron_sc21() -> list[Case]:
             model = _gpt(f"GPT {row['model_params_billion']}B", layers, h, heads, vocab, source)
             plan = Plan(tp=tp, pp=pp, vp=vp, dp=gpus // (tp * pp), micro_batch=1, global_batch=batch,
                         seq_len=s, recompute="full", sp=False, zero=0, overlap_dp=False,
-                        flash_attention=False)
+                        flash_attention=False, grad_reduce="bf16")
             return model, system, plan
 
         out.add(f"GPT {row['model_params_billion']}B, {gpus} GPUs (TP{tp} PP{pp})", "step_time_s", step,
