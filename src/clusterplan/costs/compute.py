@@ -35,6 +35,12 @@ class Efficiency(Spec):
     collective_overhead_s: Seconds = Field(
         default=0.0, ge=0, description="fixed software cost per collective call (launch, sync)")
     reserved_bytes: Bytes = Field(ge=0, description="runtime, communicator and allocator reserve")
+    scale_up_collectives: float = Field(
+        default=1.0, gt=0, le=2,
+        description="multiplier on the catalog efficiency of bounded (scale-up) tiers, capped at 1")
+    scale_out_collectives: float = Field(
+        default=1.0, gt=0, le=2,
+        description="multiplier on the catalog efficiency of the scale-out tier, capped at 1")
     fitted_on: list[str] = Field(default_factory=list)
     note: str = ""
 

@@ -48,6 +48,8 @@ class Plan(Spec):
     )
     overlap_dp: bool = Field(default=True, description="DP reduction overlaps backward (bucketed)")
     overlap_tp: bool = Field(default=False, description="TP collectives overlapped with GEMMs")
+    overlap_pp: bool = Field(
+        default=True, description="pipeline sends overlapped with compute (interleaved schedule)")
     flash_attention: bool = Field(default=True, description="fused attention (no s x s scores kept)")
     first_stage_layers: int | None = Field(default=None, ge=0)
     last_stage_layers: int | None = Field(default=None, ge=0)

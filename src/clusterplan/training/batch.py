@@ -36,6 +36,7 @@ class PlanBatch:
     grad_reduce_bytes: IntArray
     overlap_dp: IntArray
     overlap_tp: IntArray
+    overlap_pp: IntArray
     flash: IntArray
     layers_first: IntArray
     layers_middle: IntArray
@@ -69,7 +70,8 @@ class PlanBatch:
                 "precision": PRECISION_CODES[plan.precision],
                 "grad_reduce_bytes": 4 if plan.grad_reduce == "fp32" else 2,
                 "overlap_dp": int(plan.overlap_dp),
-                "overlap_tp": int(plan.overlap_tp), "flash": int(plan.flash_attention),
+                "overlap_tp": int(plan.overlap_tp),
+                "overlap_pp": int(plan.overlap_pp), "flash": int(plan.flash_attention),
                 "layers_first": first,
                 "layers_middle": middle, "layers_last": last,
             }
@@ -86,7 +88,7 @@ class PlanBatch:
         defaults: dict[str, object] = {
             "tp": 1, "pp": 1, "vp": 1, "cp": 1, "dp": 1, "ep": 1, "micro_batch": 1,
             "recompute": 1, "sp": 1, "zero": 1, "precision": 1, "grad_reduce_bytes": 4,
-            "overlap_dp": 1, "overlap_tp": 0,
+            "overlap_dp": 1, "overlap_tp": 0, "overlap_pp": 1,
             "flash": 1,
         }
         merged = {**defaults, **arrays}

@@ -41,6 +41,18 @@ BACKWARD_KERNEL_FACTOR = 2.0
 FLASH_BACKWARD_FACTOR = 2.5  # FlashAttention-2 backward: 5 matmuls vs 2 forward (Dao 2023)
 
 
+def _with_collective_efficiency(system: System, eff: Efficiency) -> System:
+    """Apply the family's fitted collective multipliers to the catalog tier efficiencies."""
+    if eff.scale_up_collectives == 1.0 and eff.scale_out_collectives == 1.0:
+        return system
+    tiers = tuple(
+        tier.model_copy(update={"efficiency": min(1.0, tier.efficiency * (
+            eff.scale_out_collectives if tier.size is None else eff.scale_up_collectives))})
+        for tier in system.tiers
+    )
+    return system.model_copy(update={"tiers": tiers})
+
+
 @dataclass(frozen=True)
 class Hardware:
     """A system with its chip and the chip family's fitted efficiencies."""
@@ -54,6 +66,7 @@ class Hardware:
     def __post_init__(self) -> None:
         object.__setattr__(self, "peak", peak_by_precision(self.chip))
         object.__setattr__(self, "matmul_eff", matmul_eff_by_precision(self.efficiency))
+        object.__setattr__(self, "system", _with_collective_efficiency(self.system, self.efficiency))
 
 
 @dataclass(frozen=True)
@@ -230,8 +243,9 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     p2p_bytes = tokens * model.hidden_size * ACTIVATION_BYTES / tp  # scatter-gather over TP
     p2p = coll.p2p_time(hw.system, batch.tp * batch.cp * batch.dp, p2p_bytes) + eff.collective_overhead_s
     chunk = stage_max / vp
-    # The interleaved schedule overlaps sends with the next chunk's compute (Megatron-Core).
-    p2p_each = np.where(batch.vp > 1, np.maximum(p2p - chunk, 0.0), p2p)
+    # The interleaved schedule can overlap sends with the next chunk's compute (Megatron-Core
+    # --overlap-p2p-communication); 1F1B and older Megatron block on each send.
+    p2p_each = np.where((batch.vp > 1) & (batch.overlap_pp == 1), np.maximum(p2p - chunk, 0.0), p2p)
     pp_exposed = np.where(single, 0.0, 2.0 * (micro_batches * vp + pp - 1.0) * p2p_each)
 
     # Data parallelism: gradients (and, ZeRO>=1, parameters) of this chip's stage.

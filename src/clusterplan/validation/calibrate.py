@@ -31,6 +31,8 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
     "hbm": (0.80, 0.10, 0.40, 0.95),
     "kernel_overhead_us": (5.0, 5.0, 0.0, 40.0),
     "collective_overhead_us": (10.0, 10.0, 0.0, 200.0),
+    "scale_up_collectives": (1.0, 0.15, 0.5, 1.6),
+    "scale_out_collectives": (1.0, 0.15, 0.5, 1.6),
 }
 
 #: Runtime/communicator/allocator reserve per family (not fitted: no memory data published).
@@ -63,7 +65,8 @@ class FamilyFit:
 def _names(cases: Sequence[Case]) -> list[str]:
     precisions = {case.plan.precision for case in cases if case.plan is not None}
     names = ["matmul.bf16"] + [f"matmul.{p}" for p in ("fp8", "fp4") if p in precisions]
-    return [*names, "attention", "hbm", "kernel_overhead_us", "collective_overhead_us"]
+    return [*names, "attention", "hbm", "kernel_overhead_us", "collective_overhead_us",
+            "scale_up_collectives", "scale_out_collectives"]
 
 
 def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[str],
@@ -75,6 +78,8 @@ def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[
         hbm=round(float(params["hbm"]), 4),
         kernel_overhead_s=round(float(params["kernel_overhead_us"]) * 1e-6, 9),
         collective_overhead_s=round(float(params["collective_overhead_us"]) * 1e-6, 9),
+        scale_up_collectives=round(float(params["scale_up_collectives"]), 4),
+        scale_out_collectives=round(float(params["scale_out_collectives"]), 4),
         reserved_bytes=_reserve(family), fitted_on=tables, note=note,
     )
 

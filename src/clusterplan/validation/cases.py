@@ -78,11 +78,9 @@ def _gpt(name: str, layers: int, hidden: int, heads: int, vocab: int, source: st
                  tied_embeddings=True, dropout=True, source=source)
 
 
-def _interleave(layers_per_stage: int) -> int:
-    for vp in (2, 3):
-        if layers_per_stage % vp == 0:
-            return vp
-    return 1
+#: SC'21 Table 1 does not print the model chunks per pipeline stage; non-interleaved (1) is
+#: the table-wide assumption (see docs/validation.md for the alternative).
+SC21_VIRTUAL_STAGES = 1
 
 
 # ---- Megatron SC'21 -----------------------------------------------------------------------
@@ -97,10 +95,11 @@ def megatron_sc21() -> list[Case]:
         gpus, tp, pp = int(row["num_gpus"]), int(row["tensor_parallel"]), int(row["pipeline_parallel"])
         flops = 96 * batch * s * layers * h * h * (1 + s / (6 * h) + vocab / (16 * layers * h))
         step = flops / (float(row["achieved_tflops_per_gpu"]) * 1e12 * gpus)
-        vp = _interleave(layers // pp) if pp > 1 else 1
+        vp = SC21_VIRTUAL_STAGES
         assumptions = (
             "micro-batch 1 (not printed)",
-            f"interleaving vp={vp} (schedule named, stage count not printed)" if pp > 1 else "",
+            f"vp={vp}: chunks per stage not printed (docs/validation.md gives the MAPE with vp=2/3)"
+            if pp > 1 else "",
             "full recompute, no SP, no flash attention; fp16 mixed precision: 16-bit gradient "
             "all-reduce, not overlapped",
         )
@@ -111,7 +110,7 @@ def megatron_sc21() -> list[Case]:
             model = _gpt(f"GPT {row['model_params_billion']}B", layers, h, heads, vocab, source)
             plan = Plan(tp=tp, pp=pp, vp=vp, dp=gpus // (tp * pp), micro_batch=1, global_batch=batch,
                         seq_len=s, recompute="full", sp=False, zero=0, overlap_dp=False,
-                        flash_attention=False, grad_reduce="bf16")
+                        flash_attention=False, grad_reduce="bf16", overlap_pp=False)
             return model, system, plan
 
         out.add(f"GPT {row['model_params_billion']}B, {gpus} GPUs (TP{tp} PP{pp})", "step_time_s", step,
@@ -141,7 +140,8 @@ def korthikanti2022() -> list[Case]:
                 plan = Plan(tp=tp, pp=pp, vp=vp, dp=dp, micro_batch=int(row["micro_batch_size"]),
                             global_batch=int(row["global_batch_size_seqs"]),
                             seq_len=int(row["seq_len_tokens"]), recompute=recompute,  # type: ignore[arg-type]
-                            sp=sp, zero=0, overlap_dp=False, flash_attention=False)
+                            sp=sp, zero=0, overlap_dp=False, flash_attention=False,
+                            overlap_pp=False)
                 return model, system, plan
 
             label = f"{row['model']} {row['num_gpus']} GPUs, {'SP+selective' if sp else 'full recompute'}"
