@@ -31,6 +31,9 @@ class Efficiency(Spec):
     matmul: dict[str, float] = Field(description="large-GEMM fraction of dense peak, per precision")
     attention: float = Field(gt=0, le=1, description="fused (flash) attention fraction of bf16 peak")
     hbm: float = Field(gt=0, le=1, description="fraction of HBM bandwidth for memory-bound kernels")
+    matmul_dim_half: float = Field(
+        default=0.0, ge=0,
+        description="GEMM dimension at which tiling/wave quantisation halves efficiency (elements)")
     kernel_overhead_s: Seconds = Field(ge=0, description="fixed cost per kernel (launch, tail)")
     collective_overhead_s: Seconds = Field(
         default=0.0, ge=0, description="fixed software cost per collective call (launch, sync)")
@@ -65,16 +68,20 @@ def matmul_eff_by_precision(eff: Efficiency) -> FloatArray:
 
 def gemm_time(
     m: Any, n: Any, k: Any, peak: Any, matmul_eff: Any, operand_bytes: Any,
-    hbm_bandwidth: float, hbm_eff: float, overhead_s: float,
+    hbm_bandwidth: float, hbm_eff: float, overhead_s: float, dim_half: float = 0.0,
 ) -> FloatArray:
     """Time of C[m,n] = A[m,k] @ B[k,n]: max(compute, memory) + fixed cost.
 
-    Memory traffic: both operands at the plan precision and a bf16 output, read/written once
-    (tiling keeps re-reads in on-chip SRAM for all but the smallest shapes).
+    Compute runs at ``matmul_eff`` of peak for large shapes and loses efficiency on small
+    dimensions (partial tiles, idle systolic-array rows, wave quantisation): each dimension d
+    contributes a factor d / (d + dim_half). Memory traffic: both operands at the plan precision
+    and a bf16 output, read/written once (tiling keeps re-reads in on-chip SRAM).
     """
     flops = 2.0 * m * n * k
+    shape = (m / (m + dim_half)) * (n / (n + dim_half)) * (k / (k + dim_half))
     traffic = operand_bytes * (m * k + k * n) + 2.0 * m * n
-    result: FloatArray = np.maximum(flops / (peak * matmul_eff), traffic / (hbm_bandwidth * hbm_eff))
+    result: FloatArray = np.maximum(flops / (peak * matmul_eff * shape),
+                                    traffic / (hbm_bandwidth * hbm_eff))
     return result + overhead_s
 
 

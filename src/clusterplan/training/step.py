@@ -98,7 +98,8 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     overhead = eff.kernel_overhead_s
 
     def gemm(n: Any, k: Any) -> FloatArray:
-        return gemm_time(tokens, n, k, peak, mm_eff, operand, chip.hbm_bandwidth, eff.hbm, overhead)
+        return gemm_time(tokens, n, k, peak, mm_eff, operand, chip.hbm_bandwidth, eff.hbm, overhead,
+                         eff.matmul_dim_half)
 
     qk_width, av_width = fl.attention_core_width(model)
     out_in = av_width
@@ -185,7 +186,7 @@ def _lm_head(model: Model, hw: Hardware, batch: PlanBatch) -> tuple[FloatArray, 
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
     head = gemm_time(tokens, model.vocab_size / tp, model.hidden_size, hw.peak[batch.precision],
                      hw.matmul_eff[batch.precision], OPERAND_BYTES[batch.precision],
-                     hw.chip.hbm_bandwidth, eff.hbm, eff.kernel_overhead_s)
+                     hw.chip.hbm_bandwidth, eff.hbm, eff.kernel_overhead_s, eff.matmul_dim_half)
     # Cross-entropy over fp32 logits: a few passes (max, exp-sum, gradient) of tokens x V/t.
     loss = memory_time(3 * 4.0 * tokens * model.vocab_size / tp, hw.chip.hbm_bandwidth, eff.hbm)
     return head + loss, 2.0 * head + loss

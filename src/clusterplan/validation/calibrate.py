@@ -29,7 +29,8 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
     "matmul.fp4": (0.50, 0.15, 0.15, 0.95),
     "attention": (0.50, 0.15, 0.15, 0.90),
     "hbm": (0.80, 0.10, 0.40, 0.95),
-    "kernel_overhead_us": (5.0, 5.0, 0.0, 40.0),
+    "matmul_dim_half": (64.0, 64.0, 0.0, 1024.0),
+    "kernel_overhead_us": (5.0, 20.0, 0.0, 200.0),
     "collective_overhead_us": (10.0, 10.0, 0.0, 200.0),
     "scale_up_collectives": (1.0, 0.15, 0.5, 1.6),
     "scale_out_collectives": (1.0, 0.15, 0.5, 1.6),
@@ -65,7 +66,7 @@ class FamilyFit:
 def _names(cases: Sequence[Case]) -> list[str]:
     precisions = {case.plan.precision for case in cases if case.plan is not None}
     names = ["matmul.bf16"] + [f"matmul.{p}" for p in ("fp8", "fp4") if p in precisions]
-    return [*names, "attention", "hbm", "kernel_overhead_us", "collective_overhead_us",
+    return [*names, "attention", "hbm", "matmul_dim_half", "kernel_overhead_us", "collective_overhead_us",
             "scale_up_collectives", "scale_out_collectives"]
 
 
@@ -76,6 +77,7 @@ def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[
     return Efficiency(
         family=family, matmul=matmul, attention=round(float(params["attention"]), 4),
         hbm=round(float(params["hbm"]), 4),
+        matmul_dim_half=round(float(params["matmul_dim_half"]), 1),
         kernel_overhead_s=round(float(params["kernel_overhead_us"]) * 1e-6, 9),
         collective_overhead_s=round(float(params["collective_overhead_us"]) * 1e-6, 9),
         scale_up_collectives=round(float(params["scale_up_collectives"]), 4),

@@ -17,9 +17,9 @@ from importlib import resources
 
 from pydantic import ValidationError
 
-from clusterplan.catalog import load_model, load_system
+from clusterplan.catalog import load_chip, load_model, load_system
 from clusterplan.errors import SpecError
-from clusterplan.specs import Model, Plan, System
+from clusterplan.specs import Chip, FabricTier, Model, Plan, System
 
 #: What a case compares: step time (s), training tokens/s per chip, or model TFLOP/s per chip.
 METRICS = ("step_time_s", "tokens_per_s_per_chip", "model_tflops_per_chip")
@@ -38,6 +38,7 @@ class Case:
     skip: str | None = None
     source: str = ""
     family: str = ""
+    chip: Chip | None = None  # overrides the system's catalog chip (e.g. one NeuronCore)
 
 
 @dataclass
@@ -46,7 +47,7 @@ class _Builder:
     cases: list[Case] = field(default_factory=list)
 
     def add(self, label: str, metric: str, published: float, build: Callable[[], tuple[Model, System, Plan]],
-            assumptions: tuple[str, ...] = (), source: str = "") -> None:
+            assumptions: tuple[str, ...] = (), source: str = "", chip: Chip | None = None) -> None:
         try:
             model, system, plan = build()
             plan.validate_for(model, plan.chips)
@@ -55,11 +56,9 @@ class _Builder:
             self.cases.append(Case(self.table, label, metric, published, skip=reason, source=source,
                                    assumptions=assumptions))
             return
-        from clusterplan.catalog import load_chip
-
-        family = load_chip(system.chip).family
+        family = chip.family if chip is not None else load_chip(system.chip).family
         self.cases.append(Case(self.table, label, metric, published, model, system, plan,
-                               assumptions, source=source, family=family))
+                               assumptions, source=source, family=family, chip=chip))
 
     def skip(self, label: str, metric: str, published: float, reason: str, source: str = "") -> None:
         self.cases.append(Case(self.table, label, metric, published, skip=reason, source=source))
@@ -321,23 +320,58 @@ _NEURON_MODELS = {"llama-3.1-8b": "llama3-8b", "llama31-8b": "llama3-8b", "llama
                   "llama2-70b": "llama2-70b", "gpt3-175b": "gpt3-175b", "gpt3-23b": "gpt3-23b",
                   "gpt3-46b": "gpt3-46b"}
 
+#: NeuronCores per Trainium1 chip (AWS Neuron docs, trainium.rst).
+CORES_PER_TRAINIUM1 = 2
+#: Core-to-core bandwidth on one Trainium1 chip: the two cores share the chip's HBM, so
+#: transfers between them are assumed to run at half the HBM bandwidth each way.
+ON_CHIP_SHARE = 0.5
+
+
+def neuron_core_view(system: System) -> tuple[System, Chip]:
+    """The Neuron runtime's view of a trn1 system: every NeuronCore is a device.
+
+    Neuron counts TP, PP and DP ranks in NeuronCores; a core has half the chip's peak, HBM and
+    bandwidth. An on-chip tier joins the two cores of a chip; NeuronLink and EFA bandwidth per
+    chip are shared by its cores.
+    """
+    chip = load_chip(system.chip)
+    n = CORES_PER_TRAINIUM1
+    core = chip.model_copy(update={
+        "name": f"{chip.name}-neuroncore", "aliases": (),
+        "peak_flops": {k: v / n for k, v in chip.peak_flops.items()},
+        "hbm_bytes": chip.hbm_bytes / n, "hbm_bandwidth": chip.hbm_bandwidth / n, "tdp_w": chip.tdp_w / n,
+        "notes": "one NeuronCore-v2: half of a Trainium1 chip (validation view)"})
+    on_chip = FabricTier(name="on-chip", topology="switch", size=n,
+                         bandwidth=chip.hbm_bandwidth * ON_CHIP_SHARE / n, latency_s=1e-6,
+                         efficiency=0.8, source="assumption: the two NeuronCores of a chip share its HBM")
+    tiers = [on_chip]
+    for tier in system.tiers:
+        tiers.append(tier.model_copy(update={
+            "size": None if tier.size is None else tier.size * n,
+            "bandwidth": tier.bandwidth / n}))
+    view = system.model_copy(update={"name": f"{system.name}-neuroncores", "chip": core.name,
+                                     "chips_per_node": system.chips_per_node * n, "tiers": tuple(tiers)})
+    return System.model_validate(view.model_dump()), core
+
 
 def neuron_trn() -> list[Case]:
-    """Published sequences/s on trn1 clusters -> tokens/s per chip. Neuron counts TP and DP in
-    NeuronCores (2 per Trainium1 chip); plans here count chips (TP/2)."""
+    """Published sequences/s on trn1 clusters -> tokens/s per NeuronCore (x2 per chip).
+
+    Plans are taken exactly as printed, in NeuronCores (see :func:`neuron_core_view`)."""
     out = _Builder("neuron_trn")
     for row in _rows("neuron_trn"):
         name = row["model"].removesuffix(" pre-training")
         instances = int(row["num_instances"])
-        chips = instances * int(row["trainium_chips_per_instance"])
+        cores = instances * int(row["neuroncores_per_instance"])
         label = f"{name} {row['topology_as_printed']} x{instances} (SDK {row['neuron_sdk_version']})"
         seq_text = row["seq_len_tokens"]
-        assumptions: list[str] = ["TP counted in chips = NeuronCores/2", "selective recompute (not printed)"]
+        assumptions: list[str] = ["plan in NeuronCores (2 per chip) as printed",
+                                  "selective recompute (not printed)"]
         seq = int(seq_text) if seq_text else 2048 if name.startswith("GPT3") else 4096
         if not seq_text:
             assumptions.append(f"sequence length {seq} (not printed; the tutorial's value)")
         throughput = float(row["throughput_seq_per_s"])
-        published = throughput * seq / chips
+        published = throughput * seq / cores
         if not row["dp_consistent_with_world_size_check"].startswith("yes"):
             out.skip(label, "tokens_per_s_per_chip", published,
                      f"TP*PP*DP does not multiply to the NeuronCores used ({row['dp_consistent_with_world_size_check']})",
@@ -347,22 +381,21 @@ def neuron_trn() -> list[Case]:
         if not batch_text:
             assumptions.append("global batch 1024 sequences (not printed; rows of the same tutorials print 1024)")
         batch = int(batch_text) if batch_text else 1024
-        tp_cores, pp = int(row["tp"]), int(row["pp"] or 1)
-        dp = int(row["dp"])
+        tp, pp, dp = int(row["tp"]), int(row["pp"] or 1), int(row["dp"])
         zero = 1 if row["zero1"] == "yes" or "FP32Optimizer" in row["data_type"] else 0
         key = name.lower().replace(" ", "-")
+        system, core = neuron_core_view(load_system("trn1n" if instances > 1 else "trn1"))
 
-        def build(key: str = key, tp_cores: int = tp_cores, pp: int = pp, dp: int = dp,
-                  batch: int = batch, seq: int = seq, zero: int = zero,
-                  system_name: str = "trn1n" if instances > 1 else "trn1") -> tuple[Model, System, Plan]:
+        def build(key: str = key, tp: int = tp, pp: int = pp, dp: int = dp, batch: int = batch,
+                  seq: int = seq, zero: int = zero, system: System = system) -> tuple[Model, System, Plan]:
             model = load_model(_NEURON_MODELS.get(key, key))
-            system = load_system(system_name)
-            plan = Plan(tp=tp_cores // 2, pp=pp, dp=dp, micro_batch=1, global_batch=batch, seq_len=seq,
+            plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=1, global_batch=batch, seq_len=seq,
                         recompute="selective", sp=True, zero=zero,  # type: ignore[arg-type]
                         overlap_dp=True)
             return model, system, plan
 
-        out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"])
+        out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"],
+                chip=core)
     return out.cases
 
 

@@ -42,7 +42,7 @@ EfficiencyLookup = Callable[[str], Efficiency]
 def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency) -> Result:
     if case.skip is not None or case.model is None or case.system is None or case.plan is None:
         return Result(case, None)
-    base = hardware_for(case.system)
+    base = hardware_for(case.system, case.chip)
     hardware = Hardware(system=base.system, chip=base.chip, efficiency=efficiency(base.chip.family))
     batch = PlanBatch.from_plans([case.plan], case.model)
     return Result(case, metric_of(case, estimate(case.model, hardware, batch)))
