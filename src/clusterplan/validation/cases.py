@@ -39,6 +39,7 @@ class Case:
     source: str = ""
     family: str = ""
     chip: Chip | None = None  # overrides the system's catalog chip (e.g. one NeuronCore)
+    devices_per_chip: int = 1  # plan devices per physical chip (NeuronCores per Trainium1)
 
 
 @dataclass
@@ -47,7 +48,8 @@ class _Builder:
     cases: list[Case] = field(default_factory=list)
 
     def add(self, label: str, metric: str, published: float, build: Callable[[], tuple[Model, System, Plan]],
-            assumptions: tuple[str, ...] = (), source: str = "", chip: Chip | None = None) -> None:
+            assumptions: tuple[str, ...] = (), source: str = "", chip: Chip | None = None,
+            devices_per_chip: int = 1) -> None:
         try:
             model, system, plan = build()
             plan.validate_for(model, plan.chips)
@@ -58,7 +60,8 @@ class _Builder:
             return
         family = chip.family if chip is not None else load_chip(system.chip).family
         self.cases.append(Case(self.table, label, metric, published, model, system, plan,
-                               assumptions, source=source, family=family, chip=chip))
+                               assumptions, source=source, family=family, chip=chip,
+                               devices_per_chip=devices_per_chip))
 
     def skip(self, label: str, metric: str, published: float, reason: str, source: str = "") -> None:
         self.cases.append(Case(self.table, label, metric, published, skip=reason, source=source))
@@ -355,7 +358,7 @@ def neuron_core_view(system: System) -> tuple[System, Chip]:
 
 
 def neuron_trn() -> list[Case]:
-    """Published sequences/s on trn1 clusters -> tokens/s per NeuronCore (x2 per chip).
+    """Published sequences/s on trn1 clusters -> tokens/s per Trainium1 chip.
 
     Plans are taken exactly as printed, in NeuronCores (see :func:`neuron_core_view`)."""
     out = _Builder("neuron_trn")
@@ -371,7 +374,7 @@ def neuron_trn() -> list[Case]:
         if not seq_text:
             assumptions.append(f"sequence length {seq} (not printed; the tutorial's value)")
         throughput = float(row["throughput_seq_per_s"])
-        published = throughput * seq / cores
+        published = throughput * seq / cores * CORES_PER_TRAINIUM1
         if not row["dp_consistent_with_world_size_check"].startswith("yes"):
             out.skip(label, "tokens_per_s_per_chip", published,
                      f"TP*PP*DP does not multiply to the NeuronCores used ({row['dp_consistent_with_world_size_check']})",
@@ -383,19 +386,22 @@ def neuron_trn() -> list[Case]:
         batch = int(batch_text) if batch_text else 1024
         tp, pp, dp = int(row["tp"]), int(row["pp"] or 1), int(row["dp"])
         zero = 1 if row["zero1"] == "yes" or "FP32Optimizer" in row["data_type"] else 0
+        # "BF16+SR": pure bf16 training with stochastic rounding: 16-bit gradients.
+        grad_reduce = "bf16" if "SR" in row["data_type"] else "fp32"
         key = name.lower().replace(" ", "-")
         system, core = neuron_core_view(load_system("trn1n" if instances > 1 else "trn1"))
 
         def build(key: str = key, tp: int = tp, pp: int = pp, dp: int = dp, batch: int = batch,
-                  seq: int = seq, zero: int = zero, system: System = system) -> tuple[Model, System, Plan]:
+                  seq: int = seq, zero: int = zero, system: System = system,
+                  grad_reduce: str = grad_reduce) -> tuple[Model, System, Plan]:
             model = load_model(_NEURON_MODELS.get(key, key))
             plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=1, global_batch=batch, seq_len=seq,
                         recompute="selective", sp=True, zero=zero,  # type: ignore[arg-type]
-                        overlap_dp=True)
+                        overlap_dp=True, grad_reduce=grad_reduce)  # type: ignore[arg-type]
             return model, system, plan
 
         out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"],
-                chip=core)
+                chip=core, devices_per_chip=CORES_PER_TRAINIUM1)
     return out.cases
 
 

@@ -30,7 +30,7 @@ def metric_of(case: Case, result: StepEstimate) -> float:
     if case.metric == "step_time_s":
         return float(result.step_time[0])
     if case.metric == "tokens_per_s_per_chip":
-        return float(result.tokens_per_s_per_chip[0])
+        return float(result.tokens_per_s_per_chip[0]) * case.devices_per_chip
     if case.metric == "model_tflops_per_chip":
         return float(result.model_flops_per_s_per_chip[0]) / 1e12
     raise ValueError(f"unknown metric {case.metric}")
