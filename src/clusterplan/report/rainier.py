@@ -55,8 +55,13 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         stage_chips = _positive_int(stage, "chips", f"scenario.growth[{index}]")
         record["growth"].append({"label": stage.get("label", ""), "source": stage.get("source", ""),
                                  **cluster_totals(system, hardware.chip, stage_chips)})
-    if "campus" in scenario:
-        record["campus"] = scenario["campus"]
+    campus = scenario.get("campus")
+    if isinstance(campus, dict):
+        record["campus"] = {
+            **campus,
+            "capex_usd": units.parse_count(campus.get("capex_usd", 0), "scenario.campus.capex_usd"),
+            "power_w": units.parse_power(campus.get("power_w", 0), "scenario.campus.power_w"),
+        }
     training = scenario.get("training")
     if isinstance(training, dict):
         model = load_model(str(training.get("model", "")), "scenario.training.model")
