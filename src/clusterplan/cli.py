@@ -76,12 +76,22 @@ def _tokens(value: str | None) -> float | None:
     return tokens
 
 
+#: Plan fields as the CLI spells them, so refusals name the flag the user typed.
+FLAGS = {"seq_len": "--seq", "global_batch": "--global-batch", "micro_batch": "--micro-batch",
+         "first_stage_layers": "--first-stage-layers", "last_stage_layers": "--last-stage-layers",
+         "dp_shard": "--dp-shard"}
+
+
+def flag(field: str) -> str:
+    return FLAGS.get(field, field if field.startswith("--") else f"--{field.replace('_', '-')}")
+
+
 def build_plan(options: dict[str, Any], chips: int) -> Plan:
     """A validated Plan from CLI options; ``dp`` defaults to chips / (tp*pp*cp)."""
     for name in ("chips", "tp", "pp", "vp", "cp", "ep", "micro_batch", "global_batch", "seq_len"):
         value = options.get(name, chips if name == "chips" else None)
         if value is not None and value < 1:
-            raise SpecError(f"--{name.replace('_', '-')}", value, "must be >= 1")
+            raise SpecError(flag(name), value, "must be >= 1")
     tp, pp, cp = options["tp"], options["pp"], options["cp"]
     inner = tp * pp * cp
     dp = options.pop("dp")
@@ -95,7 +105,7 @@ def build_plan(options: dict[str, Any], chips: int) -> Plan:
         plan = Plan(dp=dp, **options)
     except ValidationError as error:
         first = error.errors()[0]
-        field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "plan"
+        field = flag(str(first["loc"][0])) if first["loc"] else "plan"
         raise SpecError(field, first.get("input"), str(first["msg"])) from None
     return plan
 
@@ -146,7 +156,11 @@ def train(
                "global_batch": global_batch, "seq_len": seq, "recompute": recompute, "sp": sp,
                "zero": zero, "precision": precision, "overlap_tp": overlap_tp, "overlap_dp": overlap_dp,
                "first_stage_layers": first_stage_layers, "last_stage_layers": last_stage_layers}
-    plan = build_plan(options, chips).validate_for(spec_model, chips)
+    plan = build_plan(options, chips)
+    try:
+        plan.validate_for(spec_model, chips)
+    except SpecError as error:
+        raise SpecError(flag(error.field), error.value, error.rule) from None
     hardware = hardware_for(spec_system, spec_chip)
     from clusterplan.training.summary import train_record
 
@@ -251,5 +265,21 @@ def rainier(
         rainier_table(console, record)
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage errors (bad option types, unknown options) also end in one line."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(130)
+    except typer.TyperException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":
+            typer.echo(getattr(error, "ctx").get_help())  # noqa: B009
+            sys.exit(0)
+        message = getattr(error, "format_message", lambda: str(error))()
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+    if isinstance(result, int) and result:
+        sys.exit(result)

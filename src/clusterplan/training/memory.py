@@ -15,6 +15,7 @@ per layer and micro-batch; the first pipeline stage holds ``min(pp, m)`` micro-b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,11 +44,27 @@ class StageParams:
         return result
 
 
+def kv_shards(model: Model, tp: Any) -> FloatArray:
+    """Ways the K/V heads are split: TP beyond ``kv_heads`` replicates them (Megatron and
+    NeuronX Distributed replicate GQA heads across the extra TP ranks). MLA's latent is split
+    like the query heads."""
+    tp_f = np.asarray(tp, dtype=np.float64)
+    result: FloatArray = tp_f if model.mla is not None else np.minimum(tp_f, model.kv_heads)
+    return result
+
+
+def kv_projection_params(model: Model) -> int:
+    """Weights of the K and V projections (0 for MLA, whose latent projections split by TP)."""
+    return 0 if model.mla is not None else 2 * model.hidden_size * model.kv_size
+
+
 def layer_params_per_chip(model: Model, batch: PlanBatch) -> FloatArray:
-    """Average transformer-layer parameters on one chip: TP shards every matrix; EP spreads
-    the routed experts (expert tensor parallelism equals TP here)."""
+    """Average transformer-layer parameters on one chip: TP shards every matrix (K/V only up to
+    the number of KV heads); EP spreads the routed experts (expert TP equals TP here)."""
     tp = batch.tp.astype(np.float64)
-    per_layer_dense = (model.attention_params + model.norm_params_per_layer) / tp
+    kv = kv_projection_params(model)
+    per_layer_dense = ((model.attention_params - kv + model.norm_params_per_layer) / tp
+                       + kv / kv_shards(model, tp))
     ffn = model.dense_ffn_layers * model.dense_ffn_params / model.layers / tp
     if model.moe is not None:
         moe = model.moe
@@ -104,9 +121,10 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     if model.moe is not None:
         # Routed tokens are also kept in the dispatch buffer (permuted copy of the input).
         ffn += 2.0 * h * model.moe.top_k * model.moe_layers / model.layers
-    sharded = 2.0 * (model.q_size + model.kv_size) + 2.0 * model.kv_size + 2.0 * model.q_size + ffn
+    sharded = 2.0 * model.q_size + 2.0 * model.q_size + ffn  # Q, attention output, FFN
+    keys_values = 2.0 * model.kv_size + 2.0 * model.kv_size  # K and V
     replicated_div = np.where(batch.sp == 1, tp, 1.0)
-    per_token = replicated / replicated_div + sharded / tp
+    per_token = replicated / replicated_div + sharded / tp + keys_values / kv_shards(model, tp)
     per_score = 5.0 if model.dropout else 2.0
     scores = np.where(batch.flash == 1, 0.0, per_score * model.attention_heads * batch.seq_len / tp)
     result: FloatArray = tokens * (per_token + np.where(batch.recompute == 0, scores, 0.0))

@@ -103,8 +103,10 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
 
     qk_width, av_width = fl.attention_core_width(model)
     out_in = av_width
-    proj_in_width = (model.attention_params - out_in * h) / h
-    attention_proj = gemm(proj_in_width / tp, h) + gemm(h, out_in / tp)
+    kv_width = mem.kv_projection_params(model) / h
+    proj_in_width = (model.attention_params - out_in * h) / h - kv_width
+    qkv_width = proj_in_width / tp + kv_width / mem.kv_shards(model, tp)
+    attention_proj = gemm(qkv_width, h) + gemm(h, out_in / tp)
     ffn_width = model.ffn_matmul_width
     up_width = (model.ffn_matrices - 1) * ffn_width
     ffn = gemm(up_width / tp, h) + gemm(h, ffn_width / tp)

@@ -1,0 +1,130 @@
+"""Training-step estimator: consistency, hand-checked formulas and physical monotonicity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clusterplan.specs import Model, Plan
+from clusterplan.training import flops as fl
+from clusterplan.training.batch import PlanBatch
+from clusterplan.training.step import Hardware, StepEstimate, estimate
+
+
+def _run(model: Model, hw: Hardware, **plan: Any) -> StepEstimate:
+    validated = Plan(**plan).validate_for(model)
+    return estimate(model, hw, PlanBatch.from_plans([validated], model))
+
+
+def test_model_flops_match_korthikanti_mfu_formula(gpt22b: Model) -> None:
+    s, h, layers, vocab = 2048, 6144, 48, 51200
+    megatron = 72 * layers * h * h * (1 + s / (6 * h) + vocab / (12 * layers * h))
+    assert float(fl.model_flops_per_token(gpt22b, s)) == pytest.approx(megatron, rel=1e-9)
+
+
+def test_hardware_flops_add_the_recomputed_forward(gpt22b: Model) -> None:
+    s = 2048
+    full = float(fl.hardware_flops_per_token(gpt22b, s, 2))
+    model = float(fl.model_flops_per_token(gpt22b, s))
+    assert full == pytest.approx(model + gpt22b.layers * float(fl.layer_forward_flops(gpt22b, s)))
+    # Korthikanti et al.: HFU/MFU with full recompute ~ 4/3 (recompute of everything but the head)
+    assert 1.30 < full / model < 1.34
+
+
+def test_breakdown_sums_to_step_and_memory_breakdown_to_total(llama_like: Model, hardware: Hardware) -> None:
+    result = _run(llama_like, hardware, tp=8, pp=2, vp=2, dp=4, global_batch=64, seq_len=4096)
+    assert sum(v[0] for v in result.time_breakdown.values()) == pytest.approx(result.step_time[0])
+    assert sum(v[0] for v in result.memory_breakdown.values()) == pytest.approx(result.memory[0])
+
+
+def test_a_batch_gives_the_same_answers_as_plans_one_at_a_time(llama_like: Model, hardware: Hardware) -> None:
+    plans = [
+        Plan(tp=tp, pp=pp, dp=64 // (tp * pp), global_batch=128, seq_len=4096, recompute=r, zero=z)
+        for tp in (1, 2, 8) for pp in (1, 2, 4) for r in ("none", "full") for z in (0, 1, 3)
+    ]
+    batch = estimate(llama_like, hardware, PlanBatch.from_plans(plans, llama_like))
+    singles = [float(estimate(llama_like, hardware, PlanBatch.from_plans([p], llama_like)).step_time[0])
+               for p in plans]
+    assert batch.step_time.tolist() == pytest.approx(singles)
+
+
+def test_from_arrays_matches_from_plans(llama_like: Model, hardware: Hardware) -> None:
+    tp = np.array([1, 2, 4, 8])
+    arrays = PlanBatch.from_arrays(llama_like, tp=tp, dp=64 // tp, global_batch=128, seq_len=4096)
+    plans = PlanBatch.from_plans(
+        [Plan(tp=int(t), dp=64 // int(t), global_batch=128, seq_len=4096) for t in tp], llama_like)
+    assert estimate(llama_like, hardware, arrays).step_time.tolist() == pytest.approx(
+        estimate(llama_like, hardware, plans).step_time.tolist())
+
+
+def test_pipeline_bubble_is_p_minus_1_over_v_m(hardware: Hardware) -> None:
+    # vocab 8 makes the LM head negligible, so all stages are equal
+    model = Model(name="even", layers=32, hidden_size=4096, ffn_hidden_size=16384, attention_heads=32,
+                  kv_heads=32, vocab_size=8, ffn_activation="gelu", source="test")
+    common = {"tp": 8, "pp": 4, "global_batch": 16, "seq_len": 2048, "overlap_pp": True}
+    plain = _run(model, hardware, **common)
+    interleaved = _run(model, hardware, vp=2, **common)
+    m = 16
+    busy = plain.time_breakdown["compute"][0] + plain.time_breakdown["tp_comm"][0]
+    assert plain.time_breakdown["pp_bubble"][0] / busy == pytest.approx(3 / m, rel=0.01)
+    assert interleaved.time_breakdown["pp_bubble"][0] == pytest.approx(
+        plain.time_breakdown["pp_bubble"][0] / 2, rel=0.01)
+    assert _run(model, hardware, tp=8, dp=4, global_batch=16, seq_len=2048).time_breakdown["pp_bubble"][0] == 0
+
+
+def test_recompute_trades_time_for_memory(gpt22b: Model, hardware: Hardware) -> None:
+    common = {"tp": 8, "global_batch": 8, "seq_len": 2048, "flash_attention": False, "sp": True}
+    none, selective, full = (_run(gpt22b, hardware, recompute=r, **common) for r in ("none", "selective", "full"))
+    assert none.step_time[0] < selective.step_time[0] < full.step_time[0]
+    assert none.memory_breakdown["activations"][0] > selective.memory_breakdown["activations"][0]
+    assert selective.memory_breakdown["activations"][0] > full.memory_breakdown["activations"][0]
+    assert full.hfu[0] > full.mfu[0]
+
+
+def test_overlapping_the_dp_reduction_hides_it_behind_backward(llama_like: Model, hardware: Hardware) -> None:
+    common = {"dp": 64, "global_batch": 64, "seq_len": 4096, "zero": 1}
+    hidden = _run(llama_like, hardware, overlap_dp=True, **common)
+    exposed = _run(llama_like, hardware, overlap_dp=False, **common)
+    assert hidden.time_breakdown["dp_comm"][0] < exposed.time_breakdown["dp_comm"][0]
+    assert hidden.time_breakdown["dp_comm"][0] > 0  # the last bucket is never hidden
+
+
+def test_fp8_is_faster_than_bf16_but_not_twice(llama_like: Model, hardware: Hardware) -> None:
+    bf16 = _run(llama_like, hardware, tp=2, dp=4, global_batch=64, seq_len=4096, precision="bf16")
+    fp8 = _run(llama_like, hardware, tp=2, dp=4, global_batch=64, seq_len=4096, precision="fp8")
+    assert 1.0 < bf16.step_time[0] / fp8.step_time[0] < 2.0
+
+
+def test_slower_scale_up_fabric_exposes_more_tp_communication(llama_like: Model, hardware: Hardware) -> None:
+    slow_tiers = tuple(t.model_copy(update={"bandwidth": t.bandwidth / 10}) for t in hardware.system.tiers)
+    slow = Hardware(system=hardware.system.model_copy(update={"tiers": slow_tiers}), chip=hardware.chip,
+                    efficiency=hardware.efficiency)
+    fast_result = _run(llama_like, hardware, tp=8, global_batch=8, seq_len=4096)
+    slow_result = _run(llama_like, slow, tp=8, global_batch=8, seq_len=4096)
+    assert slow_result.time_breakdown["tp_comm"][0] == pytest.approx(
+        10 * fast_result.time_breakdown["tp_comm"][0], rel=0.01)
+
+
+def test_context_parallelism_splits_activations_and_adds_ring_traffic(llama_like: Model, hardware: Hardware) -> None:
+    no_cp = _run(llama_like, hardware, tp=4, dp=2, global_batch=8, seq_len=32768)
+    cp = _run(llama_like, hardware, tp=4, cp=2, global_batch=8, seq_len=32768)
+    assert cp.memory_breakdown["activations"][0] < 0.6 * no_cp.memory_breakdown["activations"][0]
+    assert cp.time_breakdown["cp_comm"][0] >= 0.0
+    assert no_cp.time_breakdown["cp_comm"][0] == 0.0
+
+
+def test_memory_that_exceeds_hbm_does_not_fit(hardware: Hardware) -> None:
+    big = Model(name="big", layers=96, hidden_size=12288, ffn_hidden_size=49152, attention_heads=96,
+                kv_heads=96, vocab_size=51200, ffn_activation="gelu", source="test")
+    result = _run(big, hardware, global_batch=1, seq_len=2048)
+    assert not bool(result.fits[0])
+    assert result.memory[0] > 18 * big.total_params  # 18 B/param alone exceeds 80 GB
+
+
+def test_mfu_is_model_flops_rate_over_peak(llama_like: Model, hardware: Hardware) -> None:
+    result = _run(llama_like, hardware, tp=2, dp=4, global_batch=64, seq_len=4096)
+    rate = float(fl.model_flops_per_token(llama_like, 4096)) * result.tokens_per_s_per_chip[0]
+    assert result.mfu[0] == pytest.approx(rate / 1e15)
+    assert result.tokens_per_s_per_chip[0] == pytest.approx(64 * 4096 / result.step_time[0] / 8)

@@ -1,0 +1,68 @@
+"""Accuracy bounds on the published tables (issue #2), and the honesty of the report."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from clusterplan.validation.calibrate import fit_family
+from clusterplan.validation.cases import TABLES, all_cases
+from clusterplan.validation.harness import by_table, mape, run
+
+#: MAPE bounds per table (percent).
+BOUNDS = {
+    "korthikanti2022": 5.0,
+    "megatron_sc21": 5.0,
+    "megatron_core_h100_2024": 10.0,
+    "nemo_perf": 10.0,
+    "maxtext_tpu": 10.0,
+    "neuron_trn": 10.0,
+}
+
+
+@pytest.fixture(scope="module")
+def results_by_table() -> dict[str, list]:  # type: ignore[type-arg]
+    return by_table(run(all_cases()))
+
+
+@pytest.mark.parametrize("table", sorted(BOUNDS))
+def test_table_meets_its_bound(results_by_table: dict[str, list], table: str) -> None:  # type: ignore[type-arg]
+    error = mape(results_by_table[table])
+    assert error <= BOUNDS[table], f"{table}: MAPE {error:.2f}% > {BOUNDS[table]}%"
+
+
+def test_every_table_is_validated_and_mostly_modelled(results_by_table: dict[str, list]) -> None:  # type: ignore[type-arg]
+    assert set(results_by_table) == set(TABLES)
+    for table, rows in results_by_table.items():
+        modelled = [r for r in rows if r.error is not None]
+        assert len(modelled) >= 9, table
+
+
+def test_rows_not_modelled_are_listed_with_a_reason(results_by_table: dict[str, list]) -> None:  # type: ignore[type-arg]
+    for rows in results_by_table.values():
+        for result in rows:
+            if result.predicted is None:
+                assert result.case.skip and len(result.case.skip) > 10
+
+
+def test_korthikanti_rows_cover_both_recompute_settings(results_by_table: dict[str, list]) -> None:  # type: ignore[type-arg]
+    labels = [r.case.label for r in results_by_table["korthikanti2022"]]
+    assert sum("full recompute" in label for label in labels) == 4
+    assert sum("SP+selective" in label for label in labels) == 5
+
+
+def test_errors_are_signed_and_finite(results_by_table: dict[str, list]) -> None:  # type: ignore[type-arg]
+    errors = [r.error for rows in results_by_table.values() for r in rows if r.error is not None]
+    assert all(math.isfinite(e) for e in errors)
+    assert any(e > 0 for e in errors) and any(e < 0 for e in errors)
+
+
+def test_calibration_is_reproducible_and_improves_on_the_priors() -> None:
+    cases = all_cases(["maxtext_tpu"])
+    fit = fit_family("tpu-v4", cases)
+    assert fit.rows == 6
+    assert fit.mape_after <= fit.mape_before
+    assert 0.3 <= fit.efficiency.matmul["bf16"] <= 0.95
+    again = fit_family("tpu-v4", cases)
+    assert again.efficiency == fit.efficiency
