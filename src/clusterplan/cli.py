@@ -127,13 +127,23 @@ def train(
     ep: Annotated[int, typer.Option(help="expert parallelism (MoE models)")] = 1,
     micro_batch: Annotated[int, typer.Option(help="micro-batch (sequences)")] = 1,
     recompute: Annotated[str, typer.Option(help="none | selective | full")] = "selective",
-    sp: Annotated[bool | None, typer.Option("--sp/--no-sp", help="sequence parallelism (default on when tp > 1)")] = None,
+    sp: Annotated[
+        bool | None, typer.Option("--sp/--no-sp", help="sequence parallelism (default on when tp > 1)")
+    ] = None,
     zero: Annotated[int, typer.Option(help="ZeRO stage 0-3 (1 = distributed optimizer)")] = 1,
     precision: Annotated[str, typer.Option(help="bf16 | fp8 | fp4 matmuls")] = "bf16",
-    overlap_tp: Annotated[bool, typer.Option("--overlap-tp/--no-overlap-tp", help="overlap TP comm with GEMMs")] = False,
-    overlap_dp: Annotated[bool, typer.Option("--overlap-dp/--no-overlap-dp", help="overlap DP comm with compute")] = True,
-    first_stage_layers: Annotated[int | None, typer.Option(help="layers on the first pipeline stage (uneven split)")] = None,
-    last_stage_layers: Annotated[int | None, typer.Option(help="layers on the last pipeline stage (uneven split)")] = None,
+    overlap_tp: Annotated[
+        bool, typer.Option("--overlap-tp/--no-overlap-tp", help="overlap TP comm with GEMMs")
+    ] = False,
+    overlap_dp: Annotated[
+        bool, typer.Option("--overlap-dp/--no-overlap-dp", help="overlap DP comm with compute")
+    ] = True,
+    first_stage_layers: Annotated[
+        int | None, typer.Option(help="layers on the first pipeline stage (uneven split)")
+    ] = None,
+    last_stage_layers: Annotated[
+        int | None, typer.Option(help="layers on the last pipeline stage (uneven split)")
+    ] = None,
     tokens: Annotated[str | None, typer.Option(help="training tokens, e.g. 15T, for time to train")] = None,
     chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -186,7 +196,7 @@ def catalog(
     loaders = {"chips": (chip_names, load_chip), "systems": (system_names, load_system),
                "models": (model_names, load_model)}
     names, loader = loaders[kind]
-    specs = [loader(name) for name in names()]  # type: ignore[operator]
+    specs = [loader(name) for name in names()]
     header, rows, records = catalog_rows(kind, specs)
     if as_json:
         emit_json(records)
@@ -243,7 +253,8 @@ def calibrate(
               "# (MAP fit on the published rows named in fitted_on; see docs/validation.md).\n")
     text = header + yaml.safe_dump(document, sort_keys=False, width=100)
     target.write_text(text, encoding="utf-8")
-    for entry in document["families"]:  # type: ignore[union-attr]
+    families: list[dict[str, Any]] = document["families"]  # type: ignore[assignment]
+    for entry in families:
         console.print(f"[bold]{entry['family']}[/]: {entry['note']}")
     console.print(f"wrote {target}")
 
@@ -278,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
         if type(error).__name__ == "NoArgsIsHelpError":
             typer.echo(getattr(error, "ctx").get_help())  # noqa: B009
             sys.exit(0)
-        message = getattr(error, "format_message", lambda: str(error))()
+        formatter = getattr(error, "format_message", None)
+        message = formatter() if callable(formatter) else str(error)
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)
     if isinstance(result, int) and result:

@@ -3,8 +3,8 @@
 from clusterplan.catalog.loader import (
     chip_names,
     hardware_for,
-    load_efficiency,
     load_chip,
+    load_efficiency,
     load_model,
     load_scenario,
     load_system,
@@ -15,8 +15,8 @@ from clusterplan.catalog.loader import (
 __all__ = [
     "chip_names",
     "hardware_for",
-    "load_efficiency",
     "load_chip",
+    "load_efficiency",
     "load_model",
     "load_scenario",
     "load_system",

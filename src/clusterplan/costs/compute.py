@@ -49,7 +49,7 @@ class Efficiency(Spec):
 
     def matmul_for(self, precision: str) -> float:
         """Efficiency at a precision; a precision without its own fit uses the nearest wider one."""
-        order = PRECISIONS[PRECISIONS.index(precision):: -1]  # type: ignore[arg-type]
+        order = PRECISIONS[PRECISIONS.index(precision):: -1]
         for candidate in order:
             if candidate in self.matmul:
                 return self.matmul[candidate]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -67,9 +68,8 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         model = load_model(str(training.get("model", "")), "scenario.training.model")
         try:
             plan = Plan.model_validate(training.get("plan", {}))
-        except Exception as error:  # pydantic ValidationError
-            message = validation_message(error) if hasattr(error, "errors") else str(error)
-            raise SpecError("scenario.training.plan", "...", message) from None
+        except ValidationError as error:
+            raise SpecError("scenario.training.plan", scenario_name, validation_message(error)) from None
         plan.validate_for(model)
         if plan.chips > chips:
             raise SpecError("scenario.training.plan", plan.chips, f"uses more chips than the cluster ({chips})")

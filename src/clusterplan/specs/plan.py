@@ -96,7 +96,8 @@ class Plan(Spec):
         if self.vp > 1 and self.pp == 1:
             raise SpecError("vp", self.vp, "interleaving (vp > 1) needs pp > 1")
         if self.seq_len % (2 * self.cp if self.cp > 1 else 1) != 0:
-            raise SpecError("cp", self.cp, f"seq_len={self.seq_len} must be divisible by 2*cp (load-balanced ring attention)")
+            raise SpecError("cp", self.cp,
+                            f"seq_len={self.seq_len} must be divisible by 2*cp (load-balanced ring attention)")
         if model.moe is not None and model.moe.experts % self.ep != 0:
             raise SpecError("ep", self.ep, f"must divide moe.experts={model.moe.experts}")
         if model.moe is None and self.ep != 1:

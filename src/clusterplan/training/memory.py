@@ -144,11 +144,13 @@ def activation_bytes(model: Model, batch: PlanBatch) -> dict[str, FloatArray]:
     working = np.where(batch.recompute == 2, full_layer, 0.0)
     in_flight = np.minimum(pp, batch.micro_batches.astype(np.float64))
     interleave = np.where(batch.vp > 1, 1.0 + (pp - 1.0) / (pp * batch.vp), 1.0)
-    first = batch.layers_first * stored * in_flight * interleave + working
     # Embedding output kept for backward (Megatron: s*b*h per micro-batch in flight).
-    first = first + tokens * h * np.where(batch.sp == 1, 1.0 / tp, 1.0) * in_flight
-    last = batch.layers_last * stored * np.where(batch.vp > 1, interleave, 1.0) + working
+    embedding = tokens * h * np.where(batch.sp == 1, 1.0 / tp, 1.0) * in_flight
+    first: FloatArray = np.asarray(batch.layers_first * stored * in_flight * interleave + working + embedding,
+                                   dtype=np.float64)
+    last_layers = np.asarray(batch.layers_last * stored * np.where(batch.vp > 1, interleave, 1.0) + working,
+                             dtype=np.float64)
     # Logits (bf16) and their fp32 copy for the cross-entropy, on the last stage.
     logits = tokens * model.vocab_size / tp * (2.0 + 4.0)
-    last = np.where(batch.pp == 1, first, last) + logits
+    last: FloatArray = np.where(batch.pp == 1, first, last_layers) + logits
     return {"first": first, "last": last}

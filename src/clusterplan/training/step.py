@@ -101,7 +101,7 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
         return gemm_time(tokens, n, k, peak, mm_eff, operand, chip.hbm_bandwidth, eff.hbm, overhead,
                          eff.matmul_dim_half)
 
-    qk_width, av_width = fl.attention_core_width(model)
+    _, av_width = fl.attention_core_width(model)
     out_in = av_width
     kv_width = mem.kv_projection_params(model) / h
     proj_in_width = (model.attention_params - out_in * h) / h - kv_width

@@ -108,8 +108,8 @@ def megatron_sc21() -> list[Case]:
 
         def build(h: int = h, layers: int = layers, heads: int = heads, vocab: int = vocab,
                   tp: int = tp, pp: int = pp, vp: int = vp, gpus: int = gpus, batch: int = batch,
-                  s: int = s, source: str = row["source"]) -> tuple[Model, System, Plan]:
-            model = _gpt(f"GPT {row['model_params_billion']}B", layers, h, heads, vocab, source)
+                  s: int = s, row: dict[str, str] = row) -> tuple[Model, System, Plan]:
+            model = _gpt(f"GPT {row['model_params_billion']}B", layers, h, heads, vocab, row["source"])
             plan = Plan(tp=tp, pp=pp, vp=vp, dp=gpus // (tp * pp), micro_batch=1, global_batch=batch,
                         seq_len=s, recompute="full", sp=False, zero=0, overlap_dp=False,
                         flash_attention=False, grad_reduce="bf16", overlap_pp=False)
@@ -141,7 +141,7 @@ def korthikanti2022() -> list[Case]:
                 model = _gpt(row["model"], layers, h, heads, int(row["vocab_size"]), row["source"])
                 plan = Plan(tp=tp, pp=pp, vp=vp, dp=dp, micro_batch=int(row["micro_batch_size"]),
                             global_batch=int(row["global_batch_size_seqs"]),
-                            seq_len=int(row["seq_len_tokens"]), recompute=recompute,  # type: ignore[arg-type]
+                            seq_len=int(row["seq_len_tokens"]), recompute=recompute,
                             sp=sp, zero=0, overlap_dp=False, flash_attention=False,
                             overlap_pp=False)
                 return model, system, plan
@@ -242,7 +242,7 @@ def nemo_perf() -> list[Case]:
             dp = gpus // (tp * pp * cp)
             plan = Plan(tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, micro_batch=mb, global_batch=batch,
                         seq_len=s, recompute="none", sp=tp > 1, zero=3 if fsdp > 1 else 1,
-                        precision=precision,  # type: ignore[arg-type]
+                        precision=precision,
                         overlap_dp=True, overlap_tp=True)
             return model, system, plan
 
@@ -283,7 +283,7 @@ def maxtext_tpu() -> list[Case]:
             per_device = int(row["per_device_batch_size"])
             plan = Plan(tp=tensor, dp=chips // tensor, micro_batch=per_device * tensor,
                         global_batch=batch, seq_len=s,
-                        recompute=_REMAT.get(row["remat_policy"], "selective"),  # type: ignore[arg-type]
+                        recompute=_REMAT.get(row["remat_policy"], "selective"),
                         sp=False, zero=3, dp_shard=chips_per_slice // tensor, overlap_dp=True)
             return model, system, plan
 
@@ -382,9 +382,9 @@ def neuron_trn() -> list[Case]:
         throughput = float(row["throughput_seq_per_s"])
         published = throughput * seq / cores * CORES_PER_TRAINIUM1
         if not row["dp_consistent_with_world_size_check"].startswith("yes"):
+            check = row["dp_consistent_with_world_size_check"]
             out.skip(label, "tokens_per_s_per_chip", published,
-                     f"TP*PP*DP does not multiply to the NeuronCores used ({row['dp_consistent_with_world_size_check']})",
-                     row["source"])
+                     f"TP*PP*DP does not multiply to the NeuronCores used ({check})", row["source"])
             continue
         sdk = tuple(int(part) for part in row["neuron_sdk_version"].split(".")[:2])
         if sdk < OLDEST_NEURON_SDK:
@@ -408,8 +408,8 @@ def neuron_trn() -> list[Case]:
                   grad_reduce: str = grad_reduce) -> tuple[Model, System, Plan]:
             model = load_model(_NEURON_MODELS.get(key, key))
             plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=1, global_batch=batch, seq_len=seq,
-                        recompute="selective", sp=True, zero=zero,  # type: ignore[arg-type]
-                        overlap_dp=True, grad_reduce=grad_reduce)  # type: ignore[arg-type]
+                        recompute="selective", sp=True, zero=zero,
+                        overlap_dp=True, grad_reduce=grad_reduce)
             return model, system, plan
 
         out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"],
