@@ -8,7 +8,6 @@ Prints plans/s and the process' peak resident memory. Run with ``make bench``.
 
 from __future__ import annotations
 
-import itertools
 import resource
 import time
 
@@ -23,33 +22,46 @@ SEQ = 8192
 GLOBAL_BATCH = 2048
 
 
+STRUCTURE = {  # parallel layout axes, filtered for validity first
+    "tp": (1, 2, 4, 8, 16),
+    "pp": (1, 2, 3, 6, 7, 9, 14, 18, 21),  # divisors of 126 layers
+    "vp": (1, 2, 3, 7),
+    "cp": (1, 2, 4, 8, 16),
+    "micro_batch": (1, 2, 4, 8),
+}
+SETTINGS = {  # every valid layout is crossed with all of these
+    "recompute": (0, 1, 2),
+    "zero": (0, 1, 2, 3),
+    "precision": (1, 2),  # bf16, fp8
+    "sp": (0, 1),
+    "overlap_tp": (0, 1),
+    "overlap_dp": (0, 1),
+    "overlap_pp": (0, 1),
+    "grad_reduce_bytes": (2, 4),
+}
+
+
+def _grid(axes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    mesh = np.meshgrid(*[np.asarray(v, dtype=np.int64) for v in axes.values()], indexing="ij")
+    return {name: m.ravel() for name, m in zip(axes, mesh, strict=True)}
+
+
 def enumerate_plans(layers: int) -> dict[str, np.ndarray]:
-    grid = itertools.product(
-        (1, 2, 4, 8),  # tp
-        (1, 2, 3, 6, 7, 9, 14, 18),  # pp (divisors of 126)
-        (1, 2, 3, 7),  # vp
-        (1, 2, 4, 8, 16),  # cp
-        (1, 2, 4),  # micro-batch
-        (0, 1, 2),  # recompute
-        (0, 1, 2, 3),  # zero
-        (1, 2),  # precision bf16, fp8
-        (0, 1),  # sp
-        (0, 1),  # overlap_tp
-        (0, 1),  # overlap_dp
-    )
-    rows = np.array(list(grid), dtype=np.int64)
-    tp, pp, vp, cp, mb = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
+    """Every valid plan of the grid, as arrays (vectorised: no Python object per plan)."""
+    layout = _grid(STRUCTURE)
+    tp, pp, vp, cp, mb = (layout[k] for k in ("tp", "pp", "vp", "cp", "micro_batch"))
     inner = tp * pp * cp
     dp = CHIPS // inner
     valid = ((CHIPS % inner) == 0) & ((layers % (pp * vp)) == 0) & ((vp == 1) | (pp > 1))
     valid &= (GLOBAL_BATCH % (mb * np.maximum(dp, 1))) == 0
-    valid &= (rows[:, 8] == 0) | (tp > 1)
-    rows, dp = rows[valid], dp[valid]
-    names = ("tp", "pp", "vp", "cp", "micro_batch", "recompute", "zero", "precision", "sp",
-             "overlap_tp", "overlap_dp")
-    arrays = {name: rows[:, i] for i, name in enumerate(names)}
-    arrays["dp"] = dp
-    return arrays
+    layout = {k: v[valid] for k, v in layout.items()}
+    layout["dp"] = dp[valid]
+    settings = _grid(SETTINGS)
+    n_layout, n_settings = layout["tp"].size, settings["sp"].size
+    plans = {k: np.repeat(v, n_settings) for k, v in layout.items()}
+    plans.update({k: np.tile(v, n_layout) for k, v in settings.items()})
+    keep = (plans["sp"] == 0) | (plans["tp"] > 1)  # SP only means something with TP
+    return {k: v[keep] for k, v in plans.items()}
 
 
 def main() -> None:
