@@ -216,6 +216,7 @@ def validate(
     table: Annotated[list[str] | None, typer.Option("--table", help="limit to these tables")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     show_skipped: Annotated[bool, typer.Option("--skipped/--no-skipped", help="list rows not modelled")] = True,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print the report as Markdown")] = False,
 ) -> None:
     """Predict every published row with its own plan; print errors and MAPE per table."""
     from clusterplan.report.tables import validation_report
@@ -226,6 +227,11 @@ def validate(
         if name not in TABLES:
             raise SpecError("--table", name, f"unknown table (known: {', '.join(TABLES)})")
     results = run(all_cases(table))
+    if markdown:
+        from clusterplan.report.tables import validation_markdown
+
+        sys.stdout.write(validation_markdown(results))
+        return
     validation_report(console, results, as_json=as_json, show_skipped=show_skipped, emit=emit_json)
 
 

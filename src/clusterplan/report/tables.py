@@ -145,3 +145,29 @@ def validation_report(console: Console, results: Sequence[Result], *, as_json: b
         summary.add_row(name, metrics, str(len(modelled)), str(len(skipped)), f"{mape(rows):.1f} %",
                         f"{100 * worst:.1f} %")
     console.print(summary)
+
+
+def validation_markdown(results: Sequence[Result]) -> str:
+    """The validation report as Markdown (docs/validation.md embeds it)."""
+    lines = ["| table | metric | rows modelled | rows not modelled | MAPE | max abs error |",
+             "|---|---|---:|---:|---:|---:|"]
+    tables = by_table(results)
+    for name, rows in tables.items():
+        modelled = [r for r in rows if r.error is not None]
+        worst = max((abs(r.error) for r in modelled if r.error is not None), default=math.nan)
+        metrics = ", ".join(sorted({METRIC_NAMES[r.case.metric] for r in rows}))
+        lines.append(f"| {name} | {metrics} | {len(modelled)} | {len(rows) - len(modelled)} | "
+                     f"{mape(rows):.1f} % | {100 * worst:.1f} % |")
+    for name, rows in tables.items():
+        lines += ["", f"### {name}", "", "| row | metric | published | predicted | error |",
+                  "|---|---|---:|---:|---:|"]
+        for r in rows:
+            if r.error is None:
+                continue
+            lines.append(f"| {r.case.label} | {METRIC_NAMES[r.case.metric]} | {_fmt(r.case.metric, r.case.published)} "
+                         f"| {_fmt(r.case.metric, r.predicted)} | {100 * r.error:+.1f} % |")
+        skipped = [r for r in rows if r.error is None]
+        if skipped:
+            lines += ["", f"Rows not modelled ({len(skipped)}):", ""]
+            lines += [f"- {r.case.label}: {r.case.skip}" for r in skipped]
+    return "\n".join(lines) + "\n"
