@@ -67,7 +67,7 @@ def catalog_rows(kind: str, specs: Sequence[Any]) -> tuple[list[str], list[list[
         rows = [[c.name, c.family, units.format_flops(c.peak_flops["bf16"]),
                  units.format_flops(c.peak_flops["fp8"]) if "fp8" in c.peak_flops else "-",
                  units.format_flops(c.peak_flops["fp4"]) if "fp4" in c.peak_flops else "-",
-                 units.format_bytes(c.hbm_bytes), units.format_bandwidth(c.hbm_bandwidth),
+                 f"{c.hbm_bytes / 1e9:.0f} GB", units.format_bandwidth(c.hbm_bandwidth),
                  f"{c.tdp_w:.0f} W"] for c in specs if isinstance(c, Chip)]
     elif kind == "systems":
         header = ["system", "chip", "scale-up", "tiers (per-chip bandwidth per direction)"]
