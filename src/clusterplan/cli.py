@@ -6,6 +6,7 @@ Every refusal is one line on stderr naming the field, the value and the rule, wi
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -71,7 +72,7 @@ def _tokens(value: str | None) -> float | None:
     if value is None:
         return None
     tokens = units.parse_count(value, "--tokens")
-    if tokens <= 0:
+    if not math.isfinite(tokens) or tokens <= 0:
         raise SpecError("--tokens", value, "must be > 0")
     return tokens
 
@@ -86,8 +87,13 @@ def flag(field: str) -> str:
     return FLAGS.get(field, field if field.startswith("--") else f"--{field.replace('_', '-')}")
 
 
+MAX_CHIPS = 100_000_000  # beyond any planned cluster by two orders of magnitude
+
+
 def build_plan(options: dict[str, Any], chips: int) -> Plan:
     """A validated Plan from CLI options; ``dp`` defaults to chips / (tp*pp*cp)."""
+    if chips > MAX_CHIPS:
+        raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
     for name in ("chips", "tp", "pp", "vp", "cp", "ep", "micro_batch", "global_batch", "seq_len"):
         value = options.get(name, chips if name == "chips" else None)
         if value is not None and value < 1:
@@ -202,8 +208,9 @@ def catalog(
         emit_json(records)
         return
     table = Table(title=f"clusterplan catalog: {kind}")
-    for column in header:
-        table.add_column(column, overflow="fold")
+    for index, column in enumerate(header):
+        # Names stay whole (greppable at any terminal width); other columns may fold.
+        table.add_column(column, overflow="fold", no_wrap=index == 0, min_width=None)
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -282,6 +289,17 @@ def rainier(
         rainier_table(console, record)
 
 
+def _value_given(param: Any, argv: list[str]) -> str | None:
+    """The value the user typed for an option that failed type conversion, if any."""
+    for name in getattr(param, "opts", None) or ():
+        for index, token in enumerate(argv):
+            if token == name and index + 1 < len(argv):
+                return argv[index + 1]
+            if token.startswith(name + "="):
+                return token[len(name) + 1:]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors (bad option types, unknown options) also end in one line."""
     try:
@@ -297,6 +315,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         formatter = getattr(error, "format_message", None)
         message = formatter() if callable(formatter) else str(error)
+        given = _value_given(getattr(error, "param", None), argv if argv is not None else sys.argv[1:])
+        if given is not None:
+            message = f"{message} (got {given!r})"
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)
     if isinstance(result, int) and result:

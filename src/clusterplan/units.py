@@ -27,7 +27,10 @@ def _split(text: str, field: str) -> tuple[float, str]:
     match = re.fullmatch(rf"\s*{_NUMBER}\s*([A-Za-zµ/]*)\s*", text)
     if match is None:
         raise SpecError(field, text, "expected a number with an optional unit, e.g. 96GiB")
-    return float(match.group(1)), match.group(2)
+    number = float(match.group(1))
+    if not math.isfinite(number):
+        raise SpecError(field, text, "must be a finite number")
+    return number, match.group(2)
 
 
 def _prefix(prefix: str, field: str, text: str) -> float:
@@ -66,9 +69,13 @@ def parse_bandwidth(value: str | float | int, field: str = "bandwidth") -> float
         return float(value)
     text = value.replace("ps", "/s") if value.rstrip().endswith("bps") else value
     number, unit = _split(text, field)
+    rule = "expected a bandwidth, e.g. 2.9TB/s or 400Gb/s"
     if not unit.endswith("/s"):
-        raise SpecError(field, value, "expected a bandwidth, e.g. 2.9TB/s or 400Gb/s")
-    return parse_bytes(f"{number}{unit[:-2]}", field)
+        raise SpecError(field, value, rule)
+    try:
+        return parse_bytes(f"{number}{unit[:-2]}", field)
+    except SpecError:
+        raise SpecError(field, value, rule) from None
 
 
 def parse_flops(value: str | float | int, field: str = "flops") -> float:

@@ -52,7 +52,12 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         "growth": [],
         "source": scenario.get("source", ""),
     }
-    for index, stage in enumerate(scenario.get("growth", [])):
+    growth = scenario.get("growth", [])
+    if not isinstance(growth, list):
+        raise SpecError("scenario.growth", growth, "must be a list of {label, chips, source} mappings")
+    for index, stage in enumerate(growth):
+        if not isinstance(stage, dict):
+            raise SpecError(f"scenario.growth[{index}]", stage, "must be a mapping with label, chips, source")
         stage_chips = _positive_int(stage, "chips", f"scenario.growth[{index}]")
         record["growth"].append({"label": stage.get("label", ""), "source": stage.get("source", ""),
                                  **cluster_totals(system, hardware.chip, stage_chips)})

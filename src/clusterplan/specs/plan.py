@@ -27,7 +27,7 @@ class Plan(Spec):
     pp: int = Field(default=1, ge=1, le=4096)
     vp: int = Field(default=1, ge=1, le=256, description="virtual stages per pipeline rank (interleaving)")
     cp: int = Field(default=1, ge=1, le=1024)
-    dp: int = Field(default=1, ge=1, le=10_000_000)
+    dp: int = Field(default=1, ge=1, le=100_000_000)
     ep: int = Field(default=1, ge=1, le=4096)
     micro_batch: int = Field(default=1, ge=1, le=65_536)
     global_batch: int = Field(ge=1, le=100_000_000)

@@ -1,0 +1,460 @@
+"""The CLI driven in-process through ``clusterplan.cli.main``: outputs, defaults and refusals.
+
+Every refusal must be exit code 2 with exactly one ``error:`` line on stderr that names the flag
+(or field) and the value, and nothing on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from clusterplan import cli
+from clusterplan.catalog import load_chip
+
+BASE = ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8", "--seq", "8192",
+        "--global-batch", "64"]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``clusterplan argv``; a normal return is exit code 0."""
+    capsys.readouterr()
+    try:
+        cli.main(list(argv))
+        code = 0
+    except SystemExit as done:
+        code = 0 if done.code is None else done.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"not JSON: {name}")
+
+
+def strict_json(text: str):
+    """Parse RFC 8259 JSON: Python's json would otherwise accept NaN and Infinity."""
+    return json.loads(text, parse_constant=_no_constants)
+
+
+def train_json(capsys, *extra: str, base: list[str] = BASE) -> dict:
+    code, out, err = run_cli(capsys, [*base, *extra, "--json"])
+    assert code == 0, err
+    assert err == ""
+    record = strict_json(out)
+    assert isinstance(record, dict)
+    return record
+
+
+def assert_refused(code: int, out: str, err: str, *needles: str) -> str:
+    assert code == 2, (code, out, err)
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert line.startswith("error:"), line
+    assert line.removeprefix("error:").strip()
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    return line
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich wraps to the terminal (or $COLUMNS); make table tests independent of both."""
+    monkeypatch.setattr(cli, "console", Console(width=200))
+
+
+# ---- train --json ---------------------------------------------------------------------------
+
+TRAIN_KEYS = {"step_time_s", "tokens_per_s_per_chip", "model_tflops_per_chip", "mfu", "hfu",
+              "memory_bytes_per_chip", "memory_breakdown", "fits_memory", "time_breakdown_s"}
+
+
+def test_train_json_is_one_object_with_the_key_figures(capsys):
+    code, out, err = run_cli(capsys, [*BASE, "--json"])
+    assert code == 0
+    assert err == ""
+    record = strict_json(out)  # the whole of stdout is one JSON document
+    assert isinstance(record, dict)
+    assert record.keys() >= TRAIN_KEYS
+    assert "time_to_train_s" not in record
+    assert record["step_time_s"] > 0
+    assert record["tokens_per_s_per_chip"] > 0
+    assert record["model_tflops_per_chip"] > 0
+    assert 0 < record["mfu"] <= record["hfu"] <= 1
+    assert isinstance(record["fits_memory"], bool)
+    assert record["chips"] == 8
+    # tokens/s per chip follows from the step time
+    tokens_per_step = 64 * 8192
+    assert record["tokens_per_s_per_chip"] == pytest.approx(
+        tokens_per_step / record["step_time_s"] / 8, rel=1e-9)
+
+
+def test_train_tokens_gives_time_to_train(capsys):
+    record = train_json(capsys, "--tokens", "15T")
+    assert record.keys() >= TRAIN_KEYS
+    expected = 15e12 / (record["tokens_per_s_per_chip"] * 8)
+    assert record["time_to_train_s"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_breakdowns_sum_to_their_totals(capsys):
+    for extra in ([], ["--chips", "16", "--tp", "2", "--pp", "2", "--micro-batch", "2"]):
+        record = train_json(capsys, *extra)
+        times = record["time_breakdown_s"]
+        assert all(value >= 0 for value in times.values())
+        assert math.fsum(times.values()) == pytest.approx(record["step_time_s"], rel=1e-9)
+        memory = record["memory_breakdown"]
+        assert all(value >= 0 for value in memory.values())
+        assert math.fsum(memory.values()) == pytest.approx(record["memory_bytes_per_chip"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("chips", "tp", "pp", "cp"),
+    [(8, 1, 1, 1), (8, 2, 1, 1), (8, 8, 1, 1), (16, 2, 2, 1), (16, 2, 1, 2), (32, 2, 2, 2)],
+)
+def test_dp_defaults_to_chips_over_tp_pp_cp(capsys, chips, tp, pp, cp):
+    record = train_json(capsys, "--chips", str(chips), "--tp", str(tp), "--pp", str(pp),
+                        "--cp", str(cp))
+    plan = record["plan"]
+    assert (plan["tp"], plan["pp"], plan["cp"]) == (tp, pp, cp)
+    assert plan["dp"] == chips // (tp * pp * cp)
+
+
+def test_consistent_dp_is_accepted(capsys):
+    record = train_json(capsys, "--tp", "2", "--dp", "4")
+    assert record["plan"]["dp"] == 4
+
+
+@pytest.mark.parametrize(("tp", "dp"), [(1, 4), (1, 16), (2, 2), (2, 8)])
+def test_dp_that_disagrees_with_chips_is_refused(capsys, tp, dp):
+    code, out, err = run_cli(capsys, [*BASE, "--tp", str(tp), "--dp", str(dp), "--json"])
+    assert_refused(code, out, err, "--dp", str(dp), "chips=8")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--tp", "2"], True),
+        (["--tp", "8"], True),
+        (["--tp", "1"], False),
+        ([], False),
+        (["--tp", "2", "--no-sp"], False),
+        (["--tp", "1", "--sp"], True),
+    ],
+)
+def test_sequence_parallelism_default(capsys, extra, expected):
+    assert train_json(capsys, *extra)["plan"]["sp"] is expected
+
+
+def test_chip_override(capsys):
+    record = train_json(capsys, "--chip", "h200")
+    assert record["chip"] == "h200"
+
+
+# ---- tables and catalog ---------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_train_table(capsys):
+    code, out, err = run_cli(capsys, BASE)
+    assert code == 0
+    assert err == ""
+    assert "step time" in out
+    assert "memory per chip" in out
+    code, out, err = run_cli(capsys, [*BASE, "--tokens", "15T"])
+    assert code == 0
+    assert "time to train" in out
+
+
+@pytest.mark.usefixtures("wide_console")
+@pytest.mark.parametrize(
+    ("kind", "names"),
+    [
+        ("chips", ["trainium2", "h100-sxm"]),
+        ("systems", ["trn2-ultraserver", "dgx-h100"]),
+        ("models", ["llama3-405b", "llama3-8b"]),
+    ],
+)
+def test_catalog_tables(capsys, kind, names):
+    code, out, err = run_cli(capsys, ["catalog", kind])
+    assert code == 0
+    assert err == ""
+    for name in names:
+        assert name in out
+
+
+@pytest.mark.parametrize(("kind", "name"), [("chips", "trainium2"), ("models", "llama3-405b")])
+def test_catalog_names_are_not_folded_at_80_columns(capsys, monkeypatch, kind, name):
+    monkeypatch.setattr(cli, "console", Console(width=80))
+    code, out, _ = run_cli(capsys, ["catalog", kind])
+    assert code == 0
+    assert name in out
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("chips", "trainium2"), ("systems", "trn2-ultraserver"), ("models", "llama3-405b")],
+)
+def test_catalog_json(capsys, kind, name):
+    code, out, err = run_cli(capsys, ["catalog", kind, "--json"])
+    assert code == 0
+    assert err == ""
+    records = strict_json(out)
+    assert isinstance(records, list)
+    assert name in {record["name"] for record in records}
+
+
+# ---- rainier and validate -------------------------------------------------------------------
+
+
+def test_rainier_json(capsys):
+    code, out, err = run_cli(capsys, ["rainier", "--json"])
+    assert code == 0
+    assert err == ""
+    record = strict_json(out)
+    for key in ("chips", "ultraservers", "peak_bf16_eflops", "peak_fp8_eflops", "hbm_bytes",
+                "training"):
+        assert key in record
+    assert record["chips"] == 500_000
+    chip = load_chip("trainium2")
+    assert record["peak_bf16_eflops"] == pytest.approx(500_000 * chip.peak("bf16") / 1e18, rel=1e-12)
+    assert record["peak_fp8_eflops"] == pytest.approx(500_000 * chip.peak("fp8") / 1e18, rel=1e-12)
+    assert record["hbm_bytes"] == pytest.approx(500_000 * chip.hbm_bytes, rel=1e-12)
+    assert record["ultraservers"] == math.ceil(500_000 / record["scale_up_domain_chips"])
+    training = record["training"]
+    assert training["step_time_s"] > 0
+    assert training["time_to_train_s"] > 0
+    assert training["chips"] <= record["chips"]
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_rainier_table(capsys):
+    code, out, err = run_cli(capsys, ["rainier"])
+    assert code == 0
+    assert err == ""
+    assert "step time" in out
+
+
+def test_validate_korthikanti_json(capsys):
+    code, out, err = run_cli(capsys, ["validate", "--table", "korthikanti2022", "--json"])
+    assert code == 0
+    assert err == ""
+    record = strict_json(out)
+    table = record["tables"]["korthikanti2022"]
+    assert list(record["tables"]) == ["korthikanti2022"]
+    rows = table["rows"]
+    assert rows
+    assert math.isfinite(table["mape_pct"])
+    assert table["mape_pct"] >= 0
+    modelled = [row for row in rows if row.get("skipped") is None]
+    assert modelled
+    mape = sum(abs(row["error_pct"]) for row in modelled) / len(modelled)
+    assert table["mape_pct"] == pytest.approx(mape, rel=1e-9)
+    for row in modelled:
+        error = 100 * (row["predicted"] - row["published"]) / row["published"]
+        assert row["error_pct"] == pytest.approx(error, rel=1e-9, abs=1e-9)
+
+
+# ---- refusals -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def yaml_dir(tmp_path: Path) -> Path:
+    (tmp_path / "malformed.yaml").write_text("name: x\nlayers: [1, 2\n", encoding="utf-8")
+    (tmp_path / "negative.yaml").write_text(
+        "name: negative\nlayers: 32\nhidden_size: -4096\nffn_hidden_size: 14336\n"
+        "attention_heads: 32\nkv_heads: 8\nvocab_size: 128256\nffn_activation: swiglu\n"
+        "source: test fixture\n", encoding="utf-8")
+    return tmp_path
+
+
+def _with(**changes: str) -> list[str]:
+    """BASE with some options replaced (keys as flags without dashes, '_' for '-')."""
+    argv = list(BASE)
+    for key, value in changes.items():
+        option = "--" + key.replace("_", "-")
+        if option in argv:
+            argv[argv.index(option) + 1] = value
+        else:
+            argv += [option, value]
+    return argv
+
+
+ABSURD_CHIPS = str(10**12)
+
+BAD_INPUT = [
+    pytest.param(_with(model="llama3-70x"), ("--model", "llama3-70x", "llama3-70b"),
+                 id="unknown-model"),
+    pytest.param(_with(system="dgx-h10x"), ("--system", "dgx-h10x", "dgx-h100"),
+                 id="unknown-system"),
+    pytest.param(_with(chip="h100-sxx"), ("--chip", "h100-sxx"), id="unknown-chip"),
+    pytest.param(_with(dp="3"), ("--dp", "3", "chips=8"), id="product-not-chips"),
+    pytest.param(_with(tp="2", pp="2", dp="4"), ("--dp", "4", "chips=8"),
+                 id="product-not-chips-tp-pp"),
+    pytest.param(_with(tp="3"), ("--chips", "8", "tp*pp*cp"), id="chips-not-divisible"),
+    pytest.param(_with(chips="3", tp="3"), ("--tp", "3", "attention_heads"),
+                 id="heads-not-divisible-by-tp"),
+    pytest.param(_with(chips="3", pp="3"), ("--pp", "3", "layers=32"),
+                 id="layers-not-divisible-by-pp"),
+    pytest.param(_with(chips="64", pp="64"), ("--pp", "64", "layers=32"), id="pp-exceeds-layers"),
+    pytest.param(_with(chips="2", pp="2", vp="3"), ("--pp", "layers=32", "pp*vp"),
+                 id="layers-not-divisible-by-pp-vp"),
+    pytest.param(_with(vp="2"), ("--vp", "2", "pp"), id="vp-without-pp"),
+    pytest.param(_with(global_batch="60"), ("--global-batch", "60", "micro_batch*dp"),
+                 id="batch-not-divisible-by-dp"),
+    pytest.param(_with(micro_batch="16"), ("--global-batch", "64", "micro_batch*dp"),
+                 id="batch-not-divisible-by-micro-batch"),
+    pytest.param(_with(cp="2", chips="8", seq="8191"), ("--cp", "2", "8191"),
+                 id="seq-not-divisible-by-2cp"),
+    pytest.param(_with(ep="2"), ("--ep", "2"), id="ep-on-dense-model"),
+    pytest.param(_with(chips="-8"), ("--chips", "-8"), id="negative-chips"),
+    pytest.param(_with(chips="0"), ("--chips", "0"), id="zero-chips"),
+    pytest.param(_with(seq="0"), ("--seq", "0"), id="zero-seq"),
+    pytest.param(_with(seq="-5"), ("--seq", "-5"), id="negative-seq"),
+    pytest.param(_with(global_batch="0"), ("--global-batch", "0"), id="zero-global-batch"),
+    pytest.param(_with(micro_batch="0"), ("--micro-batch", "0"), id="zero-micro-batch"),
+    pytest.param(_with(tp="-2"), ("--tp", "-2"), id="negative-tp"),
+    pytest.param(_with(pp="0"), ("--pp", "0"), id="zero-pp"),
+    pytest.param(_with(dp="0"), ("--dp", "0"), id="zero-dp"),
+    pytest.param(_with(first_stage_layers="-1", pp="2", chips="8"), ("--first-stage-layers", "-1"),
+                 id="negative-first-stage-layers"),
+    pytest.param(_with(chips=ABSURD_CHIPS), ("--chips", ABSURD_CHIPS), id="absurd-chips"),
+    pytest.param(_with(chips=str(10**8), dp=str(10**9)), ("--dp", str(10**9)), id="absurd-dp"),
+    pytest.param(_with(seq=str(10**9)), ("--seq", str(10**9)), id="absurd-seq"),
+    pytest.param(_with(global_batch=str(10**9)), ("--global-batch", str(10**9)),
+                 id="absurd-global-batch"),
+    pytest.param(_with(micro_batch=str(10**6)), ("--micro-batch", str(10**6)),
+                 id="absurd-micro-batch"),
+    pytest.param(_with(tp=str(10**22)), ("tp", str(10**22)), id="absurd-tp"),
+    pytest.param(_with(recompute="bogus"), ("--recompute", "bogus"), id="bad-recompute"),
+    pytest.param(_with(precision="bogus"), ("--precision", "bogus"), id="bad-precision"),
+    pytest.param(_with(precision="fp32"), ("--precision", "fp32"), id="fp32-precision"),
+    pytest.param(_with(zero="7"), ("--zero", "7"), id="zero-stage-7"),
+    pytest.param(_with(zero="-1"), ("--zero", "-1"), id="zero-stage-negative"),
+    pytest.param(_with(tokens="15X"), ("--tokens", "15X"), id="tokens-bad-unit"),
+    pytest.param(_with(tokens="15TB"), ("--tokens", "15TB"), id="tokens-bytes-unit"),
+    pytest.param(_with(tokens="lots"), ("--tokens", "lots"), id="tokens-not-a-number"),
+    pytest.param(_with(tokens="-5T"), ("--tokens", "-5T"), id="tokens-negative"),
+    pytest.param(_with(tokens="0"), ("--tokens", "0"), id="tokens-zero"),
+    pytest.param(_with(tokens="1e400"), ("--tokens", "1e400"), id="tokens-overflow"),
+    pytest.param(_with(model="{tmp}/missing.yaml"), ("--model", "missing.yaml", "cannot read"),
+                 id="model-path-missing"),
+    pytest.param(_with(model="{tmp}/malformed.yaml"), ("--model", "malformed.yaml", "YAML"),
+                 id="model-yaml-malformed"),
+    pytest.param(_with(model="{tmp}/negative.yaml"), ("--model", "hidden_size", "-4096"),
+                 id="model-yaml-negative-hidden-size"),
+    pytest.param(_with(system="{tmp}/malformed.yaml"), ("--system", "malformed.yaml"),
+                 id="system-yaml-malformed"),
+    pytest.param(_with(chip="{tmp}/negative.yaml"), ("--chip", "negative.yaml"),
+                 id="chip-yaml-wrong-schema"),
+    pytest.param(["catalog", "gpus"], ("kind", "gpus"), id="unknown-catalog-kind"),
+    pytest.param(["validate", "--table", "nosuch"], ("--table", "nosuch", "korthikanti2022"),
+                 id="unknown-validate-table"),
+    pytest.param(["rainier", "--scenario", "nosuch"], ("scenario", "nosuch"),
+                 id="unknown-scenario"),
+    pytest.param(["rainier", "--scenario", "{tmp}/malformed.yaml"], ("scenario", "malformed.yaml"),
+                 id="malformed-scenario"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needles"), BAD_INPUT)
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "table"])
+def test_bad_input_is_one_error_line_and_exit_2(capsys, yaml_dir, argv, needles, as_json):
+    argv = [part.replace("{tmp}", str(yaml_dir)) for part in argv]
+    if as_json:
+        argv = [*argv, "--json"]
+    assert_refused(*run_cli(capsys, argv), *needles)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        pytest.param(_with(tp="2.5"), ("--tp",), id="non-integer-tp"),
+        pytest.param(_with(chips="eight"), ("--chips",), id="non-integer-chips"),
+        pytest.param([*BASE, "--frobnicate", "1"], ("--frobnicate",), id="unknown-option"),
+        pytest.param(BASE[:-2], ("--global-batch",), id="missing-option"),
+        pytest.param(["catalog"], ("kind",), id="missing-argument"),
+        pytest.param(["nosuch"], ("nosuch",), id="unknown-command"),
+        pytest.param([*BASE, "--tp"], ("--tp",), id="option-without-value"),
+    ],
+)
+def test_usage_errors_are_one_error_line_and_exit_2(capsys, argv, needles):
+    assert_refused(*run_cli(capsys, argv), *needles)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("tp", "2.5"), ("chips", "eight")])
+def test_non_integer_refusal_names_the_value(capsys, flag, value):
+    assert_refused(*run_cli(capsys, _with(**{flag: value})), f"--{flag}", value)
+
+
+def test_rainier_scenario_with_bad_growth_is_refused(capsys, tmp_path):
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text("system: trn2-ultraserver\nchips: 64\ngrowth: [5]\n", encoding="utf-8")
+    try:
+        result = run_cli(capsys, ["rainier", "--scenario", str(scenario), "--json"])
+    except Exception as error:  # the crash escapes main(): the contract is broken
+        pytest.fail(f"uncaught {type(error).__name__}: {error}")
+    assert_refused(*result, "growth")
+
+
+def test_no_arguments_prints_help(capsys):
+    code, out, _ = run_cli(capsys, [])
+    assert code == 0
+    assert "train" in out
+
+
+# ---- property: any integers either work or are refused cleanly ------------------------------
+
+RANDOM_INT = st.one_of(
+    st.integers(min_value=-3, max_value=9),
+    st.sampled_from([16, 32, 64, 128, 256, 8192]),
+    st.integers(min_value=-(10**13), max_value=10**13),
+)
+
+
+@st.composite
+def train_sizes(draw: st.DrawFn) -> dict[str, int]:
+    """Mostly-valid sizes (chips = tp*pp*dp, batch a multiple of micro_batch*dp), each of which
+    may be replaced by an arbitrary integer, so both outcomes are exercised."""
+    tp = draw(st.sampled_from([1, 2, 4, 8]))
+    pp = draw(st.sampled_from([1, 2, 4]))
+    dp = draw(st.integers(min_value=1, max_value=16))
+    micro_batch = draw(st.sampled_from([1, 2]))
+    sizes = {"chips": tp * pp * dp, "tp": tp, "pp": pp,
+             "global_batch": micro_batch * dp * draw(st.integers(min_value=1, max_value=8)),
+             "seq": draw(st.sampled_from([512, 2048, 8192])), "micro_batch": micro_batch}
+    for name in sizes:
+        if draw(st.integers(min_value=0, max_value=9)) == 0:
+            sizes[name] = draw(RANDOM_INT)
+    return sizes
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.one_of(train_sizes(), st.fixed_dictionaries(
+    dict.fromkeys(("chips", "tp", "pp", "global_batch", "seq", "micro_batch"), RANDOM_INT))))
+def test_random_integers_succeed_or_are_refused_cleanly(capsys, sizes):
+    argv = ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--json"]
+    for name, value in sizes.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    code, out, err = run_cli(capsys, argv)
+    event(f"exit {code}")
+    if code == 0:
+        assert err == ""
+        record = strict_json(out)
+        plan = record["plan"]
+        assert plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"] == sizes["chips"]
+        assert math.isfinite(record["step_time_s"])
+        assert record["step_time_s"] > 0
+        assert math.fsum(record["time_breakdown_s"].values()) == pytest.approx(
+            record["step_time_s"], rel=1e-9)
+    else:
+        assert_refused(code, out, err)
