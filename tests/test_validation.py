@@ -66,3 +66,16 @@ def test_calibration_is_reproducible_and_improves_on_the_priors() -> None:
     assert 0.3 <= fit.efficiency.matmul["bf16"] <= 0.95
     again = fit_family("tpu-v4", cases)
     assert again.efficiency == fit.efficiency
+
+
+def test_committed_efficiencies_are_what_calibrate_produces() -> None:
+    """`clusterplan calibrate` is reproducible: refitting gives the committed catalog values."""
+    from clusterplan.catalog import load_efficiency
+    from clusterplan.validation.calibrate import calibrate, efficiency_yaml
+
+    document = efficiency_yaml(calibrate(all_cases()))
+    for entry in document["families"]:  # type: ignore[union-attr]
+        committed = load_efficiency(entry["family"])
+        assert entry["matmul"] == pytest.approx(committed.matmul, rel=0.02), entry["family"]
+        assert entry["attention"] == pytest.approx(committed.attention, rel=0.02), entry["family"]
+        assert entry["hbm"] == pytest.approx(committed.hbm, rel=0.02), entry["family"]
