@@ -29,6 +29,7 @@ WEIGHT_BYTES = 2.0
 GRAD_BYTES = 4.0
 OPTIMIZER_BYTES = 12.0
 LOW_PRECISION_WEIGHT_BYTES = 1.0
+COMM_BUFFER_BYTES = 2.0  # bf16 all-gather/reduce-scatter buffers of one layer's activation
 
 
 @dataclass(frozen=True)
@@ -154,3 +155,20 @@ def activation_bytes(model: Model, batch: PlanBatch) -> dict[str, FloatArray]:
     logits = tokens * model.vocab_size / tp * (2.0 + 4.0)
     last: FloatArray = np.where(batch.pp == 1, first, last_layers) + logits
     return {"first": first, "last": last}
+
+
+def memory_breakdown(model: Model, batch: PlanBatch, reserved_bytes: float) -> dict[str, FloatArray]:
+    """Memory per chip on the fuller of the first and last pipeline stage, by component:
+    weights, gradients, optimizer, activations, buffers (TP communication buffers and the
+    runtime reserve). Cheap: the plan search calls it on every candidate before timing any."""
+    params = stage_params(model, batch)
+    layer_params = layer_params_per_chip(model, batch)
+    acts = activation_bytes(model, batch)
+    state_first = model_state_bytes(params.first, batch, layer_params)
+    state_last = model_state_bytes(params.last, batch, layer_params)
+    use_last = (sum(state_last.values()) + acts["last"]) > (sum(state_first.values()) + acts["first"])
+    breakdown = {key: np.where(use_last, state_last[key], state_first[key]) for key in state_first}
+    breakdown["activations"] = np.where(use_last, acts["last"], acts["first"])
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    breakdown["buffers"] = 2.0 * tokens * model.hidden_size * COMM_BUFFER_BYTES + reserved_bytes
+    return breakdown

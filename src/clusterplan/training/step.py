@@ -308,21 +308,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
         "pp_bubble": bubble, "pp_comm": pp_exposed, "dp_comm": dp_exposed, "optimizer": optimizer,
     }
 
-    # Memory on the worst stage.
-    layer_params = mem.layer_params_per_chip(model, batch)
-    acts = mem.activation_bytes(model, batch)
-    state_first = mem.model_state_bytes(params.first, batch, layer_params)
-    state_last = mem.model_state_bytes(params.last, batch, layer_params)
-    total_first = sum(state_first.values()) + acts["first"]
-    total_last = sum(state_last.values()) + acts["last"]
-    use_last = total_last > total_first
-    comm_buffers = 2.0 * tokens * model.hidden_size * ACTIVATION_BYTES
-    buffers = comm_buffers + eff.reserved_bytes
-    memory_breakdown = {
-        key: np.where(use_last, state_last[key], state_first[key]) for key in state_first
-    }
-    memory_breakdown["activations"] = np.where(use_last, acts["last"], acts["first"])
-    memory_breakdown["buffers"] = buffers
+    memory_breakdown = mem.memory_breakdown(model, batch, eff.reserved_bytes)
     memory_total = sum(memory_breakdown.values())
 
     tokens_per_step = (batch.global_batch * batch.seq_len).astype(np.float64)

@@ -1,0 +1,290 @@
+"""Plan search: enumerate every valid plan as arrays, prune exactly, time the rest, rank.
+
+The space is TP x CP x PP (with balanced layer splits, Llama 3 style: lighter first and last
+stages when the layers do not divide) x VP x DP x EP x micro-batch x recompute x ZeRO x
+precision. Nothing is a Python object per plan: candidates are NumPy columns built by
+broadcasting small per-axis lists and masking invalid combinations.
+
+Pruning is exact — it can never drop the best plan:
+
+1. *Memory*: a candidate whose memory exceeds the budget is infeasible; memory is computed for
+   every candidate (cheap) before any step time is.
+2. *Recompute dominance*: recomputation only adds work (it changes neither communication nor
+   the schedule), so among candidates that differ only in recompute, the least recompute that
+   fits is at least as fast, as cheap and as frugal as the others; the others are not timed.
+   (``tests/test_search.py`` checks both against exhaustive evaluation.)
+3. *Sequence parallelism* is always on with TP > 1: it moves the same bytes as the all-reduce
+   it replaces and divides the replicated activations and elementwise work by TP.
+
+Objectives: ``time`` (step time, hence time to train), ``cost`` (chip-hours per step: the
+power/cost model is a later issue, so chip time is the cost), ``energy`` (chip-hours x TDP, an
+upper bound until the power model lands).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clusterplan.errors import SpecError
+from clusterplan.specs import Model, Plan
+from clusterplan.specs.plan import PRECISION_CODES, RECOMPUTE_CODES
+from clusterplan.training import memory as mem
+from clusterplan.training.batch import PlanBatch
+from clusterplan.training.step import Hardware, estimate
+from clusterplan.training.summary import train_record
+
+IntArray = NDArray[np.int64]
+Objective = Literal["time", "cost", "energy"]
+COMPONENT_NAMES = {"compute": "compute", "tp_comm": "exposed TP comm", "cp_comm": "exposed CP comm",
+                   "ep_comm": "exposed EP all-to-all", "pp_bubble": "pipeline bubble",
+                   "pp_comm": "exposed PP sends", "dp_comm": "exposed DP reduction",
+                   "optimizer": "optimizer"}
+CHUNK = 262_144  # plans timed per vectorised call (bounds peak memory)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the search enumerates, and the framework settings every plan shares."""
+
+    precisions: tuple[str, ...] = ("bf16",)
+    recompute: tuple[str, ...] = ("none", "selective", "full")
+    zero: tuple[int, ...] = (0, 1, 2, 3)
+    max_tp: int = 64
+    max_cp: int = 32
+    max_pp: int = 128
+    max_vp: int = 8
+    max_micro_batch: int = 16
+    chips_at_most: bool = False  # False: exactly `chips`; True: any count up to `chips`
+    settings: dict[str, Any] = field(default_factory=lambda: {
+        "overlap_tp": False, "overlap_dp": True, "overlap_pp": True, "flash_attention": True,
+        "grad_reduce": "fp32"})
+
+    def validated(self) -> SearchSpace:
+        for precision in self.precisions:
+            if precision not in PRECISION_CODES or precision == "fp32":
+                raise SpecError("--precision", precision, "must be bf16, fp8 or fp4")
+        for level in self.recompute:
+            if level not in RECOMPUTE_CODES:
+                raise SpecError("--recompute", level, "must be none, selective or full")
+        for stage in self.zero:
+            if stage not in (0, 1, 2, 3):
+                raise SpecError("--zero", stage, "must be 0, 1, 2 or 3")
+        return self
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    plans_enumerated: int
+    plans_fitting: int
+    plans_timed: int
+    search_time_s: float
+    objective: str
+    best: list[dict[str, Any]]
+
+    def record(self) -> dict[str, Any]:
+        return {"plans_enumerated": self.plans_enumerated, "plans_fitting": self.plans_fitting,
+                "plans_timed": self.plans_timed, "search_time_s": self.search_time_s,
+                "objective": self.objective, "best": self.best}
+
+
+def _divisors(n: int, limit: int) -> list[int]:
+    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+
+def _layer_splits(layers: int, max_pp: int) -> list[tuple[int, int, int, int]]:
+    """(pp, first, middle, last): even splits, else middle stages of ceil(L/pp) layers with the
+    remainder shared equally by the first and last stage (as Llama 3 405B was trained)."""
+    splits = []
+    for pp in range(1, min(layers, max_pp) + 1):
+        if layers % pp == 0:
+            per = layers // pp
+            splits.append((pp, per, per, per))
+            continue
+        if pp < 3:
+            continue
+        middle = -(-layers // pp)
+        rest = layers - (pp - 2) * middle
+        if rest >= 2 and rest % 2 == 0 and rest // 2 <= middle:
+            splits.append((pp, rest // 2, middle, rest // 2))
+    return splits
+
+
+def _tp_values(model: Model, chips: int, limit: int) -> list[int]:
+    values = []
+    for tp in _divisors(model.attention_heads, limit):
+        if model.kv_heads % tp == 0 or tp % model.kv_heads == 0:
+            values.append(tp)
+    return [tp for tp in values if tp <= chips]
+
+
+def enumerate_plans(model: Model, chips: int, seq_len: int, global_batch: int,
+                    space: SearchSpace) -> dict[str, IntArray]:
+    """Every valid plan as columns (see module doc for the axes and the rules)."""
+    tps = np.array(_tp_values(model, chips, space.max_tp), dtype=np.int64)
+    cps = np.array([c for c in (1, 2, 4, 8, 16, 32, 64, 128) if c <= space.max_cp
+                    and (c == 1 or seq_len % (2 * c) == 0)], dtype=np.int64)
+    splits = np.array(_layer_splits(model.layers, space.max_pp), dtype=np.int64)
+    # layouts: tp x cp x split
+    t, c, s = (a.ravel() for a in np.meshgrid(tps, cps, np.arange(len(splits)), indexing="ij"))
+    pp, first, middle, last = (splits[s, i] for i in range(4))
+    inner = t * c * pp
+    if space.chips_at_most:
+        dps = np.array(_divisors(global_batch, chips), dtype=np.int64)
+    else:
+        dps = np.array(sorted({chips // int(x) for x in np.unique(inner) if chips % int(x) == 0}),
+                       dtype=np.int64)
+    if dps.size == 0 or inner.size == 0:
+        return {}
+    index, d = (a.ravel() for a in np.meshgrid(np.arange(inner.size), dps, indexing="ij"))
+    t, c, pp, first, middle, last, inner = (a[index] for a in (t, c, pp, first, middle, last, inner))
+    used = inner * d
+    keep = (used == chips) if not space.chips_at_most else (used <= chips)
+    keep &= global_batch % d == 0
+    t, c, pp, first, middle, last, d = (a[keep] for a in (t, c, pp, first, middle, last, d))
+    # virtual stages, experts, micro-batches
+    vps = np.arange(1, space.max_vp + 1, dtype=np.int64)
+    eps = (np.array(_divisors(model.moe.experts, model.moe.experts), dtype=np.int64)
+           if model.moe is not None else np.ones(1, dtype=np.int64))
+    mbs = np.array(_divisors(global_batch, space.max_micro_batch), dtype=np.int64)
+    index, v, e, m = (a.ravel() for a in np.meshgrid(np.arange(t.size), vps, eps, mbs, indexing="ij"))
+    t, c, pp, first, middle, last, d = (a[index] for a in (t, c, pp, first, middle, last, d))
+    per_replica = global_batch // d
+    micro_batches = per_replica // np.maximum(m, 1)
+    keep = (per_replica % m == 0)
+    keep &= (v == 1) | ((pp > 1) & (first % v == 0) & (middle % v == 0) & (last % v == 0)
+                        & (micro_batches % pp == 0))
+    keep &= ((d * c) % e == 0)
+    columns = {"tp": t, "cp": c, "pp": pp, "layers_first": first, "layers_middle": middle,
+               "layers_last": last, "dp": d, "vp": v, "ep": e, "micro_batch": m}
+    columns = {k: a[keep] for k, a in columns.items()}
+    # settings: recompute x zero x precision
+    rec = np.array([RECOMPUTE_CODES[r] for r in space.recompute], dtype=np.int64)
+    zer = np.array(space.zero, dtype=np.int64)
+    pre = np.array([PRECISION_CODES[p] for p in space.precisions], dtype=np.int64)
+    n = columns["tp"].size
+    index, r, z, p = (a.ravel() for a in np.meshgrid(np.arange(n), rec, zer, pre, indexing="ij"))
+    out = {k: a[index] for k, a in columns.items()}
+    out.update({"recompute": r, "zero": z, "precision": p})
+    return out
+
+
+def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batch: int,
+           space: SearchSpace) -> PlanBatch:
+    fixed = space.settings
+    return PlanBatch.from_arrays(
+        model, global_batch=global_batch, seq_len=seq_len, sp=1,
+        overlap_tp=int(fixed.get("overlap_tp", True)), overlap_dp=int(fixed.get("overlap_dp", True)),
+        overlap_pp=int(fixed.get("overlap_pp", True)), flash=int(fixed.get("flash_attention", True)),
+        grad_reduce_bytes=4 if fixed.get("grad_reduce", "fp32") == "fp32" else 2, **columns)
+
+
+def _objective(step: NDArray[np.float64], chips: NDArray[np.float64], tdp: float,
+               objective: str) -> NDArray[np.float64]:
+    if objective == "time":
+        return step
+    if objective == "cost":
+        return step * chips
+    return step * chips * tdp
+
+
+def _to_plan(columns: dict[str, IntArray], i: int, seq_len: int, global_batch: int,
+             space: SearchSpace) -> Plan:
+    codes = {v: k for k, v in RECOMPUTE_CODES.items()}
+    precisions = {v: k for k, v in PRECISION_CODES.items()}
+    tp, pp = int(columns["tp"][i]), int(columns["pp"][i])
+    first, middle, last = (int(columns[k][i]) for k in ("layers_first", "layers_middle", "layers_last"))
+    uneven = pp > 1 and not (first == middle == last)
+    return Plan(
+        tp=tp, pp=pp, vp=int(columns["vp"][i]), cp=int(columns["cp"][i]), dp=int(columns["dp"][i]),
+        ep=int(columns["ep"][i]), micro_batch=int(columns["micro_batch"][i]), global_batch=global_batch,
+        seq_len=seq_len, recompute=codes[int(columns["recompute"][i])], sp=tp > 1,  # type: ignore[arg-type]
+        zero=int(columns["zero"][i]), precision=precisions[int(columns["precision"][i])],  # type: ignore[arg-type]
+        first_stage_layers=first if uneven else None, last_stage_layers=last if uneven else None,
+        **space.settings)
+
+
+def _why(record: dict[str, Any], best: dict[str, Any]) -> str:
+    """Why this plan loses to the best: the component that grew most, as a share of its step."""
+    if record is best:
+        return "best"
+    step, best_step = record["step_time_s"], best["step_time_s"]
+    growth = {k: record["time_breakdown_s"][k] - best["time_breakdown_s"].get(k, 0.0)
+              for k in record["time_breakdown_s"]}
+    key = max(growth, key=lambda k: growth[k])
+    share = 100.0 * record["time_breakdown_s"][key] / step
+    best_share = 100.0 * best["time_breakdown_s"].get(key, 0.0) / best_step
+    slower = 100.0 * (step / best_step - 1.0)
+    if abs(slower) < 0.05:
+        return "ties the best (same step time; ranked after it by memory)"
+    return f"{COMPONENT_NAMES[key]} {share:.1f} % (best {best_share:.1f} %); {slower:+.1f} % step time"
+
+
+def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_batch: int,
+           space: SearchSpace | None = None, objective: Objective = "time",
+           max_memory_fraction: float = 0.9, top: int = 10, tokens: float | None = None,
+           prune: bool = True) -> SearchResult:
+    """Best ``top`` plans for ``model`` on ``chips`` chips of ``hardware`` (see module doc)."""
+    space = (space or SearchSpace()).validated()
+    if objective not in ("time", "cost", "energy"):
+        raise SpecError("--objective", objective, "must be time, cost or energy")
+    if not 0.0 < max_memory_fraction <= 1.0:
+        raise SpecError("--max-memory-fraction", max_memory_fraction, "must be in (0, 1]")
+    for name, value in (("--chips", chips), ("--seq", seq_len), ("--global-batch", global_batch),
+                        ("--top", top)):
+        if value < 1:
+            raise SpecError(name, value, "must be >= 1")
+    start = time.perf_counter()
+    columns = enumerate_plans(model, chips, seq_len, global_batch, space)
+    enumerated = int(columns["tp"].size) if columns else 0
+    if enumerated == 0:
+        return SearchResult(0, 0, 0, time.perf_counter() - start, objective, [])
+    budget = hardware.chip.hbm_bytes * max_memory_fraction
+    memory = np.empty(enumerated)
+    for lo in range(0, enumerated, CHUNK):
+        part = {k: v[lo:lo + CHUNK] for k, v in columns.items()}
+        breakdown = mem.memory_breakdown(model, _batch(model, part, seq_len, global_batch, space),
+                                         hardware.efficiency.reserved_bytes)
+        memory[lo:lo + CHUNK] = sum(breakdown.values())
+    fits = memory <= budget
+    fitting = int(fits.sum())
+    candidates = np.flatnonzero(fits)
+    if prune and candidates.size:
+        candidates = _least_recompute(columns, candidates)
+    timed = {k: v[candidates] for k, v in columns.items()}
+    scores = np.empty(candidates.size)
+    timed_memory = memory[candidates]
+    for lo in range(0, candidates.size, CHUNK):
+        part = {k: v[lo:lo + CHUNK] for k, v in timed.items()}
+        batch = _batch(model, part, seq_len, global_batch, space)
+        result = estimate(model, hardware, batch)
+        scores[lo:lo + CHUNK] = _objective(result.step_time, batch.chips.astype(np.float64),
+                                           hardware.chip.tdp_w, objective)
+    # Ties (equal score) go to the plan with more memory headroom.
+    order = np.lexsort((timed_memory, np.round(scores, 12)))[:top]
+    elapsed = time.perf_counter() - start
+    best: list[dict[str, Any]] = []
+    for i in order:
+        plan = _to_plan(timed, int(i), seq_len, global_batch, space)
+        record = train_record(model, hardware, plan, tokens, max_memory_fraction)
+        best.append(record)
+    for record in best:
+        record["why_not_best"] = _why(record, best[0])
+    return SearchResult(enumerated, fitting, int(candidates.size), elapsed, objective, best)
+
+
+def _least_recompute(columns: dict[str, IntArray], candidates: IntArray) -> IntArray:
+    """Among fitting candidates equal in everything but recompute, keep the least recompute."""
+    keys = [k for k in columns if k != "recompute"]
+    table = np.stack([columns[k][candidates] for k in keys], axis=1)
+    recompute = columns["recompute"][candidates]
+    order = np.lexsort((recompute, *table.T[::-1]))
+    sorted_table = table[order]
+    first_of_group = np.ones(order.size, dtype=bool)
+    first_of_group[1:] = np.any(sorted_table[1:] != sorted_table[:-1], axis=1)
+    result: IntArray = candidates[order[first_of_group]]
+    return np.sort(result)
