@@ -242,6 +242,76 @@ def validate(
     validation_report(console, results, as_json=as_json, show_skipped=show_skipped, emit=emit_json)
 
 
+# ---- search --------------------------------------------------------------------------------
+def _csv(value: str, field: str) -> tuple[str, ...]:
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not items:
+        raise SpecError(field, value, "must list at least one value, comma-separated")
+    return items
+
+
+@app.command()
+@clean_errors
+def search(
+    model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
+    system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
+    chips: Annotated[int, typer.Option(help="chips in the job (or the most it may use, with --up-to)")],
+    seq: Annotated[int, typer.Option("--seq", help="sequence length (tokens)")],
+    global_batch: Annotated[int, typer.Option(help="global batch (sequences per step)")],
+    precision: Annotated[str, typer.Option(help="matmul precisions to consider, e.g. bf16,fp8")] = "bf16",
+    recompute: Annotated[str, typer.Option(help="recompute levels to consider")] = "none,selective,full",
+    zero: Annotated[str, typer.Option(help="ZeRO stages to consider")] = "0,1,2,3",
+    objective: Annotated[str, typer.Option(help="time | cost (chip-hours) | energy (chip-hours x TDP)")] = "time",
+    max_memory_fraction: Annotated[float, typer.Option(help="usable fraction of HBM")] = 0.9,
+    top: Annotated[int, typer.Option(help="how many plans to list")] = 10,
+    up_to: Annotated[bool, typer.Option("--up-to/--exact", help="use at most --chips (any count) or exactly")] = False,
+    overlap_tp: Annotated[
+        bool, typer.Option("--overlap-tp/--no-overlap-tp", help="TP comm overlapped with GEMMs")
+    ] = False,
+    max_tp: Annotated[int, typer.Option(help="largest TP degree to consider")] = 64,
+    max_cp: Annotated[int, typer.Option(help="largest CP degree to consider")] = 32,
+    max_micro_batch: Annotated[int, typer.Option(help="largest micro-batch to consider")] = 16,
+    tokens: Annotated[str | None, typer.Option(help="training tokens, e.g. 15T, for time to train")] = None,
+    chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Search every valid plan; print the best ones, ranked, with why the others lose."""
+    from clusterplan.report.tables import search_table
+    from clusterplan.training.search import SearchSpace
+    from clusterplan.training.search import search as run_search
+
+    spec_model = load_model(model, "--model")
+    hardware = hardware_for(load_system(system, "--system"), load_chip(chip, "--chip") if chip else None)
+    for name, value in (("--chips", chips), ("--seq", seq), ("--global-batch", global_batch), ("--top", top),
+                        ("--max-tp", max_tp), ("--max-cp", max_cp), ("--max-micro-batch", max_micro_batch)):
+        if value < 1:
+            raise SpecError(name, value, "must be >= 1")
+    if chips > MAX_CHIPS:
+        raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
+    zero_stages: list[int] = []
+    for item in _csv(zero, "--zero"):
+        if not item.isdigit():
+            raise SpecError("--zero", item, "must be 0, 1, 2 or 3")
+        zero_stages.append(int(item))
+    space = SearchSpace(
+        precisions=_csv(precision, "--precision"), recompute=_csv(recompute, "--recompute"),
+        zero=tuple(zero_stages), max_tp=max_tp, max_cp=max_cp, max_micro_batch=max_micro_batch,
+        chips_at_most=up_to,
+        settings={"overlap_tp": overlap_tp, "overlap_dp": True, "overlap_pp": True, "flash_attention": True,
+                  "grad_reduce": "fp32"},
+    )
+    result = run_search(spec_model, hardware, chips, seq, global_batch, space,
+                        objective=objective,  # type: ignore[arg-type]
+                        max_memory_fraction=max_memory_fraction, top=top, tokens=_tokens(tokens))
+    if as_json:
+        emit_json(result.record())
+    else:
+        search_table(console, result)
+    if not result.best:
+        raise SpecError("--chips", chips, "no valid plan fits: check the batch divides by DP, the memory "
+                        "budget, or try --up-to")
+
+
 # ---- calibrate -----------------------------------------------------------------------------
 @app.command()
 @clean_errors

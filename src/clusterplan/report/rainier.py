@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from clusterplan import units
 from clusterplan.catalog import hardware_for, load_model, load_scenario, load_system
-from clusterplan.catalog.loader import validation_message
 from clusterplan.errors import SpecError
 from clusterplan.report.tables import train_table
-from clusterplan.specs import Chip, Plan, System
-from clusterplan.training.summary import train_record
+from clusterplan.specs import Chip, System
 
 
 def cluster_totals(system: System, chip: Chip, chips: int) -> dict[str, Any]:
@@ -70,18 +67,39 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         }
     training = scenario.get("training")
     if isinstance(training, dict):
-        model = load_model(str(training.get("model", "")), "scenario.training.model")
-        try:
-            plan = Plan.model_validate(training.get("plan", {}))
-        except ValidationError as error:
-            raise SpecError("scenario.training.plan", scenario_name, validation_message(error)) from None
-        plan.validate_for(model)
-        if plan.chips > chips:
-            raise SpecError("scenario.training.plan", plan.chips, f"uses more chips than the cluster ({chips})")
-        tokens = units.parse_count(training.get("tokens", "15T"), "scenario.training.tokens")
-        record["training"] = train_record(model, hardware, plan, tokens)
-        record["training"]["share_of_cluster"] = plan.chips / chips
+        record["training"], record["search"] = _searched_training(training, hardware, chips)
+        # The other side of the trade-off: the plan with the fewest chip-hours.
+        cheapest, _ = _searched_training({**training, "objective": "cost"}, hardware, chips)
+        record["training_fewest_chip_hours"] = cheapest
+        record["deadline_s"] = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
     return record
+
+
+def _searched_training(training: dict[str, Any], hardware: Any, chips: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The best plan on up to ``chips`` chips for the scenario's training job (plan search)."""
+    from clusterplan.training.search import SearchSpace, search
+
+    model = load_model(str(training.get("model", "")), "scenario.training.model")
+    tokens = units.parse_count(training.get("tokens", "15T"), "scenario.training.tokens")
+    seq_len = _positive_int(training, "seq_len", "scenario.training")
+    global_batch = _positive_int(training, "global_batch", "scenario.training")
+    precisions = training.get("precisions", ["bf16"])
+    if not isinstance(precisions, list) or not precisions:
+        raise SpecError("scenario.training.precisions", precisions, "must be a non-empty list, e.g. [bf16, fp8]")
+    space = SearchSpace(precisions=tuple(str(p) for p in precisions), chips_at_most=True)
+    objective = str(training.get("objective", "time"))
+    fraction = float(training.get("max_memory_fraction", 0.9))
+    deadline = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
+    max_step = deadline * seq_len * global_batch / tokens if objective != "time" else None
+    result = search(model, hardware, chips, seq_len, global_batch, space, objective=objective,  # type: ignore[arg-type]
+                    max_memory_fraction=fraction, top=5, tokens=tokens, max_step_time_s=max_step)
+    if not result.best:
+        raise SpecError("scenario.training", model.name, f"no plan fits on up to {chips:,} chips")
+    best = result.best[0]
+    best["share_of_cluster"] = best["chips"] / chips
+    summary = result.record()
+    summary["alternatives"] = summary.pop("best")[1:]
+    return best, summary
 
 
 def rainier_table(console: Console, record: dict[str, Any]) -> None:
@@ -102,6 +120,18 @@ def rainier_table(console: Console, record: dict[str, Any]) -> None:
                       f"{campus.get('power_w', 0) / 1e9:.1f} GW at full build-out")
     if "training" in record:
         training = record["training"]
-        console.print(f"\n[bold]training estimate[/] ({training['chips']:,} chips = "
-                      f"{100 * training['share_of_cluster']:.1f} % of the cluster)")
+        found = record["search"]
+        console.print(f"\n[bold]training estimate[/]: best plan by {found['objective']} among "
+                      f"{found['plans_enumerated']:,} plans ({found['plans_fitting']:,} fit, searched in "
+                      f"{found['search_time_s']:.2f} s); it uses {training['chips']:,} chips = "
+                      f"{100 * training['share_of_cluster']:.1f} % of the cluster")
         train_table(console, training)
+        cheap = record.get("training_fewest_chip_hours")
+        if cheap is not None:
+            plan = cheap["plan"]
+            console.print(
+                f"fewest chip-hours within the {units.format_duration(record['deadline_s'])} deadline: "
+                f"{cheap['chips']:,} chips, TP{plan['tp']} PP{plan['pp']} "
+                f"VP{plan['vp']} CP{plan['cp']} DP{plan['dp']} {plan['precision']}, MFU {100 * cheap['mfu']:.1f} %, "
+                f"{units.format_duration(cheap['time_to_train_s'])} and {units.format_count(cheap['chip_hours'])} "
+                f"chip-hours (vs {units.format_count(training['chip_hours'])})")

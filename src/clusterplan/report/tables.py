@@ -171,3 +171,29 @@ def validation_markdown(results: Sequence[Result]) -> str:
             lines += ["", f"Rows not modelled ({len(skipped)}):", ""]
             lines += [f"- {r.case.label}: {r.case.skip}" for r in skipped]
     return "\n".join(lines) + "\n"
+
+
+def search_table(console: Console, result: Any) -> None:
+    """Ranked plans of ``clusterplan search`` with the reason each loses to the best."""
+    console.print(f"{result.plans_enumerated:,} plans enumerated, {result.plans_fitting:,} fit in memory, "
+                  f"{result.plans_timed:,} timed after exact pruning, in {result.search_time_s:.3f} s "
+                  f"(objective: {result.objective})")
+    if not result.best:
+        return
+    table = Table(title="best plans")
+    for column in ("#", "chips", "TP", "PP", "VP", "CP", "EP", "DP", "mb", "recompute", "ZeRO", "prec",
+                   "step", "MFU", "memory", "why not first"):
+        table.add_column(column, justify="left" if column in ("recompute", "prec", "why not first") else "right",
+                         overflow="fold")
+    for rank, record in enumerate(result.best, start=1):
+        plan = record["plan"]
+        table.add_row(str(rank), f"{record['chips']:,}", str(plan["tp"]), str(plan["pp"]), str(plan["vp"]),
+                      str(plan["cp"]), str(plan["ep"]), str(plan["dp"]), str(plan["micro_batch"]),
+                      plan["recompute"], str(plan["zero"]), plan["precision"],
+                      units.format_duration(record["step_time_s"]), f"{100 * record['mfu']:.1f} %",
+                      units.format_bytes(record["memory_bytes_per_chip"]), record["why_not_best"])
+    console.print(table)
+    best = result.best[0]
+    if "time_to_train_s" in best:
+        console.print(f"best plan: {units.format_duration(best['time_to_train_s'])} to train "
+                      f"{units.format_count(best['tokens'])} tokens on {best['chips']:,} chips")

@@ -126,7 +126,9 @@ def enumerate_plans(model: Model, chips: int, seq_len: int, global_batch: int,
                     space: SearchSpace) -> dict[str, IntArray]:
     """Every valid plan as columns (see module doc for the axes and the rules)."""
     tps = np.array(_tp_values(model, chips, space.max_tp), dtype=np.int64)
-    cps = np.array([c for c in (1, 2, 4, 8, 16, 32, 64, 128) if c <= space.max_cp
+    # Ring attention (CP) runs on fused attention kernels: without them only cp = 1.
+    max_cp = space.max_cp if space.settings.get("flash_attention", True) else 1
+    cps = np.array([c for c in (1, 2, 4, 8, 16, 32, 64, 128) if c <= max_cp
                     and (c == 1 or seq_len % (2 * c) == 0)], dtype=np.int64)
     splits = np.array(_layer_splits(model.layers, space.max_pp), dtype=np.int64)
     # layouts: tp x cp x split
@@ -227,8 +229,11 @@ def _why(record: dict[str, Any], best: dict[str, Any]) -> str:
 def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_batch: int,
            space: SearchSpace | None = None, objective: Objective = "time",
            max_memory_fraction: float = 0.9, top: int = 10, tokens: float | None = None,
-           prune: bool = True) -> SearchResult:
-    """Best ``top`` plans for ``model`` on ``chips`` chips of ``hardware`` (see module doc)."""
+           prune: bool = True, max_step_time_s: float | None = None) -> SearchResult:
+    """Best ``top`` plans for ``model`` on ``chips`` chips of ``hardware`` (see module doc).
+
+    ``max_step_time_s`` makes a deadline: plans slower than it are not ranked (e.g. the fewest
+    chip-hours that still train in 90 days)."""
     space = (space or SearchSpace()).validated()
     if objective not in ("time", "cost", "energy"):
         raise SpecError("--objective", objective, "must be time, cost or energy")
@@ -262,10 +267,13 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
         part = {k: v[lo:lo + CHUNK] for k, v in timed.items()}
         batch = _batch(model, part, seq_len, global_batch, space)
         result = estimate(model, hardware, batch)
-        scores[lo:lo + CHUNK] = _objective(result.step_time, batch.chips.astype(np.float64),
-                                           hardware.chip.tdp_w, objective)
+        score = _objective(result.step_time, batch.chips.astype(np.float64), hardware.chip.tdp_w, objective)
+        if max_step_time_s is not None:  # a deadline: slower plans are not eligible
+            score = np.where(result.step_time <= max_step_time_s, score, np.inf)
+        scores[lo:lo + CHUNK] = score
     # Ties (equal score) go to the plan with more memory headroom.
     order = np.lexsort((timed_memory, np.round(scores, 12)))[:top]
+    order = order[np.isfinite(scores[order])]
     elapsed = time.perf_counter() - start
     best: list[dict[str, Any]] = []
     for i in order:
