@@ -210,11 +210,18 @@ def _to_plan(columns: dict[str, IntArray], i: int, seq_len: int, global_batch: i
         **space.settings)
 
 
-def _why(record: dict[str, Any], best: dict[str, Any]) -> str:
-    """Why this plan loses to the best: the component that grew most, as a share of its step."""
+def _why(record: dict[str, Any], best: dict[str, Any], objective: str) -> str:
+    """Why this plan loses to the best: the component that grew most, as a share of its step,
+    and how much worse the objective is."""
     if record is best:
         return "best"
     step, best_step = record["step_time_s"], best["step_time_s"]
+    if objective != "time":  # cost and energy both scale with chip-time
+        worse = 100.0 * (step * record["chips"] / (best_step * best["chips"]) - 1.0)
+        if abs(worse) < 0.05:
+            return "ties the best (chip-hours within 0.05 %; ranked by memory headroom)"
+        if record["chips"] != best["chips"]:
+            return f"{record['chips']:,} chips at {100 * record['mfu']:.1f} % MFU; {worse:+.1f} % chip-hours"
     growth = {k: record["time_breakdown_s"][k] - best["time_breakdown_s"].get(k, 0.0)
               for k in record["time_breakdown_s"]}
     key = max(growth, key=lambda k: growth[k])
@@ -222,7 +229,7 @@ def _why(record: dict[str, Any], best: dict[str, Any]) -> str:
     best_share = 100.0 * best["time_breakdown_s"].get(key, 0.0) / best_step
     slower = 100.0 * (step / best_step - 1.0)
     if abs(slower) < 0.05:
-        return "ties the best (same step time; ranked after it by memory)"
+        return "ties the best (step time within 0.05 %; ranked by memory headroom)"
     return f"{COMPONENT_NAMES[key]} {share:.1f} % (best {best_share:.1f} %); {slower:+.1f} % step time"
 
 
@@ -281,7 +288,7 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
         record = train_record(model, hardware, plan, tokens, max_memory_fraction)
         best.append(record)
     for record in best:
-        record["why_not_best"] = _why(record, best[0])
+        record["why_not_best"] = _why(record, best[0], objective)
     return SearchResult(enumerated, fitting, int(candidates.size), elapsed, objective, best)
 
 
