@@ -303,13 +303,99 @@ def search(
     result = run_search(spec_model, hardware, chips, seq, global_batch, space,
                         objective=objective,  # type: ignore[arg-type]
                         max_memory_fraction=max_memory_fraction, top=top, tokens=_tokens(tokens))
+    if not result.best:
+        raise SpecError("--chips", chips, f"no plan fits ({result.plans_enumerated:,} valid plans, "
+                        f"{result.plans_fitting:,} fit the memory budget): a larger memory fraction, more "
+                        "chips, a batch divisible by more DP degrees, or --up-to may help")
     if as_json:
         emit_json(result.record())
     else:
         search_table(console, result)
-    if not result.best:
-        raise SpecError("--chips", chips, "no valid plan fits: check the batch divides by DP, the memory "
-                        "budget, or try --up-to")
+
+
+# ---- sweep ---------------------------------------------------------------------------------
+def _sweep_plan(row: dict[str, Any]) -> str:
+    """The best plan of a sweep row in one short string (``TP4 PP1 DP16 mb1 none Z3 bf16``)."""
+    if row["status"] != "ok":
+        return "[red]no plan fits[/]"
+    parts = [f"TP{row['tp']}", f"PP{row['pp']}"] + [f"{name.upper()}{row[name]}" for name in ("vp", "cp")
+                                                     if row[name] > 1]
+    parts += [f"DP{row['dp']}"] + ([f"EP{row['ep']}"] if row["ep"] > 1 else [])
+    parts += [f"mb{row['micro_batch']}", row["recompute"], f"Z{row['zero']}", row["precision"]]
+    if row["chips_used"] != row["chips"]:
+        parts.append(f"on {row['chips_used']:,}")
+    return " ".join(parts)
+
+
+def _sweep_table(out: Console, axes: list[str], rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"sweep: best plan per point ({len(rows)} points)")
+    shown = ["model", "system", "chips", *[name for name in axes if name not in ("model", "system", "chips")]]
+    tokens = "time_to_train_s" in rows[0] if rows else False
+    headers = ["#", *shown, "best plan", "step", "MFU", "memory", *(["to train"] if tokens else [])]
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("model", "system", "best plan") else "right",
+                         overflow="fold", no_wrap=header in ("model", "system"))
+    for row in rows:
+        ok = row["status"] == "ok"
+        cells = [str(row["point"]), *[f"{row[n]:,}" if isinstance(row[n], int) and not isinstance(row[n], bool)
+                                      else str(row[n]) for n in shown], _sweep_plan(row),
+                 units.format_duration(row["step_time_s"]) if ok else "-",
+                 f"{100 * row['mfu']:.1f} %" if ok else "-",
+                 units.format_bytes(row["memory_bytes_per_chip"]) if ok else "-"]
+        if tokens:
+            cells.append(units.format_duration(row["time_to_train_s"]) if ok else "-")
+        table.add_row(*cells)
+    out.print(table)
+
+
+@app.command()
+@clean_errors
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(metavar="FILE.yaml", help="sweep file (see docs/sweep.md)")],
+    output: Annotated[
+        Path | None, typer.Option(help="Parquet file to write (default: <stem>.parquet next to the sweep file)")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local (process pool on this machine) | ray")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: start a local Ray instance)")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="local: worker processes; ray: CPUs of the local instance (default: all)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+) -> None:
+    """Search every point of a sweep file; write one row per point to Parquet and summarise."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from clusterplan.distributed import make_executor
+    from clusterplan.sweep import load_sweep, run_sweep, write_parquet
+
+    runner = make_executor(executor, ray_address, workers)
+    plan = load_sweep(sweep_file)  # every point validated before anything runs
+    target = output if output is not None else sweep_file.with_suffix(".parquet")
+    if target.is_dir():
+        raise SpecError("--output", str(target), "is a folder; give a file path")
+    if not target.parent.is_dir():
+        raise SpecError("--output", str(target), "its folder does not exist")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                        console=Console(stderr=True), transient=True)
+    with runner, progress:
+        task = progress.add_task(f"sweep [{runner.describe()}]", total=len(plan.points))
+        rows = run_sweep(plan, runner, on_result=lambda _index, _row: progress.advance(task))
+    write_parquet(rows, target)
+    if as_json:
+        emit_json(rows)
+        return
+    _sweep_table(console, plan.varying_axes(), rows)
+    console.print(f"wrote {len(rows)} rows to {target}")
 
 
 # ---- calibrate -----------------------------------------------------------------------------
