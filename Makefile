@@ -18,8 +18,12 @@ demo: $(STAMP)  ## run the main job: the built-in Project Rainier scenario
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)  ## plans evaluated per second by the vectorised estimator
+CALCULON ?=
+
+bench: $(STAMP)  ## estimator and search throughput; Calculon side by side with CALCULON=/path/to/calculon
 	$(BIN)/python benchmarks/bench_estimator.py
+	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_calculon.py $(if $(CALCULON),--calculon $(CALCULON),)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
