@@ -18,8 +18,8 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from clusterplan.catalog import hardware_for, load_model, load_system  # noqa: E402
-from clusterplan.training.search import SearchSpace, search  # noqa: E402
+from clusterplan.catalog import hardware_for, load_model, load_system
+from clusterplan.training.search import SearchSpace, search
 
 CASES = (
     ("llama3-405b", "dgx-h100", 16_384, False),

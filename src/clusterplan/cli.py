@@ -31,6 +31,7 @@ from clusterplan.catalog import (
 from clusterplan.catalog.loader import validation_message
 from clusterplan.errors import SpecError
 from clusterplan.specs import Plan
+from clusterplan.specs.plan import MAX_CHIPS
 
 app = typer.Typer(
     help="clusterplan: plan and simulate AI supercomputers from public specifications.",
@@ -87,7 +88,6 @@ def flag(field: str) -> str:
     return FLAGS.get(field, field if field.startswith("--") else f"--{field.replace('_', '-')}")
 
 
-MAX_CHIPS = 100_000_000  # beyond any planned cluster by two orders of magnitude
 
 
 def build_plan(options: dict[str, Any], chips: int) -> Plan:
@@ -328,17 +328,22 @@ def _sweep_plan(row: dict[str, Any]) -> str:
 
 
 def _sweep_table(out: Console, axes: list[str], rows: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+
     table = Table(title=f"sweep: best plan per point ({len(rows)} points)")
     shown = ["model", "system", "chips", *[name for name in axes if name not in ("model", "system", "chips")]]
     tokens = "time_to_train_s" in rows[0] if rows else False
-    headers = ["#", *shown, "best plan", "step", "MFU", "memory", *(["to train"] if tokens else [])]
-    for header in headers:
-        table.add_column(header, justify="left" if header in ("model", "system", "best plan") else "right",
-                         overflow="fold", no_wrap=header in ("model", "system"))
+    labels = {"seq_len": "seq", "global_batch": "batch", "precision_options": "precisions",
+              "recompute_options": "recompute", "zero_options": "ZeRO", "max_micro_batch": "max mb"}
+    numeric = {"#", "chips", "seq_len", "global_batch", "max_tp", "max_cp", "max_pp", "max_vp", "max_micro_batch",
+               "step", "MFU", "memory", "to train"}
+    for header in ["#", *shown, "best plan", "step", "MFU", "memory", *(["to train"] if tokens else [])]:
+        table.add_column(labels.get(header, header), justify="right" if header in numeric else "left",
+                         overflow="fold", no_wrap=header in numeric)
     for row in rows:
         ok = row["status"] == "ok"
         cells = [str(row["point"]), *[f"{row[n]:,}" if isinstance(row[n], int) and not isinstance(row[n], bool)
-                                      else str(row[n]) for n in shown], _sweep_plan(row),
+                                      else escape(str(row[n])) for n in shown], _sweep_plan(row),
                  units.format_duration(row["step_time_s"]) if ok else "-",
                  f"{100 * row['mfu']:.1f} %" if ok else "-",
                  units.format_bytes(row["memory_bytes_per_chip"]) if ok else "-"]
@@ -365,6 +370,9 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
 ) -> None:
     """Search every point of a sweep file; write one row per point to Parquet and summarise."""
+    import os
+
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -384,18 +392,23 @@ def sweep(
         raise SpecError("--output", str(target), "is a folder; give a file path")
     if not target.parent.is_dir():
         raise SpecError("--output", str(target), "its folder does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise SpecError("--output", str(target), "its folder is not writable")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=Console(stderr=True), transient=True)
     with runner, progress:
-        task = progress.add_task(f"sweep [{runner.describe()}]", total=len(plan.points))
+        task = progress.add_task(escape(f"sweep on {runner.describe()}"), total=len(plan.points))
         rows = run_sweep(plan, runner, on_result=lambda _index, _row: progress.advance(task))
-    write_parquet(rows, target)
+    try:
+        write_parquet(rows, target)
+    except OSError as error:
+        raise SpecError("--output", str(target), f"cannot write ({error.strerror or error})") from None
     if as_json:
         emit_json(rows)
         return
     _sweep_table(console, plan.varying_axes(), rows)
-    console.print(f"wrote {len(rows)} rows to {target}")
+    console.print(f"wrote {len(rows)} rows to {target}", soft_wrap=True, highlight=False)
 
 
 # ---- calibrate -----------------------------------------------------------------------------

@@ -16,6 +16,9 @@ from clusterplan.specs.chip import Precision
 from clusterplan.specs.model import Model
 
 Recompute = Literal["none", "selective", "full"]
+#: The largest job the tools accept: two orders of magnitude beyond any planned cluster.
+MAX_CHIPS = 100_000_000
+
 RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
 PRECISION_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp8": 2, "fp4": 3}
 

@@ -204,8 +204,8 @@ def _to_plan(columns: dict[str, IntArray], i: int, seq_len: int, global_batch: i
     return Plan(
         tp=tp, pp=pp, vp=int(columns["vp"][i]), cp=int(columns["cp"][i]), dp=int(columns["dp"][i]),
         ep=int(columns["ep"][i]), micro_batch=int(columns["micro_batch"][i]), global_batch=global_batch,
-        seq_len=seq_len, recompute=codes[int(columns["recompute"][i])], sp=tp > 1,  # type: ignore[arg-type]
-        zero=int(columns["zero"][i]), precision=precisions[int(columns["precision"][i])],  # type: ignore[arg-type]
+        seq_len=seq_len, recompute=codes[int(columns["recompute"][i])], sp=tp > 1,
+        zero=int(columns["zero"][i]), precision=precisions[int(columns["precision"][i])],
         first_stage_layers=first if uneven else None, last_stage_layers=last if uneven else None,
         **space.settings)
 

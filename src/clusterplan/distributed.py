@@ -1,0 +1,178 @@
+"""Executors: map a picklable function over picklable tasks, yielding results as they complete.
+
+``map_unordered(fn, tasks)`` yields ``(index, result)`` pairs in completion order, so a caller can
+advance a progress bar as each task finishes and put the results back in task order itself.
+
+- :class:`LocalExecutor` runs a process pool on this machine (``concurrent.futures``); with one
+  worker it runs the tasks in this process, one after the other, with no pool at all.
+- :class:`RayExecutor` runs Ray tasks, on a running cluster (``address``) or on a local Ray
+  instance it starts and stops itself. Ray is an optional extra (``clusterplan[ray]``) and is
+  imported only when this executor is asked for.
+
+Use an executor as a context manager: leaving it releases what it started (the Ray instance it
+started; a pool lives only as long as one ``map_unordered`` call).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from types import ModuleType, TracebackType
+from typing import Any, TypeVar
+
+from clusterplan.errors import SpecError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+EXECUTORS = ("local", "ray")
+RAY_MISSING = "Ray is not installed: pip install 'clusterplan[ray]'"
+
+
+class Executor:
+    """Base class: a context manager with ``map_unordered``."""
+
+    name = "executor"
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release what this executor started (nothing by default)."""
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Fresh worker processes that do not inherit the parent's threads (a Ray driver, say):
+    ``forkserver`` where the platform has it (workers fork from a clean server that has already
+    imported clusterplan), else ``spawn``."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["clusterplan.sweep"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+class LocalExecutor(Executor):
+    """A process pool on this machine; ``workers=1`` runs in this process without a pool."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise SpecError("--workers", workers, "must be >= 1")
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+
+    def describe(self) -> str:
+        return f"local, {self.workers} worker{'s' if self.workers != 1 else ''}"
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        if self.workers == 1 or len(tasks) <= 1:
+            for index, task in enumerate(tasks):
+                yield index, fn(task)
+            return
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=_pool_context())
+        try:
+            pending: dict[Future[R], int] = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    yield index, future.result()
+        finally:
+            # On an error or an interrupt, queued tasks are dropped; running ones are awaited.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def import_ray() -> ModuleType:
+    """The ``ray`` module, or a one-line refusal naming the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise SpecError("--executor", "ray", RAY_MISSING) from None
+    return ray
+
+
+class RayExecutor(Executor):
+    """Ray tasks, one per task, on the cluster at ``address`` or on a local instance.
+
+    With no address and no Ray already initialised in this process, a local instance is started
+    (``num_cpus`` CPUs; all of them when None) on first use and shut down by :meth:`close`. A Ray
+    connection that already existed, or a cluster joined by address, is left running.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        if num_cpus is not None and num_cpus < 1:
+            raise SpecError("--workers", num_cpus, "must be >= 1")
+        self.address = address
+        self.num_cpus = num_cpus
+        self._ray = import_ray()
+        self._started = False
+
+    def describe(self) -> str:
+        where = self.address or (f"local instance, {self.num_cpus} CPUs" if self.num_cpus else "local instance")
+        return f"ray ({where})"
+
+    def _ensure_started(self) -> None:
+        ray = self._ray
+        if ray.is_initialized():
+            return
+        if self.address:
+            ray.init(address=self.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)  # no INFO lines under the progress bar
+        self._started = True
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        if not tasks:
+            return
+        self._ensure_started()
+        ray = self._ray
+        remote: Any = ray.remote(num_cpus=1)(fn)
+        refs = [remote.remote(task) for task in tasks]
+        index = {ref: i for i, ref in enumerate(refs)}
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                if pending:  # collect everything else already finished, without waiting
+                    more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                    ready += more
+                for ref, result in zip(ready, ray.get(ready), strict=True):
+                    yield index[ref], result
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+
+def make_executor(name: str, ray_address: str | None = None, workers: int | None = None) -> Executor:
+    """The executor the CLI names: ``local`` (process pool) or ``ray``; refusals are SpecErrors."""
+    if name not in EXECUTORS:
+        raise SpecError("--executor", name, "must be local or ray")
+    if workers is not None and workers < 1:
+        raise SpecError("--workers", workers, "must be >= 1")
+    if name == "local":
+        if ray_address is not None:
+            raise SpecError("--ray-address", ray_address, "only applies with --executor ray")
+        return LocalExecutor(workers)
+    return RayExecutor(ray_address, num_cpus=workers)
