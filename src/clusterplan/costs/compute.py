@@ -66,23 +66,35 @@ def matmul_eff_by_precision(eff: Efficiency) -> FloatArray:
     return np.array([eff.matmul_for(p) for p in PRECISIONS])
 
 
+def grouped_gemm_time(
+    m: Any, groups: Any, n: Any, k: Any, peak: Any, matmul_eff: Any, operand_bytes: Any,
+    hbm_bandwidth: float, hbm_eff: float, overhead_s: float, dim_half: float = 0.0,
+) -> FloatArray:
+    """Time of ``groups`` GEMMs [m/groups, k] @ [k, n] in one kernel (MoE experts; groups=1 is a
+    plain GEMM): max(compute, memory) + one fixed cost.
+
+    Compute runs at ``matmul_eff`` of peak for large shapes and loses efficiency on small
+    dimensions (partial tiles, idle systolic-array rows, wave quantisation): each dimension d
+    (the per-group row count for m) contributes a factor d / (d + dim_half). Memory traffic: the
+    activations and every group's weights at the plan precision and a bf16 output, read or
+    written once (tiling keeps re-reads in on-chip SRAM).
+    """
+    rows = m / groups
+    flops = 2.0 * m * n * k
+    shape = (rows / (rows + dim_half)) * (n / (n + dim_half)) * (k / (k + dim_half))
+    traffic = operand_bytes * (m * k + groups * k * n) + 2.0 * m * n
+    result: FloatArray = np.maximum(flops / (peak * matmul_eff * shape),
+                                    traffic / (hbm_bandwidth * hbm_eff))
+    return result + overhead_s
+
+
 def gemm_time(
     m: Any, n: Any, k: Any, peak: Any, matmul_eff: Any, operand_bytes: Any,
     hbm_bandwidth: float, hbm_eff: float, overhead_s: float, dim_half: float = 0.0,
 ) -> FloatArray:
-    """Time of C[m,n] = A[m,k] @ B[k,n]: max(compute, memory) + fixed cost.
-
-    Compute runs at ``matmul_eff`` of peak for large shapes and loses efficiency on small
-    dimensions (partial tiles, idle systolic-array rows, wave quantisation): each dimension d
-    contributes a factor d / (d + dim_half). Memory traffic: both operands at the plan precision
-    and a bf16 output, read/written once (tiling keeps re-reads in on-chip SRAM).
-    """
-    flops = 2.0 * m * n * k
-    shape = (m / (m + dim_half)) * (n / (n + dim_half)) * (k / (k + dim_half))
-    traffic = operand_bytes * (m * k + k * n) + 2.0 * m * n
-    result: FloatArray = np.maximum(flops / (peak * matmul_eff * shape),
-                                    traffic / (hbm_bandwidth * hbm_eff))
-    return result + overhead_s
+    """Time of C[m,n] = A[m,k] @ B[k,n] (:func:`grouped_gemm_time` with one group)."""
+    return grouped_gemm_time(m, 1.0, n, k, peak, matmul_eff, operand_bytes, hbm_bandwidth, hbm_eff,
+                             overhead_s, dim_half)
 
 
 def memory_time(traffic_bytes: Any, hbm_bandwidth: float, hbm_eff: float) -> FloatArray:

@@ -1,7 +1,9 @@
 """A parallel training plan and the rules that make it valid for a model on a cluster.
 
 Rank placement (innermost first): TP, CP, DP, PP — Megatron-LM's default order
-(``tp-cp-ep-dp-pp``), which keeps the chattiest groups on the fastest tier.
+(``tp-cp-ep-dp-pp``), which keeps the chattiest groups on the fastest tier. MoE layers fold the
+same ranks differently (Megatron-Core "parallel folding"): expert-TP innermost, then EP, then
+expert data parallelism, so ``ep * etp`` must divide ``tp * cp * dp``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ class Plan(Spec):
     cp: int = Field(default=1, ge=1, le=1024)
     dp: int = Field(default=1, ge=1, le=100_000_000)
     ep: int = Field(default=1, ge=1, le=4096)
+    etp: int = Field(default=1, ge=1, le=1024, description="expert tensor parallelism")
+    capacity_factor: float | None = Field(
+        default=None, gt=0, le=64,
+        description="expert capacity as a multiple of the balanced load (token dropping); None = dropless")
+    routing_gini: float | None = Field(
+        default=None, ge=0, lt=1,
+        description="Gini coefficient of the per-expert token load; None = the published default "
+        "(0 = force-balanced, as in benchmarks)")
+    overlap_ep: bool = Field(
+        default=False, description="EP all-to-alls overlapped with another micro-batch's compute (DualPipe-style)")
+    ep_within_scale_up: bool = Field(
+        default=False, description="require each EP x ETP group inside one scale-up domain")
+    mtp: int = Field(default=0, ge=0, le=8, description="multi-token-prediction depth (DeepSeek-V3: 1)")
     micro_batch: int = Field(default=1, ge=1, le=65_536)
     global_batch: int = Field(ge=1, le=100_000_000)
     seq_len: int = Field(ge=1, le=10_000_000)
@@ -82,6 +97,14 @@ class Plan(Spec):
         middle = (layers - first - last) // middle_stages if middle_stages > 0 else 0
         return first, middle, last
 
+    def validate_placement(self, scale_up_size: int) -> Plan:
+        """Placement rules that need the system: with ``ep_within_scale_up``, every EP x ETP
+        group must sit inside one scale-up domain (NVLink, UltraServer)."""
+        if self.ep_within_scale_up and self.ep * self.etp > scale_up_size:
+            raise SpecError("ep", self.ep, f"ep*etp = {self.ep * self.etp} exceeds the scale-up domain of "
+                            f"{scale_up_size} chips (ep_within_scale_up is set)")
+        return self
+
     def validate_for(self, model: Model, chips: int | None = None) -> Plan:
         """Raise SpecError naming the field, value and rule that the plan breaks."""
         if chips is not None and self.chips != chips:
@@ -105,8 +128,16 @@ class Plan(Spec):
             raise SpecError("ep", self.ep, f"must divide moe.experts={model.moe.experts}")
         if model.moe is None and self.ep != 1:
             raise SpecError("ep", self.ep, f"model {model.name} has no experts; ep must be 1")
-        if self.ep > 1 and (self.dp * self.cp) % self.ep != 0:
-            raise SpecError("ep", self.ep, f"must divide dp*cp={self.dp * self.cp}")
+        if model.moe is None and self.etp != 1:
+            raise SpecError("etp", self.etp, f"model {model.name} has no experts; etp must be 1")
+        if model.moe is not None:
+            folded = self.tp * self.cp * self.dp
+            if folded % (self.ep * self.etp) != 0:
+                raise SpecError("ep", self.ep, f"ep*etp = {self.ep}*{self.etp} must divide tp*cp*dp = {folded} "
+                                "(MoE parallel folding)")
+            if model.moe.expert_ffn_hidden_size % self.etp != 0:
+                raise SpecError("etp", self.etp,
+                                f"must divide moe.expert_ffn_hidden_size={model.moe.expert_ffn_hidden_size}")
         if self.dp_shard is not None and (self.dp * self.cp) % self.dp_shard != 0:
             raise SpecError("dp_shard", self.dp_shard, f"must divide dp*cp={self.dp * self.cp}")
         per_step = self.micro_batch * self.dp

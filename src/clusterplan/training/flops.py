@@ -70,14 +70,16 @@ def model_flops_per_token(model: Model, seq_len: Any) -> FloatArray:
     return result
 
 
-def hardware_flops_per_token(model: Model, seq_len: Any, recompute: Any) -> FloatArray:
-    """Model FLOPs plus recomputation: full re-runs every layer's forward, selective re-runs
-    the attention core (Korthikanti et al. 2022, section 5)."""
+def hardware_flops_per_token(model: Model, seq_len: Any, recompute: Any, mtp: Any = 0) -> FloatArray:
+    """Model FLOPs plus recomputation (full re-runs every layer's forward, selective re-runs
+    the attention core: Korthikanti et al. 2022, section 5) plus multi-token-prediction modules
+    (one layer and one LM head each, 3x forward; not in model FLOPs, as DeepSeek-V3 reports)."""
     recompute = np.asarray(recompute)
+    mtp_flops = 3.0 * np.asarray(mtp) * (layer_forward_flops(model, seq_len) + lm_head_flops(model))
     extra = np.where(
         recompute == 2,
         model.layers * layer_forward_flops(model, seq_len),
         np.where(recompute == 1, model.layers * attention_core_flops(model, seq_len), 0.0),
     )
-    result: FloatArray = model_flops_per_token(model, seq_len) + extra
+    result: FloatArray = model_flops_per_token(model, seq_len) + extra + mtp_flops
     return result

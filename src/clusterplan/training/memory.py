@@ -38,10 +38,17 @@ class StageParams:
 
     first: FloatArray
     last: FloatArray
+    experts_first: FloatArray  # the routed-expert part of `first` (sharded over expert DP)
+    experts_last: FloatArray
 
     @property
     def worst(self) -> FloatArray:
         result: FloatArray = np.maximum(self.first, self.last)
+        return result
+
+    @property
+    def worst_experts(self) -> FloatArray:
+        result: FloatArray = np.where(self.last > self.first, self.experts_last, self.experts_first)
         return result
 
 
@@ -59,48 +66,80 @@ def kv_projection_params(model: Model) -> int:
     return 0 if model.mla is not None else 2 * model.hidden_size * model.kv_size
 
 
+def expert_params_per_chip(model: Model, batch: PlanBatch) -> FloatArray:
+    """Routed-expert parameters of an average layer on one chip: the experts are spread over EP
+    and each is split over expert-TP."""
+    if model.moe is None:
+        return np.zeros(len(batch))
+    routed = model.moe.experts * model.expert_params / (batch.ep * batch.etp)
+    result: FloatArray = np.asarray(routed * model.moe_layers / model.layers, dtype=np.float64)
+    return result
+
+
 def layer_params_per_chip(model: Model, batch: PlanBatch) -> FloatArray:
-    """Average transformer-layer parameters on one chip: TP shards every matrix (K/V only up to
-    the number of KV heads); EP spreads the routed experts (expert TP equals TP here)."""
+    """Average transformer-layer parameters on one chip: TP shards every dense matrix (K/V only
+    up to the number of KV heads) and the shared experts; the router is replicated; the routed
+    experts follow :func:`expert_params_per_chip`."""
     tp = batch.tp.astype(np.float64)
     kv = kv_projection_params(model)
     per_layer_dense = ((model.attention_params - kv + model.norm_params_per_layer) / tp
                        + kv / kv_shards(model, tp))
     ffn = model.dense_ffn_layers * model.dense_ffn_params / model.layers / tp
     if model.moe is not None:
-        moe = model.moe
-        routed = moe.experts * model.expert_params / batch.ep / tp
-        shared = moe.shared_experts * model.expert_params / tp
-        router = model.hidden_size * moe.experts
-        ffn = ffn + model.moe_layers * (routed + shared + router) / model.layers
-    result: FloatArray = per_layer_dense + ffn
+        shared = model.moe.shared_experts * model.expert_params / tp
+        router = model.hidden_size * model.moe.experts
+        ffn = ffn + model.moe_layers * (shared + router) / model.layers
+    result: FloatArray = per_layer_dense + ffn + expert_params_per_chip(model, batch)
     return result
 
 
 def stage_params(model: Model, batch: PlanBatch) -> StageParams:
-    """Parameters per chip on the first stage (embedding) and the last (LM head, final norm)."""
+    """Parameters per chip on the first stage (embedding) and the last (LM head, final norm,
+    multi-token-prediction modules)."""
     per_layer = layer_params_per_chip(model, batch)
+    experts = expert_params_per_chip(model, batch)
     tp = batch.tp.astype(np.float64)
     embedding = model.embedding_params / tp
     # The last stage holds the output matrix: its own copy when tied and pipelined.
     output = (model.embedding_params if model.tied_embeddings else model.lm_head_params) / tp
     final_norm = float(model.hidden_size)
-    single_stage = batch.layers_first * per_layer + embedding + model.lm_head_params / tp + final_norm
+    # Each MTP module: one transformer layer and a 2h x h projection (DeepSeek-V3 section 2.2).
+    mtp = batch.mtp * (per_layer + 2.0 * model.hidden_size * model.hidden_size / tp)
+    mtp_experts = batch.mtp * experts
+    single_stage = (batch.layers_first * per_layer + embedding + model.lm_head_params / tp + final_norm
+                    + mtp)
     first = np.where(batch.pp == 1, single_stage, batch.layers_first * per_layer + embedding)
-    last = np.where(batch.pp == 1, single_stage, batch.layers_last * per_layer + output + final_norm)
-    return StageParams(first=first, last=last)
+    last = np.where(batch.pp == 1, single_stage, batch.layers_last * per_layer + output + final_norm + mtp)
+    experts_first = np.where(batch.pp == 1, (batch.layers_first + batch.mtp) * experts,
+                             batch.layers_first * experts)
+    experts_last = batch.layers_last * experts + mtp_experts
+    return StageParams(first=first, last=last, experts_first=experts_first, experts_last=experts_last)
 
 
-def model_state_bytes(params: FloatArray, batch: PlanBatch, layer_params: FloatArray) -> dict[str, FloatArray]:
-    """Weights, gradients and optimizer state of ``params`` on one chip by ZeRO stage."""
-    shards = batch.dp_shard.astype(np.float64)
+def expert_data_parallel(batch: PlanBatch) -> FloatArray:
+    """Replicas of each expert shard: tp*cp*dp / (ep*etp) (MoE parallel folding)."""
+    result: FloatArray = (batch.tp * batch.cp * batch.dp / (batch.ep * batch.etp)).astype(np.float64)
+    return result
+
+
+def model_state_bytes(params: FloatArray, batch: PlanBatch, layer_params: FloatArray,
+                      expert_params: FloatArray | None = None) -> dict[str, FloatArray]:
+    """Weights, gradients and optimizer state of ``params`` on one chip by ZeRO stage.
+
+    Dense parameters shard over the ``dp_shard`` replicas; the routed-expert part
+    (``expert_params``, included in ``params``) over the expert data-parallel replicas."""
+    experts = np.zeros_like(params) if expert_params is None else expert_params
+    dense = params - experts
+    dense_shards = batch.dp_shard.astype(np.float64)
+    expert_shards = np.maximum(np.minimum(expert_data_parallel(batch), dense_shards), 1.0)
     zero = batch.zero
     low_precision = np.where(batch.precision >= 2, LOW_PRECISION_WEIGHT_BYTES, 0.0)
     weight_bytes = WEIGHT_BYTES + low_precision
-    weights = np.where(zero >= 3, params * weight_bytes / shards + 2 * layer_params * weight_bytes,
+    sharded = dense / dense_shards + experts / expert_shards  # ZeRO's slice of this chip's params
+    weights = np.where(zero >= 3, sharded * weight_bytes + 2 * layer_params * weight_bytes,
                        params * weight_bytes)
-    gradients = np.where(zero >= 2, params * GRAD_BYTES / shards, params * GRAD_BYTES)
-    optimizer = np.where(zero >= 1, params * OPTIMIZER_BYTES / shards, params * OPTIMIZER_BYTES)
+    gradients = np.where(zero >= 2, sharded * GRAD_BYTES, params * GRAD_BYTES)
+    optimizer = np.where(zero >= 1, sharded * OPTIMIZER_BYTES, params * OPTIMIZER_BYTES)
     return {"weights": weights, "gradients": gradients, "optimizer": optimizer}
 
 
@@ -122,8 +161,18 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     if model.moe is not None:
         # Routed tokens are also kept in the dispatch buffer (permuted copy of the input).
         ffn += 2.0 * h * model.moe.top_k * model.moe_layers / model.layers
-    sharded = 2.0 * model.q_size + 2.0 * model.q_size + ffn  # Q, attention output, FFN
-    keys_values = 2.0 * model.kv_size + 2.0 * model.kv_size  # K and V
+    if model.mla is not None:
+        # MLA: per-head Q and K of nope+rope dims, V and the attention output of v dims, and the
+        # compressed latents the up-projections read (DeepSeek-V2 section 2.1).
+        m = model.mla
+        heads = model.attention_heads
+        qk = heads * (m.qk_nope_head_dim + m.qk_rope_head_dim)
+        latents = 2.0 * (m.kv_lora_rank + m.qk_rope_head_dim + (m.q_lora_rank or 0))
+        sharded = 2.0 * qk + 2.0 * heads * m.v_head_dim + ffn + latents
+        keys_values = 2.0 * qk + 2.0 * heads * m.v_head_dim
+    else:
+        sharded = 2.0 * model.q_size + 2.0 * model.q_size + ffn  # Q, attention output, FFN
+        keys_values = 2.0 * model.kv_size + 2.0 * model.kv_size  # K and V
     replicated_div = np.where(batch.sp == 1, tp, 1.0)
     per_token = replicated / replicated_div + sharded / tp + keys_values / kv_shards(model, tp)
     per_score = 5.0 if model.dropout else 2.0
@@ -164,8 +213,8 @@ def memory_breakdown(model: Model, batch: PlanBatch, reserved_bytes: float) -> d
     params = stage_params(model, batch)
     layer_params = layer_params_per_chip(model, batch)
     acts = activation_bytes(model, batch)
-    state_first = model_state_bytes(params.first, batch, layer_params)
-    state_last = model_state_bytes(params.last, batch, layer_params)
+    state_first = model_state_bytes(params.first, batch, layer_params, params.experts_first)
+    state_last = model_state_bytes(params.last, batch, layer_params, params.experts_last)
     use_last = (sum(state_last.values()) + acts["last"]) > (sum(state_first.values()) + acts["first"])
     breakdown = {key: np.where(use_last, state_last[key], state_first[key]) for key in state_first}
     breakdown["activations"] = np.where(use_last, acts["last"], acts["first"])

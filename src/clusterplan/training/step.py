@@ -21,6 +21,7 @@ from clusterplan.costs.compute import (
     OPERAND_BYTES,
     Efficiency,
     gemm_time,
+    grouped_gemm_time,
     matmul_eff_by_precision,
     memory_time,
     peak_by_precision,
@@ -97,9 +98,9 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     operand = OPERAND_BYTES[batch.precision]
     overhead = eff.kernel_overhead_s
 
-    def gemm(n: Any, k: Any) -> FloatArray:
-        return gemm_time(tokens, n, k, peak, mm_eff, operand, chip.hbm_bandwidth, eff.hbm, overhead,
-                         eff.matmul_dim_half)
+    def gemm(n: Any, k: Any, m: Any = tokens, groups: Any = 1.0) -> FloatArray:
+        return grouped_gemm_time(m, groups, n, k, peak, mm_eff, operand, chip.hbm_bandwidth, eff.hbm,
+                                 overhead, eff.matmul_dim_half)
 
     _, av_width = fl.attention_core_width(model)
     out_in = av_width
@@ -108,10 +109,12 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     qkv_width = proj_in_width / tp + kv_width / mem.kv_shards(model, tp)
     attention_proj = gemm(qkv_width, h) + gemm(h, out_in / tp)
     ffn_width = model.ffn_matmul_width
-    up_width = (model.ffn_matrices - 1) * ffn_width
-    ffn = gemm(up_width / tp, h) + gemm(h, ffn_width / tp)
+    gated = model.ffn_matrices - 1  # up (+ gate) matrices
+    dense_ffn = gemm(gated * model.dense_ffn_size / tp, h) + gemm(h, model.dense_ffn_size / tp)
+    ffn = dense_ffn
     if model.moe is not None:
-        ffn = ffn + gemm(model.moe.experts * model.moe_layers / model.layers, h)  # router
+        ffn = (model.dense_ffn_layers * dense_ffn
+               + model.moe_layers * _moe_ffn_forward(model, batch, gemm, tokens, tp)) / model.layers
 
     # Attention core: causal flash attention does half the score blocks; without flash the
     # full s x s scores are computed as batched GEMMs and round-trip HBM for softmax/dropout.
@@ -138,6 +141,49 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
 
     gemms = attention_proj + ffn
     return {"gemm": gemms, "attention": attention_core, "elementwise": elementwise}
+
+
+def moe_imbalance(model: Model, batch: PlanBatch) -> FloatArray:
+    """Max/mean routed load over the EP ranks of one micro-batch (the straggler sets the pace).
+
+    Per-expert loads with Gini coefficient G have a coefficient of variation of about G*sqrt(pi)
+    (normal approximation); a rank holding E/ep experts averages them (CV/sqrt(E/ep)); the
+    largest of ep ranks sits about sqrt(2 ln ep) standard deviations above the mean. A capacity
+    factor (token dropping) caps the load. With ep = 1 every expert is local: no straggler.
+    """
+    if model.moe is None:
+        return np.ones(len(batch))
+    ep = batch.ep.astype(np.float64)
+    per_rank = model.moe.experts / ep
+    cv_rank = batch.routing_gini * np.sqrt(np.pi) / np.sqrt(per_rank)
+    straggler = 1.0 + cv_rank * np.sqrt(2.0 * np.log(np.maximum(ep, 1.0)))
+    capped = np.where(batch.capacity_factor > 0, np.minimum(straggler, batch.capacity_factor), straggler)
+    result: FloatArray = np.where(ep > 1, capped, 1.0)
+    return result
+
+
+def _moe_ffn_forward(model: Model, batch: PlanBatch, gemm: Any, tokens: FloatArray,
+                     tp: FloatArray) -> FloatArray:
+    """Forward time of one MoE FFN on one chip: router, shared experts (TP-sharded like a dense
+    FFN), routed experts as grouped GEMMs on the tokens this rank receives (sequence-parallel
+    tokens x top_k x imbalance, split over expert-TP), and the token permutations."""
+    assert model.moe is not None
+    moe = model.moe
+    h = model.hidden_size
+    gated = model.ffn_matrices - 1
+    local_tokens = tokens / tp  # MoE layers take the sequence-parallel shard of the tokens
+    etp = batch.etp.astype(np.float64)
+    groups = moe.experts / batch.ep.astype(np.float64)
+    visits = local_tokens * moe.top_k * moe_imbalance(model, batch) * etp
+    width = moe.expert_ffn_hidden_size / etp
+    routed = (gemm(gated * width, h, m=visits, groups=groups) + gemm(h, width, m=visits, groups=groups))
+    router = gemm(moe.experts, h, m=local_tokens)
+    time = routed + router
+    if moe.shared_experts:
+        shared = moe.shared_experts * moe.expert_ffn_hidden_size
+        time = time + gemm(gated * shared / tp, h) + gemm(h, shared / tp)
+    result: FloatArray = time
+    return result
 
 
 def _tp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
@@ -169,13 +215,15 @@ def _cp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
 
 
 def _ep_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
-    """MoE token dispatch and combine: two all-to-alls per MoE layer over the EP group."""
+    """MoE token dispatch and combine: two all-to-alls per MoE layer over the EP group (size ep,
+    stride etp: expert-TP innermost in the folded MoE placement), sized by the busiest rank."""
     if model.moe is None:
         return np.zeros(len(batch))
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
-    local_tokens = tokens / np.where(batch.sp == 1, batch.tp, 1)
-    message = local_tokens * model.moe.top_k * model.hidden_size * ACTIVATION_BYTES
-    phases = coll.decompose(hw.system, batch.ep, batch.tp)
+    local_tokens = tokens / batch.tp
+    message = (local_tokens * model.moe.top_k * model.hidden_size * ACTIVATION_BYTES
+               * moe_imbalance(model, batch))
+    phases = coll.decompose(hw.system, batch.ep, batch.etp)
     per_moe_layer = 2.0 * (coll.all_to_all_time(phases, message) + hw.efficiency.collective_overhead_s)
     result: FloatArray = np.where(batch.ep > 1, per_moe_layer * model.moe_layers / model.layers, 0.0)
     return result
@@ -219,12 +267,16 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     # Ring attention overlaps each K/V hop with the attention block of the previous one.
     cp_exposed = (np.maximum(cp_f - attention_core, 0.0)
                   + np.maximum(2.0 * cp_f - flash_bwd * attention_core, 0.0))
-    ep_exposed = 3.0 * _ep_comm_forward(model, hw, batch)
-
     layer_compute = compute_f + compute_b + recompute
+    ep_total = (2.0 + (batch.recompute == 2)) * _ep_comm_forward(model, hw, batch)
+    # DualPipe-style schedules run one micro-batch's all-to-alls under another's compute.
+    ep_exposed = np.where(batch.overlap_ep == 1, np.maximum(ep_total - layer_compute, 0.0), ep_total)
+
     layer_time = layer_compute + tp_exposed + cp_exposed + ep_exposed
     head_f, head_b = _lm_head(model, hw, batch)
-    head = head_f + head_b
+    # The last stage's extra work: LM head and loss, and each multi-token-prediction module
+    # (one more layer and LM head, DeepSeek-V3 section 2.2).
+    head = head_f + head_b + batch.mtp * (layer_time + head_f + head_b)
 
     first = batch.layers_first * layer_time
     last = batch.layers_last * layer_time + head
@@ -251,21 +303,39 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     p2p_each = np.where((batch.vp > 1) & (batch.overlap_pp == 1), np.maximum(p2p - chunk, 0.0), p2p)
     pp_exposed = np.where(single, 0.0, 2.0 * (micro_batches * vp + pp - 1.0) * p2p_each)
 
-    # Data parallelism: gradients (and, ZeRO>=1, parameters) of this chip's stage.
+    # Data parallelism: gradients (and, ZeRO>=1, parameters) of this chip's stage. Dense
+    # parameters reduce over the dp*cp replicas (stride tp); routed experts over their expert
+    # data-parallel replicas (stride ep*etp, MoE parallel folding).
     params = mem.stage_params(model, batch)
-    chip_params = params.worst
+    expert_params = params.worst_experts
+    dense_params = params.worst - expert_params
     replicas = batch.dp * batch.cp
     shard = batch.dp_shard
-    shard_phases = coll.decompose(hw.system, shard, batch.tp)
-    grad_bytes = chip_params * batch.grad_reduce_bytes
-    param_bytes = chip_params * mem.WEIGHT_BYTES
-    # Hybrid sharding: shards are further all-reduced across the replica groups.
+    expert_replicas = mem.expert_data_parallel(batch)
+    groups = (
+        (dense_params, coll.decompose(hw.system, shard, batch.tp)),
+        (expert_params, coll.decompose(hw.system, np.maximum(expert_replicas, 1.0), batch.ep * batch.etp)),
+    )
+    grad_comm = np.zeros(len(batch))
+    gather_comm = np.zeros(len(batch))
+    zero3_comm = np.zeros(len(batch))
+    for group_params, phases in groups:
+        if not np.any(group_params > 0):  # e.g. the expert group of a dense model
+            continue
+        grad_bytes = group_params * batch.grad_reduce_bytes
+        param_bytes = group_params * mem.WEIGHT_BYTES
+        grad_comm = grad_comm + np.where(batch.zero == 0, coll.all_reduce_time(phases, grad_bytes),
+                                         coll.reduce_scatter_time(phases, grad_bytes))
+        gather_comm = gather_comm + np.where(batch.zero >= 1, coll.all_gather_time(phases, param_bytes), 0.0)
+        # ZeRO-3 gathers weights for forward and backward and reduce-scatters gradients every
+        # micro-batch, prefetched one layer ahead.
+        zero3_comm = zero3_comm + (2.0 * coll.all_gather_time(phases, param_bytes)
+                                   + coll.reduce_scatter_time(phases, grad_bytes))
+    # Hybrid sharding: dense shards are further all-reduced across the replica groups.
     replica_phases = coll.decompose(hw.system, replicas // shard, batch.tp * shard)
-    cross_replica = np.where(replicas > shard,
-                             coll.all_reduce_time(replica_phases, grad_bytes / shard), 0.0)
-    grad_comm = np.where(batch.zero == 0, coll.all_reduce_time(shard_phases, grad_bytes),
-                         coll.reduce_scatter_time(shard_phases, grad_bytes)) + cross_replica
-    gather_comm = np.where(batch.zero >= 1, coll.all_gather_time(shard_phases, param_bytes), 0.0)
+    cross_replica = np.where(replicas > shard, coll.all_reduce_time(
+        replica_phases, dense_params * batch.grad_reduce_bytes / shard), 0.0)
+    grad_comm = grad_comm + cross_replica
     stage_layers = np.maximum(bottleneck_layers, 1.0)
     backward_last = bottleneck_layers * (compute_b + recompute)
     # Buckets of about one layer reduce while backward proceeds: what backward cannot cover,
@@ -279,21 +349,20 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     forward_first = bottleneck_layers * compute_f
     gather_exposed = np.where(batch.overlap_dp == 1, np.maximum(gather_comm - forward_first, 0.0),
                               gather_comm)
-    # ZeRO-3: gather weights for forward and backward and reduce-scatter gradients every
-    # micro-batch, prefetched one layer ahead; the cross-replica all-reduce once per step.
-    zero3_comm = (2.0 * coll.all_gather_time(shard_phases, param_bytes)
-                  + coll.reduce_scatter_time(shard_phases, grad_bytes))
     zero3_exposed = (micro_batches * (np.maximum(zero3_comm - stage_max, 0.0)
                                       + zero3_comm / stage_layers)
                      + np.where(batch.overlap_dp == 1,
                                 np.maximum(cross_replica - backward_last, cross_replica / stage_layers),
                                 cross_replica))
-    dp_exposed = np.where(replicas > 1,
+    has_experts = expert_params > 0
+    dp_exposed = np.where((replicas > 1) | (has_experts & (expert_replicas > 1)),
                           np.where(batch.zero >= 3, zero3_exposed, grad_exposed + gather_exposed),
                           0.0)
 
     # Optimizer: Adam over this chip's shard of the parameters, memory-bound.
-    optimizer_params = np.where(batch.zero >= 1, chip_params / shard, chip_params)
+    optimizer_params = np.where(batch.zero >= 1,
+                                dense_params / shard + expert_params / np.maximum(expert_replicas, 1.0),
+                                params.worst)
     optimizer = (memory_time(optimizer_params * ADAM_TRAFFIC_BYTES, hw.chip.hbm_bandwidth, eff.hbm)
                  + 20 * eff.kernel_overhead_s)
 
@@ -315,7 +384,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     chips = batch.chips.astype(np.float64)
     tokens_per_s_per_chip = tokens_per_step / step / chips
     model_flops = fl.model_flops_per_token(model, batch.seq_len) * tokens_per_s_per_chip
-    hardware_flops = (fl.hardware_flops_per_token(model, batch.seq_len, batch.recompute)
+    hardware_flops = (fl.hardware_flops_per_token(model, batch.seq_len, batch.recompute, batch.mtp)
                       * tokens_per_s_per_chip)
     peak = hw.peak[batch.precision]
     return StepEstimate(
