@@ -35,6 +35,12 @@ class Efficiency(Spec):
         default=0.0, ge=0,
         description="GEMM dimension at which tiling/wave quantisation halves efficiency (elements)")
     kernel_overhead_s: Seconds = Field(ge=0, description="fixed cost per kernel (launch, tail)")
+    grouped_matmul: float = Field(
+        default=1.0, gt=0, le=1,
+        description="MoE grouped-GEMM efficiency relative to `matmul` (ragged per-expert shapes)")
+    moe_layer_overhead_s: Seconds = Field(
+        default=0.0, ge=0,
+        description="fixed cost per MoE layer and pass: routing, token permutation, dispatch sync")
     collective_overhead_s: Seconds = Field(
         default=0.0, ge=0, description="fixed software cost per collective call (launch, sync)")
     reserved_bytes: Bytes = Field(ge=0, description="runtime, communicator and allocator reserve")

@@ -25,6 +25,23 @@ RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
 PRECISION_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp8": 2, "fp4": 3}
 
 
+def balanced_layer_split(layers: int, pp: int) -> tuple[int, int, int] | None:
+    """(first, middle, last) layers per pipeline rank: an even split when ``pp`` divides the
+    layers, else middle stages of ceil(layers/pp) with the remainder shared equally by the first
+    and last stage (Llama 3 405B; Megatron's embedding/loss-aware split). None if impossible."""
+    if pp < 1 or pp > layers:
+        return None
+    if layers % pp == 0:
+        return layers // pp, layers // pp, layers // pp
+    if pp < 3:
+        return None
+    middle = -(-layers // pp)
+    rest = layers - (pp - 2) * middle
+    if rest >= 2 and rest % 2 == 0 and rest // 2 <= middle:
+        return rest // 2, middle, rest // 2
+    return None
+
+
 class Plan(Spec):
     """One way to run a training step. Batch sizes count sequences."""
 
@@ -171,8 +188,7 @@ class Plan(Spec):
                 f"with last_stage_layers={self.last_stage_layers}, the other {max(self.pp - 2, 0)} "
                 f"stages must split the remaining layers of {layers} evenly",
             )
-        for name, count in (("first_stage_layers", first), ("last_stage_layers", last)):
-            if count % self.vp != 0:
-                raise SpecError(name, count, f"must be divisible by vp={self.vp}")
+        # First and last stages may hold fewer layers than vp chunks' worth (Megatron counts the
+        # embedding and loss as layers there); the middle stages split evenly into chunks.
         if self.pp > 2 and middle % self.vp != 0:
             raise SpecError("pp", self.pp, f"middle stages get {middle} layers, not divisible by vp={self.vp}")

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
-from clusterplan.specs.plan import PRECISION_CODES, RECOMPUTE_CODES
+from clusterplan.specs.plan import PRECISION_CODES, RECOMPUTE_CODES, balanced_layer_split
 from clusterplan.training import memory as mem
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, estimate
@@ -97,20 +97,12 @@ def _divisors(n: int, limit: int) -> list[int]:
 
 
 def _layer_splits(layers: int, max_pp: int) -> list[tuple[int, int, int, int]]:
-    """(pp, first, middle, last): even splits, else middle stages of ceil(L/pp) layers with the
-    remainder shared equally by the first and last stage (as Llama 3 405B was trained)."""
+    """(pp, first, middle, last) for every stage count with a balanced split."""
     splits = []
     for pp in range(1, min(layers, max_pp) + 1):
-        if layers % pp == 0:
-            per = layers // pp
-            splits.append((pp, per, per, per))
-            continue
-        if pp < 3:
-            continue
-        middle = -(-layers // pp)
-        rest = layers - (pp - 2) * middle
-        if rest >= 2 and rest % 2 == 0 and rest // 2 <= middle:
-            splits.append((pp, rest // 2, middle, rest // 2))
+        split = balanced_layer_split(layers, pp)
+        if split is not None:
+            splits.append((pp, *split))
     return splits
 
 
@@ -158,7 +150,7 @@ def enumerate_plans(model: Model, chips: int, seq_len: int, global_batch: int,
     per_replica = global_batch // d
     micro_batches = per_replica // np.maximum(m, 1)
     keep = (per_replica % m == 0)
-    keep &= (v == 1) | ((pp > 1) & (first % v == 0) & (middle % v == 0) & (last % v == 0)
+    keep &= (v == 1) | ((pp > 1) & (middle % v == 0) & (first <= middle) & (first + v > middle)
                         & (micro_batches % pp == 0))
     keep &= ((d * c) % e == 0)
     columns = {"tp": t, "cp": c, "pp": pp, "layers_first": first, "layers_middle": middle,

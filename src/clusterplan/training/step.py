@@ -98,8 +98,8 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     operand = OPERAND_BYTES[batch.precision]
     overhead = eff.kernel_overhead_s
 
-    def gemm(n: Any, k: Any, m: Any = tokens, groups: Any = 1.0) -> FloatArray:
-        return grouped_gemm_time(m, groups, n, k, peak, mm_eff, operand, chip.hbm_bandwidth, eff.hbm,
+    def gemm(n: Any, k: Any, m: Any = tokens, groups: Any = 1.0, scale: float = 1.0) -> FloatArray:
+        return grouped_gemm_time(m, groups, n, k, peak, mm_eff * scale, operand, chip.hbm_bandwidth, eff.hbm,
                                  overhead, eff.matmul_dim_half)
 
     _, av_width = fl.attention_core_width(model)
@@ -113,8 +113,8 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     dense_ffn = gemm(gated * model.dense_ffn_size / tp, h) + gemm(h, model.dense_ffn_size / tp)
     ffn = dense_ffn
     if model.moe is not None:
-        ffn = (model.dense_ffn_layers * dense_ffn
-               + model.moe_layers * _moe_ffn_forward(model, batch, gemm, tokens, tp)) / model.layers
+        moe_ffn = _moe_ffn_forward(model, batch, gemm, tokens, tp, eff)
+        ffn = (model.dense_ffn_layers * dense_ffn + model.moe_layers * moe_ffn) / model.layers
 
     # Attention core: causal flash attention does half the score blocks; without flash the
     # full s x s scores are computed as batched GEMMs and round-trip HBM for softmax/dropout.
@@ -163,7 +163,7 @@ def moe_imbalance(model: Model, batch: PlanBatch) -> FloatArray:
 
 
 def _moe_ffn_forward(model: Model, batch: PlanBatch, gemm: Any, tokens: FloatArray,
-                     tp: FloatArray) -> FloatArray:
+                     tp: FloatArray, eff: Efficiency) -> FloatArray:
     """Forward time of one MoE FFN on one chip: router, shared experts (TP-sharded like a dense
     FFN), routed experts as grouped GEMMs on the tokens this rank receives (sequence-parallel
     tokens x top_k x imbalance, split over expert-TP), and the token permutations."""
@@ -176,9 +176,11 @@ def _moe_ffn_forward(model: Model, batch: PlanBatch, gemm: Any, tokens: FloatArr
     groups = moe.experts / batch.ep.astype(np.float64)
     visits = local_tokens * moe.top_k * moe_imbalance(model, batch) * etp
     width = moe.expert_ffn_hidden_size / etp
-    routed = (gemm(gated * width, h, m=visits, groups=groups) + gemm(h, width, m=visits, groups=groups))
+    grouped = eff.grouped_matmul
+    routed = (gemm(gated * width, h, m=visits, groups=groups, scale=grouped)
+              + gemm(h, width, m=visits, groups=groups, scale=grouped))
     router = gemm(moe.experts, h, m=local_tokens)
-    time = routed + router
+    time = routed + router + eff.moe_layer_overhead_s
     if moe.shared_experts:
         shared = moe.shared_experts * moe.expert_ffn_hidden_size
         time = time + gemm(gated * shared / tp, h) + gemm(h, shared / tp)

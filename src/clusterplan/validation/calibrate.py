@@ -36,6 +36,14 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
     "scale_out_collectives": (1.0, 0.15, 0.5, 1.6),
 }
 
+#: Priors of the MoE-only parameters, fitted in a second stage on the MoE rows with every dense
+#: parameter held at its dense fit.
+MOE_PRIORS: dict[str, tuple[float, float, float, float]] = {
+    "grouped_matmul": (0.8, 0.2, 0.2, 1.0),
+    "moe_layer_overhead_us": (100.0, 300.0, 0.0, 5000.0),
+}
+MOE_TABLES = frozenset({"nemo_perf_moe"})
+
 #: Runtime/communicator/allocator reserve per family (not fitted: no memory data published).
 RESERVED_BYTES = {"nvidia": 3.0 * 2**30, "tpu": 1.0 * 2**30, "trainium": 2.0 * 2**30, "amd": 3.0 * 2**30}
 
@@ -88,7 +96,8 @@ def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[
 
 def fit_family(family: str, cases: Sequence[Case]) -> FamilyFit:
     """MAP fit of one family's efficiencies on its modelled cases."""
-    usable = [c for c in cases if c.skip is None and c.family == family and math.isfinite(c.published)]
+    usable = [c for c in cases if c.skip is None and c.family == family and math.isfinite(c.published)
+              and c.table not in MOE_TABLES]
     names = _names(usable)
     tables = sorted({c.table for c in usable})
     start = np.array([PRIORS[n][0] for n in names])
@@ -117,7 +126,46 @@ def fit_family(family: str, cases: Sequence[Case]) -> FamilyFit:
     after = mape(run(usable, lambda _: after_eff))
     note = (f"MAP fit on {len(usable)} published rows ({', '.join(tables)}): "
             f"MAPE {before:.1f}% at the priors -> {after:.1f}%")
-    return FamilyFit(_efficiency(family, names, solution.x, tables, note), len(usable), before, after)
+    dense = _efficiency(family, names, solution.x, tables, note)
+    return _fit_moe(dense, [c for c in cases if c.skip is None and c.family == family
+                            and c.table in MOE_TABLES and math.isfinite(c.published)], len(usable), before, after)
+
+
+def _fit_moe(dense: Efficiency, usable: list[Case], rows: int, before: float, after: float) -> FamilyFit:
+    """Second stage: the MoE-only parameters on the family's MoE rows, dense parameters fixed.
+    Without MoE rows the priors stand (and the note says so)."""
+    names = list(MOE_PRIORS)
+    start = np.array([MOE_PRIORS[n][0] for n in names])
+
+    def with_values(values: np.ndarray, note: str = dense.note) -> Efficiency:
+        params = dict(zip(names, values, strict=True))
+        return dense.model_copy(update={
+            "grouped_matmul": round(float(params["grouped_matmul"]), 4),
+            "moe_layer_overhead_s": round(float(params["moe_layer_overhead_us"]) * 1e-6, 9),
+            "note": note})
+
+    if not usable:
+        eff = with_values(start, dense.note + "; MoE parameters at their priors (no MoE rows)")
+        return FamilyFit(eff, rows, before, after)
+    lower = np.array([MOE_PRIORS[n][2] for n in names])
+    upper = np.array([MOE_PRIORS[n][3] for n in names])
+    sigma = np.array([MOE_PRIORS[n][1] for n in names])
+    published = np.array([c.published for c in usable])
+    prior_weight = 1.0 / math.sqrt(len(usable))
+
+    def residuals(values: np.ndarray) -> np.ndarray:
+        eff = with_values(values)
+        predicted = np.array([r.predicted for r in run(usable, lambda _: eff)], dtype=float)
+        return np.concatenate([-np.log(predicted / published), prior_weight * (values - start) / sigma])
+
+    moe_before = mape(run(usable, lambda _: with_values(start)))
+    solution = least_squares(residuals, start, bounds=(lower, upper), diff_step=1e-3, x_scale="jac",
+                             loss="soft_l1", f_scale=0.1)
+    moe_after = mape(run(usable, lambda _: with_values(solution.x)))
+    tables = sorted({*dense.fitted_on, *(c.table for c in usable)})
+    note = (f"{dense.note}; MoE stage on {len(usable)} rows: MAPE {moe_before:.1f}% -> {moe_after:.1f}%")
+    eff = with_values(solution.x, note).model_copy(update={"fitted_on": tables})
+    return FamilyFit(eff, rows + len(usable), before, after)
 
 
 def calibrate(cases: Sequence[Case]) -> dict[str, FamilyFit | str]:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from clusterplan.catalog import load_chip, load_model, load_system
 from clusterplan.errors import SpecError
 from clusterplan.specs import Chip, FabricTier, Model, Plan, System
+from clusterplan.specs.plan import balanced_layer_split
 
 #: What a case compares: step time (s), training tokens/s per chip, or model TFLOP/s per chip.
 METRICS = ("step_time_s", "tokens_per_s_per_chip", "model_tflops_per_chip")
@@ -212,44 +213,107 @@ def _int_or(value: str, default: int) -> int:
     return int(text) if re.fullmatch(r"\d+", text) else default
 
 
-def nemo_perf() -> list[Case]:
-    """Published training tokens/s per GPU with the row's TP/PP/CP/VP/FSDP settings (dense rows)."""
-    out = _Builder("nemo_perf")
-    for index, row in enumerate(_rows("nemo_perf")):
+#: A published NeMo result is identified by model, system, scale and precision; when NVIDIA
+#: republishes it with a newer container (same or retuned recipe), the newest is the reference
+#: for current software and the older ones are superseded.
+_NEMO_CONFIG = ("model", "system", "num_gpus")
+
+
+def _nemo_config(row: dict[str, str]) -> tuple[str, ...]:
+    precision = _nemo_precision(row["precision"]) or "?"
+    return (*(_first(row[k]) for k in _NEMO_CONFIG), precision)
+
+
+def _version(container: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", container))
+
+
+def _newest_by_config(rows: list[dict[str, str]]) -> dict[tuple[str, ...], str]:
+    """The newest container that published each model on each system, scale and precision."""
+    newest: dict[tuple[str, ...], str] = {}
+    for row in rows:
+        key = _nemo_config(row)
+        if key not in newest or _version(row["nemo_container"]) > _version(newest[key]):
+            newest[key] = row["nemo_container"]
+    return newest
+
+
+def _nemo(table: str, moe_rows: bool) -> list[Case]:
+    out = _Builder(table)
+    rows = _rows("nemo_perf")
+    newest = _newest_by_config(rows)
+    for row in rows:
         name = row["model"]
         gpus = int(row["num_gpus"])
         label = f"{name} {row['system']} x{gpus} {_first(row['precision']) or '?'} (NeMo {row['nemo_container']})"
         published = float(row["tokens_per_sec_per_gpu"])
-        if any(hint in name.lower() for hint in _MOE_HINTS):
+        is_moe = any(hint in name.lower() for hint in _MOE_HINTS)
+        if is_moe != moe_rows:
+            other = "nemo_perf_moe" if is_moe else "nemo_perf"
             out.skip(label, "tokens_per_s_per_chip", published,
-                     "mixture-of-experts row: validated with the MoE estimator (issue #4)", row["source"])
+                     f"{'mixture-of-experts' if is_moe else 'dense'} row: validated in the {other} table",
+                     row["source"])
+            continue
+        if "nemotron_3_nano" in name.lower():
+            out.skip(label, "tokens_per_s_per_chip", published,
+                     "hybrid Mamba-2/attention MoE: state-space layers are not modelled", row["source"])
             continue
         precision = _nemo_precision(row["precision"])
         if precision is None:
             out.skip(label, "tokens_per_s_per_chip", published, "precision not stated in the row", row["source"])
             continue
+        latest = newest[_nemo_config(row)]
+        if latest != row["nemo_container"]:
+            out.skip(label, "tokens_per_s_per_chip", published,
+                     f"superseded: NeMo {latest} republished this model, system, scale and precision",
+                     row["source"])
+            continue
         tp, pp = _int_or(row["tp"], 1), _int_or(row["pp"], 1)
         cp, vp = _int_or(row["cp"], 1), _int_or(row["vp"], 1)
+        ep = _int_or(row["ep"], 1)
         fsdp = _int_or(row["fsdp"], 0)
         mb, batch = int(_first(row["micro_batch_size"])), int(row["global_batch_size_seqs"])
         s = int(row["seq_len_tokens"])
+        token_drop = "tokendrop" in name.lower()
 
         def build(row: dict[str, str] = row, tp: int = tp, pp: int = pp, cp: int = cp, vp: int = vp,
-                  fsdp: int = fsdp, mb: int = mb, batch: int = batch, s: int = s,
-                  precision: str = precision, gpus: int = gpus) -> tuple[Model, System, Plan]:
-            model = load_model(row["model"].replace("LLAMA", "llama"))
+                  ep: int = ep, fsdp: int = fsdp, mb: int = mb, batch: int = batch, s: int = s,
+                  precision: str = precision, gpus: int = gpus,
+                  token_drop: bool = token_drop) -> tuple[Model, System, Plan]:
+            model = load_model(row["model"].replace("LLAMA", "llama").replace(" (tokendrop)", ""))
             system = load_system(_NEMO_SYSTEMS[row["system"]])
             dp = gpus // (tp * pp * cp)
+            split = balanced_layer_split(model.layers, pp)
+            uneven = split is not None and split[0] != split[1]
+            layers: dict[str, object] = ({"first_stage_layers": split[0], "last_stage_layers": split[2]}
+                                         if uneven and split is not None else {})
+            moe_settings: dict[str, object] = {}
+            if model.moe is not None:
+                # Megatron-Bridge MoE benchmarks force-balance the routing (row notes): Gini 0.
+                moe_settings = {"ep": ep, "routing_gini": 0.0,
+                                "capacity_factor": 1.0 if token_drop else None}
             plan = Plan(tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, micro_batch=mb, global_batch=batch,
                         seq_len=s, recompute="none", sp=tp > 1, zero=3 if fsdp > 1 else 1,
-                        precision=precision,
-                        overlap_dp=True, overlap_tp=True)
+                        precision=precision,  # type: ignore[arg-type]
+                        overlap_dp=True, overlap_tp=True, **layers, **moe_settings)  # type: ignore[arg-type]
             return model, system, plan
 
-        out.add(label, "tokens_per_s_per_chip", published, build,
-                ("no recompute (recipes' defaults; not printed)", "TP/DP comm overlap on"), row["source"])
-        del index
+        assumptions = ["no recompute (recipes' defaults; not printed)", "TP/DP comm overlap on"]
+        if moe_rows:
+            assumptions += ["force-balanced routing (row notes): routing Gini 0", "expert TP 1",
+                            "EP all-to-all not overlapped"]
+        out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"])
     return out.cases
+
+
+def nemo_perf() -> list[Case]:
+    """Published training tokens/s per GPU with the row's TP/PP/CP/VP/FSDP settings (dense rows)."""
+    return _nemo("nemo_perf", moe_rows=False)
+
+
+def nemo_perf_moe() -> list[Case]:
+    """The mixture-of-experts rows of the same NeMo / Megatron-Bridge tables (EP as printed)."""
+    return _nemo("nemo_perf_moe", moe_rows=True)
 
 
 # ---- MaxText on TPU -------------------------------------------------------------------------
@@ -422,6 +486,7 @@ TABLES: dict[str, Callable[[], list[Case]]] = {
     "korthikanti2022": korthikanti2022,
     "megatron_core_h100_2024": megatron_core_h100_2024,
     "nemo_perf": nemo_perf,
+    "nemo_perf_moe": nemo_perf_moe,
     "maxtext_tpu": maxtext_tpu,
     "neuron_trn": neuron_trn,
 }

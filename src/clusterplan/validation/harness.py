@@ -42,8 +42,10 @@ EfficiencyLookup = Callable[[str], Efficiency]
 def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency) -> Result:
     if case.skip is not None or case.model is None or case.system is None or case.plan is None:
         return Result(case, None)
-    base = hardware_for(case.system, case.chip)
-    hardware = Hardware(system=base.system, chip=base.chip, efficiency=efficiency(base.chip.family))
+    # Build from the catalog system itself: Hardware applies the family's collective multipliers
+    # to the tiers, so reusing another Hardware's system would apply them twice.
+    chip = case.chip if case.chip is not None else hardware_for(case.system).chip
+    hardware = Hardware(system=case.system, chip=chip, efficiency=efficiency(chip.family))
     batch = PlanBatch.from_plans([case.plan], case.model)
     return Result(case, metric_of(case, estimate(case.model, hardware, batch)))
 
