@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -95,8 +96,9 @@ class PlanBatch:
             }
             for name, value in row.items():
                 columns[name].append(value)
-        return cls(**{name: np.asarray(values, dtype=np.float64 if name in FLOAT_FIELDS else np.int64)
-                      for name, values in columns.items()})
+        arrays: dict[str, Any] = {name: np.asarray(values, dtype=np.float64 if name in FLOAT_FIELDS else np.int64)
+                                  for name, values in columns.items()}
+        return cls(**arrays)
 
     @classmethod
     def from_arrays(cls, model: Model, **arrays: object) -> PlanBatch:
@@ -125,5 +127,6 @@ class PlanBatch:
         values.setdefault("layers_first", per_stage)
         values.setdefault("layers_middle", per_stage)
         values.setdefault("layers_last", per_stage)
-        return cls(**{k: np.ascontiguousarray(v, dtype=np.float64 if k in FLOAT_FIELDS else np.int64)
-                      for k, v in values.items()})
+        typed: dict[str, Any] = {k: np.ascontiguousarray(v, dtype=np.float64 if k in FLOAT_FIELDS else np.int64)
+                                 for k, v in values.items()}
+        return cls(**typed)

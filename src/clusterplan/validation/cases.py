@@ -294,8 +294,7 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
                                 "capacity_factor": 1.0 if token_drop else None}
             plan = Plan(tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, micro_batch=mb, global_batch=batch,
                         seq_len=s, recompute="none", sp=tp > 1, zero=3 if fsdp > 1 else 1,
-                        precision=precision,  # type: ignore[arg-type]
-                        overlap_dp=True, overlap_tp=True, **layers, **moe_settings)  # type: ignore[arg-type]
+                        precision=precision, overlap_dp=True, overlap_tp=True, **layers, **moe_settings)
             return model, system, plan
 
         assumptions = ["no recompute (recipes' defaults; not printed)", "TP/DP comm overlap on"]
