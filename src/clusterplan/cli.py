@@ -94,7 +94,7 @@ def build_plan(options: dict[str, Any], chips: int) -> Plan:
     """A validated Plan from CLI options; ``dp`` defaults to chips / (tp*pp*cp)."""
     if chips > MAX_CHIPS:
         raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
-    for name in ("chips", "tp", "pp", "vp", "cp", "ep", "micro_batch", "global_batch", "seq_len"):
+    for name in ("chips", "tp", "pp", "vp", "cp", "ep", "etp", "micro_batch", "global_batch", "seq_len"):
         value = options.get(name, chips if name == "chips" else None)
         if value is not None and value < 1:
             raise SpecError(flag(name), value, "must be >= 1")
@@ -131,6 +131,20 @@ def train(
     cp: Annotated[int, typer.Option(help="context parallelism")] = 1,
     dp: Annotated[int | None, typer.Option(help="data parallelism (default chips/(tp*pp*cp))")] = None,
     ep: Annotated[int, typer.Option(help="expert parallelism (MoE models)")] = 1,
+    etp: Annotated[int, typer.Option(help="expert tensor parallelism (MoE models)")] = 1,
+    capacity_factor: Annotated[
+        float | None, typer.Option(help="expert capacity factor (token dropping); default dropless")
+    ] = None,
+    routing_gini: Annotated[
+        float | None, typer.Option(help="Gini of per-expert token load (0 = balanced); default 0.2")
+    ] = None,
+    overlap_ep: Annotated[
+        bool, typer.Option("--overlap-ep/--no-overlap-ep", help="overlap EP all-to-alls (DualPipe-style)")
+    ] = False,
+    mtp: Annotated[int, typer.Option(help="multi-token-prediction depth (DeepSeek-V3: 1)")] = 0,
+    ep_within_scale_up: Annotated[
+        bool, typer.Option("--ep-within-scale-up", help="require EP x ETP inside one scale-up domain")
+    ] = False,
     micro_batch: Annotated[int, typer.Option(help="micro-batch (sequences)")] = 1,
     recompute: Annotated[str, typer.Option(help="none | selective | full")] = "selective",
     sp: Annotated[
@@ -168,13 +182,16 @@ def train(
         raise SpecError("--zero", zero, "must be 0, 1, 2 or 3")
     if chips < 1:
         raise SpecError("--chips", chips, "must be >= 1")
-    options = {"tp": tp, "pp": pp, "vp": vp, "cp": cp, "dp": dp, "ep": ep, "micro_batch": micro_batch,
+    options = {"tp": tp, "pp": pp, "vp": vp, "cp": cp, "dp": dp, "ep": ep, "etp": etp,
+               "capacity_factor": capacity_factor, "routing_gini": routing_gini, "overlap_ep": overlap_ep,
+               "mtp": mtp, "ep_within_scale_up": ep_within_scale_up, "micro_batch": micro_batch,
                "global_batch": global_batch, "seq_len": seq, "recompute": recompute, "sp": sp,
                "zero": zero, "precision": precision, "overlap_tp": overlap_tp, "overlap_dp": overlap_dp,
                "first_stage_layers": first_stage_layers, "last_stage_layers": last_stage_layers}
     plan = build_plan(options, chips)
     try:
         plan.validate_for(spec_model, chips)
+        plan.validate_placement(spec_system.scale_up_size)
     except SpecError as error:
         raise SpecError(flag(error.field), error.value, error.rule) from None
     hardware = hardware_for(spec_system, spec_chip)

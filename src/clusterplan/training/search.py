@@ -23,6 +23,7 @@ upper bound until the power model lands).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -117,6 +118,12 @@ def _tp_values(model: Model, chips: int, limit: int) -> list[int]:
 def enumerate_plans(model: Model, chips: int, seq_len: int, global_batch: int,
                     space: SearchSpace) -> dict[str, IntArray]:
     """Every valid plan as columns (see module doc for the axes and the rules)."""
+    return cross_settings(enumerate_layouts(model, chips, seq_len, global_batch, space), space)
+
+
+def enumerate_layouts(model: Model, chips: int, seq_len: int, global_batch: int,
+                      space: SearchSpace) -> dict[str, IntArray]:
+    """Every valid parallel layout (TP, CP, PP split, VP, DP, EP, micro-batch) as columns."""
     tps = np.array(_tp_values(model, chips, space.max_tp), dtype=np.int64)
     # Ring attention (CP) runs on fused attention kernels: without them only cp = 1.
     max_cp = space.max_cp if space.settings.get("flash_attention", True) else 1
@@ -152,11 +159,20 @@ def enumerate_plans(model: Model, chips: int, seq_len: int, global_batch: int,
     keep = (per_replica % m == 0)
     keep &= (v == 1) | ((pp > 1) & (middle % v == 0) & (first <= middle) & (first + v > middle)
                         & (micro_batches % pp == 0))
-    keep &= ((d * c) % e == 0)
+    keep &= ((t * c * d) % e == 0)  # MoE parallel folding: EP within tp*cp*dp (expert TP 1)
     columns = {"tp": t, "cp": c, "pp": pp, "layers_first": first, "layers_middle": middle,
                "layers_last": last, "dp": d, "vp": v, "ep": e, "micro_batch": m}
-    columns = {k: a[keep] for k, a in columns.items()}
-    # settings: recompute x zero x precision
+    return {k: a[keep] for k, a in columns.items()}
+
+
+def settings_count(space: SearchSpace) -> int:
+    return len(space.recompute) * len(space.zero) * len(space.precisions)
+
+
+def cross_settings(columns: dict[str, IntArray], space: SearchSpace) -> dict[str, IntArray]:
+    """Every layout with every recompute level, ZeRO stage and precision."""
+    if not columns:
+        return {}
     rec = np.array([RECOMPUTE_CODES[r] for r in space.recompute], dtype=np.int64)
     zer = np.array(space.zero, dtype=np.int64)
     pre = np.array([PRECISION_CODES[p] for p in space.precisions], dtype=np.int64)
@@ -243,35 +259,50 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
         if value < 1:
             raise SpecError(name, value, "must be >= 1")
     start = time.perf_counter()
-    columns = enumerate_plans(model, chips, seq_len, global_batch, space)
-    enumerated = int(columns["tp"].size) if columns else 0
+    budget = hardware.chip.hbm_bytes * max_memory_fraction
+    layouts = enumerate_layouts(model, chips, seq_len, global_batch, space)
+    enumerated = int(layouts["tp"].size) * settings_count(space) if layouts else 0
     if enumerated == 0:
         return SearchResult(0, 0, 0, time.perf_counter() - start, objective, [])
-    budget = hardware.chip.hbm_bytes * max_memory_fraction
-    memory = np.empty(enumerated)
-    for lo in range(0, enumerated, CHUNK):
-        part = {k: v[lo:lo + CHUNK] for k, v in columns.items()}
-        breakdown = mem.memory_breakdown(model, _batch(model, part, seq_len, global_batch, space),
+    if prune:
+        layouts = _layouts_that_can_fit(model, hardware, layouts, seq_len, global_batch, space, budget)
+    # Stream layouts in chunks (each layout with all its settings stays in one chunk, so the
+    # dominance pruning is unchanged), keeping only a running top list: memory stays bounded
+    # however large the space.
+    per_chunk = max(1, CHUNK // settings_count(space))
+    fitting = timed_count = 0
+    kept: dict[str, list[IntArray]] = {}
+    kept_scores: list[NDArray[np.float64]] = []
+    kept_memory: list[NDArray[np.float64]] = []
+    for lo in range(0, layouts["tp"].size, per_chunk):
+        columns = cross_settings({k: v[lo:lo + per_chunk] for k, v in layouts.items()}, space)
+        breakdown = mem.memory_breakdown(model, _batch(model, columns, seq_len, global_batch, space),
                                          hardware.efficiency.reserved_bytes)
-        memory[lo:lo + CHUNK] = sum(breakdown.values())
-    fits = memory <= budget
-    fitting = int(fits.sum())
-    candidates = np.flatnonzero(fits)
-    if prune and candidates.size:
-        candidates = _least_recompute(columns, candidates)
-    timed = {k: v[candidates] for k, v in columns.items()}
-    scores = np.empty(candidates.size)
-    timed_memory = memory[candidates]
-    for lo in range(0, candidates.size, CHUNK):
-        part = {k: v[lo:lo + CHUNK] for k, v in timed.items()}
-        batch = _batch(model, part, seq_len, global_batch, space)
+        memory = np.asarray(sum(breakdown.values()), dtype=np.float64)
+        candidates = np.flatnonzero(memory <= budget)
+        fitting += int(candidates.size)
+        if prune and candidates.size:
+            candidates = _least_recompute(columns, candidates)
+        timed_count += int(candidates.size)
+        if not candidates.size:
+            continue
+        timed = {k: v[candidates] for k, v in columns.items()}
+        batch = _batch(model, timed, seq_len, global_batch, space)
         result = estimate(model, hardware, batch)
         score = _objective(result.step_time, batch.chips.astype(np.float64), hardware.chip.tdp_w, objective)
         if max_step_time_s is not None:  # a deadline: slower plans are not eligible
             score = np.where(result.step_time <= max_step_time_s, score, np.inf)
-        scores[lo:lo + CHUNK] = score
-    # Ties (equal score) go to the plan with more memory headroom.
-    order = np.lexsort((timed_memory, np.round(scores, 12)))[:top]
+        # Ties (equal score) go to the plan with more memory headroom.
+        local = np.lexsort((memory[candidates], np.round(score, 12)))[:top]
+        for k, v in timed.items():
+            kept.setdefault(k, []).append(v[local])
+        kept_scores.append(score[local])
+        kept_memory.append(memory[candidates][local])
+    if not kept_scores:
+        return SearchResult(enumerated, fitting, timed_count, time.perf_counter() - start, objective, [])
+    timed = {k: np.concatenate(v) for k, v in kept.items()}
+    scores = np.concatenate(kept_scores)
+    order = np.lexsort((np.concatenate(kept_memory), np.round(scores, 12)))[:top]
     order = order[np.isfinite(scores[order])]
     elapsed = time.perf_counter() - start
     best: list[dict[str, Any]] = []
@@ -281,7 +312,24 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
         best.append(record)
     for record in best:
         record["why_not_best"] = _why(record, best[0], objective)
-    return SearchResult(enumerated, fitting, int(candidates.size), elapsed, objective, best)
+    return SearchResult(enumerated, fitting, timed_count, elapsed, objective, best)
+
+
+def _layouts_that_can_fit(model: Model, hardware: Hardware, layouts: dict[str, IntArray], seq_len: int,
+                          global_batch: int, space: SearchSpace, budget: float) -> dict[str, IntArray]:
+    """Drop layouts that cannot fit with any setting: memory only falls with more recompute and
+    a higher ZeRO stage, and bf16 keeps no extra low-precision weight copy, so the layout with
+    the most recompute, the highest ZeRO stage and the leanest precision is a lower bound."""
+    leanest = dataclasses.replace(
+        space, recompute=(max(space.recompute, key=lambda r: RECOMPUTE_CODES[r]),),
+        zero=(max(space.zero),), precisions=(min(space.precisions, key=lambda p: PRECISION_CODES[p]),))
+    keep = np.zeros(layouts["tp"].size, dtype=bool)
+    for lo in range(0, keep.size, CHUNK):
+        part = cross_settings({k: v[lo:lo + CHUNK] for k, v in layouts.items()}, leanest)
+        breakdown = mem.memory_breakdown(model, _batch(model, part, seq_len, global_batch, leanest),
+                                         hardware.efficiency.reserved_bytes)
+        keep[lo:lo + CHUNK] = sum(breakdown.values()) <= budget
+    return {k: v[keep] for k, v in layouts.items()}
 
 
 def _least_recompute(columns: dict[str, IntArray], candidates: IntArray) -> IntArray:
