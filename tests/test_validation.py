@@ -16,6 +16,9 @@ BOUNDS = {
     "megatron_sc21": 5.0,
     "megatron_core_h100_2024": 10.0,
     "nemo_perf": 10.0,
+    # Issue #4 asks for <= 12 % on the MoE rows; today's model reaches ~27 % (docs/moe.md says
+    # why). This bound guards against regressions; it is not the target.
+    "nemo_perf_moe": 30.0,
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
 }

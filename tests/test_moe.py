@@ -1,0 +1,146 @@
+"""Mixture-of-experts, MLA, multi-token prediction and long context in the training estimator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clusterplan.catalog import hardware_for, load_model, load_system
+from clusterplan.errors import SpecError
+from clusterplan.specs import Model, Plan
+from clusterplan.training import memory as mem
+from clusterplan.training.batch import PlanBatch
+from clusterplan.training.step import StepEstimate, estimate, moe_imbalance
+
+
+@pytest.fixture(scope="module")
+def qwen() -> Model:
+    return load_model("qwen3-30b-a3b")
+
+
+@pytest.fixture(scope="module")
+def deepseek() -> Model:
+    return load_model("deepseek-v3")
+
+
+def _plan(model: Model, **fields: Any) -> Plan:
+    return Plan(**fields).validate_for(model)
+
+
+def _batch(model: Model, **fields: Any) -> PlanBatch:
+    return PlanBatch.from_plans([_plan(model, **fields)], model)
+
+
+def _run(model: Model, system: str = "dgx-h100", **fields: Any) -> StepEstimate:
+    return estimate(model, hardware_for(load_system(system)), _batch(model, **fields))
+
+
+def test_imbalance_is_one_when_balanced_or_local(qwen: Model) -> None:
+    balanced = _batch(qwen, dp=16, ep=16, global_batch=64, seq_len=4096, routing_gini=0.0)
+    local = _batch(qwen, dp=16, ep=1, global_batch=64, seq_len=4096, routing_gini=0.3)
+    assert float(moe_imbalance(qwen, balanced)[0]) == 1.0
+    assert float(moe_imbalance(qwen, local)[0]) == 1.0
+
+
+def test_imbalance_grows_with_skew_and_ranks_and_is_capped_by_capacity(qwen: Model) -> None:
+    def imbalance(**fields: Any) -> float:
+        return float(moe_imbalance(qwen, _batch(qwen, dp=64, global_batch=64, seq_len=4096, **fields))[0])
+
+    # Gini 0.2 -> CV 0.2*sqrt(pi) per expert; 128/16 = 8 experts per rank; 16 ranks
+    expected = 1 + 0.2 * np.sqrt(np.pi) / np.sqrt(8) * np.sqrt(2 * np.log(16))
+    assert imbalance(ep=16, routing_gini=0.2) == pytest.approx(expected)
+    assert imbalance(ep=64, routing_gini=0.2) > imbalance(ep=16, routing_gini=0.2)
+    assert imbalance(ep=16, routing_gini=0.3) > imbalance(ep=16, routing_gini=0.2)
+    assert imbalance(ep=16, routing_gini=0.3, capacity_factor=1.1) == pytest.approx(1.1)
+
+
+def test_expert_parallelism_spreads_expert_memory(qwen: Model) -> None:
+    one = mem.expert_params_per_chip(qwen, _batch(qwen, dp=16, ep=1, global_batch=64, seq_len=4096))
+    sixteen = mem.expert_params_per_chip(qwen, _batch(qwen, dp=16, ep=16, global_batch=64, seq_len=4096))
+    assert float(one[0]) == pytest.approx(16 * float(sixteen[0]))
+    moe = qwen.moe
+    assert moe is not None
+    assert float(one[0]) == pytest.approx(moe.experts * qwen.expert_params * qwen.moe_layers / qwen.layers)
+
+
+def test_all_to_all_appears_with_ep_and_hides_with_overlap(qwen: Model) -> None:
+    common = {"dp": 16, "global_batch": 64, "seq_len": 4096}
+    local = _run(qwen, ep=1, **common)
+    spread = _run(qwen, ep=16, **common)
+    overlapped = _run(qwen, ep=16, overlap_ep=True, **common)
+    assert local.time_breakdown["ep_comm"][0] == 0.0
+    assert spread.time_breakdown["ep_comm"][0] > 0.0
+    assert overlapped.time_breakdown["ep_comm"][0] < spread.time_breakdown["ep_comm"][0]
+
+
+def test_imbalance_slows_the_step(qwen: Model) -> None:
+    common = {"dp": 16, "ep": 16, "global_batch": 64, "seq_len": 4096}
+    assert _run(qwen, routing_gini=0.3, **common).step_time[0] > _run(qwen, routing_gini=0.0, **common).step_time[0]
+
+
+def test_multi_token_prediction_adds_work_not_model_flops(deepseek: Model) -> None:
+    common = {"pp": 16, "first_stage_layers": 3, "last_stage_layers": 2, "dp": 128, "ep": 64,
+              "global_batch": 1024, "seq_len": 4096, "precision": "fp8", "routing_gini": 0.0}
+    without = _run(deepseek, "dgx-h800", **common)
+    with_mtp = _run(deepseek, "dgx-h800", mtp=1, **common)
+    assert with_mtp.step_time[0] > without.step_time[0]
+    assert with_mtp.hfu[0] / with_mtp.mfu[0] > without.hfu[0] / without.mfu[0]
+
+
+def test_deepseek_v3_counts(deepseek: Model) -> None:
+    # 671B total, 37B active (DeepSeek-V3 report); MTP module not counted
+    assert deepseek.total_params == pytest.approx(671e9, rel=0.03)
+    assert deepseek.active_params == pytest.approx(37.5e9, rel=0.05)
+
+
+def test_mla_context_parallel_message_does_not_shrink_with_tp(deepseek: Model) -> None:
+    a = _run(deepseek, "gb200-nvl72", tp=1, cp=2, dp=32, ep=64, global_batch=64, seq_len=16384)
+    b = _run(deepseek, "gb200-nvl72", tp=2, cp=2, dp=16, ep=64, global_batch=64, seq_len=16384)
+    assert a.time_breakdown["cp_comm"][0] >= 0.0 and b.time_breakdown["cp_comm"][0] >= 0.0
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"dp": 12, "ep": 12}, "ep"),  # 128 experts not divisible by 12
+    ({"dp": 8, "ep": 16}, "ep"),  # ep*etp must divide tp*cp*dp = 8
+    ({"dp": 16, "ep": 8, "etp": 3}, "etp"),  # folding 24 does not divide 16 ... or expert ffn 768 % 3
+])
+def test_bad_expert_layouts_are_refused(qwen: Model, fields: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as error:
+        _plan(qwen, global_batch=48, seq_len=4096, **fields)
+    assert error.value.field in ("ep", "etp")
+
+
+def test_expert_settings_on_a_dense_model_are_refused() -> None:
+    dense = load_model("llama3-8b")
+    with pytest.raises(SpecError, match="no experts"):
+        _plan(dense, dp=8, ep=8, global_batch=8, seq_len=4096)
+    with pytest.raises(SpecError, match="no experts"):
+        _plan(dense, dp=8, etp=2, global_batch=8, seq_len=4096)
+
+
+def test_ep_outside_the_scale_up_domain_is_refused_when_required(qwen: Model) -> None:
+    plan = _plan(qwen, dp=16, ep=16, global_batch=64, seq_len=4096, ep_within_scale_up=True)
+    with pytest.raises(SpecError, match="scale-up domain"):
+        plan.validate_placement(load_system("dgx-h100").scale_up_size)
+    plan.validate_placement(load_system("gb200-nvl72").scale_up_size)  # 16 <= 72
+
+
+def test_top_k_larger_than_experts_is_refused() -> None:
+    with pytest.raises(ValueError, match="top_k"):
+        Model(name="bad", layers=2, hidden_size=64, ffn_hidden_size=128, attention_heads=4, kv_heads=4,
+              vocab_size=100, ffn_activation="swiglu", source="test",
+              moe={"experts": 4, "top_k": 8, "expert_ffn_hidden_size": 32})
+
+
+def test_million_token_context_with_cp_is_finite_and_attention_bound() -> None:
+    model = load_model("llama3-8b")
+    seq = 1 << 20
+    result = _run(model, "gb200-nvl72", tp=2, cp=32, global_batch=1, seq_len=seq, recompute="full")
+    assert np.isfinite(result.step_time[0]) and result.step_time[0] > 0
+    assert bool(result.fits[0])
+    # at 1M tokens attention dominates: full-attention FLOPs per token exceed 10x the 6N term
+    assert result.hfu[0] > 0 and result.memory_breakdown["activations"][0] > 0
+    no_cp = _run(model, "gb200-nvl72", tp=2, dp=32, global_batch=32, seq_len=seq // 32, recompute="full")
+    assert result.step_time[0] > no_cp.step_time[0]  # the same tokens cost more at 1M context
