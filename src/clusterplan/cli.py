@@ -285,6 +285,13 @@ def search(
     overlap_tp: Annotated[
         bool, typer.Option("--overlap-tp/--no-overlap-tp", help="TP comm overlapped with GEMMs")
     ] = False,
+    routing_gini: Annotated[
+        float | None, typer.Option(help="MoE: Gini of per-expert token load (0 = balanced); default 0.2")
+    ] = None,
+    overlap_ep: Annotated[
+        bool, typer.Option("--overlap-ep/--no-overlap-ep", help="MoE: overlap EP all-to-alls (DualPipe-style)")
+    ] = False,
+    mtp: Annotated[int, typer.Option(help="multi-token-prediction depth")] = 0,
     max_tp: Annotated[int, typer.Option(help="largest TP degree to consider")] = 64,
     max_cp: Annotated[int, typer.Option(help="largest CP degree to consider")] = 32,
     max_micro_batch: Annotated[int, typer.Option(help="largest micro-batch to consider")] = 16,
@@ -315,8 +322,12 @@ def search(
         zero=tuple(zero_stages), max_tp=max_tp, max_cp=max_cp, max_micro_batch=max_micro_batch,
         chips_at_most=up_to,
         settings={"overlap_tp": overlap_tp, "overlap_dp": True, "overlap_pp": True, "flash_attention": True,
-                  "grad_reduce": "fp32"},
+                  "grad_reduce": "fp32", "routing_gini": routing_gini, "overlap_ep": overlap_ep, "mtp": mtp},
     )
+    if routing_gini is not None and not 0.0 <= routing_gini < 1.0:
+        raise SpecError("--routing-gini", routing_gini, "must be in [0, 1)")
+    if not 0 <= mtp <= 8:
+        raise SpecError("--mtp", mtp, "must be between 0 and 8")
     result = run_search(spec_model, hardware, chips, seq, global_batch, space,
                         objective=objective,  # type: ignore[arg-type]
                         max_memory_fraction=max_memory_fraction, top=top, tokens=_tokens(tokens))

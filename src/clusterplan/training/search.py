@@ -35,7 +35,7 @@ from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
 from clusterplan.specs.plan import PRECISION_CODES, RECOMPUTE_CODES, balanced_layer_split
 from clusterplan.training import memory as mem
-from clusterplan.training.batch import PlanBatch
+from clusterplan.training.batch import DEFAULT_ROUTING_GINI, PlanBatch
 from clusterplan.training.step import Hardware, estimate
 from clusterplan.training.summary import train_record
 
@@ -186,11 +186,15 @@ def cross_settings(columns: dict[str, IntArray], space: SearchSpace) -> dict[str
 def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batch: int,
            space: SearchSpace) -> PlanBatch:
     fixed = space.settings
+    gini = fixed.get("routing_gini")
     return PlanBatch.from_arrays(
         model, global_batch=global_batch, seq_len=seq_len, sp=1,
         overlap_tp=int(fixed.get("overlap_tp", True)), overlap_dp=int(fixed.get("overlap_dp", True)),
         overlap_pp=int(fixed.get("overlap_pp", True)), flash=int(fixed.get("flash_attention", True)),
-        grad_reduce_bytes=4 if fixed.get("grad_reduce", "fp32") == "fp32" else 2, **columns)
+        grad_reduce_bytes=4 if fixed.get("grad_reduce", "fp32") == "fp32" else 2,
+        routing_gini=DEFAULT_ROUTING_GINI if gini is None else float(gini),
+        capacity_factor=float(fixed.get("capacity_factor") or 0.0),
+        overlap_ep=int(fixed.get("overlap_ep", False)), mtp=int(fixed.get("mtp", 0)), **columns)
 
 
 def _objective(step: NDArray[np.float64], chips: NDArray[np.float64], tdp: float,
