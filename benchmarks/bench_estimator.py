@@ -90,5 +90,32 @@ def main() -> None:
           + f" -> step {result.step_time[fastest]:.2f} s, MFU {100 * result.mfu[fastest]:.1f} %")
 
 
+def main_moe() -> None:
+    """The same measurement on mixture-of-experts plans (issue #4): deepseek-v3 on 2,048 H800,
+    every valid layout with an EP axis, all recompute levels, ZeRO stages, bf16 and fp8."""
+    from clusterplan.training.search import SearchSpace, _batch, enumerate_plans
+
+    model = load_model("deepseek-v3")
+    hardware = hardware_for(load_system("dgx-h800"))
+    space = SearchSpace(precisions=("bf16", "fp8"), settings={
+        "overlap_tp": False, "overlap_dp": True, "overlap_pp": True, "flash_attention": True,
+        "grad_reduce": "fp32", "overlap_ep": True, "routing_gini": 0.0})
+    columns = enumerate_plans(model, 2048, 4096, 15360, space)
+    batch = _batch(model, columns, 4096, 15360, space)
+    estimate(model, hardware, batch)
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        estimate(model, hardware, batch)
+        timings.append(time.perf_counter() - start)
+    best = min(timings)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"case: {model.name} (MoE) on 2,048 x {hardware.chip.name}, seq 4096, batch 15360")
+    print(f"plans evaluated: {len(batch):,} valid MoE plans (EP axis included)")
+    print(f"plans per second (one process): {len(batch) / best:,.0f}")
+    print(f"peak resident memory of the process: {peak_rss / 2**20:.0f} MiB")
+
+
 if __name__ == "__main__":
     main()
+    main_moe()
