@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError
 from clusterplan.specs import Chip, Model, System
+from clusterplan.specs.economics import Economics
 from clusterplan.training.step import Hardware
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -169,3 +170,9 @@ def hardware_for(system: System, chip: Chip | None = None) -> Hardware:
     """A system with its chip (catalog chip unless given) and that family's efficiencies."""
     resolved = chip if chip is not None else load_chip(system.chip, field="system.chip")
     return Hardware(system=system, chip=resolved, efficiency=load_efficiency(resolved.family))
+
+
+@cache
+def load_economics() -> Economics:
+    """The energy and money assumptions of catalog/economics.yaml."""
+    return build(Economics, _catalog_text("economics.yaml"), "economics", "catalog/economics.yaml")

@@ -39,6 +39,15 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
         summary.add_row(f"time to train {units.format_count(record['tokens'])} tokens",
                         units.format_duration(record["time_to_train_s"]))
         summary.add_row("chip-hours", units.format_count(record["chip_hours"]))
+    power = record["power_w"]
+    summary.add_row("power (IT / facility)", f"{power['it_w'] / 1e6:,.2f} MW / {power['facility_w'] / 1e6:,.2f} MW "
+                    f"at {100 * record['activity']:.0f} % activity")
+    if "cost_per_chip_hour_usd" in record:
+        summary.add_row("cost per chip-hour (TCO)", f"${record['cost_per_chip_hour_usd']:.2f}")
+    if "energy_mwh" in record:
+        summary.add_row("energy / emissions", f"{record['energy_mwh']:,.0f} MWh / {record['co2_tonnes']:,.0f} t CO2")
+    if "cost_usd" in record:
+        summary.add_row("cost of the run", f"${record['cost_usd'] / 1e6:,.1f} M")
     console.print(summary)
     step = record["step_time_s"]
     breakdown = Table(title="step time breakdown")

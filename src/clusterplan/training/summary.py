@@ -45,4 +45,30 @@ def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | N
         record["tokens"] = tokens
         record["time_to_train_s"] = tokens / record["tokens_per_s"]
         record["chip_hours"] = record["time_to_train_s"] * plan.chips / 3600.0
+    record.update(_power_and_cost(hardware, plan.chips, record))
     return record
+
+
+def _power_and_cost(hardware: Hardware, chips: int, record: dict[str, Any]) -> dict[str, Any]:
+    """Power while training, cost per chip-hour, and (with a token budget) the run's energy,
+    emissions and dollars. Systems without a capex figure get power and energy only."""
+    from clusterplan.catalog import load_economics
+    from clusterplan.costs.money import cost_per_chip_hour
+    from clusterplan.costs.power import cluster_power, energy_record, training_activity
+    from clusterplan.errors import SpecError
+
+    economics = load_economics()
+    activity = training_activity(record["time_breakdown_s"], record["step_time_s"])
+    power = cluster_power(hardware.system, hardware.chip, chips, activity, economics)
+    out: dict[str, Any] = {"activity": activity, "power_w": power.record()}
+    try:
+        hourly = cost_per_chip_hour(hardware.system, hardware.chip, economics, activity)
+        out["cost_per_chip_hour_usd"] = hourly["total_usd"]
+        out["cost_per_chip_hour_breakdown_usd"] = hourly
+    except SpecError as missing:
+        out["cost_note"] = str(missing)
+    if "time_to_train_s" in record:
+        out.update(energy_record(power, record["time_to_train_s"], economics))
+        if "cost_per_chip_hour_usd" in out:
+            out["cost_usd"] = out["cost_per_chip_hour_usd"] * record["chip_hours"]
+    return out
