@@ -215,14 +215,23 @@ def test_catalog_json(capsys, kind, name):
 # ---- rainier and validate -------------------------------------------------------------------
 
 
-def test_rainier_json(capsys):
-    code, out, err = run_cli(capsys, ["rainier", "--json"])
+def test_rainier_json(capsys, tmp_path):
+    code, out, err = run_cli(capsys, ["rainier", "--json", "--report-dir", str(tmp_path)])
     assert code == 0
     assert err == ""
     record = strict_json(out)
     for key in ("chips", "ultraservers", "peak_bf16_eflops", "peak_fp8_eflops", "hbm_bytes",
-                "training"):
+                "training", "it_mw", "facility_mw", "capex_usd", "cost_per_chip_hour_usd", "fleet"):
         assert key in record
+    # the report says what the JSON says
+    page = (tmp_path / "rainier.html").read_text(encoding="utf-8")
+    markdown = (tmp_path / "rainier.md").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") >= 5
+    for stage in record["growth"]:
+        assert f"| {stage['chips']:,} |" in markdown
+        assert f"{stage['facility_mw']:,.0f}" in markdown
+    assert f"{100 * record['training']['mfu']:.1f} %" in markdown
+    assert record["fleet"][-1]["chips"] == pytest.approx(1_000_000, rel=0.01)
     assert record["chips"] == 500_000
     chip = load_chip("trainium2")
     assert record["peak_bf16_eflops"] == pytest.approx(500_000 * chip.peak("bf16") / 1e18, rel=1e-12)
@@ -236,11 +245,12 @@ def test_rainier_json(capsys):
 
 
 @pytest.mark.usefixtures("wide_console")
-def test_rainier_table(capsys):
-    code, out, err = run_cli(capsys, ["rainier"])
+def test_rainier_table(capsys, tmp_path):
+    code, out, err = run_cli(capsys, ["rainier", "--report-dir", str(tmp_path)])
     assert code == 0
     assert err == ""
     assert "step time" in out
+    assert "power and money" in out and "frontier runs" in out
 
 
 def test_validate_korthikanti_json(capsys):

@@ -439,6 +439,33 @@ def sweep(
     console.print(f"wrote {len(rows)} rows to {target}", soft_wrap=True, highlight=False)
 
 
+# ---- fleet ---------------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def fleet(
+    scenario: Annotated[
+        str, typer.Argument(help="built-in scenario (amazon-2025, hyperscalers-2025, rainier) or YAML")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON record per quarter")] = False,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="write fleet-<name>.md and .html with charts here")
+    ] = None,
+    runs: Annotated[bool, typer.Option("--runs/--no-runs", help="search the reference run each quarter")] = True,
+) -> None:
+    """Capex per quarter and hardware mix -> chips, MW, EFLOP/s, capex, depreciation over time."""
+    from clusterplan.report.fleet import fleet_records, fleet_report, fleet_table
+
+    name, records = fleet_records(scenario, runs=runs)
+    if as_json:
+        emit_json(records)
+    else:
+        fleet_table(console, name, records)
+    if report_dir is not None:
+        written = fleet_report(name, records, report_dir)
+        if not as_json:
+            console.print(f"report: {written['html']} and {written['markdown']}")
+
+
 # ---- calibrate -----------------------------------------------------------------------------
 @app.command()
 @clean_errors
@@ -475,15 +502,25 @@ def calibrate(
 def rainier(
     scenario: Annotated[str, typer.Option(help="scenario name or YAML path")] = "rainier",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="write rainier.md and rainier.html with charts here (default: out/)")
+    ] = Path("out"),
 ) -> None:
-    """The Project Rainier report: cluster totals and a frontier training estimate."""
-    from clusterplan.report.rainier import rainier_record, rainier_table
+    """The Project Rainier report: totals, power and money, the training plan the search picks,
+    frontier runs and the fleet ramp; also written as Markdown and HTML with charts."""
+    from clusterplan.report.rainier import rainier_record, rainier_report, rainier_summary, rainier_table
 
     record = rainier_record(scenario)
+    written = rainier_report(record, report_dir) if report_dir is not None else {}
+    if written:
+        record["report"] = written
     if as_json:
         emit_json(record)
     else:
         rainier_table(console, record)
+        rainier_summary(console, record)
+        if written:
+            console.print(f"report: {written['html']} and {written['markdown']}")
 
 
 def _value_given(param: Any, argv: list[str]) -> str | None:

@@ -144,7 +144,10 @@ def load_scenario(reference: str, field: str = "scenario") -> dict[str, Any]:
     else:
         resource = resources.files("clusterplan.catalog").joinpath(f"scenarios/{reference}.yaml")
         if not resource.is_file():
-            raise SpecError(field, reference, "unknown scenario (built-in: rainier)")
+            built_in = sorted(p.name.removesuffix(".yaml") for p in
+                              resources.files("clusterplan.catalog").joinpath("scenarios").iterdir()
+                              if p.name.endswith(".yaml"))
+            raise SpecError(field, reference, f"unknown scenario (built-in: {', '.join(built_in)})")
         data = yaml.safe_load(resource.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise SpecError(field, reference, "a scenario must be a YAML mapping")

@@ -15,9 +15,23 @@ from clusterplan.specs import Chip, System
 
 
 def cluster_totals(system: System, chip: Chip, chips: int) -> dict[str, Any]:
-    """Totals of ``chips`` chips built from ``system`` (dense peaks, HBM)."""
+    """Totals of ``chips`` chips built from ``system``: dense peaks, HBM, provisioned power
+    (TDP) and capital cost where the catalog has a price."""
+    from clusterplan.catalog import load_economics
+    from clusterplan.costs.money import capex
+    from clusterplan.costs.power import cluster_power
+
+    economics = load_economics()
+    power = cluster_power(system, chip, chips, 1.0, economics)
+    money: dict[str, Any] = {}
+    if system.name in economics.systems:
+        money = {"capex_usd": capex(system, chip, chips, economics)["total_usd"],
+                 "capex_breakdown_usd": capex(system, chip, chips, economics)}
     domain = system.scale_up_size
     return {
+        "it_mw": power.it_w / 1e6,
+        "facility_mw": power.facility_w / 1e6,
+        **money,
         "chips": chips,
         "ultraservers": -(-chips // domain),
         "scale_up_domain_chips": domain,
@@ -65,6 +79,17 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
             "capex_usd": units.parse_count(campus.get("capex_usd", 0), "scenario.campus.capex_usd"),
             "power_w": units.parse_power(campus.get("power_w", 0), "scenario.campus.power_w"),
         }
+    campus_power = record.get("campus", {}).get("power_w")
+    for stage in [record, *record["growth"]]:
+        if campus_power:
+            stage["fits_campus_power"] = stage["facility_mw"] * 1e6 <= campus_power
+    record["compute_claim"] = {
+        "claim": "more than five times the compute Anthropic used to train its previous models (AWS)",
+        "assumption": "the claim compares dense bf16 peak of the ~500,000 Trainium2 at launch with the "
+                      "cluster behind Anthropic's previous frontier models",
+        "implied_previous_max_bf16_eflops": record["peak_bf16_eflops"] / 5.0,
+        "implied_previous_max_h100_equivalents": record["peak_bf16_eflops"] / 5.0 * 1e18 / 989.4e12,
+    }
     training = scenario.get("training")
     if isinstance(training, dict):
         record["training"], record["search"] = _searched_training(training, hardware, chips)
@@ -72,6 +97,19 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         cheapest, _ = _searched_training({**training, "objective": "cost"}, hardware, chips)
         record["training_fewest_chip_hours"] = cheapest
         record["deadline_s"] = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
+        if "cost_per_chip_hour_usd" in record["training"]:
+            record["cost_per_chip_hour_usd"] = record["training"]["cost_per_chip_hour_usd"]
+    frontier = scenario.get("frontier_runs", [])
+    if not isinstance(frontier, list):
+        raise SpecError("scenario.frontier_runs", frontier, "must be a list of training jobs")
+    record["frontier_runs"] = [
+        {"label": str(job.get("label", job.get("model"))), **_searched_training(job, hardware, chips)[0]}
+        for job in frontier if isinstance(job, dict)
+    ]
+    if isinstance(scenario.get("fleet"), dict):
+        from clusterplan.report.fleet import fleet_records
+
+        record["fleet"] = fleet_records(scenario_name, runs=False)[1]
     return record
 
 
@@ -86,7 +124,9 @@ def _searched_training(training: dict[str, Any], hardware: Any, chips: int) -> t
     precisions = training.get("precisions", ["bf16"])
     if not isinstance(precisions, list) or not precisions:
         raise SpecError("scenario.training.precisions", precisions, "must be a non-empty list, e.g. [bf16, fp8]")
-    space = SearchSpace(precisions=tuple(str(p) for p in precisions), chips_at_most=True)
+    settings: dict[str, Any] = dict(SearchSpace().settings)
+    settings.update({k: training[k] for k in ("routing_gini", "overlap_ep", "mtp") if k in training})
+    space = SearchSpace(precisions=tuple(str(p) for p in precisions), chips_at_most=True, settings=settings)
     objective = str(training.get("objective", "time"))
     fraction = float(training.get("max_memory_fraction", 0.9))
     deadline = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
@@ -135,3 +175,93 @@ def rainier_table(console: Console, record: dict[str, Any]) -> None:
                 f"VP{plan['vp']} CP{plan['cp']} DP{plan['dp']} {plan['precision']}, MFU {100 * cheap['mfu']:.1f} %, "
                 f"{units.format_duration(cheap['time_to_train_s'])} and {units.format_count(cheap['chip_hours'])} "
                 f"chip-hours (vs {units.format_count(training['chip_hours'])})")
+
+
+def rainier_summary(console: Console, record: dict[str, Any]) -> None:
+    """Power, money, the compute claim, frontier runs and the fleet ramp (after the totals)."""
+    table = Table(title="power and money (provisioned at TDP)")
+    for column in ("stage", "chips", "IT MW", "facility MW", "fits campus envelope", "capex"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage in record["growth"] or [{"label": "cluster", **record}]:
+        fits = stage.get("fits_campus_power")
+        table.add_row(stage["label"], f"{stage['chips']:,}", f"{stage['it_mw']:,.0f}", f"{stage['facility_mw']:,.0f}",
+                      "-" if fits is None else ("yes" if fits else "NO"),
+                      f"${stage['capex_usd'] / 1e9:,.1f} B" if "capex_usd" in stage else "-")
+    console.print(table)
+    claim = record["compute_claim"]
+    console.print(f"compute claim: {claim['claim']}; at {record['peak_bf16_eflops']:,.0f} EFLOP/s dense bf16 the "
+                  f"previous cluster had at most {claim['implied_previous_max_bf16_eflops']:,.0f} EFLOP/s "
+                  f"(~{claim['implied_previous_max_h100_equivalents']:,.0f} H100-equivalents). "
+                  f"Assumption: {claim['assumption']}.")
+    if "cost_per_chip_hour_usd" in record:
+        console.print(f"cost per Trainium2 chip-hour (TCO, at the training plan's activity): "
+                      f"${record['cost_per_chip_hour_usd']:.2f}")
+    runs = record.get("frontier_runs", [])
+    if runs:
+        table = Table(title="frontier runs on the campus (failure-free; best plan by time)")
+        for column in ("run", "chips", "plan", "MFU", "days", "chip-hours", "cost"):
+            table.add_column(column, justify="left" if column in ("run", "plan") else "right")
+        for run in runs:
+            plan = run["plan"]
+            table.add_row(run["label"], f"{run['chips']:,}",
+                          f"TP{plan['tp']} PP{plan['pp']} VP{plan['vp']} CP{plan['cp']} EP{plan['ep']} DP{plan['dp']} "
+                          f"{plan['precision']}", f"{100 * run['mfu']:.1f} %",
+                          f"{run['time_to_train_s'] / 86400:,.1f}", units.format_count(run["chip_hours"]),
+                          f"${run['cost_usd'] / 1e9:,.2f} B" if "cost_usd" in run else "-")
+        console.print(table)
+
+
+def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
+    """Markdown and HTML report of the Rainier record, with charts."""
+    from pathlib import Path
+
+    from clusterplan.report.documents import Report, bar_chart, line_chart, write_report
+
+    report = Report("Project Rainier")
+    stages = record["growth"] or [{"label": "cluster", **record}]
+    rows = ["| stage | chips | UltraServers | bf16 peak EFLOP/s | fp8 peak EFLOP/s | IT MW | facility MW | capex |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows += [f"| {s['label']} | {s['chips']:,} | {s['ultraservers']:,} | {s['peak_bf16_eflops']:,.0f} | "
+             f"{s['peak_fp8_eflops']:,.0f} | {s['it_mw']:,.0f} | {s['facility_mw']:,.0f} | "
+             + (f"${s['capex_usd'] / 1e9:,.1f} B |" if "capex_usd" in s else "- |") for s in stages]
+    report.add("Cluster", str(record["description"]) + "\n\n" + "\n".join(rows))
+    claim = record["compute_claim"]
+    report.add("The compute claim", f"- {claim['claim']}\n- assumption: {claim['assumption']}\n"
+               f"- implied previous cluster: at most {claim['implied_previous_max_bf16_eflops']:,.0f} EFLOP/s "
+               f"dense bf16 (~{claim['implied_previous_max_h100_equivalents']:,.0f} H100-equivalents)")
+    fleet = record.get("fleet", [])
+    if fleet:
+        quarters = [r["quarter"] for r in fleet]
+        report.add("Capacity ramp", "Chips and facility power by quarter (`clusterplan fleet rainier`).",
+                   line_chart("Rainier ramp", quarters, {"chips (thousands)": [r["chips"] / 1e3 for r in fleet],
+                                                          "facility MW": [r["facility_mw"] for r in fleet]}, ""),
+                   "ramp")
+        report.add("Capex over time", "Cumulative capex spent (servers, network, facility).",
+                   line_chart("Capex", quarters, {"cumulative $B": [r["capex_usd_cumulative"] / 1e9 for r in fleet]},
+                              "$B"), "capex")
+    training = record.get("training")
+    if training:
+        breakdown = training["time_breakdown_s"]
+        report.add("Training plan", f"{training['model']} on {training['chips']:,} chips: step "
+                   f"{training['step_time_s']:.2f} s, MFU {100 * training['mfu']:.1f} %, "
+                   f"{training['time_to_train_s'] / 86400:.1f} days for "
+                   f"{units.format_count(training['tokens'])} tokens",
+                   bar_chart("Step time breakdown", list(breakdown), [v for v in breakdown.values()], "s"), "step")
+        memory = training["memory_breakdown"]
+        report.add("Memory per chip", f"{training['memory_bytes_per_chip'] / 2**30:.1f} GiB of "
+                   f"{training['memory_capacity_bytes'] / 2**30:.1f} GiB",
+                   bar_chart("Memory per chip", list(memory), [v / 2**30 for v in memory.values()], "GiB"), "memory")
+        hourly = training.get("cost_per_chip_hour_breakdown_usd")
+        if hourly:
+            parts = {k.removesuffix("_usd"): v for k, v in hourly.items() if k.endswith("_usd") and k != "total_usd"}
+            report.add("Cost per chip-hour", f"${hourly['total_usd']:.2f} per chip-hour (TCO)",
+                       bar_chart("Cost per chip-hour", list(parts), list(parts.values()), "$"), "cost")
+    runs = record.get("frontier_runs", [])
+    if runs:
+        lines = ["| run | chips | MFU | days | chip-hours | cost |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['label']} | {r['chips']:,} | {100 * r['mfu']:.1f} % | "
+                  f"{r['time_to_train_s'] / 86400:,.1f} | {r['chip_hours'] / 1e6:,.1f} M | "
+                  + (f"${r['cost_usd'] / 1e9:,.2f} B |" if "cost_usd" in r else "- |")
+                  for r in runs]
+        report.add("Frontier runs (failure-free)", "\n".join(lines))
+    return write_report(report, Path(directory), "rainier")

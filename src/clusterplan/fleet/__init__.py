@@ -1,0 +1,1 @@
+"""Fleet planning: from a capex plan per quarter and a hardware mix to capacity over time."""

@@ -1,0 +1,267 @@
+"""A fleet's quarter-by-quarter timeline: chips, megawatts, EFLOP/s, capex and depreciation.
+
+Each quarter, a company's AI capex (its capex times the AI share) is split over the systems of
+its hardware mix in force; each system's all-in capital cost per chip (servers, network,
+facility: ``costs/money.py``) turns dollars into chips. A power envelope, when given, caps the
+chips a quarter may add (their provisioned facility power must fit); unspent dollars are
+reported. Chips accumulate (nothing retires inside a planning horizon shorter than the
+depreciation life); IT capex is depreciated straight-line over its life, the facility over its
+own. Sustained EFLOP/s = peak x the MFU the estimator predicts for the scenario's reference run
+on that system.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from clusterplan import units
+from clusterplan.catalog import hardware_for, load_economics, load_system
+from clusterplan.catalog.loader import validation_message
+from clusterplan.costs.money import capex
+from clusterplan.costs.power import cluster_power
+from clusterplan.errors import SpecError
+from clusterplan.specs._base import Spec
+
+QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+
+
+def quarter_index(label: str) -> int:
+    match = QUARTER.match(label)
+    if match is None:
+        raise ValueError(f"quarter {label!r} must look like 2025Q3")
+    return int(match.group(1)) * 4 + int(match.group(2)) - 1
+
+
+class QuarterPlan(Spec):
+    quarter: str
+    capex_usd: float = Field(ge=0)
+    power_envelope_w: float | None = Field(default=None, gt=0, description="facility power cap (cumulative)")
+    source: str = Field(min_length=3)
+
+    @field_validator("capex_usd", mode="before")
+    @classmethod
+    def _money(cls, value: Any) -> Any:
+        return units.parse_count(value, "capex_usd") if isinstance(value, str) else value
+
+    @field_validator("power_envelope_w", mode="before")
+    @classmethod
+    def _power(cls, value: Any) -> Any:
+        return units.parse_power(value, "power_envelope_w") if isinstance(value, str) else value
+
+    @field_validator("quarter")
+    @classmethod
+    def _quarter(cls, value: str) -> str:
+        quarter_index(value)
+        return value
+
+
+class MixEntry(Spec):
+    start: str = Field(alias="from")
+    system: str
+    share: float = Field(gt=0, le=1)
+    source: str = Field(min_length=3)
+
+    @field_validator("start")
+    @classmethod
+    def _quarter(cls, value: str) -> str:
+        quarter_index(value)
+        return value
+
+
+class Company(Spec):
+    name: str
+    ai_share: float = Field(gt=0, le=1, description="share of capex spent on AI clusters")
+    ai_share_source: str = Field(min_length=3)
+    quarters: tuple[QuarterPlan, ...] = Field(min_length=1)
+    mix: tuple[MixEntry, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Company:
+        order = [quarter_index(q.quarter) for q in self.quarters]
+        for previous, current, plan in zip(order, order[1:], self.quarters[1:], strict=False):
+            if current <= previous:
+                raise ValueError(f"quarters out of order: {plan.quarter} does not follow the quarter before it")
+        return self
+
+    def mix_at(self, quarter: str) -> dict[str, float]:
+        """Systems and their capex shares in force in ``quarter`` (latest start wins per system)."""
+        index = quarter_index(quarter)
+        starts = sorted({quarter_index(entry.start) for entry in self.mix if quarter_index(entry.start) <= index})
+        if not starts:
+            return {}
+        latest = starts[-1]
+        shares = {entry.system: entry.share for entry in self.mix if quarter_index(entry.start) == latest}
+        total = sum(shares.values())
+        return {system: share / total for system, share in shares.items()}
+
+
+class ReferenceRun(Spec):
+    model: str
+    tokens: float = Field(gt=0)
+    seq_len: int = Field(ge=1)
+    global_batch: int = Field(ge=1)
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Any:
+        return units.parse_count(value, "tokens") if isinstance(value, str) else value
+
+
+class FleetScenario(Spec):
+    name: str
+    description: str = ""
+    companies: tuple[Company, ...] = Field(min_length=1)
+    reference_run: ReferenceRun | None = None
+    source: str = Field(min_length=3)
+
+
+def parse_scenario(data: Any, origin: str) -> FleetScenario:
+    if not isinstance(data, dict):
+        raise SpecError("fleet", origin, "a fleet scenario must be a YAML mapping")
+    try:
+        scenario = FleetScenario.model_validate(data)
+    except ValidationError as error:
+        raise SpecError("fleet", origin, validation_message(error)) from None
+    for company in scenario.companies:
+        for entry in company.mix:
+            load_system(entry.system, f"{company.name}.mix.system")
+    return scenario
+
+
+@dataclass(frozen=True)
+class SystemCost:
+    usd_per_chip: float  # all-in: servers, network, facility
+    facility_w_per_chip: float  # provisioned (TDP)
+    it_w_per_chip: float
+    peak_bf16: float
+    peak_fp8: float
+    it_capex_share: float  # servers+network over all-in
+
+
+def system_cost(system_name: str) -> SystemCost:
+    hardware = hardware_for(load_system(system_name))
+    economics = load_economics()
+    node = hardware.system.chips_per_node
+    cost = capex(hardware.system, hardware.chip, node, economics)
+    power = cluster_power(hardware.system, hardware.chip, node, 1.0, economics)
+    return SystemCost(
+        usd_per_chip=cost["total_usd"] / node,
+        facility_w_per_chip=power.facility_w / node,
+        it_w_per_chip=power.it_w / node,
+        peak_bf16=hardware.chip.peak("bf16"),
+        peak_fp8=hardware.chip.peak("fp8"),
+        it_capex_share=(cost["servers_usd"] + cost["network_usd"]) / cost["total_usd"],
+    )
+
+
+def timeline(scenario: FleetScenario, sustained_mfu: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """One record per company and quarter (see module doc)."""
+    economics = load_economics()
+    it_life_quarters = economics.depreciation_years.value * 4
+    facility_life_quarters = economics.facility_life_years.value * 4
+    mfu = sustained_mfu or {}
+    records: list[dict[str, Any]] = []
+    for company in scenario.companies:
+        chips: dict[str, float] = {}
+        it_capex_vintages: list[float] = []
+        facility_capex_vintages: list[float] = []
+        cumulative = 0.0
+        for plan in company.quarters:
+            mix = company.mix_at(plan.quarter)
+            if not mix:
+                raise SpecError(f"{company.name}.mix", plan.quarter, "no hardware in the mix for this quarter")
+            budget = plan.capex_usd * company.ai_share
+            spent = 0.0
+            added: dict[str, float] = {}
+            facility_now = sum(n * system_cost(s).facility_w_per_chip for s, n in chips.items())
+            for system, share in mix.items():
+                cost = system_cost(system)
+                wanted = budget * share / cost.usd_per_chip
+                if plan.power_envelope_w is not None:
+                    room = max(plan.power_envelope_w - facility_now, 0.0) / cost.facility_w_per_chip
+                    wanted = min(wanted, room)
+                    facility_now += wanted * cost.facility_w_per_chip
+                added[system] = wanted
+                chips[system] = chips.get(system, 0.0) + wanted
+                spent += wanted * cost.usd_per_chip
+                it_capex_vintages.append(wanted * cost.usd_per_chip * cost.it_capex_share)
+                facility_capex_vintages.append(wanted * cost.usd_per_chip * (1 - cost.it_capex_share))
+            cumulative += spent
+            depreciation = (sum(it_capex_vintages) / it_life_quarters
+                            + sum(facility_capex_vintages) / facility_life_quarters)
+            total_chips = sum(chips.values())
+            it_w = sum(n * system_cost(s).it_w_per_chip for s, n in chips.items())
+            facility_w = sum(n * system_cost(s).facility_w_per_chip for s, n in chips.items())
+            peak_bf16 = sum(n * system_cost(s).peak_bf16 for s, n in chips.items())
+            peak_fp8 = sum(n * system_cost(s).peak_fp8 for s, n in chips.items())
+            sustained = sum(n * system_cost(s).peak_bf16 * mfu.get(s, 0.0) for s, n in chips.items())
+            records.append({
+                "company": company.name, "quarter": plan.quarter,
+                "capex_usd": plan.capex_usd, "ai_capex_usd": budget, "ai_capex_spent_usd": spent,
+                "ai_capex_unspent_usd": budget - spent,
+                "chips_added": round(sum(added.values())), "chips": round(total_chips),
+                "chips_by_system": {s: round(n) for s, n in chips.items()},
+                "it_mw": it_w / 1e6, "facility_mw": facility_w / 1e6,
+                "peak_bf16_eflops": peak_bf16 / 1e18, "peak_fp8_eflops": peak_fp8 / 1e18,
+                "sustained_bf16_eflops": sustained / 1e18,
+                "capex_usd_cumulative": cumulative, "depreciation_usd_quarter": depreciation,
+                "source": plan.source,
+            })
+    return records
+
+
+def check_envelopes(scenario: FleetScenario) -> None:
+    """A power envelope must hold at least one node of every system of the mix in force."""
+    for company in scenario.companies:
+        for plan in company.quarters:
+            if plan.power_envelope_w is None:
+                continue
+            for system in company.mix_at(plan.quarter):
+                cost = system_cost(system)
+                node_w = cost.facility_w_per_chip * load_system(system).chips_per_node
+                if plan.power_envelope_w < node_w:
+                    raise SpecError(f"{company.name}.quarters[{plan.quarter}].power_envelope_w",
+                                    plan.power_envelope_w,
+                                    f"is smaller than one {system} node ({node_w:,.0f} W at the facility)")
+
+
+def reference_runs(scenario: FleetScenario, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which training runs become possible when: for each company and quarter, the best plan
+    (by time, on up to the chips of the company's largest system pool) for the reference run,
+    and the MFU per system that sets the sustained EFLOP/s."""
+    from clusterplan.catalog import load_model
+    from clusterplan.training.search import SearchSpace, search
+
+    run = scenario.reference_run
+    if run is None:
+        return {}
+    model = load_model(run.model, "reference_run.model")
+    space = SearchSpace(precisions=("bf16", "fp8"), chips_at_most=True)
+    cache: dict[tuple[str, int], dict[str, Any] | None] = {}
+    mfu: dict[str, float] = {}
+    for record in records:
+        pools = record["chips_by_system"]
+        if not pools:
+            record["reference_run"] = None
+            continue
+        system, chips = max(pools.items(), key=lambda item: item[1])
+        key = (system, int(chips))
+        if key not in cache:
+            found = search(model, hardware_for(load_system(system)), max(int(chips), 1), run.seq_len,
+                           run.global_batch, space, top=1, tokens=run.tokens).best if chips >= 1 else []
+            cache[key] = found[0] if found else None
+        best = cache[key]
+        if best is None:
+            record["reference_run"] = {"system": system, "possible": False}
+            continue
+        mfu.setdefault(system, best["mfu"])
+        record["reference_run"] = {
+            "system": system, "possible": True, "chips": best["chips"],
+            "days_to_train": best["time_to_train_s"] / 86400.0, "mfu": best["mfu"],
+            "plan": {k: best["plan"][k] for k in ("tp", "pp", "vp", "cp", "ep", "dp", "precision")},
+        }
+    return {"model": run.model, "tokens": run.tokens, "mfu_by_system": mfu}

@@ -1,0 +1,81 @@
+"""`clusterplan fleet`: the scenario's timeline as a terminal table, JSON and reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from clusterplan import units
+from clusterplan.catalog import load_scenario
+from clusterplan.fleet.timeline import check_envelopes, parse_scenario, reference_runs, timeline
+from clusterplan.report.documents import Report, line_chart, write_report
+
+
+def fleet_records(reference: str, runs: bool = True) -> tuple[str, list[dict[str, Any]]]:
+    """The timeline of a built-in scenario name or a YAML path (a Rainier-style scenario's
+    ``fleet:`` section is used when present)."""
+    data = load_scenario(reference, "fleet")
+    if isinstance(data.get("fleet"), dict):
+        data = data["fleet"]
+    scenario = parse_scenario(data, reference)
+    check_envelopes(scenario)
+    records = timeline(scenario)
+    if runs and scenario.reference_run is not None:
+        info = reference_runs(scenario, records)
+        records = timeline(scenario, info["mfu_by_system"])
+        reference_runs(scenario, records)
+    return scenario.name, records
+
+
+def fleet_table(console: Console, name: str, records: list[dict[str, Any]]) -> None:
+    table = Table(title=f"fleet timeline: {name}")
+    for column in ("company", "quarter", "chips", "IT MW", "facility MW", "bf16 peak", "sustained",
+                   "AI capex (cum.)", "depreciation/q", "reference run"):
+        table.add_column(column, justify="left" if column in ("company", "quarter", "reference run") else "right")
+    for r in records:
+        run = r.get("reference_run")
+        text = (f"{run['days_to_train']:.0f} days on {run['chips']:,}" if run and run.get("possible")
+                else ("does not fit" if run else "-"))
+        table.add_row(r["company"], r["quarter"], f"{r['chips']:,}", f"{r['it_mw']:,.0f}", f"{r['facility_mw']:,.0f}",
+                      f"{r['peak_bf16_eflops']:,.0f} EF", f"{r['sustained_bf16_eflops']:,.0f} EF",
+                      f"${r['capex_usd_cumulative'] / 1e9:,.1f} B",
+                      f"${r['depreciation_usd_quarter'] / 1e9:,.2f} B", text)
+    console.print(table)
+
+
+def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> dict[str, str]:
+    report = Report(f"Fleet scenario: {name}")
+    companies = sorted({r["company"] for r in records})
+    quarters = sorted({r["quarter"] for r in records})
+
+    def series(key: str, scale: float = 1.0) -> dict[str, list[float]]:
+        return {c: [next((r[key] / scale for r in records if r["company"] == c and r["quarter"] == q), 0.0)
+                    for q in quarters] for c in companies}
+
+    rows = ["| company | quarter | chips | IT MW | facility MW | peak bf16 EFLOP/s | AI capex cumulative |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    rows += [f"| {r['company']} | {r['quarter']} | {r['chips']:,} | {r['it_mw']:,.0f} | {r['facility_mw']:,.0f} | "
+             f"{r['peak_bf16_eflops']:,.0f} | ${r['capex_usd_cumulative'] / 1e9:,.1f} B |" for r in records]
+    report.add("Timeline", "\n".join(rows), line_chart("Chips deployed", quarters, series("chips"), "chips"),
+               "chips")
+    report.add("Power", "Facility megawatts at provisioned (TDP) power.",
+               line_chart("Facility power", quarters, series("facility_mw"), "MW"), "power")
+    report.add("Capex", "Cumulative AI capex spent (servers, network, facility).",
+               line_chart("AI capex, cumulative", quarters, series("capex_usd_cumulative", 1e9), "$B"), "capex")
+    runs = [r for r in records if r.get("reference_run")]
+    if runs:
+        lines = ["| company | quarter | reference run |", "|---|---|---|"]
+        for r in runs:
+            run = r["reference_run"]
+            text = (f"{run['days_to_train']:.1f} days on {run['chips']:,} {run['system']} chips "
+                    f"(MFU {100 * run['mfu']:.0f} %)" if run.get("possible") else "does not fit")
+            lines.append(f"| {r['company']} | {r['quarter']} | {text} |")
+        report.add("Which training runs become possible when", "\n".join(lines))
+    return write_report(report, directory, f"fleet-{name}")
+
+
+def describe_power(watts: float) -> str:
+    return units._engineering(watts, units._DEC_PREFIXES, "W", 2)
