@@ -65,8 +65,19 @@ def clean_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no infinity: a quantity that never finishes is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def emit_json(record: Any) -> None:
-    sys.stdout.write(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    sys.stdout.write(json.dumps(_finite(record), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def _tokens(value: str | None) -> float | None:
@@ -464,6 +475,118 @@ def fleet(
         written = fleet_report(name, records, report_dir)
         if not as_json:
             console.print(f"report: {written['html']} and {written['markdown']}")
+
+
+# ---- reliability ---------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def reliability(
+    model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
+    system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
+    chips: Annotated[int, typer.Option(help="chips in the job")],
+    seq: Annotated[int, typer.Option("--seq", help="sequence length (tokens)")] = 8192,
+    global_batch: Annotated[int, typer.Option(help="global batch (sequences per step)")] = 2048,
+    tp: Annotated[int, typer.Option(help="tensor parallelism")] = 1,
+    pp: Annotated[int, typer.Option(help="pipeline parallelism")] = 1,
+    vp: Annotated[int, typer.Option(help="virtual stages per pipeline rank")] = 1,
+    cp: Annotated[int, typer.Option(help="context parallelism")] = 1,
+    ep: Annotated[int, typer.Option(help="expert parallelism")] = 1,
+    micro_batch: Annotated[int, typer.Option(help="micro-batch (sequences)")] = 1,
+    recompute: Annotated[str, typer.Option(help="none | selective | full")] = "selective",
+    zero: Annotated[int, typer.Option(help="ZeRO stage 0-3")] = 1,
+    precision: Annotated[str, typer.Option(help="bf16 | fp8 | fp4")] = "bf16",
+    first_stage_layers: Annotated[int | None, typer.Option(help="layers on the first stage")] = None,
+    last_stage_layers: Annotated[int | None, typer.Option(help="layers on the last stage")] = None,
+    tokens: Annotated[str | None, typer.Option(help="training tokens, e.g. 15T")] = None,
+    duration: Annotated[str | None, typer.Option(help="a period instead of a token budget, e.g. 54d")] = None,
+    checkpoint_interval: Annotated[str, typer.Option(help="auto (optimal) or a duration, e.g. 30min")] = "auto",
+    checkpoint: Annotated[str, typer.Option(help="sync (blocking write) or async (in-memory copy)")] = "sync",
+    recovery: Annotated[str, typer.Option(help="spares | wait (for repair) | elastic (fewer replicas)")] = "spares",
+    restart: Annotated[str | None, typer.Option(help="override the restart time, e.g. 30s")] = None,
+    detection: Annotated[str | None, typer.Option(help="override the detection time, e.g. 10s")] = None,
+    failure_scale: Annotated[float, typer.Option(help="multiply every failure rate")] = 1.0,
+    storage_bandwidth: Annotated[str | None, typer.Option(help="checkpoint storage, e.g. 2TB/s")] = None,
+    trials: Annotated[int, typer.Option(help="Monte Carlo trials (0 = closed form only)")] = 0,
+    seed: Annotated[int, typer.Option(help="Monte Carlo seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Failures, checkpoints and goodput of a training job (closed form, optional Monte Carlo)."""
+    import dataclasses
+
+    from clusterplan.reliability.failures import inputs_for
+    from clusterplan.reliability.model import closed_form
+    from clusterplan.report.tables import reliability_table
+    from clusterplan.training.summary import train_record
+
+    if (tokens is None) == (duration is None):
+        raise SpecError("--tokens", tokens, "give exactly one of --tokens or --duration")
+    if checkpoint not in ("sync", "async"):
+        raise SpecError("--checkpoint", checkpoint, "must be sync or async")
+    if recovery not in ("spares", "wait", "elastic"):
+        raise SpecError("--recovery", recovery, "must be spares, wait or elastic")
+    if not 0.0 <= failure_scale <= 1000.0:
+        raise SpecError("--failure-scale", failure_scale, "must be between 0 and 1000")
+    if not 0 <= trials <= 1_000_000:
+        raise SpecError("--trials", trials, "must be between 0 and 1,000,000")
+    spec_model = load_model(model, "--model")
+    spec_system = load_system(system, "--system")
+    options = {"tp": tp, "pp": pp, "vp": vp, "cp": cp, "dp": None, "ep": ep, "micro_batch": micro_batch,
+               "global_batch": global_batch, "seq_len": seq, "recompute": recompute, "sp": None, "zero": zero,
+               "precision": precision, "first_stage_layers": first_stage_layers,
+               "last_stage_layers": last_stage_layers}
+    plan = build_plan(options, chips)
+    try:
+        plan.validate_for(spec_model, chips)
+    except SpecError as error:
+        raise SpecError(flag(error.field), error.value, error.rule) from None
+    bandwidth = units.parse_bandwidth(storage_bandwidth, "--storage-bandwidth") if storage_bandwidth else None
+    inputs = inputs_for(spec_model, spec_system, chips, replicas=plan.dp, checkpoint=checkpoint,  # type: ignore[arg-type]
+                        recovery=recovery, storage_bandwidth=bandwidth)  # type: ignore[arg-type]
+    overrides: dict[str, Any] = {"cause_rates": {k: v * failure_scale for k, v in inputs.cause_rates.items()}}
+    for name, value in (("restart_s", restart), ("detection_s", detection)):
+        if value is not None:
+            seconds = units.parse_duration(value, "--" + name.removesuffix("_s"))
+            if seconds < 0:
+                raise SpecError("--" + name.removesuffix("_s"), value, "must be >= 0")
+            overrides[name] = seconds
+    inputs = dataclasses.replace(inputs, **overrides)
+    interval = None
+    if checkpoint_interval != "auto":
+        interval = units.parse_duration(checkpoint_interval, "--checkpoint-interval")
+        if interval <= 0:
+            raise SpecError("--checkpoint-interval", checkpoint_interval, "must be > 0 or auto")
+    hardware = hardware_for(spec_system)
+    if tokens is not None:
+        work = train_record(spec_model, hardware, plan, _tokens(tokens))["time_to_train_s"]
+        result = closed_form(inputs, work, interval)
+    else:
+        period = units.parse_duration(duration or "", "--duration")
+        if period <= 0:
+            raise SpecError("--duration", duration, "must be > 0")
+        result = closed_form(inputs, period, interval)
+        # Over a fixed period: interruptions in that wall time, effective training time share.
+        result["interruptions_expected"] = inputs.failure_rate * period
+        result["planned_interruptions_expected"] = inputs.planned_rate * period
+        result["duration_s"] = period
+        result["effective_training_time_s"] = result["goodput"] * period
+    record: dict[str, Any] = {"model": spec_model.name, "system": spec_system.name, "chips": chips,
+                              "plan": plan.model_dump(mode="json", exclude_none=True), **result,
+                              "interruptions_per_day": inputs.failure_rate * 86400.0,
+                              "rates_per_day_by_cause": {k: v * 86400.0 for k, v in inputs.cause_rates.items()},
+                              "restart_s": inputs.restart_s, "detection_s": inputs.detection_s,
+                              "checkpoint_write_s": inputs.checkpoint_write_s, "recovery": recovery,
+                              "checkpoint": checkpoint}
+    if trials:
+        from clusterplan.reliability.montecarlo import simulate
+
+        tau = result["checkpoint_interval_s"]
+        monte_carlo = simulate(inputs, result["time_to_train_failure_free_s"], tau, trials, seed=seed)
+        record["monte_carlo"] = monte_carlo.record()
+        record.update(monte_carlo.percentiles())
+    if as_json:
+        emit_json(record)
+    else:
+        reliability_table(console, record)
 
 
 # ---- calibrate -----------------------------------------------------------------------------

@@ -39,6 +39,13 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
         summary.add_row(f"time to train {units.format_count(record['tokens'])} tokens",
                         units.format_duration(record["time_to_train_s"]))
         summary.add_row("chip-hours", units.format_count(record["chip_hours"]))
+        failures = record.get("reliability")
+        if failures:
+            done = failures["time_to_train_s"]
+            summary.add_row("with failures (default rates)",
+                            (f"{units.format_duration(done)}, goodput {100 * failures['goodput']:.1f} %, "
+                             f"~{failures['interruptions_expected']:,.0f} interruptions")
+                            if done != float("inf") else "never finishes: failures outpace recovery")
     power = record["power_w"]
     summary.add_row("power (IT / facility)", f"{power['it_w'] / 1e6:,.2f} MW / {power['facility_w'] / 1e6:,.2f} MW "
                     f"at {100 * record['activity']:.0f} % activity")
@@ -206,3 +213,38 @@ def search_table(console: Console, result: Any) -> None:
     if "time_to_train_s" in best:
         console.print(f"best plan: {units.format_duration(best['time_to_train_s'])} to train "
                       f"{units.format_count(best['tokens'])} tokens on {best['chips']:,} chips")
+
+
+def reliability_table(console: Console, record: dict[str, Any]) -> None:
+    table = Table(title=f"reliability: {record['model']} on {record['chips']:,} x {record['system']}",
+                  show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    inf = float("inf")
+    table.add_row("unexpected interruptions per day", f"{record['interruptions_per_day']:,.1f}")
+    table.add_row("mean time between failures", units.format_duration(record["mtbf_s"]))
+    table.add_row("restart + detection", units.format_duration(record["restart_s"] + record["detection_s"]))
+    table.add_row("checkpoint blocks for", units.format_duration(record["checkpoint_write_s"]))
+    table.add_row("checkpoint interval", units.format_duration(record["checkpoint_interval_s"]))
+    table.add_row("goodput", f"{100 * record['goodput']:.1f} %")
+    if "duration_s" in record:
+        table.add_row(f"interruptions in {units.format_duration(record['duration_s'])}",
+                      f"{record['interruptions_expected']:,.0f} "
+                      f"(+{record['planned_interruptions_expected']:,.0f} planned)")
+    else:
+        table.add_row("time to train, failure-free", units.format_duration(record["time_to_train_failure_free_s"]))
+        done = record["time_to_train_s"]
+        table.add_row("time to train, with failures",
+                      units.format_duration(done) if done != inf else "never: failures outpace recovery")
+        if done != inf:
+            table.add_row("interruptions expected", f"{record['interruptions_expected']:,.0f}")
+    for key in ("p50", "p90", "p99"):
+        if key in record:
+            table.add_row(f"time to train {key} (Monte Carlo)", units.format_duration(record[key]))
+    console.print(table)
+    causes = Table(title="unexpected interruptions per day by cause")
+    causes.add_column("cause")
+    causes.add_column("per day", justify="right")
+    for cause, rate in sorted(record["rates_per_day_by_cause"].items(), key=lambda item: -item[1]):
+        causes.add_row(cause, f"{rate:,.2f}")
+    console.print(causes)

@@ -46,7 +46,18 @@ def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | N
         record["time_to_train_s"] = tokens / record["tokens_per_s"]
         record["chip_hours"] = record["time_to_train_s"] * plan.chips / 3600.0
     record.update(_power_and_cost(hardware, plan.chips, record))
+    if tokens is not None:
+        record["reliability"] = _with_failures(model, hardware, plan, record)
     return record
+
+
+def _with_failures(model: Model, hardware: Hardware, plan: Plan, record: dict[str, Any]) -> dict[str, Any]:
+    """Time to train with failures at the catalog's default rates and recovery (closed form)."""
+    from clusterplan.reliability.failures import inputs_for
+    from clusterplan.reliability.model import closed_form
+
+    inputs = inputs_for(model, hardware.system, plan.chips, replicas=plan.dp)
+    return closed_form(inputs, record["time_to_train_s"])
 
 
 def _power_and_cost(hardware: Hardware, chips: int, record: dict[str, Any]) -> dict[str, Any]:
