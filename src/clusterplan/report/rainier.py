@@ -99,6 +99,10 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         record["deadline_s"] = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
         if "cost_per_chip_hour_usd" in record["training"]:
             record["cost_per_chip_hour_usd"] = record["training"]["cost_per_chip_hour_usd"]
+    settings = scenario.get("reliability") if isinstance(scenario.get("reliability"), dict) else {}
+    record["reliability"] = _reliability_section(system, hardware, record, settings)
+    if "training" in record:
+        record["training"]["with_failures"] = _with_failures(record["training"], system, settings)
     frontier = scenario.get("frontier_runs", [])
     if not isinstance(frontier, list):
         raise SpecError("scenario.frontier_runs", frontier, "must be a list of training jobs")
@@ -106,11 +110,61 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         {"label": str(job.get("label", job.get("model"))), **_searched_training(job, hardware, chips)[0]}
         for job in frontier if isinstance(job, dict)
     ]
+    for run in record["frontier_runs"]:
+        run["with_failures"] = _with_failures(run, system, settings)
     if isinstance(scenario.get("fleet"), dict):
         from clusterplan.report.fleet import fleet_records
 
         record["fleet"] = fleet_records(scenario_name, runs=False)[1]
     return record
+
+
+def _reliability_inputs(model_name: str, system: System, chips: int, replicas: int,
+                        settings: dict[str, Any]) -> Any:
+    import dataclasses
+
+    from clusterplan.reliability.failures import inputs_for
+
+    inputs = inputs_for(load_model(model_name), system, chips, replicas=replicas,
+                        checkpoint=str(settings.get("checkpoint", "sync")),  # type: ignore[arg-type]
+                        recovery=str(settings.get("recovery", "spares")))  # type: ignore[arg-type]
+    overrides = {}
+    for key in ("restart", "detection"):
+        if key in settings:
+            overrides[f"{key}_s"] = units.parse_duration(settings[key], f"scenario.reliability.{key}")
+    return dataclasses.replace(inputs, **overrides)
+
+
+def _with_failures(run: dict[str, Any], system: System, settings: dict[str, Any]) -> dict[str, Any]:
+    """Time to train, goodput and cost of a run with failures, under the scenario's recovery."""
+    from clusterplan.reliability.model import closed_form
+
+    inputs = _reliability_inputs(run["model"], system, run["chips"], run["plan"]["dp"], settings)
+    result = closed_form(inputs, run["time_to_train_s"])
+    if "cost_usd" in run and result["goodput"] > 0:
+        result["cost_usd"] = run["cost_usd"] / result["goodput"]
+    result["interruptions_per_day"] = inputs.failure_rate * 86400.0
+    return result
+
+
+def _reliability_section(system: System, hardware: Any, record: dict[str, Any],
+                         settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Interruptions per day, best checkpoint interval and goodput at each stage of the campus,
+    with the catalog's Llama 3-era recovery and with the scenario's."""
+    from clusterplan.reliability.model import closed_form
+
+    rows = []
+    training = record.get("training") or {}
+    model_name = training.get("model", "llama3-405b")
+    for stage in record["growth"] or [record]:
+        for label, chosen in (("catalog defaults (Llama 3 era)", {}), ("scenario recovery", settings)):
+            inputs = _reliability_inputs(model_name, system, stage["chips"], 1, chosen)
+            result = closed_form(inputs, 30 * 86400.0)
+            rows.append({"stage": stage.get("label", "cluster"), "chips": stage["chips"], "recovery": label,
+                         "interruptions_per_day": inputs.failure_rate * 86400.0,
+                         "mtbf_s": result["mtbf_s"], "checkpoint_interval_s": result["checkpoint_interval_s"],
+                         "restart_s": inputs.restart_s, "goodput": result["goodput"]})
+    return rows
 
 
 def _searched_training(training: dict[str, Any], hardware: Any, chips: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -198,16 +252,31 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
                       f"${record['cost_per_chip_hour_usd']:.2f}")
     runs = record.get("frontier_runs", [])
     if runs:
-        table = Table(title="frontier runs on the campus (failure-free; best plan by time)")
-        for column in ("run", "chips", "plan", "MFU", "days", "chip-hours", "cost"):
+        table = Table(title="frontier runs on the campus (best plan by time; with failures under the scenario's "
+                            "recovery)")
+        for column in ("run", "chips", "plan", "MFU", "days failure-free", "days with failures", "goodput",
+                       "cost with failures"):
             table.add_column(column, justify="left" if column in ("run", "plan") else "right")
         for run in runs:
             plan = run["plan"]
+            failures = run.get("with_failures", {})
+            days = failures.get("time_to_train_s", float("inf")) / 86400
             table.add_row(run["label"], f"{run['chips']:,}",
                           f"TP{plan['tp']} PP{plan['pp']} VP{plan['vp']} CP{plan['cp']} EP{plan['ep']} DP{plan['dp']} "
                           f"{plan['precision']}", f"{100 * run['mfu']:.1f} %",
-                          f"{run['time_to_train_s'] / 86400:,.1f}", units.format_count(run["chip_hours"]),
-                          f"${run['cost_usd'] / 1e9:,.2f} B" if "cost_usd" in run else "-")
+                          f"{run['time_to_train_s'] / 86400:,.1f}", f"{days:,.1f}" if days != float("inf") else "never",
+                          f"{100 * failures.get('goodput', 0.0):.1f} %",
+                          f"${failures['cost_usd'] / 1e6:,.0f} M" if "cost_usd" in failures else "-")
+        console.print(table)
+    reliability = record.get("reliability", [])
+    if reliability:
+        table = Table(title="failures at campus scale (one job on every chip; 405B checkpoint)")
+        for column in ("stage", "recovery", "interruptions/day", "MTBF", "restart", "checkpoint every", "goodput"):
+            table.add_column(column, justify="left" if column in ("stage", "recovery") else "right")
+        for row in reliability:
+            table.add_row(row["stage"], row["recovery"], f"{row['interruptions_per_day']:,.0f}",
+                          units.format_duration(row["mtbf_s"]), units.format_duration(row["restart_s"]),
+                          units.format_duration(row["checkpoint_interval_s"]), f"{100 * row['goodput']:.1f} %")
         console.print(table)
 
 
@@ -256,12 +325,25 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
             parts = {k.removesuffix("_usd"): v for k, v in hourly.items() if k.endswith("_usd") and k != "total_usd"}
             report.add("Cost per chip-hour", f"${hourly['total_usd']:.2f} per chip-hour (TCO)",
                        bar_chart("Cost per chip-hour", list(parts), list(parts.values()), "$"), "cost")
+    reliability = record.get("reliability", [])
+    if reliability:
+        lines = ["| stage | recovery | interruptions/day | MTBF (min) | restart (s) | checkpoint every (s) | goodput |",
+                 "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['stage']} | {r['recovery']} | {r['interruptions_per_day']:,.0f} | {r['mtbf_s'] / 60:,.1f} | "
+                  f"{r['restart_s']:,.0f} | {r['checkpoint_interval_s']:,.1f} | {100 * r['goodput']:.1f} % |"
+                  for r in reliability]
+        report.add("Failures at campus scale", "\n".join(lines))
     runs = record.get("frontier_runs", [])
     if runs:
-        lines = ["| run | chips | MFU | days | chip-hours | cost |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['label']} | {r['chips']:,} | {100 * r['mfu']:.1f} % | "
-                  f"{r['time_to_train_s'] / 86400:,.1f} | {r['chip_hours'] / 1e6:,.1f} M | "
-                  + (f"${r['cost_usd'] / 1e9:,.2f} B |" if "cost_usd" in r else "- |")
-                  for r in runs]
-        report.add("Frontier runs (failure-free)", "\n".join(lines))
+        lines = ["| run | chips | MFU | days failure-free | days with failures | goodput | cost with failures |",
+                 "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in runs:
+            failures = r.get("with_failures", {})
+            wall = failures.get("time_to_train_s", float("inf"))
+            lines.append(f"| {r['label']} | {r['chips']:,} | {100 * r['mfu']:.1f} % | "
+                         f"{r['time_to_train_s'] / 86400:,.1f} | "
+                         + (f"{wall / 86400:,.1f}" if wall != float("inf") else "never")
+                         + f" | {100 * failures.get('goodput', 0.0):.1f} % | "
+                         + (f"${failures['cost_usd'] / 1e6:,.0f} M |" if "cost_usd" in failures else "- |"))
+        report.add("Frontier runs", "\n".join(lines))
     return write_report(report, Path(directory), "rainier")
