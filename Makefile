@@ -23,6 +23,7 @@ CALCULON ?=
 bench: $(STAMP)  ## estimator and search throughput; Calculon side by side with CALCULON=/path/to/calculon
 	$(BIN)/python benchmarks/bench_estimator.py
 	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/bench_calculon.py $(if $(CALCULON),--calculon $(CALCULON),)
 
 lint: $(STAMP)

@@ -67,7 +67,7 @@ def job_rates(system: System, chips: int, overrides: dict[str, float] | None = N
 
 def planned_rate() -> float:
     reference = catalog()["reference"]
-    return reference["planned_interruptions"] / (reference["days"] * 86400.0)
+    return float(reference["planned_interruptions"]) / (float(reference["days"]) * 86400.0)
 
 
 def restart_seconds(system: System, chips: int) -> float:

@@ -99,7 +99,8 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         record["deadline_s"] = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
         if "cost_per_chip_hour_usd" in record["training"]:
             record["cost_per_chip_hour_usd"] = record["training"]["cost_per_chip_hour_usd"]
-    settings = scenario.get("reliability") if isinstance(scenario.get("reliability"), dict) else {}
+    chosen = scenario.get("reliability")
+    settings: dict[str, Any] = chosen if isinstance(chosen, dict) else {}
     record["reliability"] = _reliability_section(system, hardware, record, settings)
     if "training" in record:
         record["training"]["with_failures"] = _with_failures(record["training"], system, settings)
@@ -128,7 +129,7 @@ def _reliability_inputs(model_name: str, system: System, chips: int, replicas: i
     inputs = inputs_for(load_model(model_name), system, chips, replicas=replicas,
                         checkpoint=str(settings.get("checkpoint", "sync")),  # type: ignore[arg-type]
                         recovery=str(settings.get("recovery", "spares")))  # type: ignore[arg-type]
-    overrides = {}
+    overrides: dict[str, Any] = {}
     for key in ("restart", "detection"):
         if key in settings:
             overrides[f"{key}_s"] = units.parse_duration(settings[key], f"scenario.reliability.{key}")
