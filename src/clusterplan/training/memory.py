@@ -206,11 +206,12 @@ def activation_bytes(model: Model, batch: PlanBatch) -> dict[str, FloatArray]:
     return {"first": first, "last": last}
 
 
-def memory_breakdown(model: Model, batch: PlanBatch, reserved_bytes: float) -> dict[str, FloatArray]:
+def memory_breakdown(model: Model, batch: PlanBatch, reserved_bytes: float,
+                     params: StageParams | None = None) -> dict[str, FloatArray]:
     """Memory per chip on the fuller of the first and last pipeline stage, by component:
     weights, gradients, optimizer, activations, buffers (TP communication buffers and the
     runtime reserve). Cheap: the plan search calls it on every candidate before timing any."""
-    params = stage_params(model, batch)
+    params = params if params is not None else stage_params(model, batch)
     layer_params = layer_params_per_chip(model, batch)
     acts = activation_bytes(model, batch)
     state_first = model_state_bytes(params.first, batch, layer_params, params.experts_first)

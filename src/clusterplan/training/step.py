@@ -194,10 +194,11 @@ def _tp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
     message = tokens * model.hidden_size * ACTIVATION_BYTES
     phases = coll.decompose(hw.system, batch.tp, np.ones_like(batch.tp))
-    with_sp = 2.0 * (coll.all_gather_time(phases, message) + coll.reduce_scatter_time(phases, message))
-    without_sp = 2.0 * coll.all_reduce_time(phases, message)
+    # 2 all-gathers + 2 reduce-scatters (SP) move the same bytes as 2 all-reduces (no SP): both
+    # are 4 reduce-scatter phases; SP issues twice the calls.
+    moved = 4.0 * coll.reduce_scatter_time(phases, message)
     calls = np.where(batch.sp == 1, 4.0, 2.0) * hw.efficiency.collective_overhead_s
-    result: FloatArray = np.where(batch.tp > 1, np.where(batch.sp == 1, with_sp, without_sp) + calls, 0.0)
+    result: FloatArray = np.where(batch.tp > 1, moved + calls, 0.0)
     return result
 
 
@@ -314,25 +315,24 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     replicas = batch.dp * batch.cp
     shard = batch.dp_shard
     expert_replicas = mem.expert_data_parallel(batch)
-    groups = (
-        (dense_params, coll.decompose(hw.system, shard, batch.tp)),
-        (expert_params, coll.decompose(hw.system, np.maximum(expert_replicas, 1.0), batch.ep * batch.etp)),
-    )
+    groups = [(dense_params, coll.decompose(hw.system, shard, batch.tp))]
+    if model.moe is not None:
+        groups.append((expert_params,
+                       coll.decompose(hw.system, np.maximum(expert_replicas, 1.0), batch.ep * batch.etp)))
     grad_comm = np.zeros(len(batch))
     gather_comm = np.zeros(len(batch))
     zero3_comm = np.zeros(len(batch))
     for group_params, phases in groups:
         if not np.any(group_params > 0):  # e.g. the expert group of a dense model
             continue
-        grad_bytes = group_params * batch.grad_reduce_bytes
-        param_bytes = group_params * mem.WEIGHT_BYTES
-        grad_comm = grad_comm + np.where(batch.zero == 0, coll.all_reduce_time(phases, grad_bytes),
-                                         coll.reduce_scatter_time(phases, grad_bytes))
-        gather_comm = gather_comm + np.where(batch.zero >= 1, coll.all_gather_time(phases, param_bytes), 0.0)
+        # An all-reduce is a reduce-scatter and an all-gather; an all-gather mirrors a reduce-scatter.
+        grads = coll.reduce_scatter_time(phases, group_params * batch.grad_reduce_bytes)
+        weights = coll.all_gather_time(phases, group_params * mem.WEIGHT_BYTES)
+        grad_comm = grad_comm + np.where(batch.zero == 0, 2.0 * grads, grads)
+        gather_comm = gather_comm + np.where(batch.zero >= 1, weights, 0.0)
         # ZeRO-3 gathers weights for forward and backward and reduce-scatters gradients every
         # micro-batch, prefetched one layer ahead.
-        zero3_comm = zero3_comm + (2.0 * coll.all_gather_time(phases, param_bytes)
-                                   + coll.reduce_scatter_time(phases, grad_bytes))
+        zero3_comm = zero3_comm + 2.0 * weights + grads
     # Hybrid sharding: dense shards are further all-reduced across the replica groups.
     replica_phases = coll.decompose(hw.system, replicas // shard, batch.tp * shard)
     cross_replica = np.where(replicas > shard, coll.all_reduce_time(
@@ -379,7 +379,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
         "pp_bubble": bubble, "pp_comm": pp_exposed, "dp_comm": dp_exposed, "optimizer": optimizer,
     }
 
-    memory_breakdown = mem.memory_breakdown(model, batch, eff.reserved_bytes)
+    memory_breakdown = mem.memory_breakdown(model, batch, eff.reserved_bytes, params)
     memory_total = sum(memory_breakdown.values())
 
     tokens_per_step = (batch.global_batch * batch.seq_len).astype(np.float64)
