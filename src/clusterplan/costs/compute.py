@@ -41,6 +41,10 @@ class Efficiency(Spec):
     moe_layer_overhead_s: Seconds = Field(
         default=0.0, ge=0,
         description="fixed cost per MoE layer and pass: routing, token permutation, dispatch sync")
+    inference_hbm: float = Field(
+        default=0.8, gt=0, le=1, description="HBM bandwidth fraction reached by decode steps (weights + KV)")
+    inference_step_overhead_s: Seconds = Field(
+        default=0.0, ge=0, description="fixed serving-engine cost per step: scheduling, sampling, launch")
     collective_overhead_s: Seconds = Field(
         default=0.0, ge=0, description="fixed software cost per collective call (launch, sync)")
     reserved_bytes: Bytes = Field(ge=0, description="runtime, communicator and allocator reserve")

@@ -106,11 +106,14 @@ def _fmt(metric: str, value: float | None) -> str:
         return "-"
     if metric == "step_time_s":
         return f"{value:.2f} s"
-    return f"{value:,.0f}" if metric == "tokens_per_s_per_chip" else f"{value:.1f}"
+    if metric in ("ttft_s", "tpot_s"):
+        return f"{1000 * value:.1f} ms"
+    return f"{value:,.0f}" if metric in ("tokens_per_s_per_chip", "output_tokens_per_s") else f"{value:.1f}"
 
 
 METRIC_NAMES = {"step_time_s": "step time", "tokens_per_s_per_chip": "tokens/s/chip",
-                "model_tflops_per_chip": "TFLOP/s/chip"}
+                "model_tflops_per_chip": "TFLOP/s/chip", "output_tokens_per_s": "output tokens/s",
+                "ttft_s": "TTFT", "tpot_s": "TPOT"}
 
 
 def validation_records(results: Sequence[Result]) -> dict[str, Any]:

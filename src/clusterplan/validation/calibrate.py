@@ -44,6 +44,13 @@ MOE_PRIORS: dict[str, tuple[float, float, float, float]] = {
 }
 MOE_TABLES = frozenset({"nemo_perf_moe"})
 
+#: Priors of the serving parameters, fitted in a third stage on the family's serving rows.
+INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
+    "inference_hbm": (0.8, 0.1, 0.3, 0.95),
+    "inference_step_overhead_us": (500.0, 5000.0, 0.0, 50000.0),
+}
+INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency"})
+
 #: Runtime/communicator/allocator reserve per family (not fitted: no memory data published).
 RESERVED_BYTES = {"nvidia": 3.0 * 2**30, "tpu": 1.0 * 2**30, "trainium": 2.0 * 2**30, "amd": 3.0 * 2**30}
 
@@ -97,7 +104,7 @@ def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[
 def fit_family(family: str, cases: Sequence[Case]) -> FamilyFit:
     """MAP fit of one family's efficiencies on its modelled cases."""
     usable = [c for c in cases if c.skip is None and c.family == family and math.isfinite(c.published)
-              and c.table not in MOE_TABLES]
+              and c.table not in MOE_TABLES | INFERENCE_TABLES]
     names = _names(usable)
     tables = sorted({c.table for c in usable})
     start = np.array([PRIORS[n][0] for n in names])
@@ -127,8 +134,49 @@ def fit_family(family: str, cases: Sequence[Case]) -> FamilyFit:
     note = (f"MAP fit on {len(usable)} published rows ({', '.join(tables)}): "
             f"MAPE {before:.1f}% at the priors -> {after:.1f}%")
     dense = _efficiency(family, names, solution.x, tables, note)
-    return _fit_moe(dense, [c for c in cases if c.skip is None and c.family == family
-                            and c.table in MOE_TABLES and math.isfinite(c.published)], len(usable), before, after)
+    moe = _fit_moe(dense, [c for c in cases if c.skip is None and c.family == family
+                           and c.table in MOE_TABLES and math.isfinite(c.published)], len(usable), before, after)
+    serving = [c for c in cases if c.skip is None and c.family == family and c.table in INFERENCE_TABLES
+               and math.isfinite(c.published)]
+    return FamilyFit(fit_inference(moe.efficiency, serving), moe.rows + len(serving), before, after)
+
+
+def fit_inference(base: Efficiency, usable: list[Case]) -> Efficiency:
+    """Third stage: the serving parameters on the family's serving rows, the rest fixed. Without
+    serving rows the priors stand."""
+    names = list(INFERENCE_PRIORS)
+    start = np.array([INFERENCE_PRIORS[n][0] for n in names])
+
+    def with_values(values: np.ndarray, note: str = base.note) -> Efficiency:
+        params = dict(zip(names, values, strict=True))
+        return base.model_copy(update={
+            "inference_hbm": round(float(params["inference_hbm"]), 4),
+            "inference_step_overhead_s": round(float(params["inference_step_overhead_us"]) * 1e-6, 9),
+            "note": note})
+
+    if not usable:
+        return with_values(start, base.note + "; serving parameters at their priors (no serving rows)")
+    lower = np.array([INFERENCE_PRIORS[n][2] for n in names])
+    upper = np.array([INFERENCE_PRIORS[n][3] for n in names])
+    sigma = np.array([INFERENCE_PRIORS[n][1] for n in names])
+    published = np.array([c.published for c in usable])
+    higher_is_faster = np.array([not c.metric.endswith("_s") for c in usable])
+    prior_weight = 1.0 / math.sqrt(len(usable))
+
+    def residuals(values: np.ndarray) -> np.ndarray:
+        eff = with_values(values)
+        predicted = np.array([r.predicted for r in run(usable, lambda _: eff)], dtype=float)
+        log_ratio = np.log(predicted / published)
+        return np.concatenate([np.where(higher_is_faster, -log_ratio, log_ratio),
+                               prior_weight * (values - start) / sigma])
+
+    serving_before = mape(run(usable, lambda _: with_values(start)))
+    solution = least_squares(residuals, start, bounds=(lower, upper), diff_step=1e-3, x_scale="jac",
+                             loss="soft_l1", f_scale=0.1)
+    serving_after = mape(run(usable, lambda _: with_values(solution.x)))
+    tables = sorted({*base.fitted_on, *(c.table for c in usable)})
+    note = f"{base.note}; serving stage on {len(usable)} rows: MAPE {serving_before:.1f}% -> {serving_after:.1f}%"
+    return with_values(solution.x, note).model_copy(update={"fitted_on": tables})
 
 
 def _fit_moe(dense: Efficiency, usable: list[Case], rows: int, before: float, after: float) -> FamilyFit:
@@ -169,15 +217,31 @@ def _fit_moe(dense: Efficiency, usable: list[Case], rows: int, before: float, af
 
 
 def calibrate(cases: Sequence[Case]) -> dict[str, FamilyFit | str]:
-    """Fit every family that has rows; transfer to the families that have none."""
+    """Fit every family that has training rows; transfer to the families that have none (and
+    fit their serving stage if they have serving rows)."""
     fits: dict[str, FamilyFit | str] = {}
-    families = sorted({c.family for c in cases if c.skip is None})
+    families = sorted({c.family for c in cases if c.skip is None and c.table not in INFERENCE_TABLES})
     for family in families:
         fits[family] = fit_family(family, cases)
     for family, donor in TRANSFERS.items():
         if family not in fits and donor in fits:
-            fits[family] = donor
+            donor_fit = fits[donor]
+            assert isinstance(donor_fit, FamilyFit)
+            serving = [c for c in cases if c.family == family and c.table in INFERENCE_TABLES and c.skip is None]
+            fits[family] = (FamilyFit(_serving_only(family, donor_fit, cases), len(serving), math.nan, math.nan)
+                            if serving else donor)
     return fits
+
+
+def _serving_only(family: str, donor: FamilyFit, cases: Sequence[Case]) -> Efficiency:
+    """A family with no training rows but serving rows (Trainium2): the donor's training fit,
+    then its own serving stage."""
+    base = donor.efficiency.model_copy(update={
+        "family": family, "reserved_bytes": _reserve(family), "fitted_on": [],
+        "note": f"training parameters: inherits the {donor.efficiency.family} fit"})
+    serving = [c for c in cases if c.skip is None and c.family == family and c.table in INFERENCE_TABLES
+               and math.isfinite(c.published)]
+    return fit_inference(base, serving)
 
 
 def efficiency_yaml(fits: dict[str, FamilyFit | str]) -> dict[str, object]:

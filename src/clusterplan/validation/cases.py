@@ -18,6 +18,7 @@ from importlib import resources
 from pydantic import ValidationError
 
 from clusterplan.catalog import load_chip, load_model, load_system
+from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError
 from clusterplan.specs import Chip, FabricTier, Model, Plan, System
 from clusterplan.specs.plan import balanced_layer_split
@@ -41,6 +42,8 @@ class Case:
     family: str = ""
     chip: Chip | None = None  # overrides the system's catalog chip (e.g. one NeuronCore)
     devices_per_chip: int = 1  # plan devices per physical chip (NeuronCores per Trainium1)
+    # Non-training rows (serving) predict their metric from the family's efficiencies.
+    predict: Callable[[Efficiency], float] | None = None
 
 
 @dataclass
@@ -491,10 +494,19 @@ TABLES: dict[str, Callable[[], list[Case]]] = {
 }
 
 
+def known_tables() -> dict[str, Callable[[], list[Case]]]:
+    """Every validation table: the training tables above, then the serving tables."""
+    # Imported here: inference_cases builds on Case, defined in this module.
+    from clusterplan.validation.inference_cases import INFERENCE_TABLES
+
+    return {**TABLES, **INFERENCE_TABLES}
+
+
 def all_cases(tables: list[str] | None = None) -> list[Case]:
-    names = tables or list(TABLES)
+    known = known_tables()
+    names = tables or list(known)
     result: list[Case] = []
     for name in names:
-        result.extend(TABLES[name]())
+        result.extend(known[name]())
     return result
 

@@ -40,6 +40,8 @@ EfficiencyLookup = Callable[[str], Efficiency]
 
 
 def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency) -> Result:
+    if case.skip is None and case.predict is not None:
+        return Result(case, case.predict(efficiency(case.family)))
     if case.skip is not None or case.model is None or case.system is None or case.plan is None:
         return Result(case, None)
     # Build from the catalog system itself: Hardware applies the family's collective multipliers

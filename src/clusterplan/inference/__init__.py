@@ -1,0 +1,1 @@
+"""Inference: step-time estimator (prefill, decode), request-level serving simulator, capacity."""

@@ -1,0 +1,149 @@
+"""Serving rows of inference_published.csv: each predicted from the row's own deployment.
+
+* ``inference_throughput``: TensorRT-LLM offline (saturated) output tokens/s per replica on H100,
+  predicted by the analytic continuous-batching steady state (``ReplicaModel.offline_throughput``).
+* ``inference_latency``: latency rows: AWS Neuron single-request TTFT and TPOT on Trainium2
+  (one prefill; one decode step), and TensorRT-LLM online-serving rows at a request rate,
+  replayed through the request-level simulator when it is available.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from importlib import resources
+
+from pydantic import ValidationError
+
+from clusterplan.catalog import hardware_for, load_efficiency, load_model, load_system
+from clusterplan.costs.compute import Efficiency
+from clusterplan.errors import SpecError
+from clusterplan.inference.step import Deployment, ReplicaModel
+from clusterplan.training.step import Hardware
+from clusterplan.validation.cases import Case
+
+_MODELS = {"llama-3.1-8b-instruct": "llama3-8b", "llama-3.1-70b-instruct": "llama3-70b",
+           "llama-3.3-70b-instruct": "llama3-70b", "llama-3-70b-instruct": "llama3-70b",
+           "llama-3.1-405b-instruct": "llama3-405b"}
+_SYSTEMS = {"H100-SXM-80GB": "dgx-h100", "Trainium2": "trn2"}
+
+
+def _rows() -> list[dict[str, str]]:
+    text = resources.files("clusterplan.validation").joinpath("tables/inference_published.csv").read_text("utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def _weights(value: str) -> str:
+    upper = value.upper()
+    return "fp8" if "FP8" in upper else "fp4" if "FP4" in upper else "bf16"
+
+
+def _replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
+    model = load_model(_MODELS[row["model"].lower()])
+    system = load_system(_SYSTEMS[row["hardware"]])
+    base = hardware_for(system)
+    hardware = Hardware(system=system, chip=base.chip, efficiency=efficiency)
+    weights = _weights(row["precision_weights"])
+    kv = "fp8" if ("FP8" in row["precision_kv"].upper() or (not row["precision_kv"] and weights == "fp8")) else "bf16"
+    tp = int(row["tensor_parallel"] or row["chips"] or 1)
+    chips = int(row["chips"] or tp)
+    if row["hardware"] == "Trainium2":
+        tp = chips  # Neuron counts TP in logical NeuronCores (4 per chip at LNC=2): 64 = 16 chips
+    pp = int(row["pipeline_parallel"] or 1) if row["hardware"] != "Trainium2" else 1
+    max_batch = int(row["max_batch_size_per_replica"]) if row["max_batch_size_per_replica"] else 2048
+    deployment = Deployment(tp=tp, pp=pp, weights=weights, kv_cache=kv, max_batch=max_batch,
+                            kv_memory_fraction=0.95 if row["hardware"] != "Trainium2" else 0.9)
+    return ReplicaModel(model, hardware, deployment)
+
+
+def _family(row: dict[str, str]) -> str:
+    return hardware_for(load_system(_SYSTEMS[row["hardware"]])).chip.family
+
+
+def _case(table: str, row: dict[str, str], label: str, metric: str, published: float,
+          predict: Callable[[ReplicaModel], float], assumptions: tuple[str, ...]) -> Case:
+    try:
+        family = _family(row)
+        _replica(row, load_efficiency(family))
+    except (SpecError, ValidationError, KeyError, ValueError) as error:
+        return Case(table, label, metric, published, skip=str(error).splitlines()[0], source=row["source"])
+
+    def run(efficiency: Efficiency, row: dict[str, str] = row) -> float:
+        return predict(_replica(row, efficiency))
+
+    return Case(table, label, metric, published, assumptions=assumptions, source=row["source"], family=family,
+                predict=run)
+
+
+def _not_modelled(row: dict[str, str]) -> str | None:
+    """Why a latency row is outside the model, or None. Speculative decoding changes what one
+    decode step produces (a draft model, several tokens per target step) and is not modelled;
+    a superseded publication is replaced by the newer row of the same configuration, as in the
+    training tables (newest result per configuration)."""
+    speculative = row["speculative_decoding"].strip().lower()
+    if speculative and speculative != "no":
+        return f"speculative decoding ({row['speculative_decoding']}) is not modelled"
+    if "SUPERSEDED" in row["notes"]:
+        return "superseded by a newer publication of the same configuration (newest row kept)"
+    return None
+
+
+def inference_throughput() -> list[Case]:
+    cases = []
+    for row in _rows():
+        if row["scenario"] != "offline":
+            continue
+        isl, osl = int(row["input_tokens"]), int(row["output_tokens"])
+        label = (f"{row['model']} TP{row['tensor_parallel']} {row['precision_weights']} {isl}/{osl} "
+                 f"({row['engine_version'][:22]})")
+        published = float(row["throughput_output_tokens_per_s"])
+
+        def predict(replica: ReplicaModel, isl: int = isl, osl: int = osl) -> float:
+            return float(replica.offline_throughput(isl, osl)["output_tokens_per_s"])
+
+        cases.append(_case("inference_throughput", row, label, "output_tokens_per_s", published, predict,
+                           ("fp8 KV cache with fp8 weights when the row does not say", "engine batch limit 2048",
+                            "95 % of the memory left after weights for KV "
+                            "(kv_cache_free_gpu_mem_fraction, row notes)")))
+    return cases
+
+
+def inference_latency() -> list[Case]:
+    cases = []
+    for row in _rows():
+        if row["scenario"] != "single_request":
+            if row["scenario"] == "server":
+                cases.append(Case("inference_latency", f"{row['row_id']} {row['model']} {row['hardware']} server",
+                                  "ttft_s", math.nan, skip="online-serving row: replayed with the serving simulator "
+                                  "(issue #7, not yet wired into validate)", source=row["source"]))
+            continue
+        isl, osl = int(row["input_tokens"]), int(row["output_tokens"] or 1)
+        for metric, column in (("ttft_s", "ttft_ms"), ("tpot_s", "tpot_ms")):
+            value = row[column] or row.get(f"{column.removesuffix('_ms')}_p50_ms", "")
+            if not value:
+                continue
+            label = f"{row['row_id']} {row['model']} Trn2 {row['precision_weights']} {isl}/{osl} {metric[:4].upper()}"
+            reason = _not_modelled(row)
+            if reason:
+                cases.append(Case("inference_latency", label, metric, float(value) / 1000.0, skip=reason,
+                                  source=row["source"]))
+                continue
+
+            def predict(replica: ReplicaModel, isl: int = isl, osl: int = osl, metric: str = metric) -> float:
+                if metric == "ttft_s":
+                    return replica.prefill_time(isl, 0)
+                return replica.decode_time(1, isl + osl // 2)
+
+            cases.append(_case("inference_latency", row, label, metric, float(value) / 1000.0, predict,
+                               ("TTFT = one prefill of the prompt", "TPOT = one decode step at mid-generation",
+                                "TP 64 logical NeuronCores = 16 chips")))
+    return cases
+
+
+INFERENCE_TABLES: dict[str, Callable[[], list[Case]]] = {
+    "inference_throughput": inference_throughput,
+    "inference_latency": inference_latency,
+}
+
+
