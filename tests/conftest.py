@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from clusterplan.costs.compute import Efficiency
@@ -65,3 +67,21 @@ def llama_like() -> Model:
     return Model(name="llama-like", layers=32, hidden_size=4096, ffn_hidden_size=14336,
                  attention_heads=32, kv_heads=8, vocab_size=128256, ffn_activation="swiglu",
                  source=SOURCE)
+
+
+@pytest.fixture
+def cli_run(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str, str]]:
+    """Drive ``clusterplan argv`` in-process: (exit code, stdout, stderr); a return is code 0."""
+    from clusterplan import cli
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            cli.main(list(argv))
+            code = 0
+        except SystemExit as done:
+            code = 0 if done.code is None else int(done.code)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

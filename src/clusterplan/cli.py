@@ -92,7 +92,7 @@ def _tokens(value: str | None) -> float | None:
 #: Plan fields as the CLI spells them, so refusals name the flag the user typed.
 FLAGS = {"seq_len": "--seq", "global_batch": "--global-batch", "micro_batch": "--micro-batch",
          "first_stage_layers": "--first-stage-layers", "last_stage_layers": "--last-stage-layers",
-         "dp_shard": "--dp-shard"}
+         "dp_shard": "--dp-shard", "rate_per_s": "--rate"}
 
 
 def flag(field: str) -> str:
@@ -645,6 +645,88 @@ def rainier(
         rainier_summary(console, record)
         if written:
             console.print(f"report: {written['html']} and {written['markdown']}")
+
+
+# ---- serve ---------------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def serve(
+    model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
+    system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
+    tp: Annotated[int, typer.Option(help="tensor parallelism of one replica")] = 1,
+    pp: Annotated[int, typer.Option(help="pipeline parallelism of one replica")] = 1,
+    ep: Annotated[int, typer.Option(help="expert parallelism (MoE models)")] = 1,
+    weights: Annotated[str, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls")] = "bf16",
+    kv_cache: Annotated[str, typer.Option(help="bf16 | fp8 KV cache")] = "bf16",
+    max_batch: Annotated[int, typer.Option(help="engine limit on batched sequences")] = 2048,
+    input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
+    output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
+    rate: Annotated[float | None, typer.Option(help="simulate one replica at this many requests/s")] = None,
+    trace: Annotated[
+        Path | None, typer.Option(help="replay a trace (CSV or JSON Lines: timestamp,input_tokens,output_tokens)")
+    ] = None,
+    slo_ttft: Annotated[float | None, typer.Option(help="p99 time-to-first-token target (ms)")] = None,
+    slo_tpot: Annotated[float | None, typer.Option(help="p99 time-per-output-token target (ms)")] = None,
+    demand: Annotated[str | None, typer.Option(help="output tokens/s to serve, e.g. 2M: replicas, MW, $")] = None,
+    requests: Annotated[int, typer.Option(help="requests per simulation")] = 2000,
+    length_spread: Annotated[float, typer.Option(help="CV of lognormal request lengths (0 = fixed)")] = 0.0,
+    seed: Annotated[int, typer.Option(help="random seed of the simulated workload")] = 0,
+    chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Serve a model: one replica's latency and throughput, the request rate it sustains at a
+    p99 TTFT/TPOT SLO, and the chips, MW and $ per million tokens a demand needs."""
+    from clusterplan.inference.planner import Slo, serve_record
+    from clusterplan.inference.step import Deployment
+    from clusterplan.report.tables import serve_table
+
+    spec_model = load_model(model, "--model")
+    spec_system = load_system(system, "--system")
+    spec_chip = load_chip(chip, "--chip") if chip else None
+    if weights not in ("bf16", "fp8", "fp4"):
+        raise SpecError("--weights", weights, "must be one of bf16, fp8, fp4")
+    if kv_cache not in ("bf16", "fp8"):
+        raise SpecError("--kv-cache", kv_cache, "must be one of bf16, fp8")
+    for name, value in (("--tp", tp), ("--pp", pp), ("--ep", ep), ("--max-batch", max_batch),
+                        ("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
+                        ("--requests", requests)):
+        if value < 1:
+            raise SpecError(name, value, "must be >= 1")
+    if tp * pp > MAX_CHIPS:
+        raise SpecError("--tp", tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
+    if not 0.0 <= length_spread <= 3.0:
+        raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
+    if (slo_ttft is None) != (slo_tpot is None):
+        raise SpecError("--slo-ttft" if slo_ttft is None else "--slo-tpot", None,
+                        "give both --slo-ttft and --slo-tpot (p99 targets in ms)")
+    for name, target in (("--slo-ttft", slo_ttft), ("--slo-tpot", slo_tpot)):
+        if target is not None and not (target > 0 and math.isfinite(target)):
+            raise SpecError(name, target, "must be a finite number of milliseconds > 0")
+    slo = Slo(ttft_p99_s=slo_ttft / 1000.0, tpot_p99_s=slo_tpot / 1000.0) \
+        if slo_ttft is not None and slo_tpot is not None else None
+    demand_tokens = units.parse_count(demand, "--demand") if demand is not None else None
+    from clusterplan.inference.workload import from_trace
+
+    replay = from_trace(trace) if trace is not None else None
+    try:
+        deployment = Deployment(tp=tp, pp=pp, ep=ep, weights=weights, kv_cache=kv_cache,
+                                max_batch=max_batch)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
+    try:
+        record = serve_record(spec_model, hardware_for(spec_system, spec_chip), deployment, input_tokens,
+                              output_tokens, rate_per_s=rate, slo=slo, demand_output_tokens_per_s=demand_tokens,
+                              requests=requests, length_spread=length_spread, seed=seed, trace=replay)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
+    except SpecError as error:
+        raise SpecError(flag(error.field), error.value, error.rule) from None
+    if as_json:
+        emit_json(record)
+    else:
+        serve_table(console, record)
 
 
 def _value_given(param: Any, argv: list[str]) -> str | None:

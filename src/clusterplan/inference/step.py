@@ -104,6 +104,11 @@ class ReplicaModel:
     def _peak(self) -> float:
         return float(self.hardware.peak[PRECISION_CODES[self.deployment.weights]])
 
+    @property
+    def peak_flops_per_chip(self) -> float:
+        """Dense peak FLOP/s of one chip at the weights' precision."""
+        return self._peak()
+
     def _matmul_eff(self) -> float:
         return float(self.hardware.matmul_eff[PRECISION_CODES[self.deployment.weights]])
 

@@ -251,3 +251,57 @@ def reliability_table(console: Console, record: dict[str, Any]) -> None:
     for cause, rate in sorted(record["rates_per_day_by_cause"].items(), key=lambda item: -item[1]):
         causes.add_row(cause, f"{rate:,.2f}")
     console.print(causes)
+
+
+def serve_table(console: Console, record: dict[str, Any]) -> None:
+    """``clusterplan serve``: one replica, its latency and throughput, and a demand's fleet."""
+    d = record["deployment"]
+    title = (f"{record['model']} served on {record['chip']} ({record['system']}): TP{d['tp']}"
+             + (f" PP{d['pp']}" if d["pp"] > 1 else "") + (f" EP{d['ep']}" if d["ep"] > 1 else "")
+             + f", {d['weights']} weights, {d['kv_cache']} KV, "
+             f"{record['input_tokens']}/{record['output_tokens']} tokens")
+    table = Table(title=title, show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("chips per replica", str(record["chips_per_replica"]))
+    table.add_row("weights per chip", units.format_bytes(record["weights_bytes_per_chip"]))
+    table.add_row("KV cache per replica", f"{units.format_count(record['kv_capacity_tokens'])} tokens "
+                  f"({units.format_bytes(record['kv_bytes_per_token'])}/token)")
+    single = record["single_request"]
+    table.add_row("one request alone: TTFT / TPOT",
+                  f"{1000 * single['ttft_s']:.1f} ms / {1000 * single['tpot_s']:.2f} ms")
+    sat = record["saturated"]
+    table.add_row("saturated throughput (analytic)",
+                  f"{sat['output_tokens_per_s']:,.0f} output tok/s ({sat['output_tokens_per_s_per_chip']:,.0f}/chip), "
+                  f"batch {sat['batch']:,.0f}")
+    for key, label in (("simulated", "simulated at the given rate"), ("trace", "trace replay"), ("slo", "at the SLO")):
+        if key not in record:
+            continue
+        run = record[key].get("at_max_rate") if key == "slo" else record[key]
+        if key == "slo":
+            slo = record["slo"]
+            table.add_row(f"max rate meeting p99 TTFT {1000 * slo['ttft_p99_s']:.0f} ms, "
+                          f"TPOT {1000 * slo['tpot_p99_s']:.0f} ms",
+                          f"{slo['max_requests_per_s']:,.2f} req/s ({slo['output_tokens_per_s']:,.0f} output tok/s)")
+        if run:
+            table.add_row(f"{label}: TTFT p50 / p99",
+                          f"{1000 * run['ttft_p50_s']:.1f} ms / {1000 * run['ttft_p99_s']:.1f} ms")
+            table.add_row(f"{label}: TPOT p50 / p99",
+                          f"{1000 * run['tpot_p50_s']:.2f} ms / {1000 * run['tpot_p99_s']:.2f} ms")
+            table.add_row(f"{label}: output tok/s, mean batch",
+                          f"{run['output_tokens_per_s']:,.0f}, {run['mean_batch']:,.1f}")
+    demand = record.get("demand")
+    if demand:
+        table.add_row("demand", f"{units.format_count(demand['output_tokens_per_s'])} output tok/s")
+        table.add_row("replicas / chips", f"{demand['replicas']:,} / {demand['chips']:,} "
+                      f"({100 * demand['utilisation']:.0f} % of their capacity used)")
+        power = demand["power_w"]
+        table.add_row("power (IT / facility)", f"{power['it_w'] / 1e6:,.2f} MW / {power['facility_w'] / 1e6:,.2f} MW "
+                      f"at {100 * demand['activity']:.0f} % activity")
+        if "usd_per_million_output_tokens" in demand:
+            table.add_row("cost (TCO)", f"${demand['cost_per_hour_usd']:,.0f}/hour; "
+                          f"${demand['usd_per_million_output_tokens']:.3f} per M output tokens "
+                          f"(${demand['usd_per_million_total_tokens']:.3f} per M input+output)")
+        else:
+            table.add_row("cost", demand["cost_note"])
+    console.print(table)

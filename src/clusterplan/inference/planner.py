@@ -1,0 +1,134 @@
+"""Serving capacity planning: one replica's speed, the replicas a demand needs at an SLO, and
+what they cost.
+
+The chain is: the step model (``inference/step.py``) times one replica's engine steps; the
+request-level simulator (``inference/simulator.py``) replays a Poisson workload through it and
+finds the highest request rate at which the replica still meets the p99 TTFT and TPOT targets;
+a demand in output tokens/s then needs ``ceil(demand / per-replica rate)`` replicas. Power uses
+the cluster power model at the replica's activity (achieved FLOP share plus the waiting share,
+``costs/power.py``); dollars use the cost of a chip-hour (``costs/money.py``), so the price per
+million tokens is ``chips * $/chip-hour / (output tokens per hour) * 1e6``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import Field
+
+from clusterplan.costs.power import WAITING_ACTIVITY
+from clusterplan.errors import SpecError
+from clusterplan.inference.simulator import ServingLoad, max_rate_at_slo, sample, simulate
+from clusterplan.inference.step import Deployment, ReplicaModel
+from clusterplan.inference.workload import Workload
+from clusterplan.specs import Model
+from clusterplan.specs._base import Spec
+from clusterplan.training.step import Hardware
+
+
+class Slo(Spec):
+    """Latency targets at the 99th percentile."""
+
+    ttft_p99_s: float = Field(gt=0, le=3600, description="time to first token, p99 (s)")
+    tpot_p99_s: float = Field(gt=0, le=60, description="time per output token after the first, p99 (s)")
+
+
+def serving_activity(replica: ReplicaModel, output_tokens_per_s: float, input_tokens_per_s: float) -> float:
+    """Accelerator activity while serving: the achieved share of peak FLOP/s (2 FLOPs per active
+    parameter per processed token) plus WAITING_ACTIVITY of the rest (memory-bound decode keeps
+    HBM busy)."""
+    flops = 2.0 * replica.model.active_params * (output_tokens_per_s + input_tokens_per_s)
+    peak = replica.deployment.chips * replica.peak_flops_per_chip
+    used = min(1.0, flops / peak)
+    return used + WAITING_ACTIVITY * (1.0 - used)
+
+
+def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input_tokens: int, output_tokens: int,
+                 *, rate_per_s: float | None = None, slo: Slo | None = None,
+                 demand_output_tokens_per_s: float | None = None, requests: int = 2000,
+                 length_spread: float = 0.0, seed: int = 0, trace: Workload | None = None) -> dict[str, Any]:
+    """Everything ``clusterplan serve`` reports, SI units: the replica (memory, KV capacity),
+    single-request latency, saturated throughput, a simulated run at ``rate_per_s``, the
+    highest rate meeting ``slo``, and for a demand the replicas, chips, power and dollars.
+    ``trace`` (a recorded or generated workload) is replayed through one replica as well."""
+    if input_tokens < 1 or output_tokens < 1:
+        raise SpecError("--input-tokens" if input_tokens < 1 else "--output-tokens",
+                        min(input_tokens, output_tokens), "must be >= 1")
+    replica = ReplicaModel(model, hardware, deployment)
+    if input_tokens + output_tokens > replica.kv_capacity_tokens:
+        raise SpecError("--input-tokens", input_tokens,
+                        f"a request of {input_tokens}+{output_tokens} tokens exceeds the replica's KV cache "
+                        f"({replica.kv_capacity_tokens:,} tokens): use more chips per replica or an fp8 KV cache")
+    steady = replica.offline_throughput(input_tokens, output_tokens)
+    record: dict[str, Any] = {
+        "model": model.name, "system": hardware.system.name, "chip": hardware.chip.name,
+        "deployment": deployment.model_dump(), "chips_per_replica": deployment.chips,
+        "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "weights_bytes_per_chip": replica.weight_bytes_per_chip,
+        "kv_bytes_per_token": replica.kv_per_token, "kv_capacity_tokens": replica.kv_capacity_tokens,
+        "single_request": {"ttft_s": replica.prefill_time(input_tokens, 0),
+                           "tpot_s": replica.decode_time(1, input_tokens + output_tokens // 2)},
+        "saturated": {"batch": float(steady["batch"]),
+                      "output_tokens_per_s": float(steady["output_tokens_per_s"]),
+                      "output_tokens_per_s_per_chip": float(steady["output_tokens_per_s"]) / deployment.chips,
+                      "requests_per_s": float(steady["output_tokens_per_s"]) / output_tokens},
+    }
+
+    def workload(rate: float) -> ServingLoad:
+        return ServingLoad(rate_per_s=rate, requests=requests, input_tokens=input_tokens,
+                        output_tokens=output_tokens, length_spread=length_spread, seed=seed)
+
+    if rate_per_s is not None:
+        if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
+            raise SpecError("--rate", rate_per_s, "must be a finite number of requests/s > 0")
+        record["simulated"] = simulate(replica, sample(workload(rate_per_s))).summary()
+    if trace is not None:
+        record["trace"] = simulate(replica, trace).summary()
+    operating_rate = record["saturated"]["requests_per_s"]
+    if slo is not None:
+        rate = max_rate_at_slo(replica, workload(operating_rate), slo.ttft_p99_s, slo.tpot_p99_s)
+        record["slo"] = {**slo.model_dump(), "max_requests_per_s": rate,
+                         "output_tokens_per_s": rate * output_tokens}
+        if rate > 0:
+            record["slo"]["at_max_rate"] = simulate(replica, sample(workload(rate))).summary()
+        operating_rate = rate
+    record["operating_requests_per_s"] = operating_rate
+    if demand_output_tokens_per_s is not None:
+        record["demand"] = _demand(replica, hardware, operating_rate, input_tokens, output_tokens,
+                                   demand_output_tokens_per_s)
+    return record
+
+
+def _demand(replica: ReplicaModel, hardware: Hardware, rate: float, input_tokens: int, output_tokens: int,
+            demand: float) -> dict[str, Any]:
+    """Replicas, chips, power and dollars to serve ``demand`` output tokens/s at ``rate`` requests/s
+    per replica. Systems without a capex figure get power only."""
+    from clusterplan.catalog import load_economics
+    from clusterplan.costs.money import cost_per_chip_hour
+    from clusterplan.costs.power import cluster_power
+
+    if not (demand > 0 and math.isfinite(demand)):
+        raise SpecError("--demand", demand, "must be a finite number of output tokens/s > 0")
+    if rate <= 0:
+        raise SpecError("--slo-ttft", "", "no request rate meets this SLO on one replica: loosen the SLO "
+                        "or use more chips per replica")
+    per_replica = rate * output_tokens
+    replicas = math.ceil(demand / per_replica)
+    chips = replicas * replica.deployment.chips
+    activity = serving_activity(replica, demand / replicas, demand / replicas * input_tokens / output_tokens)
+    economics = load_economics()
+    power = cluster_power(hardware.system, hardware.chip, chips, activity, economics)
+    out: dict[str, Any] = {"output_tokens_per_s": demand, "replicas": replicas, "chips": chips,
+                           "utilisation": demand / (replicas * per_replica), "activity": activity,
+                           "power_w": power.record()}
+    try:
+        hourly = cost_per_chip_hour(hardware.system, hardware.chip, economics, activity)["total_usd"]
+    except SpecError as missing:
+        out["cost_note"] = str(missing)
+        return out
+    out["cost_per_hour_usd"] = hourly * chips
+    out["usd_per_million_output_tokens"] = hourly * chips / (demand * 3600.0) * 1e6
+    total_tokens = demand * (input_tokens + output_tokens) / output_tokens
+    out["usd_per_million_total_tokens"] = hourly * chips / (total_tokens * 3600.0) * 1e6
+    return out

@@ -1,0 +1,91 @@
+"""Serving capacity planning and ``clusterplan serve`` (issue #7)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+
+import pytest
+
+from clusterplan.catalog import hardware_for, load_model, load_system
+from clusterplan.errors import SpecError
+from clusterplan.inference.planner import Slo, serve_record
+from clusterplan.inference.step import Deployment
+
+Cli = Callable[[list[str]], tuple[int, str, str]]
+
+H100 = ["serve", "--model", "llama3-70b", "--system", "dgx-h100", "--tp", "8", "--weights", "fp8",
+        "--kv-cache", "fp8", "--requests", "600"]
+
+
+def record(**kwargs: object) -> dict[str, object]:
+    return serve_record(load_model("llama3-70b"), hardware_for(load_system("dgx-h100")),
+                        Deployment(tp=8, weights="fp8", kv_cache="fp8"), 1000, 200, requests=600, **kwargs)  # type: ignore[arg-type]
+
+
+def test_demand_needs_enough_replicas_and_prices_follow_from_chip_hours() -> None:
+    out = record(slo=Slo(ttft_p99_s=2.0, tpot_p99_s=0.05), demand_output_tokens_per_s=1e6)
+    slo, demand = out["slo"], out["demand"]
+    assert isinstance(slo, dict) and isinstance(demand, dict)
+    per_replica = slo["max_requests_per_s"] * 200
+    assert demand["replicas"] == math.ceil(1e6 / per_replica)
+    assert demand["chips"] == 8 * demand["replicas"]
+    assert (demand["replicas"] - 1) * per_replica < 1e6 <= demand["replicas"] * per_replica
+    # $/M output tokens = fleet $/hour / (output tokens per hour) * 1e6
+    assert demand["usd_per_million_output_tokens"] == pytest.approx(
+        demand["cost_per_hour_usd"] / (1e6 * 3600) * 1e6)
+    assert demand["usd_per_million_total_tokens"] < demand["usd_per_million_output_tokens"]
+    assert demand["power_w"]["facility_w"] > demand["power_w"]["it_w"] > 0
+
+
+def test_a_tighter_slo_needs_at_least_as_many_chips() -> None:
+    loose = record(slo=Slo(ttft_p99_s=5.0, tpot_p99_s=0.08), demand_output_tokens_per_s=2e5)
+    tight = record(slo=Slo(ttft_p99_s=1.0, tpot_p99_s=0.03), demand_output_tokens_per_s=2e5)
+    assert tight["demand"]["chips"] >= loose["demand"]["chips"]  # type: ignore[index]
+
+
+def test_without_an_slo_the_fleet_is_sized_at_saturation() -> None:
+    out = record(demand_output_tokens_per_s=1e5)
+    saturated = out["saturated"]["output_tokens_per_s"]  # type: ignore[index]
+    assert out["demand"]["replicas"] == math.ceil(1e5 / saturated)  # type: ignore[index]
+
+
+def test_a_request_larger_than_the_kv_cache_is_refused() -> None:
+    with pytest.raises(SpecError, match="KV cache"):
+        serve_record(load_model("llama3-70b"), hardware_for(load_system("dgx-h100")),
+                     Deployment(tp=2, weights="fp8", kv_cache="bf16"), 2_000_000, 10)
+
+
+def test_serve_cli_json(cli_run: Cli) -> None:
+    code, out, err = cli_run([*H100, "--rate", "5", "--demand", "200k", "--json"])
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["simulated"]["ttft_p99_s"] >= data["simulated"]["ttft_p50_s"] > 0
+    assert data["demand"]["output_tokens_per_s"] == 200_000
+
+
+def test_serve_cli_table(cli_run: Cli) -> None:
+    code, out, _ = cli_run([*H100, "--slo-ttft", "2000", "--slo-tpot", "60", "--demand", "1M"])
+    assert code == 0
+    assert "replicas / chips" in out and "per M output" in out
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    (["--tp", "3"], "--tp"),
+    (["--weights", "int4"], "--weights"),
+    (["--kv-cache", "fp4"], "--kv-cache"),
+    (["--rate", "-1"], "--rate"),
+    (["--slo-ttft", "100"], "--slo-tpot"),
+    (["--slo-ttft", "0", "--slo-tpot", "10"], "--slo-ttft"),
+    (["--demand", "lots"], "--demand"),
+    (["--input-tokens", "0"], "--input-tokens"),
+    (["--length-spread", "9"], "--length-spread"),
+    (["--tp", "1", "--weights", "bf16"], "--tp"),
+])
+def test_serve_refusals_are_one_line(cli_run: Cli, extra: list[str], field: str) -> None:
+    code, out, err = cli_run([*H100, *extra])
+    assert code == 2, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], err
