@@ -17,7 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import time
 
 from clusterplan.catalog import hardware_for, load_model, load_system
-from clusterplan.inference.simulator import ServingLoad, max_rate_at_slo, sample, simulate
+from clusterplan.inference.serving import ServingLoad, max_rate_at_slo, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 
 ISL, OSL = 1000, 200

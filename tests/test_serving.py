@@ -10,7 +10,7 @@ import pytest
 
 from clusterplan.catalog import hardware_for, load_model, load_system
 from clusterplan.errors import SpecError
-from clusterplan.inference.planner import Slo, serve_record
+from clusterplan.inference.capacity import Slo, serve_record
 from clusterplan.inference.step import Deployment
 
 Cli = Callable[[list[str]], tuple[int, str, str]]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from clusterplan.errors import SpecError
-from clusterplan.inference.simulator import (
+from clusterplan.inference.serving import (
     Arrivals,
     ServingLoad,
     ServingResult,

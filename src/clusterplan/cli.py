@@ -676,7 +676,7 @@ def serve(
 ) -> None:
     """Serve a model: one replica's latency and throughput, the request rate it sustains at a
     p99 TTFT/TPOT SLO, and the chips, MW and $ per million tokens a demand needs."""
-    from clusterplan.inference.planner import Slo, serve_record
+    from clusterplan.inference.capacity import Slo, serve_record
     from clusterplan.inference.step import Deployment
     from clusterplan.report.tables import serve_table
 

@@ -49,7 +49,7 @@ INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "inference_hbm": (0.8, 0.1, 0.3, 0.95),
     "inference_step_overhead_us": (500.0, 5000.0, 0.0, 50000.0),
 }
-INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency"})
+INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server"})
 
 #: Runtime/communicator/allocator reserve per family (not fitted: no memory data published).
 RESERVED_BYTES = {"nvidia": 3.0 * 2**30, "tpu": 1.0 * 2**30, "trainium": 2.0 * 2**30, "amd": 3.0 * 2**30}

@@ -2,7 +2,7 @@
 what they cost.
 
 The chain is: the step model (``inference/step.py``) times one replica's engine steps; the
-request-level simulator (``inference/simulator.py``) replays a Poisson workload through it and
+request-level simulator (``inference/serving.py``) replays a Poisson workload through it and
 finds the highest request rate at which the replica still meets the p99 TTFT and TPOT targets;
 a demand in output tokens/s then needs ``ceil(demand / per-replica rate)`` replicas. Power uses
 the cluster power model at the replica's activity (achieved FLOP share plus the waiting share,
@@ -19,7 +19,7 @@ from pydantic import Field
 
 from clusterplan.costs.power import WAITING_ACTIVITY
 from clusterplan.errors import SpecError
-from clusterplan.inference.simulator import ServingLoad, max_rate_at_slo, sample, simulate
+from clusterplan.inference.serving import ServingLoad, max_rate_at_slo, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import Workload
 from clusterplan.specs import Model
