@@ -89,3 +89,23 @@ def test_serve_refusals_are_one_line(cli_run: Cli, extra: list[str], field: str)
     assert out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], err
+
+
+def test_closed_loop_and_offline_runs(cli_run: Cli) -> None:
+    base = ["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--weights", "fp8", "--requests", "300", "--json"]
+    code, out, err = cli_run([*base, "--batch", "16", "--slo-ttft", "500", "--slo-tpot", "50"])
+    assert code == 0, err
+    loop = json.loads(out)["replay"]
+    assert 0.0 <= loop["slo_attainment"] <= 1.0
+    assert loop["mean_batch"] <= 16 + 1e-9
+    code, out, err = cli_run([*base, "--offline"])
+    assert code == 0, err
+    saturated = json.loads(out)
+    # all queued at t=0: the simulated rate approaches the analytic steady state (ramp-down included)
+    assert 0.5 < saturated["replay"]["output_tokens_per_s"] / saturated["saturated"]["output_tokens_per_s"] < 1.2
+    assert saturated["replay"]["total_tokens_per_s"] > saturated["replay"]["output_tokens_per_s"]
+
+
+def test_only_one_way_to_simulate(cli_run: Cli) -> None:
+    code, out, err = cli_run([*H100, "--offline", "--batch", "4"])
+    assert code == 2 and out == "" and "at most one" in err

@@ -89,6 +89,6 @@ def test_serve_replays_a_trace(cli_run: Cli, tmp_path: Path) -> None:
     base = ["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--weights", "fp8", "--trace", str(path)]
     code, out, err = cli_run([*base, "--json"])
     assert code == 0, err
-    assert '"trace"' in out
+    assert '"replay"' in out
     code, out, err = cli_run([*base[:-1], str(tmp_path / "missing.csv")])
     assert code == 2 and out == "" and "file not found" in err

@@ -665,6 +665,8 @@ def serve(
     trace: Annotated[
         Path | None, typer.Option(help="replay a trace (CSV or JSON Lines: timestamp,input_tokens,output_tokens)")
     ] = None,
+    batch: Annotated[int | None, typer.Option(help="simulate a closed loop of this many concurrent requests")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="simulate every request queued at t = 0")] = False,
     slo_ttft: Annotated[float | None, typer.Option(help="p99 time-to-first-token target (ms)")] = None,
     slo_tpot: Annotated[float | None, typer.Option(help="p99 time-per-output-token target (ms)")] = None,
     demand: Annotated[str | None, typer.Option(help="output tokens/s to serve, e.g. 2M: replicas, MW, $")] = None,
@@ -705,9 +707,18 @@ def serve(
     slo = Slo(ttft_p99_s=slo_ttft / 1000.0, tpot_p99_s=slo_tpot / 1000.0) \
         if slo_ttft is not None and slo_tpot is not None else None
     demand_tokens = units.parse_count(demand, "--demand") if demand is not None else None
-    from clusterplan.inference.workload import from_trace
+    from clusterplan.inference.workload import closed_loop, from_trace
+    from clusterplan.inference.workload import offline as queued_at_zero
 
+    if sum(x is not None and x is not False for x in (rate, trace, batch, offline or None)) > 1:
+        raise SpecError("--rate", rate, "give at most one of --rate, --trace, --batch, --offline")
+    if batch is not None and batch < 1:
+        raise SpecError("--batch", batch, "must be >= 1 concurrent requests")
     replay = from_trace(trace) if trace is not None else None
+    if batch is not None:
+        replay = closed_loop(batch, requests, input_tokens, output_tokens)
+    elif offline:
+        replay = queued_at_zero(requests, input_tokens, output_tokens)
     try:
         deployment = Deployment(tp=tp, pp=pp, ep=ep, weights=weights, kv_cache=kv_cache,
                                 max_batch=max_batch)
@@ -717,7 +728,7 @@ def serve(
     try:
         record = serve_record(spec_model, hardware_for(spec_system, spec_chip), deployment, input_tokens,
                               output_tokens, rate_per_s=rate, slo=slo, demand_output_tokens_per_s=demand_tokens,
-                              requests=requests, length_spread=length_spread, seed=seed, trace=replay)
+                              requests=requests, length_spread=length_spread, seed=seed, replay=replay)
     except ValidationError as error:
         first = error.errors()[0]
         raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None

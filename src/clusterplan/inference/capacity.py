@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 
 from clusterplan.costs.power import WAITING_ACTIVITY
 from clusterplan.errors import SpecError
-from clusterplan.inference.serving import ServingLoad, max_rate_at_slo, sample, simulate
+from clusterplan.inference.serving import Arrivals, ServingLoad, max_rate_at_slo, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import Workload
 from clusterplan.specs import Model
@@ -47,11 +48,11 @@ def serving_activity(replica: ReplicaModel, output_tokens_per_s: float, input_to
 def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input_tokens: int, output_tokens: int,
                  *, rate_per_s: float | None = None, slo: Slo | None = None,
                  demand_output_tokens_per_s: float | None = None, requests: int = 2000,
-                 length_spread: float = 0.0, seed: int = 0, trace: Workload | None = None) -> dict[str, Any]:
+                 length_spread: float = 0.0, seed: int = 0, replay: Workload | None = None) -> dict[str, Any]:
     """Everything ``clusterplan serve`` reports, SI units: the replica (memory, KV capacity),
     single-request latency, saturated throughput, a simulated run at ``rate_per_s``, the
     highest rate meeting ``slo``, and for a demand the replicas, chips, power and dollars.
-    ``trace`` (a recorded or generated workload) is replayed through one replica as well."""
+    ``replay`` (a trace file, a closed loop or an offline batch) is simulated on one replica too."""
     if input_tokens < 1 or output_tokens < 1:
         raise SpecError("--input-tokens" if input_tokens < 1 else "--output-tokens",
                         min(input_tokens, output_tokens), "must be >= 1")
@@ -82,22 +83,36 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
     if rate_per_s is not None:
         if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
             raise SpecError("--rate", rate_per_s, "must be a finite number of requests/s > 0")
-        record["simulated"] = simulate(replica, sample(workload(rate_per_s))).summary()
-    if trace is not None:
-        record["trace"] = simulate(replica, trace).summary()
+        record["simulated"] = _run(replica, sample(workload(rate_per_s)), slo)
+    if replay is not None:
+        record["replay"] = _run(replica, replay, slo)
     operating_rate = record["saturated"]["requests_per_s"]
     if slo is not None:
         rate = max_rate_at_slo(replica, workload(operating_rate), slo.ttft_p99_s, slo.tpot_p99_s)
         record["slo"] = {**slo.model_dump(), "max_requests_per_s": rate,
                          "output_tokens_per_s": rate * output_tokens}
         if rate > 0:
-            record["slo"]["at_max_rate"] = simulate(replica, sample(workload(rate))).summary()
+            record["slo"]["at_max_rate"] = _run(replica, sample(workload(rate)), slo)
         operating_rate = rate
     record["operating_requests_per_s"] = operating_rate
     if demand_output_tokens_per_s is not None:
         record["demand"] = _demand(replica, hardware, operating_rate, input_tokens, output_tokens,
                                    demand_output_tokens_per_s)
     return record
+
+
+def _run(replica: ReplicaModel, requests: Workload | Arrivals, slo: Slo | None) -> dict[str, float]:
+    """One simulated run's summary, with total (input + output) throughput and, under an SLO,
+    the share of requests that met both targets."""
+    result = simulate(replica, requests)
+    out = result.summary()
+    span = result.span_s
+    out["total_tokens_per_s"] = float(result.input_tokens.sum() + result.output_tokens.sum()) / span \
+        if span > 0 else math.inf
+    if slo is not None:
+        tpot = np.nan_to_num(result.tpot_s, nan=0.0)
+        out["slo_attainment"] = float(np.mean((result.ttft_s <= slo.ttft_p99_s) & (tpot <= slo.tpot_p99_s)))
+    return out
 
 
 def _demand(replica: ReplicaModel, hardware: Hardware, rate: float, input_tokens: int, output_tokens: int,

@@ -274,7 +274,7 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
     table.add_row("saturated throughput (analytic)",
                   f"{sat['output_tokens_per_s']:,.0f} output tok/s ({sat['output_tokens_per_s_per_chip']:,.0f}/chip), "
                   f"batch {sat['batch']:,.0f}")
-    for key, label in (("simulated", "simulated at the given rate"), ("trace", "trace replay"), ("slo", "at the SLO")):
+    for key, label in (("simulated", "simulated at the given rate"), ("replay", "replay"), ("slo", "at the SLO")):
         if key not in record:
             continue
         run = record[key].get("at_max_rate") if key == "slo" else record[key]
