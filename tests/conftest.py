@@ -72,16 +72,6 @@ def llama_like() -> Model:
 @pytest.fixture
 def cli_run(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str, str]]:
     """Drive ``clusterplan argv`` in-process: (exit code, stdout, stderr); a return is code 0."""
-    from clusterplan import cli
+    from cliutil import run_cli
 
-    def run(argv: list[str]) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            cli.main(list(argv))
-            code = 0
-        except SystemExit as done:
-            code = 0 if done.code is None else int(done.code)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return lambda argv: run_cli(capsys, argv)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from cliutil import run_cli
 from clusterplan import cli
 from clusterplan.catalog import load_chip
 
@@ -22,16 +23,6 @@ BASE = ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8",
         "--global-batch", "64"]
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``clusterplan argv``; a normal return is exit code 0."""
-    capsys.readouterr()
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as done:
-        code = 0 if done.code is None else done.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _no_constants(name: str) -> float:

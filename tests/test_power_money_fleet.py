@@ -7,22 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from clusterplan import cli
+from cliutil import run_cli as run
 from clusterplan.catalog import load_chip, load_economics, load_system
 from clusterplan.costs.money import HOURS_PER_YEAR, capex, cost_per_chip_hour
 from clusterplan.costs.power import chip_power_w, cluster_power, training_activity
 from clusterplan.errors import SpecError
 from clusterplan.fleet.timeline import parse_scenario, system_cost, timeline
-
-
-def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
-    try:
-        cli.main(argv)
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_chip_power_runs_from_idle_to_tdp() -> None:

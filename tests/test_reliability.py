@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from clusterplan import cli
+from cliutil import run_cli as run
 from clusterplan.catalog import load_model, load_system
 from clusterplan.reliability.failures import inputs_for, job_rates, per_unit_rates
 from clusterplan.reliability.model import ReliabilityInputs, closed_form, optimal_interval, wall_time, young_interval
@@ -16,14 +16,6 @@ from clusterplan.reliability.model import ReliabilityInputs, closed_form, optima
 DAY = 86400.0
 
 
-def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
-    try:
-        cli.main(argv)
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _inputs(rate_per_hour: float = 1.0, **fields: object) -> ReliabilityInputs:

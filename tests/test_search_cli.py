@@ -6,20 +6,12 @@ import json
 
 import pytest
 
-from clusterplan import cli
+from cliutil import run_cli as run
 
 BASE = ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "64", "--seq", "8192",
         "--global-batch", "256"]
 
 
-def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
-    try:
-        cli.main(argv)
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_search_json_contract(capsys: pytest.CaptureFixture[str]) -> None:

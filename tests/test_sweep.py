@@ -13,6 +13,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from cliutil import run_cli
 from clusterplan import cli
 from clusterplan.distributed import LocalExecutor, RayExecutor, make_executor
 from clusterplan.errors import SpecError
@@ -22,15 +23,6 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sweep-small.yaml"
 SMALL = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as done:
-        code = 0 if done.code is None else int(done.code)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write(tmp_path: Path, data: Any, name: str = "sweep.yaml") -> Path:

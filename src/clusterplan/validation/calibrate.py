@@ -141,24 +141,33 @@ def fit_family(family: str, cases: Sequence[Case]) -> FamilyFit:
     return FamilyFit(fit_inference(moe.efficiency, serving), moe.rows + len(serving), before, after)
 
 
-def fit_inference(base: Efficiency, usable: list[Case]) -> Efficiency:
-    """Third stage: the serving parameters on the family's serving rows, the rest fixed. Without
-    serving rows the priors stand."""
-    names = list(INFERENCE_PRIORS)
-    start = np.array([INFERENCE_PRIORS[n][0] for n in names])
+#: Efficiency field, scale and rounding of each staged prior (microsecond priors are stored in seconds).
+STAGE_FIELDS = {"grouped_matmul": ("grouped_matmul", 1.0, 4),
+                "moe_layer_overhead_us": ("moe_layer_overhead_s", 1e-6, 9),
+                "inference_hbm": ("inference_hbm", 1.0, 4),
+                "inference_step_overhead_us": ("inference_step_overhead_s", 1e-6, 9)}
+
+
+def _fit_stage(base: Efficiency, priors: dict[str, tuple[float, float, float, float]], usable: list[Case],
+               stage: str) -> Efficiency:
+    """MAP fit of ``priors``' parameters on ``usable`` rows with every other parameter of ``base``
+    fixed (log-ratio residuals, signed so that "faster" is the same direction for rates and
+    times). Without rows the priors stand, and the note says so."""
+    names = list(priors)
+    start = np.array([priors[n][0] for n in names])
 
     def with_values(values: np.ndarray, note: str = base.note) -> Efficiency:
-        params = dict(zip(names, values, strict=True))
-        return base.model_copy(update={
-            "inference_hbm": round(float(params["inference_hbm"]), 4),
-            "inference_step_overhead_s": round(float(params["inference_step_overhead_us"]) * 1e-6, 9),
-            "note": note})
+        update: dict[str, object] = {"note": note}
+        for name, value in zip(names, values, strict=True):
+            field, scale, digits = STAGE_FIELDS[name]
+            update[field] = round(float(value) * scale, digits)
+        return base.model_copy(update=update)
 
     if not usable:
-        return with_values(start, base.note + "; serving parameters at their priors (no serving rows)")
-    lower = np.array([INFERENCE_PRIORS[n][2] for n in names])
-    upper = np.array([INFERENCE_PRIORS[n][3] for n in names])
-    sigma = np.array([INFERENCE_PRIORS[n][1] for n in names])
+        return with_values(start, f"{base.note}; {stage} parameters at their priors (no {stage} rows)")
+    lower = np.array([priors[n][2] for n in names])
+    upper = np.array([priors[n][3] for n in names])
+    sigma = np.array([priors[n][1] for n in names])
     published = np.array([c.published for c in usable])
     higher_is_faster = np.array([not c.metric.endswith("_s") for c in usable])
     prior_weight = 1.0 / math.sqrt(len(usable))
@@ -170,50 +179,23 @@ def fit_inference(base: Efficiency, usable: list[Case]) -> Efficiency:
         return np.concatenate([np.where(higher_is_faster, -log_ratio, log_ratio),
                                prior_weight * (values - start) / sigma])
 
-    serving_before = mape(run(usable, lambda _: with_values(start)))
+    stage_before = mape(run(usable, lambda _: with_values(start)))
     solution = least_squares(residuals, start, bounds=(lower, upper), diff_step=1e-3, x_scale="jac",
                              loss="soft_l1", f_scale=0.1)
-    serving_after = mape(run(usable, lambda _: with_values(solution.x)))
+    stage_after = mape(run(usable, lambda _: with_values(solution.x)))
     tables = sorted({*base.fitted_on, *(c.table for c in usable)})
-    note = f"{base.note}; serving stage on {len(usable)} rows: MAPE {serving_before:.1f}% -> {serving_after:.1f}%"
+    note = f"{base.note}; {stage} stage on {len(usable)} rows: MAPE {stage_before:.1f}% -> {stage_after:.1f}%"
     return with_values(solution.x, note).model_copy(update={"fitted_on": tables})
 
 
+def fit_inference(base: Efficiency, usable: list[Case]) -> Efficiency:
+    """Third stage: the serving parameters on the family's serving rows, the rest fixed."""
+    return _fit_stage(base, INFERENCE_PRIORS, usable, "serving")
+
+
 def _fit_moe(dense: Efficiency, usable: list[Case], rows: int, before: float, after: float) -> FamilyFit:
-    """Second stage: the MoE-only parameters on the family's MoE rows, dense parameters fixed.
-    Without MoE rows the priors stand (and the note says so)."""
-    names = list(MOE_PRIORS)
-    start = np.array([MOE_PRIORS[n][0] for n in names])
-
-    def with_values(values: np.ndarray, note: str = dense.note) -> Efficiency:
-        params = dict(zip(names, values, strict=True))
-        return dense.model_copy(update={
-            "grouped_matmul": round(float(params["grouped_matmul"]), 4),
-            "moe_layer_overhead_s": round(float(params["moe_layer_overhead_us"]) * 1e-6, 9),
-            "note": note})
-
-    if not usable:
-        eff = with_values(start, dense.note + "; MoE parameters at their priors (no MoE rows)")
-        return FamilyFit(eff, rows, before, after)
-    lower = np.array([MOE_PRIORS[n][2] for n in names])
-    upper = np.array([MOE_PRIORS[n][3] for n in names])
-    sigma = np.array([MOE_PRIORS[n][1] for n in names])
-    published = np.array([c.published for c in usable])
-    prior_weight = 1.0 / math.sqrt(len(usable))
-
-    def residuals(values: np.ndarray) -> np.ndarray:
-        eff = with_values(values)
-        predicted = np.array([r.predicted for r in run(usable, lambda _: eff)], dtype=float)
-        return np.concatenate([-np.log(predicted / published), prior_weight * (values - start) / sigma])
-
-    moe_before = mape(run(usable, lambda _: with_values(start)))
-    solution = least_squares(residuals, start, bounds=(lower, upper), diff_step=1e-3, x_scale="jac",
-                             loss="soft_l1", f_scale=0.1)
-    moe_after = mape(run(usable, lambda _: with_values(solution.x)))
-    tables = sorted({*dense.fitted_on, *(c.table for c in usable)})
-    note = (f"{dense.note}; MoE stage on {len(usable)} rows: MAPE {moe_before:.1f}% -> {moe_after:.1f}%")
-    eff = with_values(solution.x, note).model_copy(update={"fitted_on": tables})
-    return FamilyFit(eff, rows + len(usable), before, after)
+    """Second stage: the MoE-only parameters on the family's MoE rows, dense parameters fixed."""
+    return FamilyFit(_fit_stage(dense, MOE_PRIORS, usable, "MoE"), rows + len(usable), before, after)
 
 
 def calibrate(cases: Sequence[Case]) -> dict[str, FamilyFit | str]:
