@@ -13,7 +13,6 @@ from pydantic import ValidationError
 
 from clusterplan.errors import SpecError
 from clusterplan.inference.serving import (
-    Arrivals,
     ServingLoad,
     ServingResult,
     max_rate_at_slo,
@@ -21,6 +20,7 @@ from clusterplan.inference.serving import (
     sample,
     simulate,
 )
+from clusterplan.inference.workload import Workload
 
 
 @dataclass
@@ -44,8 +44,8 @@ class ToyReplica:
         return 0.0
 
 
-def one(isl: int, osl: int, at: float = 0.0) -> Arrivals:
-    return Arrivals(np.array([at]), np.array([isl]), np.array([osl]))
+def one(isl: int, osl: int, at: float = 0.0) -> Workload:
+    return Workload(np.array([at]), np.array([isl]), np.array([osl]))
 
 
 def decode_span(replica: ToyReplica, isl: int, osl: int) -> float:
@@ -103,7 +103,7 @@ def test_overload_saturates_near_analytic_batch_throughput() -> None:
 
 def test_tiny_kv_cache_serialises_requests() -> None:
     replica = ToyReplica(kv_capacity_tokens=150)
-    work = Arrivals(np.zeros(5), np.full(5, 100), np.full(5, 50))
+    work = Workload(np.zeros(5), np.full(5, 100), np.full(5, 50))
     result = simulate(replica, work)
     assert result.mean_batch == 1.0
     assert np.all(result.first_token_s[1:] > result.finish_s[:-1])
@@ -113,7 +113,7 @@ def test_tiny_kv_cache_serialises_requests() -> None:
 
 def test_max_batch_limits_the_batch() -> None:
     replica = ToyReplica(max_batch=2)
-    work = Arrivals(np.zeros(6), np.full(6, 10), np.full(6, 10))
+    work = Workload(np.zeros(6), np.full(6, 10), np.full(6, 10))
     result = simulate(replica, work)
     assert result.mean_batch <= 2.0
     # pairs run together: requests 2k and 2k+1 start together, after the previous pair finished
@@ -130,7 +130,7 @@ def test_request_larger_than_cache_is_refused() -> None:
 
 def test_closed_loop_issues_next_request_on_finish() -> None:
     replica = ToyReplica()
-    work = Arrivals(np.zeros(3), np.full(3, 100), np.full(3, 10), concurrency=1)
+    work = Workload(np.zeros(3), np.full(3, 100), np.full(3, 10), concurrency=1)
     result = simulate(replica, work)
     assert result.arrival_s[1:] == pytest.approx(result.finish_s[:-1], rel=0, abs=0)
     assert np.all(result.ttft_s == pytest.approx(replica.prefill_time(100, 0), rel=1e-12))
@@ -225,19 +225,19 @@ def test_real_replica_single_request_and_saturation(replica_70b) -> None:  # typ
     assert result.output_tokens_per_s == pytest.approx(analytic, rel=0.25)
 
 
-def test_arrivals_validation() -> None:
+def test_workload_validation() -> None:
     with pytest.raises(SpecError):
-        Arrivals(np.array([1.0, 0.5]), np.array([1, 1]), np.array([1, 1]))  # unsorted
+        Workload(np.array([1.0, 0.5]), np.array([1, 1]), np.array([1, 1]))  # unsorted
     with pytest.raises(SpecError):
-        Arrivals(np.array([0.0]), np.array([0]), np.array([1]))  # empty prompt
+        Workload(np.array([0.0]), np.array([0]), np.array([1]))  # empty prompt
     with pytest.raises(SpecError):
-        Arrivals(np.array([0.0, 1.0]), np.array([1]), np.array([1, 1]))  # ragged
+        Workload(np.array([0.0, 1.0]), np.array([1]), np.array([1, 1]))  # ragged
 
 
 def test_arrival_during_decode_joins_the_next_step() -> None:
     # B arrives while A decodes its second token; it must be prefilled in A's last step (mixed)
     replica = ToyReplica()
-    result = simulate(replica, Arrivals(np.array([0.0, 0.003]), np.array([100, 100]), np.array([3, 2])))
+    result = simulate(replica, Workload(np.array([0.0, 0.003]), np.array([100, 100]), np.array([3, 2])))
     t2 = replica.prefill_time(100, 0) + replica.decode_time(1, 101)
     assert result.finish_s[0] == pytest.approx(t2 + replica.mixed_time(100, 0, 1, 102), rel=1e-12)
     assert result.first_token_s[1] == result.finish_s[0]

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from clusterplan.costs.power import WAITING_ACTIVITY
 from clusterplan.errors import SpecError
-from clusterplan.inference.serving import Arrivals, ServingLoad, max_rate_at_slo, sample, simulate
+from clusterplan.inference.serving import ServingLoad, max_rate_at_slo, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import Workload
 from clusterplan.specs import Model
@@ -101,7 +101,7 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
     return record
 
 
-def _run(replica: ReplicaModel, requests: Workload | Arrivals, slo: Slo | None) -> dict[str, float]:
+def _run(replica: ReplicaModel, requests: Workload, slo: Slo | None) -> dict[str, float]:
     """One simulated run's summary, with total (input + output) throughput and, under an SLO,
     the share of requests that met both targets."""
     result = simulate(replica, requests)

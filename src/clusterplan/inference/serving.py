@@ -35,7 +35,7 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +43,7 @@ from pydantic import Field
 
 from clusterplan.errors import SpecError
 from clusterplan.inference.engine import StepModel
+from clusterplan.inference.workload import Workload, poisson
 from clusterplan.specs._base import Spec
 
 FloatArray = NDArray[np.float64]
@@ -51,58 +52,6 @@ IntArray = NDArray[np.int64]
 METRICS = ("ttft", "tpot", "e2e")
 #: Bound on the memo of step times kept during one simulation (entries).
 _CACHE_LIMIT = 1 << 20
-
-
-class Requests(Protocol):
-    """What :func:`simulate` reads from a workload: arrays sorted by arrival (:class:`Arrivals`, or any
-    object with these attributes; an optional ``concurrency`` attribute makes it closed-loop)."""
-
-    @property
-    def arrival_s(self) -> FloatArray: ...
-
-    @property
-    def input_tokens(self) -> IntArray: ...
-
-    @property
-    def output_tokens(self) -> IntArray: ...
-
-
-@dataclass(frozen=True)
-class Arrivals:
-    """Requests as arrays sorted by arrival: arrival time (s), prompt and output lengths (tokens >= 1).
-
-    ``concurrency`` marks a closed loop: that many clients, each sending its next request as soon as
-    its previous one finishes (``arrival_s`` is then ignored and replaced by the issue times).
-    """
-
-    arrival_s: FloatArray
-    input_tokens: IntArray
-    output_tokens: IntArray
-    concurrency: int | None = None
-
-    def __post_init__(self) -> None:
-        arrival = np.array(self.arrival_s, dtype=np.float64, ndmin=1)
-        inputs = np.array(self.input_tokens, dtype=np.int64, ndmin=1)
-        outputs = np.array(self.output_tokens, dtype=np.int64, ndmin=1)
-        if not (arrival.ndim == inputs.ndim == outputs.ndim == 1 and len(arrival) == len(inputs) == len(outputs)):
-            raise SpecError("arrivals", (arrival.shape, inputs.shape, outputs.shape),
-                            "arrival_s, input_tokens and output_tokens must be 1-D arrays of one length")
-        if len(arrival) == 0:
-            raise SpecError("arrivals", 0, "must hold at least one request")
-        if not np.all(np.isfinite(arrival)) or np.any(np.diff(arrival) < 0):
-            raise SpecError("arrival_s", "array", "arrival times must be finite and sorted")
-        for field, array in (("input_tokens", inputs), ("output_tokens", outputs)):
-            if np.any(array < 1):
-                raise SpecError(field, int(array.min()), "every request needs at least one token")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise SpecError("concurrency", self.concurrency, "must be >= 1")
-        columns: dict[str, NDArray[Any]] = {"arrival_s": arrival, "input_tokens": inputs, "output_tokens": outputs}
-        for name, array in columns.items():
-            array.setflags(write=False)
-            object.__setattr__(self, name, array)
-
-    def __len__(self) -> int:
-        return len(self.arrival_s)
 
 
 # ---------------------------------------------------------------------------------------------- workload spec
@@ -124,29 +73,13 @@ class ServingLoad(Spec):
     seed: int = Field(default=0, ge=0)
 
 
-def _lognormal_lengths(rng: np.random.Generator, mean: int, cv: float, n: int) -> IntArray:
-    if cv == 0:
-        return np.full(n, mean, dtype=np.int64)
-    # lognormal with E = mean and sd/E = cv: sigma^2 = ln(1 + cv^2), mu = ln(mean) - sigma^2 / 2
-    sigma2 = math.log1p(cv * cv)
-    draws = rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), n)
-    # rounding and the floor of one token move the mean by well under a token for means >> 1
-    return np.maximum(np.rint(draws), 1).astype(np.int64)
-
-
-def sample(load: ServingLoad) -> Arrivals:
-    """Draw ``load.requests`` requests, deterministic for ``load.seed``.
-
-    Arrival gaps are standard exponentials divided by the rate, so two loads that differ only in
-    rate see the same requests at proportionally scaled times (common random numbers keep a rate
-    search from chasing sampling noise).
-    """
-    rng = np.random.default_rng(load.seed)
-    n = load.requests
-    arrival = np.cumsum(rng.standard_exponential(n)) / load.rate_per_s
-    inputs = _lognormal_lengths(rng, load.input_tokens, load.length_spread, n)
-    outputs = _lognormal_lengths(rng, load.output_tokens, load.length_spread, n)
-    return Arrivals(arrival, inputs, outputs)
+def sample(load: ServingLoad) -> Workload:
+    """Draw ``load.requests`` requests (:func:`~clusterplan.inference.workload.poisson`),
+    deterministic for ``load.seed``. Arrival gaps are one stream of exponentials scaled by the
+    rate, so two loads that differ only in rate see the same requests at proportionally scaled
+    times (common random numbers keep a rate search from chasing sampling noise)."""
+    return poisson(load.rate_per_s, load.requests, load.input_tokens, load.output_tokens, seed=load.seed,
+                   input_spread=load.length_spread, output_spread=load.length_spread)
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -220,7 +153,7 @@ class ServingResult:
 # ---------------------------------------------------------------------------------------------- simulation
 
 
-def simulate(replica: StepModel, workload: Requests, *, chunk_tokens: int = 8192) -> ServingResult:
+def simulate(replica: StepModel, workload: Workload, *, chunk_tokens: int = 8192) -> ServingResult:
     """Serve ``workload`` on one replica (see module doc for the scheduling rules).
 
     Raises :class:`SpecError` (field ``input_tokens``) if a request's prompt + output exceeds the
@@ -245,7 +178,7 @@ def simulate(replica: StepModel, workload: Requests, *, chunk_tokens: int = 8192
         raise SpecError("input_tokens", int(inputs[i]),
                         f"request {i}: prompt + output = {int(need_arr[i])} tokens exceed the replica's whole KV "
                         f"cache of {capacity} tokens, so it can never be admitted")
-    concurrency = getattr(workload, "concurrency", None)
+    concurrency = workload.concurrency
     released = n if concurrency is None else min(n, int(concurrency))
     if concurrency is not None:
         arrival[:released] = 0.0

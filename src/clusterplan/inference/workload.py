@@ -14,7 +14,7 @@ prompt (``input_tokens``) and generated (``output_tokens``) lengths. Generators:
 * :func:`from_trace` / :func:`write_trace` — CSV (header ``timestamp,input_tokens,output_tokens``,
   extra columns ignored) or JSON Lines (one object per line with those keys).
 
-Lengths are fixed or normally spread: ``input_spread`` / ``output_spread`` are coefficients of
+Lengths are fixed or lognormally spread: ``input_spread`` / ``output_spread`` are coefficients of
 variation (standard deviation / mean); samples are rounded and clipped to at least one token.
 """
 
@@ -146,8 +146,12 @@ def _lengths(rng: np.random.Generator, field: str, mean: float, spread: float, n
         raise SpecError(field.replace("tokens", "spread"), spread, "must be a finite coefficient of variation >= 0")
     if spread == 0:
         return np.full(n, int(np.rint(mean)), dtype=np.int64)
-    samples = rng.normal(mean, spread * mean, n)
-    return np.maximum(np.rint(samples), 1).astype(np.int64)
+    # lognormal with E = mean and sd/E = spread: sigma^2 = ln(1 + spread^2), mu = ln(mean) - sigma^2/2
+    # (token lengths are positive and right-skewed); rounding and the one-token floor move the
+    # mean by well under a token for means >> 1
+    sigma2 = math.log1p(spread * spread)
+    draws = rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), n)
+    return np.maximum(np.rint(draws), 1).astype(np.int64)
 
 
 def _finish(arrival: FloatArray, rng: np.random.Generator, n: int, input_tokens: float, output_tokens: float,
