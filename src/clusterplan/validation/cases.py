@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import pairwise
 
 from pydantic import ValidationError
 
@@ -241,10 +242,64 @@ def _newest_by_config(rows: list[dict[str, str]]) -> dict[tuple[str, ...], str]:
     return newest
 
 
+#: Everything a NeMo row states about its run: two rows that agree on all of these measured
+#: the same configuration, so a large difference between them is the software, not the plan.
+_NEMO_RUN = ("model", "system", "num_gpus", "precision", "global_batch_size_seqs", "micro_batch_size",
+             "seq_len_tokens", "fsdp", "tp", "pp", "cp", "vp", "ep")
+
+#: A later release running an identical configuration this much faster marks a new software
+#: stack. Release-to-release noise on identical configurations is a few per cent (Qwen3-30B on
+#: GB200 26.06 -> 26.08: -1.9 %; on H100 26.04.01 -> 26.06: -1.5 %), far below this.
+STACK_STEP = 1.2
+
+
+def _nemo_run(row: dict[str, str]) -> tuple[str, ...]:
+    """The row's configuration, with the tables' spellings of one setting made equal
+    ('' / '0' FSDP, 'n/a' / '1' virtual stages, 'FP8-MX' / 'MXFP8')."""
+    defaults = {"fsdp": 0, "tp": 1, "pp": 1, "cp": 1, "vp": 1, "ep": 1}
+    values = [str(_int_or(row[k], defaults[k])) if k in defaults else _first(row[k]) for k in _NEMO_RUN]
+    values[_NEMO_RUN.index("precision")] = values[_NEMO_RUN.index("precision")].upper().replace("FP8-MX", "MXFP8")
+    return tuple(values)
+
+
+def _family(system: str) -> str:
+    return load_chip(load_system(_NEMO_SYSTEMS[system]).chip).family
+
+
+def stack_epochs(rows: list[dict[str, str]]) -> dict[str, tuple[str, str, float]]:
+    """Per chip family, the oldest release of its current software stack.
+
+    The release is the newest one that ran some configuration identical to an earlier release's
+    at least :data:`STACK_STEP` times faster; the value also names that configuration's model
+    and the speed-up, for the skip reason. Rows of the family from before it measure a stack
+    that no longer exists, and a model of the hardware cannot match both the old and the new
+    number for one configuration.
+    """
+    by_run: dict[tuple[str, ...], list[tuple[tuple[int, ...], str, float]]] = {}
+    for row in rows:
+        key = _nemo_run(row)
+        version = row["nemo_container"]
+        by_run.setdefault(key, []).append((_version(version), version, float(row["tokens_per_sec_per_gpu"])))
+    epochs: dict[str, tuple[str, str, float]] = {}
+    for key, runs in by_run.items():
+        runs.sort()
+        for (_, _, older), (newer_v, newer, faster) in pairwise(runs):
+            if faster < STACK_STEP * older:
+                continue
+            family = _family(key[1])
+            current = epochs.get(family)
+            if (current is None or newer_v > _version(current[0])
+                    or (newer == current[0] and faster / older > current[2])):
+                epochs[family] = (newer, key[0], faster / older)
+    return epochs
+
+
 def _nemo(table: str, moe_rows: bool) -> list[Case]:
     out = _Builder(table)
     rows = _rows("nemo_perf")
     newest = _newest_by_config(rows)
+    table_rows = [row for row in rows if any(h in row["model"].lower() for h in _MOE_HINTS) == moe_rows]
+    epochs = stack_epochs(table_rows)
     for row in rows:
         name = row["model"]
         gpus = int(row["num_gpus"])
@@ -270,6 +325,13 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
             out.skip(label, "tokens_per_s_per_chip", published,
                      f"superseded: NeMo {latest} republished this model, system, scale and precision",
                      row["source"])
+            continue
+        epoch = epochs.get(_family(row["system"]))
+        if epoch is not None and _version(row["nemo_container"]) < _version(epoch[0]):
+            release, example, speedup = epoch
+            out.skip(label, "tokens_per_s_per_chip", published,
+                     f"older software stack: NeMo {release} ran an identical {example} configuration on this "
+                     f"chip family {speedup - 1:.0%} faster", row["source"])
             continue
         tp, pp = _int_or(row["tp"], 1), _int_or(row["pp"], 1)
         cp, vp = _int_or(row["cp"], 1), _int_or(row["vp"], 1)
