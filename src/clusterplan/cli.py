@@ -590,6 +590,109 @@ def reliability(
         reliability_table(console, record)
 
 
+# ---- capacity ------------------------------------------------------------------------------
+def output_rate(value: str, field: str = "--demand") -> float:
+    """Output tokens/s as users write them: ``5e6``, ``5M``, ``5Mtok/s``, ``5e6 tokens/s``."""
+    text = value.strip()
+    for suffix in ("tokens/s", "token/s", "tok/s"):
+        if text.lower().endswith(suffix):
+            text = text[: -len(suffix)].strip()
+            break
+    tokens = units.parse_count(text, field)
+    if not (math.isfinite(tokens) and tokens > 0):
+        raise SpecError(field, value, "must be a finite number of output tokens/s > 0")
+    if tokens > 1e12:
+        raise SpecError(field, value, "must be <= 1e12 output tokens/s (absurd size)")
+    return tokens
+
+
+@app.command()
+@clean_errors
+def capacity(
+    model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
+    system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
+    demand: Annotated[str, typer.Option(help="output tokens/s to serve, e.g. 5e6tok/s or 5M")],
+    slo_ttft: Annotated[float, typer.Option(help="p99 time-to-first-token target (ms)")],
+    slo_tpot: Annotated[float, typer.Option(help="p99 time-per-output-token target (ms)")],
+    input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
+    output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
+    objective: Annotated[str, typer.Option(help="cost ($/M tokens) | chips | power (facility MW)")] = "cost",
+    weights: Annotated[str, typer.Option(help="weight formats to consider, e.g. bf16,fp8 (fp4 too)")] = "bf16,fp8",
+    kv_cache: Annotated[str, typer.Option(help="KV-cache formats to consider")] = "bf16,fp8",
+    max_chips_per_replica: Annotated[int, typer.Option(help="largest replica (TP x PP chips)")] = 64,
+    max_batch: Annotated[int, typer.Option(help="engine limit on batched sequences")] = 2048,
+    top: Annotated[int, typer.Option(help="how many deployments to list")] = 5,
+    requests: Annotated[int, typer.Option(help="requests per simulation")] = 1000,
+    length_spread: Annotated[float, typer.Option(help="CV of lognormal request lengths (0 = fixed)")] = 0.0,
+    seed: Annotated[int, typer.Option(help="random seed of the simulated workload")] = 0,
+    chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Search serving deployments (TP, PP, EP, weight and KV formats) for a demand at a p99
+    TTFT/TPOT SLO: the best by cost, chips or power, with replicas, chips, MW and $ per M tokens."""
+    from rich.progress import Progress
+
+    from clusterplan.inference.capacity import Slo
+    from clusterplan.inference.deployments import KV_FORMATS, OBJECTIVES, WEIGHT_FORMATS, search_deployments
+    from clusterplan.report.tables import capacity_table
+
+    spec_model = load_model(model, "--model")
+    spec_system = load_system(system, "--system")
+    spec_chip = load_chip(chip, "--chip") if chip else None
+    demand_tokens = output_rate(demand)
+    for name, target in (("--slo-ttft", slo_ttft), ("--slo-tpot", slo_tpot)):
+        if not (target > 0 and math.isfinite(target)) or target > 3.6e6:
+            raise SpecError(name, target, "must be a finite number of milliseconds in (0, 3600000]")
+    for name, value in (("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
+                        ("--max-chips-per-replica", max_chips_per_replica), ("--max-batch", max_batch),
+                        ("--top", top), ("--requests", requests)):
+        if value < 1:
+            raise SpecError(name, value, "must be >= 1")
+    if max_chips_per_replica > MAX_CHIPS:
+        raise SpecError("--max-chips-per-replica", max_chips_per_replica, f"must be <= {MAX_CHIPS:,}")
+    if not 0.0 <= length_spread <= 3.0:
+        raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
+    if objective not in OBJECTIVES:
+        raise SpecError("--objective", objective, f"must be one of {', '.join(OBJECTIVES)}")
+    weight_formats = _csv(weights, "--weights")
+    kv_formats = _csv(kv_cache, "--kv-cache")
+    for name, chosen, allowed in (("--weights", weight_formats, WEIGHT_FORMATS),
+                                  ("--kv-cache", kv_formats, KV_FORMATS)):
+        for item in chosen:
+            if item not in allowed:
+                raise SpecError(name, item, f"must be among {', '.join(allowed)}")
+    slo = Slo(ttft_p99_s=slo_ttft / 1000.0, tpot_p99_s=slo_tpot / 1000.0)
+    hardware = hardware_for(spec_system, spec_chip)
+    with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
+        task = bar.add_task("simulating deployments at the SLO", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = search_deployments(spec_model, hardware, demand_tokens, slo, input_tokens, output_tokens,
+                                    objective=objective, weights=weight_formats,
+                                    kv_caches=kv_formats, max_chips_per_replica=max_chips_per_replica,
+                                    max_batch=max_batch, top=top, requests=requests,
+                                    length_spread=length_spread, seed=seed, progress=advance)
+    rejected: dict[str, int] = {}
+    for candidate in result.candidates:
+        if candidate.rejected is not None:
+            reason = candidate.rejected.split(":")[0]
+            rejected[reason] = rejected.get(reason, 0) + 1
+    record = {
+        "model": spec_model.name, "system": spec_system.name, "chip": hardware.chip.name,
+        "objective": objective, "demand_output_tokens_per_s": demand_tokens,
+        "slo": slo.model_dump(), "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "candidates": len(result.candidates), "simulated": result.simulated, "rejected": rejected,
+        "best": result.ranked[0].record(output_tokens),
+        "ranked": [c.record(output_tokens) for c in result.ranked],
+    }
+    if as_json:
+        emit_json(record)
+    else:
+        capacity_table(console, record)
+
+
 # ---- calibrate -----------------------------------------------------------------------------
 @app.command()
 @clean_errors

@@ -96,7 +96,17 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
         operating_rate = rate
     record["operating_requests_per_s"] = operating_rate
     if demand_output_tokens_per_s is not None:
-        record["demand"] = _demand(replica, hardware, operating_rate, input_tokens, output_tokens,
+        if operating_rate <= 0:
+            alone = record["single_request"]
+            assert slo is not None
+            worse = ("--slo-ttft", slo.ttft_p99_s) if alone["ttft_s"] / slo.ttft_p99_s >= \
+                alone["tpot_s"] / slo.tpot_p99_s else ("--slo-tpot", slo.tpot_p99_s)
+            raise SpecError(worse[0], round(worse[1] * 1000.0, 3),
+                            f"no request rate meets p99 TTFT {slo.ttft_p99_s * 1000:g} ms and TPOT "
+                            f"{slo.tpot_p99_s * 1000:g} ms on this replica (one request alone: TTFT "
+                            f"{alone['ttft_s'] * 1000:.1f} ms, TPOT {alone['tpot_s'] * 1000:.2f} ms): loosen "
+                            "the SLO, use more chips per replica, or let `clusterplan capacity` search")
+        record["demand"] = plan_demand(replica, hardware, operating_rate, input_tokens, output_tokens,
                                    demand_output_tokens_per_s)
     return record
 
@@ -115,7 +125,7 @@ def _run(replica: ReplicaModel, requests: Workload, slo: Slo | None) -> dict[str
     return out
 
 
-def _demand(replica: ReplicaModel, hardware: Hardware, rate: float, input_tokens: int, output_tokens: int,
+def plan_demand(replica: ReplicaModel, hardware: Hardware, rate: float, input_tokens: int, output_tokens: int,
             demand: float) -> dict[str, Any]:
     """Replicas, chips, power and dollars to serve ``demand`` output tokens/s at ``rate`` requests/s
     per replica. Systems without a capex figure get power only."""
@@ -126,8 +136,7 @@ def _demand(replica: ReplicaModel, hardware: Hardware, rate: float, input_tokens
     if not (demand > 0 and math.isfinite(demand)):
         raise SpecError("--demand", demand, "must be a finite number of output tokens/s > 0")
     if rate <= 0:
-        raise SpecError("--slo-ttft", "", "no request rate meets this SLO on one replica: loosen the SLO "
-                        "or use more chips per replica")
+        raise SpecError("rate", rate, "must be > 0 requests/s per replica")
     per_replica = rate * output_tokens
     replicas = math.ceil(demand / per_replica)
     chips = replicas * replica.deployment.chips

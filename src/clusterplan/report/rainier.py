@@ -1,7 +1,9 @@
-"""The Project Rainier report: the campus' totals and a frontier-model training estimate."""
+"""The Project Rainier report: the campus' totals, a frontier-model training estimate, failures,
+serving at a chat SLO and the fleet ramp."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.console import Console
@@ -113,6 +115,9 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
     ]
     for run in record["frontier_runs"]:
         run["with_failures"] = _with_failures(run, system, settings)
+    serving = scenario.get("serving")
+    if serving is not None:
+        record["serving"] = serving_section(serving, hardware, chips)
     if isinstance(scenario.get("fleet"), dict):
         from clusterplan.report.fleet import fleet_records
 
@@ -197,6 +202,38 @@ def _searched_training(training: dict[str, Any], hardware: Any, chips: int) -> t
     return best, summary
 
 
+def serving_section(serving: Any, hardware: Any, chips: int) -> dict[str, Any]:
+    """The campus serving a frontier model at a chat SLO: the cheapest deployment found by the
+    deployment search, the chips a demand needs, and what every chip of the campus could serve."""
+    from clusterplan.inference.capacity import Slo
+    from clusterplan.inference.deployments import search_deployments
+
+    if not isinstance(serving, dict):
+        raise SpecError("scenario.serving", serving, "must be a mapping with model, tokens, SLO and demand")
+    where = "scenario.serving"
+    model = load_model(str(serving.get("model", "")), f"{where}.model")
+    isl = _positive_int(serving, "input_tokens", where)
+    osl = _positive_int(serving, "output_tokens", where)
+    slo = Slo(ttft_p99_s=units.parse_duration(serving.get("slo_ttft", "3s"), f"{where}.slo_ttft"),
+              tpot_p99_s=units.parse_duration(serving.get("slo_tpot", "60ms"), f"{where}.slo_tpot"))
+    demand = units.parse_count(serving.get("demand", "10M"), f"{where}.demand")
+    if not (math.isfinite(demand) and demand > 0):
+        raise SpecError(f"{where}.demand", demand, "must be a number of output tokens/s > 0")
+    objective = str(serving.get("objective", "cost"))
+    result = search_deployments(model, hardware, demand, slo, isl, osl, objective=objective,  # type: ignore[arg-type]
+                                weights=tuple(serving.get("weights", ("bf16", "fp8"))),
+                                kv_caches=tuple(serving.get("kv_cache", ("bf16", "fp8"))), top=1)
+    best = result.ranked[0].record(osl)
+    replicas_on_campus = chips // best["chips_per_replica"]
+    campus_tokens = replicas_on_campus * best["output_tokens_per_s_per_replica"]
+    return {"model": model.name, "input_tokens": isl, "output_tokens": osl, "slo": slo.model_dump(),
+            "objective": objective, "demand_output_tokens_per_s": demand, "best": best,
+            "candidates": len(result.candidates), "simulated": result.simulated,
+            "demand_share_of_campus": best["chips"] / chips,
+            "campus_output_tokens_per_s": campus_tokens,
+            "campus_output_tokens_per_day": campus_tokens * 86400.0}
+
+
 def rainier_table(console: Console, record: dict[str, Any]) -> None:
     console.print(f"[bold]{record['scenario']}[/]: {record['description']}")
     table = Table(title="cluster totals (dense peaks)")
@@ -269,6 +306,9 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
                           f"{100 * failures.get('goodput', 0.0):.1f} %",
                           f"${failures['cost_usd'] / 1e6:,.0f} M" if "cost_usd" in failures else "-")
         console.print(table)
+    serving = record.get("serving")
+    if serving:
+        console.print(serving_summary(serving))
     reliability = record.get("reliability", [])
     if reliability:
         table = Table(title="failures at campus scale (one job on every chip; 405B checkpoint)")
@@ -279,6 +319,23 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
                           units.format_duration(row["mtbf_s"]), units.format_duration(row["restart_s"]),
                           units.format_duration(row["checkpoint_interval_s"]), f"{100 * row['goodput']:.1f} %")
         console.print(table)
+
+
+def serving_summary(serving: dict[str, Any]) -> str:
+    """The serving section in a few sentences (console and Markdown)."""
+    best, slo = serving["best"], serving["slo"]
+    usd = best.get("usd_per_million_output_tokens")
+    return (f"serving {serving['model']} at p99 TTFT {1000 * slo['ttft_p99_s']:g} ms / TPOT "
+            f"{1000 * slo['tpot_p99_s']:g} ms ({serving['input_tokens']}/{serving['output_tokens']} tokens): "
+            f"cheapest deployment {best['label']} ({best['chips_per_replica']} chips per replica, "
+            f"{best['output_tokens_per_s_per_replica']:,.0f} output tok/s per replica"
+            + (f", ${usd:.2f} per M output tokens" if usd is not None else "") + "); "
+            f"{units.format_count(serving['demand_output_tokens_per_s'])} output tok/s need "
+            f"{best['replicas']:,} replicas = {best['chips']:,} chips "
+            f"({100 * serving['demand_share_of_campus']:.1f} % of the campus) and "
+            f"{best['power_w']['facility_w'] / 1e6:,.1f} MW; the whole campus could serve "
+            f"{units.format_count(serving['campus_output_tokens_per_s'])} output tok/s "
+            f"({units.format_count(serving['campus_output_tokens_per_day'])} per day).")
 
 
 def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
@@ -347,4 +404,8 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
                          + f" | {100 * failures.get('goodput', 0.0):.1f} % | "
                          + (f"${failures['cost_usd'] / 1e6:,.0f} M |" if "cost_usd" in failures else "- |"))
         report.add("Frontier runs", "\n".join(lines))
+    serving = record.get("serving")
+    if serving:
+        report.add("Serving", serving_summary(serving) + f"\n\n{serving['candidates']} deployments considered, "
+                   f"{serving['simulated']} simulated at the SLO (`clusterplan capacity`, docs/serving.md).")
     return write_report(report, Path(directory), "rainier")

@@ -305,3 +305,26 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
         else:
             table.add_row("cost", demand["cost_note"])
     console.print(table)
+
+
+def capacity_table(console: Console, record: dict[str, Any]) -> None:
+    """``clusterplan capacity``: the deployments that serve a demand best, ranked."""
+    slo = record["slo"]
+    title = (f"{record['model']} on {record['chip']} ({record['system']}): "
+             f"{units.format_count(record['demand_output_tokens_per_s'])} output tok/s at p99 TTFT "
+             f"{1000 * slo['ttft_p99_s']:g} ms / TPOT {1000 * slo['tpot_p99_s']:g} ms, "
+             f"{record['input_tokens']}/{record['output_tokens']} tokens; best by {record['objective']}")
+    table = Table(title=title)
+    for column in ("#", "deployment (weights/KV)", "chips per replica", "req/s per replica", "replicas", "chips",
+                   "facility MW", "$ per M output tokens"):
+        table.add_column(column, justify="left" if column.startswith("deployment") else "right")
+    for rank, row in enumerate(record["ranked"], start=1):
+        usd = row.get("usd_per_million_output_tokens")
+        table.add_row(str(rank), row["label"], str(row["chips_per_replica"]),
+                      f"{row['requests_per_s_per_replica']:,.2f}", f"{row['replicas']:,}", f"{row['chips']:,}",
+                      f"{row['power_w']['facility_w'] / 1e6:,.2f}", f"{usd:.3f}" if usd is not None else "n/a")
+    console.print(table)
+    rejected = ", ".join(f"{count} {reason}" for reason, count in sorted(record["rejected"].items()))
+    console.print(f"{record['candidates']} deployments considered, {record['simulated']} simulated at the SLO "
+                  "(the rest bounded out by their saturated throughput)"
+                  + (f"; rejected: {rejected}" if rejected else ""))

@@ -1,0 +1,214 @@
+"""Deployment search for a serving demand: which replica layout serves it cheapest.
+
+A *deployment* is one replica's layout and number formats (TP, PP, EP, weight and KV-cache
+precision). For a demand in output tokens/s at a p99 TTFT/TPOT SLO, every candidate deployment
+needs ``ceil(demand / per-replica rate)`` replicas, where the per-replica rate is the highest
+request rate at which the simulator (``inference/serving.py``) still meets the SLO, capped at
+the analytic saturated rate (``ReplicaModel.offline_throughput``): above saturation a queue grows
+without bound, whatever a finite simulated run says.
+
+The search is exact with respect to the simulator and cheap where it can be:
+
+1. *Screens* reject a candidate without simulating it: the weights do not fit, the KV cache
+   cannot hold one request, or one request served alone already misses TTFT or TPOT (queueing
+   only adds to both).
+2. *Bound.* The saturated rate is an upper bound on the per-replica rate, so the chips, power
+   and dollars computed at it are lower bounds on the candidate's true figures. Candidates are
+   simulated in order of their bound, and the search stops once the next bound is no better
+   than the ``top``-th best figure found: nothing left can enter the ranking.
+
+Objective: ``cost`` ($ per million output tokens, TCO), ``chips`` or ``power`` (facility W).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from clusterplan.errors import SpecError
+from clusterplan.inference.capacity import Slo, plan_demand
+from clusterplan.inference.serving import ServingLoad, max_rate_at_slo
+from clusterplan.inference.step import Deployment, ReplicaModel
+from clusterplan.specs import Model
+from clusterplan.training.step import Hardware
+
+Objective = Literal["cost", "chips", "power"]
+OBJECTIVES: tuple[Objective, ...] = ("cost", "chips", "power")
+WEIGHT_FORMATS = ("bf16", "fp8", "fp4")
+KV_FORMATS = ("bf16", "fp8")
+PIPELINE_DEGREES = (1, 2, 4, 8)
+
+
+def objective_value(objective: Objective, demand: dict[str, Any]) -> float:
+    """The figure a demand plan is ranked by (lower is better)."""
+    if objective == "chips":
+        return float(demand["chips"])
+    if objective == "power":
+        return float(demand["power_w"]["facility_w"])
+    return float(demand.get("usd_per_million_output_tokens", math.inf))
+
+
+def candidate_deployments(model: Model, hardware: Hardware, weights: Iterable[str], kv_caches: Iterable[str],
+                          max_chips_per_replica: int, max_batch: int) -> list[Deployment]:
+    """Every layout to consider: TP a power of two inside the scale-up domain that divides the
+    attention heads, PP in 1/2/4/8, replicas of at most ``max_chips_per_replica`` chips; MoE
+    models spread their experts over the replica's chips (EP = the largest divisor of the expert
+    count not above TP*PP)."""
+    scale_up = hardware.system.scale_up_size
+    tps = [t for t in (2**i for i in range(11)) if t <= scale_up and model.attention_heads % t == 0]
+    out = []
+    for tp in tps:
+        for pp in PIPELINE_DEGREES:
+            chips = tp * pp
+            if chips > max_chips_per_replica or pp > model.layers:
+                continue
+            ep = 1
+            if model.moe is not None:
+                ep = max(e for e in range(1, chips + 1) if model.moe.experts % e == 0 and chips % e == 0)
+            for weight in weights:
+                for kv in kv_caches:
+                    out.append(Deployment(tp=tp, pp=pp, ep=ep, weights=weight,
+                                          kv_cache=kv, max_batch=max_batch))
+    return out
+
+
+@dataclass
+class Candidate:
+    """One deployment's way through the search."""
+
+    deployment: Deployment
+    replica: ReplicaModel | None = None
+    rejected: str | None = None
+    #: single-request TTFT and TPOT over their targets (> 1: misses even when alone)
+    alone_ratio: float = math.nan
+    alone_ttft_s: float = math.nan
+    alone_tpot_s: float = math.nan
+    saturated_rate: float = math.nan
+    bound: float = math.inf
+    rate: float | None = None
+    demand: dict[str, Any] | None = None
+    score: float = math.inf
+
+    def label(self) -> str:
+        d = self.deployment
+        parts = [f"TP{d.tp}"] + ([f"PP{d.pp}"] if d.pp > 1 else []) + ([f"EP{d.ep}"] if d.ep > 1 else [])
+        return " ".join(parts) + f" {d.weights}/{d.kv_cache}"
+
+    def record(self, output_tokens: int) -> dict[str, Any]:
+        assert self.demand is not None and self.rate is not None and self.replica is not None
+        return {"deployment": self.deployment.model_dump(), "label": self.label(),
+                "chips_per_replica": self.deployment.chips,
+                "kv_capacity_tokens": self.replica.kv_capacity_tokens,
+                "requests_per_s_per_replica": self.rate,
+                "output_tokens_per_s_per_replica": self.rate * output_tokens,
+                "saturated_requests_per_s": self.saturated_rate,
+                "alone_ttft_s": self.alone_ttft_s, "alone_tpot_s": self.alone_tpot_s, **self.demand}
+
+
+@dataclass
+class SearchResult:
+    ranked: list[Candidate]
+    candidates: list[Candidate] = field(default_factory=list)
+    simulated: int = 0
+
+
+def _screen(model: Model, hardware: Hardware, deployment: Deployment, input_tokens: int, output_tokens: int,
+            slo: Slo) -> Candidate:
+    candidate = Candidate(deployment)
+    try:
+        replica = ReplicaModel(model, hardware, deployment)
+    except SpecError as error:
+        candidate.rejected = f"does not fit: {error.rule}"
+        return candidate
+    candidate.replica = replica
+    if input_tokens + output_tokens > replica.kv_capacity_tokens:
+        candidate.rejected = (f"KV cache ({replica.kv_capacity_tokens:,} tokens) cannot hold one "
+                              f"{input_tokens}+{output_tokens}-token request")
+        return candidate
+    candidate.alone_ttft_s = replica.prefill_time(input_tokens, 0)
+    candidate.alone_tpot_s = replica.decode_time(1, input_tokens + output_tokens // 2) if output_tokens > 1 else 0.0
+    candidate.alone_ratio = max(candidate.alone_ttft_s / slo.ttft_p99_s, candidate.alone_tpot_s / slo.tpot_p99_s)
+    if candidate.alone_ratio > 1.0:
+        candidate.rejected = "misses the SLO with one request alone"
+        return candidate
+    steady = replica.offline_throughput(input_tokens, output_tokens)
+    candidate.saturated_rate = float(steady["output_tokens_per_s"]) / output_tokens
+    return candidate
+
+
+def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_per_s: float, slo: Slo,
+                       input_tokens: int, output_tokens: int, *, objective: Objective = "cost",
+                       weights: Iterable[str] = ("bf16", "fp8"), kv_caches: Iterable[str] = KV_FORMATS,
+                       max_chips_per_replica: int = 64, max_batch: int = 2048, top: int = 5,
+                       requests: int = 1000, length_spread: float = 0.0, seed: int = 0,
+                       progress: Callable[[int, int], None] | None = None) -> SearchResult:
+    """Rank deployments of ``model`` on ``hardware`` for a demand at ``slo`` (see module doc).
+
+    Raises :class:`SpecError` naming the SLO when no deployment meets it, with the closest miss.
+    ``progress(done, total)`` is called after each simulated candidate.
+    """
+    if objective not in OBJECTIVES:
+        raise SpecError("--objective", objective, f"must be one of {', '.join(OBJECTIVES)}")
+    if top < 1:
+        raise SpecError("--top", top, "must be >= 1")
+    deployments = candidate_deployments(model, hardware, weights, kv_caches, max_chips_per_replica, max_batch)
+    if not deployments:
+        raise SpecError("--max-chips-per-replica", max_chips_per_replica,
+                        f"no TP/PP layout of {model.name} fits in it on {hardware.system.name}")
+    candidates = [_screen(model, hardware, d, input_tokens, output_tokens, slo) for d in deployments]
+    viable = [c for c in candidates if c.rejected is None]
+    for c in viable:
+        assert c.replica is not None
+        bound = plan_demand(c.replica, hardware, c.saturated_rate, input_tokens, output_tokens,
+                            demand_output_tokens_per_s)
+        c.bound = objective_value(objective, bound)
+        if objective == "cost" and math.isinf(c.bound):
+            raise SpecError("--objective", "cost", f"{bound.get('cost_note', 'no cost model')}: "
+                            "use --objective chips or power")
+    viable.sort(key=lambda c: c.bound)
+    ranked: list[Candidate] = []
+    simulated = 0
+    for c in viable:
+        if len(ranked) >= top and c.bound >= ranked[top - 1].score:
+            break  # no candidate left can enter the top ranks (bounds are sorted)
+        assert c.replica is not None
+        load = ServingLoad(rate_per_s=c.saturated_rate, requests=requests, input_tokens=input_tokens,
+                           output_tokens=output_tokens, length_spread=length_spread, seed=seed)
+        rate = min(max_rate_at_slo(c.replica, load, slo.ttft_p99_s, slo.tpot_p99_s), c.saturated_rate)
+        simulated += 1
+        if progress is not None:
+            progress(simulated, len(viable))
+        if rate <= 0:
+            c.rejected = "misses the SLO at every rate simulated (p99 under load)"
+            continue
+        c.rate = rate
+        c.demand = plan_demand(c.replica, hardware, rate, input_tokens, output_tokens, demand_output_tokens_per_s)
+        c.score = objective_value(objective, c.demand)
+        ranked.append(c)
+        ranked.sort(key=lambda x: x.score)
+    if not ranked:
+        raise SpecError(*_closest_miss(model, hardware, candidates, slo))
+    return SearchResult(ranked=ranked[:top], candidates=candidates, simulated=simulated)
+
+
+def _closest_miss(model: Model, hardware: Hardware, candidates: list[Candidate],
+                  slo: Slo) -> tuple[str, object, str]:
+    """The SLO field to blame and a rule naming the deployment that came closest."""
+    timed = [c for c in candidates if not math.isnan(c.alone_ratio)]
+    if not timed:
+        reasons = sorted({c.rejected or "" for c in candidates})
+        return ("--model", model.name, f"no deployment of {model.name} on {hardware.system.name} can hold it: "
+                + "; ".join(reasons))
+    best = min(timed, key=lambda c: c.alone_ratio)
+    ttft_ratio = best.alone_ttft_s / slo.ttft_p99_s
+    tpot_ratio = best.alone_tpot_s / slo.tpot_p99_s
+    field_name, target = (("--slo-ttft", slo.ttft_p99_s) if ttft_ratio >= tpot_ratio
+                          else ("--slo-tpot", slo.tpot_p99_s))
+    under_load = " (alone it meets both; p99 under any load does not)" if best.alone_ratio <= 1 else ""
+    return (field_name, round(target * 1000.0, 3),
+            f"no deployment of {model.name} on {hardware.system.name} meets p99 TTFT "
+            f"{slo.ttft_p99_s * 1000:g} ms and TPOT {slo.tpot_p99_s * 1000:g} ms; closest: {best.label()} "
+            f"with one request alone at TTFT {best.alone_ttft_s * 1000:.1f} ms and TPOT "
+            f"{best.alone_tpot_s * 1000:.2f} ms{under_load}")

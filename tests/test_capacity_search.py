@@ -1,0 +1,117 @@
+"""Deployment search for a serving demand (`clusterplan capacity`, issue #7 item 3)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from clusterplan.catalog import hardware_for, load_model, load_system
+from clusterplan.errors import SpecError
+from clusterplan.inference.capacity import Slo
+from clusterplan.inference.deployments import candidate_deployments, objective_value, search_deployments
+from clusterplan.inference.serving import ServingLoad, meets_slo, sample, simulate
+
+H100 = hardware_for(load_system("dgx-h100"))
+LLAMA8B = load_model("llama3-8b")
+CHAT = Slo(ttft_p99_s=1.0, tpot_p99_s=0.05)
+SMALL = {"requests": 200, "max_chips_per_replica": 8}
+
+
+def test_candidates_stay_inside_the_scale_up_domain_and_divide_the_heads() -> None:
+    deployments = candidate_deployments(LLAMA8B, H100, ("bf16", "fp8"), ("fp8",), 64, 256)
+    assert {d.tp for d in deployments} == {1, 2, 4, 8}  # DGX H100: 8 GPUs per NVLink domain
+    assert all(LLAMA8B.attention_heads % d.tp == 0 and d.chips <= 64 for d in deployments)
+    assert {d.weights for d in deployments} == {"bf16", "fp8"} and {d.kv_cache for d in deployments} == {"fp8"}
+
+
+def test_moe_candidates_spread_experts_over_the_replica() -> None:
+    model = load_model("qwen3-30b-a3b")
+    for d in candidate_deployments(model, H100, ("fp8",), ("fp8",), 16, 256):
+        assert model.moe is not None and model.moe.experts % d.ep == 0 and d.chips % d.ep == 0
+        assert d.ep == d.chips or model.moe.experts % d.chips != 0
+
+
+def test_the_best_deployment_meets_the_slo_at_its_rate_and_sizes_the_demand() -> None:
+    result = search_deployments(LLAMA8B, H100, 2e5, CHAT, 500, 100, **SMALL)
+    best = result.ranked[0]
+    assert best.rate is not None and best.rate > 0 and best.replica is not None and best.demand is not None
+    load = ServingLoad(rate_per_s=best.rate, requests=200, input_tokens=500, output_tokens=100)
+    assert meets_slo(simulate(best.replica, sample(load)), CHAT.ttft_p99_s, CHAT.tpot_p99_s)
+    # Capped at the analytic saturated rate: a finite run above it is not a sustainable rate.
+    assert best.rate <= best.saturated_rate
+    assert best.demand["replicas"] == math.ceil(2e5 / (best.rate * 100))
+    assert best.demand["chips"] == best.demand["replicas"] * best.deployment.chips
+    scores = [c.score for c in result.ranked]
+    assert scores == sorted(scores)
+
+
+def test_bounding_never_drops_the_true_best() -> None:
+    """The bounded search returns what evaluating every candidate returns."""
+    bounded = search_deployments(LLAMA8B, H100, 2e5, CHAT, 500, 100, objective="chips", top=1, **SMALL)
+    everything = search_deployments(LLAMA8B, H100, 2e5, CHAT, 500, 100, objective="chips", top=1000, **SMALL)
+    assert bounded.simulated < everything.simulated
+    assert bounded.ranked[0].score == everything.ranked[0].score
+    for c in everything.ranked:  # every bound really is a bound
+        assert c.bound <= c.score * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("objective", ["cost", "chips", "power"])
+def test_each_objective_ranks_by_its_own_figure(objective: str) -> None:
+    result = search_deployments(LLAMA8B, H100, 2e5, CHAT, 500, 100, objective=objective, top=3,  # type: ignore[arg-type]
+                                **SMALL)
+    values = [objective_value(objective, c.demand) for c in result.ranked if c.demand]  # type: ignore[arg-type]
+    assert values == sorted(values) and len(values) == 3
+
+
+def test_an_slo_no_deployment_meets_names_the_closest_miss() -> None:
+    with pytest.raises(SpecError) as caught:
+        search_deployments(LLAMA8B, H100, 2e5, Slo(ttft_p99_s=0.001, tpot_p99_s=0.05), 4000, 100, **SMALL)
+    assert caught.value.field == "--slo-ttft" and "closest: TP" in caught.value.rule
+    assert "ms" in caught.value.rule
+
+
+def test_a_model_that_fits_nowhere_says_so() -> None:
+    with pytest.raises(SpecError) as caught:
+        search_deployments(load_model("llama3-405b"), H100, 1e6, CHAT, 500, 100, requests=100,
+                           max_chips_per_replica=2)
+    assert "can hold it" in caught.value.rule
+
+
+def test_capacity_cli_json(cli_run) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = cli_run(["capacity", "--model", "llama3-8b", "--system", "dgx-h100", "--demand", "2e5tok/s",
+                            "--slo-ttft", "1000", "--slo-tpot", "50", "--input-tokens", "500", "--output-tokens",
+                            "100", "--requests", "200", "--max-chips-per-replica", "8", "--top", "2", "--json"])
+    assert code == 0
+    record = json.loads(out)
+    assert record["demand_output_tokens_per_s"] == 2e5 and len(record["ranked"]) == 2
+    best = record["best"]
+    for key in ("replicas", "chips", "power_w", "usd_per_million_output_tokens", "requests_per_s_per_replica",
+                "deployment"):
+        assert key in best
+    assert best["chips"] == best["replicas"] * best["chips_per_replica"]
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["--objective", "speed"], "--objective"),
+    (["--demand", "-5"], "--demand"),
+    (["--demand", "lots"], "--demand"),
+    (["--weights", "fp16"], "--weights"),
+    (["--kv-cache", "fp4"], "--kv-cache"),
+    (["--slo-ttft", "0"], "--slo-ttft"),
+    (["--slo-tpot", "nan"], "--slo-tpot"),
+    (["--input-tokens", "0"], "--input-tokens"),
+    (["--max-chips-per-replica", "0"], "--max-chips-per-replica"),
+    (["--model", "gpt-7"], "--model"),
+])
+def test_capacity_refuses_bad_input_in_one_line(cli_run, argv: list[str], flag: str) -> None:  # type: ignore[no-untyped-def]
+    base = {"--model": "llama3-8b", "--system": "dgx-h100", "--demand": "1M", "--slo-ttft": "1000",
+            "--slo-tpot": "50"}
+    for key, value in zip(argv[::2], argv[1::2], strict=True):
+        base[key] = value
+    args = ["capacity"] + [part for pair in base.items() for part in pair]
+    code, out, err = cli_run(args)
+    assert code == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and flag in lines[0] and "Traceback" not in err
