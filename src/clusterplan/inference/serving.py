@@ -444,7 +444,8 @@ def _saturated_rate(replica: StepModel, load: ServingLoad) -> float | None:
 
 
 def max_rate_at_slo(replica: StepModel, workload: ServingLoad, ttft_p99_s: float, tpot_p99_s: float, *,
-                    tolerance: float = 0.05, chunk_tokens: int = 8192, max_doublings: int = 12) -> float:
+                    tolerance: float = 0.05, chunk_tokens: int = 8192, max_doublings: int = 12,
+                    **options: Any) -> float:
     """Highest arrival rate (requests/s) at which ``replica`` meets both p99 targets on ``workload``
     with its rate replaced (all other fields, the seed included, fixed).
 
@@ -456,14 +457,15 @@ def max_rate_at_slo(replica: StepModel, workload: ServingLoad, ttft_p99_s: float
     workload), returns the last rate tried.
 
     Because :func:`sample` scales one set of exponential gaps by the rate, a looser SLO never gives
-    a lower rate: at every rate tried it passes whenever the tighter one does.
+    a lower rate: at every rate tried it passes whenever the tighter one does. ``options`` go to
+    :func:`simulate` (scheduler, replicas, router, ...): the rate is then the whole unit's.
     """
     if not 0 < tolerance < 1:
         raise SpecError("tolerance", tolerance, "must be between 0 and 1 (relative)")
 
     def ok(rate: float) -> bool:
         result = simulate(replica, sample(workload.model_copy(update={"rate_per_s": rate})),
-                          chunk_tokens=chunk_tokens)
+                          chunk_tokens=chunk_tokens, **options)
         return meets_slo(result, ttft_p99_s, tpot_p99_s)
 
     start = _saturated_rate(replica, workload)
