@@ -85,7 +85,8 @@ class _Engine:
             reqs.replica[r] = index
         self.nxt = 0  # next of ids to arrive
         self.t = 0.0
-        self.it = 0  # steps run (every step gives each decoding sequence one token)
+        self.it = 0  # decode steps run (each gives every decoding sequence one token)
+        self.steps = 0  # engine steps run (decode, prefill or mixed)
         self.requeue: deque[int] = deque()  # preempted, back at the head of the queue
         self.waiting: deque[int] = deque()  # arrived, not admitted (continuous, static)
         self.admitted: dict[int, None] = {}  # in admission order (newest is preempted first)
@@ -171,9 +172,11 @@ class _Engine:
         self.ts.append(t)
         self.kvc.append(self.kv_area)
 
-    def _step_done(self, t: float, dt: float, used: int, batch: int) -> None:
+    def _step_done(self, t: float, dt: float, used: int, batch: int, decodes: bool = True) -> None:
         self.busy += dt
-        self.it += 1
+        self.steps += 1
+        if decodes:
+            self.it += 1
         self.batch_sum += batch
         self.kv_area += used * dt
         if used > self.kv_peak:
@@ -213,6 +216,7 @@ class _Engine:
         if it == start_it:
             return False
         self.busy += t - start_t
+        self.steps += it - start_it
         self.batch_sum += b * (it - start_it)
         peak = ctx - b
         if peak > self.kv_peak:
@@ -403,7 +407,7 @@ class Continuous(_Engine):
                     dt = times.prefill(tokens, 0)
                     t += dt
                     self.t = t
-                    self._step_done(t, dt, self.dec_ctx + tokens, len(new))
+                    self._step_done(t, dt, self.dec_ctx + tokens, len(new), decodes=False)
                     self.last_done = []
                     for r in new:
                         g = gen[r]
@@ -505,7 +509,7 @@ class Static(_Engine):
             self.kv_peak = max(self.kv_peak, int(held[-1]))
             end = float(ends[-1])
             self.busy += end - t
-            self.it += longest
+            self.steps += longest
             self.batch_sum += b * longest
             t1 = float(ends[0])
             finish = ends[np.asarray(outs) - 1].tolist()

@@ -403,7 +403,7 @@ def _result(scheduler: str, replicas: int, workload: Workload, reqs: Requests, e
     else:
         edges, util = np.array([t0, t1]), np.zeros(1)
         kv_mean = math.nan
-    engine_steps = sum(e.it for e in engines)
+    engine_steps = sum(e.steps for e in engines)
     iterations = engine_steps + prefill_steps
     batch_sum = sum(e.batch_sum for e in engines)
     stats = {

@@ -144,11 +144,13 @@ class StepTimes:
 
     def decode(self, batch: int, context: int) -> float:
         row = self.decode_row(batch)
-        if row is not None:
+        if row is not None and context <= self.cap:
             x = context * self.inv_context_width
             i = int(x)
             a = row[i]
             return a + (row[i + 1] - a) * (x - i)
+        if row is not None:  # beyond the table (a caller past the KV capacity): ask the model
+            return self.model.decode_time(batch, context)
         key = context * self._stride + batch
         dt = self._decode_memo.get(key)
         if dt is None:
