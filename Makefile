@@ -25,6 +25,7 @@ bench: $(STAMP)  ## estimator and search throughput; Calculon side by side with 
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/bench_serving.py
+	$(BIN)/python benchmarks/bench_simulator_schedulers.py
 	$(BIN)/python benchmarks/bench_calculon.py $(if $(CALCULON),--calculon $(CALCULON),)
 
 lint: $(STAMP)

@@ -109,3 +109,52 @@ def test_closed_loop_and_offline_runs(cli_run: Cli) -> None:
 def test_only_one_way_to_simulate(cli_run: Cli) -> None:
     code, out, err = cli_run([*H100, "--offline", "--batch", "4"])
     assert code == 2 and out == "" and "at most one" in err
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    (["--prefill-replicas", "2"], "--prefill-replicas"),
+    (["--decode-replicas", "2", "--scheduler", "chunked"], "--decode-replicas"),
+    (["--replicas", "0"], "--replicas"),
+    (["--scheduler", "fifo"], "--scheduler"),
+    (["--router", "random"], "--router"),
+    (["--admission", "greedy"], "--admission"),
+    (["--scheduler", "disaggregated", "--replicas", "2"], "--replicas"),
+    (["--scheduler", "disaggregated", "--prefill-replicas", "0"], "--prefill-replicas"),
+])
+def test_serve_scheduler_refusals_are_one_line(cli_run: Cli, extra: list[str], field: str) -> None:
+    code, out, err = cli_run([*H100, "--rate", "5", *extra])
+    assert code == 2, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], err
+
+
+def test_serve_default_run_is_unchanged_by_the_new_keys(cli_run: Cli) -> None:
+    code, out, err = cli_run([*H100, "--rate", "5", "--json"])
+    assert code == 0, err
+    run = json.loads(out)["simulated"]
+    assert "simulation" not in json.loads(out)  # default scheduler: nothing to report
+    assert run["throughput_output_tokens_per_s"] == run["output_tokens_per_s"]
+    assert run["ttft_s"]["p99"] == run["ttft_p99_s"] and run["tpot_s"]["p50"] == run["tpot_p50_s"]
+    assert run["preemptions"] == 0 and run["scheduler"] == "chunked"
+    kv = run["kv_utilisation"]
+    assert 0 < kv["mean"] <= kv["peak"] <= 1 and len(kv["series"]["value"]) == len(kv["series"]["time_s"]) == 200
+    assert run["goodput_requests_per_s"] == pytest.approx(run["requests_per_s"])  # no SLO: every request
+
+
+def test_serve_fleet_and_disaggregated_runs(cli_run: Cli) -> None:
+    code, out, err = cli_run([*H100, "--rate", "40", "--replicas", "2", "--router", "least-loaded",
+                              "--slo-ttft", "2000", "--slo-tpot", "60", "--json"])
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["simulation"] == {"replicas": 2, "router": "least_loaded", "replicas_per_unit": 2}
+    assert data["simulated"]["replicas"] == 2 and 0.0 <= data["simulated"]["slo_attainment"] <= 1.0
+    assert data["slo"]["max_requests_per_s"] > data["saturated"]["requests_per_s"]  # two replicas
+    code, out, err = cli_run([*H100, "--rate", "10", "--scheduler", "disaggregated", "--prefill-replicas", "1",
+                              "--decode-replicas", "2", "--json"])
+    assert code == 0, err
+    run = json.loads(out)["simulated"]
+    assert run["scheduler"] == "disaggregated" and 0 < run["prefill_busy_fraction"] < 1
+    code, out, err = cli_run([*H100, "--offline", "--scheduler", "static", "--admission", "optimistic"])
+    assert code == 0, err
+    assert "KV use mean / peak" in out and "goodput" in out

@@ -777,10 +777,21 @@ def serve(
     length_spread: Annotated[float, typer.Option(help="CV of lognormal request lengths (0 = fixed)")] = 0.0,
     seed: Annotated[int, typer.Option(help="random seed of the simulated workload")] = 0,
     chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
+    scheduler: Annotated[
+        str, typer.Option(help="chunked (continuous batching + chunked prefill) | continuous | static | disaggregated")
+    ] = "chunked",
+    admission: Annotated[str, typer.Option(help="reserve (whole output at admission) | optimistic (preempts)")
+                         ] = "reserve",
+    replicas: Annotated[int, typer.Option(help="replicas behind a router in the simulated runs")] = 1,
+    router: Annotated[str, typer.Option(help="round-robin | least-loaded")] = "round-robin",
+    prefill_replicas: Annotated[int | None, typer.Option(help="prefill replicas (--scheduler disaggregated)")] = None,
+    decode_replicas: Annotated[int | None, typer.Option(help="decode replicas (--scheduler disaggregated)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Serve a model: one replica's latency and throughput, the request rate it sustains at a
-    p99 TTFT/TPOT SLO, and the chips, MW and $ per million tokens a demand needs."""
+    p99 TTFT/TPOT SLO, and the chips, MW and $ per million tokens a demand needs. Simulated runs
+    use --scheduler, --admission and a fleet of --replicas behind --router (or, disaggregated,
+    --prefill-replicas and --decode-replicas)."""
     from clusterplan.inference.capacity import Slo, serve_record
     from clusterplan.inference.step import Deployment
     from clusterplan.report.tables import serve_table
@@ -809,6 +820,7 @@ def serve(
             raise SpecError(name, target, "must be a finite number of milliseconds > 0")
     slo = Slo(ttft_p99_s=slo_ttft / 1000.0, tpot_p99_s=slo_tpot / 1000.0) \
         if slo_ttft is not None and slo_tpot is not None else None
+    simulation = _serve_simulation(scheduler, admission, replicas, router, prefill_replicas, decode_replicas)
     demand_tokens = units.parse_count(demand, "--demand") if demand is not None else None
     from clusterplan.inference.workload import closed_loop, from_trace
     from clusterplan.inference.workload import offline as queued_at_zero
@@ -831,7 +843,8 @@ def serve(
     try:
         record = serve_record(spec_model, hardware_for(spec_system, spec_chip), deployment, input_tokens,
                               output_tokens, rate_per_s=rate, slo=slo, demand_output_tokens_per_s=demand_tokens,
-                              requests=requests, length_spread=length_spread, seed=seed, replay=replay)
+                              requests=requests, length_spread=length_spread, seed=seed, replay=replay,
+                              simulation=simulation)
     except ValidationError as error:
         first = error.errors()[0]
         raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
@@ -841,6 +854,43 @@ def serve(
         emit_json(record)
     else:
         serve_table(console, record)
+
+
+def _serve_simulation(scheduler: str, admission: str, replicas: int, router: str, prefill_replicas: int | None,
+                      decode_replicas: int | None) -> dict[str, Any]:
+    """``serve``'s simulator options, checked together; only those differing from the default."""
+    from clusterplan.inference.serving import ADMISSIONS, SCHEDULERS
+
+    if scheduler not in SCHEDULERS:
+        raise SpecError("--scheduler", scheduler, f"must be one of {' | '.join(SCHEDULERS)}")
+    if admission not in ADMISSIONS:
+        raise SpecError("--admission", admission, f"must be one of {' | '.join(ADMISSIONS)}")
+    if router not in ("round-robin", "least-loaded"):
+        raise SpecError("--router", router, "must be one of round-robin | least-loaded")
+    if replicas < 1:
+        raise SpecError("--replicas", replicas, "must be >= 1")
+    options: dict[str, Any] = {}
+    if scheduler == "disaggregated":
+        if replicas != 1:
+            raise SpecError("--replicas", replicas, "with --scheduler disaggregated, size the pools with "
+                            "--prefill-replicas and --decode-replicas")
+        for name, count in (("--prefill-replicas", prefill_replicas), ("--decode-replicas", decode_replicas)):
+            if count is not None and count < 1:
+                raise SpecError(name, count, "must be >= 1")
+        options.update(prefill_replicas=prefill_replicas or 1, decode_replicas=decode_replicas or 1)
+    else:
+        for name, count in (("--prefill-replicas", prefill_replicas), ("--decode-replicas", decode_replicas)):
+            if count is not None:
+                raise SpecError(name, count, "only applies with --scheduler disaggregated")
+    if scheduler != "chunked":
+        options["scheduler"] = scheduler
+    if admission != "reserve":
+        options["admission"] = admission
+    if replicas != 1:
+        options["replicas"] = replicas
+    if router != "round-robin":
+        options["router"] = router.replace("-", "_")
+    return options
 
 
 def _value_given(param: Any, argv: list[str]) -> str | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 from pydantic import Field
 
 from clusterplan.costs.power import WAITING_ACTIVITY
@@ -48,11 +47,20 @@ def serving_activity(replica: ReplicaModel, output_tokens_per_s: float, input_to
 def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input_tokens: int, output_tokens: int,
                  *, rate_per_s: float | None = None, slo: Slo | None = None,
                  demand_output_tokens_per_s: float | None = None, requests: int = 2000,
-                 length_spread: float = 0.0, seed: int = 0, replay: Workload | None = None) -> dict[str, Any]:
+                 length_spread: float = 0.0, seed: int = 0, replay: Workload | None = None,
+                 simulation: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything ``clusterplan serve`` reports, SI units: the replica (memory, KV capacity),
     single-request latency, saturated throughput, a simulated run at ``rate_per_s``, the
     highest rate meeting ``slo``, and for a demand the replicas, chips, power and dollars.
-    ``replay`` (a trace file, a closed loop or an offline batch) is simulated on one replica too."""
+    ``replay`` (a trace file, a closed loop or an offline batch) is simulated too.
+
+    ``simulation`` holds :func:`~clusterplan.inference.serving.simulate`'s options (scheduler,
+    replicas, router, admission, prefill_replicas, decode_replicas); the simulated runs and the SLO
+    search then serve the whole unit they describe (a fleet behind a router, or prefill and decode
+    pools), and a demand is met with whole units. Without an SLO, demand is sized on the analytic
+    saturated rate of one replica, as before."""
+    options = dict(simulation or {})
+    unit = _unit_replicas(options)
     if input_tokens < 1 or output_tokens < 1:
         raise SpecError("--input-tokens" if input_tokens < 1 else "--output-tokens",
                         min(input_tokens, output_tokens), "must be >= 1")
@@ -83,17 +91,21 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
     if rate_per_s is not None:
         if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
             raise SpecError("--rate", rate_per_s, "must be a finite number of requests/s > 0")
-        record["simulated"] = _run(replica, sample(workload(rate_per_s)), slo)
+        record["simulated"] = _run(replica, sample(workload(rate_per_s)), slo, options)
     if replay is not None:
-        record["replay"] = _run(replica, replay, slo)
+        record["replay"] = _run(replica, replay, slo, options)
+    if options:
+        record["simulation"] = {**options, "replicas_per_unit": unit}
     operating_rate = record["saturated"]["requests_per_s"]
+    per_unit = 1
     if slo is not None:
-        rate = max_rate_at_slo(replica, workload(operating_rate), slo.ttft_p99_s, slo.tpot_p99_s)
+        rate = max_rate_at_slo(replica, workload(operating_rate * unit), slo.ttft_p99_s, slo.tpot_p99_s, **options)
         record["slo"] = {**slo.model_dump(), "max_requests_per_s": rate,
                          "output_tokens_per_s": rate * output_tokens}
         if rate > 0:
-            record["slo"]["at_max_rate"] = _run(replica, sample(workload(rate)), slo)
+            record["slo"]["at_max_rate"] = _run(replica, sample(workload(rate)), slo, options)
         operating_rate = rate
+        per_unit = unit
     record["operating_requests_per_s"] = operating_rate
     if demand_output_tokens_per_s is not None:
         if operating_rate <= 0:
@@ -107,28 +119,29 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
                             f"{alone['ttft_s'] * 1000:.1f} ms, TPOT {alone['tpot_s'] * 1000:.2f} ms): loosen "
                             "the SLO, use more chips per replica, or let `clusterplan capacity` search")
         record["demand"] = plan_demand(replica, hardware, operating_rate, input_tokens, output_tokens,
-                                   demand_output_tokens_per_s)
+                                       demand_output_tokens_per_s, per_unit)
     return record
 
 
-def _run(replica: ReplicaModel, requests: Workload, slo: Slo | None) -> dict[str, float]:
-    """One simulated run's summary, with total (input + output) throughput and, under an SLO,
-    the share of requests that met both targets."""
-    result = simulate(replica, requests)
-    out = result.summary()
-    span = result.span_s
-    out["total_tokens_per_s"] = float(result.input_tokens.sum() + result.output_tokens.sum()) / span \
-        if span > 0 else math.inf
-    if slo is not None:
-        tpot = np.nan_to_num(result.tpot_s, nan=0.0)
-        out["slo_attainment"] = float(np.mean((result.ttft_s <= slo.ttft_p99_s) & (tpot <= slo.tpot_p99_s)))
-    return out
+def _unit_replicas(options: dict[str, Any]) -> int:
+    """Replicas in the unit the simulation options describe."""
+    if options.get("scheduler") == "disaggregated":
+        return int(options.get("prefill_replicas", 1)) + int(options.get("decode_replicas", 1))
+    return int(options.get("replicas", 1))
+
+
+def _run(replica: ReplicaModel, requests: Workload, slo: Slo | None, options: dict[str, Any]) -> dict[str, Any]:
+    """One simulated run's record (:meth:`ServingResult.record`): percentiles, total (input +
+    output) throughput, goodput and the share of requests that met both targets under the SLO
+    (all of them without one), KV utilisation, preemptions."""
+    result = simulate(replica, requests, **options)
+    return result.record(slo.ttft_p99_s if slo else None, slo.tpot_p99_s if slo else None)
 
 
 def plan_demand(replica: ReplicaModel, hardware: Hardware, rate: float, input_tokens: int, output_tokens: int,
-            demand: float) -> dict[str, Any]:
+                demand: float, per_unit: int = 1) -> dict[str, Any]:
     """Replicas, chips, power and dollars to serve ``demand`` output tokens/s at ``rate`` requests/s
-    per replica. Systems without a capex figure get power only."""
+    per unit of ``per_unit`` replicas. Systems without a capex figure get power only."""
     from clusterplan.catalog import load_economics
     from clusterplan.costs.money import cost_per_chip_hour
     from clusterplan.costs.power import cluster_power
@@ -137,8 +150,8 @@ def plan_demand(replica: ReplicaModel, hardware: Hardware, rate: float, input_to
         raise SpecError("--demand", demand, "must be a finite number of output tokens/s > 0")
     if rate <= 0:
         raise SpecError("rate", rate, "must be > 0 requests/s per replica")
-    per_replica = rate * output_tokens
-    replicas = math.ceil(demand / per_replica)
+    per_replica = rate * output_tokens / per_unit
+    replicas = math.ceil(demand / (rate * output_tokens)) * per_unit
     chips = replicas * replica.deployment.chips
     activity = serving_activity(replica, demand / replicas, demand / replicas * input_tokens / output_tokens)
     economics = load_economics()

@@ -1,29 +1,69 @@
-"""Request-level serving simulator: one replica, continuous batching with chunked prefill.
+"""Request-level serving simulator: schedulers, KV admission and preemption, disaggregation, fleets.
 
 The engine is simulated one iteration (engine step) at a time, as the schedulers of Orca (Yu et
 al., OSDI 2022: iteration-level scheduling, requests join and leave the batch between steps),
-vLLM (Kwon et al., SOSP 2023: paged KV cache, admission by free KV blocks) and Sarathi-Serve
-(Agrawal et al., OSDI 2024: chunked prefill, prompt chunks piggybacked on decode steps) do. Each
-iteration:
+vLLM (Kwon et al., SOSP 2023: paged KV cache, admission by free KV blocks, preemption by
+recompute) and Sarathi-Serve (Agrawal et al., OSDI 2024: chunked prefill, prompt chunks
+piggybacked on decode steps) do. A replica is known only through a
+:class:`~clusterplan.inference.engine.StepModel`; step times come from
+:mod:`~clusterplan.inference.steptimes` (tables built from array calls, or direct calls) and the
+engine loops live in :mod:`~clusterplan.inference.schedulers`.
 
-1. *Admission*, first come first served: waiting requests (arrived, not admitted) join while the
-   batch holds fewer than ``max_batch`` sequences and the KV cache has room for the request's
-   whole prompt + output. Reserving the full length at admission means a sequence never has to be
-   preempted or swapped (vLLM would admit more optimistically and preempt under pressure); the
-   first request that does not fit blocks the ones behind it (strict FCFS, no skipping).
-2. *One step*: every sequence whose prompt is prefilled decodes one token, and up to
-   ``chunk_tokens`` prompt tokens of admitted, not yet prefilled sequences are prefilled (FCFS; a
-   prompt longer than the chunk continues over several iterations). The step takes
-   ``mixed_time`` when it does both, else ``decode_time`` or ``prefill_time``.
-3. A sequence's first output token comes at the end of the iteration that completes its prefill;
-   each later iteration adds one; after ``output_tokens`` tokens it finishes and frees its KV.
+Conventions (all schedulers)
+----------------------------
+* A prefill over a prompt yields the first output token at the end of its step. A decoding
+  sequence counts its prompt plus the tokens it has produced so far, the one being decoded
+  included (``input + 1`` in the step after its first token); ``decode_time(batch, context)`` gets
+  the sum over the batch. A request with ``o`` output tokens needs ``o - 1`` decode steps after its
+  prefill and at most ``prompt + o`` KV tokens.
+* TTFT = first token - arrival; TPOT = (finish - first token) / (o - 1), NaN when ``o == 1``;
+  E2E = finish - arrival. Tokens stream: a request finishes at the step producing its last token.
+* KV admission (``admission``): ``"reserve"`` (default) admits a request only if its prompt plus
+  its whole output fit in the KV not already reserved, so a sequence never has to be preempted;
+  ``"optimistic"`` (vLLM-like) admits it if its prompt fits with one token of headroom per
+  sequence, and when a step would overflow the KV it preempts by *recompute*: the newest admitted
+  request is evicted, its KV dropped, and it goes back to the head of the queue; re-admitted, it
+  prefills its prompt plus the tokens it had generated and continues. The oldest admitted request
+  is never evicted while others run, so every request completes.
+* Queues are first come, first served: the first request that does not fit blocks those behind it.
+* Engine limit: at most ``max_batch`` (the model's, or the smaller ``max_batch`` argument)
+  sequences hold KV at once (decoding or prefilling).
+* When nothing is running or admissible, the clock jumps to the next arrival. Closed-loop
+  workloads (``concurrency`` set) issue their first ``concurrency`` requests at t = 0 and the next
+  one whenever a request finishes.
 
-When nothing is running or admissible, the clock jumps to the next arrival. Closed-loop
-workloads (``concurrency`` set) issue their first
-``concurrency`` requests at t = 0 and the next one whenever a request finishes.
+Schedulers
+----------
+``chunked`` (default; Sarathi-Serve, vLLM's and TensorRT-LLM's chunked prefill)
+    Waiting requests are admitted while KV and ``max_batch`` allow. Each step decodes every
+    running sequence and prefills up to ``chunk_tokens`` (8192) prompt tokens of admitted, not yet
+    prefilled sequences in admission order (a prompt longer than the chunk continues over several
+    steps); it takes ``mixed_time`` when it does both, else ``decode_time`` or ``prefill_time``.
+``continuous`` (vLLM V0's default: iteration-level batching with prefill priority)
+    Before each step, waiting requests are admitted while KV, ``max_batch`` and
+    ``max_prefill_tokens`` allow; if any were, the step is a prefill step over all their prompts
+    (``prefill_time(total, 0)``; decodes wait), else a decode step of all running sequences.
+``static``
+    Fixed batches. When the replica is idle it dispatches a batch once ``max_batch`` requests
+    wait, or the oldest has waited ``batch_timeout_s``, or no further request can arrive. The batch
+    is prefilled in one step, then decoded until its longest request ends; finished sequences stay
+    as padding (every slot holds its prompt plus the longest output's KV, and the batch must fit
+    that way), and nothing joins until it ends.
+``disaggregated`` (Splitwise, Patel et al., ISCA 2024; DistServe, Zhong et al., OSDI 2024)
+    ``prefill_replicas`` prefill replicas (model ``prefill_model``, default the same) serve one
+    FCFS queue: a free replica takes every waiting prompt up to ``max_prefill_tokens`` (and its KV
+    capacity and ``max_batch``) into one prefill step. The KV then moves to a decode replica in
+    ``prefill_model.kv_transfer_time(prompt)`` (transfers do not contend); the first token reaches
+    the user when the transfer ends. ``decode_replicas`` decode replicas run ``continuous``
+    batching of decode steps only, routed by ``router``; one that preempts recomputes the evicted
+    request's KV itself with a prefill step. One-token requests end at their first token.
 
-Decode context: a decoding sequence counts its prompt plus the tokens it has produced so far,
-the one being decoded included (``input + 1`` in the step after its first token).
+Fleets
+------
+``replicas > 1`` simulates identical replicas behind a router: ``round_robin`` deals arrivals in
+turn; ``least_loaded`` sends each arrival to the replica with the fewest unfinished requests at
+that moment (ties to the lowest index). Closed-loop workloads split the clients evenly across
+replicas. Metrics are merged over all requests; KV utilisation is the mean over replicas.
 
 :func:`max_rate_at_slo` finds the highest Poisson arrival rate at which the replica meets p99
 TTFT and TPOT targets, by bracketing and bisection over :class:`ServingLoad`.
@@ -31,10 +71,8 @@ TTFT and TPOT targets, by bracketing and bisection over :class:`ServingLoad`.
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,6 +81,8 @@ from pydantic import Field
 
 from clusterplan.errors import SpecError
 from clusterplan.inference.engine import StepModel
+from clusterplan.inference.schedulers import Config, Requests, run_disaggregated, run_fleet
+from clusterplan.inference.steptimes import StepTimes
 from clusterplan.inference.workload import Workload, poisson
 from clusterplan.specs._base import Spec
 
@@ -50,8 +90,9 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 METRICS = ("ttft", "tpot", "e2e")
-#: Bound on the memo of step times kept during one simulation (entries).
-_CACHE_LIMIT = 1 << 20
+SCHEDULERS = ("chunked", "continuous", "static", "disaggregated")
+ROUTERS = ("round_robin", "least_loaded")
+ADMISSIONS = ("reserve", "optimistic")
 
 
 # ---------------------------------------------------------------------------------------------- workload spec
@@ -87,7 +128,18 @@ def sample(load: ServingLoad) -> Workload:
 
 @dataclass(frozen=True)
 class ServingResult:
-    """Per-request times of one simulation (arrays indexed like the workload) and engine totals."""
+    """Per-request times of one simulation (arrays indexed like the workload, read-only) and engine
+    totals. ``arrival_s`` is when each request was issued (the workload's arrival, or for a closed
+    loop the time a client sent it).
+
+    ``iterations`` and ``busy_s`` add up the engine steps of every replica (prefill pool included,
+    disaggregated); ``mean_batch`` averages over the steps of the (decode) replicas.
+    ``kv_time_s`` / ``kv_utilisation``: KV-cache utilisation (tokens held / capacity, mean over
+    replicas) averaged over equal intervals from the first arrival to the last finish
+    (``kv_time_s`` holds their starts). ``stats``: ``max_concurrent_sequences`` (most sequences
+    holding KV on one replica), ``kv_utilisation_mean`` (time mean), ``kv_utilisation_peak``,
+    ``preemptions`` (total) and, disaggregated, ``prefill_busy_fraction``.
+    """
 
     arrival_s: FloatArray
     first_token_s: FloatArray
@@ -96,12 +148,22 @@ class ServingResult:
     output_tokens: IntArray
     iterations: int
     busy_s: float
-    #: Sequences in the batch (decoding + prefilling), averaged over iterations.
+    #: Sequences in a step (decoding + prefilling), averaged over steps.
     mean_batch: float
+    scheduler: str = "chunked"
+    replicas: int = 1
+    #: Replica that served each request (decode replica when disaggregated; -1: prefill pool only).
+    replica: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Times each request was preempted.
+    preemptions: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    kv_time_s: FloatArray = field(default_factory=lambda: np.zeros(0))
+    kv_utilisation: FloatArray = field(default_factory=lambda: np.zeros(0))
+    stats: dict[str, float] = field(default_factory=dict)
 
     @property
     def ttft_s(self) -> FloatArray:
-        """Time to first token: arrival to the end of the iteration that completes the prefill."""
+        """Time to first token: arrival to the end of the step that completes the prefill (plus the
+        KV transfer, disaggregated)."""
         return self.first_token_s - self.arrival_s
 
     @property
@@ -135,9 +197,35 @@ class ServingResult:
         return float(self.output_tokens.sum()) / span if span > 0 else math.inf
 
     @property
+    def total_tokens_per_s(self) -> float:
+        """Prompt and output tokens per second over the span."""
+        span = self.span_s
+        total = float(self.input_tokens.sum() + self.output_tokens.sum())
+        return total / span if span > 0 else math.inf
+
+    @property
     def requests_per_s(self) -> float:
         span = self.span_s
         return len(self.arrival_s) / span if span > 0 else math.inf
+
+    def within_slo(self, ttft_s: float | None = None, tpot_s: float | None = None) -> NDArray[np.bool_]:
+        """Requests whose own TTFT <= ``ttft_s`` and TPOT <= ``tpot_s`` (``None``: no bound; one-token
+        outputs have no TPOT)."""
+        ok = np.ones(len(self.arrival_s), dtype=bool)
+        if ttft_s is not None:
+            ok &= self.ttft_s <= ttft_s
+        if tpot_s is not None:
+            ok &= np.isnan(self.tpot_s) | (self.tpot_s <= tpot_s)
+        return ok
+
+    def goodput(self, ttft_s: float | None = None, tpot_s: float | None = None) -> dict[str, float]:
+        """Throughput of the requests that met both targets, over the whole span (DistServe's
+        goodput: Zhong et al., OSDI 2024), and the share of requests that did."""
+        ok = self.within_slo(ttft_s, tpot_s)
+        span = self.span_s
+        per_s = 1.0 / span if span > 0 else math.inf
+        return {"slo_attainment": float(ok.mean()), "goodput_requests_per_s": float(ok.sum()) * per_s,
+                "goodput_output_tokens_per_s": float(self.output_tokens[ok].sum()) * per_s}
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -149,172 +237,193 @@ class ServingResult:
         out["mean_batch"] = self.mean_batch
         return out
 
+    def record(self, ttft_s: float | None = None, tpot_s: float | None = None) -> dict[str, Any]:
+        """JSON-ready summary: :meth:`summary`'s keys; ``total_tokens_per_s``; the same throughputs as
+        ``throughput_output_tokens_per_s`` / ``throughput_total_tokens_per_s``; ``ttft_s``, ``tpot_s``
+        and ``e2e_s`` as ``{p50, p90, p99, mean}``; goodput and ``slo_attainment`` under the targets
+        (every request counts when none is given); ``kv_utilisation {mean, peak, series:
+        {time_s, value}}``; ``preemptions``, ``max_concurrent_sequences``, ``steps``, ``scheduler``,
+        ``replicas`` (and ``prefill_busy_fraction`` when disaggregated)."""
+        out: dict[str, Any] = {**self.summary(), "total_tokens_per_s": self.total_tokens_per_s,
+                               "throughput_output_tokens_per_s": self.output_tokens_per_s,
+                               "throughput_total_tokens_per_s": self.total_tokens_per_s}
+        for metric in METRICS:
+            values = {"ttft": self.ttft_s, "tpot": self.tpot_s, "e2e": self.e2e_s}[metric]
+            finite = values[~np.isnan(values)]
+            out[f"{metric}_s"] = {**{f"p{q}": self.percentile(metric, q) for q in (50, 90, 99)},
+                                  "mean": float(finite.mean()) if finite.size else math.nan}
+        out.update(self.goodput(ttft_s, tpot_s))
+        out["kv_utilisation"] = {"mean": self.stats.get("kv_utilisation_mean", math.nan),
+                                 "peak": self.stats.get("kv_utilisation_peak", math.nan),
+                                 "series": {"time_s": self.kv_time_s.tolist(), "value": self.kv_utilisation.tolist()}}
+        out["preemptions"] = int(self.stats.get("preemptions", 0))
+        out["max_concurrent_sequences"] = int(self.stats.get("max_concurrent_sequences", 0))
+        out["steps"] = self.iterations
+        out["scheduler"] = self.scheduler
+        out["replicas"] = self.replicas
+        if "prefill_busy_fraction" in self.stats:
+            out["prefill_busy_fraction"] = self.stats["prefill_busy_fraction"]
+        return out
+
 
 # ---------------------------------------------------------------------------------------------- simulation
 
 
-def simulate(replica: StepModel, workload: Workload, *, chunk_tokens: int = 8192) -> ServingResult:
-    """Serve ``workload`` on one replica (see module doc for the scheduling rules).
+def _positive_int(field_name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise SpecError(field_name, value, "must be a whole number >= 1")
+    return int(value)
 
-    Raises :class:`SpecError` (field ``input_tokens``) if a request's prompt + output exceeds the
-    whole KV cache, since such a request could never be admitted.
-    """
-    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int | np.integer) or chunk_tokens < 1:
-        raise SpecError("chunk_tokens", chunk_tokens, "must be a whole number of tokens >= 1")
-    arrival = np.array(workload.arrival_s, dtype=np.float64, ndmin=1)
-    inputs = np.asarray(workload.input_tokens, dtype=np.int64)
-    outputs = np.asarray(workload.output_tokens, dtype=np.int64)
-    n = len(arrival)
-    if n == 0 or len(inputs) != n or len(outputs) != n:
-        raise SpecError("workload", n, "needs at least one request and arrays of one length")
-    if np.any(np.diff(arrival) < 0):
-        raise SpecError("arrival_s", "array", "arrival times must be sorted")
-    capacity = int(replica.kv_capacity_tokens)
-    max_batch = int(replica.max_batch)
-    need_arr = inputs + outputs
-    too_big = np.flatnonzero(need_arr > capacity)
+
+def _check_model(field_name: str, model: StepModel) -> tuple[int, int]:
+    try:
+        cap, batch = model.kv_capacity_tokens, model.max_batch
+    except AttributeError as error:
+        raise SpecError(field_name, type(model).__name__, f"not a StepModel ({error})") from None
+    if not (isinstance(cap, int | np.integer | float) and math.isfinite(cap) and cap >= 1):
+        raise SpecError(f"{field_name}.kv_capacity_tokens", cap, "KV cache must hold at least one token")
+    if not (isinstance(batch, int | np.integer | float) and math.isfinite(batch) and batch >= 1):
+        raise SpecError(f"{field_name}.max_batch", batch, "must be >= 1")
+    return int(cap), int(batch)
+
+
+def _check_fit(inputs: IntArray, need: IntArray, cap: int, what: str) -> None:
+    too_big = np.flatnonzero(need > cap)
     if too_big.size:
         i = int(too_big[0])
         raise SpecError("input_tokens", int(inputs[i]),
-                        f"request {i}: prompt + output = {int(need_arr[i])} tokens exceed the replica's whole KV "
-                        f"cache of {capacity} tokens, so it can never be admitted")
-    concurrency = workload.concurrency
-    released = n if concurrency is None else min(n, int(concurrency))
-    if concurrency is not None:
-        arrival[:released] = 0.0
+                        f"request {i}: {what} = {int(need[i])} tokens exceed the replica's whole KV "
+                        f"cache of {cap} tokens, so it can never be admitted")
 
-    arr: list[float] = arrival.tolist()
-    ins: list[int] = inputs.tolist()
-    outs: list[int] = outputs.tolist()
-    need: list[int] = need_arr.tolist()
-    first = [math.nan] * n
-    fin = [math.nan] * n
-    filled = [0] * n  # prompt tokens prefilled so far
 
-    # Step times repeat (same batch and context) whenever the load pattern repeats, most of all at
-    # low load where requests run alone; memoising makes those iterations nearly free.
-    decode_cache: dict[int, float] = {}
-    prefill_cache: dict[tuple[int, int], float] = {}
-    key_stride = max_batch + 1
+def simulate(
+    replica: StepModel,
+    workload: Workload,
+    scheduler: str = "chunked",
+    *,
+    chunk_tokens: int = 8192,
+    replicas: int = 1,
+    router: str = "round_robin",
+    admission: str = "reserve",
+    max_batch: int | None = None,
+    max_prefill_tokens: int | None = 8192,
+    batch_timeout_s: float = 0.0,
+    prefill_model: StepModel | None = None,
+    prefill_replicas: int = 1,
+    decode_replicas: int = 1,
+    kv_series_points: int = 200,
+    step_tables: bool = True,
+) -> ServingResult:
+    """Serve ``workload`` on replicas whose steps ``replica`` times (see the module doc).
 
-    now = 0.0
-    busy = 0.0
-    iteration = 0
-    batch_sum = 0
-    nxt = 0  # next request to admit (FCFS: admission follows arrival order)
-    kv_used = 0
-    active = 0  # admitted and not finished
-    decoding = 0
-    decode_context = 0  # running sum over decoding sequences of prompt + tokens so far
-    finished = 0
-    prefill_queue: deque[int] = deque()
-    finish_at: dict[int, list[int]] = {}  # iteration -> sequences finishing at its end
-    finish_heap: list[int] = []
+    The default is today's engine: one replica, ``chunked`` with 8192-token chunks, KV reserved at
+    admission. ``max_batch`` lowers the model's engine limit (static: the batch size);
+    ``max_prefill_tokens`` caps the prompt tokens of one prefill step (continuous, disaggregated;
+    ``None``: no cap; a longer prompt still goes alone); ``batch_timeout_s`` is the static
+    scheduler's longest wait to fill a batch. ``step_tables=False`` calls the model for every step
+    (see :mod:`~clusterplan.inference.steptimes`). Refusals (:class:`SpecError`): unknown scheduler,
+    router or admission; counts below 1; a request whose prompt + output exceeds the KV cache.
+    """
+    if scheduler not in SCHEDULERS:
+        raise SpecError("scheduler", scheduler, f"must be one of {', '.join(SCHEDULERS)}")
+    router = router.replace("-", "_") if isinstance(router, str) else router
+    if router not in ROUTERS:
+        raise SpecError("router", router, f"must be one of {', '.join(r.replace('_', '-') for r in ROUTERS)}")
+    if admission not in ADMISSIONS:
+        raise SpecError("admission", admission, f"must be one of {', '.join(ADMISSIONS)}")
+    if not isinstance(workload, Workload):
+        raise SpecError("workload", type(workload).__name__, "must be a Workload")
+    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int | np.integer) or chunk_tokens < 1:
+        raise SpecError("chunk_tokens", chunk_tokens, "must be a whole number of tokens >= 1")
+    replicas = _positive_int("replicas", replicas)
+    kv_series_points = _positive_int("kv_series_points", kv_series_points)
+    budget = math.inf if max_prefill_tokens is None else _positive_int("max_prefill_tokens", max_prefill_tokens)
+    if not (isinstance(batch_timeout_s, int | float) and batch_timeout_s >= 0 and not math.isnan(batch_timeout_s)):
+        raise SpecError("batch_timeout_s", batch_timeout_s, "must be a number of seconds >= 0")
+    cap, engine_batch = _check_model("model", replica)
+    if max_batch is not None:
+        engine_batch = min(engine_batch, _positive_int("max_batch", max_batch))
+    need = workload.input_tokens + workload.output_tokens
+    reqs = Requests(workload)
+    cfg = Config(cap=cap, max_batch=engine_batch, reserve=admission == "reserve", prefill_budget=budget,
+                 chunk_tokens=int(chunk_tokens), batch_timeout_s=float(batch_timeout_s))
+    table_tokens = int(chunk_tokens) if scheduler == "chunked" else int(min(budget, 65_536))
+    times = StepTimes(replica, table_tokens, tables=step_tables)
+    extra: dict[str, float] = {}
+    prefill_steps = 0
+    prefill_busy = 0.0
+    if scheduler == "disaggregated":
+        if replicas != 1:
+            raise SpecError("replicas", replicas, "with the disaggregated scheduler, size the pools with "
+                            "prefill_replicas and decode_replicas")
+        if workload.closed_loop:
+            raise SpecError("workload", "closed loop", "the disaggregated scheduler takes open-loop workloads")
+        prefill_replicas = _positive_int("prefill_replicas", prefill_replicas)
+        decode_replicas = _positive_int("decode_replicas", decode_replicas)
+        pmodel = replica if prefill_model is None else prefill_model
+        pcap, pbatch = _check_model("prefill_model", pmodel)
+        _check_fit(workload.input_tokens, workload.input_tokens, pcap, "prompt")
+        _check_fit(workload.input_tokens, need, cap, "prompt + output")
+        if max_batch is not None:
+            pbatch = min(pbatch, engine_batch)
+        ptimes = times if pmodel is replica else StepTimes(pmodel, table_tokens, tables=step_tables)
+        engines, busy, prefill_steps = run_disaggregated(reqs, times, ptimes, cfg, pcap, pbatch, prefill_replicas,
+                                                         decode_replicas, router)
+        extra["prefill_busy_fraction"] = busy
+        span = float(np.nanmax(reqs.done)) - float(np.min(workload.arrival_s))
+        prefill_busy = busy * prefill_replicas * span if span > 0 else 0.0
+        n_replicas = decode_replicas
+    else:
+        _check_fit(workload.input_tokens, need, cap, "prompt + output")
+        engines = run_fleet(reqs, workload, times, cfg, scheduler, replicas, router)
+        n_replicas = replicas
+    return _result(scheduler, n_replicas, workload, reqs, engines, kv_series_points, extra, prefill_steps,
+                   prefill_busy)
 
-    def finish(idx: int) -> None:
-        nonlocal kv_used, active, finished, released
-        fin[idx] = now
-        kv_used -= need[idx]
-        active -= 1
-        finished += 1
-        if released < n:  # closed loop: a client sends its next request as soon as one returns
-            arr[released] = now
-            released += 1
 
-    while finished < n:
-        while (nxt < released and arr[nxt] <= now and active < max_batch
-               and kv_used + need[nxt] <= capacity):
-            kv_used += need[nxt]
-            active += 1
-            prefill_queue.append(nxt)
-            nxt += 1
-        if active == 0:
-            now = max(now, arr[nxt])
-            continue
-
-        if not prefill_queue:
-            # Decode-only stretch: until the next finish or the next admissible arrival nothing
-            # but the context changes, so run those iterations in a tight loop.
-            target = finish_heap[0]
-            admissible = nxt < released and active < max_batch and kv_used + need[nxt] <= capacity
-            limit = arr[nxt] if admissible else math.inf
-            start = iteration
-            while iteration + 1 < target and now < limit:
-                key = decode_context * key_stride + decoding
-                dt = decode_cache.get(key)
-                if dt is None:
-                    dt = replica.decode_time(decoding, decode_context)
-                    if len(decode_cache) >= _CACHE_LIMIT:
-                        decode_cache.clear()
-                    decode_cache[key] = dt
-                now += dt
-                busy += dt
-                iteration += 1
-                batch_sum += decoding
-                decode_context += decoding
-            if iteration > start:
-                continue  # back to admission: a request may have arrived during the stretch
-
-        budget = chunk_tokens
-        prefill_tokens = 0
-        prefill_context = 0
-        prefilling = 0
-        completed = 0
-        for idx in prefill_queue:
-            take = min(ins[idx] - filled[idx], budget)
-            prefill_context += filled[idx]
-            filled[idx] += take
-            prefill_tokens += take
-            budget -= take
-            prefilling += 1
-            if filled[idx] == ins[idx]:
-                completed += 1
-            if budget == 0:
-                break
-
-        if decoding and prefill_tokens:
-            dt = replica.mixed_time(prefill_tokens, prefill_context, decoding, decode_context)
-        elif decoding:
-            key = decode_context * key_stride + decoding
-            cached = decode_cache.get(key)
-            dt = replica.decode_time(decoding, decode_context) if cached is None else cached
-            decode_cache[key] = dt
-        else:
-            pkey = (prefill_tokens, prefill_context)
-            cached = prefill_cache.get(pkey)
-            dt = replica.prefill_time(prefill_tokens, prefill_context) if cached is None else cached
-            if len(prefill_cache) < _CACHE_LIMIT:
-                prefill_cache[pkey] = dt
-        now += dt
-        busy += dt
-        iteration += 1
-        batch_sum += decoding + prefilling
-        decode_context += decoding
-
-        if finish_heap and finish_heap[0] == iteration:
-            heapq.heappop(finish_heap)
-            for idx in finish_at.pop(iteration):
-                decoding -= 1
-                decode_context -= need[idx]
-                finish(idx)
-        for _ in range(completed):
-            idx = prefill_queue.popleft()
-            first[idx] = now
-            if outs[idx] == 1:
-                finish(idx)
-                continue
-            decoding += 1
-            decode_context += ins[idx] + 1
-            done = iteration + outs[idx] - 1
-            if done not in finish_at:
-                finish_at[done] = []
-                heapq.heappush(finish_heap, done)
-            finish_at[done].append(idx)
-
-    return ServingResult(
-        arrival_s=np.asarray(arr, dtype=np.float64), first_token_s=np.asarray(first, dtype=np.float64),
-        finish_s=np.asarray(fin, dtype=np.float64), input_tokens=inputs.copy(), output_tokens=outputs.copy(),
-        iterations=iteration, busy_s=busy, mean_batch=batch_sum / iteration if iteration else 0.0)
+def _result(scheduler: str, replicas: int, workload: Workload, reqs: Requests, engines: list[Any], points: int,
+            extra: dict[str, float], prefill_steps: int, prefill_busy: float) -> ServingResult:
+    arrival = np.array(reqs.issue, dtype=np.float64)
+    first = np.array(reqs.first, dtype=np.float64)
+    done = np.array(reqs.done, dtype=np.float64)
+    if not (np.all(np.isfinite(done)) and np.all(first >= arrival) and np.all(done >= first)):
+        raise SpecError("model", type(engines[0].times.model).__name__ if engines else "model",
+                        "step times must be finite and >= 0")
+    t0, t1 = float(arrival.min()), float(done.max())
+    duration = t1 - t0
+    m = max(len(engines), 1)
+    if duration > 0 and engines:
+        edges = np.linspace(t0, t1, points + 1)
+        util = np.zeros(points)
+        for engine in engines:
+            integral = np.interp(edges, np.asarray(engine.ts), np.asarray(engine.kvc))
+            util += np.diff(integral) / np.diff(edges) / engine.cap
+        util /= m
+        kv_mean = float(util.mean())
+    else:
+        edges, util = np.array([t0, t1]), np.zeros(1)
+        kv_mean = math.nan
+    engine_steps = sum(e.steps for e in engines)
+    iterations = engine_steps + prefill_steps
+    batch_sum = sum(e.batch_sum for e in engines)
+    stats = {
+        "max_concurrent_sequences": float(max((e.max_conc for e in engines), default=0)),
+        "kv_utilisation_mean": kv_mean,
+        "kv_utilisation_peak": max((e.kv_peak / e.cap for e in engines), default=0.0),
+        "preemptions": float(sum(reqs.npre)),
+        **extra,
+    }
+    result = ServingResult(
+        arrival_s=arrival, first_token_s=first, finish_s=done, input_tokens=workload.input_tokens.copy(),
+        output_tokens=workload.output_tokens.copy(), iterations=iterations,
+        busy_s=sum(e.busy for e in engines) + prefill_busy,
+        mean_batch=batch_sum / engine_steps if engine_steps else 0.0, scheduler=scheduler, replicas=replicas,
+        replica=np.array(reqs.replica, dtype=np.int64), preemptions=np.array(reqs.npre, dtype=np.int64),
+        kv_time_s=edges[:-1], kv_utilisation=util, stats=stats)
+    for array in (result.arrival_s, result.first_token_s, result.finish_s, result.input_tokens,
+                  result.output_tokens, result.replica, result.preemptions, result.kv_time_s, result.kv_utilisation):
+        array.setflags(write=False)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------- SLO search
@@ -335,7 +444,8 @@ def _saturated_rate(replica: StepModel, load: ServingLoad) -> float | None:
 
 
 def max_rate_at_slo(replica: StepModel, workload: ServingLoad, ttft_p99_s: float, tpot_p99_s: float, *,
-                    tolerance: float = 0.05, chunk_tokens: int = 8192, max_doublings: int = 12) -> float:
+                    tolerance: float = 0.05, chunk_tokens: int = 8192, max_doublings: int = 12,
+                    **options: Any) -> float:
     """Highest arrival rate (requests/s) at which ``replica`` meets both p99 targets on ``workload``
     with its rate replaced (all other fields, the seed included, fixed).
 
@@ -347,14 +457,15 @@ def max_rate_at_slo(replica: StepModel, workload: ServingLoad, ttft_p99_s: float
     workload), returns the last rate tried.
 
     Because :func:`sample` scales one set of exponential gaps by the rate, a looser SLO never gives
-    a lower rate: at every rate tried it passes whenever the tighter one does.
+    a lower rate: at every rate tried it passes whenever the tighter one does. ``options`` go to
+    :func:`simulate` (scheduler, replicas, router, ...): the rate is then the whole unit's.
     """
     if not 0 < tolerance < 1:
         raise SpecError("tolerance", tolerance, "must be between 0 and 1 (relative)")
 
     def ok(rate: float) -> bool:
         result = simulate(replica, sample(workload.model_copy(update={"rate_per_s": rate})),
-                          chunk_tokens=chunk_tokens)
+                          chunk_tokens=chunk_tokens, **options)
         return meets_slo(result, ttft_p99_s, tpot_p99_s)
 
     start = _saturated_rate(replica, workload)

@@ -264,6 +264,10 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("chips per replica", str(record["chips_per_replica"]))
+    simulation = record.get("simulation")
+    if simulation:
+        table.add_row("simulated as", ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in simulation.items()
+                                                if key != "replicas_per_unit"))
     table.add_row("weights per chip", units.format_bytes(record["weights_bytes_per_chip"]))
     table.add_row("KV cache per replica", f"{units.format_count(record['kv_capacity_tokens'])} tokens "
                   f"({units.format_bytes(record['kv_bytes_per_token'])}/token)")
@@ -290,6 +294,13 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
                           f"{1000 * run['tpot_p50_s']:.2f} ms / {1000 * run['tpot_p99_s']:.2f} ms")
             table.add_row(f"{label}: output tok/s, mean batch",
                           f"{run['output_tokens_per_s']:,.0f}, {run['mean_batch']:,.1f}")
+            if "goodput_requests_per_s" in run:
+                kv = run["kv_utilisation"]
+                table.add_row(f"{label}: goodput (SLO met)",
+                              f"{run['goodput_requests_per_s']:,.2f} req/s ({100 * run['slo_attainment']:.0f} % of "
+                              f"requests)")
+                table.add_row(f"{label}: KV use mean / peak, preemptions",
+                              f"{100 * kv['mean']:.0f} % / {100 * kv['peak']:.0f} %, {run['preemptions']:,}")
     demand = record.get("demand")
     if demand:
         table.add_row("demand", f"{units.format_count(demand['output_tokens_per_s'])} output tok/s")
