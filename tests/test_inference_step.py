@@ -126,7 +126,7 @@ def test_decode_step_adds_compute_bound_gemms_and_kv_bound_attention() -> None:
 
 
 def test_moe_decode_reads_only_the_experts_its_tokens_hit() -> None:
-    # Qwen3-235B-A22B: one token picks top_k = 8 of 128 experts; 128 * (1 - (127/128)**8) = 7.78
+    # Qwen3-235B-A22B: one token picks top_k = 8 of 128 experts; 128 * (1 - (127/128)**8) = 7.785
     # distinct experts on average. A 4096-token step hits all of them.
     r = replica("qwen3-235b-a22b", tp=8, ep=8, weights="fp8", kv_cache="fp8")
     one, many = r.decode_time(1, 0), r.decode_time(4096, 0)
@@ -136,7 +136,7 @@ def test_moe_decode_reads_only_the_experts_its_tokens_hit() -> None:
     # Routed-expert weights read by one token on one EP rank (16 local experts, etp 1): the
     # expected 7.78/8 of an expert per rank, each expert 3 x 4096 x 1536 fp8 bytes.
     hit_per_rank = 128 * (1 - (127 / 128) ** 8) / 8
-    assert hit_per_rank == pytest.approx(0.9726, abs=1e-4)
+    assert hit_per_rank == pytest.approx(0.9731, abs=1e-4)
     r0 = _efficiency(r, kernel_overhead_s=0.0, moe_layer_overhead_s=0.0, inference_hbm=1.0)
     routed = float(r0._moe_ffn_time(np.array(1.0)))
     expert_bytes = 3 * 4096 * 1536 * 1.0
