@@ -21,11 +21,12 @@ BOUNDS = {
     "nemo_perf_moe": 14.0,
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
-    # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency); today's step model reaches
-    # ~26 %, ~25 % and ~25 % (docs/serving.md says where it misses). Regression guards, not targets.
-    "inference_throughput": 28.0,
-    "inference_latency": 27.0,
-    "inference_server": 27.0,
+    # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
+    # step model reaches 17.0 %, 21.1 % and 19.1 % (docs/serving.md says where it misses).
+    # Regression guards, not targets (only inference_server meets its target).
+    "inference_throughput": 18.0,
+    "inference_latency": 22.5,
+    "inference_server": 20.0,
 }
 
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two

@@ -1,13 +1,26 @@
 """Inference step estimator: prefill and decode steps of one serving replica, vectorised.
 
 A replica of ``tp * pp`` chips holds the weights (sharded by TP and PP) and a KV cache in the
-remaining HBM. A *decode* step generates one token for each of ``batch`` sequences: it reads
-every weight once and every cached K/V entry once, and does 2 FLOPs per active parameter per
-token plus the attention over each sequence's context; it is usually memory-bound. A *prefill*
-step processes prompt tokens: matmuls over all of them and causal attention; it is usually
-compute-bound. Both pay TP all-reduces per layer (small and latency-bound in decode), PP hops,
-and a fixed engine overhead per step (scheduling, sampling, launch), fitted per chip family on
-published serving results (``clusterplan calibrate``). KV sizes follow the attention type:
+remaining HBM. A step runs its new tokens (one per decoding sequence, plus any prompt tokens)
+through every layer; its time is the *sum* of its kernels, each bound by its own resource
+(roofline per kernel, Williams et al. 2009), because the kernels of one step run one after the
+other: a step's large-batch GEMMs are compute-bound while its attention is KV-read bound, so
+``max(total compute, total memory)`` under-counts it.
+
+* GEMMs (QKV, output projection, FFN, MoE experts, LM head) use the training estimator's
+  shape-aware roofline (:func:`clusterplan.costs.compute.grouped_gemm_time`: fitted large-GEMM
+  efficiency, the ``matmul_dim_half`` small-dimension loss at ``N/tp`` and small batches, one
+  ``kernel_overhead_s`` per kernel) with the serving HBM efficiency ``inference_hbm``: at small
+  batches they are weight-read bound (every weight read once per step). The input embedding is
+  a gather (not read in full); the LM head runs on one row per sequence (the last token).
+* Attention: max(attention FLOPs at the fused-attention efficiency, K/V cache read).
+* TP: two all-reduces of ``tokens x hidden`` bf16 activations per layer (Shoeybi et al. 2019),
+  not overlapped with compute (they sit between dependent GEMMs); PP: one hop per stage boundary.
+* A fixed engine overhead per step (scheduling, sampling, launch).
+
+``inference_hbm`` and the step overhead are fitted per chip family on published serving results
+(``clusterplan calibrate``, serving stage); every other efficiency is the training fit. KV sizes
+follow the attention type:
 ``2 * layers * kv_heads * head_dim`` values per token for MHA/GQA/MQA, the compressed latent for
 MLA; fp8 KV halves them.
 """
@@ -22,11 +35,13 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from clusterplan.costs import collectives as coll
-from clusterplan.costs.compute import OPERAND_BYTES
+from clusterplan.costs.compute import OPERAND_BYTES, grouped_gemm_time
 from clusterplan.errors import SpecError
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import PRECISION_CODES
+from clusterplan.training import flops as fl
+from clusterplan.training import memory as mem
 from clusterplan.training.step import Hardware
 
 FloatArray = NDArray[np.float64]
@@ -115,11 +130,12 @@ class ReplicaModel:
     def _tp_time(self, tokens: Any) -> Any:
         """Two all-reduces per layer of ``tokens x hidden`` bf16 activations on the TP group."""
         d = self.deployment
+        eff = self.hardware.efficiency
         if d.tp == 1:
             return np.zeros_like(np.asarray(tokens, dtype=np.float64))
         phases = coll.decompose(self.hardware.system, np.array([d.tp]), np.array([1]))
         message = np.asarray(tokens, dtype=np.float64) * self.model.hidden_size * 2.0
-        per_layer = 2.0 * (coll.all_reduce_time(phases, message) + self.hardware.efficiency.collective_overhead_s)
+        per_layer = 2.0 * (coll.all_reduce_time(phases, message) + eff.collective_overhead_s)
         return np.squeeze(per_layer * self.model.layers)  # every stage's layers run in sequence
 
     def _pp_time(self, tokens: Any) -> Any:
@@ -130,25 +146,71 @@ class ReplicaModel:
         hop = coll.p2p_time(self.hardware.system, np.array([d.tp]), message)
         return np.squeeze((d.pp - 1) * hop)
 
-    def _step(self, new_tokens: Any, attention_flops: Any, kv_tokens_read: Any) -> Any:
-        """Time of a step that runs ``new_tokens`` through the model, does ``attention_flops``
-        of attention, and reads ``kv_tokens_read`` cached tokens."""
+    def _gemm(self, m: Any, n: Any, k: Any, groups: Any = 1.0, scale: float = 1.0) -> Any:
+        """One GEMM (or ``groups`` grouped GEMMs) of this replica's chips at the weights'
+        precision: the training estimator's shape-aware roofline (``costs.compute``), with the
+        serving HBM efficiency because decode GEMMs are weight-read bound."""
         eff = self.hardware.efficiency
-        d = self.deployment
-        chips = d.chips
+        code = PRECISION_CODES[self.deployment.weights]
+        return grouped_gemm_time(m, groups, n, k, self._peak(), self._matmul_eff() * scale, OPERAND_BYTES[code],
+                                 self.hardware.chip.hbm_bandwidth, eff.inference_hbm, eff.kernel_overhead_s,
+                                 eff.matmul_dim_half)
+
+    def _layers_gemm_time(self, tokens: Any, sequences: Any) -> Any:
+        """GEMM time of one step over all of this chip's layers plus the LM head."""
+        model, d = self.model, self.deployment
+        h, tp = model.hidden_size, float(d.tp)
+        _, av_width = fl.attention_core_width(model)
+        kv_width = mem.kv_projection_params(model) / h
+        proj_in = (model.attention_params - av_width * h) / h - kv_width
+        qkv_width = proj_in / tp + kv_width / float(mem.kv_shards(model, tp))
+        attention = self._gemm(tokens, qkv_width, h) + self._gemm(tokens, h, av_width / tp)
+        gated = model.ffn_matrices - 1
+        dense_ffn = (self._gemm(tokens, gated * model.dense_ffn_size / tp, h)
+                     + self._gemm(tokens, h, model.dense_ffn_size / tp))
+        layers = model.dense_ffn_layers * (attention + dense_ffn) + model.moe_layers * attention
+        if model.moe is not None:
+            layers = layers + model.moe_layers * self._moe_ffn_time(tokens)
+        head = self._gemm(sequences, model.vocab_size / tp, h)
+        return (layers + head) / d.pp
+
+    def _moe_ffn_time(self, tokens: Any) -> Any:
+        """One MoE FFN on one chip: the router, the routed experts as grouped GEMMs over the
+        experts of this EP rank that the step's ``tokens * top_k`` picks hit, and any shared
+        experts (TP-sharded like a dense FFN). With uniform routing the expected number of
+        distinct experts hit by ``n`` picks among ``E`` is ``E * (1 - (1 - 1/E)**n)`` (the
+        classical occupancy problem, Feller 1968, ch. II.11); only their weights are read."""
+        moe = self.model.moe
+        assert moe is not None
+        d, h = self.deployment, self.model.hidden_size
+        gated = self.model.ffn_matrices - 1
+        etp = max(d.tp // d.ep, 1)
+        width = moe.expert_ffn_hidden_size / etp
+        visits = tokens * moe.top_k / d.ep
+        local = moe.experts / d.ep
+        hit = local * (1.0 - (1.0 - 1.0 / moe.experts) ** (tokens * moe.top_k))
+        grouped = self.hardware.efficiency.grouped_matmul
+        time = (self._gemm(visits, gated * width, h, groups=hit, scale=grouped)
+                + self._gemm(visits, h, width, groups=hit, scale=grouped)
+                + self._gemm(tokens, moe.experts, h))
+        if moe.shared_experts:
+            shared = moe.shared_experts * moe.expert_ffn_hidden_size
+            time = time + self._gemm(tokens, gated * shared / d.tp, h) + self._gemm(tokens, h, shared / d.tp)
+        return time + self.hardware.efficiency.moe_layer_overhead_s
+
+    def _step(self, new_tokens: Any, attention_flops: Any, kv_tokens_read: Any, sequences: Any) -> Any:
+        """Time of a step that runs ``new_tokens`` through the model, does ``attention_flops``
+        of attention, reads ``kv_tokens_read`` cached tokens and samples ``sequences`` tokens
+        (LM-head rows): the sum of its kernels (module doc)."""
+        eff = self.hardware.efficiency
         new_tokens = np.asarray(new_tokens, dtype=np.float64)
-        matmul = 2.0 * self.model.active_params * new_tokens / chips
-        compute = (matmul / (self._peak() * self._matmul_eff())
-                   + np.asarray(attention_flops) / chips / (self.hardware.peak[1] * eff.attention))
-        # Weights are read once per step (all experts that are hit: at least the active ones).
-        weights = self.weight_bytes_per_chip
-        if self.model.moe is not None:
-            touched = np.minimum(1.0, new_tokens * self.model.moe.top_k / self.model.moe.experts)
-            expert_share = self.model.moe_layers * self.model.moe_ffn_params / self.model.total_params
-            weights = weights * (1.0 - expert_share + expert_share * touched)
-        traffic = weights + np.asarray(kv_tokens_read) * self._kv_read_per_token_per_chip
-        memory = traffic / (self.hardware.chip.hbm_bandwidth * eff.inference_hbm)
-        return (np.maximum(compute, memory) + self._tp_time(new_tokens) + self._pp_time(new_tokens)
+        gemms = self._layers_gemm_time(new_tokens, np.asarray(sequences, dtype=np.float64))
+        # Fused attention: the QK^T/AV FLOPs or the K/V read, whichever binds (per chip).
+        attention = np.maximum(
+            np.asarray(attention_flops) / self.deployment.chips / (self.hardware.peak[1] * eff.attention),
+            np.asarray(kv_tokens_read) * self._kv_read_per_token_per_chip
+            / (self.hardware.chip.hbm_bandwidth * eff.inference_hbm))
+        return (gemms + attention + self._tp_time(new_tokens) + self._pp_time(new_tokens)
                 + eff.inference_step_overhead_s)
 
     def _attention_flops(self, queries: Any, keys: Any) -> Any:
@@ -163,16 +225,16 @@ class ReplicaModel:
     def prefill_time(self, tokens: int, context: int) -> float:
         # causal: each new token attends to the context and, on average, half the new tokens
         attention = self._attention_flops(tokens, context + tokens / 2.0)
-        return float(self._step(tokens, attention, context))
+        return float(self._step(tokens, attention, context, 1.0))
 
     def decode_time(self, batch: int, total_context: int) -> float:
         attention = self._attention_flops(1.0, total_context)
-        return float(self._step(batch, attention, total_context))
+        return float(self._step(batch, attention, total_context, batch))
 
     def mixed_time(self, prefill_tokens: int, prefill_context: int, batch: int, total_context: int) -> float:
         attention = (self._attention_flops(prefill_tokens, prefill_context + prefill_tokens / 2.0)
                      + self._attention_flops(1.0, total_context))
-        return float(self._step(prefill_tokens + batch, attention, total_context + prefill_context))
+        return float(self._step(prefill_tokens + batch, attention, total_context + prefill_context, batch + 1.0))
 
     def kv_transfer_time(self, tokens: int) -> float:
         """Prefill-to-decode KV move over the scale-out network, all the replica's chips at once."""
@@ -188,10 +250,10 @@ class ReplicaModel:
         osl = np.asarray(output_tokens, dtype=np.float64)
         batch = np.maximum(np.minimum(self.max_batch, np.floor(self.kv_capacity_tokens / (isl + osl))), 1.0)
         mean_context = batch * (isl + osl / 2.0)
-        decode = self._step(batch, self._attention_flops(1.0, mean_context), mean_context)
+        decode = self._step(batch, self._attention_flops(1.0, mean_context), mean_context, batch)
         # prefill of the whole batch's prompts, in chunks that keep each step a good GEMM
         prefill_tokens = batch * isl
-        prefill = self._step(prefill_tokens, self._attention_flops(isl, isl / 2.0) * batch, 0.0)
+        prefill = self._step(prefill_tokens, self._attention_flops(isl, isl / 2.0) * batch, 0.0, batch)
         cycle = osl * decode + prefill
         output = batch * osl / cycle
         return {"batch": batch, "output_tokens_per_s": output, "total_tokens_per_s": output * (isl + osl) / osl,
