@@ -142,3 +142,45 @@ def test_moe_decode_reads_only_the_experts_its_tokens_hit() -> None:
     expert_bytes = 3 * 4096 * 1536 * 1.0
     router_bytes = 4096 * 128 * 1.0
     assert routed == pytest.approx((hit_per_rank * expert_bytes + router_bytes) / 3.35e12, rel=0.01)
+
+
+def test_a_pipeline_step_visits_its_stages_in_turn() -> None:
+    """PP halves each chip's layers but a micro-batch crosses both stages: one token alone takes
+    about as long as on the TP-only replica (plus a stage hop), not half as long."""
+    from clusterplan.catalog import hardware_for, load_model, load_system
+    from clusterplan.inference.step import Deployment, ReplicaModel
+
+    model, hw = load_model("llama3-8b"), hardware_for(load_system("dgx-h100"))
+    flat = ReplicaModel(model, hw, Deployment(tp=4))
+    piped = ReplicaModel(model, hw, Deployment(tp=4, pp=2))
+    assert piped.engines == 2 and flat.engines == 1
+    ratio = piped.decode_time(1, 1000) / flat.decode_time(1, 1000)
+    assert 0.95 < ratio < 1.15
+    # Twice the chips hold twice the KV, split between the two micro-batches in flight.
+    assert abs(piped.kv_capacity_tokens * piped.engines / flat.kv_capacity_tokens - 2.0) < 0.15
+    # Both engines run at once: saturated throughput counts both.
+    one_engine = piped.engines * piped.max_batch
+    steady = piped.offline_throughput(1000, 200)
+    assert float(steady["batch"]) <= one_engine
+    assert float(steady["output_tokens_per_s"]) > 1.5 * float(flat.offline_throughput(1000, 200)["output_tokens_per_s"])
+
+
+def test_the_simulator_serves_a_pipeline_replica_as_its_engines() -> None:
+    from clusterplan.catalog import hardware_for, load_model, load_system
+    from clusterplan.inference.serving import simulate
+    from clusterplan.inference.step import Deployment, ReplicaModel
+    from clusterplan.inference.workload import offline
+
+    model, hw = load_model("llama3-8b"), hardware_for(load_system("dgx-h100"))
+    piped = ReplicaModel(model, hw, Deployment(tp=4, pp=2, max_batch=4))
+
+    class OneEngine:  # the same replica with one micro-batch in flight
+        engines = 1
+        kv_capacity_tokens, max_batch = piped.kv_capacity_tokens, piped.max_batch
+        prefill_time, decode_time = piped.prefill_time, piped.decode_time
+        mixed_time, kv_transfer_time = piped.mixed_time, piped.kv_transfer_time
+
+    both = simulate(piped, offline(64, 200, 20))
+    alone = simulate(OneEngine(), offline(64, 200, 20))
+    assert both.replicas == 1 and both.stats["max_concurrent_sequences"] == 4  # per engine
+    assert 1.8 < both.output_tokens_per_s / alone.output_tokens_per_s < 2.2

@@ -75,7 +75,9 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
         "deployment": deployment.model_dump(), "chips_per_replica": deployment.chips,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
         "weights_bytes_per_chip": replica.weight_bytes_per_chip,
-        "kv_bytes_per_token": replica.kv_per_token, "kv_capacity_tokens": replica.kv_capacity_tokens,
+        "kv_bytes_per_token": replica.kv_per_token,
+        # per replica; a PP replica splits it among its engines (micro-batches in flight)
+        "kv_capacity_tokens": replica.kv_capacity_tokens * replica.engines, "engines": replica.engines,
         "single_request": {"ttft_s": replica.prefill_time(input_tokens, 0),
                            "tpot_s": replica.decode_time(1, input_tokens + output_tokens // 2)},
         "saturated": {"batch": float(steady["batch"]),

@@ -100,7 +100,7 @@ class Candidate:
         assert self.demand is not None and self.rate is not None and self.replica is not None
         return {"deployment": self.deployment.model_dump(), "label": self.label(),
                 "chips_per_replica": self.deployment.chips,
-                "kv_capacity_tokens": self.replica.kv_capacity_tokens,
+                "kv_capacity_tokens": self.replica.kv_capacity_tokens * self.replica.engines,
                 "requests_per_s_per_replica": self.rate,
                 "output_tokens_per_s_per_replica": self.rate * output_tokens,
                 "saturated_requests_per_s": self.saturated_rate,

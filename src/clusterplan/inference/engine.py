@@ -17,6 +17,9 @@ class StepModel(Protocol):
     kv_capacity_tokens: int
     #: Most sequences the engine batches at once (engine limit).
     max_batch: int
+    # Optional ``engines: int`` (default 1): engines one replica runs at once, each with these
+    # step times and KV capacity (a pipeline-parallel replica's micro-batches in flight); the
+    # simulator serves them as members of the fleet.
 
     def prefill_time(self, tokens: int, context: int) -> float:
         """One prefill step over ``tokens`` new prompt tokens whose sequences already hold

@@ -367,18 +367,26 @@ def simulate(
         if max_batch is not None:
             pbatch = min(pbatch, engine_batch)
         ptimes = times if pmodel is replica else StepTimes(pmodel, table_tokens, tables=step_tables)
-        engines, busy, prefill_steps = run_disaggregated(reqs, times, ptimes, cfg, pcap, pbatch, prefill_replicas,
-                                                         decode_replicas, router)
+        engines, busy, prefill_steps = run_disaggregated(reqs, times, ptimes, cfg, pcap, pbatch,
+                                                         prefill_replicas * _engines(pmodel),
+                                                         decode_replicas * _engines(replica), router)
         extra["prefill_busy_fraction"] = busy
         span = float(np.nanmax(reqs.done)) - float(np.min(workload.arrival_s))
-        prefill_busy = busy * prefill_replicas * span if span > 0 else 0.0
+        prefill_busy = busy * prefill_replicas * _engines(pmodel) * span if span > 0 else 0.0
         n_replicas = decode_replicas
     else:
         _check_fit(workload.input_tokens, need, cap, "prompt + output")
-        engines = run_fleet(reqs, workload, times, cfg, scheduler, replicas, router)
+        # A pipeline-parallel replica keeps ``engines`` micro-batches in flight: fleet members.
+        engines = run_fleet(reqs, workload, times, cfg, scheduler, replicas * _engines(replica), router)
         n_replicas = replicas
     return _result(scheduler, n_replicas, workload, reqs, engines, kv_series_points, extra, prefill_steps,
                    prefill_busy)
+
+
+def _engines(model: StepModel) -> int:
+    """Engines one replica runs at once (pipeline micro-batches in flight; 1 unless the model
+    says otherwise, see ``ReplicaModel.engines``)."""
+    return max(int(getattr(model, "engines", 1)), 1)
 
 
 def _result(scheduler: str, replicas: int, workload: Workload, reqs: Requests, engines: list[Any], points: int,

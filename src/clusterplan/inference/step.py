@@ -16,6 +16,12 @@ other: a step's large-batch GEMMs are compute-bound while its attention is KV-re
 * Attention: max(attention FLOPs at the fused-attention efficiency, K/V cache read).
 * TP: two all-reduces of ``tokens x hidden`` bf16 activations per layer (Shoeybi et al. 2019),
   not overlapped with compute (they sit between dependent GEMMs); PP: one hop per stage boundary.
+* PP: a step is one micro-batch's pass through the ``pp`` stages in turn, so its time is ``pp``
+  times a stage's (every chip holds ``1/pp`` of the layers), and the replica keeps ``pp``
+  micro-batches in flight, as TensorRT-LLM and vLLM run pipeline parallelism. A PP replica is
+  therefore ``engines = pp`` engines, each with ``1/pp`` of the KV cache, whose steps interleave
+  on the stages; the simulator serves them as ``pp`` members of the fleet. This is exact while
+  the engines' batches are balanced (a bigger batch on one engine would slow the others' stages).
 * A fixed engine overhead per step (scheduling, sampling, launch).
 
 ``inference_hbm`` and the step overhead are fitted per chip family on published serving results
@@ -85,6 +91,12 @@ def kv_bytes_per_token(model: Model, kv_cache: str) -> float:
     return float(model.layers * width * KV_BYTES[kv_cache])
 
 
+def _seconds(value: Any) -> Any:
+    """A float for a scalar step, the array for an array of steps."""
+    array = np.asarray(value, dtype=np.float64)
+    return float(array) if array.ndim == 0 else array
+
+
 @dataclass
 class ReplicaModel:
     """A :class:`~clusterplan.inference.engine.StepModel` built from specs (see module doc)."""
@@ -96,6 +108,8 @@ class ReplicaModel:
     max_batch: int = field(init=False)
     weight_bytes_per_chip: float = field(init=False)
     kv_per_token: float = field(init=False)
+    #: micro-batches in flight (= pp); kv_capacity_tokens and every step time are per engine
+    engines: int = field(init=False)
 
     def __post_init__(self) -> None:
         d = self.deployment.validate_for(self.model)
@@ -112,7 +126,8 @@ class ReplicaModel:
         if usable <= 0:
             raise SpecError("tp", d.tp, f"the weights ({self.weight_bytes_per_chip / 2**30:.1f} GiB per chip) leave no "
                             f"room for a KV cache in {chip.hbm_bytes / 2**30:.0f} GiB: use more chips per replica")
-        self.kv_capacity_tokens = int(usable / per_chip_kv)
+        self.engines = d.pp
+        self.kv_capacity_tokens = int(usable / per_chip_kv / d.pp)
         self._kv_read_per_token_per_chip = per_chip_kv
 
     # ---- costs shared by every step ---------------------------------------------------------
@@ -152,6 +167,7 @@ class ReplicaModel:
         serving HBM efficiency because decode GEMMs are weight-read bound."""
         eff = self.hardware.efficiency
         code = PRECISION_CODES[self.deployment.weights]
+        m = np.maximum(np.asarray(m, dtype=np.float64), 1e-9)  # a table's zero-token entry: no 0/0
         return grouped_gemm_time(m, groups, n, k, self._peak(), self._matmul_eff() * scale, OPERAND_BYTES[code],
                                  self.hardware.chip.hbm_bandwidth, eff.inference_hbm, eff.kernel_overhead_s,
                                  eff.matmul_dim_half)
@@ -189,6 +205,7 @@ class ReplicaModel:
         visits = tokens * moe.top_k / d.ep
         local = moe.experts / d.ep
         hit = local * (1.0 - (1.0 - 1.0 / moe.experts) ** (tokens * moe.top_k))
+        hit = np.maximum(hit, 1e-9)  # a table's zero-token entry: no 0/0 rows per expert
         grouped = self.hardware.efficiency.grouped_matmul
         time = (self._gemm(visits, gated * width, h, groups=hit, scale=grouped)
                 + self._gemm(visits, h, width, groups=hit, scale=grouped)
@@ -210,7 +227,9 @@ class ReplicaModel:
             np.asarray(attention_flops) / self.deployment.chips / (self.hardware.peak[1] * eff.attention),
             np.asarray(kv_tokens_read) * self._kv_read_per_token_per_chip
             / (self.hardware.chip.hbm_bandwidth * eff.inference_hbm))
-        return (gemms + attention + self._tp_time(new_tokens) + self._pp_time(new_tokens)
+        # ``gemms`` and ``attention`` are one stage's; the micro-batch visits the pp stages in turn.
+        stages = float(self.deployment.pp)
+        return (stages * (gemms + attention) + self._tp_time(new_tokens) + self._pp_time(new_tokens)
                 + eff.inference_step_overhead_s)
 
     def _attention_flops(self, queries: Any, keys: Any) -> Any:
@@ -222,19 +241,23 @@ class ReplicaModel:
         return 4.0 * queries * keys * width * self.model.layers
 
     # ---- the StepModel protocol -------------------------------------------------------------
-    def prefill_time(self, tokens: int, context: int) -> float:
+    # Each method takes scalars (and returns a float) or NumPy arrays (and returns an array of
+    # step times, one per element): the simulator's step-time tables are built from array calls.
+    def prefill_time(self, tokens: Any, context: Any) -> Any:
         # causal: each new token attends to the context and, on average, half the new tokens
-        attention = self._attention_flops(tokens, context + tokens / 2.0)
-        return float(self._step(tokens, attention, context, 1.0))
+        attention = self._attention_flops(tokens, context + np.asarray(tokens, dtype=np.float64) / 2.0)
+        return _seconds(self._step(tokens, attention, context, 1.0))
 
-    def decode_time(self, batch: int, total_context: int) -> float:
+    def decode_time(self, batch: Any, total_context: Any) -> Any:
         attention = self._attention_flops(1.0, total_context)
-        return float(self._step(batch, attention, total_context, batch))
+        return _seconds(self._step(batch, attention, total_context, batch))
 
-    def mixed_time(self, prefill_tokens: int, prefill_context: int, batch: int, total_context: int) -> float:
-        attention = (self._attention_flops(prefill_tokens, prefill_context + prefill_tokens / 2.0)
+    def mixed_time(self, prefill_tokens: Any, prefill_context: Any, batch: Any, total_context: Any) -> Any:
+        prefill = np.asarray(prefill_tokens, dtype=np.float64)
+        attention = (self._attention_flops(prefill, np.asarray(prefill_context, dtype=np.float64) + prefill / 2.0)
                      + self._attention_flops(1.0, total_context))
-        return float(self._step(prefill_tokens + batch, attention, total_context + prefill_context, batch + 1.0))
+        return _seconds(self._step(prefill + batch, attention, np.asarray(total_context) + prefill_context,
+                                   np.asarray(batch, dtype=np.float64) + 1.0))
 
     def kv_transfer_time(self, tokens: int) -> float:
         """Prefill-to-decode KV move over the scale-out network, all the replica's chips at once."""
@@ -255,6 +278,8 @@ class ReplicaModel:
         prefill_tokens = batch * isl
         prefill = self._step(prefill_tokens, self._attention_flops(isl, isl / 2.0) * batch, 0.0, batch)
         cycle = osl * decode + prefill
-        output = batch * osl / cycle
-        return {"batch": batch, "output_tokens_per_s": output, "total_tokens_per_s": output * (isl + osl) / osl,
+        # every engine (pipeline micro-batch in flight) runs such a cycle at the same time
+        output = self.engines * batch * osl / cycle
+        return {"batch": self.engines * batch, "output_tokens_per_s": output,
+                "total_tokens_per_s": output * (isl + osl) / osl,
                 "decode_step_s": np.asarray(decode), "prefill_s": np.asarray(prefill)}

@@ -9,9 +9,9 @@ regions a run visits), and the simulator reads the tables:
 
 * ``decode_time(batch, context)``: exact in ``batch`` (one row per batch size, rows built 64 at a
   time) and linear in ``context`` between ``CONTEXT_CELLS`` equal cells over the KV capacity.
-  For ReplicaModel a decode step is ``max(compute, memory)`` plus terms that do not depend on the
-  context, both linear in the context, so the interpolation is exact except in the one cell per
-  row where compute and memory cross.
+  For ReplicaModel a decode step is a sum of kernels of which only attention depends on the
+  context, as ``max(FLOP time, KV-read time)``: both linear in the context, so the
+  interpolation is exact except in the one cell per row where they cross.
 * ``prefill_time(tokens, 0)``: exact, one entry per token count up to the chunk (or prefill) budget.
 
 Mixed steps (prefill chunk + decodes) and anything outside the tables (a prefill continuing a
@@ -48,34 +48,11 @@ _CACHE_LIMIT = 1 << 20
 _AGREE = 1e-9
 
 
-def _replica_arrays(model: Any) -> tuple[ArrayFn, ArrayFn]:
-    """Array versions of ReplicaModel's decode and prefill step times.
-
-    ReplicaModel computes every step with vectorised NumPy internals but its public methods end in
-    ``float(...)``, which refuses arrays. These are the same calls of those internals without the
-    conversion; :func:`array_methods` checks them against the public methods on every model before
-    use, so a change in ``step.py`` that they miss falls back to direct calls instead of drifting.
-    """
-    attn, step = model._attention_flops, model._step
-
-    def decode(batch: Any, context: Any) -> Any:
-        return step(batch, attn(1.0, context), context)
-
-    def prefill(tokens: Any, context: Any) -> Any:
-        return step(tokens, attn(tokens, context + tokens / 2.0), context)
-
-    return decode, prefill
-
-
 def array_methods(model: StepModel) -> tuple[ArrayFn, ArrayFn] | None:
     """``(decode, prefill)`` step-time functions that take NumPy arrays and agree with the
     model's scalar methods on probe points, or ``None`` (the model is then called directly)."""
-    from clusterplan.inference.step import ReplicaModel
-
     cap, top = int(model.kv_capacity_tokens), int(model.max_batch)
     candidates: list[tuple[ArrayFn, ArrayFn]] = [(model.decode_time, model.prefill_time)]
-    if isinstance(model, ReplicaModel):
-        candidates.append(_replica_arrays(model))
     probes = {
         0: ((1, top), (min(cap, 1000), max(cap // 2, 1))),
         1: ((1, 4096), (0, 0)),

@@ -134,8 +134,8 @@ def inference_latency() -> list[Case]:
 
             def predict(replica: ReplicaModel, isl: int = isl, osl: int = osl, metric: str = metric) -> float:
                 if metric == "ttft_s":
-                    return replica.prefill_time(isl, 0)
-                return replica.decode_time(1, isl + osl // 2)
+                    return float(replica.prefill_time(isl, 0))
+                return float(replica.decode_time(1, isl + osl // 2))
 
             cases.append(_case("inference_latency", row, label, metric, float(value) / 1000.0, predict,
                                ("TTFT = one prefill of the prompt", "TPOT = one decode step at mid-generation",
