@@ -115,3 +115,37 @@ def test_capacity_refuses_bad_input_in_one_line(cli_run, argv: list[str], flag: 
     assert code == 2, (out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and flag in lines[0] and "Traceback" not in err
+
+
+def test_slo_targets_take_units_and_bare_numbers_are_milliseconds(cli_run) -> None:  # type: ignore[no-untyped-def]
+    base = ["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--weights", "fp8", "--requests", "200",
+            "--json"]
+    code, out, _ = cli_run([*base, "--slo-ttft", "2s", "--slo-tpot", "100ms"])
+    with_units = json.loads(out)["slo"]
+    code2, out2, _ = cli_run([*base, "--slo-ttft", "2000", "--slo-tpot", "100"])
+    assert code == code2 == 0
+    assert with_units["ttft_p99_s"] == 2.0 and with_units["tpot_p99_s"] == 0.1
+    assert json.loads(out2)["slo"]["max_requests_per_s"] == with_units["max_requests_per_s"]
+
+
+def test_chips_per_replica_sets_tp_or_must_agree_with_it(cli_run) -> None:  # type: ignore[no-untyped-def]
+    base = ["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--json"]
+    code, out, _ = cli_run([*base, "--chips-per-replica", "4"])
+    assert code == 0 and json.loads(out)["deployment"]["tp"] == 4
+    code, out, _ = cli_run([*base, "--chips-per-replica", "8", "--pp", "2"])
+    assert code == 0 and json.loads(out)["deployment"]["tp"] == 4
+    for extra in (["--chips-per-replica", "4", "--tp", "2"], ["--chips-per-replica", "3", "--pp", "2"],
+                  ["--chips-per-replica", "0"]):
+        code, _, err = cli_run([*base, *extra])
+        assert code == 2 and "--chips-per-replica" in err and len(err.strip().splitlines()) == 1
+
+
+def test_workload_is_the_trace_flag(cli_run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    trace = tmp_path / "requests.csv"
+    trace.write_text("timestamp,input_tokens,output_tokens\n0.0,100,20\n0.5,200,10\n", encoding="utf-8")
+    code, out, _ = cli_run(["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--workload", str(trace),
+                            "--json"])
+    assert code == 0 and "replay" in json.loads(out)
+    trace.write_text("timestamp,input_tokens,output_tokens\n1.0,100,20\n0.5,200,10\n", encoding="utf-8")
+    code, _, err = cli_run(["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--workload", str(trace)])
+    assert code == 2 and len(err.strip().splitlines()) == 1

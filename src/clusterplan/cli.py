@@ -591,6 +591,20 @@ def reliability(
 
 
 # ---- capacity ------------------------------------------------------------------------------
+def slo_seconds(value: str | None, field: str) -> float | None:
+    """A p99 latency target: ``2s``, ``100ms``, ``1.5s``; a bare number is milliseconds."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text) / 1000.0
+    except ValueError:
+        seconds = units.parse_duration(text, field)
+    if not (math.isfinite(seconds) and 0 < seconds <= 3600):
+        raise SpecError(field, value, "must be a latency in (0, 1 h], e.g. 2s, 100ms (a bare number is ms)")
+    return seconds
+
+
 def output_rate(value: str, field: str = "--demand") -> float:
     """Output tokens/s as users write them: ``5e6``, ``5M``, ``5Mtok/s``, ``5e6 tokens/s``."""
     text = value.strip()
@@ -612,8 +626,8 @@ def capacity(
     model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
     demand: Annotated[str, typer.Option(help="output tokens/s to serve, e.g. 5e6tok/s or 5M")],
-    slo_ttft: Annotated[float, typer.Option(help="p99 time-to-first-token target (ms)")],
-    slo_tpot: Annotated[float, typer.Option(help="p99 time-per-output-token target (ms)")],
+    slo_ttft: Annotated[str, typer.Option(help="p99 time-to-first-token target, e.g. 2s (bare number: ms)")],
+    slo_tpot: Annotated[str, typer.Option(help="p99 time-per-output-token target, e.g. 100ms (bare: ms)")],
     input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
     output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
     objective: Annotated[str, typer.Option(help="cost ($/M tokens) | chips | power (facility MW)")] = "cost",
@@ -640,9 +654,8 @@ def capacity(
     spec_system = load_system(system, "--system")
     spec_chip = load_chip(chip, "--chip") if chip else None
     demand_tokens = output_rate(demand)
-    for name, target in (("--slo-ttft", slo_ttft), ("--slo-tpot", slo_tpot)):
-        if not (target > 0 and math.isfinite(target)) or target > 3.6e6:
-            raise SpecError(name, target, "must be a finite number of milliseconds in (0, 3600000]")
+    ttft_s, tpot_s = slo_seconds(slo_ttft, "--slo-ttft"), slo_seconds(slo_tpot, "--slo-tpot")
+    assert ttft_s is not None and tpot_s is not None
     for name, value in (("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
                         ("--max-chips-per-replica", max_chips_per_replica), ("--max-batch", max_batch),
                         ("--top", top), ("--requests", requests)):
@@ -661,7 +674,7 @@ def capacity(
         for item in chosen:
             if item not in allowed:
                 raise SpecError(name, item, f"must be among {', '.join(allowed)}")
-    slo = Slo(ttft_p99_s=slo_ttft / 1000.0, tpot_p99_s=slo_tpot / 1000.0)
+    slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s)
     hardware = hardware_for(spec_system, spec_chip)
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("simulating deployments at the SLO", total=None)
@@ -756,8 +769,11 @@ def rainier(
 def serve(
     model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
-    tp: Annotated[int, typer.Option(help="tensor parallelism of one replica")] = 1,
+    tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica")] = None,
     pp: Annotated[int, typer.Option(help="pipeline parallelism of one replica")] = 1,
+    chips_per_replica: Annotated[
+        int | None, typer.Option(help="chips per replica (= TP x PP; alone it sets TP, PP 1)")
+    ] = None,
     ep: Annotated[int, typer.Option(help="expert parallelism (MoE models)")] = 1,
     weights: Annotated[str, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls")] = "bf16",
     kv_cache: Annotated[str, typer.Option(help="bf16 | fp8 KV cache")] = "bf16",
@@ -766,12 +782,13 @@ def serve(
     output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
     rate: Annotated[float | None, typer.Option(help="simulate one replica at this many requests/s")] = None,
     trace: Annotated[
-        Path | None, typer.Option(help="replay a trace (CSV or JSON Lines: timestamp,input_tokens,output_tokens)")
+        Path | None, typer.Option("--trace", "--workload",
+                                  help="replay a trace (CSV or JSON Lines: timestamp,input_tokens,output_tokens)")
     ] = None,
     batch: Annotated[int | None, typer.Option(help="simulate a closed loop of this many concurrent requests")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="simulate every request queued at t = 0")] = False,
-    slo_ttft: Annotated[float | None, typer.Option(help="p99 time-to-first-token target (ms)")] = None,
-    slo_tpot: Annotated[float | None, typer.Option(help="p99 time-per-output-token target (ms)")] = None,
+    slo_ttft: Annotated[str | None, typer.Option(help="p99 time-to-first-token target, e.g. 2s (bare: ms)")] = None,
+    slo_tpot: Annotated[str | None, typer.Option(help="p99 time-per-output-token target, e.g. 100ms")] = None,
     demand: Annotated[str | None, typer.Option(help="output tokens/s to serve, e.g. 2M: replicas, MW, $")] = None,
     requests: Annotated[int, typer.Option(help="requests per simulation")] = 2000,
     length_spread: Annotated[float, typer.Option(help="CV of lognormal request lengths (0 = fixed)")] = 0.0,
@@ -803,6 +820,14 @@ def serve(
         raise SpecError("--weights", weights, "must be one of bf16, fp8, fp4")
     if kv_cache not in ("bf16", "fp8"):
         raise SpecError("--kv-cache", kv_cache, "must be one of bf16, fp8")
+    if chips_per_replica is not None and chips_per_replica < 1:
+        raise SpecError("--chips-per-replica", chips_per_replica, "must be >= 1")
+    if tp is None:
+        if chips_per_replica is not None and chips_per_replica % pp != 0:
+            raise SpecError("--chips-per-replica", chips_per_replica, f"must be a multiple of --pp={pp}")
+        tp = chips_per_replica // pp if chips_per_replica is not None else 1
+    elif chips_per_replica is not None and chips_per_replica != tp * pp:
+        raise SpecError("--chips-per-replica", chips_per_replica, f"must equal --tp x --pp = {tp * pp}")
     for name, value in (("--tp", tp), ("--pp", pp), ("--ep", ep), ("--max-batch", max_batch),
                         ("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
                         ("--requests", requests)):
@@ -814,14 +839,11 @@ def serve(
         raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
     if (slo_ttft is None) != (slo_tpot is None):
         raise SpecError("--slo-ttft" if slo_ttft is None else "--slo-tpot", None,
-                        "give both --slo-ttft and --slo-tpot (p99 targets in ms)")
-    for name, target in (("--slo-ttft", slo_ttft), ("--slo-tpot", slo_tpot)):
-        if target is not None and not (target > 0 and math.isfinite(target)):
-            raise SpecError(name, target, "must be a finite number of milliseconds > 0")
-    slo = Slo(ttft_p99_s=slo_ttft / 1000.0, tpot_p99_s=slo_tpot / 1000.0) \
-        if slo_ttft is not None and slo_tpot is not None else None
+                        "give both --slo-ttft and --slo-tpot (p99 targets, e.g. 2s and 100ms)")
+    ttft_s, tpot_s = slo_seconds(slo_ttft, "--slo-ttft"), slo_seconds(slo_tpot, "--slo-tpot")
+    slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s) if ttft_s is not None and tpot_s is not None else None
     simulation = _serve_simulation(scheduler, admission, replicas, router, prefill_replicas, decode_replicas)
-    demand_tokens = units.parse_count(demand, "--demand") if demand is not None else None
+    demand_tokens = output_rate(demand) if demand is not None else None
     from clusterplan.inference.workload import closed_loop, from_trace
     from clusterplan.inference.workload import offline as queued_at_zero
 
