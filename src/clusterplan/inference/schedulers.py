@@ -132,6 +132,24 @@ class _Engine:
         else:
             bucket.append(r)
 
+    def _prompt_done(self, r: int, t: float) -> None:
+        """Request ``r``'s (re-)prefill ended at ``t``: it emits a token (its first, unless it is
+        recomputing after a preemption), then decodes or, with nothing left to generate, ends."""
+        R = self.reqs
+        g = R.gen[r]
+        if g == 0:
+            R.first[r] = t
+        g += 1
+        R.gen[r] = g
+        rem = R.out[r] - g
+        if rem:
+            self.dec_ctx += R.inp[r] + g
+            self.n_dec += 1
+            R.join[r] = self.it
+            self._schedule_finish(r, self.it + rem)
+        else:
+            self._finish(r, t)
+
     def _finish(self, r: int, t: float) -> None:
         R = self.reqs
         R.done[r] = t
@@ -257,7 +275,7 @@ class Chunked(_Engine):
 
     def advance(self, t_limit: float) -> None:
         R = self.reqs
-        inp, out, need, gen, left, pdone, first = R.inp, R.out, R.need, R.gen, R.left, R.pdone, R.first
+        inp, need, gen, left, pdone = R.inp, R.need, R.gen, R.left, R.pdone
         ids, arr = self.ids, self.arr
         cap, B, reserve, chunk = self.cap, self.max_batch, self.reserve, self.chunk
         times = self.times
@@ -340,20 +358,8 @@ class Chunked(_Engine):
                     pdone[r] += take
                     break
                 pq.popleft()
-                g = gen[r]
-                self.pf_alloc -= inp[r] + g
-                if g == 0:
-                    first[r] = t
-                g += 1
-                gen[r] = g
-                rem = out[r] - g
-                if rem:
-                    self.dec_ctx += inp[r] + g
-                    self.n_dec += 1
-                    R.join[r] = self.it
-                    self._schedule_finish(r, self.it + rem)
-                else:
-                    self._finish(r, t)
+                self.pf_alloc -= inp[r] + gen[r]
+                self._prompt_done(r, t)
 
 
 class Continuous(_Engine):
@@ -363,7 +369,7 @@ class Continuous(_Engine):
 
     def advance(self, t_limit: float) -> None:
         R = self.reqs
-        inp, out, need, gen, first, ready = R.inp, R.out, R.need, R.gen, R.first, R.ready
+        inp, out, need, gen, ready = R.inp, R.out, R.need, R.gen, R.ready
         ids, arr, waiting, requeue = self.ids, self.arr, self.waiting, self.requeue
         cap, B, reserve, budget = self.cap, self.max_batch, self.reserve, self.pf_budget
         times = self.times
@@ -410,19 +416,7 @@ class Continuous(_Engine):
                     self._step_done(t, dt, self.dec_ctx + tokens, len(new), decodes=False)
                     self.last_done = []
                     for r in new:
-                        g = gen[r]
-                        if g == 0:
-                            first[r] = t
-                        g += 1
-                        gen[r] = g
-                        rem = out[r] - g
-                        if rem:
-                            self.dec_ctx += inp[r] + g
-                            self.n_dec += 1
-                            R.join[r] = self.it
-                            self._schedule_finish(r, self.it + rem)
-                        else:
-                            self._finish(r, t)
+                        self._prompt_done(r, t)
                     continue
             if self.n_dec and t < t_limit:
                 if not reserve:
