@@ -59,9 +59,8 @@ def test_bounding_never_drops_the_true_best() -> None:
 
 @pytest.mark.parametrize("objective", ["cost", "chips", "power"])
 def test_each_objective_ranks_by_its_own_figure(objective: str) -> None:
-    result = search_deployments(LLAMA8B, H100, 2e5, CHAT, 500, 100, objective=objective, top=3,  # type: ignore[arg-type]
-                                **SMALL)
-    values = [objective_value(objective, c.demand) for c in result.ranked if c.demand]  # type: ignore[arg-type]
+    result = search_deployments(LLAMA8B, H100, 2e5, CHAT, 500, 100, objective=objective, top=3, **SMALL)
+    values = [objective_value(objective, c.demand) for c in result.ranked if c.demand]
     assert values == sorted(values) and len(values) == 3
 
 

@@ -647,7 +647,7 @@ def capacity(
     from rich.progress import Progress
 
     from clusterplan.inference.capacity import Slo
-    from clusterplan.inference.deployments import KV_FORMATS, OBJECTIVES, WEIGHT_FORMATS, search_deployments
+    from clusterplan.inference.deployments import KV_FORMATS, WEIGHT_FORMATS, search_deployments
     from clusterplan.report.tables import capacity_table
 
     spec_model = load_model(model, "--model")
@@ -665,8 +665,6 @@ def capacity(
         raise SpecError("--max-chips-per-replica", max_chips_per_replica, f"must be <= {MAX_CHIPS:,}")
     if not 0.0 <= length_spread <= 3.0:
         raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
-    if objective not in OBJECTIVES:
-        raise SpecError("--objective", objective, f"must be one of {', '.join(OBJECTIVES)}")
     weight_formats = _csv(weights, "--weights")
     kv_formats = _csv(kv_cache, "--kv-cache")
     for name, chosen, allowed in (("--weights", weight_formats, WEIGHT_FORMATS),

@@ -33,6 +33,13 @@ class Slo(Spec):
     ttft_p99_s: float = Field(gt=0, le=3600, description="time to first token, p99 (s)")
     tpot_p99_s: float = Field(gt=0, le=60, description="time per output token after the first, p99 (s)")
 
+    def furthest_off(self, ttft_s: float, tpot_s: float) -> tuple[str, float]:
+        """The CLI flag of the target that ``ttft_s`` / ``tpot_s`` miss by the larger factor, and
+        that target in ms: what a refusal names."""
+        if ttft_s / self.ttft_p99_s >= tpot_s / self.tpot_p99_s:
+            return "--slo-ttft", round(self.ttft_p99_s * 1000.0, 3)
+        return "--slo-tpot", round(self.tpot_p99_s * 1000.0, 3)
+
 
 def serving_activity(replica: ReplicaModel, output_tokens_per_s: float, input_tokens_per_s: float) -> float:
     """Accelerator activity while serving: the achieved share of peak FLOP/s (2 FLOPs per active
@@ -113,9 +120,7 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
         if operating_rate <= 0:
             alone = record["single_request"]
             assert slo is not None
-            worse = ("--slo-ttft", slo.ttft_p99_s) if alone["ttft_s"] / slo.ttft_p99_s >= \
-                alone["tpot_s"] / slo.tpot_p99_s else ("--slo-tpot", slo.tpot_p99_s)
-            raise SpecError(worse[0], round(worse[1] * 1000.0, 3),
+            raise SpecError(*slo.furthest_off(alone["ttft_s"], alone["tpot_s"]),
                             f"no request rate meets p99 TTFT {slo.ttft_p99_s * 1000:g} ms and TPOT "
                             f"{slo.tpot_p99_s * 1000:g} ms on this replica (one request alone: TTFT "
                             f"{alone['ttft_s'] * 1000:.1f} ms, TPOT {alone['tpot_s'] * 1000:.2f} ms): loosen "

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from clusterplan.errors import SpecError
 from clusterplan.inference.capacity import Slo, plan_demand
@@ -34,14 +34,13 @@ from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.specs import Model
 from clusterplan.training.step import Hardware
 
-Objective = Literal["cost", "chips", "power"]
-OBJECTIVES: tuple[Objective, ...] = ("cost", "chips", "power")
+OBJECTIVES = ("cost", "chips", "power")
 WEIGHT_FORMATS = ("bf16", "fp8", "fp4")
 KV_FORMATS = ("bf16", "fp8")
 PIPELINE_DEGREES = (1, 2, 4, 8)
 
 
-def objective_value(objective: Objective, demand: dict[str, Any]) -> float:
+def objective_value(objective: str, demand: dict[str, Any]) -> float:
     """The figure a demand plan is ranked by (lower is better)."""
     if objective == "chips":
         return float(demand["chips"])
@@ -139,7 +138,7 @@ def _screen(model: Model, hardware: Hardware, deployment: Deployment, input_toke
 
 
 def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_per_s: float, slo: Slo,
-                       input_tokens: int, output_tokens: int, *, objective: Objective = "cost",
+                       input_tokens: int, output_tokens: int, *, objective: str = "cost",
                        weights: Iterable[str] = ("bf16", "fp8"), kv_caches: Iterable[str] = KV_FORMATS,
                        max_chips_per_replica: int = 64, max_batch: int = 2048, top: int = 5,
                        requests: int = 1000, length_spread: float = 0.0, seed: int = 0,
@@ -202,12 +201,9 @@ def _closest_miss(model: Model, hardware: Hardware, candidates: list[Candidate],
         return ("--model", model.name, f"no deployment of {model.name} on {hardware.system.name} can hold it: "
                 + "; ".join(reasons))
     best = min(timed, key=lambda c: c.alone_ratio)
-    ttft_ratio = best.alone_ttft_s / slo.ttft_p99_s
-    tpot_ratio = best.alone_tpot_s / slo.tpot_p99_s
-    field_name, target = (("--slo-ttft", slo.ttft_p99_s) if ttft_ratio >= tpot_ratio
-                          else ("--slo-tpot", slo.tpot_p99_s))
+    field_name, target = slo.furthest_off(best.alone_ttft_s, best.alone_tpot_s)
     under_load = " (alone it meets both; p99 under any load does not)" if best.alone_ratio <= 1 else ""
-    return (field_name, round(target * 1000.0, 3),
+    return (field_name, target,
             f"no deployment of {model.name} on {hardware.system.name} meets p99 TTFT "
             f"{slo.ttft_p99_s * 1000:g} ms and TPOT {slo.tpot_p99_s * 1000:g} ms; closest: {best.label()} "
             f"with one request alone at TTFT {best.alone_ttft_s * 1000:.1f} ms and TPOT "

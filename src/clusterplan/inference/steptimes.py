@@ -49,30 +49,24 @@ _AGREE = 1e-9
 
 
 def array_methods(model: StepModel) -> tuple[ArrayFn, ArrayFn] | None:
-    """``(decode, prefill)`` step-time functions that take NumPy arrays and agree with the
-    model's scalar methods on probe points, or ``None`` (the model is then called directly)."""
+    """The model's ``(decode, prefill)`` step-time methods when they take NumPy arrays and agree
+    with their own scalar calls on probe points, else ``None`` (the model is then called
+    directly)."""
     cap, top = int(model.kv_capacity_tokens), int(model.max_batch)
-    candidates: list[tuple[ArrayFn, ArrayFn]] = [(model.decode_time, model.prefill_time)]
+    methods: tuple[ArrayFn, ArrayFn] = (model.decode_time, model.prefill_time)
     probes = {
         0: ((1, top), (min(cap, 1000), max(cap // 2, 1))),
         1: ((1, 4096), (0, 0)),
     }
-    scalar = (model.decode_time, model.prefill_time)
-    for functions in candidates:
-        try:
-            ok = True
-            for which, columns in probes.items():
-                got = np.asarray(functions[which](*(np.asarray(c, dtype=np.float64) for c in columns)),
-                                 dtype=np.float64)
-                want = np.array([scalar[which](*(int(c[i]) for c in columns)) for i in range(2)])
-                if got.shape != (2,) or not np.allclose(got, want, rtol=_AGREE, atol=0.0):
-                    ok = False
-                    break
-            if ok:
-                return functions
-        except (TypeError, ValueError, AttributeError):
-            continue
-    return None
+    try:
+        for which, columns in probes.items():
+            got = np.asarray(methods[which](*(np.asarray(c, dtype=np.float64) for c in columns)), dtype=np.float64)
+            want = np.array([methods[which](*(int(c[i]) for c in columns)) for i in range(2)])
+            if got.shape != (2,) or not np.allclose(got, want, rtol=_AGREE, atol=0.0):
+                return None
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return methods
 
 
 class StepTimes:

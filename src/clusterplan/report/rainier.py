@@ -220,7 +220,7 @@ def serving_section(serving: Any, hardware: Any, chips: int) -> dict[str, Any]:
     if not (math.isfinite(demand) and demand > 0):
         raise SpecError(f"{where}.demand", demand, "must be a number of output tokens/s > 0")
     objective = str(serving.get("objective", "cost"))
-    result = search_deployments(model, hardware, demand, slo, isl, osl, objective=objective,  # type: ignore[arg-type]
+    result = search_deployments(model, hardware, demand, slo, isl, osl, objective=objective,
                                 weights=tuple(serving.get("weights", ("bf16", "fp8"))),
                                 kv_caches=tuple(serving.get("kv_cache", ("bf16", "fp8"))), top=1)
     best = result.ranked[0].record(osl)
