@@ -1,5 +1,5 @@
-"""Step-time tables of the serving simulator: agreement with direct calls, the fallback for models
-that do not take arrays, and identical simulations either way."""
+"""Step-time tables of the serving simulator: exact agreement with direct calls, the fallback for
+models without (or with wrong) separable terms, and identical simulations either way."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 
 from clusterplan.catalog import hardware_for, load_model, load_system
 from clusterplan.inference import workload as wl
+from clusterplan.inference.engine import StepTerms
 from clusterplan.inference.serving import simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
-from clusterplan.inference.steptimes import StepTimes, array_methods, interpolation_error
+from clusterplan.inference.steptimes import StepTimes, table_error, trusted_terms
 
 REPLICAS = [
     ("llama3-70b", "dgx-h100", Deployment(tp=8, weights="fp8", kv_cache="fp8")),
@@ -27,10 +28,9 @@ REPLICAS = [
 def test_tables_agree_with_direct_calls(model: str, system: str, deployment: Deployment) -> None:
     replica = ReplicaModel(load_model(model), hardware_for(load_system(system)), deployment)
     times = StepTimes(replica, 8192)
-    assert times.tabled  # ReplicaModel is evaluated on arrays
-    worst = interpolation_error(times, samples=400, seed=1)
-    assert worst["decode"] <= 0.005
-    assert worst["prefill"] <= 1e-12  # one entry per token count: exact
+    assert times.tabled  # ReplicaModel states its steps as separable terms
+    worst = table_error(times, samples=300, seed=1)
+    assert max(worst.values()) <= 1e-9  # exact, not interpolated
 
 
 @dataclass
@@ -53,27 +53,55 @@ class Scalar:
         return 0.0
 
 
-def test_a_model_that_refuses_arrays_is_called_directly() -> None:
+def test_a_model_without_terms_is_called_directly() -> None:
     model = Scalar()
-    assert array_methods(model) is None
+    assert trusted_terms(model) is None
     times = StepTimes(model, 8192)
-    assert not times.tabled and times.decode_row(3) is None
+    assert not times.tabled and times.decode_line(3) is None
     assert times.decode(3, 5000) == model.decode_time(3, 5000)
-    assert np.isnan(interpolation_error(times)["decode"])
+    assert times.mixed(100, 0, 3, 5000) == model.mixed_time(100, 0, 3, 5000)
+    assert np.isnan(table_error(times)["decode"])
 
 
 @dataclass
-class Wrong(Scalar):
-    """Takes arrays but gives other numbers on them than one at a time: not trusted."""
+class Linear(Scalar):
+    """Steps that are exactly separable (``0.01 + 1e-5 n + 1e-4 s + max(1e-9 pairs, 2e-8 read)``)."""
 
-    def decode_time(self, batch, total_context):  # type: ignore[no-untyped-def]
-        if isinstance(batch, np.ndarray):
-            return 2.0 * (0.02 + 1e-4 * batch)
-        return 0.02 + 1e-4 * batch
+    def step_terms(self) -> StepTerms:
+        return StepTerms(lambda n: 0.01 + 1e-5 * np.asarray(n), lambda s: 1e-4 * np.asarray(s), 1e-9, 2e-8)
+
+    def prefill_time(self, tokens: int, context: int) -> float:
+        return 0.01 + 1e-5 * tokens + 1e-4 + max(1e-9 * tokens * (context + tokens / 2), 2e-8 * context)
+
+    def decode_time(self, batch: int, total_context: int) -> float:
+        return 0.01 + 1e-5 * batch + 1e-4 * batch + max(1e-9, 2e-8) * total_context
+
+    def mixed_time(self, prefill_tokens: int, prefill_context: int, batch: int, total_context: int) -> float:
+        pairs = prefill_tokens * (prefill_context + prefill_tokens / 2) + total_context
+        return (0.01 + 1e-5 * (prefill_tokens + batch) + 1e-4 * (batch + 1)
+                + max(1e-9 * pairs, 2e-8 * (total_context + prefill_context)))
 
 
-def test_array_results_that_disagree_are_not_trusted() -> None:
-    assert array_methods(Wrong()) is None
+@dataclass
+class Wrong(Linear):
+    """Terms that do not reproduce its own mixed steps (the LM head forgotten): not trusted."""
+
+    def mixed_time(self, prefill_tokens: int, prefill_context: int, batch: int, total_context: int) -> float:
+        return super().mixed_time(prefill_tokens, prefill_context, batch, total_context) - 1e-4 * (batch + 1)
+
+
+def test_exact_terms_are_tabled_and_wrong_ones_are_not_trusted() -> None:
+    assert trusted_terms(Linear()) is not None
+    times = StepTimes(Linear(), 4096)
+    assert times.tabled and max(table_error(times, samples=200).values()) <= 1e-12
+    assert times.decode(3, 10**6) == pytest.approx(Linear().decode_time(3, 10**6), rel=1e-12)
+    assert trusted_terms(Wrong()) is None and not StepTimes(Wrong(), 4096).tabled
+
+
+def test_tables_grow_past_their_first_size() -> None:
+    times = StepTimes(Linear(), 16)
+    big = 300_000  # a static batch of long prompts prefilled at once
+    assert times.prefill(big, 0) == pytest.approx(Linear().prefill_time(big, 0), rel=1e-12)
 
 
 def test_tabled_and_direct_runs_agree_on_a_real_replica() -> None:
@@ -83,5 +111,5 @@ def test_tabled_and_direct_runs_agree_on_a_real_replica() -> None:
     tabled = simulate(replica, work)
     direct = simulate(replica, work, step_tables=False)
     assert tabled.iterations == direct.iterations
-    assert tabled.finish_s == pytest.approx(direct.finish_s, rel=1e-4)
-    assert np.nanmean(tabled.tpot_s) == pytest.approx(np.nanmean(direct.tpot_s), rel=1e-3)
+    assert tabled.finish_s == pytest.approx(direct.finish_s, rel=1e-9)
+    assert np.nanmean(tabled.tpot_s) == pytest.approx(np.nanmean(direct.tpot_s), rel=1e-9)

@@ -7,7 +7,9 @@ real one from specs; tests may build simple ones.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 
 class StepModel(Protocol):
@@ -20,6 +22,8 @@ class StepModel(Protocol):
     # Optional ``engines: int`` (default 1): engines one replica runs at once, each with these
     # step times and KV capacity (a pipeline-parallel replica's micro-batches in flight); the
     # simulator serves them as members of the fleet.
+    # Optional ``step_terms() -> StepTerms``: the step times below as separable terms, which
+    # the simulator tabulates (``inference/steptimes.py``) instead of calling the methods.
 
     def prefill_time(self, tokens: int, context: int) -> float:
         """One prefill step over ``tokens`` new prompt tokens whose sequences already hold
@@ -40,3 +44,22 @@ class StepModel(Protocol):
         """Moving ``tokens`` tokens of KV cache from a prefill replica to a decode replica
         (disaggregated serving)."""
         ...
+
+
+@dataclass(frozen=True)
+class StepTerms:
+    """A step model whose every step time is
+
+    ``token_time(n) + sequence_time(s) + max(seconds_per_pair * pairs, seconds_per_kv_token * read)``
+
+    for ``n`` new tokens, ``s`` sampled sequences, ``pairs`` attention query-key pairs and
+    ``read`` cached tokens read. ``token_time`` and ``sequence_time`` take NumPy arrays. The
+    steps of :class:`StepModel` map onto it as: decode ``(b, C)`` -> ``n = s = b``,
+    ``pairs = read = C``; prefill ``(P, c)`` -> ``n = P``, ``s = 1``, ``pairs = P (c + P/2)``
+    (causal), ``read = c``; mixed ``(P, c, b, C)`` -> ``n = P + b``, ``s = b + 1``,
+    ``pairs = P (c + P/2) + C``, ``read = C + c``."""
+
+    token_time: Callable[[Any], Any]
+    sequence_time: Callable[[Any], Any]
+    seconds_per_pair: float
+    seconds_per_kv_token: float

@@ -7,7 +7,7 @@ ids, arrival times in order), per-request state shared with the other engines of
 happens only when a request arrives, is admitted, finishes a prefill, finishes or is preempted;
 finish times are kept in buckets keyed by the step count at which a sequence ends, so a step costs
 O(1) Python work plus its events, whatever the batch. Stretches of decode-only steps between two
-events run in a tight loop over the decode table of :mod:`~clusterplan.inference.steptimes`.
+events run in a tight loop over the exact decode line of :mod:`~clusterplan.inference.steptimes`.
 """
 
 from __future__ import annotations
@@ -211,14 +211,11 @@ class _Engine:
             target = min(target, self.it + 2 + (self.cap - self.dec_ctx - self.pf_alloc) // b)
         it, t, ctx, area = self.it, self.t, self.dec_ctx, self.kv_area
         start_it, start_t = it, t
-        row = self.times.decode_row(b)
-        if row is not None:
-            inv = self.times.inv_context_width
+        line = self.times.decode_line(b)
+        if line is not None:
+            base, slope = line
             while it + 1 < target and t < limit:
-                x = ctx * inv
-                i = int(x)
-                a = row[i]
-                dt = a + (row[i + 1] - a) * (x - i)
+                dt = base + slope * ctx
                 t += dt
                 area += ctx * dt
                 it += 1

@@ -6,7 +6,7 @@ vLLM (Kwon et al., SOSP 2023: paged KV cache, admission by free KV blocks, preem
 recompute) and Sarathi-Serve (Agrawal et al., OSDI 2024: chunked prefill, prompt chunks
 piggybacked on decode steps) do. A replica is known only through a
 :class:`~clusterplan.inference.engine.StepModel`; step times come from
-:mod:`~clusterplan.inference.steptimes` (tables built from array calls, or direct calls) and the
+:mod:`~clusterplan.inference.steptimes` (exact tables of the model's separable step terms, or direct calls) and the
 engine loops live in :mod:`~clusterplan.inference.schedulers`.
 
 Conventions (all schedulers)

@@ -43,6 +43,7 @@ from pydantic import Field
 from clusterplan.costs import collectives as coll
 from clusterplan.costs.compute import OPERAND_BYTES, grouped_gemm_time
 from clusterplan.errors import SpecError
+from clusterplan.inference.engine import StepTerms
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import PRECISION_CODES
@@ -172,8 +173,8 @@ class ReplicaModel:
                                  self.hardware.chip.hbm_bandwidth, eff.inference_hbm, eff.kernel_overhead_s,
                                  eff.matmul_dim_half)
 
-    def _layers_gemm_time(self, tokens: Any, sequences: Any) -> Any:
-        """GEMM time of one step over all of this chip's layers plus the LM head."""
+    def _layers_gemm_time(self, tokens: Any) -> Any:
+        """GEMM time of one step's ``tokens`` through all of this chip's layers."""
         model, d = self.model, self.deployment
         h, tp = model.hidden_size, float(d.tp)
         _, av_width = fl.attention_core_width(model)
@@ -187,8 +188,7 @@ class ReplicaModel:
         layers = model.dense_ffn_layers * (attention + dense_ffn) + model.moe_layers * attention
         if model.moe is not None:
             layers = layers + model.moe_layers * self._moe_ffn_time(tokens)
-        head = self._gemm(sequences, model.vocab_size / tp, h)
-        return (layers + head) / d.pp
+        return layers / d.pp
 
     def _moe_ffn_time(self, tokens: Any) -> Any:
         """One MoE FFN on one chip: the router, the routed experts as grouped GEMMs over the
@@ -215,48 +215,70 @@ class ReplicaModel:
             time = time + self._gemm(tokens, gated * shared / d.tp, h) + self._gemm(tokens, h, shared / d.tp)
         return time + self.hardware.efficiency.moe_layer_overhead_s
 
-    def _step(self, new_tokens: Any, attention_flops: Any, kv_tokens_read: Any, sequences: Any) -> Any:
-        """Time of a step that runs ``new_tokens`` through the model, does ``attention_flops``
-        of attention, reads ``kv_tokens_read`` cached tokens and samples ``sequences`` tokens
-        (LM-head rows): the sum of its kernels (module doc)."""
-        eff = self.hardware.efficiency
-        new_tokens = np.asarray(new_tokens, dtype=np.float64)
-        gemms = self._layers_gemm_time(new_tokens, np.asarray(sequences, dtype=np.float64))
-        # Fused attention: the QK^T/AV FLOPs or the K/V read, whichever binds (per chip).
-        attention = np.maximum(
-            np.asarray(attention_flops) / self.deployment.chips / (self.hardware.peak[1] * eff.attention),
-            np.asarray(kv_tokens_read) * self._kv_read_per_token_per_chip
-            / (self.hardware.chip.hbm_bandwidth * eff.inference_hbm))
-        # ``gemms`` and ``attention`` are one stage's; the micro-batch visits the pp stages in turn.
+    # ---- a step as separable terms ----------------------------------------------------------
+    # A step's time is exactly token_time(new tokens) + sequence_time(sampled sequences)
+    # + max(seconds_per_pair * query-key pairs, seconds_per_kv_token * cached tokens read): the
+    # GEMMs, collectives and overhead depend only on the token count, the LM head only on the
+    # sequence count, and fused attention is the larger of two linear terms. The simulator
+    # tabulates the first two (``inference/steptimes.py``), so every step is exact and cheap.
+    def token_time(self, new_tokens: Any) -> Any:
+        """Everything in a step that depends only on its ``new_tokens``: every layer's GEMMs on
+        each of the ``pp`` stages in turn (``pp`` x a stage's layers = all layers), the TP
+        all-reduces, the PP hops and the engine's per-step overhead."""
+        tokens = np.asarray(new_tokens, dtype=np.float64)
         stages = float(self.deployment.pp)
-        return (stages * (gemms + attention) + self._tp_time(new_tokens) + self._pp_time(new_tokens)
-                + eff.inference_step_overhead_s)
+        return _seconds(stages * self._layers_gemm_time(tokens) + self._tp_time(tokens) + self._pp_time(tokens)
+                        + self.hardware.efficiency.inference_step_overhead_s)
 
-    def _attention_flops(self, queries: Any, keys: Any) -> Any:
-        """QK^T and AV FLOPs of ``queries`` new tokens over ``keys`` cached+new tokens, all layers."""
+    def sequence_time(self, sequences: Any) -> Any:
+        """The LM head, on one row (the last token) per sequence that samples a token."""
+        model = self.model
+        return _seconds(self._gemm(np.asarray(sequences, dtype=np.float64), model.vocab_size / self.deployment.tp,
+                                   model.hidden_size))
+
+    @property
+    def seconds_per_pair(self) -> float:
+        """Fused attention's FLOP-bound time per query-key pair (QK^T and AV, all layers; a
+        stage's layers on its ``tp`` chips, the ``pp`` stages in turn)."""
         mla = self.model.mla
         width = self.model.q_size if mla is None else self.model.attention_heads * (
             mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim) / 2
-        queries, keys = np.asarray(queries, dtype=np.float64), np.asarray(keys, dtype=np.float64)
-        return 4.0 * queries * keys * width * self.model.layers
+        flops = 4.0 * width * self.model.layers
+        return float(flops / self.deployment.tp / (self.hardware.peak[1] * self.hardware.efficiency.attention))
+
+    @property
+    def seconds_per_kv_token(self) -> float:
+        """Fused attention's read-bound time per cached token (K and V of every layer)."""
+        per_chip = self._kv_read_per_token_per_chip * self.deployment.pp  # all stages, in turn
+        return float(per_chip / (self.hardware.chip.hbm_bandwidth * self.hardware.efficiency.inference_hbm))
+
+    def step_terms(self) -> StepTerms:
+        """This replica's step as separable terms (:class:`~clusterplan.inference.engine.StepTerms`)."""
+        return StepTerms(self.token_time, self.sequence_time, self.seconds_per_pair, self.seconds_per_kv_token)
+
+    def _step(self, new_tokens: Any, pairs: Any, kv_tokens_read: Any, sequences: Any) -> Any:
+        """Time of a step that runs ``new_tokens`` through the model, attends over ``pairs``
+        query-key pairs, reads ``kv_tokens_read`` cached tokens and samples ``sequences``
+        tokens: the sum of its kernels (module doc)."""
+        attention = np.maximum(self.seconds_per_pair * np.asarray(pairs, dtype=np.float64),
+                               self.seconds_per_kv_token * np.asarray(kv_tokens_read, dtype=np.float64))
+        return self.token_time(new_tokens) + self.sequence_time(sequences) + attention
 
     # ---- the StepModel protocol -------------------------------------------------------------
     # Each method takes scalars (and returns a float) or NumPy arrays (and returns an array of
-    # step times, one per element): the simulator's step-time tables are built from array calls.
+    # step times, one per element), so a sweep over request shapes is one call.
     def prefill_time(self, tokens: Any, context: Any) -> Any:
         # causal: each new token attends to the context and, on average, half the new tokens
-        attention = self._attention_flops(tokens, context + np.asarray(tokens, dtype=np.float64) / 2.0)
-        return _seconds(self._step(tokens, attention, context, 1.0))
+        tokens = np.asarray(tokens, dtype=np.float64)
+        return _seconds(self._step(tokens, tokens * (context + tokens / 2.0), context, 1.0))
 
     def decode_time(self, batch: Any, total_context: Any) -> Any:
-        attention = self._attention_flops(1.0, total_context)
-        return _seconds(self._step(batch, attention, total_context, batch))
+        return _seconds(self._step(batch, total_context, total_context, batch))
 
     def mixed_time(self, prefill_tokens: Any, prefill_context: Any, batch: Any, total_context: Any) -> Any:
         prefill = np.asarray(prefill_tokens, dtype=np.float64)
-        attention = (self._attention_flops(prefill, np.asarray(prefill_context, dtype=np.float64) + prefill / 2.0)
-                     + self._attention_flops(1.0, total_context))
-        return _seconds(self._step(prefill + batch, attention, np.asarray(total_context) + prefill_context,
+        pairs = prefill * (np.asarray(prefill_context, dtype=np.float64) + prefill / 2.0) + total_context
+        return _seconds(self._step(prefill + batch, pairs, np.asarray(total_context) + prefill_context,
                                    np.asarray(batch, dtype=np.float64) + 1.0))
 
     def kv_transfer_time(self, tokens: int) -> float:
@@ -273,10 +295,10 @@ class ReplicaModel:
         osl = np.asarray(output_tokens, dtype=np.float64)
         batch = np.maximum(np.minimum(self.max_batch, np.floor(self.kv_capacity_tokens / (isl + osl))), 1.0)
         mean_context = batch * (isl + osl / 2.0)
-        decode = self._step(batch, self._attention_flops(1.0, mean_context), mean_context, batch)
+        decode = self._step(batch, mean_context, mean_context, batch)
         # prefill of the whole batch's prompts, in chunks that keep each step a good GEMM
         prefill_tokens = batch * isl
-        prefill = self._step(prefill_tokens, self._attention_flops(isl, isl / 2.0) * batch, 0.0, batch)
+        prefill = self._step(prefill_tokens, isl * isl / 2.0 * batch, 0.0, batch)
         cycle = osl * decode + prefill
         # every engine (pipeline micro-batch in flight) runs such a cycle at the same time
         output = self.engines * batch * osl / cycle
