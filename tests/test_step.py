@@ -128,3 +128,31 @@ def test_mfu_is_model_flops_rate_over_peak(llama_like: Model, hardware: Hardware
     rate = float(fl.model_flops_per_token(llama_like, 4096)) * result.tokens_per_s_per_chip[0]
     assert result.mfu[0] == pytest.approx(rate / 1e15)
     assert result.tokens_per_s_per_chip[0] == pytest.approx(64 * 4096 / result.step_time[0] / 8)
+
+
+def test_attention_head_dim_factor_follows_the_gemm_small_dimension_loss() -> None:
+    from clusterplan.costs.compute import attention_head_dim_factor
+
+    assert attention_head_dim_factor(128, 128, 72.6) == pytest.approx(1.0)
+    # FlashAttention-3 on H100 BF16 (docstring): head dim 64 at 0.67-0.77 of 128, 256 at ~1.17
+    assert 0.67 <= attention_head_dim_factor(64, 64, 72.6) <= 0.77
+    assert 1.1 <= attention_head_dim_factor(256, 256, 72.6) <= 1.3
+    assert attention_head_dim_factor(64, 64, 0.0) == pytest.approx(1.0)  # no fitted loss: none applied
+    # MLA's 192-wide QK heads and 128-wide V heads sit between the two
+    assert 1.0 < attention_head_dim_factor(192, 128, 72.6) < attention_head_dim_factor(192, 192, 72.6)
+
+
+def test_narrow_heads_make_flash_attention_slower_at_equal_flops(hardware: Hardware) -> None:
+    """Same width (64 x 64 = 32 x 128), same FLOPs: only the head dimension differs, and it
+    matters only through a fitted small-dimension loss (none in the test fixture)."""
+    wide = Model(name="d128", layers=8, hidden_size=4096, ffn_hidden_size=11008, attention_heads=32,
+                 kv_heads=32, vocab_size=32000, ffn_activation="swiglu", source="test")
+    narrow = wide.model_copy(update={"name": "d64", "attention_heads": 64, "kv_heads": 64})
+    plan = {"tp": 1, "pp": 1, "dp": 8, "micro_batch": 1, "global_batch": 64, "seq_len": 8192, "recompute": "none"}
+    assert _run(narrow, hardware, **plan).step_time[0] == pytest.approx(_run(wide, hardware, **plan).step_time[0])
+    lossy = Hardware(system=hardware.system, chip=hardware.chip,
+                     efficiency=hardware.efficiency.model_copy(update={"matmul_dim_half": 72.6}))
+    fast = _run(wide, lossy, **plan)
+    slow = _run(narrow, lossy, **plan)
+    assert fl.attention_core_flops(wide, 8192) == pytest.approx(fl.attention_core_flops(narrow, 8192))
+    assert slow.step_time[0] > fast.step_time[0]

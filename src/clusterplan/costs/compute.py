@@ -107,6 +107,32 @@ def gemm_time(
                              overhead_s, dim_half)
 
 
+#: Head dimension of every run the fused-attention efficiency (``Efficiency.attention``) is quoted at.
+ATTENTION_REFERENCE_HEAD_DIM = 128.0
+
+
+def attention_head_dim_factor(qk_head_dim: Any, v_head_dim: Any, dim_half: float) -> Any:
+    """Fused attention's efficiency at these head dimensions relative to head dimension 128.
+
+    A flash-attention tile does two GEMMs per block of scores, QK^T contracting over the QK head
+    dimension and PV producing the V head dimension, while its softmax work per score is fixed;
+    so a smaller head dimension does fewer FLOPs per score at the same exponentials, loads and
+    synchronisation. That is the small-dimension loss of :func:`grouped_gemm_time`,
+    ``d / (d + dim_half)`` with the family's fitted ``matmul_dim_half``, here applied to the two
+    GEMMs' FLOP-weighted mean and normalised at 128. With Hopper's fitted ``dim_half`` (72.6)
+    head dimension 64 runs at 0.73 x the rate of 128 and 256 at 1.22 x; FlashAttention-3's H100
+    BF16 forward benchmarks (Shah et al. 2024, arXiv:2407.08608, "attention forward speed"
+    figures, 4k-16k tokens) measure 0.75-0.77 (FA3, 476-497 vs 638-648 TFLOP/s) and 0.67-0.69
+    (cuDNN, 408-413 vs 595-609) for 64 vs 128, and 1.17 (FA3, 756 vs 648) for 256 vs 128."""
+    if dim_half <= 0:
+        return np.ones_like(np.asarray(qk_head_dim, dtype=np.float64))
+    qk = np.asarray(qk_head_dim, dtype=np.float64)
+    v = np.asarray(v_head_dim, dtype=np.float64)
+    rate = (qk * qk / (qk + dim_half) + v * v / (v + dim_half)) / (qk + v)  # FLOP-weighted d/(d+h)
+    reference = ATTENTION_REFERENCE_HEAD_DIM / (ATTENTION_REFERENCE_HEAD_DIM + dim_half)
+    return rate / reference
+
+
 def memory_time(traffic_bytes: Any, hbm_bandwidth: float, hbm_eff: float) -> FloatArray:
     """Time of memory-bound (elementwise, normalisation, optimizer) kernels."""
     result: FloatArray = np.asarray(traffic_bytes, dtype=np.float64) / (hbm_bandwidth * hbm_eff)

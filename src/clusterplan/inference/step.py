@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from clusterplan.costs import collectives as coll
-from clusterplan.costs.compute import OPERAND_BYTES, grouped_gemm_time
+from clusterplan.costs.compute import OPERAND_BYTES, attention_head_dim_factor, grouped_gemm_time
 from clusterplan.errors import SpecError
 from clusterplan.inference.engine import StepTerms
 from clusterplan.specs import Model
@@ -244,7 +244,9 @@ class ReplicaModel:
         width = self.model.q_size if mla is None else self.model.attention_heads * (
             mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim) / 2
         flops = 4.0 * width * self.model.layers
-        return float(flops / self.deployment.tp / (self.hardware.peak[1] * self.hardware.efficiency.attention))
+        eff = self.hardware.efficiency
+        attention = eff.attention * attention_head_dim_factor(*fl.attention_head_dims(self.model), eff.matmul_dim_half)
+        return float(flops / self.deployment.tp / (self.hardware.peak[1] * attention))
 
     @property
     def seconds_per_kv_token(self) -> float:

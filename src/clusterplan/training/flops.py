@@ -37,6 +37,13 @@ def attention_core_width(model: Model) -> tuple[int, int]:
     return model.q_size, model.q_size
 
 
+def attention_head_dims(model: Model) -> tuple[int, int]:
+    """(QK head dimension, V head dimension) of one attention head."""
+    if model.mla is not None:
+        return model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim, model.mla.v_head_dim
+    return model.d_head, model.d_head
+
+
 def attention_core_flops(model: Model, seq_len: Any) -> FloatArray:
     """Forward FLOPs per token of QK^T and AV over ``seq_len`` keys (no causal halving)."""
     qk, av = attention_core_width(model)

@@ -20,6 +20,7 @@ from clusterplan.costs import collectives as coll
 from clusterplan.costs.compute import (
     OPERAND_BYTES,
     Efficiency,
+    attention_head_dim_factor,
     gemm_time,
     grouped_gemm_time,
     matmul_eff_by_precision,
@@ -121,7 +122,8 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     seq = batch.seq_len.astype(np.float64)
     core_flops = fl.attention_core_flops(model, seq) * tokens / tp
     bf16_peak = hw.peak[1]
-    flash_time = 0.5 * core_flops / (bf16_peak * eff.attention) + overhead
+    flash_eff = eff.attention * attention_head_dim_factor(*fl.attention_head_dims(model), eff.matmul_dim_half)
+    flash_time = 0.5 * core_flops / (bf16_peak * flash_eff) + overhead
     score_elements = model.attention_heads / tp * tokens * seq
     score_traffic = score_elements * (13.0 if model.dropout else 8.0)
     unfused = (core_flops / (bf16_peak * hw.matmul_eff[1])
