@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from clusterplan.catalog import hardware_for, load_model, load_system
 from clusterplan.errors import SpecError
-from clusterplan.inference.step import Deployment, ReplicaModel, kv_bytes_per_token
+from clusterplan.inference.step import Deployment, ReplicaModel, kv_bytes_per_token, padded
 
 
 def replica(model: str = "llama3-70b", system: str = "dgx-h100", **deployment: object) -> ReplicaModel:
@@ -184,3 +185,22 @@ def test_the_simulator_serves_a_pipeline_replica_as_its_engines() -> None:
     alone = simulate(OneEngine(), offline(64, 200, 20))
     assert both.replicas == 1 and both.stats["max_concurrent_sequences"] == 4  # per engine
     assert 1.8 < both.output_tokens_per_s / alone.output_tokens_per_s < 2.2
+
+
+def test_static_shape_buckets_pad_whole_prompts_and_decode_attention() -> None:
+    assert padded(10_000, (2048, 4096, 8192, 12288)) == 12288
+    assert padded(4096, (2048, 4096)) == 4096 and padded(5000, (2048, 4096)) == 5000  # past the largest
+    model, hardware = load_model("llama3-70b"), hardware_for(load_system("trn2"))
+    plain = ReplicaModel(model, hardware, Deployment(tp=16))
+    bucketed = ReplicaModel(model, hardware, Deployment(tp=16, prefill_buckets=(2048, 4096, 8192, 12288),
+                                                        decode_buckets=(12800,)))
+    assert bucketed.prefill_time(10_000, 0) == pytest.approx(plain.prefill_time(12_288, 0))
+    assert bucketed.prefill_time(500, 10_000) == pytest.approx(plain.prefill_time(500, 10_000))  # a continuation
+    assert bucketed.decode_time(1, 10_750) == pytest.approx(plain.decode_time(1, 12_800))
+    assert bucketed.step_terms() is None and plain.step_terms() is not None  # padding is not separable
+
+
+def test_buckets_must_be_positive_and_increasing() -> None:
+    for bad in ((4096, 2048), (0, 2048), (2048, 2048)):
+        with pytest.raises(ValidationError, match="strictly increasing"):
+            Deployment(prefill_buckets=bad)

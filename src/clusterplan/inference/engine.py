@@ -22,8 +22,8 @@ class StepModel(Protocol):
     # Optional ``engines: int`` (default 1): engines one replica runs at once, each with these
     # step times and KV capacity (a pipeline-parallel replica's micro-batches in flight); the
     # simulator serves them as members of the fleet.
-    # Optional ``step_terms() -> StepTerms``: the step times below as separable terms, which
-    # the simulator tabulates (``inference/steptimes.py``) instead of calling the methods.
+    # Optional ``step_terms() -> StepTerms | None``: the step times below as separable terms,
+    # which the simulator tabulates (``inference/steptimes.py``) instead of calling the methods.
 
     def prefill_time(self, tokens: int, context: int) -> float:
         """One prefill step over ``tokens`` new prompt tokens whose sequences already hold

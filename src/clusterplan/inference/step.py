@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from clusterplan.costs import collectives as coll
 from clusterplan.costs.compute import OPERAND_BYTES, attention_head_dim_factor, grouped_gemm_time
@@ -67,6 +67,19 @@ class Deployment(Spec):
     kv_memory_fraction: float = Field(
         default=0.9, gt=0, le=1,
         description="share of the HBM left after weights and runtime that the KV cache may take")
+    prefill_buckets: tuple[int, ...] = Field(
+        default=(), description="static-shape engines (AWS Neuron): prompt lengths compiled for context "
+        "encoding; a whole prompt is padded to the smallest that holds it")
+    decode_buckets: tuple[int, ...] = Field(
+        default=(), description="static-shape engines: sequence lengths compiled for token generation; "
+        "decode attention runs over the smallest that holds the context")
+
+    @field_validator("prefill_buckets", "decode_buckets")
+    @classmethod
+    def _ascending(cls, buckets: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < 1 for b in buckets) or list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"buckets {list(buckets)} must be positive and strictly increasing")
+        return buckets
 
     @property
     def chips(self) -> int:
@@ -90,6 +103,18 @@ def kv_bytes_per_token(model: Model, kv_cache: str) -> float:
     """KV-cache bytes one token occupies across all layers of the replica."""
     width = (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) if model.mla is not None else 2 * model.kv_size
     return float(model.layers * width * KV_BYTES[kv_cache])
+
+
+def padded(length: Any, buckets: tuple[int, ...]) -> Any:
+    """``length`` rounded up to the smallest bucket that holds it (unchanged past the largest or
+    without buckets): a static-shape engine runs the compiled shape, padding included (AWS
+    Neuron NxD Inference bucketing)."""
+    length = np.asarray(length, dtype=np.float64)
+    if not buckets:
+        return length
+    table = np.asarray(buckets, dtype=np.float64)
+    index = np.minimum(np.searchsorted(table, length), len(table) - 1)
+    return np.where(length <= table[-1], table[index], length)
 
 
 def _seconds(value: Any) -> Any:
@@ -254,8 +279,12 @@ class ReplicaModel:
         per_chip = self._kv_read_per_token_per_chip * self.deployment.pp  # all stages, in turn
         return float(per_chip / (self.hardware.chip.hbm_bandwidth * self.hardware.efficiency.inference_hbm))
 
-    def step_terms(self) -> StepTerms:
-        """This replica's step as separable terms (:class:`~clusterplan.inference.engine.StepTerms`)."""
+    def step_terms(self) -> StepTerms | None:
+        """This replica's step as separable terms (:class:`~clusterplan.inference.engine.StepTerms`);
+        ``None`` for a static-shape deployment (buckets), whose padding is not separable: the
+        simulator then calls the step methods directly."""
+        if self.deployment.prefill_buckets or self.deployment.decode_buckets:
+            return None
         return StepTerms(self.token_time, self.sequence_time, self.seconds_per_pair, self.seconds_per_kv_token)
 
     def _step(self, new_tokens: Any, pairs: Any, kv_tokens_read: Any, sequences: Any) -> Any:
@@ -270,11 +299,17 @@ class ReplicaModel:
     # Each method takes scalars (and returns a float) or NumPy arrays (and returns an array of
     # step times, one per element), so a sweep over request shapes is one call.
     def prefill_time(self, tokens: Any, context: Any) -> Any:
-        # causal: each new token attends to the context and, on average, half the new tokens
+        # causal: each new token attends to the context and, on average, half the new tokens;
+        # a whole prompt (no context yet) runs at its static-shape bucket, padding included
         tokens = np.asarray(tokens, dtype=np.float64)
+        if self.deployment.prefill_buckets:
+            tokens = np.where(np.asarray(context) == 0, padded(tokens, self.deployment.prefill_buckets), tokens)
         return _seconds(self._step(tokens, tokens * (context + tokens / 2.0), context, 1.0))
 
     def decode_time(self, batch: Any, total_context: Any) -> Any:
+        if self.deployment.decode_buckets:  # attention over each sequence's (mean) compiled length
+            batch = np.asarray(batch, dtype=np.float64)
+            total_context = batch * padded(np.asarray(total_context) / batch, self.deployment.decode_buckets)
         return _seconds(self._step(batch, total_context, total_context, batch))
 
     def mixed_time(self, prefill_tokens: Any, prefill_context: Any, batch: Any, total_context: Any) -> Any:

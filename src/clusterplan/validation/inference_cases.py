@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Callable
 from importlib import resources
 
@@ -45,6 +46,14 @@ def _weights(value: str) -> str:
     return "fp8" if "FP8" in upper else "fp4" if "FP4" in upper else "bf16"
 
 
+def _buckets(notes: str, kind: str) -> tuple[int, ...]:
+    """The row's compiled Neuron buckets of one kind as its notes print them ("CE buckets
+    2048/4096/10240/12288", "TG 2048/4096/8192/12800"): context encoding (``CE``) or token
+    generation (``TG``). Empty when the row states none."""
+    found = re.search(rf"\b{kind}(?: buckets?)? (\d+(?:/\d+)*)", notes)
+    return tuple(int(b) for b in found.group(1).split("/")) if found else ()
+
+
 def _replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
     model = load_model(_MODELS[row["model"].lower()])
     system = load_system(_SYSTEMS[row["hardware"]])
@@ -59,7 +68,8 @@ def _replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
     pp = int(row["pipeline_parallel"] or 1) if row["hardware"] != "Trainium2" else 1
     max_batch = int(row["max_batch_size_per_replica"]) if row["max_batch_size_per_replica"] else 2048
     deployment = Deployment(tp=tp, pp=pp, weights=weights, kv_cache=kv, max_batch=max_batch,
-                            kv_memory_fraction=0.95 if row["hardware"] != "Trainium2" else 0.9)
+                            kv_memory_fraction=0.95 if row["hardware"] != "Trainium2" else 0.9,
+                            prefill_buckets=_buckets(row["notes"], "CE"), decode_buckets=_buckets(row["notes"], "TG"))
     return ReplicaModel(model, hardware, deployment)
 
 
@@ -139,7 +149,9 @@ def inference_latency() -> list[Case]:
 
             cases.append(_case("inference_latency", row, label, metric, float(value) / 1000.0, predict,
                                ("TTFT = one prefill of the prompt", "TPOT = one decode step at mid-generation",
-                                "TP 64 logical NeuronCores = 16 chips")))
+                                "TP 64 logical NeuronCores = 16 chips",
+                                "the row's compiled buckets: the prompt runs at its context-encoding bucket, "
+                                "decode attention over its token-generation bucket")))
     return cases
 
 
