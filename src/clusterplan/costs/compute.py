@@ -45,6 +45,9 @@ class Efficiency(Spec):
         default=0.8, gt=0, le=1, description="HBM bandwidth fraction reached by decode steps (weights + KV)")
     inference_step_overhead_s: Seconds = Field(
         default=0.0, ge=0, description="fixed serving-engine cost per step: scheduling, sampling, launch")
+    serving_request_latency_s: Seconds = Field(
+        default=0.0, ge=0, description="per-request latency outside the engine's steps (API server, "
+        "tokenisation, detokenising and streaming the first token): added to TTFT and end-to-end latency")
     collective_overhead_s: Seconds = Field(
         default=0.0, ge=0, description="fixed software cost per collective call (launch, sync)")
     reserved_bytes: Bytes = Field(ge=0, description="runtime, communicator and allocator reserve")

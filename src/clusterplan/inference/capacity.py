@@ -85,7 +85,7 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
         "kv_bytes_per_token": replica.kv_per_token,
         # per replica; a PP replica splits it among its engines (micro-batches in flight)
         "kv_capacity_tokens": replica.kv_capacity_tokens * replica.engines, "engines": replica.engines,
-        "single_request": {"ttft_s": replica.prefill_time(input_tokens, 0),
+        "single_request": {"ttft_s": replica.single_request_ttft(input_tokens),
                            "tpot_s": replica.decode_time(1, input_tokens + output_tokens // 2)},
         "saturated": {"batch": float(steady["batch"]),
                       "output_tokens_per_s": float(steady["output_tokens_per_s"]),

@@ -126,7 +126,7 @@ def _screen(model: Model, hardware: Hardware, deployment: Deployment, input_toke
         candidate.rejected = (f"KV cache ({replica.kv_capacity_tokens:,} tokens) cannot hold one "
                               f"{input_tokens}+{output_tokens}-token request")
         return candidate
-    candidate.alone_ttft_s = replica.prefill_time(input_tokens, 0)
+    candidate.alone_ttft_s = replica.single_request_ttft(input_tokens)
     candidate.alone_tpot_s = replica.decode_time(1, input_tokens + output_tokens // 2) if output_tokens > 1 else 0.0
     candidate.alone_ratio = max(candidate.alone_ttft_s / slo.ttft_p99_s, candidate.alone_tpot_s / slo.tpot_p99_s)
     if candidate.alone_ratio > 1.0:

@@ -22,6 +22,8 @@ class StepModel(Protocol):
     # Optional ``engines: int`` (default 1): engines one replica runs at once, each with these
     # step times and KV capacity (a pipeline-parallel replica's micro-batches in flight); the
     # simulator serves them as members of the fleet.
+    # Optional ``request_latency_s: float`` (default 0): latency outside the engine's steps
+    # (server, tokenisation, streaming), added to every request's TTFT and end-to-end latency.
     # Optional ``step_terms() -> StepTerms | None``: the step times below as separable terms,
     # which the simulator tabulates (``inference/steptimes.py``) instead of calling the methods.
 

@@ -159,12 +159,14 @@ class ServingResult:
     kv_time_s: FloatArray = field(default_factory=lambda: np.zeros(0))
     kv_utilisation: FloatArray = field(default_factory=lambda: np.zeros(0))
     stats: dict[str, float] = field(default_factory=dict)
+    #: The step model's latency outside the engine (server, tokenisation, streaming) per request.
+    request_latency_s: float = 0.0
 
     @property
     def ttft_s(self) -> FloatArray:
         """Time to first token: arrival to the end of the step that completes the prefill (plus the
-        KV transfer, disaggregated)."""
-        return self.first_token_s - self.arrival_s
+        KV transfer, disaggregated), plus the request latency outside the engine."""
+        return self.first_token_s - self.arrival_s + self.request_latency_s
 
     @property
     def tpot_s(self) -> FloatArray:
@@ -175,7 +177,7 @@ class ServingResult:
 
     @property
     def e2e_s(self) -> FloatArray:
-        return self.finish_s - self.arrival_s
+        return self.finish_s - self.arrival_s + self.request_latency_s
 
     def percentile(self, metric: str, q: float) -> float:
         """``q``-th percentile (0..100) of ``ttft``, ``tpot`` or ``e2e`` in seconds (NaNs ignored;
@@ -380,7 +382,7 @@ def simulate(
         engines = run_fleet(reqs, workload, times, cfg, scheduler, replicas * _engines(replica), router)
         n_replicas = replicas
     return _result(scheduler, n_replicas, workload, reqs, engines, kv_series_points, extra, prefill_steps,
-                   prefill_busy)
+                   prefill_busy, float(getattr(replica, "request_latency_s", 0.0)))
 
 
 def _engines(model: StepModel) -> int:
@@ -390,7 +392,8 @@ def _engines(model: StepModel) -> int:
 
 
 def _result(scheduler: str, replicas: int, workload: Workload, reqs: Requests, engines: list[Any], points: int,
-            extra: dict[str, float], prefill_steps: int, prefill_busy: float) -> ServingResult:
+            extra: dict[str, float], prefill_steps: int, prefill_busy: float,
+            request_latency_s: float) -> ServingResult:
     arrival = np.array(reqs.issue, dtype=np.float64)
     first = np.array(reqs.first, dtype=np.float64)
     done = np.array(reqs.done, dtype=np.float64)
@@ -427,7 +430,8 @@ def _result(scheduler: str, replicas: int, workload: Workload, reqs: Requests, e
         busy_s=sum(e.busy for e in engines) + prefill_busy,
         mean_batch=batch_sum / engine_steps if engine_steps else 0.0, scheduler=scheduler, replicas=replicas,
         replica=np.array(reqs.replica, dtype=np.int64), preemptions=np.array(reqs.npre, dtype=np.int64),
-        kv_time_s=edges[:-1], kv_utilisation=util, stats=stats)
+        kv_time_s=edges[:-1], kv_utilisation=util, stats=stats,
+        request_latency_s=request_latency_s)
     for array in (result.arrival_s, result.first_token_s, result.finish_s, result.input_tokens,
                   result.output_tokens, result.replica, result.preemptions, result.kv_time_s, result.kv_utilisation):
         array.setflags(write=False)
@@ -479,7 +483,8 @@ def max_rate_at_slo(replica: StepModel, workload: ServingLoad, ttft_p99_s: float
     start = _saturated_rate(replica, workload)
     if start is None or not math.isfinite(start) or start <= 0:
         isl, osl = workload.input_tokens, workload.output_tokens
-        alone = replica.prefill_time(isl, 0) + (osl - 1) * replica.decode_time(1, isl + osl // 2)
+        alone = (replica.prefill_time(isl, 0) + getattr(replica, "request_latency_s", 0.0)
+                 + (osl - 1) * replica.decode_time(1, isl + osl // 2))
         start = 1.0 / alone
     if not ok(start / 100):
         return 0.0

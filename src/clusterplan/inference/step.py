@@ -279,6 +279,15 @@ class ReplicaModel:
         per_chip = self._kv_read_per_token_per_chip * self.deployment.pp  # all stages, in turn
         return float(per_chip / (self.hardware.chip.hbm_bandwidth * self.hardware.efficiency.inference_hbm))
 
+    @property
+    def request_latency_s(self) -> float:
+        """Per-request latency outside the engine's steps, added to TTFT (fitted: serving stage)."""
+        return float(self.hardware.efficiency.serving_request_latency_s)
+
+    def single_request_ttft(self, prompt_tokens: Any) -> Any:
+        """TTFT of a request alone on the replica: its prefill plus the request latency."""
+        return _seconds(self.prefill_time(prompt_tokens, 0) + self.request_latency_s)
+
     def step_terms(self) -> StepTerms | None:
         """This replica's step as separable terms (:class:`~clusterplan.inference.engine.StepTerms`);
         ``None`` for a static-shape deployment (buckets), whose padding is not separable: the

@@ -144,7 +144,7 @@ def inference_latency() -> list[Case]:
 
             def predict(replica: ReplicaModel, isl: int = isl, osl: int = osl, metric: str = metric) -> float:
                 if metric == "ttft_s":
-                    return float(replica.prefill_time(isl, 0))
+                    return float(replica.single_request_ttft(isl))
                 return float(replica.decode_time(1, isl + osl // 2))
 
             cases.append(_case("inference_latency", row, label, metric, float(value) / 1000.0, predict,
