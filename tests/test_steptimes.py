@@ -104,12 +104,43 @@ def test_tables_grow_past_their_first_size() -> None:
     assert times.prefill(big, 0) == pytest.approx(Linear().prefill_time(big, 0), rel=1e-12)
 
 
-def test_tabled_and_direct_runs_agree_on_a_real_replica() -> None:
-    replica = ReplicaModel(load_model("llama3-70b"), hardware_for(load_system("dgx-h100")),
-                           Deployment(tp=8, weights="fp8", kv_cache="fp8"))
-    work = wl.poisson(20, 1500, 1000, 200, seed=3, input_spread=0.5, output_spread=0.5)
-    tabled = simulate(replica, work)
-    direct = simulate(replica, work, step_tables=False)
+def _replica() -> ReplicaModel:
+    return ReplicaModel(load_model("llama3-70b"), hardware_for(load_system("dgx-h100")),
+                        Deployment(tp=8, weights="fp8", kv_cache="fp8"))
+
+
+def test_tabled_and_direct_runs_agree_when_each_step_prefills_one_prompt() -> None:
+    """``max_batch=1``: one sequence at a time, so every prefill step holds one prompt, which the
+    protocol's direct methods express exactly."""
+    work = wl.poisson(20, 200, 1000, 200, seed=3, input_spread=0.5, output_spread=0.5)
+    tabled = simulate(_replica(), work, max_batch=1)
+    direct = simulate(_replica(), work, max_batch=1, step_tables=False)
     assert tabled.iterations == direct.iterations
     assert tabled.finish_s == pytest.approx(direct.finish_s, rel=1e-9)
+    assert np.nanmean(tabled.ttft_s) == pytest.approx(np.nanmean(direct.ttft_s), rel=1e-9)
     assert np.nanmean(tabled.tpot_s) == pytest.approx(np.nanmean(direct.tpot_s), rel=1e-9)
+
+
+def test_prompts_in_one_step_attend_over_their_own_sequences() -> None:
+    replica = _replica()
+    times = StepTimes(replica, 8192)
+    terms = replica.step_terms()
+    one = times.pieces(4096, 4096 * 2048.0, 1, 0)
+    assert one == pytest.approx(replica.prefill_time(4096, 0), rel=1e-12)
+    assert times.pieces(300, 300 * (500 + 150.0), 1, 500, 7, 9000) == pytest.approx(
+        replica.mixed_time(300, 500, 7, 9000), rel=1e-12)
+    four = times.pieces(4096, 4 * 1024 * 512.0, 4, 0)  # four 1,024-token prompts
+    want = (float(terms.token_time(4096)) + float(terms.sequence_time(4))
+            + terms.seconds_per_pair * 4 * 1024 * 512)
+    assert four == pytest.approx(want, rel=1e-12)
+    assert four < one  # a quarter of the attention of one 4,096-token prompt
+    # a model called directly can only express one prompt: the pieces are costed as one
+    direct = StepTimes(replica, 8192, tables=False)
+    assert direct.pieces(4096, 4 * 1024 * 512.0, 4, 0) == pytest.approx(replica.prefill_time(4096, 0))
+
+
+def test_several_prompts_per_step_make_a_tabled_run_no_slower() -> None:
+    work = wl.poisson(20, 1500, 1000, 200, seed=3, input_spread=0.5, output_spread=0.5)
+    tabled = simulate(_replica(), work)
+    direct = simulate(_replica(), work, step_tables=False)
+    assert np.nanmean(tabled.ttft_s) < np.nanmean(direct.ttft_s)  # less attention charged

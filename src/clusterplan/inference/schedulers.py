@@ -324,22 +324,22 @@ class Chunked(_Engine):
             # ---- one step: decode every running sequence, prefill up to ``chunk`` prompt tokens
             budget = chunk
             pf_ctx = 0
+            pairs = 0.0
             pieces = 0
             for r in pq:
                 take = left[r] if left[r] < budget else budget
                 pf_ctx += pdone[r]
+                pairs += take * (pdone[r] + take * 0.5)  # causal, over its own sequence only
                 budget -= take
                 pieces += 1
                 if budget == 0:
                     break
             pf_tokens = chunk - budget
             n_dec, dec_ctx = self.n_dec, self.dec_ctx
-            if n_dec and pf_tokens:
-                dt = times.mixed(pf_tokens, pf_ctx, n_dec, dec_ctx)
-            elif n_dec:
-                dt = times.decode(n_dec, dec_ctx)
+            if pf_tokens:
+                dt = times.pieces(pf_tokens, pairs, pieces, pf_ctx, n_dec, dec_ctx)
             else:
-                dt = times.prefill(pf_tokens, pf_ctx)
+                dt = times.decode(n_dec, dec_ctx)
             t += dt
             self.t = t
             self._step_done(t, dt, dec_ctx + self.pf_alloc, n_dec + pieces)
@@ -380,6 +380,7 @@ class Continuous(_Engine):
             if waiting and self.n_adm < B and t < t_limit:
                 new: list[int] = []
                 tokens = 0
+                pairs = 0.0
                 while waiting and self.n_adm < B:
                     r = waiting[0]
                     g = gen[r]
@@ -401,13 +402,14 @@ class Continuous(_Engine):
                         waiting.popleft()
                         new.append(r)
                         tokens += q
+                        pairs += q * q * 0.5  # causal, each prompt over itself
                     self.reserved += need[r]
                     self.admitted[r] = None
                     self.n_adm += 1
                 if self.n_adm > self.max_conc:
                     self.max_conc = self.n_adm
                 if new:  # a prefill step over every admitted prompt
-                    dt = times.prefill(tokens, 0)
+                    dt = times.pieces(tokens, pairs, len(new), 0)
                     t += dt
                     self.t = t
                     self._step_done(t, dt, self.dec_ctx + tokens, len(new), decodes=False)
@@ -489,7 +491,8 @@ class Static(_Engine):
             self.max_conc = max(self.max_conc, b)
             outs = [out[r] for r in batch]
             # decode step k (0-based) serves slots that have produced k + 1 tokens each
-            times_s = [times.prefill(prompts, 0)] + [times.decode(b, prompts + b * (k + 1))
+            squares = sum(inp[r] * inp[r] for r in batch) * 0.5  # causal pairs, each prompt on its own
+            times_s = [times.pieces(prompts, squares, b, 0)] + [times.decode(b, prompts + b * (k + 1))
                                                      for k in range(longest - 1)]
             ends = t + np.cumsum(times_s)
             held = prompts + b * np.arange(longest, dtype=np.float64)  # KV during each step (padded)
@@ -587,7 +590,7 @@ def run_disaggregated(reqs: Requests, times: StepTimes, prefill_times: StepTimes
         while j < n and arrival[j] <= t and j - i < pbatch and (j == i or tokens + inp[j] <= token_limit):
             tokens += inp[j]
             j += 1
-        dt = prefill_times.prefill(tokens, 0)
+        dt = prefill_times.pieces(tokens, sum(inp[r] * inp[r] for r in range(i, j)) * 0.5, j - i, 0)
         end = t + dt
         busy += dt
         steps += 1

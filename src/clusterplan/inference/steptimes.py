@@ -169,6 +169,22 @@ class StepTimes:
             return self._tokens(tokens + batch) + self._sequences(batch + 1) + attention
         return self.model.mixed_time(tokens, prefill_context, batch, context)
 
+    def pieces(self, tokens: int, pairs: float, sequences: int, read: int, batch: int = 0, context: int = 0) -> float:
+        """A step that prefills ``sequences`` prompt pieces (``tokens`` in all, ``pairs`` causal
+        query-key pairs among them and their sequences' ``read`` cached tokens) while decoding
+        ``batch`` sequences holding ``context``. Exact with terms: each piece attends over its own
+        sequence only. A model called directly sees the pieces as one prompt of ``tokens`` (its
+        step methods take one), which over-counts their attention."""
+        if self.tabled:
+            pairs = pairs + context
+            read = read + context
+            attention = self.per_pair * pairs if self.per_pair * pairs > self.per_read * read \
+                else self.per_read * read
+            return self._tokens(tokens + batch) + self._sequences(sequences + batch) + attention
+        if batch:
+            return self.model.mixed_time(tokens, read, batch, context)
+        return self.prefill(tokens, read)
+
 
 def table_error(times: StepTimes, samples: int = 2000, seed: int = 0) -> dict[str, float]:
     """Largest relative difference of the tabled decode, prefill and mixed times from direct calls
