@@ -218,7 +218,7 @@ def replica_70b():  # type: ignore[no-untyped-def]
 def test_real_replica_single_request_and_saturation(replica_70b) -> None:  # type: ignore[no-untyped-def]
     for isl in (1000, 8192):
         alone = simulate(replica_70b, one(isl, 20))
-        assert alone.ttft_s[0] == pytest.approx(replica_70b.prefill_time(isl, 0), rel=1e-9)
+        assert alone.ttft_s[0] == pytest.approx(replica_70b.single_request_ttft(isl), rel=1e-9)
     analytic = float(replica_70b.offline_throughput(1000, 200)["output_tokens_per_s"])
     result = simulate(replica_70b, sample(ServingLoad(rate_per_s=500, requests=6000, input_tokens=1000,
                                                       output_tokens=200)))

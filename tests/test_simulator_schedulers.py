@@ -103,6 +103,21 @@ def test_one_request_ttft_is_the_prefill_and_tpot_the_decode_step(scheduler: str
     assert result.iterations == 11
 
 
+@dataclass
+class WithLatency(Const):
+    request_latency_s: float = 0.007
+
+
+@pytest.mark.parametrize("scheduler", ["chunked", "continuous", "static", "disaggregated"])
+def test_request_latency_adds_to_ttft_and_e2e_not_to_tpot_or_the_engine(scheduler: str) -> None:
+    plain = simulate(Const(), requests((1.0, 100, 11), (1.05, 100, 11)), scheduler)
+    late = simulate(WithLatency(), requests((1.0, 100, 11), (1.05, 100, 11)), scheduler)
+    assert late.ttft_s == pytest.approx(plain.ttft_s + 0.007)
+    assert late.e2e_s == pytest.approx(plain.e2e_s + 0.007)
+    assert late.tpot_s == pytest.approx(plain.tpot_s)
+    assert late.finish_s == pytest.approx(plain.finish_s)  # outside the engine: its steps are unchanged
+
+
 def test_one_token_output_has_no_tpot_and_ends_at_its_first_token() -> None:
     result = simulate(Const(), requests((0.0, 100, 1), (0.0, 100, 3)))
     assert np.isnan(result.tpot_s[0]) and result.finish_s[0] == pytest.approx(P)

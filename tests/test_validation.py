@@ -22,11 +22,11 @@ BOUNDS = {
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
     # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
-    # step model reaches 17.0 %, 17.0 % and 19.1 % (docs/serving.md says where it misses).
+    # step model reaches 17.0 %, 17.0 % and 15.5 % (docs/serving.md says where it misses).
     # The throughput bound is a regression guard, not the target; the latency bounds are met.
     "inference_throughput": 18.0,
     "inference_latency": 18.0,
-    "inference_server": 20.0,
+    "inference_server": 17.0,
 }
 
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two

@@ -49,7 +49,7 @@ INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "inference_hbm": (0.8, 0.1, 0.3, 0.95),
     "inference_step_overhead_us": (500.0, 5000.0, 0.0, 50000.0),
     # Outside the engine: API server, tokenisation, first-token detokenisation and streaming.
-    "serving_request_latency_ms": (0.0, 10.0, 0.0, 100.0),
+    "serving_request_latency_ms": (1.0, 10.0, 0.0, 100.0),
 }
 INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server"})
 
