@@ -82,6 +82,8 @@ def test_serve_cli_table(cli_run: Cli) -> None:
     (["--input-tokens", "0"], "--input-tokens"),
     (["--length-spread", "9"], "--length-spread"),
     (["--tp", "1", "--weights", "bf16"], "--tp"),
+    (["--prefill-buckets", "4096,2048"], "--prefill-buckets"),
+    (["--decode-buckets", "4k"], "--decode-buckets"),
 ])
 def test_serve_refusals_are_one_line(cli_run: Cli, extra: list[str], field: str) -> None:
     code, out, err = cli_run([*H100, *extra])
@@ -89,6 +91,19 @@ def test_serve_refusals_are_one_line(cli_run: Cli, extra: list[str], field: str)
     assert out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], err
+
+
+def test_serve_buckets_pad_a_single_request(cli_run: Cli) -> None:
+    base = ["serve", "--model", "llama3-70b", "--system", "trn2", "--tp", "16", "--input-tokens", "10000",
+            "--output-tokens", "1500", "--json"]
+    code, out, err = cli_run(base)
+    assert code == 0, err
+    plain = json.loads(out)["single_request"]
+    code, out, err = cli_run([*base, "--prefill-buckets", "2048,4096,8192,12288", "--decode-buckets", "12800"])
+    assert code == 0, err
+    padded = json.loads(out)["single_request"]
+    assert padded["ttft_s"] > 1.15 * plain["ttft_s"]  # 12,288 tokens prefilled, not 10,000
+    assert padded["tpot_s"] > plain["tpot_s"]
 
 
 def test_closed_loop_and_offline_runs(cli_run: Cli) -> None:

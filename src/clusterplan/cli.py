@@ -776,6 +776,10 @@ def serve(
     weights: Annotated[str, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls")] = "bf16",
     kv_cache: Annotated[str, typer.Option(help="bf16 | fp8 KV cache")] = "bf16",
     max_batch: Annotated[int, typer.Option(help="engine limit on batched sequences")] = 2048,
+    prefill_buckets: Annotated[str | None, typer.Option(
+        help="static-shape engine (AWS Neuron): compiled prompt lengths, e.g. 2048,4096,8192")] = None,
+    decode_buckets: Annotated[str | None, typer.Option(
+        help="static-shape engine: compiled sequence lengths of token generation, e.g. 4096,8192")] = None,
     input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
     output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
     rate: Annotated[float | None, typer.Option(help="simulate one replica at this many requests/s")] = None,
@@ -856,7 +860,8 @@ def serve(
         replay = queued_at_zero(requests, input_tokens, output_tokens)
     try:
         deployment = Deployment(tp=tp, pp=pp, ep=ep, weights=weights, kv_cache=kv_cache,
-                                max_batch=max_batch)
+                                max_batch=max_batch, prefill_buckets=_buckets(prefill_buckets, "--prefill-buckets"),
+                                decode_buckets=_buckets(decode_buckets, "--decode-buckets"))
     except ValidationError as error:
         first = error.errors()[0]
         raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
@@ -874,6 +879,16 @@ def serve(
         emit_json(record)
     else:
         serve_table(console, record)
+
+
+def _buckets(value: str | None, field: str) -> tuple[int, ...]:
+    """Comma-separated token counts (``2048,4096``); none when the option is not given."""
+    if value is None:
+        return ()
+    try:
+        return tuple(int(count) for count in _csv(value, field))
+    except ValueError:
+        raise SpecError(field, value, "must list whole token counts, comma-separated, e.g. 2048,4096") from None
 
 
 def _serve_simulation(scheduler: str, admission: str, replicas: int, router: str, prefill_replicas: int | None,
