@@ -6,8 +6,8 @@ vLLM (Kwon et al., SOSP 2023: paged KV cache, admission by free KV blocks, preem
 recompute) and Sarathi-Serve (Agrawal et al., OSDI 2024: chunked prefill, prompt chunks
 piggybacked on decode steps) do. A replica is known only through a
 :class:`~clusterplan.inference.engine.StepModel`; step times come from
-:mod:`~clusterplan.inference.steptimes` (exact tables of the model's separable step terms, or direct calls) and the
-engine loops live in :mod:`~clusterplan.inference.schedulers`.
+:mod:`~clusterplan.inference.steptimes` (exact tables of the model's separable step terms, or
+direct calls) and the engine loops live in :mod:`~clusterplan.inference.schedulers`.
 
 Conventions (all schedulers)
 ----------------------------
@@ -18,6 +18,12 @@ Conventions (all schedulers)
   prefill and at most ``prompt + o`` KV tokens.
 * TTFT = first token - arrival; TPOT = (finish - first token) / (o - 1), NaN when ``o == 1``;
   E2E = finish - arrival. Tokens stream: a request finishes at the step producing its last token.
+  A model's ``request_latency_s`` (server, tokenisation, streaming: outside the engine's steps)
+  is added to every TTFT and E2E.
+* Several prompts (or prompt chunks) in one step each attend over their own sequence only, as
+  packed ("ragged") prefill kernels do: a model with separable terms is charged their own causal
+  query-key pairs; a model called directly can only be asked for one prompt of their total
+  (``prefill_time``/``mixed_time``), which over-counts their attention.
 * KV admission (``admission``): ``"reserve"`` (default) admits a request only if its prompt plus
   its whole output fit in the KV not already reserved, so a sequence never has to be preempted;
   ``"optimistic"`` (vLLM-like) admits it if its prompt fits with one token of headroom per
@@ -38,11 +44,11 @@ Schedulers
     Waiting requests are admitted while KV and ``max_batch`` allow. Each step decodes every
     running sequence and prefills up to ``chunk_tokens`` (8192) prompt tokens of admitted, not yet
     prefilled sequences in admission order (a prompt longer than the chunk continues over several
-    steps); it takes ``mixed_time`` when it does both, else ``decode_time`` or ``prefill_time``.
+    steps); it is costed as a mixed step when it does both, else as a decode or prefill step.
 ``continuous`` (vLLM V0's default: iteration-level batching with prefill priority)
     Before each step, waiting requests are admitted while KV, ``max_batch`` and
     ``max_prefill_tokens`` allow; if any were, the step is a prefill step over all their prompts
-    (``prefill_time(total, 0)``; decodes wait), else a decode step of all running sequences.
+    (decodes wait), else a decode step of all running sequences.
 ``static``
     Fixed batches. When the replica is idle it dispatches a batch once ``max_batch`` requests
     wait, or the oldest has waited ``batch_timeout_s``, or no further request can arrive. The batch
