@@ -113,7 +113,11 @@ def test_chip_spot_checks() -> None:
     assert load_chip("h100").name == "h100-sxm"  # alias
     assert load_chip("a100").peak("fp8") == pytest.approx(312e12)  # no fp8 units: bf16 rate
     assert load_chip("trainium2").hbm_bytes == 96 * 2**30
-    assert load_chip("h200").hbm_bytes == 141e9
+    # HBM totals as the driver exposes them (nvidia-smi), not the marketing "80 GB" / "141 GB"
+    assert load_chip("h100").hbm_bytes == 81559 * 2**20
+    assert load_chip("h800").hbm_bytes == load_chip("h100").hbm_bytes
+    assert load_chip("a100").hbm_bytes == 80 * 2**30
+    assert load_chip("h200").hbm_bytes == 143771 * 2**20
     assert load_chip("b200").peak("fp4") == pytest.approx(9e15)
     assert load_chip("gb300").peak("fp4") == pytest.approx(15e15)
     assert load_chip("trainium3").peak("fp4") == pytest.approx(2517e12)

@@ -22,11 +22,12 @@ BOUNDS = {
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
     # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
-    # step model reaches 17.0 %, 17.0 % and 15.5 % (docs/serving.md says where it misses).
-    # The throughput bound is a regression guard, not the target; the latency bounds are met.
-    "inference_throughput": 18.0,
-    "inference_latency": 18.0,
-    "inference_server": 17.0,
+    # step model reaches 15.04 %, 13.5 % and 13.5 % (docs/serving.md says where it misses). The
+    # throughput bound is a regression guard 0.5 point above today (the 15 % target is missed by
+    # 0.04 point); the latency and server bounds are under their 20 % target.
+    "inference_throughput": 15.5,
+    "inference_latency": 15.0,
+    "inference_server": 15.0,
 }
 
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two
@@ -124,3 +125,17 @@ def test_moe_rows_of_an_older_blackwell_stack_are_listed_not_modelled(
     assert old.predicted is None and "older software stack: NeMo 26.06" in (old.case.skip or "")
     # H100 numbers did not move between releases: its 26.04.01 rows stay modelled.
     assert rows["GPT OSS 120B DGX-H100 x64 BF16 (NeMo 26.04.01)"].predicted is not None
+
+
+def test_offline_rows_use_the_published_kv_share_and_benchmark_size() -> None:
+    """Configuration published with a row is used for that row: the KV share its notes state
+    (else TensorRT-LLM's default 0.90) and its ``num_requests`` (else that of the nearest
+    sequence length in the same methodology)."""
+    from clusterplan.validation import inference_cases as ic
+
+    rows = {r["row_id"]: r for r in ic._rows()}
+    assert ic._kv_fraction(rows["H0633"]) == 0.95  # v0.17 notes: kv_cache_free_gpu_mem_fraction 0.95
+    assert ic._kv_fraction(rows["H0996"]) == ic.TRTLLM_DEFAULT_KV_FRACTION == 0.90  # v0.14.0: not set
+    assert ic._requests(rows["S0024"], list(rows.values())) == 3000  # printed
+    assert ic._requests(rows["S0029"], list(rows.values())) == 1500  # 1024/2048: as 1000/2000
+    assert ic._requests(rows["S0021"], list(rows.values())) == 3000  # 1000/1000

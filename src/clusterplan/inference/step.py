@@ -13,7 +13,23 @@ other: a step's large-batch GEMMs are compute-bound while its attention is KV-re
   ``kernel_overhead_s`` per kernel) with the serving HBM efficiency ``inference_hbm``: at small
   batches they are weight-read bound (every weight read once per step). The input embedding is
   a gather (not read in full); the LM head runs on one row per sequence (the last token).
-* Attention: max(attention FLOPs at the fused-attention efficiency, K/V cache read).
+* Attention: max(attention FLOPs at the fused-attention efficiency, K/V cache read). The fused
+  attention computes in the KV cache's precision: an fp8 cache runs FP8 tensor-core attention
+  (TensorRT-LLM's FP8 context FMHA, which ``trtllm-bench build`` enables with FP8 quantization;
+  FlashAttention-3 FP8, Shah et al. 2024), so its FLOPs go at the fp8 peak.
+* Quantised weights (fp8, fp4) are the transformer blocks' linear layers; the input embedding
+  and the LM head stay bf16 (NVIDIA ModelOpt PTQ excludes ``lm_head`` and quantises only
+  ``Linear`` layers, as the published ``nvidia/*-FP8`` checkpoints list in
+  ``hf_quant_config.json``): they count 2 bytes per weight in memory and the LM head GEMM runs
+  at bf16.
+* Memory-bound elementwise kernels, as the training estimator counts them
+  (:mod:`clusterplan.training.step`): per layer and token, two norms (2h read and written) and
+  two residual adds (3h) on the full hidden state, which every TP rank holds after its
+  all-reduce (serving engines run no sequence parallelism), plus rope on q and k and the FFN
+  activation (3x the FFN width for SwiGLU) on the rank's shard; bf16 activations, at the
+  serving HBM efficiency. Serving FP8 uses static scales quantised inside these kernels, so
+  there is no separate cast pass (training's delayed-scaling casts are not counted). Their
+  launch costs stay in the per-GEMM ``kernel_overhead_s``, fitted that way on training rows.
 * TP: two all-reduces of ``tokens x hidden`` bf16 activations per layer (Shoeybi et al. 2019),
   not overlapped with compute (they sit between dependent GEMMs); PP: one hop per stage boundary.
 * PP: a step is one micro-batch's pass through the ``pp`` stages in turn, so its time is ``pp``
@@ -49,7 +65,7 @@ from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import PRECISION_CODES
 from clusterplan.training import flops as fl
 from clusterplan.training import memory as mem
-from clusterplan.training.step import Hardware
+from clusterplan.training.step import ACTIVATION_BYTES, Hardware
 
 FloatArray = NDArray[np.float64]
 KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
@@ -117,6 +133,15 @@ def padded(length: Any, buckets: tuple[int, ...]) -> Any:
     return np.where(length <= table[-1], table[index], length)
 
 
+def weight_bytes(model: Model, weights: str) -> float:
+    """Bytes of a model's weights in a serving format: quantised formats hold the transformer
+    blocks' linear layers at their width and the input embedding and LM head at bf16 (module
+    doc); bf16 is every weight at 2 bytes."""
+    kept = model.embedding_params + model.lm_head_params
+    width = float(OPERAND_BYTES[PRECISION_CODES[weights]])
+    return float((model.total_params - kept) * width + kept * OPERAND_BYTES[PRECISION_CODES["bf16"]])
+
+
 def _seconds(value: Any) -> Any:
     """A float for a scalar step, the array for an array of steps."""
     array = np.asarray(value, dtype=np.float64)
@@ -141,7 +166,7 @@ class ReplicaModel:
         d = self.deployment.validate_for(self.model)
         chip = self.hardware.chip
         self.max_batch = d.max_batch
-        self.weight_bytes_per_chip = self.model.total_params * OPERAND_BYTES[PRECISION_CODES[d.weights]] / d.chips
+        self.weight_bytes_per_chip = weight_bytes(self.model, d.weights) / d.chips
         self.kv_per_token = kv_bytes_per_token(self.model, d.kv_cache)
         free = chip.hbm_bytes - self.weight_bytes_per_chip - self.hardware.efficiency.reserved_bytes
         usable = free * d.kv_memory_fraction
@@ -187,14 +212,16 @@ class ReplicaModel:
         hop = coll.p2p_time(self.hardware.system, np.array([d.tp]), message)
         return np.squeeze((d.pp - 1) * hop)
 
-    def _gemm(self, m: Any, n: Any, k: Any, groups: Any = 1.0, scale: float = 1.0) -> Any:
+    def _gemm(self, m: Any, n: Any, k: Any, groups: Any = 1.0, scale: float = 1.0, precision: str | None = None) -> Any:
         """One GEMM (or ``groups`` grouped GEMMs) of this replica's chips at the weights'
-        precision: the training estimator's shape-aware roofline (``costs.compute``), with the
-        serving HBM efficiency because decode GEMMs are weight-read bound."""
+        precision (or ``precision``): the training estimator's shape-aware roofline
+        (``costs.compute``), with the serving HBM efficiency because decode GEMMs are weight-read
+        bound."""
         eff = self.hardware.efficiency
-        code = PRECISION_CODES[self.deployment.weights]
+        code = PRECISION_CODES[precision or self.deployment.weights]
         m = np.maximum(np.asarray(m, dtype=np.float64), 1e-9)  # a table's zero-token entry: no 0/0
-        return grouped_gemm_time(m, groups, n, k, self._peak(), self._matmul_eff() * scale, OPERAND_BYTES[code],
+        return grouped_gemm_time(m, groups, n, k, float(self.hardware.peak[code]),
+                                 float(self.hardware.matmul_eff[code]) * scale, OPERAND_BYTES[code],
                                  self.hardware.chip.hbm_bandwidth, eff.inference_hbm, eff.kernel_overhead_s,
                                  eff.matmul_dim_half)
 
@@ -214,6 +241,17 @@ class ReplicaModel:
         if model.moe is not None:
             layers = layers + model.moe_layers * self._moe_ffn_time(tokens)
         return layers / d.pp
+
+    def _elementwise_time(self, tokens: Any) -> Any:
+        """Norms, residual adds, rope and the FFN activation over this chip's layers (module doc)."""
+        model, d = self.model, self.deployment
+        h, tp = float(model.hidden_size), float(d.tp)
+        replicated = 2 * 2.0 * h + 2 * 3.0 * h
+        activation = (3.0 if model.ffn_activation == "swiglu" else 2.0) * model.ffn_matmul_width
+        sharded = 2.0 * (model.q_size + model.kv_size) + activation
+        traffic = ACTIVATION_BYTES * np.asarray(tokens, dtype=np.float64) * (replicated + sharded / tp)
+        return (traffic * model.layers / d.pp
+                / (self.hardware.chip.hbm_bandwidth * self.hardware.efficiency.inference_hbm))
 
     def _moe_ffn_time(self, tokens: Any) -> Any:
         """One MoE FFN on one chip: the router, the routed experts as grouped GEMMs over the
@@ -247,19 +285,21 @@ class ReplicaModel:
     # sequence count, and fused attention is the larger of two linear terms. The simulator
     # tabulates the first two (``inference/steptimes.py``), so every step is exact and cheap.
     def token_time(self, new_tokens: Any) -> Any:
-        """Everything in a step that depends only on its ``new_tokens``: every layer's GEMMs on
-        each of the ``pp`` stages in turn (``pp`` x a stage's layers = all layers), the TP
-        all-reduces, the PP hops and the engine's per-step overhead."""
+        """Everything in a step that depends only on its ``new_tokens``: every layer's GEMMs and
+        elementwise kernels on each of the ``pp`` stages in turn (``pp`` x a stage's layers = all
+        layers), the TP all-reduces, the PP hops and the engine's per-step overhead."""
         tokens = np.asarray(new_tokens, dtype=np.float64)
         stages = float(self.deployment.pp)
-        return _seconds(stages * self._layers_gemm_time(tokens) + self._tp_time(tokens) + self._pp_time(tokens)
+        layers = self._layers_gemm_time(tokens) + self._elementwise_time(tokens)
+        return _seconds(stages * layers + self._tp_time(tokens) + self._pp_time(tokens)
                         + self.hardware.efficiency.inference_step_overhead_s)
 
     def sequence_time(self, sequences: Any) -> Any:
-        """The LM head, on one row (the last token) per sequence that samples a token."""
+        """The LM head, on one row (the last token) per sequence that samples a token; it stays
+        bf16 in quantised checkpoints (module doc)."""
         model = self.model
         return _seconds(self._gemm(np.asarray(sequences, dtype=np.float64), model.vocab_size / self.deployment.tp,
-                                   model.hidden_size))
+                                   model.hidden_size, precision="bf16"))
 
     @property
     def seconds_per_pair(self) -> float:
@@ -271,7 +311,8 @@ class ReplicaModel:
         flops = 4.0 * width * self.model.layers
         eff = self.hardware.efficiency
         attention = eff.attention * attention_head_dim_factor(*fl.attention_head_dims(self.model), eff.matmul_dim_half)
-        return float(flops / self.deployment.tp / (self.hardware.peak[1] * attention))
+        peak = self.hardware.peak[PRECISION_CODES[self.deployment.kv_cache]]  # fp8 KV: fp8 attention
+        return float(flops / self.deployment.tp / (peak * attention))
 
     @property
     def seconds_per_kv_token(self) -> float:
@@ -333,21 +374,39 @@ class ReplicaModel:
         return float(tokens * self.kv_per_token / (tier.effective_bandwidth * self.deployment.chips) + tier.latency_s)
 
     # ---- analytic steady state --------------------------------------------------------------
-    def offline_throughput(self, input_tokens: Any, output_tokens: Any) -> dict[str, FloatArray]:
-        """Saturated throughput with continuous batching (vectorised over request shapes): the
-        batch is the engine limit or what the KV cache holds at full length; each request costs
-        one prefill and ``output`` decode steps shared with the batch."""
-        isl = np.asarray(input_tokens, dtype=np.float64)
-        osl = np.asarray(output_tokens, dtype=np.float64)
-        batch = np.maximum(np.minimum(self.max_batch, np.floor(self.kv_capacity_tokens / (isl + osl))), 1.0)
+    def _cycle(self, batch: Any, isl: Any, osl: Any) -> tuple[Any, Any]:
+        """Decode step and prefill of a batch that runs its ``osl`` steps together."""
         mean_context = batch * (isl + osl / 2.0)
         decode = self._step(batch, mean_context, mean_context, batch)
         # prefill of the whole batch's prompts, in chunks that keep each step a good GEMM
-        prefill_tokens = batch * isl
-        prefill = self._step(prefill_tokens, isl * isl / 2.0 * batch, 0.0, batch)
+        prefill = self._step(batch * isl, isl * isl / 2.0 * batch, 0.0, batch)
+        return decode, prefill
+
+    def offline_throughput(self, input_tokens: Any, output_tokens: Any, requests: Any = None) -> dict[str, FloatArray]:
+        """Saturated throughput with continuous batching (vectorised over request shapes): the
+        batch is the engine limit or what the KV cache holds at full length; each request costs
+        one prefill and ``output`` decode steps shared with the batch.
+
+        ``requests``: a finite run of that many identical requests all queued at t = 0 (an
+        offline benchmark such as ``trtllm-bench throughput``, which reports total output tokens
+        over the run's wall time). Identical requests admitted together finish together, so the
+        engine runs ``requests // batch`` full waves and a last, partial wave whose ``output``
+        steps run at its smaller batch (each no shorter than a one-sequence decode); ``None`` is
+        the steady state (an endless run). Per engine for a pipeline (requests split evenly)."""
+        isl = np.asarray(input_tokens, dtype=np.float64)
+        osl = np.asarray(output_tokens, dtype=np.float64)
+        batch = np.maximum(np.minimum(self.max_batch, np.floor(self.kv_capacity_tokens / (isl + osl))), 1.0)
+        decode, prefill = self._cycle(batch, isl, osl)
         cycle = osl * decode + prefill
         # every engine (pipeline micro-batch in flight) runs such a cycle at the same time
         output = self.engines * batch * osl / cycle
+        if requests is not None:
+            per_engine = np.asarray(requests, dtype=np.float64) / self.engines
+            waves = np.floor(per_engine / batch)
+            rest = per_engine - waves * batch
+            rest_decode, rest_prefill = self._cycle(np.maximum(rest, 1.0), isl, osl)
+            wall = waves * cycle + np.where(rest > 0, osl * rest_decode + rest_prefill, 0.0)
+            output = self.engines * per_engine * osl / wall
         return {"batch": self.engines * batch, "output_tokens_per_s": output,
                 "total_tokens_per_s": output * (isl + osl) / osl,
                 "decode_step_s": np.asarray(decode), "prefill_s": np.asarray(prefill)}

@@ -1,7 +1,9 @@
 """Serving rows of inference_published.csv: each predicted from the row's own deployment.
 
 * ``inference_throughput``: TensorRT-LLM offline (saturated) output tokens/s per replica on H100,
-  predicted by the analytic continuous-batching steady state (``ReplicaModel.offline_throughput``).
+  predicted by the analytic continuous-batching model of the row's finite benchmark run
+  (``ReplicaModel.offline_throughput`` with the published ``num_requests``: trtllm-bench reports
+  total output tokens over the run's wall time, the last partial wave included).
 * ``inference_latency``: latency rows: AWS Neuron single-request TTFT and TPOT on Trainium2
   (one prefill; one decode step).
 * ``inference_server``: TensorRT-LLM online-serving rows at a request rate on H100, replayed
@@ -34,6 +36,15 @@ _MODELS = {"llama-3.1-8b-instruct": "llama3-8b", "llama-3.1-70b-instruct": "llam
            "llama-3.3-70b-instruct": "llama3-70b", "llama-3-70b-instruct": "llama3-70b",
            "llama-3.1-405b-instruct": "llama3-405b"}
 _SYSTEMS = {"H100-SXM-80GB": "dgx-h100", "Trainium2": "trn2"}
+
+#: TensorRT-LLM's KV-cache share of the free GPU memory when a run does not set it: the default
+#: of ``trtllm-bench --kv_cache_free_gpu_mem_fraction`` and of ``KvCacheConfig``
+#: (``free_gpu_memory_fraction``). The perf-overview pages from v0.17 on say their runs set 0.95
+#: "in a majority of cases" (``kv_cache_free_gpu_mem_fraction 0.95`` in the row notes); the
+#: v0.14.0 page's commands do not set it. Source: TensorRT-LLM docs/source/performance/
+#: perf-overview.md (v0.20: "a higher KV cache percentage by setting
+#: --kv_cache_free_gpu_mem_fraction 0.95 ... than the default setting of 0.90").
+TRTLLM_DEFAULT_KV_FRACTION = 0.90
 
 
 def _rows() -> list[dict[str, str]]:
@@ -68,9 +79,30 @@ def _replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
     pp = int(row["pipeline_parallel"] or 1) if row["hardware"] != "Trainium2" else 1
     max_batch = int(row["max_batch_size_per_replica"]) if row["max_batch_size_per_replica"] else 2048
     deployment = Deployment(tp=tp, pp=pp, weights=weights, kv_cache=kv, max_batch=max_batch,
-                            kv_memory_fraction=0.95 if row["hardware"] != "Trainium2" else 0.9,
+                            kv_memory_fraction=_kv_fraction(row),
                             prefill_buckets=_buckets(row["notes"], "CE"), decode_buckets=_buckets(row["notes"], "TG"))
     return ReplicaModel(model, hardware, deployment)
+
+
+def _kv_fraction(row: dict[str, str]) -> float:
+    """KV-cache share of the memory left after weights and runtime: what the row's notes say the
+    run set (``kv_cache_free_gpu_mem_fraction 0.95``), else the engine default."""
+    if row["hardware"] == "Trainium2":
+        return 0.9
+    return 0.95 if "kv_cache_free_gpu_mem_fraction 0.95" in row["notes"] else TRTLLM_DEFAULT_KV_FRACTION
+
+
+def _requests(row: dict[str, str], rows: list[dict[str, str]]) -> int:
+    """The row's benchmark size (``num_requests``); where a row does not print it, the size the
+    same methodology used for the nearest sequence length (its perf-overview page sets
+    ``$num_requests`` by input+output length)."""
+    if row["num_requests"]:
+        return int(row["num_requests"])
+    length = int(row["input_tokens"]) + int(row["output_tokens"])
+    sized = [r for r in rows if r["scenario"] == row["scenario"] and r["num_requests"]]
+    nearest = min(sized, key=lambda r: (abs(int(r["input_tokens"]) + int(r["output_tokens"]) - length),
+                                        -int(r["num_requests"])))
+    return int(nearest["num_requests"])
 
 
 def _family(row: dict[str, str]) -> str:
@@ -107,21 +139,24 @@ def _not_modelled(row: dict[str, str]) -> str | None:
 
 def inference_throughput() -> list[Case]:
     cases = []
-    for row in _rows():
+    rows = _rows()
+    for row in rows:
         if row["scenario"] != "offline":
             continue
-        isl, osl = int(row["input_tokens"]), int(row["output_tokens"])
+        isl, osl, requests = int(row["input_tokens"]), int(row["output_tokens"]), _requests(row, rows)
         label = (f"{row['model']} TP{row['tensor_parallel']} {row['precision_weights']} {isl}/{osl} "
                  f"({row['engine_version'][:22]})")
         published = float(row["throughput_output_tokens_per_s"])
 
-        def predict(replica: ReplicaModel, isl: int = isl, osl: int = osl) -> float:
-            return float(replica.offline_throughput(isl, osl)["output_tokens_per_s"])
+        def predict(replica: ReplicaModel, isl: int = isl, osl: int = osl, requests: int = requests) -> float:
+            return float(replica.offline_throughput(isl, osl, requests)["output_tokens_per_s"])
 
         cases.append(_case("inference_throughput", row, label, "output_tokens_per_s", published, predict,
                            ("fp8 KV cache with fp8 weights when the row does not say", "engine batch limit 2048",
-                            "95 % of the memory left after weights for KV "
-                            "(kv_cache_free_gpu_mem_fraction, row notes)")))
+                            f"{_kv_fraction(row):.0%} of the memory left after weights and runtime for KV "
+                            "(kv_cache_free_gpu_mem_fraction: 0.95 where the row notes say so, else the "
+                            "TensorRT-LLM default 0.90)",
+                            f"a finite run of {requests} requests queued at t = 0, throughput over its wall time")))
     return cases
 
 
