@@ -22,10 +22,10 @@ BOUNDS = {
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
     # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
-    # step model reaches 15.04 %, 13.5 % and 13.5 % (docs/serving.md says where it misses). The
-    # throughput bound is a regression guard 0.5 point above today (the 15 % target is missed by
-    # 0.04 point); the latency and server bounds are under their 20 % target.
-    "inference_throughput": 15.5,
+    # step model reaches 11.2 % (the 109 rows of TensorRT-LLM's current software stack; the 131
+    # v0.14.0 rows are an older stack, as for the NeMo tables), 13.5 % and 13.3 %: all met;
+    # these bounds guard against regressions (docs/serving.md).
+    "inference_throughput": 12.5,
     "inference_latency": 15.0,
     "inference_server": 15.0,
 }
@@ -116,6 +116,26 @@ def test_release_noise_and_retuned_configurations_do_not_start_a_new_stack() -> 
     retuned = [_nemo_row("26.02", 9691, mbs="1"), _nemo_row("26.02.01", 26695, mbs="4")]
     assert stack_epochs(noise) == {}
     assert stack_epochs(retuned) == {}
+
+
+def test_trtllm_releases_are_ordered_as_the_table_spells_them() -> None:
+    from clusterplan.validation.inference_cases import engine_release
+
+    spelled = ["0.14.0", "0.17", "v0.20 (PyTorch backend)",
+               "v1.0-era docs (PyTorch backend since v0.19; exact release not stated)",
+               "latest docs revision after v1.0 (PyTorch backend; release not stated)"]
+    assert sorted(spelled, key=engine_release) == spelled
+
+
+def test_serving_rows_of_an_older_trtllm_stack_are_listed_not_modelled(
+        results_by_table: dict[str, list]) -> None:  # type: ignore[type-arg]
+    """TensorRT-LLM 0.17 ran identical H100 configurations up to 2x faster than 0.14.0 (70B fp8
+    TP1 128/2048: 446 -> 912 tok/s): the 0.14.0 rows are listed, not modelled; none newer is."""
+    rows = results_by_table["inference_throughput"]
+    old = [r for r in rows if "(0.14.0)" in r.case.label]
+    assert len(old) == 131 and all(r.predicted is None for r in old)
+    assert all("older software stack: TensorRT-LLM 0.17" in (r.case.skip or "") for r in old)
+    assert sum(r.predicted is not None for r in rows) == 109
 
 
 def test_moe_rows_of_an_older_blackwell_stack_are_listed_not_modelled(

@@ -266,31 +266,38 @@ def _family(system: str) -> str:
     return load_chip(load_system(_NEMO_SYSTEMS[system]).chip).family
 
 
-def stack_epochs(rows: list[dict[str, str]]) -> dict[str, tuple[str, str, float]]:
+def stack_epochs(rows: list[dict[str, str]], run: Callable[[dict[str, str]], tuple[str, ...]] | None = None,
+                 release: Callable[[dict[str, str]], str] | None = None,
+                 version: Callable[[str], tuple[int, ...]] = _version,
+                 rate: Callable[[dict[str, str]], float] | None = None,
+                 family: Callable[[dict[str, str]], str] | None = None) -> dict[str, tuple[str, str, float]]:
     """Per chip family, the oldest release of its current software stack.
 
     The release is the newest one that ran some configuration identical to an earlier release's
     at least :data:`STACK_STEP` times faster; the value also names that configuration's model
     and the speed-up, for the skip reason. Rows of the family from before it measure a stack
     that no longer exists, and a model of the hardware cannot match both the old and the new
-    number for one configuration.
+    number for one configuration. The defaults read the NeMo tables (configuration, container,
+    tokens/s per GPU, system); the serving tables pass their own columns.
     """
-    by_run: dict[tuple[str, ...], list[tuple[tuple[int, ...], str, float]]] = {}
+    run = run or _nemo_run
+    release = release or (lambda row: row["nemo_container"])
+    rate = rate or (lambda row: float(row["tokens_per_sec_per_gpu"]))
+    family = family or (lambda row: _family(row["system"]))
+    by_run: dict[tuple[str, ...], list[tuple[tuple[int, ...], str, float, str]]] = {}
     for row in rows:
-        key = _nemo_run(row)
-        version = row["nemo_container"]
-        by_run.setdefault(key, []).append((_version(version), version, float(row["tokens_per_sec_per_gpu"])))
+        name = release(row)
+        by_run.setdefault(run(row), []).append((version(name), name, rate(row), family(row)))
     epochs: dict[str, tuple[str, str, float]] = {}
     for key, runs in by_run.items():
         runs.sort()
-        for (_, _, older), (newer_v, newer, faster) in pairwise(runs):
+        for (_, _, older, _), (newer_v, newer, faster, chip_family) in pairwise(runs):
             if faster < STACK_STEP * older:
                 continue
-            family = _family(key[1])
-            current = epochs.get(family)
-            if (current is None or newer_v > _version(current[0])
+            current = epochs.get(chip_family)
+            if (current is None or newer_v > version(current[0])
                     or (newer == current[0] and faster / older > current[2])):
-                epochs[family] = (newer, key[0], faster / older)
+                epochs[chip_family] = (newer, key[0], faster / older)
     return epochs
 
 

@@ -30,7 +30,7 @@ from clusterplan.inference.serving import ServingLoad, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import offline
 from clusterplan.training.step import Hardware
-from clusterplan.validation.cases import Case
+from clusterplan.validation.cases import Case, stack_epochs
 
 _MODELS = {"llama-3.1-8b-instruct": "llama3-8b", "llama-3.1-70b-instruct": "llama3-70b",
            "llama-3.3-70b-instruct": "llama3-70b", "llama-3-70b-instruct": "llama3-70b",
@@ -137,16 +137,47 @@ def _not_modelled(row: dict[str, str]) -> str | None:
     return None
 
 
+def engine_release(name: str) -> tuple[int, ...]:
+    """Order of a TensorRT-LLM release as the table spells it ("0.14.0", "v0.20 (PyTorch
+    backend)", "v1.0-era docs (... since v0.19 ...)"): its first version number; a docs revision
+    "after vX" comes just after vX."""
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", name)
+    if found is None:
+        return ()
+    numbers = tuple(int(part) for part in found.groups() if part is not None)
+    return (*numbers, 1) if f"after v{found.group(0)}" in name else numbers
+
+
+def _offline_run(row: dict[str, str]) -> tuple[str, ...]:
+    """A throughput row's configuration: catalog model (Llama 3.1 and 3.3 70B are one
+    architecture), hardware, TP, PP, formats and request shape."""
+    return (_MODELS[row["model"].lower()], row["hardware"], row["tensor_parallel"], row["pipeline_parallel"] or "1",
+            row["precision_weights"].upper(), row["precision_kv"].upper(), row["input_tokens"], row["output_tokens"])
+
+
 def inference_throughput() -> list[Case]:
+    """Offline rows, predicted by the analytic steady state of a finite run. As for the NeMo
+    training tables (``cases.stack_epochs``), rows from before the newest release in which an
+    identical configuration ran at least 1.2x faster on the same chip family measure an older
+    software stack and are listed as not modelled."""
     cases = []
     rows = _rows()
-    for row in rows:
-        if row["scenario"] != "offline":
-            continue
+    offline_rows = [row for row in rows if row["scenario"] == "offline"]
+    epochs = stack_epochs(offline_rows, run=_offline_run, release=lambda row: row["engine_version"],
+                          version=engine_release, rate=lambda row: float(row["throughput_output_tokens_per_s"]),
+                          family=_family)
+    for row in offline_rows:
         isl, osl, requests = int(row["input_tokens"]), int(row["output_tokens"]), _requests(row, rows)
         label = (f"{row['model']} TP{row['tensor_parallel']} {row['precision_weights']} {isl}/{osl} "
                  f"({row['engine_version'][:22]})")
         published = float(row["throughput_output_tokens_per_s"])
+        epoch = epochs.get(_family(row))
+        if epoch is not None and engine_release(row["engine_version"]) < engine_release(epoch[0]):
+            release, example, speedup = epoch
+            cases.append(Case("inference_throughput", label, "output_tokens_per_s", published, source=row["source"],
+                              skip=f"older software stack: TensorRT-LLM {release} ran an identical {example} "
+                                   f"configuration on this chip family {speedup - 1:.0%} faster"))
+            continue
 
         def predict(replica: ReplicaModel, isl: int = isl, osl: int = osl, requests: int = requests) -> float:
             return float(replica.offline_throughput(isl, osl, requests)["output_tokens_per_s"])
