@@ -65,7 +65,7 @@ from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import PRECISION_CODES
 from clusterplan.training import flops as fl
 from clusterplan.training import memory as mem
-from clusterplan.training.step import ACTIVATION_BYTES, Hardware
+from clusterplan.training.step import ACTIVATION_BYTES, Hardware, elementwise_widths
 
 FloatArray = NDArray[np.float64]
 KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
@@ -245,10 +245,8 @@ class ReplicaModel:
     def _elementwise_time(self, tokens: Any) -> Any:
         """Norms, residual adds, rope and the FFN activation over this chip's layers (module doc)."""
         model, d = self.model, self.deployment
-        h, tp = float(model.hidden_size), float(d.tp)
-        replicated = 2 * 2.0 * h + 2 * 3.0 * h
-        activation = (3.0 if model.ffn_activation == "swiglu" else 2.0) * model.ffn_matmul_width
-        sharded = 2.0 * (model.q_size + model.kv_size) + activation
+        replicated, sharded = elementwise_widths(model, dropout=False)  # serving runs no dropout
+        tp = float(d.tp)
         traffic = ACTIVATION_BYTES * np.asarray(tokens, dtype=np.float64) * (replicated + sharded / tp)
         return (traffic * model.layers / d.pp
                 / (self.hardware.chip.hbm_bandwidth * self.hardware.efficiency.inference_hbm))

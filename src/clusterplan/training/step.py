@@ -87,6 +87,18 @@ class StepEstimate:
     hfu: FloatArray
 
 
+def elementwise_widths(model: Model, dropout: bool) -> tuple[float, float]:
+    """Activation elements read and written per token and layer by the memory-bound kernels:
+    (on the full hidden state, which TP ranks replicate unless sequence-parallel; on the TP
+    shard). Full: two norms (2h each, read and written), two residual adds (3h), and with
+    ``dropout`` two dropouts (2.5h). Shard: rope on q and k, and the FFN activation (3x its
+    width for SwiGLU, 2x otherwise)."""
+    h = float(model.hidden_size)
+    replicated = 2 * 2.0 * h + 2 * 3.0 * h + (2 * 2.5 * h if dropout else 0.0)
+    activation = (3.0 if model.ffn_activation == "swiglu" else 2.0) * model.ffn_matmul_width
+    return replicated, 2.0 * (model.q_size + model.kv_size) + activation
+
+
 def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, FloatArray]:
     """Forward times of one average layer for one micro-batch on one chip, by component."""
     eff = hw.efficiency
@@ -130,11 +142,9 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
                + memory_time(score_traffic, chip.hbm_bandwidth, eff.hbm) + 3 * overhead)
     attention_core = np.where(batch.flash == 1, flash_time, unfused)
 
-    # Memory-bound kernels: norms (2h r/w each), residual adds (3h), dropout, rope, activation;
-    # the replicated region is sharded only with sequence parallelism; fp8 adds casts.
-    replicated = 2 * 2.0 * h + 2 * 3.0 * h + (2 * 2.5 * h if model.dropout else 0.0)
-    activation_traffic = (3.0 if model.ffn_activation == "swiglu" else 2.0) * ffn_width
-    sharded = 2.0 * (model.q_size + model.kv_size) + activation_traffic
+    # Memory-bound kernels (elementwise_widths); the replicated region is sharded only with
+    # sequence parallelism; fp8 adds casts.
+    replicated, sharded = elementwise_widths(model, model.dropout)
     cast = np.where(batch.precision >= 2, 1.5 * (2 * h + out_in + ffn_width), 0.0)
     elementwise_bytes = ACTIVATION_BYTES * tokens * (
         replicated / np.where(batch.sp == 1, tp, 1.0) + sharded / tp) + tokens * cast / tp
