@@ -13,7 +13,7 @@ from clusterplan.inference import workload as wl
 from clusterplan.inference.engine import StepTerms
 from clusterplan.inference.serving import simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
-from clusterplan.inference.steptimes import StepTimes, table_error, trusted_terms
+from clusterplan.inference.steptimes import StepTimes, table_error
 
 REPLICAS = [
     ("llama3-70b", "dgx-h100", Deployment(tp=8, weights="fp8", kv_cache="fp8")),
@@ -55,11 +55,10 @@ class Scalar:
 
 def test_a_model_without_terms_is_called_directly() -> None:
     model = Scalar()
-    assert trusted_terms(model) is None
     times = StepTimes(model, 8192)
     assert not times.tabled and times.decode_line(3) is None
     assert times.decode(3, 5000) == model.decode_time(3, 5000)
-    assert times.mixed(100, 0, 3, 5000) == model.mixed_time(100, 0, 3, 5000)
+    assert times.pieces(100, 100 * 50.0, 1, 0, 3, 5000) == model.mixed_time(100, 0, 3, 5000)
     assert np.isnan(table_error(times)["decode"])
 
 
@@ -91,11 +90,10 @@ class Wrong(Linear):
 
 
 def test_exact_terms_are_tabled_and_wrong_ones_are_not_trusted() -> None:
-    assert trusted_terms(Linear()) is not None
     times = StepTimes(Linear(), 4096)
     assert times.tabled and max(table_error(times, samples=200).values()) <= 1e-12
     assert times.decode(3, 10**6) == pytest.approx(Linear().decode_time(3, 10**6), rel=1e-12)
-    assert trusted_terms(Wrong()) is None and not StepTimes(Wrong(), 4096).tabled
+    assert not StepTimes(Wrong(), 4096).tabled
 
 
 def test_tables_grow_past_their_first_size() -> None:

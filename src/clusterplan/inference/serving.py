@@ -388,13 +388,19 @@ def simulate(
         engines = run_fleet(reqs, workload, times, cfg, scheduler, replicas * _engines(replica), router)
         n_replicas = replicas
     return _result(scheduler, n_replicas, workload, reqs, engines, kv_series_points, extra, prefill_steps,
-                   prefill_busy, float(getattr(replica, "request_latency_s", 0.0)))
+                   prefill_busy, _request_latency(replica))
 
 
 def _engines(model: StepModel) -> int:
     """Engines one replica runs at once (pipeline micro-batches in flight; 1 unless the model
     says otherwise, see ``ReplicaModel.engines``)."""
     return max(int(getattr(model, "engines", 1)), 1)
+
+
+def _request_latency(model: StepModel) -> float:
+    """The model's per-request latency outside the engine (0 unless it says otherwise, see
+    ``ReplicaModel.request_latency_s``)."""
+    return float(getattr(model, "request_latency_s", 0.0))
 
 
 def _result(scheduler: str, replicas: int, workload: Workload, reqs: Requests, engines: list[Any], points: int,
@@ -489,7 +495,7 @@ def max_rate_at_slo(replica: StepModel, workload: ServingLoad, ttft_p99_s: float
     start = _saturated_rate(replica, workload)
     if start is None or not math.isfinite(start) or start <= 0:
         isl, osl = workload.input_tokens, workload.output_tokens
-        alone = (replica.prefill_time(isl, 0) + getattr(replica, "request_latency_s", 0.0)
+        alone = (replica.prefill_time(isl, 0) + _request_latency(replica)
                  + (osl - 1) * replica.decode_time(1, isl + osl // 2))
         start = 1.0 / alone
     if not ok(start / 100):

@@ -11,8 +11,8 @@ tabulated: ``token_time`` and ``sequence_time`` are evaluated once per count, in
 list reads, two products and a ``max``, with no interpolation: the tables give the model's own
 numbers (``tests/test_steptimes.py`` checks them to 1e-9 against direct calls).
 
-The terms are trusted only after they reproduce the model's own ``decode_time``, ``prefill_time``
-and ``mixed_time`` at probe points; a model without terms (or with terms that disagree) is called
+The tables are trusted only after they reproduce the model's own ``decode_time``,
+``prefill_time`` and ``mixed_time`` at probe points; a model without terms (or with terms that disagree) is called
 directly for every step, decode and prefill times memoised (a StepModel must be a pure function
 of its arguments).
 """
@@ -20,7 +20,6 @@ of its arguments).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,50 +32,6 @@ TABLE_LIMIT = 1 << 21
 _CACHE_LIMIT = 1 << 20
 #: Relative agreement demanded of the terms against the model's own step methods.
 _AGREE = 1e-9
-
-
-def _from_terms(terms: StepTerms, step: str, *args: float) -> float:
-    """One step time computed from ``terms`` (the mapping of :class:`StepTerms`'s doc)."""
-    if step == "decode":
-        batch, context = args
-        tokens, sequences, pairs, read = batch, batch, context, context
-    elif step == "prefill":
-        prompt, context = args
-        tokens, sequences, pairs, read = prompt, 1.0, prompt * (context + prompt / 2.0), context
-    else:
-        prompt, context, batch, total = args
-        tokens, sequences = prompt + batch, batch + 1.0
-        pairs, read = prompt * (context + prompt / 2.0) + total, total + context
-    return float(np.asarray(terms.token_time(np.array([tokens], dtype=np.float64)))[0]
-                 + np.asarray(terms.sequence_time(np.array([sequences], dtype=np.float64)))[0]
-                 + max(terms.seconds_per_pair * pairs, terms.seconds_per_kv_token * read))
-
-
-def trusted_terms(model: StepModel) -> StepTerms | None:
-    """The model's :class:`StepTerms` when it has them and they reproduce its own step methods
-    at probe points (small and large batches, empty and full contexts), else ``None``."""
-    make: Any = getattr(model, "step_terms", None)
-    if make is None:
-        return None
-    cap, top = max(int(model.kv_capacity_tokens), 1), max(int(model.max_batch), 1)
-    probes: list[tuple[str, tuple[float, ...]]] = [
-        ("decode", (1, min(cap, 1000))), ("decode", (top, max(cap // 2, top))),
-        ("prefill", (1, 0)), ("prefill", (4096, 0)), ("prefill", (512, min(cap // 2, 20_000))),
-        ("mixed", (256, 0, 1, min(cap, 500))), ("mixed", (2048, 1000, top, max(cap // 3, top))),
-    ]
-    methods: dict[str, Callable[..., float]] = {
-        "decode": model.decode_time, "prefill": model.prefill_time, "mixed": model.mixed_time}
-    try:
-        terms = make()
-        if not isinstance(terms, StepTerms):
-            return None
-        for step, args in probes:
-            want = float(methods[step](*(int(a) for a in args)))
-            if not math.isclose(_from_terms(terms, step, *args), want, rel_tol=_AGREE, abs_tol=0.0):
-                return None
-    except (TypeError, ValueError, AttributeError, IndexError):
-        return None
-    return terms
 
 
 class _Table:
@@ -108,20 +63,37 @@ class StepTimes:
         self.model = model
         self.cap = int(model.kv_capacity_tokens)
         self.max_batch = int(model.max_batch)
-        terms = trusted_terms(model) if tables else None
-        self.tabled = terms is not None
+        self.tabled = False
         self._decode_memo: dict[int, float] = {}
         self._prefill_memo: dict[tuple[int, int], float] = {}
         self._stride = self.max_batch + 1
-        if terms is None:
+        make: Any = getattr(model, "step_terms", None)
+        terms = make() if tables and make is not None else None
+        if not isinstance(terms, StepTerms):
             return
-        self.terms = terms
         self.per_pair = terms.seconds_per_pair
         self.per_read = terms.seconds_per_kv_token
         # a decode step reads every cached token and attends over each once: one slope
         self.decode_slope = max(self.per_pair, self.per_read)
         self._tokens = _Table(terms.token_time, self.max_batch + max(int(prefill_tokens), 1) + 1)
         self._sequences = _Table(terms.sequence_time, self.max_batch + 2)
+        self.tabled = True  # the probes below must read the tables, not the model
+        self.tabled = self._agrees_with_model()
+
+    def _agrees_with_model(self) -> bool:
+        """Whether the tabled steps reproduce the model's own step methods at probe points
+        (small and large batches, empty and full contexts, one prompt with and without decodes)."""
+        model, cap, top = self.model, max(self.cap, 1), max(self.max_batch, 1)
+        try:
+            pairs = [(self.decode(b, c), model.decode_time(b, c))
+                     for b, c in ((1, min(cap, 1000)), (top, max(cap // 2, top)))]
+            for tokens, done, batch, context in ((1, 0, 0, 0), (4096, 0, 0, 0), (512, min(cap // 2, 20_000), 0, 0),
+                                                 (256, 0, 1, min(cap, 500)), (2048, 1000, top, max(cap // 3, top))):
+                want = model.mixed_time(tokens, done, batch, context) if batch else model.prefill_time(tokens, done)
+                pairs.append((self.pieces(tokens, tokens * (done + tokens * 0.5), 1, done, batch, context), want))
+            return all(math.isclose(got, float(want), rel_tol=_AGREE, abs_tol=0.0) for got, want in pairs)
+        except (TypeError, ValueError, AttributeError, IndexError):
+            return False
 
     # ---- decode ----------------------------------------------------------------------------
     def decode_line(self, batch: int) -> tuple[float, float] | None:
@@ -142,13 +114,11 @@ class StepTimes:
             dt = self._decode_memo[key] = self.model.decode_time(batch, context)
         return dt
 
-    # ---- prefill ---------------------------------------------------------------------------
+    # ---- steps with prompt tokens --------------------------------------------------------------
     def prefill(self, tokens: int, context: int) -> float:
+        """A prefill of ``tokens`` of one prompt whose sequence already holds ``context``."""
         if self.tabled:
-            pairs = tokens * (context + tokens * 0.5)
-            attention = self.per_pair * pairs if self.per_pair * pairs > self.per_read * context \
-                else self.per_read * context
-            return self._tokens(tokens) + self._sequences(1) + attention
+            return self.pieces(tokens, tokens * (context + tokens * 0.5), 1, context)
         key = (tokens, context)
         dt = self._prefill_memo.get(key)
         if dt is None:
@@ -156,18 +126,6 @@ class StepTimes:
                 self._prefill_memo.clear()
             dt = self._prefill_memo[key] = self.model.prefill_time(tokens, context)
         return dt
-
-    # ---- mixed ----------------------------------------------------------------------------
-    def mixed(self, tokens: int, prefill_context: int, batch: int, context: int) -> float:
-        """A step that prefills ``tokens`` (whose sequences hold ``prefill_context``) and decodes
-        ``batch`` sequences holding ``context``."""
-        if self.tabled:
-            pairs = tokens * (prefill_context + tokens * 0.5) + context
-            read = context + prefill_context
-            attention = self.per_pair * pairs if self.per_pair * pairs > self.per_read * read \
-                else self.per_read * read
-            return self._tokens(tokens + batch) + self._sequences(batch + 1) + attention
-        return self.model.mixed_time(tokens, prefill_context, batch, context)
 
     def pieces(self, tokens: int, pairs: float, sequences: int, read: int, batch: int = 0, context: int = 0) -> float:
         """A step that prefills ``sequences`` prompt pieces (``tokens`` in all, ``pairs`` causal
@@ -202,7 +160,8 @@ def table_error(times: StepTimes, samples: int = 2000, seed: int = 0) -> dict[st
         done = int(rng.integers(0, cap + 1))
         pairs = (("decode", times.decode(batch, context), model.decode_time(batch, context)),
                  ("prefill", times.prefill(tokens, done), model.prefill_time(tokens, done)),
-                 ("mixed", times.mixed(tokens, done, batch, context), model.mixed_time(tokens, done, batch, context)))
+                 ("mixed", times.pieces(tokens, tokens * (done + tokens / 2.0), 1, done, batch, context),
+                  model.mixed_time(tokens, done, batch, context)))
         for name, got, want in pairs:
             worst[name] = max(worst[name], abs(got / want - 1.0))
     return worst
