@@ -144,3 +144,60 @@ def test_million_token_context_with_cp_is_finite_and_attention_bound() -> None:
     assert result.hfu[0] > 0 and result.memory_breakdown["activations"][0] > 0
     no_cp = _run(model, "gb200-nvl72", tp=2, dp=32, global_batch=32, seq_len=seq // 32, recompute="full")
     assert result.step_time[0] > no_cp.step_time[0]  # the same tokens cost more at 1M context
+
+
+# ---- selective recompute modules (Megatron --recompute-modules) ------------------------------
+def test_recompute_modules_default_is_the_attention_core(qwen: Model) -> None:
+    fields: dict[str, Any] = {"dp": 16, "ep": 16, "global_batch": 64, "seq_len": 4096}
+    default = _run(qwen, **fields)
+    explicit = _run(qwen, recompute_modules=("core_attn",), **fields)
+    assert float(explicit.step_time[0]) == float(default.step_time[0])
+    assert float(explicit.memory[0]) == float(default.memory[0])
+    assert float(explicit.hfu[0]) == float(default.hfu[0])
+
+
+def test_norm_and_moe_activation_recompute_trade_memory_for_memory_bound_time(qwen: Model) -> None:
+    """Re-running the MoE layer's pre-FFN norm and the routed activation in backward costs their
+    forward kernels (memory-bound: no FLOPs) and frees the norm output (2h bytes per token) and
+    the activation output (2 bytes per routed intermediate element) in every layer."""
+    from clusterplan.training.step import Hardware, _layer_forward
+
+    fields: dict[str, Any] = {"dp": 16, "ep": 16, "global_batch": 64, "seq_len": 4096}
+    none = _run(qwen, recompute="none", **fields)
+    both = _run(qwen, recompute="selective", recompute_modules=("layernorm", "moe_act"), **fields)
+    batch = _batch(qwen, recompute="selective", recompute_modules=("layernorm", "moe_act"), **fields)
+    hardware = hardware_for(load_system("dgx-h100"))
+    parts = _layer_forward(qwen, Hardware(hardware.system, hardware.chip, hardware.efficiency), batch)
+    rerun = float(parts["norms"][0] + parts["moe_activation"][0])
+    assert 0 < rerun < 0.2 * float(parts["elementwise"][0] + parts["gemm"][0])
+    assert float(both.time_breakdown["compute"][0] - none.time_breakdown["compute"][0]) == pytest.approx(
+        rerun * qwen.layers * batch.micro_batches[0], rel=1e-9)
+    assert float(both.hfu[0]) == pytest.approx(float(none.hfu[0]) * float(none.step_time[0] / both.step_time[0]))
+    tokens = 4096
+    freed_per_layer = tokens * (2.0 * qwen.hidden_size + 2.0 * qwen.moe.top_k * qwen.moe.expert_ffn_hidden_size)
+    kept = mem.activation_bytes_per_layer(qwen, _batch(qwen, recompute="none", **fields))
+    assert float(kept[0] - mem.activation_bytes_per_layer(qwen, batch)[0]) == pytest.approx(freed_per_layer)
+
+
+def test_norm_recompute_does_nothing_where_norms_are_fused() -> None:
+    """Megatron-Core fuses a dense layer's norms into the following linear: nothing to re-run."""
+    dense = load_model("llama3-8b")
+    fields: dict[str, Any] = {"dp": 8, "global_batch": 64, "seq_len": 8192}
+    default = _run(dense, **fields)
+    norms = _run(dense, recompute_modules=("core_attn", "layernorm"), **fields)
+    assert float(norms.step_time[0]) == float(default.step_time[0])
+    assert float(norms.memory[0]) == float(default.memory[0])
+
+
+@pytest.mark.parametrize(("fields", "rule"), [
+    ({"recompute": "full", "recompute_modules": ("layernorm",)}, "only apply with recompute='selective'"),
+    ({"recompute": "none", "recompute_modules": ("moe_act",)}, "only apply with recompute='selective'"),
+])
+def test_recompute_modules_need_selective_recompute(qwen: Model, fields: dict[str, Any], rule: str) -> None:
+    with pytest.raises(SpecError, match=rule):
+        _plan(qwen, dp=16, global_batch=64, seq_len=4096, **fields)
+
+
+def test_moe_activation_recompute_on_a_dense_model_is_refused() -> None:
+    with pytest.raises(SpecError, match="has no experts"):
+        _plan(load_model("llama3-8b"), dp=8, global_batch=64, seq_len=8192, recompute_modules=("moe_act",))

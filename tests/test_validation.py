@@ -16,9 +16,9 @@ BOUNDS = {
     "megatron_sc21": 5.0,
     "megatron_core_h100_2024": 10.0,
     "nemo_perf": 10.0,
-    # Issue #4 asks for <= 12 % on the MoE rows; today's model reaches 12.2 %, the GPT-OSS row
-    # alone +39 % (docs/moe.md says why). This bound guards against regressions; not the target.
-    "nemo_perf_moe": 13.0,
+    # Issue #4's bound. Today's model reaches 11.999 %: met with no margin; the GPT-OSS row
+    # alone is +37 % (docs/moe.md says why and what the Blackwell recipes run that is not credited).
+    "nemo_perf_moe": 12.0,
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
     # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
@@ -145,6 +145,16 @@ def test_moe_rows_of_an_older_blackwell_stack_are_listed_not_modelled(
     assert old.predicted is None and "older software stack: NeMo 26.06" in (old.case.skip or "")
     # H100 numbers did not move between releases: its 26.04.01 rows stay modelled.
     assert rows["GPT OSS 120B DGX-H100 x64 BF16 (NeMo 26.04.01)"].predicted is not None
+
+
+def test_moe_rows_run_their_recipe_recompute(results_by_table: dict[str, list]) -> None:  # type: ignore[type-arg]
+    """GPT-OSS on H100 re-runs the MoE norm and activation in backward (its recipe's
+    recompute_modules); the Qwen3 recipes recompute nothing."""
+    rows = {r.case.label: r for r in results_by_table["nemo_perf_moe"] if r.predicted is not None}
+    gpt_oss = rows["GPT OSS 120B DGX-H100 x64 BF16 (NeMo 26.04.01)"].case.plan
+    assert gpt_oss.recompute == "selective" and gpt_oss.recompute_modules == ("layernorm", "moe_act")
+    qwen = [r.case.plan for label, r in rows.items() if label.startswith("Qwen3")]
+    assert qwen and all(plan.recompute == "none" for plan in qwen)
 
 
 def test_offline_rows_use_the_published_kv_share_and_benchmark_size() -> None:

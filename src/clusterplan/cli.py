@@ -158,6 +158,10 @@ def train(
     ] = False,
     micro_batch: Annotated[int, typer.Option(help="micro-batch (sequences)")] = 1,
     recompute: Annotated[str, typer.Option(help="none | selective | full")] = "selective",
+    recompute_modules: Annotated[
+        str, typer.Option(help="what selective recompute re-runs: core_attn, layernorm, moe_act "
+                          "(comma-separated; Megatron --recompute-modules)")
+    ] = "core_attn",
     sp: Annotated[
         bool | None, typer.Option("--sp/--no-sp", help="sequence parallelism (default on when tp > 1)")
     ] = None,
@@ -196,7 +200,8 @@ def train(
     options = {"tp": tp, "pp": pp, "vp": vp, "cp": cp, "dp": dp, "ep": ep, "etp": etp,
                "capacity_factor": capacity_factor, "routing_gini": routing_gini, "overlap_ep": overlap_ep,
                "mtp": mtp, "ep_within_scale_up": ep_within_scale_up, "micro_batch": micro_batch,
-               "global_batch": global_batch, "seq_len": seq, "recompute": recompute, "sp": sp,
+               "global_batch": global_batch, "seq_len": seq, "recompute": recompute,
+               "recompute_modules": _csv(recompute_modules, "--recompute-modules"), "sp": sp,
                "zero": zero, "precision": precision, "overlap_tp": overlap_tp, "overlap_dp": overlap_dp,
                "first_stage_layers": first_stage_layers, "last_stage_layers": last_stage_layers}
     plan = build_plan(options, chips)

@@ -179,6 +179,13 @@ class Model(Spec):
         inactive = (self.moe.experts - self.moe.top_k) * self.expert_params * self.moe_layers
         return self.total_params - inactive
 
+    @property
+    def routed_ffn_width(self) -> float:
+        """Routed experts' intermediate width per token, averaged over layers (0 if dense)."""
+        if self.moe is None:
+            return 0.0
+        return self.moe.top_k * self.moe.expert_ffn_hidden_size * self.moe_layers / self.layers
+
     @cached_property
     def ffn_matmul_width(self) -> float:
         """Average per-token FFN intermediate width a token is multiplied through, over layers

@@ -18,10 +18,17 @@ from clusterplan.specs.chip import Precision
 from clusterplan.specs.model import Model
 
 Recompute = Literal["none", "selective", "full"]
+#: What selective recompute re-runs in backward (Megatron-Core ``--recompute-modules``):
+#: ``core_attn`` the attention core (Korthikanti et al. 2022, section 5; Megatron's default),
+#: ``layernorm`` the two norms, ``moe_act`` the routed experts' activation function.
+RecomputeModule = Literal["core_attn", "layernorm", "moe_act"]
 #: The largest job the tools accept: two orders of magnitude beyond any planned cluster.
 MAX_CHIPS = 100_000_000
 
 RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
+#: Bit of each selective-recompute module in PlanBatch.recompute_modules.
+RECOMPUTE_MODULE_BITS: dict[str, int] = {"core_attn": 1, "layernorm": 2, "moe_act": 4}
+DEFAULT_RECOMPUTE_MODULES: tuple[RecomputeModule, ...] = ("core_attn",)
 PRECISION_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp8": 2, "fp4": 3}
 
 
@@ -68,6 +75,10 @@ class Plan(Spec):
     global_batch: int = Field(ge=1, le=100_000_000)
     seq_len: int = Field(ge=1, le=10_000_000)
     recompute: Recompute = "selective"
+    recompute_modules: tuple[RecomputeModule, ...] = Field(
+        default=DEFAULT_RECOMPUTE_MODULES, min_length=1,
+        description="what selective recompute re-runs (Megatron --recompute-modules); only with "
+        "recompute='selective'")
     sp: bool = Field(default=True, description="sequence parallelism (only meaningful when tp > 1)")
     zero: Literal[0, 1, 2, 3] = 1
     dp_shard: int | None = Field(
@@ -143,6 +154,11 @@ class Plan(Spec):
                             f"seq_len={self.seq_len} must be divisible by 2*cp (load-balanced ring attention)")
         if model.moe is not None and model.moe.experts % self.ep != 0:
             raise SpecError("ep", self.ep, f"must divide moe.experts={model.moe.experts}")
+        if self.recompute_modules != DEFAULT_RECOMPUTE_MODULES and self.recompute != "selective":
+            raise SpecError("recompute_modules", ",".join(self.recompute_modules),
+                            f"only apply with recompute='selective' (recompute is '{self.recompute}')")
+        if model.moe is None and "moe_act" in self.recompute_modules:
+            raise SpecError("recompute_modules", "moe_act", f"model {model.name} has no experts")
         if model.moe is None and self.ep != 1:
             raise SpecError("ep", self.ep, f"model {model.name} has no experts; ep must be 1")
         if model.moe is None and self.etp != 1:

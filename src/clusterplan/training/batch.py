@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clusterplan.specs.model import Model
-from clusterplan.specs.plan import PRECISION_CODES, RECOMPUTE_CODES, Plan
+from clusterplan.specs.plan import PRECISION_CODES, RECOMPUTE_CODES, RECOMPUTE_MODULE_BITS, Plan
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -27,7 +27,8 @@ FLOAT_FIELDS = frozenset({"capacity_factor", "routing_gini"})
 @dataclass(frozen=True)
 class PlanBatch:
     """Plans as parallel arrays (one element per plan). Codes: recompute 0 none, 1 selective,
-    2 full; precision 0 fp32, 1 bf16, 2 fp8, 3 fp4. Layer counts are per pipeline rank."""
+    2 full; recompute_modules a bit mask of RECOMPUTE_MODULE_BITS (read only where recompute is
+    1); precision 0 fp32, 1 bf16, 2 fp8, 3 fp4. Layer counts are per pipeline rank."""
 
     tp: IntArray
     pp: IntArray
@@ -44,6 +45,7 @@ class PlanBatch:
     global_batch: IntArray
     seq_len: IntArray
     recompute: IntArray
+    recompute_modules: IntArray
     sp: IntArray
     zero: IntArray
     dp_shard: IntArray
@@ -65,6 +67,12 @@ class PlanBatch:
         result: IntArray = self.tp * self.pp * self.cp * self.dp
         return result
 
+    def recomputes(self, module: str) -> NDArray[np.bool_]:
+        """Where selective recompute re-runs ``module`` (a RECOMPUTE_MODULE_BITS key)."""
+        selected = (self.recompute_modules & RECOMPUTE_MODULE_BITS[module]) != 0
+        result: NDArray[np.bool_] = (self.recompute == 1) & selected
+        return result
+
     @property
     def micro_batches(self) -> IntArray:
         result: IntArray = self.global_batch // (self.micro_batch * self.dp)
@@ -84,6 +92,7 @@ class PlanBatch:
                 "overlap_ep": int(plan.overlap_ep), "mtp": plan.mtp,
                 "micro_batch": plan.micro_batch, "global_batch": plan.global_batch,
                 "seq_len": plan.seq_len, "recompute": RECOMPUTE_CODES[plan.recompute],
+                "recompute_modules": sum({RECOMPUTE_MODULE_BITS[m] for m in plan.recompute_modules}),
                 "sp": int(plan.sp and plan.tp > 1), "zero": plan.zero,
                 "dp_shard": plan.dp_shard if plan.dp_shard is not None else plan.dp * plan.cp,
                 "precision": PRECISION_CODES[plan.precision],
@@ -109,7 +118,8 @@ class PlanBatch:
         defaults: dict[str, object] = {
             "tp": 1, "pp": 1, "vp": 1, "cp": 1, "dp": 1, "ep": 1, "etp": 1, "capacity_factor": 0.0,
             "routing_gini": DEFAULT_ROUTING_GINI, "overlap_ep": 0, "mtp": 0, "micro_batch": 1,
-            "recompute": 1, "sp": 1, "zero": 1, "precision": 1, "grad_reduce_bytes": 4,
+            "recompute": 1, "recompute_modules": RECOMPUTE_MODULE_BITS["core_attn"], "sp": 1, "zero": 1,
+            "precision": 1, "grad_reduce_bytes": 4,
             "overlap_dp": 1, "overlap_tp": 0, "overlap_pp": 1,
             "flash": 1,
         }

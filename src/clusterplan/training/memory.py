@@ -143,6 +143,17 @@ def model_state_bytes(params: FloatArray, batch: PlanBatch, layer_params: FloatA
     return {"weights": weights, "gradients": gradients, "optimizer": optimizer}
 
 
+def recomputable_norms(model: Model) -> float:
+    """Norms per layer (averaged over layers) that selective ``layernorm`` recompute re-runs.
+
+    Megatron-Core skips norms fused into the following linear: its Transformer Engine spec fuses
+    the attention norm into the QKV projection and a dense FFN's norm into its up-projection,
+    while a MoE layer's pre-FFN norm stays a separate kernel because the router and the token
+    dispatch both read its output (transformer_layer.py recomputes only norms that are not
+    IdentityOp). So dense layers gain nothing from it."""
+    return model.moe_layers / model.layers if model.moe is not None else 0.0
+
+
 def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     """Activations one layer keeps for backward for one micro-batch, per chip (no recompute).
 
@@ -173,11 +184,17 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     else:
         sharded = 2.0 * model.q_size + 2.0 * model.q_size + ffn  # Q, attention output, FFN
         keys_values = 2.0 * model.kv_size + 2.0 * model.kv_size  # K and V
+    # Selective recompute of the norms drops the separate norms' outputs (a MoE layer's FFN
+    # input); of the MoE activation, the routed experts' activation output (the down-projection's
+    # input).
+    kept_replicated = replicated - np.where(batch.recomputes("layernorm"), 2.0 * h * recomputable_norms(model), 0.0)
+    kept_sharded = sharded - np.where(batch.recomputes("moe_act"), 2.0 * model.routed_ffn_width, 0.0)
     replicated_div = np.where(batch.sp == 1, tp, 1.0)
-    per_token = replicated / replicated_div + sharded / tp + keys_values / kv_shards(model, tp)
+    per_token = kept_replicated / replicated_div + kept_sharded / tp + keys_values / kv_shards(model, tp)
     per_score = 5.0 if model.dropout else 2.0
     scores = np.where(batch.flash == 1, 0.0, per_score * model.attention_heads * batch.seq_len / tp)
-    result: FloatArray = tokens * (per_token + np.where(batch.recompute == 0, scores, 0.0))
+    scores_kept = (batch.recompute == 0) | ((batch.recompute == 1) & ~batch.recomputes("core_attn"))
+    result: FloatArray = tokens * (per_token + np.where(scores_kept, scores, 0.0))
     return result
 
 

@@ -94,9 +94,20 @@ def elementwise_widths(model: Model, dropout: bool) -> tuple[float, float]:
     ``dropout`` two dropouts (2.5h). Shard: rope on q and k, and the FFN activation (3x its
     width for SwiGLU, 2x otherwise)."""
     h = float(model.hidden_size)
-    replicated = 2 * 2.0 * h + 2 * 3.0 * h + (2 * 2.5 * h if dropout else 0.0)
-    activation = (3.0 if model.ffn_activation == "swiglu" else 2.0) * model.ffn_matmul_width
+    replicated = norm_width(model) + 2 * 3.0 * h + (2 * 2.5 * h if dropout else 0.0)
+    activation = activation_width(model, model.ffn_matmul_width)
     return replicated, 2.0 * (model.q_size + model.kv_size) + activation
+
+
+def norm_width(model: Model, norms: float = 2.0) -> float:
+    """Elements per token that ``norms`` norms read and write (2h each; a layer has two)."""
+    return norms * 2.0 * model.hidden_size
+
+
+def activation_width(model: Model, ffn_width: float) -> float:
+    """Elements per token the FFN activation of intermediate width ``ffn_width`` reads and
+    writes: gate and up read, product written for SwiGLU (3x); read and written otherwise (2x)."""
+    return (3.0 if model.ffn_activation == "swiglu" else 2.0) * ffn_width
 
 
 def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, FloatArray]:
@@ -150,9 +161,18 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
         replicated / np.where(batch.sp == 1, tp, 1.0) + sharded / tp) + tokens * cast / tp
     elementwise = memory_time(elementwise_bytes, chip.hbm_bandwidth, eff.hbm)
     elementwise = elementwise + (KERNELS_PER_LAYER_FORWARD - 6.0) * overhead
+    # The parts of it that selective recompute may re-run (recompute_modules layernorm, moe_act).
+    separate_norms = mem.recomputable_norms(model)
+    norms = (memory_time(ACTIVATION_BYTES * tokens * norm_width(model, separate_norms)
+                         / np.where(batch.sp == 1, tp, 1.0), chip.hbm_bandwidth, eff.hbm)
+             + separate_norms * overhead)
+    routed_share = model.moe_layers / model.layers if model.moe is not None else 0.0
+    moe_activation = (memory_time(ACTIVATION_BYTES * tokens * activation_width(model, model.routed_ffn_width) / tp,
+                                  chip.hbm_bandwidth, eff.hbm) + routed_share * overhead)
 
     gemms = attention_proj + ffn
-    return {"gemm": gemms, "attention": attention_core, "elementwise": elementwise}
+    return {"gemm": gemms, "attention": attention_core, "elementwise": elementwise,
+            "norms": norms, "moe_activation": moe_activation}
 
 
 def moe_imbalance(model: Model, batch: PlanBatch) -> FloatArray:
@@ -270,9 +290,12 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     attention_core = parts["attention"]
     flash_bwd = np.where(batch.flash == 1, FLASH_BACKWARD_FACTOR, 2.0)
     compute_b = 2.0 * parts["gemm"] + flash_bwd * attention_core + 2.0 * parts["elementwise"]
-    # Recomputation re-runs forward work inside backward.
-    recompute = np.where(batch.recompute == 2, compute_f,
-                         np.where(batch.recompute == 1, attention_core, 0.0))
+    # Recomputation re-runs forward work inside backward: all of it (full), or the selected
+    # modules (selective; Megatron --recompute-modules).
+    selective = (np.where(batch.recomputes("core_attn"), attention_core, 0.0)
+                 + np.where(batch.recomputes("layernorm"), parts["norms"], 0.0)
+                 + np.where(batch.recomputes("moe_act"), parts["moe_activation"], 0.0))
+    recompute = np.where(batch.recompute == 2, compute_f, selective)
 
     tp_f = _tp_comm_forward(model, hw, batch)
     tp_total = tp_f * (2.0 + (batch.recompute == 2))  # fwd, bwd (+ recomputed fwd)
@@ -398,7 +421,8 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     chips = batch.chips.astype(np.float64)
     tokens_per_s_per_chip = tokens_per_step / step / chips
     model_flops = fl.model_flops_per_token(model, batch.seq_len) * tokens_per_s_per_chip
-    hardware_flops = (fl.hardware_flops_per_token(model, batch.seq_len, batch.recompute, batch.mtp)
+    hardware_flops = (fl.hardware_flops_per_token(model, batch.seq_len, batch.recompute, batch.mtp,
+                                                  batch.recomputes("core_attn"))
                       * tokens_per_s_per_chip)
     peak = hw.peak[batch.precision]
     return StepEstimate(
