@@ -20,7 +20,8 @@ from clusterplan.specs.model import Model
 Recompute = Literal["none", "selective", "full"]
 #: What selective recompute re-runs in backward (Megatron-Core ``--recompute-modules``):
 #: ``core_attn`` the attention core (Korthikanti et al. 2022, section 5; Megatron's default),
-#: ``layernorm`` the two norms, ``moe_act`` the routed experts' activation function.
+#: ``layernorm`` the norms that are separate kernels (a MoE layer's pre-FFN norm; Megatron-Core
+#: fuses the others into the following linear), ``moe_act`` the routed experts' activation.
 RecomputeModule = Literal["core_attn", "layernorm", "moe_act"]
 #: The largest job the tools accept: two orders of magnitude beyond any planned cluster.
 MAX_CHIPS = 100_000_000
