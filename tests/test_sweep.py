@@ -58,6 +58,8 @@ def small_rows() -> list[dict[str, Any]]:
     ({"objective": "speed"}, ["objective", "speed"]),
     ({"overrides": {"max_tp": [8, 0]}}, ["overrides.max_tp[1]", "0"]),
     ({"overrides": {"recompute": [["none"], ["some"]]}}, ["overrides.recompute[1][0]", "some"]),
+    ({"overrides": {"zero": [[1, 1]]}}, ["overrides.zero", "twice"]),
+    ({"precision": [[]]}, ["precision", "at least one value"]),
 ])
 def test_bad_sweep_refused_in_one_line_and_nothing_written(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, Any], needles: list[str]) -> None:

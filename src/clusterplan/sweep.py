@@ -60,6 +60,18 @@ def _no_duplicates(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return values
 
 
+def _distinct_axis(values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """An axis lists no value twice, and each of its option sets is non-empty and distinct."""
+    if values is None:
+        return None
+    for option_set in values:
+        if isinstance(option_set, tuple):
+            if not option_set:
+                raise ValueError("an option set must list at least one value")
+            _no_duplicates(option_set)
+    return _no_duplicates(values)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -78,17 +90,7 @@ class Overrides(_Strict):
 
     _sets = field_validator("recompute", "zero", mode="before")(_option_sets)
 
-    @field_validator("*")
-    @classmethod
-    def _distinct(cls, values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
-        if values is None:
-            return None
-        for option_set in values:
-            if isinstance(option_set, tuple):
-                if not option_set:
-                    raise ValueError("an option set must list at least one value")
-                _no_duplicates(option_set)
-        return _no_duplicates(values)
+    _distinct = field_validator("*")(_distinct_axis)
 
 
 class SweepFile(_Strict):
@@ -108,15 +110,8 @@ class SweepFile(_Strict):
 
     _sets = field_validator("precision", mode="before")(_option_sets)
 
-    @field_validator("models", "systems", "chips", "seq_len", "global_batch", "precision")
-    @classmethod
-    def _distinct(cls, values: tuple[Any, ...]) -> tuple[Any, ...]:
-        for option_set in values:
-            if isinstance(option_set, tuple):
-                if not option_set:
-                    raise ValueError("an option set must list at least one value")
-                _no_duplicates(option_set)
-        return _no_duplicates(values)
+    _distinct = field_validator("models", "systems", "chips", "seq_len", "global_batch", "precision")(
+        _distinct_axis)
 
     @field_validator("tokens", mode="before")
     @classmethod
