@@ -11,7 +11,7 @@ from rich.table import Table
 
 from clusterplan import units
 from clusterplan.specs import Chip, Model, System
-from clusterplan.validation.harness import Result, by_table, mape
+from clusterplan.validation.harness import Result, by_table, fits_fraction, mape
 
 
 def _share(part: float, total: float) -> str:
@@ -122,6 +122,7 @@ def validation_records(results: Sequence[Result]) -> dict[str, Any]:
         modelled = [r for r in rows if r.error is not None]
         tables[name] = {
             "mape_pct": mape(rows),
+            "fits_fraction": _json_fraction(fits_fraction(rows)),
             "max_abs_error_pct": max((100 * abs(r.error) for r in modelled if r.error is not None), default=math.nan),
             "rows_modelled": len(modelled),
             "rows_skipped": len(rows) - len(modelled),
@@ -129,10 +130,29 @@ def validation_records(results: Sequence[Result]) -> dict[str, Any]:
                 "label": r.case.label, "metric": r.case.metric, "published": r.case.published,
                 "predicted": r.predicted, "error_pct": None if r.error is None else 100 * r.error,
                 "skipped": r.case.skip, "assumptions": list(r.case.assumptions),
+                "memory_bytes_per_chip": r.memory_bytes, "fits": r.fits,
                 "source": r.case.source,
             } for r in rows],
         }
     return {"tables": tables}
+
+
+def _json_fraction(value: float) -> float | None:
+    """Serving tables have no memory test: null in JSON rather than NaN."""
+    return None if math.isnan(value) else value
+
+
+def _memory_cell(result: Result) -> str:
+    """Predicted memory per chip; a published run the model says does not fit is marked."""
+    if result.memory_bytes is None:
+        return ""
+    text = units.format_bytes(result.memory_bytes)
+    return text if result.fits else f"[red]{text} > HBM[/]"
+
+
+def _fits_cell(rows: Sequence[Result]) -> str:
+    checked = [r for r in rows if r.fits is not None]
+    return f"{sum(bool(r.fits) for r in checked)}/{len(checked)}" if checked else "-"
 
 
 def validation_report(console: Console, results: Sequence[Result], *, as_json: bool, show_skipped: bool,
@@ -141,19 +161,19 @@ def validation_report(console: Console, results: Sequence[Result], *, as_json: b
         emit(validation_records(results))
         return
     summary = Table(title="clusterplan validate: mean absolute % error per table")
-    for column in ("table", "metric", "rows modelled", "rows not modelled", "MAPE", "max |error|"):
+    for column in ("table", "metric", "rows modelled", "rows not modelled", "MAPE", "max |error|", "fits"):
         summary.add_column(column, justify="right" if column != "table" else "left")
     for name, rows in by_table(results).items():
         modelled = [r for r in rows if r.error is not None]
         worst = max((abs(r.error) for r in modelled if r.error is not None), default=math.nan)
         table = Table(title=f"{name}")
-        for column in ("row", "metric", "published", "predicted", "error"):
+        for column in ("row", "metric", "published", "predicted", "error", "memory"):
             table.add_column(column, justify="left" if column in ("row", "metric") else "right")
         for r in modelled:
             assert r.error is not None
             colour = "green" if abs(r.error) <= 0.05 else "yellow" if abs(r.error) <= 0.10 else "red"
             table.add_row(r.case.label, METRIC_NAMES[r.case.metric], _fmt(r.case.metric, r.case.published),
-                          _fmt(r.case.metric, r.predicted), f"[{colour}]{100 * r.error:+.1f} %[/]")
+                          _fmt(r.case.metric, r.predicted), f"[{colour}]{100 * r.error:+.1f} %[/]", _memory_cell(r))
         console.print(table)
         skipped = [r for r in rows if r.error is None]
         if show_skipped and skipped:
@@ -162,21 +182,21 @@ def validation_report(console: Console, results: Sequence[Result], *, as_json: b
                 console.print(f"[dim]  - {r.case.label}: {r.case.skip}[/]")
         metrics = ", ".join(sorted({METRIC_NAMES[r.case.metric] for r in rows}))
         summary.add_row(name, metrics, str(len(modelled)), str(len(skipped)), f"{mape(rows):.1f} %",
-                        f"{100 * worst:.1f} %")
+                        f"{100 * worst:.1f} %", _fits_cell(rows))
     console.print(summary)
 
 
 def validation_markdown(results: Sequence[Result]) -> str:
     """The validation report as Markdown (docs/validation.md embeds it)."""
-    lines = ["| table | metric | rows modelled | rows not modelled | MAPE | max abs error |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| table | metric | rows modelled | rows not modelled | MAPE | max abs error | fit in memory |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     tables = by_table(results)
     for name, rows in tables.items():
         modelled = [r for r in rows if r.error is not None]
         worst = max((abs(r.error) for r in modelled if r.error is not None), default=math.nan)
         metrics = ", ".join(sorted({METRIC_NAMES[r.case.metric] for r in rows}))
         lines.append(f"| {name} | {metrics} | {len(modelled)} | {len(rows) - len(modelled)} | "
-                     f"{mape(rows):.1f} % | {100 * worst:.1f} % |")
+                     f"{mape(rows):.1f} % | {100 * worst:.1f} % | {_fits_cell(rows)} |")
     for name, rows in tables.items():
         lines += ["", f"### {name}", "", "| row | metric | published | predicted | error |",
                   "|---|---|---:|---:|---:|"]

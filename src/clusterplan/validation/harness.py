@@ -15,8 +15,20 @@ from clusterplan.validation.cases import Case
 
 @dataclass(frozen=True)
 class Result:
+    """One case's prediction. Training rows also carry the memory estimate: every published
+    run ran, so its configuration fits, and ``fits`` False is a memory-model error."""
+
     case: Case
     predicted: float | None
+    memory_bytes: float | None = None
+    capacity_bytes: float | None = None
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether the predicted memory per chip fits the chip's capacity (None: not a training row)."""
+        if self.memory_bytes is None or self.capacity_bytes is None:
+            return None
+        return self.memory_bytes <= self.capacity_bytes
 
     @property
     def error(self) -> float | None:
@@ -49,7 +61,8 @@ def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency) -> Resu
     chip = case.chip if case.chip is not None else hardware_for(case.system).chip
     hardware = Hardware(system=case.system, chip=chip, efficiency=efficiency(chip.family))
     batch = PlanBatch.from_plans([case.plan], case.model)
-    return Result(case, metric_of(case, estimate(case.model, hardware, batch)))
+    result = estimate(case.model, hardware, batch)
+    return Result(case, metric_of(case, result), float(result.memory[0]), float(chip.hbm_bytes))
 
 
 def run(cases: Sequence[Case], efficiency: EfficiencyLookup = load_efficiency) -> list[Result]:
@@ -60,6 +73,12 @@ def mape(results: Sequence[Result]) -> float:
     """Mean absolute percentage error over the rows that were modelled (nan if none)."""
     errors = [abs(r.error) for r in results if r.error is not None]
     return 100.0 * sum(errors) / len(errors) if errors else math.nan
+
+
+def fits_fraction(results: Sequence[Result]) -> float:
+    """Fraction of the training rows with a memory estimate that the model says fit (nan if none)."""
+    checked = [r.fits for r in results if r.fits is not None]
+    return sum(checked) / len(checked) if checked else math.nan
 
 
 def by_table(results: Sequence[Result]) -> dict[str, list[Result]]:
