@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -32,6 +32,9 @@ from clusterplan.catalog.loader import validation_message
 from clusterplan.errors import SpecError
 from clusterplan.specs import Plan
 from clusterplan.specs.plan import MAX_CHIPS
+
+if TYPE_CHECKING:
+    from clusterplan.specs.accuracy import CrossValSummary
 
 app = typer.Typer(
     help="clusterplan: plan and simulate AI supercomputers from public specifications.",
@@ -257,8 +260,13 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     show_skipped: Annotated[bool, typer.Option("--skipped/--no-skipped", help="list rows not modelled")] = True,
     markdown: Annotated[bool, typer.Option("--markdown", help="print the report as Markdown")] = False,
+    cross_validate: Annotated[bool, typer.Option(
+        "--cross-validate", help="refit with each table, and each chip family, left out (minutes)")] = False,
+    workers: Annotated[int | None, typer.Option(help="processes for --cross-validate (default: all cores)")] = None,
 ) -> None:
-    """Predict every published row with its own plan; print errors and MAPE per table."""
+    """Predict every published row with its own plan; print errors and MAPE per table, out of
+    sample first (stored by the last `calibrate`, or recomputed with --cross-validate)."""
+    from clusterplan.catalog.loader import load_crossval
     from clusterplan.report.tables import validation_report
     from clusterplan.validation.cases import all_cases, known_tables
     from clusterplan.validation.harness import run
@@ -267,13 +275,40 @@ def validate(
     for name in table or []:
         if name not in tables:
             raise SpecError("--table", name, f"unknown table (known: {', '.join(tables)})")
+    if workers is not None and workers < 1:
+        raise SpecError("--workers", workers, "must be >= 1")
     results = run(all_cases(table))
+    crossval: CrossValSummary | None
+    if cross_validate:
+        crossval = _cross_validate(table, workers)
+        origin = "computed now (--cross-validate)"
+    else:
+        crossval = load_crossval()
+        origin = "stored by the last `clusterplan calibrate` (recompute: --cross-validate)"
     if markdown:
         from clusterplan.report.tables import validation_markdown
 
-        sys.stdout.write(validation_markdown(results))
+        sys.stdout.write(validation_markdown(results, crossval))
         return
-    validation_report(console, results, as_json=as_json, show_skipped=show_skipped, emit=emit_json)
+    validation_report(console, results, as_json=as_json, show_skipped=show_skipped, emit=emit_json,
+                      crossval=crossval, crossval_origin=origin)
+
+
+def _cross_validate(tables: list[str] | None, workers: int | None) -> CrossValSummary:
+    """Every cross-validation fold, with a progress bar on stderr."""
+    from rich.progress import Progress
+
+    from clusterplan.distributed import LocalExecutor
+    from clusterplan.validation.cases import all_cases
+    from clusterplan.validation.crossval import cross_validate, folds, summarise
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("cross-validating", total=len(folds(all_cases(tables))))
+
+        def done(fold: Any) -> None:
+            progress.update(task, advance=1, description=f"refitted without {fold.name or 'nothing'}")
+
+        return summarise(cross_validate(tables, LocalExecutor(workers), on_fold=done))
 
 
 # ---- search --------------------------------------------------------------------------------
@@ -714,29 +749,49 @@ def capacity(
 @clean_errors
 def calibrate(
     output: Annotated[Path | None, typer.Option(help="write here instead of the catalog's efficiency.yaml")] = None,
+    crossval_output: Annotated[Path | None, typer.Option(
+        help="write the cross-validated errors here instead of the catalog's crossval.yaml")] = None,
+    workers: Annotated[int | None, typer.Option(help="processes for the refits (default: all cores)")] = None,
 ) -> None:
-    """Fit each chip family's kernel efficiencies on its published runs (writes efficiency.yaml)."""
+    """Fit each chip family's kernel efficiencies on its published runs (writes efficiency.yaml)
+    and cross-validate the fit (writes crossval.yaml: errors with each table and family left out)."""
     import yaml
     from rich.progress import Progress
 
+    from clusterplan.catalog.loader import CROSSVAL_FILE
+    from clusterplan.validation.calibrate import ALL_FAMILIES, efficiency_yaml
     from clusterplan.validation.calibrate import calibrate as fit
-    from clusterplan.validation.calibrate import efficiency_yaml
     from clusterplan.validation.cases import all_cases
 
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("fitting families", total=None)
-        fits = fit(all_cases())
-        progress.update(task, completed=1)
-    document = efficiency_yaml(fits)
-    target = output or Path(__file__).parent / "catalog" / "efficiency.yaml"
+    if workers is not None and workers < 1:
+        raise SpecError("--workers", workers, "must be >= 1")
+    catalog = Path(__file__).parent / "catalog"
+    calibration = fit(all_cases())
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("fitting families", total=len(ALL_FAMILIES))
+        for family in ALL_FAMILIES:
+            progress.update(task, description=f"fitting {family}")
+            calibration.efficiency(family)
+            progress.advance(task)
+    document = efficiency_yaml(calibration)
+    summary = _cross_validate(None, workers)
+    # Both files are written only once both are computed: nothing half-written.
+    target = output or catalog / "efficiency.yaml"
     header = ("# Physical kernel efficiencies per chip family, written by `clusterplan calibrate`\n"
               "# (MAP fit on the published rows named in fitted_on; see docs/validation.md).\n")
-    text = header + yaml.safe_dump(document, sort_keys=False, width=100)
-    target.write_text(text, encoding="utf-8")
+    target.write_text(header + yaml.safe_dump(document, sort_keys=False, width=100), encoding="utf-8")
+    crossval_target = crossval_output or catalog / CROSSVAL_FILE
+    crossval_header = ("# Cross-validated errors of the fit in efficiency.yaml, written by `clusterplan calibrate`:\n"
+                       "# each table, and each chip family, left out in turn (see docs/validation.md).\n")
+    crossval_target.write_text(crossval_header + yaml.safe_dump(summary.model_dump(mode="json"), sort_keys=False,
+                                                                width=100), encoding="utf-8")
     families: list[dict[str, Any]] = document["families"]  # type: ignore[assignment]
     for entry in families:
         console.print(f"[bold]{entry['family']}[/]: {entry['note']}")
-    console.print(f"wrote {target}")
+    for name, errors in summary.tables.items():
+        console.print(f"{name}: in sample {errors.mape_pct} %, out of sample {errors.mape_out_of_sample_pct} %, "
+                      f"family out {errors.mape_family_out_pct} %")
+    console.print(f"wrote {target} and {crossval_target}")
 
 
 # ---- rainier -------------------------------------------------------------------------------

@@ -18,8 +18,12 @@ from pydantic import BaseModel, ValidationError
 from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError
 from clusterplan.specs import Chip, Model, System
+from clusterplan.specs.accuracy import CrossValSummary
 from clusterplan.specs.economics import Economics
 from clusterplan.training.step import Hardware
+
+#: Where `clusterplan calibrate` stores the cross-validated errors of its fit.
+CROSSVAL_FILE = "crossval.yaml"
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -179,3 +183,11 @@ def hardware_for(system: System, chip: Chip | None = None) -> Hardware:
 def load_economics() -> Economics:
     """The energy and money assumptions of catalog/economics.yaml."""
     return build(Economics, _catalog_text("economics.yaml"), "economics", "catalog/economics.yaml")
+
+
+def load_crossval() -> CrossValSummary | None:
+    """The cross-validated errors stored by the last ``clusterplan calibrate`` (None if absent)."""
+    resource = resources.files("clusterplan.catalog").joinpath(CROSSVAL_FILE)
+    if not resource.is_file():
+        return None
+    return build(CrossValSummary, _catalog_text(CROSSVAL_FILE), "catalog", CROSSVAL_FILE)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from clusterplan import units
 from clusterplan.specs import Chip, Model, System
+from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors, RowErrors
 from clusterplan.validation.harness import Result, by_table, fits_fraction, mape
 
 
@@ -116,12 +117,19 @@ METRIC_NAMES = {"step_time_s": "step time", "tokens_per_s_per_chip": "tokens/s/c
                 "ttft_s": "TTFT", "tpot_s": "TPOT"}
 
 
-def validation_records(results: Sequence[Result]) -> dict[str, Any]:
+def validation_records(results: Sequence[Result], crossval: CrossValSummary | None = None,
+                       crossval_origin: str = "") -> dict[str, Any]:
+    """The --json record: per table the in-sample MAPE of the shipped fit and, with a
+    cross-validation, the out-of-sample MAPEs; per row the same errors."""
     tables: dict[str, Any] = {}
+    out_of_sample = {(row.table, row.label): row for row in crossval.rows} if crossval else {}
     for name, rows in by_table(results).items():
         modelled = [r for r in rows if r.error is not None]
+        errors = crossval.tables.get(name) if crossval else None
         tables[name] = {
             "mape_pct": mape(rows),
+            "mape_out_of_sample_pct": errors.mape_out_of_sample_pct if errors else None,
+            "mape_family_out_pct": errors.mape_family_out_pct if errors else None,
             "fits_fraction": _json_fraction(fits_fraction(rows)),
             "max_abs_error_pct": max((100 * abs(r.error) for r in modelled if r.error is not None), default=math.nan),
             "rows_modelled": len(modelled),
@@ -132,9 +140,56 @@ def validation_records(results: Sequence[Result]) -> dict[str, Any]:
                 "skipped": r.case.skip, "assumptions": list(r.case.assumptions),
                 "memory_bytes_per_chip": r.memory_bytes, "fits": r.fits,
                 "source": r.case.source,
+                **_row_out_of_sample(out_of_sample.get((name, r.case.label))),
             } for r in rows],
         }
-    return {"tables": tables}
+    record: dict[str, Any] = {"tables": tables}
+    if crossval is not None:
+        record["cross_validation"] = crossval_origin
+        record["families"] = {name: family.model_dump(mode="json") for name, family in crossval.families.items()}
+    return record
+
+
+def _row_out_of_sample(row: RowErrors | None) -> dict[str, float | None]:
+    return {"error_out_of_sample_pct": row.error_out_of_sample_pct if row else None,
+            "error_family_out_pct": row.error_family_out_pct if row else None}
+
+
+def _borrowed(name: str, family: FamilyErrors) -> str:
+    """The stages a family takes from other families: 'MoE from blackwell, hopper; ...'."""
+    return "; ".join(f"{s.stage} from {', '.join(s.families) if s.families else 'the priors'}"
+                     for s in family.stages if s.families != [name])
+
+
+def _pct_cell(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.1f} %"
+
+
+def crossval_tables(console: Console, results: Sequence[Result], crossval: CrossValSummary, origin: str) -> None:
+    """Out-of-sample error first: per table (refitted without it; without each row's chip
+    family), then in sample; and how many parameters each family fits on how many rows."""
+    summary = Table(title="accuracy per table: mean absolute % error")
+    for column in ("table", "rows", "out of sample", "family out", "in sample", "fits"):
+        summary.add_column(column, justify="left" if column == "table" else "right", overflow="fold")
+    for name, rows in by_table(results).items():
+        errors = crossval.tables.get(name)
+        modelled = sum(r.error is not None for r in rows)
+        summary.add_row(name, str(modelled), _pct_cell(errors.mape_out_of_sample_pct if errors else None),
+                        _pct_cell(errors.mape_family_out_pct if errors else None), _pct_cell(mape(rows)),
+                        _fits_cell(rows))
+    console.print(summary)
+    families = Table(title="fitted parameters per chip family")
+    for column in ("family", "own params", "own rows", "in sample", "family out", "stages from others"):
+        families.add_column(column, justify="left" if column in ("family", "stages from others") else "right",
+                            overflow="fold")
+    for name, family in crossval.families.items():
+        borrowed = _borrowed(name, family)
+        families.add_row(name, str(family.own_parameters), str(family.own_rows), _pct_cell(family.mape_pct),
+                         _pct_cell(family.mape_family_out_pct), borrowed or "-")
+    console.print(families)
+    console.print(f"[dim]out of sample: {origin}. 'out of sample' refits with the table left out; "
+                  "'family out' with each row's chip family left out (a chip never published); "
+                  "'in sample' is the shipped fit, which saw every row.[/]")
 
 
 def _json_fraction(value: float) -> float | None:
@@ -156,9 +211,10 @@ def _fits_cell(rows: Sequence[Result]) -> str:
 
 
 def validation_report(console: Console, results: Sequence[Result], *, as_json: bool, show_skipped: bool,
-                      emit: Callable[[Any], None]) -> None:
+                      emit: Callable[[Any], None], crossval: CrossValSummary | None = None,
+                      crossval_origin: str = "") -> None:
     if as_json:
-        emit(validation_records(results))
+        emit(validation_records(results, crossval, crossval_origin))
         return
     summary = Table(title="clusterplan validate: mean absolute % error per table")
     for column in ("table", "metric", "rows modelled", "rows not modelled", "MAPE", "max |error|", "fits"):
@@ -184,11 +240,15 @@ def validation_report(console: Console, results: Sequence[Result], *, as_json: b
         summary.add_row(name, metrics, str(len(modelled)), str(len(skipped)), f"{mape(rows):.1f} %",
                         f"{100 * worst:.1f} %", _fits_cell(rows))
     console.print(summary)
+    if crossval is not None:
+        crossval_tables(console, results, crossval, crossval_origin)
 
 
-def validation_markdown(results: Sequence[Result]) -> str:
-    """The validation report as Markdown (docs/validation.md embeds it)."""
-    lines = ["| table | metric | rows modelled | rows not modelled | MAPE | max abs error | fit in memory |",
+def validation_markdown(results: Sequence[Result], crossval: CrossValSummary | None = None) -> str:
+    """The validation report as Markdown (docs/validation.md embeds it): out-of-sample errors
+    first when a cross-validation is given."""
+    lines = _crossval_markdown(results, crossval) if crossval is not None else []
+    lines += ["| table | metric | rows modelled | rows not modelled | MAPE | max abs error | fit in memory |",
              "|---|---|---:|---:|---:|---:|---:|"]
     tables = by_table(results)
     for name, rows in tables.items():
@@ -210,6 +270,24 @@ def validation_markdown(results: Sequence[Result]) -> str:
             lines += ["", f"Rows not modelled ({len(skipped)}):", ""]
             lines += [f"- {r.case.label}: {r.case.skip}" for r in skipped]
     return "\n".join(lines) + "\n"
+
+
+def _crossval_markdown(results: Sequence[Result], crossval: CrossValSummary) -> list[str]:
+    lines = ["| table | rows | out of sample (table left out) | family left out | in sample | fit in memory |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, rows in by_table(results).items():
+        errors = crossval.tables.get(name)
+        lines.append(f"| {name} | {sum(r.error is not None for r in rows)} | "
+                     f"{_pct_cell(errors.mape_out_of_sample_pct if errors else None)} | "
+                     f"{_pct_cell(errors.mape_family_out_pct if errors else None)} | {_pct_cell(mape(rows))} | "
+                     f"{_fits_cell(rows)} |")
+    lines += ["", "| family | parameters fitted on its own rows | own rows | in sample | family left out | "
+              "stages taken from other families |", "|---|---:|---:|---:|---:|---|"]
+    for name, family in crossval.families.items():
+        borrowed = _borrowed(name, family)
+        lines.append(f"| {name} | {family.own_parameters} | {family.own_rows} | {_pct_cell(family.mape_pct)} | "
+                     f"{_pct_cell(family.mape_family_out_pct)} | {borrowed or '-'} |")
+    return [*lines, ""]
 
 
 def search_table(console: Console, result: Any) -> None:

@@ -6,14 +6,20 @@ every row of the family: there are no per-model or per-row corrections. The fit 
 squared log-ratio of predicted to published values plus a weak Gaussian prior on each parameter
 (a maximum a posteriori fit), which keeps parameters the data barely constrain at physically
 sensible values instead of letting them absorb noise. Families with no published training runs
-inherit the parameters of the closest family, and say so.
+take them from the families of the same software stack, and say so.
+
+Each of the three stages (dense training, mixture-of-experts, serving) is fitted on the family's
+own rows of that stage; a family without such rows takes one fit shared by the families of its
+software stack that have them (every family's rows if none in its stack does; the priors if no
+family has any). That one rule produces the shipped parameters and is what
+:mod:`clusterplan.validation.crossval` re-runs with a table, or a family, left out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -53,23 +59,33 @@ INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
 }
 INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server"})
 
-#: Runtime/communicator/allocator reserve per family (not fitted: no memory data published).
-RESERVED_BYTES = {"nvidia": 3.0 * 2**30, "tpu": 1.0 * 2**30, "trainium": 2.0 * 2**30, "amd": 3.0 * 2**30}
+#: Software stack of each chip family: a family without rows for a stage takes the stage's fit
+#: from the other families of its stack (GPUs share PyTorch/Megatron-LM, CUDA or ROCm; TPUs
+#: XLA/MaxText; Trainium the Neuron SDK).
+STACKS: dict[str, str] = {
+    "ampere": "gpu", "hopper": "gpu", "blackwell": "gpu", "cdna3": "gpu",
+    "trainium1": "neuron", "trainium2": "neuron", "trainium3": "neuron",
+    "tpu-v4": "tpu", "tpu-v5e": "tpu", "tpu-v5p": "tpu",
+}
+ALL_FAMILIES = tuple(STACKS)
 
-#: Families without published training runs, and the family whose fit they inherit.
-TRANSFERS = {"trainium2": "trainium1", "trainium3": "trainium1", "cdna3": "hopper"}
-ALL_FAMILIES = ("ampere", "hopper", "blackwell", "trainium1", "trainium2", "trainium3",
-                "tpu-v4", "tpu-v5e", "tpu-v5p", "cdna3")
-
+#: Runtime/communicator/allocator reserve per stack (not fitted: no memory data published).
+RESERVED_BYTES = {"gpu": 3.0 * 2**30, "tpu": 1.0 * 2**30, "neuron": 2.0 * 2**30}
 
 def _reserve(family: str) -> float:
-    if family.startswith("tpu"):
-        return RESERVED_BYTES["tpu"]
-    if family.startswith("trainium"):
-        return RESERVED_BYTES["trainium"]
-    if family == "cdna3":
-        return RESERVED_BYTES["amd"]
-    return RESERVED_BYTES["nvidia"]
+    return RESERVED_BYTES[STACKS[family]]
+
+
+def stage_of(case: Case) -> str:
+    """Which calibration stage a case belongs to."""
+    if case.table in INFERENCE_TABLES:
+        return "serving"
+    return "MoE" if case.table in MOE_TABLES else "dense"
+
+
+def usable(cases: Sequence[Case]) -> list[Case]:
+    """The rows a fit can use: modelled, with a finite published value."""
+    return [c for c in cases if c.skip is None and math.isfinite(c.published)]
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,31 @@ class FamilyFit:
     rows: int
     mape_before: float
     mape_after: float
+
+
+@dataclass(frozen=True)
+class StageSource:
+    """Where one stage of a family's parameters came from."""
+
+    stage: str
+    parameters: tuple[str, ...]
+    rows: int
+    tables: tuple[str, ...]
+    families: tuple[str, ...]  # the families whose rows were fitted (the family itself if own rows)
+    mape_before: float = math.nan
+    mape_after: float = math.nan
+
+    def own(self, family: str) -> bool:
+        """Fitted on ``family``'s own rows (not taken from other families, not the priors)."""
+        return self.families == (family,)
+
+    def describe(self, family: str) -> str:
+        if self.rows == 0:
+            return f"{self.stage} parameters at their priors (no {self.stage} rows in any family)"
+        whose = "" if self.families == (family,) else f" of {', '.join(self.families)}"
+        return (f"{self.stage} stage: {len(self.parameters)} parameters on {self.rows} rows{whose} "
+                f"({', '.join(self.tables)}): MAPE {self.mape_before:.1f}% at the priors -> "
+                f"{self.mape_after:.1f}%")
 
 
 def _names(cases: Sequence[Case]) -> list[str]:
@@ -103,44 +144,48 @@ def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[
     )
 
 
-def fit_family(family: str, cases: Sequence[Case]) -> FamilyFit:
-    """MAP fit of one family's efficiencies on its modelled cases."""
-    usable = [c for c in cases if c.skip is None and c.family == family and math.isfinite(c.published)
-              and c.table not in MOE_TABLES | INFERENCE_TABLES]
-    names = _names(usable)
-    tables = sorted({c.table for c in usable})
-    start = np.array([PRIORS[n][0] for n in names])
-    lower = np.array([PRIORS[n][2] for n in names])
-    upper = np.array([PRIORS[n][3] for n in names])
-    sigma = np.array([PRIORS[n][1] for n in names])
-    published = np.array([c.published for c in usable])
-    higher_is_faster = np.array([c.metric != "step_time_s" for c in usable])
-    prior_weight = 1.0 / math.sqrt(max(len(usable), 1))
+def _signed_log_ratio(cases: Sequence[Case], predicted: np.ndarray) -> np.ndarray:
+    """log(predicted / published), signed so that "too fast" has one sign for rates and times."""
+    published = np.array([c.published for c in cases])
+    higher_is_faster = np.array([not c.metric.endswith("_s") for c in cases])
+    log_ratio = np.log(predicted / published)
+    return np.asarray(np.where(higher_is_faster, -log_ratio, log_ratio), dtype=float)
 
-    def residuals(values: np.ndarray) -> np.ndarray:
-        eff = _efficiency(family, names, values, tables)
-        predicted = np.array([r.predicted for r in run(usable, lambda _: eff)], dtype=float)
-        log_ratio = np.log(predicted / published)
-        # Residuals in time units: throughput errors count with the opposite sign.
-        fit = np.where(higher_is_faster, -log_ratio, log_ratio)
-        prior = prior_weight * (values - start) / sigma
-        return np.concatenate([fit, prior])
 
-    before = mape(run(usable, lambda _: _efficiency(family, names, start, tables)))
+def _least_squares(residuals: Callable[[np.ndarray], np.ndarray], start: np.ndarray, lower: np.ndarray,
+                   upper: np.ndarray) -> np.ndarray:
     # A robust (soft-L1) loss: published tables hold a few rows from immature software stacks
     # that should not drag the physical parameters of the rest.
     solution = least_squares(residuals, start, bounds=(lower, upper), diff_step=1e-3, x_scale="jac",
                              loss="soft_l1", f_scale=0.1)
-    after_eff = _efficiency(family, names, solution.x, tables)
-    after = mape(run(usable, lambda _: after_eff))
-    note = (f"MAP fit on {len(usable)} published rows ({', '.join(tables)}): "
-            f"MAPE {before:.1f}% at the priors -> {after:.1f}%")
-    dense = _efficiency(family, names, solution.x, tables, note)
-    moe = _fit_moe(dense, [c for c in cases if c.skip is None and c.family == family
-                           and c.table in MOE_TABLES and math.isfinite(c.published)], len(usable), before, after)
-    serving = [c for c in cases if c.skip is None and c.family == family and c.table in INFERENCE_TABLES
-               and math.isfinite(c.published)]
-    return FamilyFit(fit_inference(moe.efficiency, serving), moe.rows + len(serving), before, after)
+    return np.asarray(solution.x)
+
+
+def fit_dense(family: str, rows: Sequence[Case]) -> tuple[Efficiency, StageSource]:
+    """MAP fit of the dense-training parameters on ``rows`` (one shared set, whatever families
+    the rows come from); labelled as ``family``."""
+    names = _names(rows)
+    tables = sorted({c.table for c in rows})
+    start = np.array([PRIORS[n][0] for n in names])
+    if not rows:
+        eff = _efficiency(family, names, start, [])
+        return eff, StageSource("dense", tuple(names), 0, (), ())
+    lower = np.array([PRIORS[n][2] for n in names])
+    upper = np.array([PRIORS[n][3] for n in names])
+    sigma = np.array([PRIORS[n][1] for n in names])
+    prior_weight = 1.0 / math.sqrt(len(rows))
+
+    def residuals(values: np.ndarray) -> np.ndarray:
+        eff = _efficiency(family, names, values, tables)
+        predicted = np.array([r.predicted for r in run(rows, lambda _: eff)], dtype=float)
+        return np.concatenate([_signed_log_ratio(rows, predicted), prior_weight * (values - start) / sigma])
+
+    before = mape(run(rows, lambda _: _efficiency(family, names, start, tables)))
+    values = _least_squares(residuals, start, lower, upper)
+    eff = _efficiency(family, names, values, tables)
+    after = mape(run(rows, lambda _: eff))
+    families = tuple(sorted({c.family for c in rows}))
+    return eff, StageSource("dense", tuple(names), len(rows), tuple(tables), families, before, after)
 
 
 #: Efficiency field, scale and rounding of each staged prior (microsecond priors are stored in seconds).
@@ -151,99 +196,136 @@ STAGE_FIELDS = {"grouped_matmul": ("grouped_matmul", 1.0, 4),
                 "serving_request_latency_ms": ("serving_request_latency_s", 1e-3, 6)}
 
 
-def _fit_stage(base: Efficiency, priors: dict[str, tuple[float, float, float, float]], usable: list[Case],
-               stage: str) -> Efficiency:
-    """MAP fit of ``priors``' parameters on ``usable`` rows with every other parameter of ``base``
-    fixed (log-ratio residuals, signed so that "faster" is the same direction for rates and
-    times). Without rows the priors stand, and the note says so."""
+def _with_stage(base: Efficiency, names: Sequence[str], values: np.ndarray) -> Efficiency:
+    update: dict[str, object] = {}
+    for name, value in zip(names, values, strict=True):
+        field_name, scale, digits = STAGE_FIELDS[name]
+        update[field_name] = round(float(value) * scale, digits)
+    return base.model_copy(update=update)
+
+
+def fit_stage(bases: dict[str, Efficiency], priors: dict[str, tuple[float, float, float, float]],
+              rows: Sequence[Case], stage: str) -> tuple[dict[str, float], StageSource]:
+    """MAP fit of ``priors``' parameters, shared by ``rows``, each row predicted with its own
+    family's ``bases`` entry (every other parameter fixed there). Returns the fitted values
+    (in the priors' units) and where they came from; without rows the priors stand."""
     names = list(priors)
     start = np.array([priors[n][0] for n in names])
-
-    def with_values(values: np.ndarray, note: str = base.note) -> Efficiency:
-        update: dict[str, object] = {"note": note}
-        for name, value in zip(names, values, strict=True):
-            field, scale, digits = STAGE_FIELDS[name]
-            update[field] = round(float(value) * scale, digits)
-        return base.model_copy(update=update)
-
-    if not usable:
-        return with_values(start, f"{base.note}; {stage} parameters at their priors (no {stage} rows)")
+    if not rows:
+        return dict(zip(names, start.tolist(), strict=True)), StageSource(stage, tuple(names), 0, (), ())
     lower = np.array([priors[n][2] for n in names])
     upper = np.array([priors[n][3] for n in names])
     sigma = np.array([priors[n][1] for n in names])
-    published = np.array([c.published for c in usable])
-    higher_is_faster = np.array([not c.metric.endswith("_s") for c in usable])
-    prior_weight = 1.0 / math.sqrt(len(usable))
+    prior_weight = 1.0 / math.sqrt(len(rows))
+
+    def lookup(values: np.ndarray) -> Callable[[str], Efficiency]:
+        staged = {family: _with_stage(base, names, values) for family, base in bases.items()}
+        return staged.__getitem__
 
     def residuals(values: np.ndarray) -> np.ndarray:
-        eff = with_values(values)
-        predicted = np.array([r.predicted for r in run(usable, lambda _: eff)], dtype=float)
-        log_ratio = np.log(predicted / published)
-        return np.concatenate([np.where(higher_is_faster, -log_ratio, log_ratio),
-                               prior_weight * (values - start) / sigma])
+        predicted = np.array([r.predicted for r in run(rows, lookup(values))], dtype=float)
+        return np.concatenate([_signed_log_ratio(rows, predicted), prior_weight * (values - start) / sigma])
 
-    stage_before = mape(run(usable, lambda _: with_values(start)))
-    solution = least_squares(residuals, start, bounds=(lower, upper), diff_step=1e-3, x_scale="jac",
-                             loss="soft_l1", f_scale=0.1)
-    stage_after = mape(run(usable, lambda _: with_values(solution.x)))
-    tables = sorted({*base.fitted_on, *(c.table for c in usable)})
-    note = f"{base.note}; {stage} stage on {len(usable)} rows: MAPE {stage_before:.1f}% -> {stage_after:.1f}%"
-    return with_values(solution.x, note).model_copy(update={"fitted_on": tables})
+    before = mape(run(rows, lookup(start)))
+    values = _least_squares(residuals, start, lower, upper)
+    after = mape(run(rows, lookup(values)))
+    source = StageSource(stage, tuple(names), len(rows), tuple(sorted({c.table for c in rows})),
+                         tuple(sorted({c.family for c in rows})), before, after)
+    return dict(zip(names, values.tolist(), strict=True)), source
 
 
-def fit_inference(base: Efficiency, usable: list[Case]) -> Efficiency:
-    """Third stage: the serving parameters on the family's serving rows, the rest fixed."""
-    return _fit_stage(base, INFERENCE_PRIORS, usable, "serving")
+@dataclass
+class Calibration:
+    """The calibration procedure over one set of published rows, evaluated lazily per family
+    (cross-validation asks for a few families of many refits; ``calibrate`` for all of them).
+
+    Stage rule: a family's own rows of the stage; else the rows of the other families of its
+    software stack (:data:`STACKS`), fitted as one shared set; else every family's rows of that
+    stage; else the priors. Later stages hold the earlier stages' parameters of each row's own
+    family fixed.
+    """
+
+    cases: Sequence[Case]
+    _rows: dict[tuple[str, str], list[Case]] = field(default_factory=dict, init=False)
+    _dense: dict[str, tuple[Efficiency, StageSource]] = field(default_factory=dict, init=False)
+    _pooled_dense: dict[tuple[str, ...], tuple[Efficiency, StageSource]] = field(default_factory=dict, init=False)
+    _staged: dict[tuple[str, str], tuple[Efficiency, StageSource]] = field(default_factory=dict, init=False)
+    _pooled_stage: dict[tuple[str, tuple[str, ...]], tuple[dict[str, float], StageSource]] = field(
+        default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        for case in usable(self.cases):
+            self._rows.setdefault((stage_of(case), case.family), []).append(case)
+
+    def rows(self, stage: str, family: str) -> list[Case]:
+        return self._rows.get((stage, family), [])
+
+    def donors(self, stage: str, family: str) -> tuple[str, ...]:
+        """The families whose rows fit ``stage`` for ``family`` (see the class docstring)."""
+        if self.rows(stage, family):
+            return (family,)
+        with_rows = [f for (s, f) in self._rows if s == stage]
+        same_stack = tuple(sorted(f for f in with_rows if STACKS[f] == STACKS[family]))
+        return same_stack or tuple(sorted(with_rows))
+
+    def dense(self, family: str) -> tuple[Efficiency, StageSource]:
+        if family not in self._dense:
+            donors = self.donors("dense", family)
+            if donors not in self._pooled_dense:
+                rows = [c for f in donors for c in self.rows("dense", f)]
+                self._pooled_dense[donors] = fit_dense(family, rows)
+            eff, source = self._pooled_dense[donors]
+            eff = eff.model_copy(update={"family": family, "reserved_bytes": _reserve(family)})
+            self._dense[family] = (eff, source)
+        return self._dense[family]
+
+    def _stage_base(self, stage: str, family: str) -> Efficiency:
+        return self.dense(family)[0] if stage == "MoE" else self.staged("MoE", family)[0]
+
+    def staged(self, stage: str, family: str) -> tuple[Efficiency, StageSource]:
+        """The family's parameters through ``stage`` ("MoE", then "serving")."""
+        key = (stage, family)
+        if key not in self._staged:
+            priors = MOE_PRIORS if stage == "MoE" else INFERENCE_PRIORS
+            donors = self.donors(stage, family)
+            if (stage, donors) not in self._pooled_stage:
+                rows = [c for f in donors for c in self.rows(stage, f)]
+                bases = {f: self._stage_base(stage, f) for f in donors}
+                self._pooled_stage[(stage, donors)] = fit_stage(bases, priors, rows, stage)
+            values, source = self._pooled_stage[(stage, donors)]
+            base = self._stage_base(stage, family)
+            self._staged[key] = (_with_stage(base, list(priors), np.array(list(values.values()))), source)
+        return self._staged[key]
+
+    def sources(self, family: str) -> tuple[StageSource, ...]:
+        return (self.dense(family)[1], self.staged("MoE", family)[1], self.staged("serving", family)[1])
+
+    def efficiency(self, family: str) -> Efficiency:
+        """All three stages, with ``fitted_on`` and a note that say where each came from."""
+        eff = self.staged("serving", family)[0]
+        sources = self.sources(family)
+        tables = sorted({t for s in sources for t in s.tables})
+        note = "; ".join(s.describe(family) for s in sources)
+        return eff.model_copy(update={"fitted_on": tables, "note": note})
+
+    def parameters(self, family: str) -> int:
+        """Free parameters fitted on this family's own rows (shared stack fits not counted)."""
+        return sum(len(s.parameters) for s in self.sources(family) if s.own(family))
 
 
-def _fit_moe(dense: Efficiency, usable: list[Case], rows: int, before: float, after: float) -> FamilyFit:
-    """Second stage: the MoE-only parameters on the family's MoE rows, dense parameters fixed."""
-    return FamilyFit(_fit_stage(dense, MOE_PRIORS, usable, "MoE"), rows + len(usable), before, after)
+def fit_family(family: str, cases: Sequence[Case]) -> FamilyFit:
+    """Every stage of one family, fitted on its own rows in ``cases``."""
+    calibration = Calibration([c for c in cases if c.family == family])
+    dense = calibration.dense(family)[1]
+    rows = sum(s.rows for s in calibration.sources(family))
+    return FamilyFit(calibration.efficiency(family), rows, dense.mape_before, dense.mape_after)
 
 
-def calibrate(cases: Sequence[Case]) -> dict[str, FamilyFit | str]:
-    """Fit every family that has training rows; transfer to the families that have none (and
-    fit their serving stage if they have serving rows)."""
-    fits: dict[str, FamilyFit | str] = {}
-    families = sorted({c.family for c in cases if c.skip is None and c.table not in INFERENCE_TABLES})
-    for family in families:
-        fits[family] = fit_family(family, cases)
-    for family, donor in TRANSFERS.items():
-        if family not in fits and donor in fits:
-            donor_fit = fits[donor]
-            assert isinstance(donor_fit, FamilyFit)
-            serving = [c for c in cases if c.family == family and c.table in INFERENCE_TABLES and c.skip is None]
-            fits[family] = (FamilyFit(_serving_only(family, donor_fit, cases), len(serving), math.nan, math.nan)
-                            if serving else donor)
-    return fits
+def calibrate(cases: Sequence[Case]) -> Calibration:
+    """The calibration of every family on ``cases`` (evaluate it with ``efficiency_yaml``)."""
+    return Calibration(cases)
 
 
-def _serving_only(family: str, donor: FamilyFit, cases: Sequence[Case]) -> Efficiency:
-    """A family with no training rows but serving rows (Trainium2): the donor's training fit,
-    then its own serving stage."""
-    base = donor.efficiency.model_copy(update={
-        "family": family, "reserved_bytes": _reserve(family), "fitted_on": [],
-        "note": f"training parameters: inherits the {donor.efficiency.family} fit"})
-    serving = [c for c in cases if c.skip is None and c.family == family and c.table in INFERENCE_TABLES
-               and math.isfinite(c.published)]
-    return fit_inference(base, serving)
-
-
-def efficiency_yaml(fits: dict[str, FamilyFit | str]) -> dict[str, object]:
-    """The ``catalog/efficiency.yaml`` document for a calibration result."""
-    families: list[dict[str, object]] = []
-    for family in ALL_FAMILIES:
-        fit = fits.get(family)
-        if fit is None:
-            continue
-        if isinstance(fit, str):
-            donor = fits[fit]
-            assert isinstance(donor, FamilyFit)
-            eff = donor.efficiency.model_copy(update={
-                "family": family, "reserved_bytes": _reserve(family), "fitted_on": [],
-                "note": f"no published training runs for {family}: inherits the {fit} fit "
-                        f"(same vendor software stack / closest architecture); treat as a prior"})
-        else:
-            eff = fit.efficiency
-        families.append(eff.model_dump(mode="json"))
-    return {"families": families}
+def efficiency_yaml(calibration: Calibration) -> dict[str, object]:
+    """The ``catalog/efficiency.yaml`` document for a calibration."""
+    return {"families": [calibration.efficiency(f).model_dump(mode="json") for f in ALL_FAMILIES]}

@@ -1,0 +1,56 @@
+"""Cross-validated accuracy of the estimators, as `clusterplan calibrate` stores it
+(``catalog/crossval.yaml``) and `clusterplan validate` shows it.
+
+Percentages are None where a table or family has no modelled rows.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from clusterplan.specs._base import Spec
+
+
+class TableErrors(Spec):
+    """Mean absolute % error of one table: on the fitted rows, and out of sample."""
+
+    rows: int = Field(ge=0, description="modelled rows")
+    mape_pct: float | None = Field(description="in sample: the shipped fit, which saw these rows")
+    mape_out_of_sample_pct: float | None = Field(description="refitted with this table left out")
+    mape_family_out_pct: float | None = Field(description="refitted with each row's chip family left out")
+
+
+class StageRecord(Spec):
+    """Where one calibration stage of a family came from."""
+
+    stage: str
+    parameters: list[str]
+    rows: int = Field(ge=0)
+    tables: list[str]
+    families: list[str] = Field(description="the families whose rows were fitted")
+
+
+class FamilyErrors(Spec):
+    own_parameters: int = Field(ge=0, description="parameters fitted on this family's own rows")
+    own_rows: int = Field(ge=0)
+    mape_pct: float | None
+    mape_family_out_pct: float | None = Field(description="refitted with the whole family left out")
+    stages: list[StageRecord]
+
+
+class RowErrors(Spec):
+    table: str
+    label: str
+    family: str
+    error_pct: float | None
+    error_out_of_sample_pct: float | None
+    error_family_out_pct: float | None
+
+
+class CrossValSummary(Spec):
+    """Cross-validated errors per table, per family and per row (signed row errors are what
+    error bands are drawn from)."""
+
+    tables: dict[str, TableErrors]
+    families: dict[str, FamilyErrors]
+    rows: list[RowErrors]

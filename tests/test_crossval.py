@@ -1,0 +1,136 @@
+"""Cross-validated calibration (issue #13): folds, the stage rule, the stored summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from clusterplan.catalog.loader import load_crossval
+from clusterplan.cli import app
+from clusterplan.validation.calibrate import PRIORS, Calibration, fit_dense
+from clusterplan.validation.cases import all_cases, known_tables
+from clusterplan.validation.crossval import Fold, cross_validate, folds, predict_held_out, summarise
+from clusterplan.validation.harness import by_table, mape, run
+
+AMPERE_TABLES = ["korthikanti2022", "megatron_sc21"]
+
+
+@pytest.fixture(scope="module")
+def ampere_cv():  # type: ignore[no-untyped-def]
+    return cross_validate(AMPERE_TABLES)
+
+
+def test_folds_are_the_full_fit_each_table_and_each_family() -> None:
+    cases = all_cases(AMPERE_TABLES)
+    assert folds(cases) == [Fold("none"), Fold("table", "korthikanti2022"), Fold("table", "megatron_sc21"),
+                            Fold("family", "ampere")]
+    fold = Fold("table", "megatron_sc21")
+    assert all(fold.holds_out(c) == (c.table == "megatron_sc21") for c in cases)
+    assert not any(Fold("none").holds_out(c) for c in cases)
+
+
+def test_a_left_out_table_is_predicted_by_a_fit_on_the_other_table_only(ampere_cv) -> None:  # type: ignore[no-untyped-def]
+    cases = all_cases(AMPERE_TABLES)
+    others = [c for c in cases if c.table != "korthikanti2022"]
+    efficiency, _ = fit_dense("ampere", [c for c in others if c.skip is None])
+    expected = {c.label: r.predicted for c, r in zip(cases, run(cases, lambda _: efficiency), strict=True)
+                if c.table == "korthikanti2022"}
+    got = {r.case.label: r.predicted for r in ampere_cv.table_out if r.case.table == "korthikanti2022"}
+    assert got == pytest.approx(expected, rel=1e-12)
+    # ... which is not the in-sample prediction: the fold really refitted.
+    in_sample = {r.case.label: r.predicted for r in ampere_cv.in_sample if r.case.table == "korthikanti2022"}
+    assert any(abs(got[k] - in_sample[k]) > 1e-6 * in_sample[k] for k in got)
+
+
+def test_a_family_with_no_other_family_falls_back_to_the_priors(ampere_cv) -> None:  # type: ignore[no-untyped-def]
+    cases = all_cases(AMPERE_TABLES)
+    priors, source = fit_dense("ampere", [])
+    assert source.rows == 0 and priors.matmul["bf16"] == PRIORS["matmul.bf16"][0]
+    expected = [r.predicted for r in run(cases, lambda _: priors)]
+    assert [r.predicted for r in ampere_cv.family_out] == pytest.approx(expected, rel=1e-12)
+    # The priors are worse than any fit on published rows: out of sample is the harder test.
+    assert mape(ampere_cv.family_out) > mape(ampere_cv.table_out) > mape(ampere_cv.in_sample)
+
+
+def test_in_sample_is_the_shipped_procedure(ampere_cv) -> None:  # type: ignore[no-untyped-def]
+    cases = all_cases(AMPERE_TABLES)
+    efficiency, _ = fit_dense("ampere", [c for c in cases if c.skip is None])
+    expected = [r.predicted for r in run(cases, lambda _: efficiency)]
+    assert [r.predicted for r in ampere_cv.in_sample] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_family_without_rows_takes_its_software_stack_then_every_family() -> None:
+    cases = all_cases(["korthikanti2022", "neuron_trn"])
+    calibration = Calibration(cases)
+    assert calibration.donors("dense", "ampere") == ("ampere",)
+    assert calibration.donors("dense", "hopper") == ("ampere",)  # same stack (GPU)
+    assert calibration.donors("dense", "trainium2") == ("trainium1",)
+    assert calibration.donors("dense", "tpu-v4") == ("ampere", "trainium1")  # no TPU rows: everyone's
+    assert calibration.donors("MoE", "ampere") == ()  # no MoE rows anywhere: the priors
+    hopper = calibration.dense("hopper")[0]
+    assert hopper.family == "hopper" and hopper.matmul == calibration.dense("ampere")[0].matmul
+
+
+def test_a_held_out_fold_never_sees_its_rows() -> None:
+    cases = all_cases(AMPERE_TABLES)
+    # Corrupting the held-out rows' published values must not change their out-of-sample prediction.
+    fold = Fold("table", "megatron_sc21")
+    honest = predict_held_out(cases, fold)
+    from dataclasses import replace
+
+    corrupted = [replace(c, published=c.published * 3) if fold.holds_out(c) else c for c in cases]
+    assert predict_held_out(corrupted, fold) == honest
+
+
+def test_summary_rows_and_parameter_counts(ampere_cv) -> None:  # type: ignore[no-untyped-def]
+    summary = summarise(ampere_cv)
+    assert set(summary.tables) == set(AMPERE_TABLES)
+    ampere = summary.families["ampere"]
+    assert ampere.own_rows == 19 and ampere.own_parameters == 8  # bf16 matmul + 7 shared kernels/fabric
+    assert {s.stage: s.families for s in ampere.stages}["MoE"] == []  # priors: no MoE rows here
+    assert len(summary.rows) == 19
+
+
+def test_the_stored_cross_validation_is_current_and_covers_every_table() -> None:
+    """`clusterplan calibrate` stores crossval.yaml; its in-sample column must still be what
+    `validate` computes, or the estimator changed without a refit and the stored
+    out-of-sample figures describe a model that no longer exists."""
+    stored = load_crossval()
+    assert stored is not None
+    results = by_table(run(all_cases()))
+    assert set(stored.tables) == set(known_tables())
+    for name, rows in results.items():
+        assert stored.tables[name].mape_pct == pytest.approx(mape(rows), abs=0.05), name
+        assert stored.tables[name].mape_out_of_sample_pct is not None, name
+    assert stored.families["trainium2"].own_parameters < stored.families["trainium1"].own_parameters
+
+
+def test_validate_json_has_out_of_sample_and_fits_for_every_table() -> None:
+    result = CliRunner().invoke(app, ["validate", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    for name, table in record["tables"].items():
+        assert table["mape_out_of_sample_pct"] is not None, name
+        training = not name.startswith("inference")
+        assert (table["fits_fraction"] is not None) == training, name
+    assert record["cross_validation"].startswith("stored")
+    assert "own_parameters" in record["families"]["hopper"]
+
+
+def test_validate_cross_validate_recomputes() -> None:
+    result = CliRunner().invoke(app, ["validate", "--cross-validate", "--table", "korthikanti2022",
+                                      "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    table = record["tables"]["korthikanti2022"]
+    # One table of one family: leaving it out leaves the priors, which miss by more.
+    assert table["mape_out_of_sample_pct"] > table["mape_pct"]
+    assert record["cross_validation"].startswith("computed")
+
+
+def test_validate_refuses_bad_workers() -> None:
+    result = CliRunner().invoke(app, ["validate", "--cross-validate", "--workers", "0"])
+    assert result.exit_code == 2
+    assert "--workers" in result.output
