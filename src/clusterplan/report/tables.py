@@ -55,7 +55,18 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
         summary.add_row("energy / emissions", f"{record['energy_mwh']:,.0f} MWh / {record['co2_tonnes']:,.0f} t CO2")
     if "cost_usd" in record:
         summary.add_row("cost of the run", f"${record['cost_usd'] / 1e6:,.1f} M")
+    split = record.get("layer_split")
+    if split:
+        how = {"automatically": "balanced, chosen automatically", "given": "given", "even": "even"}
+        summary.add_row("layers per stage", f"{split['split']} ({how[split['chosen']]})")
     console.print(summary)
+    assumed = record.get("assumed")
+    if assumed:
+        top = assumed[0]
+        console.print(f"assumed {top['field']}={_setting(top['value'])}; {top['field']}={_setting(top['alternative'])} "
+                      f"would change the step by {100 * top['step_change']:+.1f} %"
+                      + ("" if top["fits_memory_if_changed"] else " (and not fit in memory)"),
+                      highlight=False)
     step = record["step_time_s"]
     breakdown = Table(title="step time breakdown")
     breakdown.add_column("component")
@@ -73,6 +84,13 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
         memory.add_row(name, units.format_bytes(value), _share(value, total))
     console.print(breakdown)
     console.print(memory)
+
+
+def _setting(value: Any) -> str:
+    """A plan setting as typed on the command line (``on``/``off`` for switches)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def catalog_rows(kind: str, specs: Sequence[Any]) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
