@@ -79,3 +79,153 @@ def test_korthikanti_table5_through_the_cli(capsys, tmp_path):
             errors.append(abs(record["step_time_s"] / float(published) - 1.0))
     assert len(errors) == 9
     assert sum(errors) / len(errors) <= 0.05
+
+
+# ---- the balanced layer split, chosen automatically ------------------------------------------
+
+@pytest.mark.parametrize("vp", [None, "2", "4", "8"])
+def test_llama3_405b_pp16_gets_the_balanced_split(capsys, vp):
+    """126 layers over 16 stages: 7 + 14 x 8 + 7 (Llama 3 405B), also interleaved."""
+    record = run_json(capsys, L405 + (["--vp", vp] if vp else []))
+    split = record["layer_split"]
+    assert (split["first_stage_layers"], split["middle_stage_layers"], split["last_stage_layers"]) == (7, 8, 7)
+    assert split["chosen"] == "automatically"
+    assert split["split"] == "7+14x8+7"
+    assert record["plan"]["first_stage_layers"] == 7
+    assert record["plan"]["last_stage_layers"] == 7
+    assert record["plan"]["vp"] == int(vp or 1)
+
+
+def test_the_automatic_split_states_itself_in_the_table(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "console", Console(width=80))
+    code, out, err = run_cli(capsys, L405)
+    assert code == 0, err
+    assert "7+14x8+7 (balanced, chosen automatically)" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_an_explicit_split_wins(capsys):
+    record = run_json(capsys, [*L405, "--first-stage-layers", "6", "--last-stage-layers", "8"])
+    assert record["layer_split"]["chosen"] == "given"
+    assert record["layer_split"]["split"] == "6+14x8+8"
+    automatic = run_json(capsys, L405)
+    assert record["step_time_s"] != automatic["step_time_s"]
+    assert all(a["field"] != "layer_split" for a in record["assumed"])
+
+
+def test_an_even_split_says_so(capsys):
+    record = run_json(capsys, ["train", "--model", "llama3-70b", "--system", "dgx-h100", "--chips", "64",
+                               "--tp", "8", "--pp", "4", "--seq", "8192", "--global-batch", "64"])
+    assert record["layer_split"]["chosen"] == "even"
+    assert record["layer_split"]["split"] == "20+2x20+20"
+    assert "first_stage_layers" not in record["plan"]
+
+
+@pytest.mark.parametrize(("vp", "needles"), [
+    ("3", ("--pp=16", "layers=126", "pp*vp=16*3", "vp=3")),
+    ("16", ("--pp=16", "layers=126", "pp*vp=16*16", "vp=16")),
+])
+def test_no_balanced_split_is_refused_naming_pp_and_vp(capsys, vp, needles):
+    assert_refused(*run_cli(capsys, [*L405, "--vp", vp, "--json"]), *needles)
+
+
+def test_what_the_search_proposes_runs_as_printed(capsys):
+    """The search's plans (uneven splits included) re-run with train from the printed layout
+    alone give the same step time."""
+    found = run_json(capsys, ["search", "--model", "llama3-405b", "--system", "dgx-h100", "--chips", "16384",
+                              "--seq", "8192", "--global-batch", "2048", "--top", "4"])
+    assert any(best["plan"].get("first_stage_layers") == 7 and best["plan"]["vp"] > 1 for best in found["best"])
+    for best in found["best"]:
+        plan = best["plan"]
+        argv = ["train", "--model", "llama3-405b", "--system", "dgx-h100", "--chips", str(best["chips"]),
+                "--seq", "8192", "--global-batch", "2048"]
+        for field in ("tp", "pp", "vp", "cp", "dp", "micro_batch", "recompute", "zero", "precision"):
+            argv += [cli.flag(field), str(plan[field])]
+        again = run_json(capsys, argv)
+        assert again["plan"] == plan
+        assert again["step_time_s"] == pytest.approx(best["step_time_s"], rel=1e-12)
+
+
+def test_the_rainier_plan_runs_with_train(capsys):
+    """The Rainier report's plan (TP8 PP16 VP8 CP8 DP256 on llama3-405b) was refused before:
+    'layers=126 must be divisible by pp*vp=128'."""
+    record = run_json(capsys, ["train", "--model", "llama3-405b", "--system", "trn2-ultraserver",
+                               "--chips", "262144", "--tp", "8", "--pp", "16", "--vp", "8", "--cp", "8",
+                               "--seq", "8192", "--global-batch", "2048"])
+    assert record["plan"]["dp"] == 256
+    assert record["layer_split"]["split"] == "7+14x8+7"
+    assert record["step_time_s"] > 0
+
+
+# ---- assumed: the settings left open -----------------------------------------------------------
+
+FLAG_OF_ALTERNATIVE = {True: "--{}", False: "--no-{}"}
+
+
+def _option(field: str, value: object) -> list[str]:
+    if isinstance(value, bool):
+        return [FLAG_OF_ALTERNATIVE[value].format(field.replace("_", "-"))]
+    if field == "layer_split":
+        first, *_, last = str(value).replace("x", "+").split("+")
+        return ["--first-stage-layers", first, "--last-stage-layers", last]
+    return [cli.flag(field), str(value)]
+
+
+def test_assumed_lists_the_open_settings_with_their_alternatives(capsys):
+    record = run_json(capsys, L405)
+    assumed = record["assumed"]
+    fields = {a["field"] for a in assumed}
+    assert {"vp", "micro_batch", "recompute", "flash_attention", "overlap_tp", "overlap_pp", "zero",
+            "grad_reduce", "layer_split"} <= fields
+    changes = [abs(a["step_change"]) for a in assumed]
+    assert changes == sorted(changes, reverse=True)
+    assert max(changes) > 0.01
+    for item in assumed:
+        assert item["step_time_s_if_changed"] == pytest.approx(
+            record["step_time_s"] * (1 + item["step_change"]), rel=1e-12)
+        assert item["value"] != item["alternative"]
+    vp = next(a for a in assumed if a["field"] == "vp")
+    assert (vp["value"], vp["alternative"]) == (1, 2)
+
+
+@pytest.mark.parametrize("field", ["vp", "micro_batch", "recompute", "flash_attention", "overlap_tp",
+                                   "overlap_pp", "zero", "grad_reduce", "layer_split"])
+def test_each_alternative_is_what_train_gives_with_it(capsys, field):
+    """step_time_s_if_changed equals train run with that alternative given explicitly."""
+    record = run_json(capsys, L405)
+    for item in (a for a in record["assumed"] if a["field"] == field):
+        changed = run_json(capsys, [*L405, *_option(field, item["alternative"])])
+        assert changed["step_time_s"] == pytest.approx(item["step_time_s_if_changed"], rel=1e-12)
+        assert changed["memory_bytes_per_chip"] == pytest.approx(item["memory_bytes_per_chip_if_changed"],
+                                                                 rel=1e-12)
+
+
+def test_given_settings_are_not_assumed(capsys):
+    record = run_json(capsys, [*L405, "--vp", "2", "--micro-batch", "1", "--recompute", "full", "--zero", "1",
+                               "--flash-attention", "--no-overlap-tp", "--overlap-pp", "--grad-reduce", "fp32"])
+    fields = {a["field"] for a in record["assumed"]}
+    assert fields.isdisjoint({"vp", "micro_batch", "recompute", "flash_attention", "overlap_tp", "overlap_pp",
+                              "zero", "grad_reduce"})
+    assert "layer_split" in fields
+
+
+def test_invalid_alternatives_are_left_out(capsys):
+    """llama3-8b on one chip: no pipeline, no TP, no DP: no vp, overlap or grad-reduce
+    alternative, and micro-batch 2 does not divide a batch of 1."""
+    record = run_json(capsys, ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "1",
+                               "--seq", "4096", "--global-batch", "1"])
+    fields = {a["field"] for a in record["assumed"]}
+    assert fields.isdisjoint({"vp", "overlap_tp", "overlap_pp", "overlap_dp", "grad_reduce", "layer_split",
+                              "micro_batch"})
+    assert {"recompute", "flash_attention", "zero"} <= fields
+
+
+def test_the_table_names_the_most_influential_assumption(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "console", Console(width=80))
+    record = run_json(capsys, L405)
+    top = record["assumed"][0]
+    code, out, err = run_cli(capsys, L405)
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("assumed "))
+    assert line.startswith(f"assumed {top['field']}=")
+    assert f"{100 * top['step_change']:+.1f} %" in line
