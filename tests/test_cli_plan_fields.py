@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 from importlib import resources
-from pathlib import Path
 
 import pytest
 import yaml
@@ -229,3 +228,132 @@ def test_the_table_names_the_most_influential_assumption(capsys, monkeypatch):
     line = next(line for line in out.splitlines() if line.startswith("assumed "))
     assert line.startswith(f"assumed {top['field']}=")
     assert f"{100 * top['step_change']:+.1f} %" in line
+
+
+# ---- every Plan field reachable; --plan FILE.yaml ---------------------------------------------
+
+#: Fields that make no sense for search: it enumerates the layout (and SP is always on).
+SEARCH_ENUMERATES = {"tp", "pp", "vp", "cp", "dp", "ep", "etp", "micro_batch", "sp", "dp_shard",
+                     "first_stage_layers", "last_stage_layers", "ep_within_scale_up", "precision",
+                     "recompute", "zero", "seq_len", "global_batch"}
+
+
+def _options_of(command: str) -> set[str]:
+    import typer.main
+
+    group = typer.main.get_command(cli.app)
+    click_command = group.commands[command]  # type: ignore[attr-defined]
+    return {opt for param in click_command.params for opt in [*param.opts, *param.secondary_opts]}
+
+
+@pytest.mark.parametrize("command", ["train", "reliability"])
+def test_every_plan_field_is_an_option(command):
+    options = _options_of(command)
+    for field in Plan.model_fields:
+        assert cli.flag(field) in options, field
+    for switch in ("flash-attention", "overlap-pp", "overlap-tp", "overlap-dp", "overlap-ep", "sp"):
+        assert {f"--{switch}", f"--no-{switch}"} <= options
+    assert "--plan" in options
+
+
+def test_search_takes_the_shared_settings():
+    options = _options_of("search")
+    for field in set(Plan.model_fields) - SEARCH_ENUMERATES:
+        assert cli.flag(field) in options, field
+    assert {"--no-flash-attention", "--no-overlap-pp", "--grad-reduce", "--plan"} <= options
+
+
+NON_DEFAULT = [("--no-flash-attention", "flash_attention", False), ("--no-overlap-pp", "overlap_pp", False),
+               ("--overlap-tp", "overlap_tp", True), ("--no-overlap-dp", "overlap_dp", False),
+               ("--grad-reduce=bf16", "grad_reduce", "bf16"), ("--zero=3", "zero", 3),
+               ("--dp-shard=2", "dp_shard", 2), ("--recompute-modules=core_attn,layernorm", "recompute_modules",
+                                                 ["core_attn", "layernorm"]),
+               ("--no-sp", "sp", False), ("--precision=fp8", "precision", "fp8"), ("--mtp=1", "mtp", 1)]
+
+
+@pytest.mark.parametrize(("option", "field", "value"), NON_DEFAULT)
+def test_train_options_reach_the_plan(capsys, option, field, value):
+    base = ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "16", "--tp", "2", "--pp", "2",
+            "--seq", "8192", "--global-batch", "64"]
+    default = run_json(capsys, base)
+    record = run_json(capsys, [*base, option])
+    assert record["plan"][field] == value
+    assert default["plan"].get(field) != value
+
+
+def test_moe_options_reach_the_plan(capsys):
+    record = run_json(capsys, ["train", "--model", "qwen3-30b-a3b", "--system", "dgx-h100", "--chips", "16",
+                               "--tp", "2", "--ep", "4", "--etp", "2", "--capacity-factor", "1.25",
+                               "--routing-gini", "0", "--overlap-ep", "--ep-within-scale-up", "--seq", "4096",
+                               "--global-batch", "64"])
+    plan = record["plan"]
+    assert (plan["ep"], plan["etp"], plan["capacity_factor"], plan["routing_gini"]) == (4, 2, 1.25, 0.0)
+    assert plan["overlap_ep"] is True and plan["ep_within_scale_up"] is True
+
+
+def test_plan_file_holds_any_field_and_given_options_override_it(capsys, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("seq_len: 8192\nglobal_batch: 64\ntp: 2\npp: 2\nzero: 0\nflash_attention: false\n"
+                    "recompute: full\nrecompute_modules: [core_attn]\noverlap_pp: false\n", "utf-8")
+    base = ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "16", "--plan", str(plan)]
+    record = run_json(capsys, base)
+    assert {k: record["plan"][k] for k in ("seq_len", "global_batch", "tp", "pp", "dp", "zero", "flash_attention",
+                                           "recompute", "overlap_pp")} == {
+        "seq_len": 8192, "global_batch": 64, "tp": 2, "pp": 2, "dp": 4, "zero": 0, "flash_attention": False,
+        "recompute": "full", "overlap_pp": False}
+    assert {a["field"] for a in record["assumed"]}.isdisjoint({"zero", "flash_attention", "recompute", "overlap_pp"})
+    overridden = run_json(capsys, [*base, "--zero", "2", "--flash-attention", "--tp", "4"])
+    assert (overridden["plan"]["zero"], overridden["plan"]["flash_attention"], overridden["plan"]["tp"]) == (2, True, 4)
+    assert overridden["plan"]["dp"] == 2
+    assert overridden["plan"]["recompute"] == "full"
+
+
+def test_search_and_reliability_read_the_plan_file(capsys, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("flash_attention: false\noverlap_pp: false\ngrad_reduce: bf16\nzero: 1\n", "utf-8")
+    found = run_json(capsys, ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "16",
+                              "--seq", "4096", "--global-batch", "64", "--plan", str(plan), "--top", "3"])
+    for best in found["best"]:
+        assert (best["plan"]["flash_attention"], best["plan"]["overlap_pp"]) == (False, False)
+        assert (best["plan"]["grad_reduce"], best["plan"]["zero"], best["plan"]["cp"]) == ("bf16", 1, 1)
+    flash = run_json(capsys, ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "16",
+                              "--seq", "4096", "--global-batch", "64", "--plan", str(plan), "--top", "1",
+                              "--flash-attention"])
+    assert flash["best"][0]["plan"]["flash_attention"] is True
+    assert flash["best"][0]["step_time_s"] < found["best"][0]["step_time_s"]
+    reliable = run_json(capsys, ["reliability", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "16",
+                                 "--tp", "2", "--plan", str(plan), "--tokens", "1T", "--no-overlap-dp"])
+    assert reliable["plan"]["flash_attention"] is False and reliable["plan"]["overlap_dp"] is False
+    assert (reliable["plan"]["seq_len"], reliable["plan"]["global_batch"]) == (8192, 2048)
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    ("flash_atention: false\n", ("plan.yaml:flash_atention", "unknown Plan field", "flash_attention")),
+    ("zero: 7\n", ("plan.yaml:zero", "7", "0, 1, 2 or 3")),
+    ("tp: eight\n", ("plan.yaml:tp", "eight", "integer")),
+    ("overlap_pp: maybe\n", ("plan.yaml:overlap_pp", "maybe", "boolean")),
+    ("recompute_modules: [attn]\n", ("plan.yaml:recompute_modules", "attn", "core_attn")),
+    ("pp: 3\n", ("plan.yaml:pp", "3", "layers=32")),
+    ("- tp\n", ("--plan", "plan.yaml", "mapping")),
+    ("tp: [1\n", ("--plan", "plan.yaml", "YAML")),
+])
+def test_bad_plan_file_is_one_line(capsys, tmp_path, text, needles):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text, "utf-8")
+    assert_refused(*run_cli(capsys, [*L8, "--chips", "24", "--plan", str(plan), "--json"]), *needles)
+
+
+def test_search_refuses_layout_fields_in_the_plan_file(capsys, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("tp: 8\n", "utf-8")
+    assert_refused(*run_cli(capsys, ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8",
+                                     "--seq", "4096", "--global-batch", "64", "--plan", str(plan)]),
+                   "plan.yaml:tp", "enumerates")
+
+
+@pytest.mark.parametrize("argv", [
+    [*L8[:-2]],
+    ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8", "--seq", "4096"],
+])
+def test_a_batch_is_required_from_the_line_or_the_file(capsys, argv):
+    assert_refused(*run_cli(capsys, argv), "--global-batch", "required")
