@@ -357,3 +357,37 @@ def test_search_refuses_layout_fields_in_the_plan_file(capsys, tmp_path):
 ])
 def test_a_batch_is_required_from_the_line_or_the_file(capsys, argv):
     assert_refused(*run_cli(capsys, argv), "--global-batch", "required")
+
+
+# ---- serve --deployment FILE.yaml ----------------------------------------------------------------
+
+SERVE = ["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--requests", "100"]
+
+
+def test_deployment_file_holds_any_field_and_given_options_override_it(capsys, tmp_path):
+    deployment = tmp_path / "deployment.yaml"
+    deployment.write_text("tp: 2\nweights: fp8\nkv_cache: fp8\nmax_batch: 64\nkv_memory_fraction: 0.5\n"
+                          "prefill_buckets: [2048, 4096]\ndecode_buckets: 4096,8192\n", "utf-8")
+    record = run_json(capsys, [*SERVE, "--deployment", str(deployment)])
+    assert record["deployment"] == {"tp": 2, "pp": 1, "ep": 1, "weights": "fp8", "kv_cache": "fp8", "max_batch": 64,
+                                    "kv_memory_fraction": 0.5, "prefill_buckets": [2048, 4096],
+                                    "decode_buckets": [4096, 8192]}
+    overridden = run_json(capsys, [*SERVE, "--deployment", str(deployment), "--tp", "4", "--kv-cache", "bf16",
+                                   "--kv-memory-fraction", "0.8", "--max-batch", "128"])
+    assert {k: overridden["deployment"][k] for k in ("tp", "weights", "kv_cache", "kv_memory_fraction",
+                                                     "max_batch")} == {
+        "tp": 4, "weights": "fp8", "kv_cache": "bf16", "kv_memory_fraction": 0.8, "max_batch": 128}
+    assert overridden["kv_capacity_tokens"] != record["kv_capacity_tokens"]
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    ("weight: fp8\n", ("deployment.yaml:weight", "unknown Deployment field", "weights")),
+    ("tp: 3\n", ("deployment.yaml:tp", "3", "attention_heads=32")),
+    ("weights: int4\n", ("deployment.yaml:weights", "int4", "bf16, fp8, fp4")),
+    ("kv_memory_fraction: 2\n", ("deployment.yaml:kv_memory_fraction", "2", "1")),
+    ("max_batch: 0\n", ("deployment.yaml:max_batch", "0", ">= 1")),
+])
+def test_bad_deployment_file_is_one_line(capsys, tmp_path, text, needles):
+    deployment = tmp_path / "deployment.yaml"
+    deployment.write_text(text, "utf-8")
+    assert_refused(*run_cli(capsys, [*SERVE, "--deployment", str(deployment), "--json"]), *needles)

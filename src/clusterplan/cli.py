@@ -914,15 +914,21 @@ def rainier(
 def serve(
     model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
-    tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica")] = None,
-    pp: Annotated[int, typer.Option(help="pipeline parallelism of one replica")] = 1,
+    deployment_file: Annotated[Path | None, typer.Option(
+        "--deployment", metavar="FILE.yaml",
+        help="Deployment fields in YAML (tp, pp, ep, weights, kv_cache, max_batch, kv_memory_fraction, "
+        "buckets); options given on the line override them")] = None,
+    tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica [default: 1]")] = None,
+    pp: Annotated[int | None, typer.Option(help="pipeline parallelism of one replica [default: 1]")] = None,
     chips_per_replica: Annotated[
         int | None, typer.Option(help="chips per replica (= TP x PP; alone it sets TP, PP 1)")
     ] = None,
-    ep: Annotated[int, typer.Option(help="expert parallelism (MoE models)")] = 1,
-    weights: Annotated[str, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls")] = "bf16",
-    kv_cache: Annotated[str, typer.Option(help="bf16 | fp8 KV cache")] = "bf16",
-    max_batch: Annotated[int, typer.Option(help="engine limit on batched sequences")] = 2048,
+    ep: Annotated[int | None, typer.Option(help="expert parallelism (MoE models) [default: 1]")] = None,
+    weights: Annotated[str | None, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls [default: bf16]")] = None,
+    kv_cache: Annotated[str | None, typer.Option(help="bf16 | fp8 KV cache [default: bf16]")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="engine limit on batched sequences [default: 2048]")] = None,
+    kv_memory_fraction: Annotated[float | None, typer.Option(
+        help="share of the HBM left after weights and runtime the KV cache may take [default: 0.9]")] = None,
     prefill_buckets: Annotated[str | None, typer.Option(
         help="static-shape engine (AWS Neuron): compiled prompt lengths, e.g. 2048,4096,8192")] = None,
     decode_buckets: Annotated[str | None, typer.Option(
@@ -965,25 +971,37 @@ def serve(
     spec_model = load_model(model, "--model")
     spec_system = load_system(system, "--system")
     spec_chip = load_chip(chip, "--chip") if chip else None
-    if weights not in ("bf16", "fp8", "fp4"):
-        raise SpecError("--weights", weights, "must be one of bf16, fp8, fp4")
-    if kv_cache not in ("bf16", "fp8"):
-        raise SpecError("--kv-cache", kv_cache, "must be one of bf16, fp8")
+    given = {name: value for name, value in (
+        ("tp", tp), ("pp", pp), ("ep", ep), ("weights", weights), ("kv_cache", kv_cache), ("max_batch", max_batch),
+        ("kv_memory_fraction", kv_memory_fraction),
+        ("prefill_buckets", _buckets(prefill_buckets, "--prefill-buckets") if prefill_buckets is not None else None),
+        ("decode_buckets", _buckets(decode_buckets, "--decode-buckets") if decode_buckets is not None else None))
+        if value is not None}
+    options, origins = merged_options(deployment_file, given, Deployment, "--deployment")
+    for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8"))):
+        if name in options and options[name] not in allowed:
+            raise SpecError(origins.get(name, flag(name)), options[name], f"must be one of {', '.join(allowed)}")
+    for name in ("tp", "pp", "ep", "max_batch"):
+        value = options.get(name)
+        if isinstance(value, int) and value < 1:
+            raise SpecError(origins.get(name, flag(name)), value, "must be >= 1")
+    draft = _spec_or_refuse(Deployment, {**options, "tp": options.get("tp", 1)}, origins)
+    pp = draft.pp
     if chips_per_replica is not None and chips_per_replica < 1:
         raise SpecError("--chips-per-replica", chips_per_replica, "must be >= 1")
-    if tp is None:
+    if "tp" not in options:
         if chips_per_replica is not None and chips_per_replica % pp != 0:
             raise SpecError("--chips-per-replica", chips_per_replica, f"must be a multiple of --pp={pp}")
-        tp = chips_per_replica // pp if chips_per_replica is not None else 1
-    elif chips_per_replica is not None and chips_per_replica != tp * pp:
-        raise SpecError("--chips-per-replica", chips_per_replica, f"must equal --tp x --pp = {tp * pp}")
-    for name, value in (("--tp", tp), ("--pp", pp), ("--ep", ep), ("--max-batch", max_batch),
-                        ("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
+        options["tp"] = chips_per_replica // pp if chips_per_replica is not None else 1
+    elif chips_per_replica is not None and chips_per_replica != draft.tp * pp:
+        raise SpecError("--chips-per-replica", chips_per_replica, f"must equal --tp x --pp = {draft.tp * pp}")
+    for name, value in (("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
                         ("--requests", requests)):
         if value < 1:
             raise SpecError(name, value, "must be >= 1")
-    if tp * pp > MAX_CHIPS:
-        raise SpecError("--tp", tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
+    deployment = _spec_or_refuse(Deployment, options, origins)
+    if deployment.tp * deployment.pp > MAX_CHIPS:
+        raise SpecError("--tp", deployment.tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
     if not 0.0 <= length_spread <= 3.0:
         raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
     if (slo_ttft is None) != (slo_tpot is None):
@@ -1006,13 +1024,6 @@ def serve(
     elif offline:
         replay = queued_at_zero(requests, input_tokens, output_tokens)
     try:
-        deployment = Deployment(tp=tp, pp=pp, ep=ep, weights=weights, kv_cache=kv_cache,
-                                max_batch=max_batch, prefill_buckets=_buckets(prefill_buckets, "--prefill-buckets"),
-                                decode_buckets=_buckets(decode_buckets, "--decode-buckets"))
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
-    try:
         record = serve_record(spec_model, hardware_for(spec_system, spec_chip), deployment, input_tokens,
                               output_tokens, rate_per_s=rate, slo=slo, demand_output_tokens_per_s=demand_tokens,
                               requests=requests, length_spread=length_spread, seed=seed, replay=replay,
@@ -1021,7 +1032,7 @@ def serve(
         first = error.errors()[0]
         raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
     except SpecError as error:
-        raise SpecError(flag(error.field), error.value, error.rule) from None
+        raise SpecError(origins.get(error.field, flag(error.field)), error.value, error.rule) from None
     if as_json:
         emit_json(record)
     else:
