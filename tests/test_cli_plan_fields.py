@@ -391,3 +391,15 @@ def test_bad_deployment_file_is_one_line(capsys, tmp_path, text, needles):
     deployment = tmp_path / "deployment.yaml"
     deployment.write_text(text, "utf-8")
     assert_refused(*run_cli(capsys, [*SERVE, "--deployment", str(deployment), "--json"]), *needles)
+
+
+@pytest.mark.parametrize("command", ["train", "search", "reliability", "serve"])
+def test_help_keeps_every_option_whole_at_80_columns(capsys, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run_cli(capsys, [command, "--help"])
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for option in _options_of(command):
+        assert option in out, option
+    if command == "train":
+        assert "--first-stage-layers <int>" in out and "(default: balanced)" in out

@@ -41,6 +41,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: option names stay whole at 80 columns
 )
 console = Console()
 P = ParamSpec("P")
@@ -112,7 +113,7 @@ def _plan_option(field: str, text: str, *declarations: str, default: str | None 
         value = "on" if value else "off"
     elif isinstance(value, tuple):
         value = ",".join(value)
-    return typer.Option(*declarations, help=f"{text} [default: {value}]")
+    return typer.Option(*declarations, help=f"{text} (default: {value})")
 
 
 TpOption = Annotated[int | None, _plan_option("tp", "tensor parallelism")]
@@ -129,8 +130,7 @@ RoutingGiniOption = Annotated[float | None, _plan_option(
 OverlapEpOption = Annotated[bool | None, _plan_option(
     "overlap_ep", "MoE: overlap EP all-to-alls (DualPipe-style)", "--overlap-ep/--no-overlap-ep")]
 EpWithinScaleUpOption = Annotated[bool | None, _plan_option(
-    "ep_within_scale_up", "require EP x ETP inside one scale-up domain",
-    "--ep-within-scale-up/--no-ep-within-scale-up")]
+    "ep_within_scale_up", "require EP x ETP inside one scale-up domain", "--ep-within-scale-up")]
 MtpOption = Annotated[int | None, _plan_option("mtp", "multi-token-prediction depth (DeepSeek-V3: 1)")]
 MicroBatchOption = Annotated[int | None, _plan_option("micro_batch", "micro-batch (sequences)")]
 SeqOption = Annotated[int | None, typer.Option("--seq", help="sequence length (tokens); or seq_len in --plan")]
@@ -411,10 +411,10 @@ def search(
         help="Plan fields every plan shares (flash_attention, overlaps, grad_reduce, ...) and single "
         "precision/recompute/zero values; options given override them")] = None,
     precision: Annotated[str | None, typer.Option(
-        help="matmul precisions to consider, e.g. bf16,fp8 [default: bf16]")] = None,
+        help="matmul precisions to consider, e.g. bf16,fp8 (default: bf16)")] = None,
     recompute: Annotated[str | None, typer.Option(
-        help="recompute levels to consider [default: none,selective,full]")] = None,
-    zero: Annotated[str | None, typer.Option(help="ZeRO stages to consider [default: 0,1,2,3]")] = None,
+        help="recompute levels to consider (default: none,selective,full)")] = None,
+    zero: Annotated[str | None, typer.Option(help="ZeRO stages to consider (default: 0,1,2,3)")] = None,
     objective: Annotated[str, typer.Option(help="time | cost (chip-hours) | energy (chip-hours x TDP)")] = "time",
     max_memory_fraction: Annotated[float, typer.Option(help="usable fraction of HBM")] = 0.9,
     top: Annotated[int, typer.Option(help="how many plans to list")] = 10,
@@ -918,17 +918,17 @@ def serve(
         "--deployment", metavar="FILE.yaml",
         help="Deployment fields in YAML (tp, pp, ep, weights, kv_cache, max_batch, kv_memory_fraction, "
         "buckets); options given on the line override them")] = None,
-    tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica [default: 1]")] = None,
-    pp: Annotated[int | None, typer.Option(help="pipeline parallelism of one replica [default: 1]")] = None,
+    tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica (default: 1)")] = None,
+    pp: Annotated[int | None, typer.Option(help="pipeline parallelism of one replica (default: 1)")] = None,
     chips_per_replica: Annotated[
         int | None, typer.Option(help="chips per replica (= TP x PP; alone it sets TP, PP 1)")
     ] = None,
-    ep: Annotated[int | None, typer.Option(help="expert parallelism (MoE models) [default: 1]")] = None,
-    weights: Annotated[str | None, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls [default: bf16]")] = None,
-    kv_cache: Annotated[str | None, typer.Option(help="bf16 | fp8 KV cache [default: bf16]")] = None,
-    max_batch: Annotated[int | None, typer.Option(help="engine limit on batched sequences [default: 2048]")] = None,
+    ep: Annotated[int | None, typer.Option(help="expert parallelism (MoE models) (default: 1)")] = None,
+    weights: Annotated[str | None, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls (default: bf16)")] = None,
+    kv_cache: Annotated[str | None, typer.Option(help="bf16 | fp8 KV cache (default: bf16)")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="engine limit on batched sequences (default: 2048)")] = None,
     kv_memory_fraction: Annotated[float | None, typer.Option(
-        help="share of the HBM left after weights and runtime the KV cache may take [default: 0.9]")] = None,
+        help="share of the HBM left after weights and runtime the KV cache may take (default: 0.9)")] = None,
     prefill_buckets: Annotated[str | None, typer.Option(
         help="static-shape engine (AWS Neuron): compiled prompt lengths, e.g. 2048,4096,8192")] = None,
     decode_buckets: Annotated[str | None, typer.Option(
