@@ -403,3 +403,14 @@ def test_help_keeps_every_option_whole_at_80_columns(capsys, monkeypatch, comman
         assert option in out, option
     if command == "train":
         assert "--first-stage-layers <int>" in out and "(default: balanced)" in out
+
+
+def test_search_table_is_readable_at_80_columns(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "console", Console(width=80))
+    argv = ["search", "--model", "llama3-405b", "--system", "dgx-h100", "--chips", "16384", "--seq", "8192",
+            "--global-batch", "2048", "--top", "3"]
+    best = run_json(capsys, argv)["best"][0]["plan"]
+    code, out, err = run_cli(capsys, argv)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert f"TP{best['tp']} PP{best['pp']} VP{best['vp']}" in out

@@ -317,7 +317,7 @@ def train(
         raise SpecError(origins.get(error.field, flag(error.field)), error.value, error.rule) from None
     hardware = hardware_for(spec_system, spec_chip)
     record = train_record(spec_model, hardware, plan, _tokens(tokens))
-    split_given = "first_stage_layers" in options or "last_stage_layers" in options
+    split_given = any(options.get(field) is not None for field in ("first_stage_layers", "last_stage_layers"))
     if plan.pp > 1:
         record["layer_split"] = layer_split_record(spec_model, plan, given=split_given)
     record["assumed"] = assumed_settings(spec_model, hardware, plan, set(options), record["step_time_s"])

@@ -217,6 +217,33 @@ def search_table(console: Console, result: Any) -> None:
                   f"(objective: {result.objective})")
     if not result.best:
         return
+    if console.width < 120:  # narrow terminals: the layout in one folded column
+        _search_table_narrow(console, result)
+    else:
+        _search_table_wide(console, result)
+    best = result.best[0]
+    if "time_to_train_s" in best:
+        console.print(f"best plan: {units.format_duration(best['time_to_train_s'])} to train "
+                      f"{units.format_count(best['tokens'])} tokens on {best['chips']:,} chips")
+
+
+def _search_table_narrow(console: Console, result: Any) -> None:
+    table = Table(title="best plans")
+    for column in ("#", "plan", "step", "MFU", "memory", "why not first"):
+        table.add_column(column, justify="right" if column in ("#", "step", "MFU", "memory") else "left",
+                         overflow="fold", no_wrap=column in ("#", "step", "MFU", "memory"))
+    for rank, record in enumerate(result.best, start=1):
+        plan = record["plan"]
+        layout = [f"{name.upper()}{plan[name]}" for name in ("tp", "pp", "vp", "cp", "ep") if plan[name] > 1]
+        layout += [f"DP{plan['dp']}", f"mb{plan['micro_batch']}", plan["recompute"], f"Z{plan['zero']}",
+                   plan["precision"], f"on {record['chips']:,}"]
+        table.add_row(str(rank), " ".join(layout), units.format_duration(record["step_time_s"]),
+                      f"{100 * record['mfu']:.1f} %", units.format_bytes(record["memory_bytes_per_chip"]),
+                      record["why_not_best"])
+    console.print(table)
+
+
+def _search_table_wide(console: Console, result: Any) -> None:
     table = Table(title="best plans")
     for column in ("#", "chips", "TP", "PP", "VP", "CP", "EP", "DP", "mb", "recompute", "ZeRO", "prec",
                    "step", "MFU", "memory", "why not first"):
@@ -230,10 +257,6 @@ def search_table(console: Console, result: Any) -> None:
                       units.format_duration(record["step_time_s"]), f"{100 * record['mfu']:.1f} %",
                       units.format_bytes(record["memory_bytes_per_chip"]), record["why_not_best"])
     console.print(table)
-    best = result.best[0]
-    if "time_to_train_s" in best:
-        console.print(f"best plan: {units.format_duration(best['time_to_train_s'])} to train "
-                      f"{units.format_count(best['tokens'])} tokens on {best['chips']:,} chips")
 
 
 def reliability_table(console: Console, record: dict[str, Any]) -> None:
