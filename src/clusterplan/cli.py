@@ -5,13 +5,14 @@ Every refusal is one line on stderr naming the field, the value and the rule, wi
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, get_origin
 
 import typer
 from pydantic import ValidationError
@@ -28,10 +29,12 @@ from clusterplan.catalog import (
     model_names,
     system_names,
 )
-from clusterplan.catalog.loader import validation_message
+from clusterplan.catalog.loader import read_yaml, validation_message
 from clusterplan.errors import SpecError
-from clusterplan.specs import Plan
+from clusterplan.specs import Model, Plan
+from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import MAX_CHIPS
+from clusterplan.training.batch import DEFAULT_ROUTING_GINI
 
 if TYPE_CHECKING:
     from clusterplan.specs.accuracy import CrossValSummary
@@ -41,10 +44,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: option names stay whole at 80 columns
 )
 console = Console()
 P = ParamSpec("P")
 R = TypeVar("R")
+SpecT = TypeVar("SpecT", bound=Spec)
 
 
 def refuse(message: str) -> None:
@@ -102,32 +107,160 @@ def flag(field: str) -> str:
     return FLAGS.get(field, field if field.startswith("--") else f"--{field.replace('_', '-')}")
 
 
+# ---- plan options: one definition per Plan field, shared by train, search and reliability ------
+def _plan_option(field: str, text: str, *declarations: str, default: str | None = None) -> Any:
+    """A typer option for Plan ``field``; its default is None (= not given: a --plan file or the
+    Plan default applies), and the help states the Plan default."""
+    value = Plan.model_fields[field].default if default is None else default
+    if isinstance(value, bool):
+        value = "on" if value else "off"
+    elif isinstance(value, tuple):
+        value = ",".join(value)
+    return typer.Option(*declarations, help=f"{text} (default: {value})")
 
 
-def build_plan(options: dict[str, Any], chips: int) -> Plan:
-    """A validated Plan from CLI options; ``dp`` defaults to chips / (tp*pp*cp)."""
-    if chips > MAX_CHIPS:
-        raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
-    for name in ("chips", "tp", "pp", "vp", "cp", "ep", "etp", "micro_batch", "global_batch", "seq_len"):
-        value = options.get(name, chips if name == "chips" else None)
-        if value is not None and value < 1:
-            raise SpecError(flag(name), value, "must be >= 1")
-    tp, pp, cp = options["tp"], options["pp"], options["cp"]
-    inner = tp * pp * cp
-    dp = options.pop("dp")
-    if dp is None:
-        if chips % inner != 0:
-            raise SpecError("--chips", chips, f"must be divisible by tp*pp*cp = {tp}*{pp}*{cp} = {inner}")
-        dp = chips // inner
-    if options.get("sp") is None:
-        options["sp"] = tp > 1
+TpOption = Annotated[int | None, _plan_option("tp", "tensor parallelism")]
+PpOption = Annotated[int | None, _plan_option("pp", "pipeline parallelism")]
+VpOption = Annotated[int | None, _plan_option("vp", "virtual stages per pipeline rank (interleaving)")]
+CpOption = Annotated[int | None, _plan_option("cp", "context parallelism")]
+DpOption = Annotated[int | None, _plan_option("dp", "data parallelism", default="chips/(tp*pp*cp)")]
+EpOption = Annotated[int | None, _plan_option("ep", "expert parallelism (MoE models)")]
+EtpOption = Annotated[int | None, _plan_option("etp", "expert tensor parallelism (MoE models)")]
+CapacityFactorOption = Annotated[float | None, _plan_option(
+    "capacity_factor", "MoE: expert capacity factor (token dropping)", default="dropless")]
+RoutingGiniOption = Annotated[float | None, _plan_option(
+    "routing_gini", "MoE: Gini of per-expert token load (0 = balanced)", default=str(DEFAULT_ROUTING_GINI))]
+OverlapEpOption = Annotated[bool | None, _plan_option(
+    "overlap_ep", "MoE: overlap EP all-to-alls (DualPipe-style)", "--overlap-ep/--no-overlap-ep")]
+EpWithinScaleUpOption = Annotated[bool | None, _plan_option(
+    "ep_within_scale_up", "require EP x ETP inside one scale-up domain", "--ep-within-scale-up")]
+MtpOption = Annotated[int | None, _plan_option("mtp", "multi-token-prediction depth (DeepSeek-V3: 1)")]
+MicroBatchOption = Annotated[int | None, _plan_option("micro_batch", "micro-batch (sequences)")]
+SeqOption = Annotated[int | None, typer.Option("--seq", help="sequence length (tokens); or seq_len in --plan")]
+GlobalBatchOption = Annotated[int | None, typer.Option(
+    help="global batch (sequences per step); or global_batch in --plan")]
+RecomputeOption = Annotated[str | None, _plan_option("recompute", "none | selective | full")]
+RecomputeModulesOption = Annotated[str | None, _plan_option(
+    "recompute_modules", "what selective recompute re-runs: core_attn, layernorm, moe_act "
+    "(comma-separated; Megatron --recompute-modules)")]
+SpOption = Annotated[bool | None, _plan_option("sp", "sequence parallelism", "--sp/--no-sp",
+                                               default="on when tp > 1")]
+ZeroOption = Annotated[int | None, _plan_option("zero", "ZeRO stage 0-3 (1 = distributed optimizer)")]
+DpShardOption = Annotated[int | None, _plan_option(
+    "dp_shard", "ZeRO sharding group (HSDP): shard over this many of the dp*cp replicas", default="dp*cp")]
+PrecisionOption = Annotated[str | None, _plan_option("precision", "bf16 | fp8 | fp4 matmuls")]
+GradReduceOption = Annotated[str | None, _plan_option(
+    "grad_reduce", "gradient reduction dtype: fp32 | bf16 (any 16-bit reduction)")]
+OverlapDpOption = Annotated[bool | None, _plan_option(
+    "overlap_dp", "overlap DP reduction with backward", "--overlap-dp/--no-overlap-dp")]
+OverlapTpOption = Annotated[bool | None, _plan_option(
+    "overlap_tp", "overlap TP comm with GEMMs", "--overlap-tp/--no-overlap-tp")]
+OverlapPpOption = Annotated[bool | None, _plan_option(
+    "overlap_pp", "overlap pipeline sends with compute", "--overlap-pp/--no-overlap-pp")]
+FlashAttentionOption = Annotated[bool | None, _plan_option(
+    "flash_attention", "fused attention (no s x s scores kept)", "--flash-attention/--no-flash-attention")]
+FirstStageLayersOption = Annotated[int | None, _plan_option(
+    "first_stage_layers", "layers on the first pipeline stage (uneven split)", default="balanced")]
+LastStageLayersOption = Annotated[int | None, _plan_option(
+    "last_stage_layers", "layers on the last pipeline stage (uneven split)", default="balanced")]
+PlanFileOption = Annotated[Path | None, typer.Option(
+    "--plan", metavar="FILE.yaml", help="Plan fields in YAML (options given on the line override them)")]
+
+
+def given_plan_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The Plan fields given on the command line, from a command's ``locals()`` (``seq`` is
+    ``seq_len``); an option left out is None and not listed."""
+    given = {}
+    for name, value in values.items():
+        field = "seq_len" if name == "seq" else name
+        if field in Plan.model_fields and value is not None:
+            given[field] = value
+    if isinstance(given.get("recompute_modules"), str):
+        given["recompute_modules"] = _csv(given["recompute_modules"], "--recompute-modules")
+    return given
+
+
+def spec_file(path: Path | None, spec_type: type[Spec], option: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The fields of a YAML file of ``spec_type`` fields (``--plan``, ``--deployment``), and
+    the name each is refused under (``plan.yaml:zero``); unknown fields are refused."""
+    if path is None:
+        return {}, {}
+    data = read_yaml(path, option)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(option, str(path), f"expected a mapping of {spec_type.__name__} fields")
+    known = list(spec_type.model_fields)
+    for key, value in data.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f" (known: {', '.join(known)})"
+            raise SpecError(f"{path.name}:{key}", value, f"unknown {spec_type.__name__} field{hint}")
+    options = dict(data)
+    for key, value in options.items():
+        if isinstance(value, str) and get_origin(spec_type.model_fields[key].annotation) is tuple:
+            options[key] = _csv(value, f"{path.name}:{key}")  # a list written as a comma string
+    return options, {key: f"{path.name}:{key}" for key in options}
+
+
+def merged_options(path: Path | None, given: dict[str, Any], spec_type: type[Spec] = Plan,
+                   option: str = "--plan") -> tuple[dict[str, Any], dict[str, str]]:
+    """The file's fields overridden by the options given explicitly, and where each came from
+    (the file's ``name:field``; a flag otherwise)."""
+    from_file, origins = spec_file(path, spec_type, option)
+    for key in given:
+        origins.pop(key, None)
+    return {**from_file, **given}, origins
+
+
+def _spec_or_refuse(spec_type: type[SpecT], data: dict[str, Any], origins: dict[str, str]) -> SpecT:
     try:
-        plan = Plan(dp=dp, **options)
+        return spec_type(**data)
     except ValidationError as error:
         first = error.errors()[0]
-        field = flag(str(first["loc"][0])) if first["loc"] else "plan"
-        raise SpecError(field, first.get("input"), str(first["msg"])) from None
-    return plan
+        field = str(first["loc"][0]) if first["loc"] else "plan"
+        raise SpecError(origins.get(field, flag(field)), first.get("input"), str(first["msg"])) from None
+
+
+def build_plan(options: dict[str, Any], chips: int, model: Model | None = None,
+               origins: dict[str, str] | None = None) -> Plan:
+    """A validated Plan from CLI (and ``--plan`` file) options; ``dp`` defaults to
+    chips / (tp*pp*cp), ``sp`` to tp > 1. With ``model``: the balanced layer split when none is
+    given and pp*vp does not divide the layers, then the plan validated for the model."""
+    origins = origins or {}
+
+    def name(field: str) -> str:
+        return origins.get(field, flag(field))
+
+    if chips > MAX_CHIPS:
+        raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
+    if chips < 1:
+        raise SpecError("--chips", chips, "must be >= 1")
+    for field in ("tp", "pp", "vp", "cp", "dp", "ep", "etp", "micro_batch", "global_batch", "seq_len"):
+        value = options.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise SpecError(name(field), value, "must be >= 1")
+    for field in ("seq_len", "global_batch"):
+        if options.get(field) is None:
+            raise SpecError(flag(field), None, f"required: give {flag(field)} or {field} in --plan FILE.yaml")
+    draft = _spec_or_refuse(Plan, {**options, "dp": options.get("dp") or 1, "sp": options.get("sp", False)},
+                            origins)
+    if draft.precision == "fp32":
+        raise SpecError(name("precision"), draft.precision, "must be one of bf16, fp8, fp4 (matmul precision)")
+    inner = draft.tp * draft.pp * draft.cp
+    dp = options.get("dp")
+    if dp is None:
+        if chips % inner != 0:
+            raise SpecError("--chips", chips,
+                            f"must be divisible by tp*pp*cp = {draft.tp}*{draft.pp}*{draft.cp} = {inner}")
+        dp = chips // inner
+    plan = _spec_or_refuse(Plan, {**options, "dp": dp, "sp": options.get("sp", draft.tp > 1)}, origins)
+    if model is None:
+        return plan
+    try:
+        return plan.with_balanced_split(model).validate_for(model, chips)
+    except SpecError as error:
+        raise SpecError(name(error.field), error.value, error.rule) from None
 
 
 # ---- train ---------------------------------------------------------------------------------
@@ -137,86 +270,60 @@ def train(
     model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
     chips: Annotated[int, typer.Option(help="chips in the job")],
-    seq: Annotated[int, typer.Option("--seq", help="sequence length (tokens)")],
-    global_batch: Annotated[int, typer.Option(help="global batch (sequences per step)")],
-    tp: Annotated[int, typer.Option(help="tensor parallelism")] = 1,
-    pp: Annotated[int, typer.Option(help="pipeline parallelism")] = 1,
-    vp: Annotated[int, typer.Option(help="virtual stages per pipeline rank (interleaving)")] = 1,
-    cp: Annotated[int, typer.Option(help="context parallelism")] = 1,
-    dp: Annotated[int | None, typer.Option(help="data parallelism (default chips/(tp*pp*cp))")] = None,
-    ep: Annotated[int, typer.Option(help="expert parallelism (MoE models)")] = 1,
-    etp: Annotated[int, typer.Option(help="expert tensor parallelism (MoE models)")] = 1,
-    capacity_factor: Annotated[
-        float | None, typer.Option(help="expert capacity factor (token dropping); default dropless")
-    ] = None,
-    routing_gini: Annotated[
-        float | None, typer.Option(help="Gini of per-expert token load (0 = balanced); default 0.2")
-    ] = None,
-    overlap_ep: Annotated[
-        bool, typer.Option("--overlap-ep/--no-overlap-ep", help="overlap EP all-to-alls (DualPipe-style)")
-    ] = False,
-    mtp: Annotated[int, typer.Option(help="multi-token-prediction depth (DeepSeek-V3: 1)")] = 0,
-    ep_within_scale_up: Annotated[
-        bool, typer.Option("--ep-within-scale-up", help="require EP x ETP inside one scale-up domain")
-    ] = False,
-    micro_batch: Annotated[int, typer.Option(help="micro-batch (sequences)")] = 1,
-    recompute: Annotated[str, typer.Option(help="none | selective | full")] = "selective",
-    recompute_modules: Annotated[
-        str, typer.Option(help="what selective recompute re-runs: core_attn, layernorm, moe_act "
-                          "(comma-separated; Megatron --recompute-modules)")
-    ] = "core_attn",
-    sp: Annotated[
-        bool | None, typer.Option("--sp/--no-sp", help="sequence parallelism (default on when tp > 1)")
-    ] = None,
-    zero: Annotated[int, typer.Option(help="ZeRO stage 0-3 (1 = distributed optimizer)")] = 1,
-    precision: Annotated[str, typer.Option(help="bf16 | fp8 | fp4 matmuls")] = "bf16",
-    overlap_tp: Annotated[
-        bool, typer.Option("--overlap-tp/--no-overlap-tp", help="overlap TP comm with GEMMs")
-    ] = False,
-    overlap_dp: Annotated[
-        bool, typer.Option("--overlap-dp/--no-overlap-dp", help="overlap DP comm with compute")
-    ] = True,
-    first_stage_layers: Annotated[
-        int | None, typer.Option(help="layers on the first pipeline stage (uneven split)")
-    ] = None,
-    last_stage_layers: Annotated[
-        int | None, typer.Option(help="layers on the last pipeline stage (uneven split)")
-    ] = None,
+    seq: SeqOption = None,
+    global_batch: GlobalBatchOption = None,
+    plan_file: PlanFileOption = None,
+    tp: TpOption = None,
+    pp: PpOption = None,
+    vp: VpOption = None,
+    cp: CpOption = None,
+    dp: DpOption = None,
+    ep: EpOption = None,
+    etp: EtpOption = None,
+    capacity_factor: CapacityFactorOption = None,
+    routing_gini: RoutingGiniOption = None,
+    overlap_ep: OverlapEpOption = None,
+    mtp: MtpOption = None,
+    ep_within_scale_up: EpWithinScaleUpOption = None,
+    micro_batch: MicroBatchOption = None,
+    recompute: RecomputeOption = None,
+    recompute_modules: RecomputeModulesOption = None,
+    sp: SpOption = None,
+    zero: ZeroOption = None,
+    dp_shard: DpShardOption = None,
+    precision: PrecisionOption = None,
+    grad_reduce: GradReduceOption = None,
+    overlap_tp: OverlapTpOption = None,
+    overlap_dp: OverlapDpOption = None,
+    overlap_pp: OverlapPpOption = None,
+    flash_attention: FlashAttentionOption = None,
+    first_stage_layers: FirstStageLayersOption = None,
+    last_stage_layers: LastStageLayersOption = None,
     tokens: Annotated[str | None, typer.Option(help="training tokens, e.g. 15T, for time to train")] = None,
     chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Estimate one training step (time, breakdown, memory) and the time to train."""
+    """Estimate one training step (time, breakdown, memory) and the time to train. Settings
+    left open are listed with what changing them would do (JSON: assumed)."""
     from clusterplan.report.tables import train_table
+    from clusterplan.training.sensitivity import assumed_settings, layer_split_record
+    from clusterplan.training.summary import train_record
 
+    options, origins = merged_options(plan_file, given_plan_options(locals()))
     spec_model = load_model(model, "--model")
     spec_system = load_system(system, "--system")
     spec_chip = load_chip(chip, "--chip") if chip else None
-    if recompute not in ("none", "selective", "full"):
-        raise SpecError("--recompute", recompute, "must be one of none, selective, full")
-    if precision not in ("bf16", "fp8", "fp4"):
-        raise SpecError("--precision", precision, "must be one of bf16, fp8, fp4")
-    if zero not in (0, 1, 2, 3):
-        raise SpecError("--zero", zero, "must be 0, 1, 2 or 3")
-    if chips < 1:
-        raise SpecError("--chips", chips, "must be >= 1")
-    options = {"tp": tp, "pp": pp, "vp": vp, "cp": cp, "dp": dp, "ep": ep, "etp": etp,
-               "capacity_factor": capacity_factor, "routing_gini": routing_gini, "overlap_ep": overlap_ep,
-               "mtp": mtp, "ep_within_scale_up": ep_within_scale_up, "micro_batch": micro_batch,
-               "global_batch": global_batch, "seq_len": seq, "recompute": recompute,
-               "recompute_modules": _csv(recompute_modules, "--recompute-modules"), "sp": sp,
-               "zero": zero, "precision": precision, "overlap_tp": overlap_tp, "overlap_dp": overlap_dp,
-               "first_stage_layers": first_stage_layers, "last_stage_layers": last_stage_layers}
-    plan = build_plan(options, chips)
+    plan = build_plan(options, chips, spec_model, origins)
     try:
-        plan.validate_for(spec_model, chips)
         plan.validate_placement(spec_system.scale_up_size)
     except SpecError as error:
-        raise SpecError(flag(error.field), error.value, error.rule) from None
+        raise SpecError(origins.get(error.field, flag(error.field)), error.value, error.rule) from None
     hardware = hardware_for(spec_system, spec_chip)
-    from clusterplan.training.summary import train_record
-
     record = train_record(spec_model, hardware, plan, _tokens(tokens))
+    split_given = any(options.get(field) is not None for field in ("first_stage_layers", "last_stage_layers"))
+    if plan.pp > 1:
+        record["layer_split"] = layer_split_record(spec_model, plan, given=split_given)
+    record["assumed"] = assumed_settings(spec_model, hardware, plan, set(options), record["step_time_s"])
     if as_json:
         emit_json(record)
     else:
@@ -319,31 +426,44 @@ def _csv(value: str, field: str) -> tuple[str, ...]:
     return items
 
 
+#: Plan fields every searched plan shares (options and --plan); the search enumerates the rest.
+SEARCH_SETTINGS = ("overlap_tp", "overlap_dp", "overlap_pp", "flash_attention", "grad_reduce", "recompute_modules",
+                   "routing_gini", "capacity_factor", "overlap_ep", "mtp")
+#: Plan fields the search takes as lists of values to consider (comma-separated).
+SEARCH_AXES = ("precision", "recompute", "zero")
+
+
 @app.command()
 @clean_errors
 def search(
     model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
     chips: Annotated[int, typer.Option(help="chips in the job (or the most it may use, with --up-to)")],
-    seq: Annotated[int, typer.Option("--seq", help="sequence length (tokens)")],
-    global_batch: Annotated[int, typer.Option(help="global batch (sequences per step)")],
-    precision: Annotated[str, typer.Option(help="matmul precisions to consider, e.g. bf16,fp8")] = "bf16",
-    recompute: Annotated[str, typer.Option(help="recompute levels to consider")] = "none,selective,full",
-    zero: Annotated[str, typer.Option(help="ZeRO stages to consider")] = "0,1,2,3",
+    seq: SeqOption = None,
+    global_batch: GlobalBatchOption = None,
+    plan_file: Annotated[Path | None, typer.Option(
+        "--plan", metavar="FILE.yaml",
+        help="Plan fields every plan shares (flash_attention, overlaps, grad_reduce, ...) and single "
+        "precision/recompute/zero values; options given override them")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="matmul precisions to consider, e.g. bf16,fp8 (default: bf16)")] = None,
+    recompute: Annotated[str | None, typer.Option(
+        help="recompute levels to consider (default: none,selective,full)")] = None,
+    zero: Annotated[str | None, typer.Option(help="ZeRO stages to consider (default: 0,1,2,3)")] = None,
     objective: Annotated[str, typer.Option(help="time | cost (chip-hours) | energy (chip-hours x TDP)")] = "time",
     max_memory_fraction: Annotated[float, typer.Option(help="usable fraction of HBM")] = 0.9,
     top: Annotated[int, typer.Option(help="how many plans to list")] = 10,
     up_to: Annotated[bool, typer.Option("--up-to/--exact", help="use at most --chips (any count) or exactly")] = False,
-    overlap_tp: Annotated[
-        bool, typer.Option("--overlap-tp/--no-overlap-tp", help="TP comm overlapped with GEMMs")
-    ] = False,
-    routing_gini: Annotated[
-        float | None, typer.Option(help="MoE: Gini of per-expert token load (0 = balanced); default 0.2")
-    ] = None,
-    overlap_ep: Annotated[
-        bool, typer.Option("--overlap-ep/--no-overlap-ep", help="MoE: overlap EP all-to-alls (DualPipe-style)")
-    ] = False,
-    mtp: Annotated[int, typer.Option(help="multi-token-prediction depth")] = 0,
+    flash_attention: FlashAttentionOption = None,
+    overlap_tp: OverlapTpOption = None,
+    overlap_dp: OverlapDpOption = None,
+    overlap_pp: OverlapPpOption = None,
+    grad_reduce: GradReduceOption = None,
+    recompute_modules: RecomputeModulesOption = None,
+    routing_gini: RoutingGiniOption = None,
+    capacity_factor: CapacityFactorOption = None,
+    overlap_ep: OverlapEpOption = None,
+    mtp: MtpOption = None,
     max_tp: Annotated[int, typer.Option(help="largest TP degree to consider")] = 64,
     max_cp: Annotated[int, typer.Option(help="largest CP degree to consider")] = 32,
     max_micro_batch: Annotated[int, typer.Option(help="largest micro-batch to consider")] = 16,
@@ -356,30 +476,41 @@ def search(
     from clusterplan.training.search import SearchSpace
     from clusterplan.training.search import search as run_search
 
+    given = given_plan_options(locals())
+    axes = {name: given.pop(name) for name in SEARCH_AXES if name in given}  # comma-separated lists
+    options, origins = merged_options(plan_file, given)
+    for name, value in options.items():
+        if name not in SEARCH_SETTINGS and name not in ("seq_len", "global_batch", *SEARCH_AXES):
+            raise SpecError(origins.get(name, flag(name)), value,
+                            "the search enumerates the parallel layout; remove it (train runs one plan)")
+        if name in SEARCH_AXES and name not in axes:  # from the plan file: the only values considered
+            axes[name] = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     spec_model = load_model(model, "--model")
     hardware = hardware_for(load_system(system, "--system"), load_chip(chip, "--chip") if chip else None)
-    for name, value in (("--chips", chips), ("--seq", seq), ("--global-batch", global_batch), ("--top", top),
-                        ("--max-tp", max_tp), ("--max-cp", max_cp), ("--max-micro-batch", max_micro_batch)):
-        if value < 1:
+    for name, value in (("--chips", chips), ("--top", top), ("--max-tp", max_tp), ("--max-cp", max_cp),
+                        ("--max-micro-batch", max_micro_batch), *((origins.get(f, flag(f)), options.get(f))
+                                                                  for f in ("seq_len", "global_batch"))):
+        if isinstance(value, int) and value < 1:
             raise SpecError(name, value, "must be >= 1")
+    for field in ("seq_len", "global_batch"):
+        if options.get(field) is None:
+            raise SpecError(flag(field), None, f"required: give {flag(field)} or {field} in --plan FILE.yaml")
     if chips > MAX_CHIPS:
         raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
+    shared = _spec_or_refuse(Plan, {name: options[name] for name in ("seq_len", "global_batch", *SEARCH_SETTINGS)
+                                    if name in options}, origins)
+    seq, global_batch = shared.seq_len, shared.global_batch
     zero_stages: list[int] = []
-    for item in _csv(zero, "--zero"):
+    for item in _csv(axes.get("zero", "0,1,2,3"), "--zero"):
         if not item.isdigit():
             raise SpecError("--zero", item, "must be 0, 1, 2 or 3")
         zero_stages.append(int(item))
     space = SearchSpace(
-        precisions=_csv(precision, "--precision"), recompute=_csv(recompute, "--recompute"),
+        precisions=_csv(axes.get("precision", "bf16"), "--precision"),
+        recompute=_csv(axes.get("recompute", "none,selective,full"), "--recompute"),
         zero=tuple(zero_stages), max_tp=max_tp, max_cp=max_cp, max_micro_batch=max_micro_batch,
-        chips_at_most=up_to,
-        settings={"overlap_tp": overlap_tp, "overlap_dp": True, "overlap_pp": True, "flash_attention": True,
-                  "grad_reduce": "fp32", "routing_gini": routing_gini, "overlap_ep": overlap_ep, "mtp": mtp},
+        chips_at_most=up_to, settings={name: getattr(shared, name) for name in SEARCH_SETTINGS},
     )
-    if routing_gini is not None and not 0.0 <= routing_gini < 1.0:
-        raise SpecError("--routing-gini", routing_gini, "must be in [0, 1)")
-    if not 0 <= mtp <= 8:
-        raise SpecError("--mtp", mtp, "must be between 0 and 8")
     result = run_search(spec_model, hardware, chips, seq, global_batch, space,
                         objective=objective,  # type: ignore[arg-type]
                         max_memory_fraction=max_memory_fraction, top=top, tokens=_tokens(tokens))
@@ -525,19 +656,35 @@ def reliability(
     model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
     chips: Annotated[int, typer.Option(help="chips in the job")],
-    seq: Annotated[int, typer.Option("--seq", help="sequence length (tokens)")] = 8192,
-    global_batch: Annotated[int, typer.Option(help="global batch (sequences per step)")] = 2048,
-    tp: Annotated[int, typer.Option(help="tensor parallelism")] = 1,
-    pp: Annotated[int, typer.Option(help="pipeline parallelism")] = 1,
-    vp: Annotated[int, typer.Option(help="virtual stages per pipeline rank")] = 1,
-    cp: Annotated[int, typer.Option(help="context parallelism")] = 1,
-    ep: Annotated[int, typer.Option(help="expert parallelism")] = 1,
-    micro_batch: Annotated[int, typer.Option(help="micro-batch (sequences)")] = 1,
-    recompute: Annotated[str, typer.Option(help="none | selective | full")] = "selective",
-    zero: Annotated[int, typer.Option(help="ZeRO stage 0-3")] = 1,
-    precision: Annotated[str, typer.Option(help="bf16 | fp8 | fp4")] = "bf16",
-    first_stage_layers: Annotated[int | None, typer.Option(help="layers on the first stage")] = None,
-    last_stage_layers: Annotated[int | None, typer.Option(help="layers on the last stage")] = None,
+    seq: SeqOption = None,
+    global_batch: GlobalBatchOption = None,
+    plan_file: PlanFileOption = None,
+    tp: TpOption = None,
+    pp: PpOption = None,
+    vp: VpOption = None,
+    cp: CpOption = None,
+    dp: DpOption = None,
+    ep: EpOption = None,
+    etp: EtpOption = None,
+    capacity_factor: CapacityFactorOption = None,
+    routing_gini: RoutingGiniOption = None,
+    overlap_ep: OverlapEpOption = None,
+    mtp: MtpOption = None,
+    ep_within_scale_up: EpWithinScaleUpOption = None,
+    micro_batch: MicroBatchOption = None,
+    recompute: RecomputeOption = None,
+    recompute_modules: RecomputeModulesOption = None,
+    sp: SpOption = None,
+    zero: ZeroOption = None,
+    dp_shard: DpShardOption = None,
+    precision: PrecisionOption = None,
+    grad_reduce: GradReduceOption = None,
+    overlap_tp: OverlapTpOption = None,
+    overlap_dp: OverlapDpOption = None,
+    overlap_pp: OverlapPpOption = None,
+    flash_attention: FlashAttentionOption = None,
+    first_stage_layers: FirstStageLayersOption = None,
+    last_stage_layers: LastStageLayersOption = None,
     tokens: Annotated[str | None, typer.Option(help="training tokens, e.g. 15T")] = None,
     duration: Annotated[str | None, typer.Option(help="a period instead of a token budget, e.g. 54d")] = None,
     checkpoint_interval: Annotated[str, typer.Option(help="auto (optimal) or a duration, e.g. 30min")] = "auto",
@@ -551,7 +698,8 @@ def reliability(
     seed: Annotated[int, typer.Option(help="Monte Carlo seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Failures, checkpoints and goodput of a training job (closed form, optional Monte Carlo)."""
+    """Failures, checkpoints and goodput of a training job (closed form, optional Monte Carlo).
+    The plan takes every train option (--seq 8192 and --global-batch 2048 unless given)."""
     import dataclasses
 
     from clusterplan.reliability.failures import inputs_for
@@ -569,17 +717,11 @@ def reliability(
         raise SpecError("--failure-scale", failure_scale, "must be between 0 and 1000")
     if not 0 <= trials <= 1_000_000:
         raise SpecError("--trials", trials, "must be between 0 and 1,000,000")
+    options, origins = merged_options(plan_file, given_plan_options(locals()))
+    options = {"seq_len": 8192, "global_batch": 2048, **options}
     spec_model = load_model(model, "--model")
     spec_system = load_system(system, "--system")
-    options = {"tp": tp, "pp": pp, "vp": vp, "cp": cp, "dp": None, "ep": ep, "micro_batch": micro_batch,
-               "global_batch": global_batch, "seq_len": seq, "recompute": recompute, "sp": None, "zero": zero,
-               "precision": precision, "first_stage_layers": first_stage_layers,
-               "last_stage_layers": last_stage_layers}
-    plan = build_plan(options, chips)
-    try:
-        plan.validate_for(spec_model, chips)
-    except SpecError as error:
-        raise SpecError(flag(error.field), error.value, error.rule) from None
+    plan = build_plan(options, chips, spec_model, origins)
     bandwidth = units.parse_bandwidth(storage_bandwidth, "--storage-bandwidth") if storage_bandwidth else None
     inputs = inputs_for(spec_model, spec_system, chips, replicas=plan.dp, checkpoint=checkpoint,  # type: ignore[arg-type]
                         recovery=recovery, storage_bandwidth=bandwidth)  # type: ignore[arg-type]
@@ -827,15 +969,21 @@ def rainier(
 def serve(
     model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
-    tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica")] = None,
-    pp: Annotated[int, typer.Option(help="pipeline parallelism of one replica")] = 1,
+    deployment_file: Annotated[Path | None, typer.Option(
+        "--deployment", metavar="FILE.yaml",
+        help="Deployment fields in YAML (tp, pp, ep, weights, kv_cache, max_batch, kv_memory_fraction, "
+        "buckets); options given on the line override them")] = None,
+    tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica (default: 1)")] = None,
+    pp: Annotated[int | None, typer.Option(help="pipeline parallelism of one replica (default: 1)")] = None,
     chips_per_replica: Annotated[
         int | None, typer.Option(help="chips per replica (= TP x PP; alone it sets TP, PP 1)")
     ] = None,
-    ep: Annotated[int, typer.Option(help="expert parallelism (MoE models)")] = 1,
-    weights: Annotated[str, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls")] = "bf16",
-    kv_cache: Annotated[str, typer.Option(help="bf16 | fp8 KV cache")] = "bf16",
-    max_batch: Annotated[int, typer.Option(help="engine limit on batched sequences")] = 2048,
+    ep: Annotated[int | None, typer.Option(help="expert parallelism (MoE models) (default: 1)")] = None,
+    weights: Annotated[str | None, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls (default: bf16)")] = None,
+    kv_cache: Annotated[str | None, typer.Option(help="bf16 | fp8 KV cache (default: bf16)")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="engine limit on batched sequences (default: 2048)")] = None,
+    kv_memory_fraction: Annotated[float | None, typer.Option(
+        help="share of the HBM left after weights and runtime the KV cache may take (default: 0.9)")] = None,
     prefill_buckets: Annotated[str | None, typer.Option(
         help="static-shape engine (AWS Neuron): compiled prompt lengths, e.g. 2048,4096,8192")] = None,
     decode_buckets: Annotated[str | None, typer.Option(
@@ -878,25 +1026,37 @@ def serve(
     spec_model = load_model(model, "--model")
     spec_system = load_system(system, "--system")
     spec_chip = load_chip(chip, "--chip") if chip else None
-    if weights not in ("bf16", "fp8", "fp4"):
-        raise SpecError("--weights", weights, "must be one of bf16, fp8, fp4")
-    if kv_cache not in ("bf16", "fp8"):
-        raise SpecError("--kv-cache", kv_cache, "must be one of bf16, fp8")
+    given = {name: value for name, value in (
+        ("tp", tp), ("pp", pp), ("ep", ep), ("weights", weights), ("kv_cache", kv_cache), ("max_batch", max_batch),
+        ("kv_memory_fraction", kv_memory_fraction),
+        ("prefill_buckets", _buckets(prefill_buckets, "--prefill-buckets") if prefill_buckets is not None else None),
+        ("decode_buckets", _buckets(decode_buckets, "--decode-buckets") if decode_buckets is not None else None))
+        if value is not None}
+    options, origins = merged_options(deployment_file, given, Deployment, "--deployment")
+    for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8"))):
+        if name in options and options[name] not in allowed:
+            raise SpecError(origins.get(name, flag(name)), options[name], f"must be one of {', '.join(allowed)}")
+    for name in ("tp", "pp", "ep", "max_batch"):
+        value = options.get(name)
+        if isinstance(value, int) and value < 1:
+            raise SpecError(origins.get(name, flag(name)), value, "must be >= 1")
+    draft = _spec_or_refuse(Deployment, {**options, "tp": options.get("tp", 1)}, origins)
+    pp = draft.pp
     if chips_per_replica is not None and chips_per_replica < 1:
         raise SpecError("--chips-per-replica", chips_per_replica, "must be >= 1")
-    if tp is None:
+    if "tp" not in options:
         if chips_per_replica is not None and chips_per_replica % pp != 0:
             raise SpecError("--chips-per-replica", chips_per_replica, f"must be a multiple of --pp={pp}")
-        tp = chips_per_replica // pp if chips_per_replica is not None else 1
-    elif chips_per_replica is not None and chips_per_replica != tp * pp:
-        raise SpecError("--chips-per-replica", chips_per_replica, f"must equal --tp x --pp = {tp * pp}")
-    for name, value in (("--tp", tp), ("--pp", pp), ("--ep", ep), ("--max-batch", max_batch),
-                        ("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
+        options["tp"] = chips_per_replica // pp if chips_per_replica is not None else 1
+    elif chips_per_replica is not None and chips_per_replica != draft.tp * pp:
+        raise SpecError("--chips-per-replica", chips_per_replica, f"must equal --tp x --pp = {draft.tp * pp}")
+    for name, value in (("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
                         ("--requests", requests)):
         if value < 1:
             raise SpecError(name, value, "must be >= 1")
-    if tp * pp > MAX_CHIPS:
-        raise SpecError("--tp", tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
+    deployment = _spec_or_refuse(Deployment, options, origins)
+    if deployment.tp * deployment.pp > MAX_CHIPS:
+        raise SpecError("--tp", deployment.tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
     if not 0.0 <= length_spread <= 3.0:
         raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
     if (slo_ttft is None) != (slo_tpot is None):
@@ -919,13 +1079,6 @@ def serve(
     elif offline:
         replay = queued_at_zero(requests, input_tokens, output_tokens)
     try:
-        deployment = Deployment(tp=tp, pp=pp, ep=ep, weights=weights, kv_cache=kv_cache,
-                                max_batch=max_batch, prefill_buckets=_buckets(prefill_buckets, "--prefill-buckets"),
-                                decode_buckets=_buckets(decode_buckets, "--decode-buckets"))
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
-    try:
         record = serve_record(spec_model, hardware_for(spec_system, spec_chip), deployment, input_tokens,
                               output_tokens, rate_per_s=rate, slo=slo, demand_output_tokens_per_s=demand_tokens,
                               requests=requests, length_spread=length_spread, seed=seed, replay=replay,
@@ -934,7 +1087,7 @@ def serve(
         first = error.errors()[0]
         raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
     except SpecError as error:
-        raise SpecError(flag(error.field), error.value, error.rule) from None
+        raise SpecError(origins.get(error.field, flag(error.field)), error.value, error.rule) from None
     if as_json:
         emit_json(record)
     else:

@@ -56,7 +56,18 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
         summary.add_row("energy / emissions", f"{record['energy_mwh']:,.0f} MWh / {record['co2_tonnes']:,.0f} t CO2")
     if "cost_usd" in record:
         summary.add_row("cost of the run", f"${record['cost_usd'] / 1e6:,.1f} M")
+    split = record.get("layer_split")
+    if split:
+        how = {"automatically": "balanced, chosen automatically", "given": "given", "even": "even"}
+        summary.add_row("layers per stage", f"{split['split']} ({how[split['chosen']]})")
     console.print(summary)
+    assumed = record.get("assumed")
+    if assumed:
+        top = assumed[0]
+        console.print(f"assumed {top['field']}={_setting(top['value'])}; {top['field']}={_setting(top['alternative'])} "
+                      f"would change the step by {100 * top['step_change']:+.1f} %"
+                      + ("" if top["fits_memory_if_changed"] else " (and not fit in memory)"),
+                      highlight=False)
     step = record["step_time_s"]
     breakdown = Table(title="step time breakdown")
     breakdown.add_column("component")
@@ -74,6 +85,13 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
         memory.add_row(name, units.format_bytes(value), _share(value, total))
     console.print(breakdown)
     console.print(memory)
+
+
+def _setting(value: Any) -> str:
+    """A plan setting as typed on the command line (``on``/``off`` for switches)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def catalog_rows(kind: str, specs: Sequence[Any]) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
@@ -297,6 +315,33 @@ def search_table(console: Console, result: Any) -> None:
                   f"(objective: {result.objective})")
     if not result.best:
         return
+    if console.width < 120:  # narrow terminals: the layout in one folded column
+        _search_table_narrow(console, result)
+    else:
+        _search_table_wide(console, result)
+    best = result.best[0]
+    if "time_to_train_s" in best:
+        console.print(f"best plan: {units.format_duration(best['time_to_train_s'])} to train "
+                      f"{units.format_count(best['tokens'])} tokens on {best['chips']:,} chips")
+
+
+def _search_table_narrow(console: Console, result: Any) -> None:
+    table = Table(title="best plans")
+    for column in ("#", "plan", "step", "MFU", "memory", "why not first"):
+        table.add_column(column, justify="right" if column in ("#", "step", "MFU", "memory") else "left",
+                         overflow="fold", no_wrap=column in ("#", "step", "MFU", "memory"))
+    for rank, record in enumerate(result.best, start=1):
+        plan = record["plan"]
+        layout = [f"{name.upper()}{plan[name]}" for name in ("tp", "pp", "vp", "cp", "ep") if plan[name] > 1]
+        layout += [f"DP{plan['dp']}", f"mb{plan['micro_batch']}", plan["recompute"], f"Z{plan['zero']}",
+                   plan["precision"], f"on {record['chips']:,}"]
+        table.add_row(str(rank), " ".join(layout), units.format_duration(record["step_time_s"]),
+                      f"{100 * record['mfu']:.1f} %", units.format_bytes(record["memory_bytes_per_chip"]),
+                      record["why_not_best"])
+    console.print(table)
+
+
+def _search_table_wide(console: Console, result: Any) -> None:
     table = Table(title="best plans")
     for column in ("#", "chips", "TP", "PP", "VP", "CP", "EP", "DP", "mb", "recompute", "ZeRO", "prec",
                    "step", "MFU", "memory", "why not first"):
@@ -310,10 +355,6 @@ def search_table(console: Console, result: Any) -> None:
                       units.format_duration(record["step_time_s"]), f"{100 * record['mfu']:.1f} %",
                       units.format_bytes(record["memory_bytes_per_chip"]), record["why_not_best"])
     console.print(table)
-    best = result.best[0]
-    if "time_to_train_s" in best:
-        console.print(f"best plan: {units.format_duration(best['time_to_train_s'])} to train "
-                      f"{units.format_count(best['tokens'])} tokens on {best['chips']:,} chips")
 
 
 def reliability_table(console: Console, record: dict[str, Any]) -> None:

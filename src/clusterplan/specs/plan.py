@@ -33,12 +33,24 @@ DEFAULT_RECOMPUTE_MODULES: tuple[RecomputeModule, ...] = ("core_attn",)
 PRECISION_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp8": 2, "fp4": 3}
 
 
-def balanced_layer_split(layers: int, pp: int) -> tuple[int, int, int] | None:
+def balanced_layer_split(layers: int, pp: int, vp: int = 1) -> tuple[int, int, int] | None:
     """(first, middle, last) layers per pipeline rank: an even split when ``pp`` divides the
     layers, else middle stages of ceil(layers/pp) with the remainder shared equally by the first
-    and last stage (Llama 3 405B; Megatron's embedding/loss-aware split). None if impossible."""
-    if pp < 1 or pp > layers:
+    and last stage (Llama 3 405B; Megatron's embedding/loss-aware split). With interleaving
+    (``vp`` > 1) the middle stages must split into ``vp`` chunks and the first and last stages
+    may be lighter than a middle stage by fewer than ``vp`` layers. None if impossible."""
+    if pp < 1 or pp > layers or vp < 1:
         return None
+    split = _pipeline_split(layers, pp)
+    if split is None or vp == 1:
+        return split
+    first, middle, _ = split
+    if pp == 1 or middle % vp != 0 or first + vp <= middle:
+        return None
+    return split
+
+
+def _pipeline_split(layers: int, pp: int) -> tuple[int, int, int] | None:
     if layers % pp == 0:
         return layers // pp, layers // pp, layers // pp
     if pp < 3:
@@ -125,6 +137,28 @@ class Plan(Spec):
         middle_stages = self.pp - 2
         middle = (layers - first - last) // middle_stages if middle_stages > 0 else 0
         return first, middle, last
+
+    def with_balanced_split(self, model: Model) -> Plan:
+        """This plan with :func:`balanced_layer_split` filled in when no first/last stage layers
+        are given and ``pp*vp`` does not divide the layers (unchanged otherwise); a SpecError on
+        ``pp`` naming pp, vp and the rule when no balanced split exists."""
+        layers = model.layers
+        if (self.pp == 1 or self.pp > layers or self.first_stage_layers is not None
+                or self.last_stage_layers is not None or layers % (self.pp * self.vp) == 0):
+            return self
+        split = balanced_layer_split(layers, self.pp, self.vp)
+        if split is None:
+            middle = -(-layers // self.pp)
+            chunks = (f", divisible by vp={self.vp}; the rest shared equally by the first and last "
+                      "stage, each lighter by fewer than vp layers" if self.vp > 1 else
+                      "; the rest shared equally by the first and last stage")
+            raise SpecError(
+                "pp", self.pp,
+                f"layers={layers} must be divisible by pp*vp={self.pp}*{self.vp}, or split in balance "
+                f"(middle stages of ceil(layers/pp)={middle} layers{chunks}); or give first/last "
+                "stage layers",
+            )
+        return self.model_copy(update={"first_stage_layers": split[0], "last_stage_layers": split[2]})
 
     def validate_placement(self, scale_up_size: int) -> Plan:
         """Placement rules that need the system: with ``ep_within_scale_up``, every EP x ETP

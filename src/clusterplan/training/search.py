@@ -33,7 +33,13 @@ from numpy.typing import NDArray
 
 from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
-from clusterplan.specs.plan import PRECISION_CODES, RECOMPUTE_CODES, balanced_layer_split
+from clusterplan.specs.plan import (
+    DEFAULT_RECOMPUTE_MODULES,
+    PRECISION_CODES,
+    RECOMPUTE_CODES,
+    RECOMPUTE_MODULE_BITS,
+    balanced_layer_split,
+)
 from clusterplan.training import memory as mem
 from clusterplan.training.batch import DEFAULT_ROUTING_GINI, PlanBatch
 from clusterplan.training.step import Hardware, estimate
@@ -156,9 +162,13 @@ def enumerate_layouts(model: Model, chips: int, seq_len: int, global_batch: int,
     t, c, pp, first, middle, last, d = (a[index] for a in (t, c, pp, first, middle, last, d))
     per_replica = global_batch // d
     micro_batches = per_replica // np.maximum(m, 1)
+    # Interleaving: the same rule as `train` (balanced_layer_split with vp), looked up per (pp, vp).
+    interleavable = np.zeros((int(pp.max(initial=1)) + 1, space.max_vp + 1), dtype=bool)
+    for stages in np.unique(pp):
+        for chunks in vps:
+            interleavable[stages, chunks] = balanced_layer_split(model.layers, int(stages), int(chunks)) is not None
     keep = (per_replica % m == 0)
-    keep &= (v == 1) | ((pp > 1) & (middle % v == 0) & (first <= middle) & (first + v > middle)
-                        & (micro_batches % pp == 0))
+    keep &= (v == 1) | (interleavable[pp, v] & (micro_batches % pp == 0))
     keep &= ((t * c * d) % e == 0)  # MoE parallel folding: EP within tp*cp*dp (expert TP 1)
     columns = {"tp": t, "cp": c, "pp": pp, "layers_first": first, "layers_middle": middle,
                "layers_last": last, "dp": d, "vp": v, "ep": e, "micro_batch": m}
@@ -194,7 +204,10 @@ def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batc
         grad_reduce_bytes=4 if fixed.get("grad_reduce", "fp32") == "fp32" else 2,
         routing_gini=DEFAULT_ROUTING_GINI if gini is None else float(gini),
         capacity_factor=float(fixed.get("capacity_factor") or 0.0),
-        overlap_ep=int(fixed.get("overlap_ep", False)), mtp=int(fixed.get("mtp", 0)), **columns)
+        overlap_ep=int(fixed.get("overlap_ep", False)), mtp=int(fixed.get("mtp", 0)),
+        recompute_modules=sum({RECOMPUTE_MODULE_BITS[m]
+                               for m in fixed.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)}),
+        **columns)
 
 
 def _objective(step: NDArray[np.float64], chips: NDArray[np.float64], tdp: float,
@@ -213,13 +226,17 @@ def _to_plan(columns: dict[str, IntArray], i: int, seq_len: int, global_batch: i
     tp, pp = int(columns["tp"][i]), int(columns["pp"][i])
     first, middle, last = (int(columns[k][i]) for k in ("layers_first", "layers_middle", "layers_last"))
     uneven = pp > 1 and not (first == middle == last)
+    recompute = codes[int(columns["recompute"][i])]
+    settings = dict(space.settings)
+    if recompute != "selective":  # the modules only name what selective recompute re-runs
+        settings.pop("recompute_modules", None)
     return Plan(
         tp=tp, pp=pp, vp=int(columns["vp"][i]), cp=int(columns["cp"][i]), dp=int(columns["dp"][i]),
         ep=int(columns["ep"][i]), micro_batch=int(columns["micro_batch"][i]), global_batch=global_batch,
-        seq_len=seq_len, recompute=codes[int(columns["recompute"][i])], sp=tp > 1,
+        seq_len=seq_len, recompute=recompute, sp=tp > 1,
         zero=int(columns["zero"][i]), precision=precisions[int(columns["precision"][i])],
         first_stage_layers=first if uneven else None, last_stage_layers=last if uneven else None,
-        **space.settings)
+        **settings)
 
 
 def _why(record: dict[str, Any], best: dict[str, Any], objective: str) -> str:
