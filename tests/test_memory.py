@@ -100,3 +100,93 @@ def test_zero3_shards_weights(llama_like: Model) -> None:
     s3 = mem.model_state_bytes(params, z3, layer)
     assert float(s3["weights"][0]) == pytest.approx(float(params[0]) * 2 / 64 + 2 * float(layer[0]) * 2)
     assert float(s3["gradients"][0]) == pytest.approx(float(s1["gradients"][0]) / 64)
+
+
+# ---- issue 13: memory as a validation metric (every published run fits) ----------------------
+
+
+def test_gradient_buffer_has_the_reduction_dtype(gpt22b: Model) -> None:
+    # Megatron-Core DDP: fp32 grad buffer only with grad_reduce_in_fp32, else bf16 (2 B):
+    # bf16 weights 2 + bf16 grads 2 + Adam 12/d.
+    batch = _batch(gpt22b, global_batch=8, seq_len=2048, zero=1, dp=8, grad_reduce="bf16")
+    params = mem.stage_params(gpt22b, batch).worst
+    state = mem.model_state_bytes(params, batch, mem.layer_params_per_chip(gpt22b, batch))
+    assert float(state["gradients"][0]) == pytest.approx(2 * gpt22b.total_params)
+    total = float((state["weights"] + state["gradients"] + state["optimizer"])[0])
+    assert total == pytest.approx((2 + 2 + 12 / 8) * gpt22b.total_params)
+
+
+@pytest.mark.parametrize(("fp8_params", "weight_bytes"), [(False, 3.0), (True, 2.0)])
+def test_fp8_weights_are_counted_once(gpt22b: Model, fp8_params: bool, weight_bytes: float) -> None:
+    # bf16 weights + the 1 B fp8 copy, or fp8 parameters alone (fp8 + columnwise copy, 1 B each).
+    batch = _batch(gpt22b, global_batch=8, seq_len=2048, zero=0, precision="fp8", fp8_params=fp8_params)
+    params = mem.stage_params(gpt22b, batch).worst
+    state = mem.model_state_bytes(params, batch, mem.layer_params_per_chip(gpt22b, batch))
+    assert float(state["weights"][0]) == pytest.approx(weight_bytes * gpt22b.total_params)
+
+
+def test_fp8_plans_keep_gemm_inputs_in_fp8(gpt22b: Model) -> None:
+    # SP + flash attention, no recompute, per token and layer (q = h, ffn = 4h, MHA):
+    # bf16: norm inputs 4h + QKV/FC1 inputs 4h + dropout masks 2h, Q 2h, attention output 2h,
+    #       FC1 output 8h, FC2 input 8h, K and V 4h -> 34h/t (Korthikanti's SP+selective form).
+    # fp8: QKV/FC1 inputs 1 B (2h), attention output 2h bf16 (flash) + 1h fp8 copy, FC2 input 4h
+    #       -> 4h + 2h + 2h + 2h + 3h + 8h + 4h + 4h = 29h/t.
+    s, b, h, t = 2048, 2, 6144, 8
+    common = {"tp": t, "micro_batch": b, "global_batch": b, "seq_len": s, "recompute": "none"}
+    bf16 = mem.activation_bytes_per_layer(gpt22b, _batch(gpt22b, **common))
+    fp8 = mem.activation_bytes_per_layer(gpt22b, _batch(gpt22b, precision="fp8", **common))
+    fp4 = mem.activation_bytes_per_layer(gpt22b, _batch(gpt22b, precision="fp4", **common))
+    assert float(bf16[0]) == pytest.approx(34 * s * b * h / t)
+    assert float(fp8[0]) == pytest.approx(29 * s * b * h / t)
+    # NVFP4 inputs: 0.5625 B instead of 1 B on the 2h + 1h + 4h fp8 terms.
+    assert float(fp4[0]) == pytest.approx((29 - 7 * (1 - 0.5625)) * s * b * h / t)
+
+
+def test_logits_are_fp32_or_fused_bf16_and_chunked(llama_like: Model) -> None:
+    s, b, vocab = 4096, 1, 128256
+    common = {"global_batch": 1, "seq_len": s}
+    plain = mem.activation_bytes(llama_like, _batch(llama_like, **common))
+    fused = mem.activation_bytes(llama_like, _batch(llama_like, fused_cross_entropy=True, **common))
+    tiled = mem.activation_bytes(llama_like, _batch(llama_like, loss_chunks=8, **common))
+    # pp = 1: the last-stage figure is the first-stage one plus the logits.
+    assert float((plain["last"] - plain["first"])[0]) == pytest.approx(s * b * vocab * 4)
+    assert float((fused["last"] - fused["first"])[0]) == pytest.approx(s * b * vocab * 2)
+    assert float((tiled["last"] - tiled["first"])[0]) == pytest.approx(s * b * vocab * 4 / 8)
+
+
+def test_offloaded_layers_leave_device_memory(llama_like: Model) -> None:
+    # Transformer Engine's offload schedule: peak = (layers - offloaded) x one layer's activations.
+    common = {"global_batch": 2, "seq_len": 4096, "recompute": "none"}
+    base = _batch(llama_like, **common)
+    layer = float(mem.activation_bytes_per_layer(llama_like, base)[0])
+    kept = mem.activation_bytes(llama_like, base)["first"][0]
+    offloaded = mem.activation_bytes(llama_like, _batch(llama_like, offload_layers=20, **common))["first"][0]
+    assert float(kept - offloaded) == pytest.approx(20 * layer)
+
+
+def test_elementwise_recompute_keeps_projection_outputs(llama_like: Model) -> None:
+    # MaxText 'minimal': per token, layer input + attention and FFN output-projection outputs
+    # (3 x 2h), Q (2q), K and V (4kv over min(t, kv_heads)), SwiGLU up-projections (2 x 2ffn).
+    h, q, kv, ffn, t, s = 4096, 4096, 1024, 14336, 4, 2048
+    batch = _batch(llama_like, tp=t, global_batch=1, seq_len=s,
+                   recompute_modules=("core_attn", "elementwise"))
+    expected = s * ((6 * h + 2 * q + 4 * ffn) / t + 4 * kv / t)
+    assert float(mem.activation_bytes_per_layer(llama_like, batch)[0]) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("tp", "expected"), [(1, 0.0), (2, 2 * 4096 * 4096 * 2.0)])
+def test_tp_buffers_only_with_a_tp_group(llama_like: Model, tp: int, expected: float) -> None:
+    batch = _batch(llama_like, tp=tp, global_batch=1, seq_len=4096)
+    assert float(mem.memory_breakdown(llama_like, batch, 0.0)["buffers"][0]) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("plan", "field"), [
+    ({"precision": "bf16", "fp8_params": True}, "fp8_params"),
+    ({"pp": 2, "offload_layers": 4}, "offload_layers"),
+    ({"offload_layers": 32}, "offload_layers"),
+])
+def test_memory_settings_are_validated(llama_like: Model, plan: dict[str, object], field: str) -> None:
+    from clusterplan.errors import SpecError
+
+    with pytest.raises(SpecError, match=field):
+        Plan(global_batch=8, seq_len=4096, **plan).validate_for(llama_like)  # type: ignore[arg-type]

@@ -21,14 +21,17 @@ Recompute = Literal["none", "selective", "full"]
 #: What selective recompute re-runs in backward (Megatron-Core ``--recompute-modules``):
 #: ``core_attn`` the attention core (Korthikanti et al. 2022, section 5; Megatron's default),
 #: ``layernorm`` the norms that are separate kernels (a MoE layer's pre-FFN norm; Megatron-Core
-#: fuses the others into the following linear), ``moe_act`` the routed experts' activation.
-RecomputeModule = Literal["core_attn", "layernorm", "moe_act"]
+#: fuses the others into the following linear), ``moe_act`` the routed experts' activation;
+#: ``elementwise`` every norm and activation function, keeping the projections' outputs and the
+#: layer input instead of their inputs (MaxText remat_policy 'minimal': jax
+#: save_only_these_names over the query/key/value, out_proj, mlpwi and mlpwo outputs).
+RecomputeModule = Literal["core_attn", "layernorm", "moe_act", "elementwise"]
 #: The largest job the tools accept: two orders of magnitude beyond any planned cluster.
 MAX_CHIPS = 100_000_000
 
 RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
 #: Bit of each selective-recompute module in PlanBatch.recompute_modules.
-RECOMPUTE_MODULE_BITS: dict[str, int] = {"core_attn": 1, "layernorm": 2, "moe_act": 4}
+RECOMPUTE_MODULE_BITS: dict[str, int] = {"core_attn": 1, "layernorm": 2, "moe_act": 4, "elementwise": 8}
 DEFAULT_RECOMPUTE_MODULES: tuple[RecomputeModule, ...] = ("core_attn",)
 PRECISION_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp8": 2, "fp4": 3}
 
@@ -100,6 +103,23 @@ class Plan(Spec):
         "replicate across the rest; default all",
     )
     precision: Precision = "bf16"
+    fp8_params: bool = Field(
+        default=False,
+        description="fp8 plans keep the weights themselves in fp8 (Megatron --fp8-param-gather): no "
+        "bf16 copy beside the fp8 one; the fp32 master copy stays in the optimizer")
+    offload_layers: int = Field(
+        default=0, ge=0,
+        description="layers whose activations are offloaded to host memory between forward and "
+        "backward (Megatron --cpu-offloading-num-layers, activations only; needs pp=1)")
+    fused_cross_entropy: bool = Field(
+        default=False,
+        description="a cross-entropy kernel that reads the bf16 logits and overwrites them with their "
+        "gradient (Transformer Engine parallel_cross_entropy, Megatron cross_entropy_fusion_impl='te'): "
+        "no fp32 copy of the logits")
+    loss_chunks: int = Field(
+        default=1, ge=1, le=4096,
+        description="the logits and cross-entropy are computed this many token chunks at a time "
+        "(MaxText num_vocab_tiling): only one chunk's logits are live")
     grad_reduce: Literal["fp32", "bf16"] = Field(
         default="fp32",
         description="gradient reduction dtype: Megatron reduces bf16 runs in fp32; 'bf16' is any "
@@ -192,8 +212,17 @@ class Plan(Spec):
         if self.recompute_modules != DEFAULT_RECOMPUTE_MODULES and self.recompute != "selective":
             raise SpecError("recompute_modules", ",".join(self.recompute_modules),
                             f"only apply with recompute='selective' (recompute is '{self.recompute}')")
+        if model.mla is not None and "elementwise" in self.recompute_modules:
+            raise SpecError("recompute_modules", "elementwise", f"not modelled for MLA (model {model.name})")
         if model.moe is None and "moe_act" in self.recompute_modules:
             raise SpecError("recompute_modules", "moe_act", f"model {model.name} has no experts")
+        if self.fp8_params and self.precision != "fp8":
+            raise SpecError("fp8_params", self.fp8_params, f"needs precision fp8 (is {self.precision})")
+        if self.offload_layers and self.pp != 1:
+            raise SpecError("offload_layers", self.offload_layers,
+                            "activation offloading needs pp=1 (Megatron has no pipeline support for it)")
+        if self.offload_layers >= model.layers:
+            raise SpecError("offload_layers", self.offload_layers, f"must be below layers={model.layers}")
         if model.moe is None and self.ep != 1:
             raise SpecError("ep", self.ep, f"model {model.name} has no experts; ep must be 1")
         if model.moe is None and self.etp != 1:

@@ -1,15 +1,20 @@
 """Memory per chip: weights, gradients, optimizer state, activations, buffers.
 
 Model state follows Megatron-LM's theoretical memory model (``theoretical_memory_usage.py``,
-Korthikanti et al. 2022): bf16 weights (2 B/param), fp32 gradient accumulation buffer (4 B) and
-Adam with fp32 master weights and two moments (12 B): 18 B/param, or ``6 + 12/d`` with the
-distributed optimizer (ZeRO-1) over the ``d = dp*cp`` replicas (or the ``dp_shard``
-subgroup with hybrid sharding); ZeRO-2 also shards gradients,
-ZeRO-3 (FSDP) shards weights too. fp8/fp4 plans keep an extra low-precision weight copy (1 B).
+Korthikanti et al. 2022): bf16 weights (2 B/param), a gradient buffer and Adam with fp32 master
+weights and two moments (12 B), sharded by the distributed optimizer (ZeRO-1) over the
+``d = dp*cp`` replicas (or the ``dp_shard`` subgroup with hybrid sharding); ZeRO-2 also shards
+gradients, ZeRO-3 (FSDP) shards weights too. The gradient buffer has the reduction dtype:
+Megatron-Core's DDP allocates it in fp32 only with ``grad_reduce_in_fp32`` and otherwise in the
+parameter dtype (``distributed_data_parallel.py``: ``torch.float if grad_reduce_in_fp32 else
+param.dtype``), so 4 B or 2 B per parameter. fp8/fp4 plans keep an extra low-precision weight
+copy (1 B) beside the bf16 weights, or, with fp8 parameters (``--fp8-param-gather``), only the
+fp8 weights and their transposed (columnwise) copy (2 B).
 
-Activations follow Korthikanti et al. 2022 (Table 2), generalised to GQA, gated FFNs and MoE,
-per layer and micro-batch; the first pipeline stage holds ``min(pp, m)`` micro-batches in flight
-(x ``1 + (pp-1)/(pp*vp)`` for the interleaved schedule).
+Activations follow Korthikanti et al. 2022 (Table 2), generalised to GQA, gated FFNs, MoE and
+fp8, per layer and micro-batch; the first pipeline stage holds ``min(pp, m)`` micro-batches in
+flight (x ``1 + (pp-1)/(pp*vp)`` for the interleaved schedule). Offloaded layers and chunked
+loss computation are the recipes' own memory savings, stated in the plan.
 """
 
 from __future__ import annotations
@@ -26,10 +31,28 @@ from clusterplan.training.batch import PlanBatch
 FloatArray = NDArray[np.float64]
 
 WEIGHT_BYTES = 2.0
-GRAD_BYTES = 4.0
 OPTIMIZER_BYTES = 12.0
 LOW_PRECISION_WEIGHT_BYTES = 1.0
-COMM_BUFFER_BYTES = 2.0  # bf16 all-gather/reduce-scatter buffers of one layer's activation
+#: fp8 parameters (Megatron --fp8-param-gather): the fp8 weight (rowwise, for forward) and its
+#: columnwise copy (for the data-gradient GEMM), 1 B each; no bf16 copy.
+FP8_PARAM_BYTES = 2.0
+#: Bytes per element of a GEMM input kept for backward in fp8/fp4 plans: Transformer Engine's
+#: Linear/LayerNormLinear save the quantized (fp8) input for the weight-gradient GEMM, not the
+#: bf16 one (transformer_engine/pytorch/module/linear.py, layernorm_linear.py).
+FP8_SAVED_INPUT_BYTES = 1.0
+#: The same in fp4 plans: NVFP4 keeps 4-bit E2M1 values and one E4M3 scale per 16 values
+#: (0.5 + 1/16 B); Transformer Engine's NVFP4 recipe runs the weight-gradient GEMM in NVFP4 too,
+#: so the saved input is the quantized one (NVIDIA, "Pretraining Large Language Models with
+#: NVFP4", arXiv:2509.25149, section 4).
+FP4_SAVED_INPUT_BYTES = 0.5 + 1.0 / 16.0
+#: The cross-entropy reads fp32 logits: Megatron's theoretical memory model counts
+#: ``4*s*b*V`` bytes for them (``theoretical_memory_usage.py``, output layer and CE loss).
+LOGIT_BYTES = 4.0
+#: A fused cross-entropy keeps only the bf16 logits, which its backward overwrites with their
+#: gradient (Transformer Engine ``parallel_cross_entropy``: saves the bf16 input, computes in
+#: fp32 inside the kernel; transformer_engine/pytorch/cross_entropy.py).
+FUSED_LOGIT_BYTES = 2.0
+COMM_BUFFER_BYTES = 2.0  # bf16 all-gather/reduce-scatter buffers of one layer's activation (TP only)
 
 
 @dataclass(frozen=True)
@@ -122,6 +145,15 @@ def expert_data_parallel(batch: PlanBatch) -> FloatArray:
     return result
 
 
+def weight_bytes_per_param(batch: PlanBatch) -> FloatArray:
+    """Bytes of model weights per parameter: bf16 (2 B), plus a 1 B low-precision copy in fp8/fp4
+    plans, or 2 B for fp8 parameters (fp8 weight and its columnwise copy, no bf16 copy)."""
+    low_precision = batch.precision >= 2
+    result: FloatArray = np.where(low_precision & (batch.fp8_params == 1), FP8_PARAM_BYTES,
+                                  WEIGHT_BYTES + np.where(low_precision, LOW_PRECISION_WEIGHT_BYTES, 0.0))
+    return result
+
+
 def model_state_bytes(params: FloatArray, batch: PlanBatch, layer_params: FloatArray,
                       expert_params: FloatArray | None = None) -> dict[str, FloatArray]:
     """Weights, gradients and optimizer state of ``params`` on one chip by ZeRO stage.
@@ -133,12 +165,12 @@ def model_state_bytes(params: FloatArray, batch: PlanBatch, layer_params: FloatA
     dense_shards = batch.dp_shard.astype(np.float64)
     expert_shards = np.maximum(np.minimum(expert_data_parallel(batch), dense_shards), 1.0)
     zero = batch.zero
-    low_precision = np.where(batch.precision >= 2, LOW_PRECISION_WEIGHT_BYTES, 0.0)
-    weight_bytes = WEIGHT_BYTES + low_precision
+    weight_bytes = weight_bytes_per_param(batch)
+    grad_bytes = batch.grad_reduce_bytes.astype(np.float64)
     sharded = dense / dense_shards + experts / expert_shards  # ZeRO's slice of this chip's params
     weights = np.where(zero >= 3, sharded * weight_bytes + 2 * layer_params * weight_bytes,
                        params * weight_bytes)
-    gradients = np.where(zero >= 2, sharded * GRAD_BYTES, params * GRAD_BYTES)
+    gradients = np.where(zero >= 2, sharded * grad_bytes, params * grad_bytes)
     optimizer = np.where(zero >= 1, sharded * OPTIMIZER_BYTES, params * OPTIMIZER_BYTES)
     return {"weights": weights, "gradients": gradients, "optimizer": optimizer}
 
@@ -154,6 +186,14 @@ def recomputable_norms(model: Model) -> float:
     return model.moe_layers / model.layers if model.moe is not None else 0.0
 
 
+def saved_gemm_input_bytes(batch: PlanBatch) -> FloatArray:
+    """Bytes per element of a projection GEMM's input kept for backward: bf16 (2 B), the fp8
+    copy (1 B) in fp8 plans, the NVFP4 copy (0.5625 B) in fp4 plans."""
+    result: FloatArray = np.select([batch.precision == 2, batch.precision == 3],
+                                   [FP8_SAVED_INPUT_BYTES, FP4_SAVED_INPUT_BYTES], 2.0)
+    return result
+
+
 def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     """Activations one layer keeps for backward for one micro-batch, per chip (no recompute).
 
@@ -162,16 +202,32 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     architecture: replicated region (norm inputs, QKV and FFN inputs, dropout masks) divided by
     TP only with sequence parallelism; QKV outputs, attention output, FFN intermediates divided
     by TP; the attention score matrix only without flash attention.
+
+    fp8/fp4 plans keep the inputs of the projection GEMMs (the two norm outputs, the attention
+    output feeding the output projection, the FFN down-projection's input, the routed tokens
+    feeding the experts) as the quantized 1 B copy Transformer Engine saves for the
+    weight-gradient GEMM. Flash attention still keeps its bf16 output for its own backward, so
+    there the output projection's fp8 input is an extra copy; the norm inputs and the gated
+    FFN's up-projection outputs stay bf16.
     """
     h = model.hidden_size
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
     tp = batch.tp.astype(np.float64)
-    replicated = 2.0 * 2 * h + 2.0 * h + 2.0 * h + (2.0 * h if model.dropout else 0.0)
+    low_precision = batch.precision >= 2
+    gemm_input = saved_gemm_input_bytes(batch)
+    replicated = 2.0 * 2 * h + gemm_input * h + gemm_input * h + (2.0 * h if model.dropout else 0.0)
     ffn_width = model.ffn_matmul_width
-    ffn = (6.0 if model.ffn_activation == "swiglu" else 4.0) * ffn_width
+    # Up-projection output(s) (the activation's input) and the down-projection's input.
+    up_outputs = (4.0 if model.ffn_activation == "swiglu" else 2.0) * ffn_width
+    ffn = up_outputs + gemm_input * ffn_width
     if model.moe is not None:
         # Routed tokens are also kept in the dispatch buffer (permuted copy of the input).
-        ffn += 2.0 * h * model.moe.top_k * model.moe_layers / model.layers
+        ffn = ffn + gemm_input * h * model.moe.top_k * model.moe_layers / model.layers
+    flash = batch.flash == 1
+    # The output projection's input: the attention output (bf16), which flash attention also
+    # keeps; in fp8 the projection keeps its own 1 B copy, beside flash attention's bf16 one.
+    bf16_output = np.where(low_precision & ~flash, 0.0, 2.0)
+    attention_output = bf16_output + np.where(low_precision, gemm_input, 0.0)
     if model.mla is not None:
         # MLA: per-head Q and K of nope+rope dims, V and the attention output of v dims, and the
         # compressed latents the up-projections read (DeepSeek-V2 section 2.1).
@@ -179,22 +235,53 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
         heads = model.attention_heads
         qk = heads * (m.qk_nope_head_dim + m.qk_rope_head_dim)
         latents = 2.0 * (m.kv_lora_rank + m.qk_rope_head_dim + (m.q_lora_rank or 0))
-        sharded = 2.0 * qk + 2.0 * heads * m.v_head_dim + ffn + latents
+        sharded = 2.0 * qk + attention_output * heads * m.v_head_dim + ffn + latents
         keys_values = 2.0 * qk + 2.0 * heads * m.v_head_dim
     else:
-        sharded = 2.0 * model.q_size + 2.0 * model.q_size + ffn  # Q, attention output, FFN
+        sharded = 2.0 * model.q_size + attention_output * model.q_size + ffn  # Q, attention output, FFN
         keys_values = 2.0 * model.kv_size + 2.0 * model.kv_size  # K and V
     # Selective recompute of the norms drops the separate norms' outputs (a MoE layer's FFN
     # input); of the MoE activation, the routed experts' activation output (the down-projection's
     # input).
-    kept_replicated = replicated - np.where(batch.recomputes("layernorm"), 2.0 * h * recomputable_norms(model), 0.0)
-    kept_sharded = sharded - np.where(batch.recomputes("moe_act"), 2.0 * model.routed_ffn_width, 0.0)
+    kept_replicated = replicated - np.where(batch.recomputes("layernorm"),
+                                            gemm_input * h * recomputable_norms(model), 0.0)
+    kept_sharded = sharded - np.where(batch.recomputes("moe_act"), gemm_input * model.routed_ffn_width, 0.0)
+    # Selective recompute of every elementwise op (MaxText 'minimal') keeps the layer input and the
+    # outputs of the attention and FFN output projections (3 x 2h) in place of the norm inputs and
+    # outputs, drops the FFN down-projection's input (the activation is re-run from the kept
+    # up-projection outputs) and, with the attention core also recomputed, the attention output.
+    elementwise = batch.recomputes("elementwise")
+    kept_replicated = np.where(elementwise, 3 * 2.0 * h + (2.0 * h if model.dropout else 0.0), kept_replicated)
+    kept_sharded = kept_sharded - np.where(elementwise, gemm_input * ffn_width, 0.0) - np.where(
+        elementwise & batch.recomputes("core_attn"), attention_output * model.q_size, 0.0)
     replicated_div = np.where(batch.sp == 1, tp, 1.0)
     per_token = kept_replicated / replicated_div + kept_sharded / tp + keys_values / kv_shards(model, tp)
     per_score = 5.0 if model.dropout else 2.0
-    scores = np.where(batch.flash == 1, 0.0, per_score * model.attention_heads * batch.seq_len / tp)
+    scores = np.where(flash, 0.0, per_score * model.attention_heads * batch.seq_len / tp)
     scores_kept = (batch.recompute == 0) | ((batch.recompute == 1) & ~batch.recomputes("core_attn"))
     result: FloatArray = tokens * (per_token + np.where(scores_kept, scores, 0.0))
+    return result
+
+
+def resident_layers(batch: PlanBatch, layers: Any) -> FloatArray:
+    """Layers whose activations are in device memory at the peak (the start of backward):
+    activation offloading (Megatron ``--cpu-offloading-num-layers``, pp=1) moves the first
+    ``offload_layers`` to host memory, finishing each offload before the peak and starting each
+    reload after it, so the peak is ``(layers - offloaded) * T`` for layers of ``T`` bytes each
+    (Transformer Engine transformer_engine/pytorch/cpu_offload.py, OffloadSynchronizer's default
+    schedule)."""
+    result: FloatArray = np.asarray(layers, dtype=np.float64) - batch.offload_layers
+    return result
+
+
+def logit_bytes(model: Model, batch: PlanBatch) -> FloatArray:
+    """Logits held for the cross-entropy on the last stage: fp32 (Megatron's theoretical memory
+    model, ``4*s*b*V/t``) or, with a fused cross-entropy, the bf16 logits only; one token chunk
+    at a time with chunked loss computation (MaxText ``num_vocab_tiling``: the logits are
+    computed, reduced and rematerialised per chunk)."""
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    width = np.where(batch.fused_cross_entropy == 1, FUSED_LOGIT_BYTES, LOGIT_BYTES)
+    result: FloatArray = tokens / batch.loss_chunks * model.vocab_size / batch.tp * width
     return result
 
 
@@ -213,13 +300,12 @@ def activation_bytes(model: Model, batch: PlanBatch) -> dict[str, FloatArray]:
     interleave = np.where(batch.vp > 1, 1.0 + (pp - 1.0) / (pp * batch.vp), 1.0)
     # Embedding output kept for backward (Megatron: s*b*h per micro-batch in flight).
     embedding = tokens * h * np.where(batch.sp == 1, 1.0 / tp, 1.0) * in_flight
-    first: FloatArray = np.asarray(batch.layers_first * stored * in_flight * interleave + working + embedding,
+    layers_first = resident_layers(batch, batch.layers_first)
+    first: FloatArray = np.asarray(layers_first * stored * in_flight * interleave + working + embedding,
                                    dtype=np.float64)
     last_layers = np.asarray(batch.layers_last * stored * np.where(batch.vp > 1, interleave, 1.0) + working,
                              dtype=np.float64)
-    # Logits (bf16) and their fp32 copy for the cross-entropy, on the last stage.
-    logits = tokens * model.vocab_size / tp * (2.0 + 4.0)
-    last: FloatArray = np.where(batch.pp == 1, first, last_layers) + logits
+    last: FloatArray = np.where(batch.pp == 1, first, last_layers) + logit_bytes(model, batch)
     return {"first": first, "last": last}
 
 
@@ -237,5 +323,7 @@ def memory_breakdown(model: Model, batch: PlanBatch, reserved_bytes: float,
     breakdown = {key: np.where(use_last, state_last[key], state_first[key]) for key in state_first}
     breakdown["activations"] = np.where(use_last, acts["last"], acts["first"])
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
-    breakdown["buffers"] = 2.0 * tokens * model.hidden_size * COMM_BUFFER_BYTES + reserved_bytes
+    # TP all-gather/reduce-scatter buffers exist only where there is a TP group.
+    tp_buffers = np.where(batch.tp > 1, 2.0 * tokens * model.hidden_size * COMM_BUFFER_BYTES, 0.0)
+    breakdown["buffers"] = tp_buffers + reserved_bytes
     return breakdown

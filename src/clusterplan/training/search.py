@@ -339,17 +339,19 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
 def _layouts_that_can_fit(model: Model, hardware: Hardware, layouts: dict[str, IntArray], seq_len: int,
                           global_batch: int, space: SearchSpace, budget: float) -> dict[str, IntArray]:
     """Drop layouts that cannot fit with any setting: memory only falls with more recompute and
-    a higher ZeRO stage, and bf16 keeps no extra low-precision weight copy, so the layout with
-    the most recompute, the highest ZeRO stage and the leanest precision is a lower bound."""
-    leanest = dataclasses.replace(
-        space, recompute=(max(space.recompute, key=lambda r: RECOMPUTE_CODES[r]),),
-        zero=(max(space.zero),), precisions=(min(space.precisions, key=lambda p: PRECISION_CODES[p]),))
+    a higher ZeRO stage, so the layout with the most recompute and the highest ZeRO stage is a
+    lower bound for each precision. Precision is not monotone (fp8 adds a weight copy but keeps
+    fp8 activations), so a layout stays if it fits at any of the searched precisions."""
     keep = np.zeros(layouts["tp"].size, dtype=bool)
-    for lo in range(0, keep.size, CHUNK):
-        part = cross_settings({k: v[lo:lo + CHUNK] for k, v in layouts.items()}, leanest)
-        breakdown = mem.memory_breakdown(model, _batch(model, part, seq_len, global_batch, leanest),
-                                         hardware.efficiency.reserved_bytes)
-        keep[lo:lo + CHUNK] = sum(breakdown.values()) <= budget
+    for precision in space.precisions:
+        leanest = dataclasses.replace(
+            space, recompute=(max(space.recompute, key=lambda r: RECOMPUTE_CODES[r]),),
+            zero=(max(space.zero),), precisions=(precision,))
+        for lo in range(0, keep.size, CHUNK):
+            part = cross_settings({k: v[lo:lo + CHUNK] for k, v in layouts.items()}, leanest)
+            breakdown = mem.memory_breakdown(model, _batch(model, part, seq_len, global_batch, leanest),
+                                             hardware.efficiency.reserved_bytes)
+            keep[lo:lo + CHUNK] |= sum(breakdown.values()) <= budget
     return {k: v[keep] for k, v in layouts.items()}
 
 

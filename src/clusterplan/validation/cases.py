@@ -202,6 +202,33 @@ _MOE_HINTS = ("qwen3", "gpt oss", "deepseek", "nemotron_3_nano", "mixtral", "kim
 _NEMO_RECIPE_RECOMPUTE: dict[tuple[str, str], tuple[str, ...]] = {
     ("GPT OSS 120B", "DGX-H100"): ("layernorm", "moe_act"),
 }
+#: Activation offloading a row's recipe sets (model, system, precision as printed) -> layers whose
+#: activations go to host memory (Megatron --cpu-offloading-num-layers, weights stay): the FSDP
+#: Llama 3 70B FP8 current-scaling presets LLAMA3_70B_PRETRAIN_CONFIG_GB200_FP8_CS_V1 (40) and
+#: _GB300_FP8_CS_V1 (20) in Megatron-Bridge scripts/performance/configs/llama/
+#: llama3_workload_base_configs.py at ec5e8c3b0 (26.04), unchanged in the flat
+#: perf_recipes/llama/gb200|gb300/llama3.py at 067f987df0.
+_NEMO_RECIPE_OFFLOAD: dict[tuple[str, str, str], int] = {
+    ("LLAMA3_70B", "DGX-GB200", "FP8"): 40,
+    ("LLAMA3_70B", "DGX-GB300", "FP8"): 20,
+}
+#: The NeMo performance recipes reduce (and keep) gradients in bf16: Megatron-Bridge's perf
+#: configs set ``grad_reduce_in_fp32 = False`` for every model (scripts/performance/configs/*/
+#: *_llm_pretrain.py at ec5e8c3b0; perf_recipes/_common.py _benchmark_common at 067f987df0),
+#: NeMo 2's scripts/performance/llm pretrain scripts do the same, and the 24.07 launcher runs
+#: pass ``optim.grad_sync_dtype=bf16`` (NeMo-Framework-Launcher examples/training/{gpt,llama}/
+#: h100/*_fp8.sh; conf/training/nemotron/*.yaml).
+_NEMO_GRAD_REDUCE = "bf16"
+#: From NeMo 26 (Megatron-Bridge) the fp8 recipes keep fp8 parameters: bf16_with_fp8_current_
+#: scaling_mixed, bf16_with_fp8_delayed_scaling_mixed and bf16_with_mxfp8_mixed set
+#: ``fp8_param_gather = True`` (src/megatron/bridge/training/mixed_precision.py at ec5e8c3b0);
+#: NVFP4 does not (fp8_param_gather = False).
+_NEMO_FP8_PARAMS_FROM = (26,)
+#: The same releases fuse the cross-entropy into Transformer Engine's kernel: the pretraining
+#: recipes set ``cross_entropy_loss_fusion = True`` (src/megatron/bridge/recipes/llama/llama3.py)
+#: and the perf overrides ``cross_entropy_fusion_impl = "te"`` (scripts/performance/utils/
+#: overrides.py _set_common_perf_overrides at ec5e8c3b0; perf_recipes/_common.py at 067f987df0).
+_NEMO_FUSED_CE_FROM = (26,)
 #: Optimisations a row's recipe turns on that the estimate does not credit, stated with the row
 #: so its error is read correctly: the fitted MoE parameters absorb them. Megatron-Bridge
 #: scripts/performance/configs/qwen/qwen3_workload_base_configs.py at v0.5.0 (2026-06-16; the
@@ -369,11 +396,15 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
         s = int(row["seq_len_tokens"])
         token_drop = "tokendrop" in name.lower()
         recompute_modules = _NEMO_RECIPE_RECOMPUTE.get((name, row["system"]))
+        offload = _NEMO_RECIPE_OFFLOAD.get((name, row["system"], _first(row["precision"]).upper()), 0)
+        fp8_params = precision == "fp8" and _version(row["nemo_container"])[:1] >= _NEMO_FP8_PARAMS_FROM
+        fused_ce = _version(row["nemo_container"])[:1] >= _NEMO_FUSED_CE_FROM
 
         def build(row: dict[str, str] = row, tp: int = tp, pp: int = pp, cp: int = cp, vp: int = vp,
                   ep: int = ep, fsdp: int = fsdp, mb: int = mb, batch: int = batch, s: int = s,
                   precision: str = precision, gpus: int = gpus,
-                  token_drop: bool = token_drop,
+                  token_drop: bool = token_drop, offload: int = offload, fp8_params: bool = fp8_params,
+                  fused_ce: bool = fused_ce,
                   recompute_modules: tuple[str, ...] | None = recompute_modules) -> tuple[Model, System, Plan]:
             model = load_model(row["model"].replace("LLAMA", "llama").replace(" (tokendrop)", ""))
             system = load_system(_NEMO_SYSTEMS[row["system"]])
@@ -391,12 +422,22 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
                                             if recompute_modules else {"recompute": "none"})
             plan = Plan(tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, micro_batch=mb, global_batch=batch,
                         seq_len=s, sp=tp > 1, zero=3 if fsdp > 1 else 1, **recompute,
-                        precision=precision, overlap_dp=True, overlap_tp=True, **layers, **moe_settings)
+                        precision=precision, overlap_dp=True, overlap_tp=True, grad_reduce=_NEMO_GRAD_REDUCE,
+                        fp8_params=fp8_params, offload_layers=offload, fused_cross_entropy=fused_ce,
+                        **layers, **moe_settings)
             return model, system, plan
 
         assumptions = [f"selective recompute of {', '.join(recompute_modules)} (the row's recipe)"
                        if recompute_modules else "no recompute (recipes' defaults; not printed)",
-                       "TP/DP comm overlap on"]
+                       "TP/DP comm overlap on",
+                       "bf16 gradient buffer and reduction (recipes' grad_reduce_in_fp32=False)"]
+        if fp8_params:
+            assumptions.append("fp8 parameters (recipe's fp8_param_gather)")
+        if fused_ce:
+            assumptions.append("fused cross-entropy on bf16 logits (recipe's cross_entropy_fusion_impl='te')")
+        if offload:
+            assumptions.append(f"activations of {offload} layers offloaded to host (the row's recipe; "
+                               "transfer time not modelled)")
         if moe_rows:
             assumptions += ["force-balanced routing (row notes): routing Gini 0", "expert TP 1",
                             _NEMO_RECIPE_UNMODELLED.get((name, row["system"]), "EP all-to-all not overlapped")]
@@ -415,12 +456,26 @@ def nemo_perf_moe() -> list[Case]:
 
 
 # ---- MaxText on TPU -------------------------------------------------------------------------
-_REMAT = {"full": "full", "minimal": "selective", "qkv_proj_offloaded": "selective"}
+#: MaxText remat policies (src/maxtext/layers/decoders.py, get_remat_policy, at e591f30cbb):
+#: 'full' saves nothing but each layer's input; 'minimal' saves the projection outputs and
+#: recomputes the attention core and the elementwise ops (selective); 'qkv_proj_offloaded' saves
+#: nothing in device memory and offloads the Q/K/V projections to pinned host memory
+#: (maxtext_utils.get_save_and_offload_names), so in HBM it keeps what 'full' keeps.
+_REMAT = {"full": "full", "minimal": "selective", "qkv_proj_offloaded": "full"}
+_REMAT_MODULES: dict[str, tuple[str, ...]] = {"minimal": ("core_attn", "elementwise")}
+#: MaxText computes the logits and the loss in ``num_vocab_tiling`` chunks of tokens where the
+#: row's script sets it: src/maxtext/configs/tpu/v4/22b.sh and 52b.sh (num_vocab_tiling=8) at
+#: e591f30cbb; the v5e/v5p scripts leave the base.yml default of 1.
+_MAXTEXT_VOCAB_TILING = {("v4", "22B"): 8, ("v4", "52B"): 8}
 
 
 def maxtext_tpu() -> list[Case]:
     """Published model TFLOP/s per chip (MaxText's count: 3x forward, full attention, embedding
-    matmul), compared with the model TFLOP/s predicted for the row's sharding."""
+    matmul), compared with the model TFLOP/s predicted for the row's sharding.
+
+    MaxText shards the activations' embedding dimension over the ``tensor`` mesh axis
+    (base.yml logical_axis_rules: ``['activation_embed', ['tensor']]``), so the activations
+    between the tensor-parallel matmuls are split over TP as with sequence parallelism."""
     out = _Builder("maxtext_tpu")
     for row in _rows("maxtext_tpu"):
         generation = row["tpu_generation"]
@@ -431,10 +486,12 @@ def maxtext_tpu() -> list[Case]:
         s = int(row["seq_len_tokens"])
         batch = int(row["per_device_batch_size"]) * chips
         label = f"{row['model_label']} on {row['hardware_as_printed']}"
+        remat = _REMAT.get(row["remat_policy"], "selective")
+        tiles = _MAXTEXT_VOCAB_TILING.get((generation, row["model_label"]), 1)
 
         def build(row: dict[str, str] = row, generation: str = generation, tensor: int = tensor,
                   chips: int = chips, chips_per_slice: int = chips_per_slice, s: int = s,
-                  batch: int = batch) -> tuple[Model, System, Plan]:
+                  batch: int = batch, remat: str = remat, tiles: int = tiles) -> tuple[Model, System, Plan]:
             model = Model(
                 name=f"maxtext-{row['model_label']}", layers=int(row["num_layers_derived"]),
                 hidden_size=int(row["emb_dim_derived"]), ffn_hidden_size=int(row["mlp_dim_derived"]),
@@ -444,15 +501,21 @@ def maxtext_tpu() -> list[Case]:
             system = _tpu_slice(f"tpu-{generation}", chips_per_slice)
             per_device = int(row["per_device_batch_size"])
             plan = Plan(tp=tensor, dp=chips // tensor, micro_batch=per_device * tensor,
-                        global_batch=batch, seq_len=s,
-                        recompute=_REMAT.get(row["remat_policy"], "selective"),
-                        sp=False, zero=3, dp_shard=chips_per_slice // tensor, overlap_dp=True)
+                        global_batch=batch, seq_len=s, recompute=remat,
+                        recompute_modules=_REMAT_MODULES.get(row["remat_policy"], ("core_attn",)),
+                        sp=True, zero=3, dp_shard=chips_per_slice // tensor, overlap_dp=True,
+                        loss_chunks=tiles)
             return model, system, plan
 
-        out.add(label, "model_tflops_per_chip", float(row["tflops_per_chip"]), build,
-                ("FSDP (ZeRO-3) inside each ICI slice, data parallel across slices over DCN",
-                 f"remat '{row['remat_policy']}' -> {_REMAT.get(row['remat_policy'], 'selective')}",
-                 "dims derived by the table from global_parameter_scale (see notes)"),
+        assumptions = ["FSDP (ZeRO-3) inside each ICI slice, data parallel across slices over DCN",
+                       f"remat '{row['remat_policy']}' -> {remat}"
+                       + (" of the attention core and every elementwise op" if row["remat_policy"] == "minimal"
+                          else ""),
+                       "activations' embedding dimension sharded over TP (MaxText activation_embed rule)",
+                       "dims derived by the table from global_parameter_scale (see notes)"]
+        if tiles > 1:
+            assumptions.append(f"loss in {tiles} token chunks (script's num_vocab_tiling)")
+        out.add(label, "model_tflops_per_chip", float(row["tflops_per_chip"]), build, tuple(assumptions),
                 row["source"])
     return out.cases
 
