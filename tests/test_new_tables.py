@@ -13,6 +13,7 @@ from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, StepEstimate, estimate, zero3_unit_exposure
 from clusterplan.validation.cases import known_tables
 from clusterplan.validation.cases_mlperf import evaluations, mlperf_training, training_share
+from clusterplan.validation.cases_mtnlg import mtnlg_2022
 from clusterplan.validation.cases_zero3 import megatron_sc21_table2_zero3, sc21_step_time
 from clusterplan.validation.harness import mape, run
 
@@ -74,6 +75,19 @@ def test_new_tables_score() -> None:
     assert mape(ptdp) < 6.0
     assert mape(run(mlperf_training())) < 18.0
     assert all(r.error is not None and math.isfinite(r.error) for r in results)
+
+
+def test_mtnlg_rows_agree_with_their_printed_tflops_and_are_modelled() -> None:
+    """The printed iteration times and TFLOP/s per GPU agree under the Megatron hardware-FLOP
+    formula (530B: l=105, h=20480, s=2048, V=51200, batch 1920): 126/121/113 TFLOP/s."""
+    cases = mtnlg_2022()
+    assert [c.skip for c in cases] == [None, None, None]
+    for case, tflops in zip(cases, (126, 121, 113), strict=True):
+        assert case.plan is not None and (case.plan.tp, case.plan.pp) == (8, 35)
+        gpus = case.plan.chips
+        derived = sc21_step_time(1920, 105, 20480, 1.0, gpus) / case.published  # TFLOP/s
+        assert derived == pytest.approx(tflops, rel=0.01)
+    assert mape(run(cases)) < 26.0
 
 
 # ---- ZeRO-3 / FSDP gather exposure ---------------------------------------------------------
