@@ -50,6 +50,7 @@ Objective = Literal["time", "cost", "energy"]
 COMPONENT_NAMES = {"compute": "compute", "tp_comm": "exposed TP comm", "cp_comm": "exposed CP comm",
                    "ep_comm": "exposed EP all-to-all", "pp_bubble": "pipeline bubble",
                    "pp_comm": "exposed PP sends", "dp_comm": "exposed DP reduction",
+                   "zero3_comm": "exposed ZeRO-3/FSDP gathers",
                    "optimizer": "optimizer"}
 CHUNK = 262_144  # plans timed per vectorised call (bounds peak memory)
 

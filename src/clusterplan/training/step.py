@@ -277,6 +277,26 @@ def _lm_head(model: Model, hw: Hardware, batch: PlanBatch) -> tuple[FloatArray, 
     return head + loss, 2.0 * head + loss
 
 
+def zero3_unit_exposure(gather: Any, reduce: Any, forward: Any, backward: Any, units: Any) -> FloatArray:
+    """Exposed ZeRO-3 / FSDP communication of one micro-batch on one pipeline stage.
+
+    Parameters are sharded by unit (a layer); before a unit runs, its parameters are all-gathered
+    (``gather``: each rank receives the whole unit, however many ranks share it) and freed after
+    it, so forward and backward (with any recompute) each gather every unit again, every
+    micro-batch; backward also reduce-scatters each unit's gradients (``reduce``). Prefetching
+    issues the next unit's gather while the current unit computes (ZeRO, Rajbhandari et al.
+    2020; FSDP's backward and forward prefetch, Zhao et al. 2023), so per unit only what outlasts
+    the compute is exposed: ``max(0, gather - forward)`` forward and ``max(0, gather + reduce -
+    backward)`` backward (the reduce-scatter of the previous unit shares the links with the
+    next gather). The first unit's gather of each pass and the last reduce-scatter have nothing
+    to hide behind. A small micro-batch shrinks the per-unit compute but not the gathers.
+    """
+    steady = (np.maximum(np.asarray(gather) - forward, 0.0)
+              + np.maximum(np.asarray(gather) + reduce - backward, 0.0))
+    result: FloatArray = 2.0 * np.asarray(gather) + reduce + (np.asarray(units) - 1.0) * steady
+    return result
+
+
 def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     """Step time, its breakdown, memory and throughput for every plan in ``batch``."""
     eff = hw.efficiency
@@ -356,7 +376,8 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
                        coll.decompose(hw.system, np.maximum(expert_replicas, 1.0), batch.ep * batch.etp)))
     grad_comm = np.zeros(len(batch))
     gather_comm = np.zeros(len(batch))
-    zero3_comm = np.zeros(len(batch))
+    zero3_gather = np.zeros(len(batch))
+    zero3_reduce = np.zeros(len(batch))
     for group_params, phases in groups:
         if not np.any(group_params > 0):  # e.g. the expert group of a dense model
             continue
@@ -365,9 +386,10 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
         weights = coll.all_gather_time(phases, group_params * mem.WEIGHT_BYTES)
         grad_comm = grad_comm + np.where(batch.zero == 0, 2.0 * grads, grads)
         gather_comm = gather_comm + np.where(batch.zero >= 1, weights, 0.0)
-        # ZeRO-3 gathers weights for forward and backward and reduce-scatters gradients every
-        # micro-batch, prefetched one layer ahead.
-        zero3_comm = zero3_comm + 2.0 * weights + grads
+        # ZeRO-3 gathers weights for forward and again for backward and reduce-scatters gradients
+        # every micro-batch (zero3_unit_exposure).
+        zero3_gather = zero3_gather + weights
+        zero3_reduce = zero3_reduce + grads
     # Hybrid sharding: dense shards are further all-reduced across the replica groups.
     replica_phases = coll.decompose(hw.system, replicas // shard, batch.tp * shard)
     cross_replica = np.where(replicas > shard, coll.all_reduce_time(
@@ -386,14 +408,22 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     forward_first = bottleneck_layers * compute_f
     gather_exposed = np.where(batch.overlap_dp == 1, np.maximum(gather_comm - forward_first, 0.0),
                               gather_comm)
-    zero3_exposed = (micro_batches * (np.maximum(zero3_comm - stage_max, 0.0)
-                                      + zero3_comm / stage_layers)
-                     + np.where(batch.overlap_dp == 1,
-                                np.maximum(cross_replica - backward_last, cross_replica / stage_layers),
-                                cross_replica))
+    # ZeRO-3 / FSDP: the stage's layers are the sharding units; every micro-batch gathers each
+    # unit's parameters under the previous unit's compute (zero3_unit_exposure).
+    zero3_per_micro_batch = np.where(
+        batch.overlap_dp == 1,
+        zero3_unit_exposure(zero3_gather / stage_layers, zero3_reduce / stage_layers, compute_f,
+                            compute_b + recompute, stage_layers),
+        2.0 * zero3_gather + zero3_reduce)
+    cross_replica_exposed = np.where(batch.overlap_dp == 1,
+                                     np.maximum(cross_replica - backward_last, cross_replica / stage_layers),
+                                     cross_replica)
     has_experts = expert_params > 0
-    dp_exposed = np.where((replicas > 1) | (has_experts & (expert_replicas > 1)),
-                          np.where(batch.zero >= 3, zero3_exposed, grad_exposed + gather_exposed),
+    data_parallel = (replicas > 1) | (has_experts & (expert_replicas > 1))
+    zero3 = data_parallel & (batch.zero >= 3)
+    zero3_exposed = np.where(zero3, micro_batches * zero3_per_micro_batch, 0.0)
+    dp_exposed = np.where(data_parallel,
+                          np.where(batch.zero >= 3, cross_replica_exposed, grad_exposed + gather_exposed),
                           0.0)
 
     # Optimizer: Adam over this chip's shard of the parameters, memory-bound.
@@ -407,11 +437,13 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     tp_time = micro_batches * bottleneck_layers * tp_exposed
     cp_time = micro_batches * bottleneck_layers * cp_exposed
     ep_time = micro_batches * bottleneck_layers * ep_exposed
-    step = compute_total + tp_time + cp_time + ep_time + bubble + pp_exposed + dp_exposed + optimizer
+    step = (compute_total + tp_time + cp_time + ep_time + bubble + pp_exposed + dp_exposed + zero3_exposed
+            + optimizer)
 
     time_breakdown = {
         "compute": compute_total, "tp_comm": tp_time, "cp_comm": cp_time, "ep_comm": ep_time,
-        "pp_bubble": bubble, "pp_comm": pp_exposed, "dp_comm": dp_exposed, "optimizer": optimizer,
+        "pp_bubble": bubble, "pp_comm": pp_exposed, "dp_comm": dp_exposed, "zero3_comm": zero3_exposed,
+        "optimizer": optimizer,
     }
 
     memory_breakdown = mem.memory_breakdown(model, batch, eff.reserved_bytes, params)

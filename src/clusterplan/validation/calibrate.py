@@ -59,6 +59,15 @@ INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
 }
 INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server"})
 
+#: Validated, never fitted; their error is out of sample by construction. SC'21 Table 2's ZeRO-3
+#: rows ran DeepSpeed's 2021 implementation, whose gathers reached ~1/8 of the fabric's
+#: all-gather rate; MT-NLG ran DeepSpeed's pipeline engine: fitted, they would slow every A100
+#: kernel of the Megatron-LM rows to absorb a framework cost the time model does not represent.
+#: The MLPerf rows' training throughput rests on an assumed evaluation share of each timed run
+#: (docs/validation.md): a derived rate, not a measured one, so it checks the fit and does not
+#: steer it.
+VALIDATION_ONLY_TABLES = frozenset({"megatron_sc21_table2_zero3", "mlperf_training", "mtnlg_2022"})
+
 #: Software stack of each chip family: a family without rows for a stage takes the stage's fit
 #: from the other families of its stack (GPUs share PyTorch/Megatron-LM, CUDA or ROCm; TPUs
 #: XLA/MaxText; Trainium the Neuron SDK).
@@ -84,8 +93,9 @@ def stage_of(case: Case) -> str:
 
 
 def usable(cases: Sequence[Case]) -> list[Case]:
-    """The rows a fit can use: modelled, with a finite published value."""
-    return [c for c in cases if c.skip is None and math.isfinite(c.published)]
+    """The rows a fit can use: modelled, with a finite published value, not validation-only."""
+    return [c for c in cases if c.skip is None and math.isfinite(c.published)
+            and c.table not in VALIDATION_ONLY_TABLES]
 
 
 @dataclass(frozen=True)

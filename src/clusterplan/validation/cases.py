@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import import_module, resources
 from itertools import pairwise
 
 from pydantic import ValidationError
@@ -642,6 +642,14 @@ def neuron_trn() -> list[Case]:
     return out.cases
 
 
+def _adapter(module: str, name: str) -> Callable[[], list[Case]]:
+    """A table adapter in a sibling module that builds on this one (imported when it runs)."""
+    def cases() -> list[Case]:
+        adapter: Callable[[], list[Case]] = getattr(import_module(f"clusterplan.validation.{module}"), name)
+        return adapter()
+    return cases
+
+
 TABLES: dict[str, Callable[[], list[Case]]] = {
     "megatron_sc21": megatron_sc21,
     "korthikanti2022": korthikanti2022,
@@ -650,6 +658,9 @@ TABLES: dict[str, Callable[[], list[Case]]] = {
     "nemo_perf_moe": nemo_perf_moe,
     "maxtext_tpu": maxtext_tpu,
     "neuron_trn": neuron_trn,
+    "megatron_sc21_table2_zero3": _adapter("cases_zero3", "megatron_sc21_table2_zero3"),
+    "mlperf_training": _adapter("cases_mlperf", "mlperf_training"),
+    "mtnlg_2022": _adapter("cases_mtnlg", "mtnlg_2022"),
 }
 
 
