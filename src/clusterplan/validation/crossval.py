@@ -26,7 +26,7 @@ from typing import Literal
 from clusterplan.costs.compute import Efficiency
 from clusterplan.distributed import Executor, LocalExecutor
 from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors, RowErrors, StageRecord, TableErrors
-from clusterplan.validation.calibrate import ALL_FAMILIES, Calibration, StageSource, stage_of, usable
+from clusterplan.validation.calibrate import ALL_FAMILIES, Calibration, StageSource, stage_of
 from clusterplan.validation.cases import Case, all_cases
 from clusterplan.validation.harness import Result, by_table, mape, run_case
 
