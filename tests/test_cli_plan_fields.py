@@ -5,6 +5,7 @@ balanced layer split, the settings a user left open (``assumed``), and Korthikan
 from __future__ import annotations
 
 import csv
+import json
 from importlib import resources
 
 import pytest
@@ -414,3 +415,26 @@ def test_search_table_is_readable_at_80_columns(capsys, monkeypatch):
     assert code == 0, err
     assert max(len(line) for line in out.splitlines()) <= 80
     assert f"TP{best['tp']} PP{best['pp']} VP{best['vp']}" in out
+
+
+def test_search_keeps_fp8_weights_to_its_fp8_plans(capsys):
+    argv = ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8", "--seq", "4096",
+            "--global-batch", "8", "--top", "40"]
+    bf16 = run_json(capsys, [*argv, "--precision", "bf16", "--fp8-params"])["best"]
+    assert bf16 and not any(r["plan"]["fp8_params"] for r in bf16)  # no fp8 weights in a bf16 plan
+    with_fp8_weights = run_json(capsys, [*argv, "--precision", "fp8", "--fp8-params"])["best"]
+    assert with_fp8_weights and all(r["plan"]["fp8_params"] for r in with_fp8_weights)
+
+    def key(record: dict) -> str:  # type: ignore[type-arg]
+        return json.dumps({k: v for k, v in record["plan"].items() if k != "fp8_params"}, sort_keys=True)
+
+    plain = {key(r): r["memory_bytes_per_chip"] for r in run_json(capsys, [*argv, "--precision", "fp8"])["best"]}
+    same = [(r["memory_bytes_per_chip"], plain[key(r)]) for r in with_fp8_weights if key(r) in plain]
+    # One bf16 weight copy fewer (Megatron --fp8-param-gather): the setting reached the estimate.
+    assert same and all(fp8 < bf16_copy for fp8, bf16_copy in same)
+
+
+def test_search_refuses_activation_offload_with_the_reason(capsys):
+    argv = ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8", "--seq", "4096",
+            "--global-batch", "8", "--offload-layers", "4"]
+    assert_refused(*run_cli(capsys, argv), "--offload-layers", "4", "pp=1")

@@ -141,7 +141,7 @@ GlobalBatchOption = Annotated[int | None, typer.Option(
     help="global batch (sequences per step); or global_batch in --plan")]
 RecomputeOption = Annotated[str | None, _plan_option("recompute", "none | selective | full")]
 RecomputeModulesOption = Annotated[str | None, _plan_option(
-    "recompute_modules", "what selective recompute re-runs: core_attn, layernorm, moe_act "
+    "recompute_modules", "what selective recompute re-runs: core_attn, layernorm, moe_act, elementwise "
     "(comma-separated; Megatron --recompute-modules)")]
 SpOption = Annotated[bool | None, _plan_option("sp", "sequence parallelism", "--sp/--no-sp",
                                                default="on when tp > 1")]
@@ -159,6 +159,15 @@ OverlapPpOption = Annotated[bool | None, _plan_option(
     "overlap_pp", "overlap pipeline sends with compute", "--overlap-pp/--no-overlap-pp")]
 FlashAttentionOption = Annotated[bool | None, _plan_option(
     "flash_attention", "fused attention (no s x s scores kept)", "--flash-attention/--no-flash-attention")]
+Fp8ParamsOption = Annotated[bool | None, _plan_option(
+    "fp8_params", "fp8 plans keep the weights in fp8 (Megatron --fp8-param-gather)", "--fp8-params/--no-fp8-params")]
+OffloadLayersOption = Annotated[int | None, _plan_option(
+    "offload_layers", "layers whose activations go to host memory (Megatron --cpu-offloading-num-layers; pp=1)")]
+FusedCrossEntropyOption = Annotated[bool | None, _plan_option(
+    "fused_cross_entropy", "cross-entropy in place on the bf16 logits (TE parallel_cross_entropy)",
+    "--fused-cross-entropy/--no-fused-cross-entropy")]
+LossChunksOption = Annotated[int | None, _plan_option(
+    "loss_chunks", "logits and loss computed this many token chunks at a time (MaxText num_vocab_tiling)")]
 FirstStageLayersOption = Annotated[int | None, _plan_option(
     "first_stage_layers", "layers on the first pipeline stage (uneven split)", default="balanced")]
 LastStageLayersOption = Annotated[int | None, _plan_option(
@@ -297,6 +306,10 @@ def train(
     overlap_dp: OverlapDpOption = None,
     overlap_pp: OverlapPpOption = None,
     flash_attention: FlashAttentionOption = None,
+    fp8_params: Fp8ParamsOption = None,
+    offload_layers: OffloadLayersOption = None,
+    fused_cross_entropy: FusedCrossEntropyOption = None,
+    loss_chunks: LossChunksOption = None,
     first_stage_layers: FirstStageLayersOption = None,
     last_stage_layers: LastStageLayersOption = None,
     tokens: Annotated[str | None, typer.Option(help="training tokens, e.g. 15T, for time to train")] = None,
@@ -428,7 +441,8 @@ def _csv(value: str, field: str) -> tuple[str, ...]:
 
 #: Plan fields every searched plan shares (options and --plan); the search enumerates the rest.
 SEARCH_SETTINGS = ("overlap_tp", "overlap_dp", "overlap_pp", "flash_attention", "grad_reduce", "recompute_modules",
-                   "routing_gini", "capacity_factor", "overlap_ep", "mtp")
+                   "routing_gini", "capacity_factor", "overlap_ep", "mtp", "fp8_params", "fused_cross_entropy",
+                   "loss_chunks")
 #: Plan fields the search takes as lists of values to consider (comma-separated).
 SEARCH_AXES = ("precision", "recompute", "zero")
 
@@ -455,6 +469,10 @@ def search(
     top: Annotated[int, typer.Option(help="how many plans to list")] = 10,
     up_to: Annotated[bool, typer.Option("--up-to/--exact", help="use at most --chips (any count) or exactly")] = False,
     flash_attention: FlashAttentionOption = None,
+    fp8_params: Fp8ParamsOption = None,
+    offload_layers: OffloadLayersOption = None,
+    fused_cross_entropy: FusedCrossEntropyOption = None,
+    loss_chunks: LossChunksOption = None,
     overlap_tp: OverlapTpOption = None,
     overlap_dp: OverlapDpOption = None,
     overlap_pp: OverlapPpOption = None,
@@ -481,8 +499,10 @@ def search(
     options, origins = merged_options(plan_file, given)
     for name, value in options.items():
         if name not in SEARCH_SETTINGS and name not in ("seq_len", "global_batch", *SEARCH_AXES):
-            raise SpecError(origins.get(name, flag(name)), value,
-                            "the search enumerates the parallel layout; remove it (train runs one plan)")
+            rule = ("needs pp=1, which the search does not fix; give it to train with the plan"
+                    if name == "offload_layers" else "the search enumerates the parallel layout; remove it "
+                    "(train runs one plan)")
+            raise SpecError(origins.get(name, flag(name)), value, rule)
         if name in SEARCH_AXES and name not in axes:  # from the plan file: the only values considered
             axes[name] = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     spec_model = load_model(model, "--model")
@@ -683,6 +703,10 @@ def reliability(
     overlap_dp: OverlapDpOption = None,
     overlap_pp: OverlapPpOption = None,
     flash_attention: FlashAttentionOption = None,
+    fp8_params: Fp8ParamsOption = None,
+    offload_layers: OffloadLayersOption = None,
+    fused_cross_entropy: FusedCrossEntropyOption = None,
+    loss_chunks: LossChunksOption = None,
     first_stage_layers: FirstStageLayersOption = None,
     last_stage_layers: LastStageLayersOption = None,
     tokens: Annotated[str | None, typer.Option(help="training tokens, e.g. 15T")] = None,

@@ -208,6 +208,9 @@ def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batc
         overlap_ep=int(fixed.get("overlap_ep", False)), mtp=int(fixed.get("mtp", 0)),
         recompute_modules=sum({RECOMPUTE_MODULE_BITS[m]
                                for m in fixed.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)}),
+        # fp8 weights only exist in the fp8 plans of the search.
+        fp8_params=np.where(columns["precision"] == PRECISION_CODES["fp8"], int(fixed.get("fp8_params", False)), 0),
+        fused_cross_entropy=int(fixed.get("fused_cross_entropy", False)), loss_chunks=int(fixed.get("loss_chunks", 1)),
         **columns)
 
 
@@ -231,6 +234,8 @@ def _to_plan(columns: dict[str, IntArray], i: int, seq_len: int, global_batch: i
     settings = dict(space.settings)
     if recompute != "selective":  # the modules only name what selective recompute re-runs
         settings.pop("recompute_modules", None)
+    if int(columns["precision"][i]) != PRECISION_CODES["fp8"]:
+        settings.pop("fp8_params", None)
     return Plan(
         tp=tp, pp=pp, vp=int(columns["vp"][i]), cp=int(columns["cp"][i]), dp=int(columns["dp"][i]),
         ep=int(columns["ep"][i]), micro_batch=int(columns["micro_batch"][i]), global_batch=global_batch,
