@@ -10,12 +10,17 @@ from clusterplan.validation.calibrate import fit_family
 from clusterplan.validation.cases import TABLES, all_cases, known_tables, stack_epochs
 from clusterplan.validation.harness import by_table, fits_fraction, mape, run
 
-#: MAPE bounds per table (percent).
+#: In-sample MAPE bounds per table (percent): regression guards on the rows the fit saw. The
+#: accuracy a user meets is the out-of-sample error, guarded in tests/test_crossval.py.
 BOUNDS = {
     "korthikanti2022": 5.0,
     "megatron_sc21": 5.0,
     "megatron_core_h100_2024": 10.0,
-    "nemo_perf": 10.0,
+    # Issue #13 fits the MLPerf GPT-3 rows too (more fp8 data outside the NeMo tables): in
+    # sample this table goes from 8.3 % to 11.0 %, out of sample (table left out) from 32.4 % to
+    # 21.7 %, and the other tables' out-of-sample error improves on average (docs/validation.md).
+    "nemo_perf": 11.5,
+    "mlperf_training": 10.0,
     # Issue #4's bound was 12.0 (11.999 % reached). Issue #13 runs the rows with their recipes'
     # bf16 gradient reduction (grad_reduce_in_fp32=False), which speeds the GPT-OSS row up
     # (+37.3 -> +38.5 %, docs/moe.md says what its recipe runs that is not credited): 12.16 %,
