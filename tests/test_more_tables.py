@@ -1,4 +1,4 @@
-"""The tables added for issue 13 item 6: LLM Foundry's MPT FSDP benchmarks (and the others below)."""
+"""The tables added for issue 13 item 6: LLM Foundry's MPT FSDP benchmarks, BLOOM-176B, PaLM Table 3."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 
 from clusterplan.validation.calibrate import VALIDATION_ONLY_TABLES
 from clusterplan.validation.cases import TABLES
+from clusterplan.validation.cases_bloom import bloom_176b
 from clusterplan.validation.cases_llmfoundry import MPT_SIZES, llmfoundry_mpt, mpt_model
+from clusterplan.validation.cases_palm import palm_table3
+from clusterplan.validation.cases_zero3 import sc21_step_time
 from clusterplan.validation.harness import mape, run
 
 
@@ -66,3 +69,46 @@ def test_llmfoundry_score() -> None:
     a100 = [r for r in results if "a100_80gb" in r.case.label and r.error is not None]
     assert mape(a100) < 20.0
     assert mape(results) < 35.0
+
+
+def test_bloom_rows_by_hand() -> None:
+    """End of epoch one: 104.70 s per iteration at GBS 2048 on 384 GPUs; the printed 149.77 TFLOP/s
+    is 96*B*s*l*h^2*(1 + s/6h + V/16lh) / (104.70 s x 384) with l=70, h=14336, V=250880. The third
+    row's iteration time comes back from its rounded 73 TFLOP/s the same way."""
+    flops = 96 * 2048 * 2048 * 70 * 14336**2 * (1 + 2048 / (6 * 14336) + 250880 / (16 * 70 * 14336))
+    assert flops / (104.70 * 384 * 1e12) == pytest.approx(149.77, abs=0.02)
+    rows, cases = _csv("bloom_176b"), bloom_176b()
+    assert "bloom_176b" in TABLES and "bloom_176b" in VALIDATION_ONLY_TABLES
+    assert len(rows) == len(cases) == 3 and all(c.skip is None for c in cases)
+    for row, case in zip(rows[:2], cases[:2], strict=True):  # printed TFLOP/s agree with the printed times
+        batch = int(row["global_batch_size_seqs"])
+        tflops = sc21_step_time(batch, 70, 14336, 1.0, 384, vocab=250880) / float(row["iteration_time_s"])
+        assert tflops == pytest.approx(float(row["tflops_per_gpu_printed"]), abs=0.02)
+        assert case.published == float(row["iteration_time_s"])
+    flops_192 = 96 * 192 * 2048 * 70 * 14336**2 * (1 + 2048 / (6 * 14336) + 250880 / (16 * 70 * 14336))
+    assert cases[2].published == pytest.approx(flops_192 / (73e12 * 384))
+    plan = cases[0].plan
+    assert plan is not None and (plan.tp, plan.pp, plan.dp, plan.micro_batch) == (4, 12, 8, 2)
+    assert (plan.first_stage_layers, plan.last_stage_layers) == (5, 5)
+    system = cases[0].system
+    assert system is not None and system.tiers[-1].bandwidth == pytest.approx(4 * 100e9 / 8 / 8)  # 50 Gb/s per GPU
+    assert mape(run(cases)) < 35.0
+
+
+def test_palm_table3_models_only_the_palm_row() -> None:
+    """238.3K tokens/s on 6,144 TPU v4 = 38.79 per chip; TP 12 x 512 data-parallel replicas, FSDP
+    within each 3,072-chip pod (256 replicas), batch 2,048 = one micro-batch of 4 per replica."""
+    cases = palm_table3()
+    assert "palm_table3" in TABLES and "palm_table3" in VALIDATION_ONLY_TABLES
+    assert len(cases) == len(_csv("palm_table3")) == 4
+    modelled = [c for c in cases if c.skip is None]
+    assert [c.label for c in modelled] == ["PaLM 540B on 6144 x TPU v4"]
+    palm = modelled[0]
+    assert palm.published == pytest.approx(238.3e3 / 6144) and palm.published == pytest.approx(38.79, abs=0.01)
+    plan = palm.plan
+    assert plan is not None and (plan.tp, plan.dp, plan.dp_shard, plan.micro_batch) == (12, 512, 256, 4)
+    assert palm.system is not None and palm.system.tiers[0].size == 3072
+    reasons = {c.label.split()[0]: c.skip or "" for c in cases if c.skip}
+    assert "chip count" in reasons["GPT-3"] and "TPU v3" in reasons["Gopher"]
+    assert "mtnlg_2022" in reasons["Megatron-Turing"]
+    assert mape(run(cases)) < 15.0
