@@ -1,4 +1,5 @@
-"""The tables added for issue 13 item 6: LLM Foundry's MPT FSDP benchmarks, BLOOM-176B, PaLM Table 3."""
+"""The tables added for issue 13 item 6: LLM Foundry's MPT FSDP benchmarks, BLOOM-176B, PaLM Table 3,
+torchtitan's benchmarks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from clusterplan.validation.cases import TABLES
 from clusterplan.validation.cases_bloom import bloom_176b
 from clusterplan.validation.cases_llmfoundry import MPT_SIZES, llmfoundry_mpt, mpt_model
 from clusterplan.validation.cases_palm import palm_table3
+from clusterplan.validation.cases_torchtitan import torchtitan
 from clusterplan.validation.cases_zero3 import sc21_step_time
 from clusterplan.validation.harness import mape, run
 
@@ -112,3 +114,20 @@ def test_palm_table3_models_only_the_palm_row() -> None:
     assert "chip count" in reasons["GPT-3"] and "TPU v3" in reasons["Gopher"]
     assert "mtnlg_2022" in reasons["Megatron-Turing"]
     assert mape(run(cases)) < 15.0
+
+
+def test_torchtitan_models_the_h200_rows_and_lists_the_grand_teton_rows() -> None:
+    """Trainy's 4-node run: 10,938 tokens/s per GPU as printed, FSDP over 32 H200, local batch 2
+    (global 64), seq 8192 (llama3_8b.toml), float8 with float8 all-gather."""
+    rows, cases = _csv("torchtitan"), torchtitan()
+    assert "torchtitan" in TABLES and "torchtitan" in VALIDATION_ONLY_TABLES
+    assert len(rows) == len(cases) == 32 and all(row["source"].startswith("pytorch/torchtitan") for row in rows)
+    modelled = [c for c in cases if c.skip is None]
+    assert len(modelled) == 2 and all(c.system is not None and c.system.name == "dgx-h200" for c in modelled)
+    assert all("Grand Teton" in (c.skip or "") for c in cases if c.skip)
+    first = modelled[0]
+    assert first.published == 10938.0
+    plan = first.plan
+    assert plan is not None and (plan.dp, plan.micro_batch, plan.global_batch, plan.seq_len) == (32, 2, 64, 8192)
+    assert (plan.zero, plan.precision, plan.fp8_params) == (3, "fp8", True)
+    assert mape(run(cases)) < 30.0

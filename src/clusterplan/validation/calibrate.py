@@ -73,8 +73,9 @@ INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "infe
 #: BLOOM-176B ran Megatron-DeepSpeed (DeepSpeed's pipeline engine and BF16Optimizer, as MT-NLG) on
 #: Jean Zay's Omni-Path nodes, a network no fitted row uses. PaLM's one modelled row ran Google's
 #: 2022 Pathways/JAX stack with parallel attention + MLP blocks the time model costs as serial ones.
+#: torchtitan's rows ran PyTorch-native FSDP2 + torch.compile + torchao float8, another stack again.
 VALIDATION_ONLY_TABLES = frozenset({"megatron_sc21_table2_zero3", "mlperf_training", "mtnlg_2022",
-                                    "llmfoundry_mpt", "bloom_176b", "palm_table3"})
+                                    "llmfoundry_mpt", "bloom_176b", "palm_table3", "torchtitan"})
 
 #: Software stack of each chip family: a family without rows for a stage takes the stage's fit
 #: from the other families of its stack (GPUs share PyTorch/Megatron-LM, CUDA or ROCm; TPUs

@@ -664,6 +664,7 @@ TABLES: dict[str, Callable[[], list[Case]]] = {
     "llmfoundry_mpt": _adapter("cases_llmfoundry", "llmfoundry_mpt"),
     "bloom_176b": _adapter("cases_bloom", "bloom_176b"),
     "palm_table3": _adapter("cases_palm", "palm_table3"),
+    "torchtitan": _adapter("cases_torchtitan", "torchtitan"),
 }
 
 
