@@ -51,7 +51,7 @@ def palm_table3() -> list[Case]:
         batch, seq = int(row["global_batch_size_seqs"]), int(row["seq_len_tokens"])
         dp = n // PALM_MODEL_PARALLEL
 
-        def build(n: int = n, batch: int = batch, seq: int = seq, dp: int = dp) -> tuple[Model, System, Plan]:
+        def build(batch: int = batch, seq: int = seq, dp: int = dp) -> tuple[Model, System, Plan]:
             system = _tpu_slice("tpu-v4", PALM_CHIPS_PER_POD)
             plan = Plan(tp=PALM_MODEL_PARALLEL, dp=dp, micro_batch=batch // dp, global_batch=batch, seq_len=seq,
                         recompute="full", sp=True, zero=3, dp_shard=PALM_CHIPS_PER_POD // PALM_MODEL_PARALLEL,
