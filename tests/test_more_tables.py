@@ -29,10 +29,11 @@ def test_llmfoundry_table_loads_and_every_row_is_modelled_or_skipped_with_a_reas
     assert len(rows) == len(cases) == 216  # every README row comes back
     assert all(row["source"].startswith("mosaicml/llm-foundry") for row in rows)
     modelled = [c for c in cases if c.skip is None]
-    skipped = [c for c in cases if c.skip is not None]
-    assert len(modelled) == 138 and len(skipped) == 78
-    assert all("a100_40gb" in c.label and "not in the catalog" in (c.skip or "") for c in skipped)
+    assert len(modelled) == 216  # every row: A100 40GB, A100 80GB and H100
     assert {c.family for c in modelled} == {"ampere", "hopper"}
+    a100_40 = [c for c in modelled if "a100_40gb" in c.label]
+    assert len(a100_40) == 78 and all(c.system is not None and c.system.chip == "a100-40gb" for c in a100_40)
+    assert all(c.plan is not None and c.plan.grad_reduce == "bf16" for c in a100_40)  # 'PURE' mixed precision
     for case in modelled:
         assert case.plan is not None and case.assumptions
         assert case.plan.tp == case.plan.pp == 1 and case.plan.zero in (2, 3)
@@ -68,9 +69,9 @@ def test_llmfoundry_score() -> None:
     """Guard at today's value (docs/validation.md): the A100 rows within ~20 %, the H100 rows
     (a 2023 PyTorch stack, 30-45 % MFU) far slower than predicted."""
     results = run(llmfoundry_mpt())
-    a100 = [r for r in results if "a100_80gb" in r.case.label and r.error is not None]
+    a100 = [r for r in results if "a100_" in r.case.label and r.error is not None]
     assert mape(a100) < 20.0
-    assert mape(results) < 35.0
+    assert mape(results) < 30.0
 
 
 def test_bloom_rows_by_hand() -> None:

@@ -36,16 +36,30 @@ MPT_SIZES: dict[str, tuple[int, int, int]] = {
 MPT_VOCAB = 50368
 MPT_SOURCE = ("mosaicml/llm-foundry scripts/train/yamls/pretrain/mpt-<size>.yaml at "
               "495218376830947dce625efabc4d86be7c47cc45")
-#: GPU as printed -> catalog system. The A100 80GB tables state "1600 Gbps node-node interconnect
-#: (RoCE)": 8 x 200 Gb/s per 8-GPU node, the DGX A100's 200 Gb/s per GPU. The H100 tables print no
-#: network: 8 x 400 Gb/s per node (DGX H100 / HGX H100 reference) is assumed.
-LLMFOUNDRY_SYSTEMS = {"a100_80gb": "dgx-a100", "h100_80gb": "dgx-h100"}
+#: GPU as printed -> catalog system. The A100 tables state "1600 Gbps node-node interconnect
+#: (RoCE)": 8 x 200 Gb/s per 8-GPU node, the DGX A100's 200 Gb/s per GPU; the A100 40GB nodes are
+#: that system with the 40 GB chip (:func:`a100_40gb_nodes`). The H100 tables print no network:
+#: 8 x 400 Gb/s per node (DGX H100 / HGX H100 reference) is assumed.
+LLMFOUNDRY_SYSTEMS = {"a100_80gb": "dgx-a100", "a100_40gb": "dgx-a100", "h100_80gb": "dgx-h100"}
+LLMFOUNDRY_CHIPS = {"a100_40gb": "a100-40gb"}
 #: FSDP sharding strategy as printed -> ZeRO stage.
 SHARDING = {"FULL_SHARD": 3, "SHARD_GRAD_OP": 2}
 #: Composer's FSDP mixed-precision modes (composer/distributed/mosaic_fsdp_utils.py
 #: get_mixed_precision): DEFAULT gathers bf16 parameters and reduces gradients in fp32; PURE keeps
 #: parameters, gradient reduction and buffers in bf16.
 GRAD_REDUCE = {"DEFAULT": "fp32", "PURE": "bf16"}
+
+
+def llmfoundry_system(gpu: str) -> System:
+    """The catalog system of the row's GPU; A100 40GB rows: the DGX A100 (NVLink 3, 200 Gb/s per GPU)
+    with the 40 GB chip, a validation view (the catalog prices no 40 GB system)."""
+    system = load_system(LLMFOUNDRY_SYSTEMS[gpu])
+    chip = LLMFOUNDRY_CHIPS.get(gpu)
+    if chip is None:
+        return system
+    view = system.model_copy(update={"name": f"{system.name}-{chip}", "chip": chip, "aliases": (),
+                                     "notes": f"validation view: {system.name} nodes with {chip} GPUs"})
+    return System.model_validate(view.model_dump())
 
 
 def mpt_model(size: str) -> Model:
@@ -69,7 +83,7 @@ def llmfoundry_mpt() -> list[Case]:
         system_name = LLMFOUNDRY_SYSTEMS.get(gpu)
         reasons = []
         if system_name is None:
-            reasons.append(f"GPU '{gpu}' (A100 40GB) is not in the catalog")
+            reasons.append(f"GPU '{gpu}' is not in the catalog")
         if row["activation_cpu_offload"] != "False":
             reasons.append("activation CPU offload")
         if size not in MPT_SIZES:
@@ -95,13 +109,13 @@ def llmfoundry_mpt() -> list[Case]:
         else:
             assumptions.append("'1600 Gbps node-node (RoCE)' = 200 Gb/s per GPU, as the DGX A100's; NVLink 3 assumed")
 
-        def build(size: str = size, system_name: str = system_name, gpus: int = gpus, mb: int = mb,
+        def build(size: str = size, gpu: str = gpu, gpus: int = gpus, mb: int = mb,
                   batch: int = batch, seq: int = seq, zero: int = zero, precision: str = precision,
                   checkpointing: bool = checkpointing, grad_reduce: str = grad_reduce) -> tuple[Model, System, Plan]:
             plan = Plan(tp=1, pp=1, dp=gpus, micro_batch=mb, global_batch=batch, seq_len=seq,
                         recompute="full" if checkpointing else "none", sp=False, zero=zero,
                         precision=precision, grad_reduce=grad_reduce, overlap_dp=True, flash_attention=True)
-            return mpt_model(size), load_system(system_name), plan
+            return mpt_model(size), llmfoundry_system(gpu), plan
 
         out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"])
     return out.cases
