@@ -40,8 +40,10 @@ BOUNDS = {
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two
 #: single-request configurations without speculative decoding (TTFT and TPOT of each), and
 #: only seven MoE rows measure the current NeMo software stack of their chip family; the
-#: MT-NLG paper prints three iteration times.
-MIN_MODELLED = {"inference_latency": 4, "nemo_perf_moe": 7, "mtnlg_2022": 3}
+#: MT-NLG paper prints three iteration times, BigScience's BLOOM README three, and PaLM's Table 3
+#: gives the layout of its own row only; torchtitan's benchmarks have two runs on a catalog chip (H200).
+MIN_MODELLED = {"inference_latency": 4, "nemo_perf_moe": 7, "mtnlg_2022": 3, "bloom_176b": 3, "palm_table3": 1,
+                 "torchtitan": 2}
 
 
 #: Every published training run ran, so its configuration fits in memory (issue #13): the

@@ -661,6 +661,10 @@ TABLES: dict[str, Callable[[], list[Case]]] = {
     "megatron_sc21_table2_zero3": _adapter("cases_zero3", "megatron_sc21_table2_zero3"),
     "mlperf_training": _adapter("cases_mlperf", "mlperf_training"),
     "mtnlg_2022": _adapter("cases_mtnlg", "mtnlg_2022"),
+    "llmfoundry_mpt": _adapter("cases_llmfoundry", "llmfoundry_mpt"),
+    "bloom_176b": _adapter("cases_bloom", "bloom_176b"),
+    "palm_table3": _adapter("cases_palm", "palm_table3"),
+    "torchtitan": _adapter("cases_torchtitan", "torchtitan"),
 }
 
 
