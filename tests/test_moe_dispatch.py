@@ -132,3 +132,39 @@ def test_arrays_default_to_deduplicated_bf16_dispatch() -> None:
     model = load_model("qwen3-30b-a3b")
     batch = PlanBatch.from_arrays(model, dp=np.array([16]), ep=np.array([16]), global_batch=64, seq_len=4096)
     assert int(batch.moe_dedup[0]) == 1 and int(batch.moe_dispatch_fp8[0]) == 0
+
+
+def test_modelzoo_table_is_registered_in_the_moe_stage_and_every_row_is_accounted_for() -> None:
+    from clusterplan.validation.calibrate import MOE_TABLES
+    from clusterplan.validation.cases import known_tables
+    from clusterplan.validation.cases_moe_zoo import megatron_moe_modelzoo
+
+    assert "megatron_moe_modelzoo" in known_tables() and "megatron_moe_modelzoo" in MOE_TABLES
+    cases = megatron_moe_modelzoo()
+    assert len(cases) == 14  # every CSV row comes back
+    for case in cases:
+        assert "Megatron-MoE-ModelZoo" in case.source
+        if case.skip is None:
+            assert case.plan is not None and case.assumptions
+        else:
+            assert len(case.skip) > 10
+    modelled = {c.label: c for c in cases if c.skip is None}
+    assert len(modelled) == 7
+    # The dispatcher and the overlap are taken from the row.
+    a2a = [c for label, c in modelled.items() if " A2A " in label]
+    assert len(a2a) == 1 and a2a[0].plan is not None and a2a[0].plan.moe_dispatcher == "all_to_all"
+    overlapped = [c for label, c in modelled.items() if "overlap" in label]
+    assert overlapped and all(c.plan is not None and c.plan.overlap_ep for c in overlapped)
+
+
+def test_modelzoo_flop_count_per_token_is_consistent_across_the_h100_rows() -> None:
+    from clusterplan.validation.cases import _rows
+    from clusterplan.validation.cases_moe_zoo import _flops_per_token
+
+    rows = [r for r in _rows("megatron_moe_modelzoo") if r["step_time_s"] and r["model"] == "Qwen3-235B-A22B"]
+    counts = [float(r["tflops_per_gpu"]) * 1e12 * int(r["gpus"]) * float(r["step_time_s"])
+              / (int(r["global_batch_size_seqs"]) * int(r["seq_len_tokens"])) for r in rows]
+    assert len(counts) == 5 and max(counts) / min(counts) < 1.01
+    # 245 TFLOP/s x 256 GPUs x 19.7 s / (2048 x 4096 tokens) = 147.3 GFLOP per token.
+    assert counts[0] == pytest.approx(245e12 * 256 * 19.7 / (2048 * 4096))
+    assert _flops_per_token(_rows("megatron_moe_modelzoo")) == pytest.approx(sum(counts) / 5)
