@@ -153,3 +153,68 @@ def p2p_time(system: System, stride: Any, message_bytes: Any) -> FloatArray:
         result = np.where(here, time, result)
         assigned |= here
     return result
+
+
+def _blocks_missed(experts: Any, block: Any, group: Any, top_k: int) -> FloatArray:
+    """Probability that a token's ``top_k`` distinct experts, drawn uniformly from ``experts``
+    spread evenly over ``group`` ranks, all miss one given block of ``block`` ranks
+    (hypergeometric: C(E - E*b/g, k) / C(E, k))."""
+    e = np.asarray(experts, dtype=np.float64)
+    outside = e * (1.0 - np.asarray(block, dtype=np.float64) / np.asarray(group, dtype=np.float64))
+    missed = np.ones(np.broadcast(e, outside).shape)
+    for i in range(top_k):
+        missed = missed * np.maximum(outside - i, 0.0) / np.maximum(e - i, 1.0)
+    result: FloatArray = missed
+    return result
+
+
+def ep_dispatch_copies(phases: TierPhases, experts: Any, top_k: int, deduplicate: Any,
+                       max_domains: Any = None) -> FloatArray:
+    """Copies of one token's hidden vector crossing each tier in one EP all-to-all (dispatch,
+    or the mirrored combine), shaped (tiers, plans).
+
+    A flat all-to-all (Megatron's ``alltoall`` dispatcher after token permutation) sends
+    ``top_k`` copies, one per routed expert; a copy bound for a rank first reached at tier
+    ``t`` crosses tier ``t``: ``top_k * (n_t - n_{t-1}) / g`` for ``n_t`` members reached up to
+    tier ``t`` in a group of ``g``.
+
+    A deduplicating dispatch (DeepSeek-V3 report section 3.2.2; DeepEP's internode kernels;
+    Megatron-Core's flex dispatcher with DeepEP or HybridEP) sends a token over a tier once per
+    distinct destination domain of the tier below, then forwards it inside that domain: over
+    the scale-out fabric once per remote node holding any of its experts, over NVLink once per
+    destination rank. With ``top_k`` experts drawn uniformly (balanced routing) the token
+    reaches a block of ``b`` ranks with probability ``1 - missed(b)`` (:func:`_blocks_missed`),
+    so tier ``t`` carries ``(g / n_{t-1}) * (1 - missed(n_{t-1})) * (1 - n_{t-1} / n_t)`` copies:
+    the distinct tier-(t-1) blocks reached, less the share already in the sender's block.
+
+    Node-limited routing (DeepSeek-V3 section 2.1.2: each token to at most M = 4 nodes, the
+    ``topk_group`` of its config) restricts a token to ``max_domains`` of the outermost tier's
+    domains; its experts are drawn from those, so every count above is taken on the reduced
+    group of ``min(D, M)`` domains and the remote share stays ``1 - n_{T-1} / g``.
+    """
+    fan = phases.fan
+    reach = phases.before * fan  # members reached up to and including each tier
+    group = reach[-1]
+    inner = phases.before  # n_{t-1}: members of the block one tier down (1 = one rank)
+    flat = top_k * (reach - inner) / group
+    domain = np.where(fan[-1] > 1.0, inner[-1], group)  # members per outermost-tier domain
+    domains = group / domain
+    limit = domains if max_domains is None else np.minimum(domains, float(max_domains))
+    reduced_group = limit * domain
+    reduced_experts = np.asarray(experts, dtype=np.float64) * reduced_group / group
+    reached = (reduced_group / inner) * (1.0 - _blocks_missed(reduced_experts, inner, reduced_group, top_k))
+    dedup = reached * (1.0 - inner / reach)
+    copies = np.where(np.asarray(deduplicate, dtype=bool), dedup, flat)
+    result: FloatArray = np.where(fan > 1.0, copies, 0.0)
+    return result
+
+
+def ep_all_to_all_time(phases: TierPhases, token_bytes: Any, tokens: Any, copies: FloatArray) -> FloatArray:
+    """An EP all-to-all where each chip sends ``tokens`` hidden vectors of ``token_bytes``,
+    each crossing tier ``t`` ``copies[t]`` times (:func:`ep_dispatch_copies`). Tiers work
+    concurrently (a deduplicating dispatch pipelines its scale-out sends with the NVLink
+    forwarding), so the slowest tier sets the time, plus its latency steps."""
+    data = np.asarray(token_bytes, dtype=np.float64) * np.asarray(tokens, dtype=np.float64)
+    per_tier = data * copies / phases.bandwidth + phases.steps * phases.latency
+    result: FloatArray = np.where(phases.fan > 1.0, per_tier, 0.0).max(axis=0)
+    return result
