@@ -143,9 +143,7 @@ def test_moe_decode_reads_only_the_experts_its_tokens_hit() -> None:
     # expected 7.78/8 of an expert per rank, each expert 3 x 4096 x 1536 fp8 bytes.
     hit_per_rank = 128 * (1 - (127 / 128) ** 8) / 8
     assert hit_per_rank == pytest.approx(0.9731, abs=1e-4)
-    # Full grouped-GEMM efficiency: the single token's expert GEMMs stay bound by the weight reads
-    # whatever the fitted grouped_matmul (this test is about the bytes read).
-    r0 = _efficiency(r, kernel_overhead_s=0.0, moe_layer_overhead_s=0.0, inference_hbm=1.0, grouped_matmul=1.0)
+    r0 = _efficiency(r, kernel_overhead_s=0.0, moe_layer_overhead_s=0.0, inference_hbm=1.0)
     routed = float(r0._moe_ffn_time(np.array(1.0)))
     expert_bytes = 3 * 4096 * 1536 * 1.0
     router_bytes = 4096 * 128 * 1.0

@@ -25,13 +25,7 @@ BOUNDS = {
     # bf16 gradient reduction (grad_reduce_in_fp32=False), which speeds the GPT-OSS row up
     # (+37.3 -> +38.5 %, docs/moe.md says what its recipe runs that is not credited): 12.16 %,
     # 12.23 % after a refit. The bound follows that physical change, not a fitted one.
-    # Issue 13 (deduplicated EP dispatch, permutation traffic, the SM share of overlapped
-    # all-to-alls, and the rows' recipes' EP overlap credited) with the MoE stage refitted on
-    # this table and megatron_moe_modelzoo together: 13.05 % (12.95 % for the old model on the
-    # same 14 rows; docs/moe.md). Needs the refitted efficiency.yaml.
-    "nemo_perf_moe": 13.1,
-    # Megatron-Core's MoE model zoo (issue 13): 15.38 % after the same refit (28.6 % before).
-    "megatron_moe_modelzoo": 15.4,
+    "nemo_perf_moe": 12.3,
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
     # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
@@ -47,10 +41,9 @@ BOUNDS = {
 #: single-request configurations without speculative decoding (TTFT and TPOT of each), and
 #: only seven MoE rows measure the current NeMo software stack of their chip family; the
 #: MT-NLG paper prints three iteration times, BigScience's BLOOM README three, and PaLM's Table 3
-#: gives the layout of its own row only; torchtitan's benchmarks have two runs on a catalog chip
-#: (H200); Megatron-Core's MoE model zoo seven Qwen3-235B runs that clusterplan can model.
+#: gives the layout of its own row only; torchtitan's benchmarks have two runs on a catalog chip (H200).
 MIN_MODELLED = {"inference_latency": 4, "nemo_perf_moe": 7, "mtnlg_2022": 3, "bloom_176b": 3, "palm_table3": 1,
-                 "torchtitan": 2, "megatron_moe_modelzoo": 7}
+                 "torchtitan": 2}
 
 
 #: Every published training run ran, so its configuration fits in memory (issue #13): the

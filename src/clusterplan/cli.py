@@ -132,10 +132,6 @@ RoutingGiniOption = Annotated[float | None, _plan_option(
     "routing_gini", "MoE: Gini of per-expert token load (0 = balanced)", default=str(DEFAULT_ROUTING_GINI))]
 OverlapEpOption = Annotated[bool | None, _plan_option(
     "overlap_ep", "MoE: overlap EP all-to-alls (DualPipe-style)", "--overlap-ep/--no-overlap-ep")]
-MoeDispatcherOption = Annotated[str | None, _plan_option(
-    "moe_dispatcher", "MoE: deduplicated (DeepEP/HybridEP) | all_to_all (top_k copies)")]
-MoeDispatchFp8Option = Annotated[bool | None, _plan_option(
-    "moe_dispatch_fp8", "MoE: dispatch in fp8, combine in bf16", "--moe-dispatch-fp8/--no-moe-dispatch-fp8")]
 EpWithinScaleUpOption = Annotated[bool | None, _plan_option(
     "ep_within_scale_up", "require EP x ETP inside one scale-up domain", "--ep-within-scale-up")]
 MtpOption = Annotated[int | None, _plan_option("mtp", "multi-token-prediction depth (DeepSeek-V3: 1)")]
@@ -296,8 +292,6 @@ def train(
     capacity_factor: CapacityFactorOption = None,
     routing_gini: RoutingGiniOption = None,
     overlap_ep: OverlapEpOption = None,
-    moe_dispatcher: MoeDispatcherOption = None,
-    moe_dispatch_fp8: MoeDispatchFp8Option = None,
     mtp: MtpOption = None,
     ep_within_scale_up: EpWithinScaleUpOption = None,
     micro_batch: MicroBatchOption = None,
@@ -448,7 +442,7 @@ def _csv(value: str, field: str) -> tuple[str, ...]:
 #: Plan fields every searched plan shares (options and --plan); the search enumerates the rest.
 SEARCH_SETTINGS = ("overlap_tp", "overlap_dp", "overlap_pp", "flash_attention", "grad_reduce", "recompute_modules",
                    "routing_gini", "capacity_factor", "overlap_ep", "mtp", "fp8_params", "fused_cross_entropy",
-                   "loss_chunks", "moe_dispatcher", "moe_dispatch_fp8")
+                   "loss_chunks")
 #: Plan fields the search takes as lists of values to consider (comma-separated).
 SEARCH_AXES = ("precision", "recompute", "zero")
 
@@ -487,8 +481,6 @@ def search(
     routing_gini: RoutingGiniOption = None,
     capacity_factor: CapacityFactorOption = None,
     overlap_ep: OverlapEpOption = None,
-    moe_dispatcher: MoeDispatcherOption = None,
-    moe_dispatch_fp8: MoeDispatchFp8Option = None,
     mtp: MtpOption = None,
     max_tp: Annotated[int, typer.Option(help="largest TP degree to consider")] = 64,
     max_cp: Annotated[int, typer.Option(help="largest CP degree to consider")] = 32,
@@ -697,8 +689,6 @@ def reliability(
     capacity_factor: CapacityFactorOption = None,
     routing_gini: RoutingGiniOption = None,
     overlap_ep: OverlapEpOption = None,
-    moe_dispatcher: MoeDispatcherOption = None,
-    moe_dispatch_fp8: MoeDispatchFp8Option = None,
     mtp: MtpOption = None,
     ep_within_scale_up: EpWithinScaleUpOption = None,
     micro_batch: MicroBatchOption = None,

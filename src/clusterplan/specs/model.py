@@ -26,11 +26,6 @@ class MoE(Spec):
     expert_ffn_hidden_size: int = Field(ge=1)
     dense_layers: int = Field(default=0, ge=0)
     dense_ffn_hidden_size: int | None = Field(default=None, ge=1)
-    max_nodes_per_token: int | None = Field(
-        default=None, ge=1,
-        description="node-limited (group-limited) routing: each token's experts lie on at most this "
-        "many nodes (DeepSeek-V3: 4, its config's topk_group of n_group=8 expert groups, one group "
-        "per node in its EP64 deployment; report section 2.1.2); None = unlimited")
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> MoE:

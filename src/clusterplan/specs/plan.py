@@ -84,16 +84,6 @@ class Plan(Spec):
         "(0 = force-balanced, as in benchmarks)")
     overlap_ep: bool = Field(
         default=False, description="EP all-to-alls overlapped with another micro-batch's compute (DualPipe-style)")
-    moe_dispatcher: Literal["deduplicated", "all_to_all"] = Field(
-        default="deduplicated",
-        description="EP token dispatch: 'deduplicated' sends a token once per destination node over the "
-        "scale-out fabric and once per destination rank over the scale-up fabric (DeepEP, HybridEP, "
-        "Megatron-Core's flex dispatcher; DeepSeek-V3 section 3.2.2); 'all_to_all' sends top_k copies "
-        "(Megatron's alltoall dispatcher)")
-    moe_dispatch_fp8: bool = Field(
-        default=False,
-        description="EP dispatch (forward, and the gradient dispatch of backward) in fp8 with one fp32 "
-        "scale per 128 elements; combine stays bf16 (DeepSeek-V3 section 3.3; DeepEP fp8 dispatch)")
     ep_within_scale_up: bool = Field(
         default=False, description="require each EP x ETP group inside one scale-up domain")
     mtp: int = Field(default=0, ge=0, le=8, description="multi-token-prediction depth (DeepSeek-V3: 1)")
@@ -235,8 +225,6 @@ class Plan(Spec):
             raise SpecError("offload_layers", self.offload_layers, f"must be below layers={model.layers}")
         if model.moe is None and self.ep != 1:
             raise SpecError("ep", self.ep, f"model {model.name} has no experts; ep must be 1")
-        if model.moe is None and self.moe_dispatch_fp8:
-            raise SpecError("moe_dispatch_fp8", self.moe_dispatch_fp8, f"model {model.name} has no experts")
         if model.moe is None and self.etp != 1:
             raise SpecError("etp", self.etp, f"model {model.name} has no experts; etp must be 1")
         if model.moe is not None:

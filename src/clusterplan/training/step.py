@@ -170,35 +170,9 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     moe_activation = (memory_time(ACTIVATION_BYTES * tokens * activation_width(model, model.routed_ffn_width) / tp,
                                   chip.hbm_bandwidth, eff.hbm) + routed_share * overhead)
 
-    permute = routed_share * moe_permutation_time(model, batch, tokens / tp, chip.hbm_bandwidth, eff.hbm)
-
     gemms = attention_proj + ffn
     return {"gemm": gemms, "attention": attention_core, "elementwise": elementwise,
-            "norms": norms, "moe_activation": moe_activation, "moe_permute": permute}
-
-
-#: HBM bytes per routed token copy and element that one MoE layer's forward moves to reorder
-#: tokens: a permutation before the experts (gathering each token's top_k copies into
-#: per-expert order) and the unpermutation after them (scattering them back for the weighted
-#: combine), each reading and writing the ``top_k x h`` copies in bf16 (Megatron-Core
-#: moe_utils.permute / unpermute; DeepEP/HybridEP lay tokens out per rank, and the
-#: flex dispatcher still permutes them per local expert). Backward runs the mirror, the same bytes.
-PERMUTE_PASSES = 2.0 * 2.0  # (permute, unpermute) x (read, write)
-#: The router's fp32 scores per token and expert: written by the GEMM's softmax, read by top-k
-#: and by the load-balancing statistics.
-ROUTER_SCORE_PASSES = 3.0
-
-
-def moe_permutation_time(model: Model, batch: PlanBatch, local_tokens: Any, hbm_bandwidth: float,
-                         hbm_eff: float) -> FloatArray:
-    """Memory-bound time of one MoE layer's token permutation and unpermutation and the
-    router's softmax/top-k on the busiest EP rank, forward (one direction)."""
-    if model.moe is None:
-        return np.zeros(len(batch))
-    copies = np.asarray(local_tokens, dtype=np.float64) * model.moe.top_k * moe_imbalance(model, batch)
-    permute = PERMUTE_PASSES * ACTIVATION_BYTES * copies * model.hidden_size
-    router = ROUTER_SCORE_PASSES * 4.0 * np.asarray(local_tokens, dtype=np.float64) * model.moe.experts
-    return memory_time(permute + router, hbm_bandwidth, hbm_eff)
+            "norms": norms, "moe_activation": moe_activation}
 
 
 def moe_imbalance(model: Model, batch: PlanBatch) -> FloatArray:
@@ -275,55 +249,17 @@ def _cp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
     return result
 
 
-#: Bytes per element of a dispatched token in fp8: one byte, plus one fp32 scale per 128
-#: elements (DeepSeek-V3 section 3.3: 1x128 tile-wise activation scaling; DeepEP's fp8 dispatch
-#: sends the same per-128-channel scales).
-FP8_DISPATCH_BYTES = 1.0 + 4.0 / 128.0
-
-#: Streaming multiprocessors the EP communication kernels occupy while they overlap compute:
-#: DeepSeek-V3 dedicates 20 of the H800's 132 SMs to its all-to-all (report section 3.2.2), and
-#: DeepEP's normal kernels default to the same 20 (deep_ep/buffer.py ``Buffer.num_sms``).
-EP_COMM_SMS = 20.0
-#: SMs (CUs) per chip of each GPU family: H100/H800 SXM 132, B200/B300/GB200 148 (NVIDIA
-#: architecture whitepapers), A100 108, MI300X 304 CUs. Families not listed (Trainium, TPU)
-#: move collectives with DMA engines and give no compute cores to communication.
-SMS_BY_FAMILY: dict[str, float] = {"hopper": 132.0, "blackwell": 148.0, "ampere": 108.0, "cdna3": 304.0}
-
-
-def ep_comm_sm_share(family: str) -> float:
-    """Fraction of the chip's compute that overlapped EP communication kernels take."""
-    sms = SMS_BY_FAMILY.get(family)
-    return 0.0 if sms is None else EP_COMM_SMS / sms
-
-
-def ep_overlapped_exposure(comm: Any, compute: Any, sm_share: float) -> FloatArray:
-    """Time an overlapped all-to-all of duration ``comm`` adds to ``compute`` (full-speed time)
-    when its kernels hold ``sm_share`` of the SMs: compute runs at ``1 - sm_share`` while the
-    communication lasts, so the pair takes ``max(comm, compute + sm_share * comm)`` and adds
-    ``max(comm - compute, sm_share * comm)``."""
-    c = np.asarray(comm, dtype=np.float64)
-    result: FloatArray = np.maximum(c - np.asarray(compute, dtype=np.float64), sm_share * c)
-    return result
-
-
 def _ep_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
-    """MoE token dispatch and combine of one layer's forward (the backward mirrors them): two
-    all-to-alls per MoE layer over the EP group (size ep, stride etp: expert-TP innermost in
-    the folded MoE placement), sized by the busiest rank. Copies per tier follow
-    :func:`collectives.ep_dispatch_copies` (deduplicated per node and rank, or top_k copies, and
-    node-limited routing); dispatch is fp8 with ``moe_dispatch_fp8``, combine always bf16."""
+    """MoE token dispatch and combine: two all-to-alls per MoE layer over the EP group (size ep,
+    stride etp: expert-TP innermost in the folded MoE placement), sized by the busiest rank."""
     if model.moe is None:
         return np.zeros(len(batch))
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
-    local_tokens = tokens / batch.tp * moe_imbalance(model, batch)
+    local_tokens = tokens / batch.tp
+    message = (local_tokens * model.moe.top_k * model.hidden_size * ACTIVATION_BYTES
+               * moe_imbalance(model, batch))
     phases = coll.decompose(hw.system, batch.ep, batch.etp)
-    copies = coll.ep_dispatch_copies(phases, model.moe.experts, model.moe.top_k, batch.moe_dedup == 1,
-                                     model.moe.max_nodes_per_token)
-    dispatch_bytes = model.hidden_size * np.where(batch.moe_dispatch_fp8 == 1, FP8_DISPATCH_BYTES, ACTIVATION_BYTES)
-    combine_bytes = model.hidden_size * ACTIVATION_BYTES
-    per_moe_layer = (coll.ep_all_to_all_time(phases, dispatch_bytes, local_tokens, copies)
-                     + coll.ep_all_to_all_time(phases, combine_bytes, local_tokens, copies)
-                     + 2.0 * hw.efficiency.collective_overhead_s)
+    per_moe_layer = 2.0 * (coll.all_to_all_time(phases, message) + hw.efficiency.collective_overhead_s)
     result: FloatArray = np.where(batch.ep > 1, per_moe_layer * model.moe_layers / model.layers, 0.0)
     return result
 
@@ -370,11 +306,10 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     micro_batches = batch.micro_batches.astype(np.float64)
 
     parts = _layer_forward(model, hw, batch)
-    compute_f = parts["gemm"] + parts["attention"] + parts["elementwise"] + parts["moe_permute"]
+    compute_f = parts["gemm"] + parts["attention"] + parts["elementwise"]
     attention_core = parts["attention"]
     flash_bwd = np.where(batch.flash == 1, FLASH_BACKWARD_FACTOR, 2.0)
-    compute_b = (2.0 * parts["gemm"] + flash_bwd * attention_core + 2.0 * parts["elementwise"]
-                 + parts["moe_permute"])
+    compute_b = 2.0 * parts["gemm"] + flash_bwd * attention_core + 2.0 * parts["elementwise"]
     # Recomputation re-runs forward work inside backward: all of it (full), or the selected
     # modules (selective; Megatron --recompute-modules).
     selective = (np.where(batch.recomputes("core_attn"), attention_core, 0.0)
@@ -393,10 +328,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     layer_compute = compute_f + compute_b + recompute
     ep_total = (2.0 + (batch.recompute == 2)) * _ep_comm_forward(model, hw, batch)
     # DualPipe-style schedules run one micro-batch's all-to-alls under another's compute.
-    # The communication kernels hold SMs meanwhile, slowing that compute (ep_overlapped_exposure).
-    ep_exposed = np.where(batch.overlap_ep == 1,
-                          ep_overlapped_exposure(ep_total, layer_compute, ep_comm_sm_share(hw.chip.family)),
-                          ep_total)
+    ep_exposed = np.where(batch.overlap_ep == 1, np.maximum(ep_total - layer_compute, 0.0), ep_total)
 
     layer_time = layer_compute + tp_exposed + cp_exposed + ep_exposed
     head_f, head_b = _lm_head(model, hw, batch)

@@ -48,7 +48,7 @@ MOE_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "grouped_matmul": (0.8, 0.2, 0.2, 1.0),
     "moe_layer_overhead_us": (100.0, 300.0, 0.0, 5000.0),
 }
-MOE_TABLES = frozenset({"nemo_perf_moe", "megatron_moe_modelzoo"})
+MOE_TABLES = frozenset({"nemo_perf_moe"})
 
 #: Priors of the serving parameters, fitted in a third stage on the family's serving rows.
 INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {

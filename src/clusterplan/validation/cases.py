@@ -229,24 +229,18 @@ _NEMO_FP8_PARAMS_FROM = (26,)
 #: and the perf overrides ``cross_entropy_fusion_impl = "te"`` (scripts/performance/utils/
 #: overrides.py _set_common_perf_overrides at ec5e8c3b0; perf_recipes/_common.py at 067f987df0).
 _NEMO_FUSED_CE_FROM = (26,)
-#: Rows whose recipe overlaps the EP all-to-alls with another micro-batch's compute
-#: (``moe_a2a_overlap = True``; the estimate's ``overlap_ep``, which charges the SMs the
-#: communication kernels take), and optimisations the estimate does not credit, stated with the
-#: row so its error is read correctly (the fitted MoE parameters absorb them). Megatron-Bridge
+#: Optimisations a row's recipe turns on that the estimate does not credit, stated with the row
+#: so its error is read correctly: the fitted MoE parameters absorb them. Megatron-Bridge
 #: scripts/performance/configs/qwen/qwen3_workload_base_configs.py at v0.5.0 (2026-06-16; the
-#: same settings at 067f987df0 for 26.08) and at ec5e8c3b0 (26.04) for the H100 235B row; the
-#: H100 30B recipe (QWEN3_30B_A3B_PRETRAIN_CONFIG_H100_*_V1) sets ``moe_a2a_overlap = False``.
-_NEMO_RECIPE_EP_OVERLAP = frozenset({
-    ("Qwen3_30B_a3B", "DGX-GB300"), ("Qwen3_30B_a3B", "DGX-GB200"), ("Qwen3_30B_a3B", "DGX-B300"),
-    ("Qwen3_235B_a22B", "DGX-GB200"), ("Qwen3_235B_a22B", "DGX-H100"),
-})
-_BLACKWELL_MXFP8_RECIPE = ("recipe runs FP8 attention, fused grouped-MLP kernels and full-iteration CUDA graphs: "
-                           "none credited")
+#: same settings at 067f987df0 for 26.08) and at ec5e8c3b0 (26.04) for the H100 235B row.
+_BLACKWELL_MXFP8_RECIPE = ("recipe overlaps the EP all-to-alls (moe_a2a_overlap) and runs FP8 attention, "
+                           "fused grouped-MLP kernels and full-iteration CUDA graphs: none credited")
 _NEMO_RECIPE_UNMODELLED: dict[tuple[str, str], str] = {
     ("Qwen3_30B_a3B", "DGX-GB300"): _BLACKWELL_MXFP8_RECIPE,
     ("Qwen3_30B_a3B", "DGX-GB200"): _BLACKWELL_MXFP8_RECIPE,
     ("Qwen3_30B_a3B", "DGX-B300"): _BLACKWELL_MXFP8_RECIPE,
     ("Qwen3_235B_a22B", "DGX-GB200"): _BLACKWELL_MXFP8_RECIPE,
+    ("Qwen3_235B_a22B", "DGX-H100"): "recipe overlaps the EP all-to-alls (moe_a2a_overlap): not credited",
 }
 
 
@@ -405,13 +399,12 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
         offload = _NEMO_RECIPE_OFFLOAD.get((name, row["system"], _first(row["precision"]).upper()), 0)
         fp8_params = precision == "fp8" and _version(row["nemo_container"])[:1] >= _NEMO_FP8_PARAMS_FROM
         fused_ce = _version(row["nemo_container"])[:1] >= _NEMO_FUSED_CE_FROM
-        overlap_ep = (name, row["system"]) in _NEMO_RECIPE_EP_OVERLAP
 
         def build(row: dict[str, str] = row, tp: int = tp, pp: int = pp, cp: int = cp, vp: int = vp,
                   ep: int = ep, fsdp: int = fsdp, mb: int = mb, batch: int = batch, s: int = s,
                   precision: str = precision, gpus: int = gpus,
                   token_drop: bool = token_drop, offload: int = offload, fp8_params: bool = fp8_params,
-                  fused_ce: bool = fused_ce, overlap_ep: bool = overlap_ep,
+                  fused_ce: bool = fused_ce,
                   recompute_modules: tuple[str, ...] | None = recompute_modules) -> tuple[Model, System, Plan]:
             model = load_model(row["model"].replace("LLAMA", "llama").replace(" (tokendrop)", ""))
             system = load_system(_NEMO_SYSTEMS[row["system"]])
@@ -424,8 +417,7 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
             if model.moe is not None:
                 # Megatron-Bridge MoE benchmarks force-balance the routing (row notes): Gini 0.
                 moe_settings = {"ep": ep, "routing_gini": 0.0,
-                                "capacity_factor": 1.0 if token_drop else None,
-                                "overlap_ep": overlap_ep}
+                                "capacity_factor": 1.0 if token_drop else None}
             recompute: dict[str, object] = ({"recompute": "selective", "recompute_modules": recompute_modules}
                                             if recompute_modules else {"recompute": "none"})
             plan = Plan(tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, micro_batch=mb, global_batch=batch,
@@ -447,14 +439,8 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
             assumptions.append(f"activations of {offload} layers offloaded to host (the row's recipe; "
                                "transfer time not modelled)")
         if moe_rows:
-            overlapped = (name, row["system"]) in _NEMO_RECIPE_EP_OVERLAP
             assumptions += ["force-balanced routing (row notes): routing Gini 0", "expert TP 1",
-                            "EP all-to-alls overlapped with another micro-batch (the recipe's moe_a2a_overlap)"
-                            if overlapped else "EP all-to-all not overlapped",
-                            "deduplicated EP dispatch (the Qwen3 recipes' DeepEP/HybridEP flex dispatcher; "
-                            "the default elsewhere)"]
-            if (name, row["system"]) in _NEMO_RECIPE_UNMODELLED:
-                assumptions.append(_NEMO_RECIPE_UNMODELLED[(name, row["system"])])
+                            _NEMO_RECIPE_UNMODELLED.get((name, row["system"]), "EP all-to-all not overlapped")]
         out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"])
     return out.cases
 
@@ -679,7 +665,6 @@ TABLES: dict[str, Callable[[], list[Case]]] = {
     "bloom_176b": _adapter("cases_bloom", "bloom_176b"),
     "palm_table3": _adapter("cases_palm", "palm_table3"),
     "torchtitan": _adapter("cases_torchtitan", "torchtitan"),
-    "megatron_moe_modelzoo": _adapter("cases_moe_zoo", "megatron_moe_modelzoo"),
 }
 
 
