@@ -16,6 +16,19 @@ from clusterplan.validation.harness import by_table, mape, run
 
 AMPERE_TABLES = ["korthikanti2022", "megatron_sc21"]
 
+#: Out-of-sample MAPE (table left out) per table, as stored by the last `clusterplan calibrate`,
+#: with a small margin: a change that makes the model generalise worse fails here even where
+#: its in-sample error improves. Validation-only tables are out of sample by construction.
+#: Issue #13's targets (8 % dense, 12 % MoE and serving) are not met everywhere yet:
+#: docs/validation.md says which and why.
+OUT_OF_SAMPLE_BOUNDS = {
+    "megatron_sc21": 5.5, "korthikanti2022": 4.0, "megatron_core_h100_2024": 10.0, "nemo_perf": 23.0,
+    "nemo_perf_moe": 11.5, "maxtext_tpu": 15.0, "neuron_trn": 57.0, "mlperf_training": 18.0,
+    "megatron_sc21_table2_zero3": 32.0, "mtnlg_2022": 25.0, "llmfoundry_mpt": 24.0, "bloom_176b": 34.0,
+    "palm_table3": 13.0, "torchtitan": 18.0,
+    "inference_throughput": 8.5, "inference_latency": 15.0, "inference_server": 19.0,
+}
+
 
 @pytest.fixture(scope="module")
 def ampere_cv():  # type: ignore[no-untyped-def]
@@ -105,6 +118,15 @@ def test_the_stored_cross_validation_is_current_and_covers_every_table() -> None
         assert stored.tables[name].mape_pct == pytest.approx(mape(rows), abs=0.05), name
         assert stored.tables[name].mape_out_of_sample_pct is not None, name
     assert stored.families["trainium2"].own_parameters < stored.families["trainium1"].own_parameters
+
+
+def test_out_of_sample_error_does_not_regress() -> None:
+    stored = load_crossval()
+    assert stored is not None
+    assert set(OUT_OF_SAMPLE_BOUNDS) == set(known_tables())
+    for table, bound in OUT_OF_SAMPLE_BOUNDS.items():
+        error = stored.tables[table].mape_out_of_sample_pct
+        assert error is not None and error <= bound, f"{table}: out of sample {error} % > {bound} %"
 
 
 def test_validate_json_has_out_of_sample_and_fits_for_every_table() -> None:
