@@ -156,3 +156,30 @@ def test_narrow_heads_make_flash_attention_slower_at_equal_flops(hardware: Hardw
     slow = _run(narrow, lossy, **plan)
     assert fl.attention_core_flops(wide, 8192) == pytest.approx(fl.attention_core_flops(narrow, 8192))
     assert slow.step_time[0] > fast.step_time[0]
+
+
+def test_full_recompute_keeping_qkv_skips_exactly_those_gemms() -> None:
+    """MaxText 'qkv_proj_offloaded': the backward re-runs the forward except the Q/K/V
+    projections (kept in host memory); memory is what full recompute keeps."""
+    from clusterplan.catalog import hardware_for, load_model, load_system
+    from clusterplan.errors import SpecError
+    from clusterplan.specs import Plan
+    from clusterplan.training import flops as fl
+    from clusterplan.training.batch import PlanBatch
+    from clusterplan.training.step import _layer_forward, estimate
+
+    model, hw = load_model("llama3-8b"), hardware_for(load_system("dgx-h100"))
+    full = Plan(tp=2, dp=4, micro_batch=1, global_batch=8, seq_len=4096, recompute="full")
+    kept = full.model_copy(update={"offload_qkv": True})
+    batch = PlanBatch.from_plans([full, kept], model)
+    result = estimate(model, hw, batch)
+    qkv = _layer_forward(model, hw, PlanBatch.from_plans([full], model))["qkv"][0]
+    saved = model.layers * full.micro_batches * qkv
+    assert qkv > 0
+    assert result.step_time[0] - result.step_time[1] == pytest.approx(saved, rel=1e-9)
+    assert result.memory[0] == result.memory[1]
+    # HFU counts the recomputed forward without the Q/K/V projections.
+    hfu_flops = result.hfu * hw.peak[batch.precision] / result.tokens_per_s_per_chip
+    assert hfu_flops[0] - hfu_flops[1] == pytest.approx(model.layers * fl.qkv_projection_flops(model), rel=1e-9)
+    with pytest.raises(SpecError, match="offload_qkv"):
+        Plan(tp=2, dp=4, global_batch=8, seq_len=4096, recompute="selective", offload_qkv=True).validate_for(model)

@@ -192,3 +192,10 @@ def test_offline_rows_use_the_published_kv_share_and_benchmark_size() -> None:
     assert ic._requests(rows["S0024"], list(rows.values())) == 3000  # printed
     assert ic._requests(rows["S0029"], list(rows.values())) == 1500  # 1024/2048: as 1000/2000
     assert ic._requests(rows["S0021"], list(rows.values())) == 3000  # 1000/1000
+
+
+def test_maxtext_qkv_offloaded_rows_keep_their_projections() -> None:
+    cases = [c for c in all_cases(["maxtext_tpu"]) if c.plan is not None]
+    offloaded = [c for c in cases if c.plan is not None and c.plan.offload_qkv]
+    assert len(offloaded) == 6 and all("128B" in c.label and "v5e" in c.label for c in offloaded)
+    assert all(c.plan is not None and c.plan.recompute == "full" for c in offloaded)

@@ -161,6 +161,9 @@ FlashAttentionOption = Annotated[bool | None, _plan_option(
     "flash_attention", "fused attention (no s x s scores kept)", "--flash-attention/--no-flash-attention")]
 Fp8ParamsOption = Annotated[bool | None, _plan_option(
     "fp8_params", "fp8 plans keep the weights in fp8 (Megatron --fp8-param-gather)", "--fp8-params/--no-fp8-params")]
+OffloadQkvOption = Annotated[bool | None, _plan_option(
+    "offload_qkv", "full recompute keeps the Q/K/V projections in host memory (MaxText qkv_proj_offloaded)",
+    "--offload-qkv/--no-offload-qkv")]
 OffloadLayersOption = Annotated[int | None, _plan_option(
     "offload_layers", "layers whose activations go to host memory (Megatron --cpu-offloading-num-layers; pp=1)")]
 FusedCrossEntropyOption = Annotated[bool | None, _plan_option(
@@ -308,6 +311,7 @@ def train(
     flash_attention: FlashAttentionOption = None,
     fp8_params: Fp8ParamsOption = None,
     offload_layers: OffloadLayersOption = None,
+    offload_qkv: OffloadQkvOption = None,
     fused_cross_entropy: FusedCrossEntropyOption = None,
     loss_chunks: LossChunksOption = None,
     first_stage_layers: FirstStageLayersOption = None,
@@ -442,7 +446,7 @@ def _csv(value: str, field: str) -> tuple[str, ...]:
 #: Plan fields every searched plan shares (options and --plan); the search enumerates the rest.
 SEARCH_SETTINGS = ("overlap_tp", "overlap_dp", "overlap_pp", "flash_attention", "grad_reduce", "recompute_modules",
                    "routing_gini", "capacity_factor", "overlap_ep", "mtp", "fp8_params", "fused_cross_entropy",
-                   "loss_chunks")
+                   "loss_chunks", "offload_qkv")
 #: Plan fields the search takes as lists of values to consider (comma-separated).
 SEARCH_AXES = ("precision", "recompute", "zero")
 
@@ -471,6 +475,7 @@ def search(
     flash_attention: FlashAttentionOption = None,
     fp8_params: Fp8ParamsOption = None,
     offload_layers: OffloadLayersOption = None,
+    offload_qkv: OffloadQkvOption = None,
     fused_cross_entropy: FusedCrossEntropyOption = None,
     loss_chunks: LossChunksOption = None,
     overlap_tp: OverlapTpOption = None,
@@ -705,6 +710,7 @@ def reliability(
     flash_attention: FlashAttentionOption = None,
     fp8_params: Fp8ParamsOption = None,
     offload_layers: OffloadLayersOption = None,
+    offload_qkv: OffloadQkvOption = None,
     fused_cross_entropy: FusedCrossEntropyOption = None,
     loss_chunks: LossChunksOption = None,
     first_stage_layers: FirstStageLayersOption = None,

@@ -107,6 +107,10 @@ class Plan(Spec):
         default=False,
         description="fp8 plans keep the weights themselves in fp8 (Megatron --fp8-param-gather): no "
         "bf16 copy beside the fp8 one; the fp32 master copy stays in the optimizer")
+    offload_qkv: bool = Field(
+        default=False,
+        description="full recompute keeps the Q/K/V projection outputs, offloaded to host memory, and "
+        "re-runs the rest of the forward (MaxText remat policy 'qkv_proj_offloaded'); needs recompute='full'")
     offload_layers: int = Field(
         default=0, ge=0,
         description="layers whose activations are offloaded to host memory between forward and "
@@ -218,6 +222,8 @@ class Plan(Spec):
             raise SpecError("recompute_modules", "moe_act", f"model {model.name} has no experts")
         if self.fp8_params and self.precision != "fp8":
             raise SpecError("fp8_params", self.fp8_params, f"needs precision fp8 (is {self.precision})")
+        if self.offload_qkv and self.recompute != "full":
+            raise SpecError("offload_qkv", self.offload_qkv, f"needs recompute='full' (is '{self.recompute}')")
         if self.offload_layers and self.pp != 1:
             raise SpecError("offload_layers", self.offload_layers,
                             "activation offloading needs pp=1 (Megatron has no pipeline support for it)")

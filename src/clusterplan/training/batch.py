@@ -52,6 +52,7 @@ class PlanBatch:
     precision: IntArray
     fp8_params: IntArray
     offload_layers: IntArray
+    offload_qkv: IntArray
     loss_chunks: IntArray
     fused_cross_entropy: IntArray
     grad_reduce_bytes: IntArray
@@ -101,6 +102,7 @@ class PlanBatch:
                 "dp_shard": plan.dp_shard if plan.dp_shard is not None else plan.dp * plan.cp,
                 "precision": PRECISION_CODES[plan.precision],
                 "fp8_params": int(plan.fp8_params), "offload_layers": plan.offload_layers,
+                "offload_qkv": int(plan.offload_qkv),
                 "loss_chunks": plan.loss_chunks, "fused_cross_entropy": int(plan.fused_cross_entropy),
                 "grad_reduce_bytes": 4 if plan.grad_reduce == "fp32" else 2,
                 "overlap_dp": int(plan.overlap_dp),
@@ -125,7 +127,8 @@ class PlanBatch:
             "tp": 1, "pp": 1, "vp": 1, "cp": 1, "dp": 1, "ep": 1, "etp": 1, "capacity_factor": 0.0,
             "routing_gini": DEFAULT_ROUTING_GINI, "overlap_ep": 0, "mtp": 0, "micro_batch": 1,
             "recompute": 1, "recompute_modules": RECOMPUTE_MODULE_BITS["core_attn"], "sp": 1, "zero": 1,
-            "precision": 1, "fp8_params": 0, "offload_layers": 0, "loss_chunks": 1, "fused_cross_entropy": 0,
+            "precision": 1, "fp8_params": 0, "offload_layers": 0, "offload_qkv": 0, "loss_chunks": 1,
+            "fused_cross_entropy": 0,
             "grad_reduce_bytes": 4,
             "overlap_dp": 1, "overlap_tp": 0, "overlap_pp": 1,
             "flash": 1,

@@ -77,19 +77,27 @@ def model_flops_per_token(model: Model, seq_len: Any) -> FloatArray:
     return result
 
 
+def qkv_projection_flops(model: Model) -> float:
+    """Forward FLOPs per token of one layer's Q/K/V (or MLA down/up) projections: the attention
+    projections without the output projection."""
+    return 2.0 * (model.attention_params - attention_core_width(model)[1] * model.hidden_size)
+
+
 def hardware_flops_per_token(model: Model, seq_len: Any, recompute: Any, mtp: Any = 0,
-                             attention_recomputed: Any = None) -> FloatArray:
+                             attention_recomputed: Any = None, qkv_kept: Any = 0) -> FloatArray:
     """Model FLOPs plus recomputation (full re-runs every layer's forward; selective re-runs
     the attention core where ``attention_recomputed``, by default wherever recompute is
     selective: Korthikanti et al. 2022, section 5; the norms and activations it may also re-run
     are memory-bound) plus multi-token-prediction modules (one layer and one LM head each, 3x
-    forward; not in model FLOPs, as DeepSeek-V3 reports)."""
+    forward; not in model FLOPs, as DeepSeek-V3 reports). Full recompute that keeps the Q/K/V
+    projections (``qkv_kept``) does not re-run them."""
     recompute = np.asarray(recompute)
     attention = recompute == 1 if attention_recomputed is None else np.asarray(attention_recomputed)
     mtp_flops = 3.0 * np.asarray(mtp) * (layer_forward_flops(model, seq_len) + lm_head_flops(model))
     extra = np.where(
         recompute == 2,
-        model.layers * layer_forward_flops(model, seq_len),
+        model.layers * (layer_forward_flops(model, seq_len)
+                        - np.where(np.asarray(qkv_kept) == 1, qkv_projection_flops(model), 0.0)),
         np.where(attention, model.layers * attention_core_flops(model, seq_len), 0.0),
     )
     result: FloatArray = model_flops_per_token(model, seq_len) + extra + mtp_flops

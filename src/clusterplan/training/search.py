@@ -210,6 +210,8 @@ def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batc
                                for m in fixed.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)}),
         # fp8 weights only exist in the fp8 plans of the search.
         fp8_params=np.where(columns["precision"] == PRECISION_CODES["fp8"], int(fixed.get("fp8_params", False)), 0),
+        # Kept Q/K/V projections only change what full recompute re-runs.
+        offload_qkv=np.where(columns["recompute"] == RECOMPUTE_CODES["full"], int(fixed.get("offload_qkv", False)), 0),
         fused_cross_entropy=int(fixed.get("fused_cross_entropy", False)), loss_chunks=int(fixed.get("loss_chunks", 1)),
         **columns)
 
@@ -236,6 +238,8 @@ def _to_plan(columns: dict[str, IntArray], i: int, seq_len: int, global_batch: i
         settings.pop("recompute_modules", None)
     if int(columns["precision"][i]) != PRECISION_CODES["fp8"]:
         settings.pop("fp8_params", None)
+    if recompute != "full":
+        settings.pop("offload_qkv", None)
     return Plan(
         tp=tp, pp=pp, vp=int(columns["vp"][i]), cp=int(columns["cp"][i]), dp=int(columns["dp"][i]),
         ep=int(columns["ep"][i]), micro_batch=int(columns["micro_batch"][i]), global_batch=global_batch,

@@ -131,7 +131,8 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     kv_width = mem.kv_projection_params(model) / h
     proj_in_width = (model.attention_params - out_in * h) / h - kv_width
     qkv_width = proj_in_width / tp + kv_width / mem.kv_shards(model, tp)
-    attention_proj = gemm(qkv_width, h) + gemm(h, out_in / tp)
+    qkv = gemm(qkv_width, h)
+    attention_proj = qkv + gemm(h, out_in / tp)
     ffn_width = model.ffn_matmul_width
     gated = model.ffn_matrices - 1  # up (+ gate) matrices
     dense_ffn = gemm(gated * model.dense_ffn_size / tp, h) + gemm(h, model.dense_ffn_size / tp)
@@ -171,7 +172,7 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
                                   chip.hbm_bandwidth, eff.hbm) + routed_share * overhead)
 
     gemms = attention_proj + ffn
-    return {"gemm": gemms, "attention": attention_core, "elementwise": elementwise,
+    return {"gemm": gemms, "qkv": qkv, "attention": attention_core, "elementwise": elementwise,
             "norms": norms, "moe_activation": moe_activation}
 
 
@@ -315,7 +316,10 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     selective = (np.where(batch.recomputes("core_attn"), attention_core, 0.0)
                  + np.where(batch.recomputes("layernorm"), parts["norms"], 0.0)
                  + np.where(batch.recomputes("moe_act"), parts["moe_activation"], 0.0))
-    recompute = np.where(batch.recompute == 2, compute_f, selective)
+    # Full recompute re-runs the whole forward, less the Q/K/V projections where their outputs
+    # were kept in host memory (MaxText 'qkv_proj_offloaded'; the transfers overlap compute).
+    full = compute_f - np.where(batch.offload_qkv == 1, parts["qkv"], 0.0)
+    recompute = np.where(batch.recompute == 2, full, selective)
 
     tp_f = _tp_comm_forward(model, hw, batch)
     tp_total = tp_f * (2.0 + (batch.recompute == 2))  # fwd, bwd (+ recomputed fwd)
@@ -454,7 +458,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     tokens_per_s_per_chip = tokens_per_step / step / chips
     model_flops = fl.model_flops_per_token(model, batch.seq_len) * tokens_per_s_per_chip
     hardware_flops = (fl.hardware_flops_per_token(model, batch.seq_len, batch.recompute, batch.mtp,
-                                                  batch.recomputes("core_attn"))
+                                                  batch.recomputes("core_attn"), batch.offload_qkv)
                       * tokens_per_s_per_chip)
     peak = hw.peak[batch.precision]
     return StepEstimate(

@@ -460,7 +460,8 @@ def nemo_perf_moe() -> list[Case]:
 #: 'full' saves nothing but each layer's input; 'minimal' saves the projection outputs and
 #: recomputes the attention core and the elementwise ops (selective); 'qkv_proj_offloaded' saves
 #: nothing in device memory and offloads the Q/K/V projections to pinned host memory
-#: (maxtext_utils.get_save_and_offload_names), so in HBM it keeps what 'full' keeps.
+#: (maxtext_utils.get_save_and_offload_names), so in HBM it keeps what 'full' keeps, and its
+#: backward re-runs the forward except those projections (Plan.offload_qkv).
 _REMAT = {"full": "full", "minimal": "selective", "qkv_proj_offloaded": "full"}
 _REMAT_MODULES: dict[str, tuple[str, ...]] = {"minimal": ("core_attn", "elementwise")}
 #: MaxText computes the logits and the loss in ``num_vocab_tiling`` chunks of tokens where the
@@ -504,13 +505,14 @@ def maxtext_tpu() -> list[Case]:
                         global_batch=batch, seq_len=s, recompute=remat,
                         recompute_modules=_REMAT_MODULES.get(row["remat_policy"], ("core_attn",)),
                         sp=True, zero=3, dp_shard=chips_per_slice // tensor, overlap_dp=True,
-                        loss_chunks=tiles)
+                        loss_chunks=tiles, offload_qkv=row["remat_policy"] == "qkv_proj_offloaded")
             return model, system, plan
 
         assumptions = ["FSDP (ZeRO-3) inside each ICI slice, data parallel across slices over DCN",
                        f"remat '{row['remat_policy']}' -> {remat}"
                        + (" of the attention core and every elementwise op" if row["remat_policy"] == "minimal"
-                          else ""),
+                          else " less the Q/K/V projections, kept in host memory"
+                          if row["remat_policy"] == "qkv_proj_offloaded" else ""),
                        "activations' embedding dimension sharded over TP (MaxText activation_embed rule)",
                        "dims derived by the table from global_parameter_scale (see notes)"]
         if tiles > 1:
