@@ -183,27 +183,40 @@ def _pct_cell(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.1f} %"
 
 
+def _crossval_table_rows(results: Sequence[Result], crossval: CrossValSummary) -> list[tuple[str, ...]]:
+    """(table, rows, out of sample, family out, in sample, fits) per table."""
+    out: list[tuple[str, ...]] = []
+    for name, rows in by_table(results).items():
+        errors = crossval.tables.get(name)
+        out.append((name, str(sum(r.error is not None for r in rows)),
+                    _pct_cell(errors.mape_out_of_sample_pct if errors else None),
+                    _pct_cell(errors.mape_family_out_pct if errors else None), _pct_cell(mape(rows)),
+                    _fits_cell(rows)))
+    return out
+
+
+def _crossval_family_rows(crossval: CrossValSummary) -> list[tuple[str, ...]]:
+    """(family, own parameters, own rows, in sample, family out, stages from others) per family."""
+    return [(name, str(family.own_parameters), str(family.own_rows), _pct_cell(family.mape_pct),
+             _pct_cell(family.mape_family_out_pct), _borrowed(name, family) or "-")
+            for name, family in crossval.families.items()]
+
+
 def crossval_tables(console: Console, results: Sequence[Result], crossval: CrossValSummary, origin: str) -> None:
     """Out-of-sample error first: per table (refitted without it; without each row's chip
     family), then in sample; and how many parameters each family fits on how many rows."""
     summary = Table(title="accuracy per table: mean absolute % error")
     for column in ("table", "rows", "out of sample", "family out", "in sample", "fits"):
         summary.add_column(column, justify="left" if column == "table" else "right", overflow="fold")
-    for name, rows in by_table(results).items():
-        errors = crossval.tables.get(name)
-        modelled = sum(r.error is not None for r in rows)
-        summary.add_row(name, str(modelled), _pct_cell(errors.mape_out_of_sample_pct if errors else None),
-                        _pct_cell(errors.mape_family_out_pct if errors else None), _pct_cell(mape(rows)),
-                        _fits_cell(rows))
+    for row in _crossval_table_rows(results, crossval):
+        summary.add_row(*row)
     console.print(summary)
     families = Table(title="fitted parameters per chip family")
     for column in ("family", "own params", "own rows", "in sample", "family out", "stages from others"):
         families.add_column(column, justify="left" if column in ("family", "stages from others") else "right",
                             overflow="fold")
-    for name, family in crossval.families.items():
-        borrowed = _borrowed(name, family)
-        families.add_row(name, str(family.own_parameters), str(family.own_rows), _pct_cell(family.mape_pct),
-                         _pct_cell(family.mape_family_out_pct), borrowed or "-")
+    for row in _crossval_family_rows(crossval):
+        families.add_row(*row)
     console.print(families)
     console.print(f"[dim]out of sample: {origin}. 'out of sample' refits with the table left out; "
                   "'family out' with each row's chip family left out (a chip never published); "
@@ -293,18 +306,10 @@ def validation_markdown(results: Sequence[Result], crossval: CrossValSummary | N
 def _crossval_markdown(results: Sequence[Result], crossval: CrossValSummary) -> list[str]:
     lines = ["| table | rows | out of sample (table left out) | family left out | in sample | fit in memory |",
              "|---|---:|---:|---:|---:|---:|"]
-    for name, rows in by_table(results).items():
-        errors = crossval.tables.get(name)
-        lines.append(f"| {name} | {sum(r.error is not None for r in rows)} | "
-                     f"{_pct_cell(errors.mape_out_of_sample_pct if errors else None)} | "
-                     f"{_pct_cell(errors.mape_family_out_pct if errors else None)} | {_pct_cell(mape(rows))} | "
-                     f"{_fits_cell(rows)} |")
+    lines += [f"| {' | '.join(row)} |" for row in _crossval_table_rows(results, crossval)]
     lines += ["", "| family | parameters fitted on its own rows | own rows | in sample | family left out | "
               "stages taken from other families |", "|---|---:|---:|---:|---:|---|"]
-    for name, family in crossval.families.items():
-        borrowed = _borrowed(name, family)
-        lines.append(f"| {name} | {family.own_parameters} | {family.own_rows} | {_pct_cell(family.mape_pct)} | "
-                     f"{_pct_cell(family.mape_family_out_pct)} | {borrowed or '-'} |")
+    lines += [f"| {' | '.join(row)} |" for row in _crossval_family_rows(crossval)]
     return [*lines, ""]
 
 

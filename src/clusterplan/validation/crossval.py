@@ -91,11 +91,9 @@ def _fold_task(task: tuple[tuple[str, ...] | None, Fold]) -> FoldResult:
     in-sample fold also says where each family's parameters came from."""
     tables, fold = task
     cases = all_cases(list(tables) if tables else None)
-    if fold.kind != "none":
-        return predict_held_out(cases, fold), []
-    calibration = Calibration(cases)
-    held = [i for i, case in enumerate(cases) if fold.predicts(case)]
-    return predict(calibration, cases, held), family_parameters(calibration, ALL_FAMILIES)
+    calibration = Calibration([case for case in cases if not fold.holds_out(case)])
+    predictions = predict(calibration, cases, [i for i, case in enumerate(cases) if fold.predicts(case)])
+    return predictions, family_parameters(calibration, ALL_FAMILIES) if fold.kind == "none" else []
 
 
 @dataclass(frozen=True)
