@@ -266,12 +266,19 @@ def _ep_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
 
 
 def _lm_head(model: Model, hw: Hardware, batch: PlanBatch) -> tuple[FloatArray, FloatArray]:
-    """Forward and backward time of the LM head and cross-entropy on the last stage."""
+    """Forward and backward time of the LM head and cross-entropy on the last stage.
+
+    The head stays in bf16 under fp8/fp4 training: low-precision recipes apply to the linear
+    layers inside the transformer blocks only (Megatron-Bridge docs/performance-guide.md, "Low
+    Precision Training"; Megatron-Core's ``output_layer`` is a ``ColumnParallelLinear``, not a
+    Transformer Engine module, so ``fp8_autocast`` leaves it alone).
+    """
     eff = hw.efficiency
     tp = batch.tp.astype(np.float64)
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
-    head = gemm_time(tokens, model.vocab_size / tp, model.hidden_size, hw.peak[batch.precision],
-                     hw.matmul_eff[batch.precision], OPERAND_BYTES[batch.precision],
+    precision = np.minimum(batch.precision, 1)
+    head = gemm_time(tokens, model.vocab_size / tp, model.hidden_size, hw.peak[precision],
+                     hw.matmul_eff[precision], OPERAND_BYTES[precision],
                      hw.chip.hbm_bandwidth, eff.hbm, eff.kernel_overhead_s, eff.matmul_dim_half)
     # Cross-entropy over fp32 logits: a few passes (max, exp-sum, gradient) of tokens x V/t.
     loss = memory_time(3 * 4.0 * tokens * model.vocab_size / tp, hw.chip.hbm_bandwidth, eff.hbm)
