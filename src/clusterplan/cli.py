@@ -858,7 +858,7 @@ def capacity(
     TTFT/TPOT SLO: the best by cost, chips or power, with replicas, chips, MW and $ per M tokens."""
     from rich.progress import Progress
 
-    from clusterplan.inference.capacity import Slo
+    from clusterplan.inference.capacity import CAPACITY_RATES, CAPACITY_TIMES, Slo, serving_bands
     from clusterplan.inference.deployments import KV_FORMATS, WEIGHT_FORMATS, search_deployments
     from clusterplan.report.tables import capacity_table
 
@@ -910,6 +910,7 @@ def capacity(
         "best": result.ranked[0].record(output_tokens),
         "ranked": [c.record(output_tokens) for c in result.ranked],
     }
+    record.update(serving_bands(hardware, record, CAPACITY_TIMES, CAPACITY_RATES).record())
     if as_json:
         emit_json(record)
     else:

@@ -50,3 +50,15 @@ def cost_per_chip_hour(system: System, chip: Chip, economics: Economics, activit
     total = depreciation + facility + electricity + maintenance
     return {"depreciation_usd": depreciation, "facility_usd": facility, "electricity_usd": electricity,
             "maintenance_usd": maintenance, "total_usd": total, "activity": activity}
+
+
+def price_flags(system: System, economics: Economics) -> tuple[str, ...]:
+    """Why a cost figure of ``system`` rests on an estimate rather than a published price (the
+    catalog marks estimates in each price's ``source``)."""
+    entry = economics.systems.get(system.name)
+    if entry is None:
+        return (f"no capital cost for {system.name} in catalog/economics.yaml: no cost figures",)
+    if "estimate" in entry.source.lower():
+        return (f"{system.name} price ${entry.usd_per_chip:,.0f} per chip is an estimate "
+                "(catalog/economics.yaml gives its method)",)
+    return ()

@@ -25,6 +25,7 @@ from clusterplan.inference.workload import Workload
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
 from clusterplan.training.step import Hardware
+from clusterplan.validation.bands import Banded, banded, regime, stored_crossval
 
 
 class Slo(Spec):
@@ -127,7 +128,45 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
                             "the SLO, use more chips per replica, or let `clusterplan capacity` search")
         record["demand"] = plan_demand(replica, hardware, operating_rate, input_tokens, output_tokens,
                                        demand_output_tokens_per_s, per_unit)
+    record.update(serving_bands(hardware, record).record())
     return record
+
+
+#: Figures of `serve` that scale with time (latencies; the chips, power and dollars a demand
+#: needs) and with speed (throughputs, sustainable rates), as dotted paths into its record.
+SERVE_TIMES = ("single_request.ttft_s", "single_request.tpot_s", "demand.chips", "demand.power_w.facility_w",
+               "demand.cost_per_hour_usd", "demand.usd_per_million_output_tokens")
+SERVE_RATES = ("saturated.output_tokens_per_s", "saturated.output_tokens_per_s_per_chip", "slo.max_requests_per_s",
+               "slo.output_tokens_per_s")
+#: The same for `capacity`'s best deployment.
+CAPACITY_TIMES = ("best.chips", "best.power_w.facility_w", "best.usd_per_million_output_tokens")
+CAPACITY_RATES = ("best.requests_per_s_per_replica",)
+
+
+def _values(record: dict[str, Any], paths: tuple[str, ...]) -> dict[str, float]:
+    """The finite numbers at ``paths`` (dotted keys) of a nested record."""
+    found: dict[str, float] = {}
+    for path in paths:
+        node: Any = record
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, int | float) and not isinstance(node, bool) and math.isfinite(node):
+            found[path] = float(node)
+    return found
+
+
+def serving_bands(hardware: Hardware, record: dict[str, Any], times: tuple[str, ...] = SERVE_TIMES,
+                  rates: tuple[str, ...] = SERVE_RATES) -> Banded:
+    """Error bands of a serving estimate from the cross-validated residuals of the chip family's
+    serving rows (or, for a family without any, of the transfers), keyed by dotted path, and
+    every extrapolation flag (inherited efficiencies, estimated prices)."""
+    from clusterplan.catalog import load_economics
+    from clusterplan.costs.money import price_flags
+
+    costed = any(path.startswith(("demand.", "best.")) for path in _values(record, times))
+    prices = price_flags(hardware.system, load_economics()) if costed else ()
+    return banded(regime(stored_crossval(), hardware.chip.family, "serving"), _values(record, times),
+                  _values(record, rates), prices)
 
 
 def _unit_replicas(options: dict[str, Any]) -> int:

@@ -28,17 +28,20 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
     summary = Table(title=title, show_header=False)
     summary.add_column("figure")
     summary.add_column("value", justify="right")
-    summary.add_row("step time", units.format_duration(record["step_time_s"]))
+    summary.add_row("step time", units.format_duration(record["step_time_s"])
+                    + _band(record, "step_time_s", units.format_duration))
     summary.add_row("tokens/s per chip", f"{record['tokens_per_s_per_chip']:,.0f}")
     summary.add_row("tokens/s (job)", units.format_count(record["tokens_per_s"]))
     summary.add_row("model TFLOP/s per chip", f"{record['model_tflops_per_chip']:.1f}")
-    summary.add_row("MFU / HFU", f"{100 * record['mfu']:.1f} % / {100 * record['hfu']:.1f} %")
+    summary.add_row("MFU / HFU", f"{100 * record['mfu']:.1f} % / {100 * record['hfu']:.1f} %"
+                    + _band(record, "mfu", lambda v: f"{100 * v:.0f} %"))
     fits = "[green]fits[/]" if record["fits_memory"] else "[red]does NOT fit[/]"
     summary.add_row("memory per chip", f"{units.format_bytes(record['memory_bytes_per_chip'])} of "
                     f"{units.format_bytes(record['memory_capacity_bytes'])} ({fits})")
     if "time_to_train_s" in record:
         summary.add_row(f"time to train {units.format_count(record['tokens'])} tokens",
-                        units.format_duration(record["time_to_train_s"]))
+                        units.format_duration(record["time_to_train_s"])
+                        + _band(record, "time_to_train_s", units.format_duration))
         summary.add_row("chip-hours", units.format_count(record["chip_hours"]))
         failures = record.get("reliability")
         if failures:
@@ -55,12 +58,14 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
     if "energy_mwh" in record:
         summary.add_row("energy / emissions", f"{record['energy_mwh']:,.0f} MWh / {record['co2_tonnes']:,.0f} t CO2")
     if "cost_usd" in record:
-        summary.add_row("cost of the run", f"${record['cost_usd'] / 1e6:,.1f} M")
+        summary.add_row("cost of the run", f"${record['cost_usd'] / 1e6:,.1f} M"
+                        + _band(record, "cost_usd", lambda v: f"${v / 1e6:,.1f} M"))
     split = record.get("layer_split")
     if split:
         how = {"automatically": "balanced, chosen automatically", "given": "given", "even": "even"}
         summary.add_row("layers per stage", f"{split['split']} ({how[split['chosen']]})")
     console.print(summary)
+    band_notes(console, record)
     assumed = record.get("assumed")
     if assumed:
         top = assumed[0]
@@ -85,6 +90,24 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
         memory.add_row(name, units.format_bytes(value), _share(value, total))
     console.print(breakdown)
     console.print(memory)
+
+
+def _band(record: dict[str, Any], field: str, fmt: Callable[[float], str]) -> str:
+    """`` (low to high)`` of a banded figure, empty where the record has no band for it."""
+    band = record.get("bands", {}).get(field)
+    if not band:
+        return ""
+    low, high = (fmt(v) for v in band)
+    return f" ({low} to {high})"
+
+
+def band_notes(console: Console, record: dict[str, Any]) -> None:
+    """Where the bands come from and every reason the answer is outside validated ground."""
+    if record.get("band_basis"):
+        console.print(f"ranges cover {100 * record['band_coverage']:.0f} % of the cross-validated errors on "
+                      f"{record['band_basis']}", highlight=False)
+    for reason in record.get("extrapolation", []):
+        console.print(f"extrapolation: {reason}", highlight=False)
 
 
 def _setting(value: Any) -> str:
@@ -450,6 +473,8 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
         table.add_row("demand", f"{units.format_count(demand['output_tokens_per_s'])} output tok/s")
         table.add_row("replicas / chips", f"{demand['replicas']:,} / {demand['chips']:,} "
                       f"({100 * demand['utilisation']:.0f} % of their capacity used)")
+        if record.get("bands", {}).get("demand.chips"):
+            table.add_row("chips, range", _band(record, "demand.chips", lambda v: f"{v:,.0f}").strip(" ()"))
         power = demand["power_w"]
         table.add_row("power (IT / facility)", f"{power['it_w'] / 1e6:,.2f} MW / {power['facility_w'] / 1e6:,.2f} MW "
                       f"at {100 * demand['activity']:.0f} % activity")
@@ -457,9 +482,13 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
             table.add_row("cost (TCO)", f"${demand['cost_per_hour_usd']:,.0f}/hour; "
                           f"${demand['usd_per_million_output_tokens']:.3f} per M output tokens "
                           f"(${demand['usd_per_million_total_tokens']:.3f} per M input+output)")
+            if record.get("bands", {}).get("demand.usd_per_million_output_tokens"):
+                table.add_row("$ per M output tokens, range",
+                              _band(record, "demand.usd_per_million_output_tokens", lambda v: f"${v:.3f}").strip(" ()"))
         else:
             table.add_row("cost", demand["cost_note"])
     console.print(table)
+    band_notes(console, record)
 
 
 def capacity_table(console: Console, record: dict[str, Any]) -> None:
@@ -483,3 +512,9 @@ def capacity_table(console: Console, record: dict[str, Any]) -> None:
     console.print(f"{record['candidates']} deployments considered, {record['simulated']} simulated at the SLO "
                   "(the rest bounded out by their saturated throughput)"
                   + (f"; rejected: {rejected}" if rejected else ""))
+    if record.get("bands", {}).get("best.chips"):
+        console.print("best deployment, range: "
+                      + _band(record, "best.chips", lambda v: f"{v:,.0f}").strip(" ()") + " chips, "
+                      + _band(record, "best.usd_per_million_output_tokens", lambda v: f"${v:.3f}").strip(" ()")
+                      + " per M output tokens", highlight=False)
+    band_notes(console, record)

@@ -6,6 +6,8 @@ Percentages are None where a table or family has no modelled rows.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from clusterplan.specs._base import Spec
@@ -42,6 +44,9 @@ class RowErrors(Spec):
     table: str
     label: str
     family: str
+    stage: Literal["dense", "MoE", "serving"] = Field(description="calibration stage of the row")
+    chips: int | None = Field(ge=1, description="chips of the published run (None: a serving row)")
+    higher_is_faster: bool = Field(description="the row's metric is a rate (True) or a time (False)")
     error_pct: float | None
     error_out_of_sample_pct: float | None
     error_family_out_pct: float | None

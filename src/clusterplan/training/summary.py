@@ -7,6 +7,7 @@ from typing import Any
 from clusterplan.specs import Model, Plan
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, StepEstimate, estimate
+from clusterplan.validation.bands import Banded, banded, regime, stored_crossval
 
 
 def plan_record(plan: Plan) -> dict[str, Any]:
@@ -48,7 +49,25 @@ def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | N
     record.update(_power_and_cost(hardware, plan.chips, record))
     if tokens is not None:
         record["reliability"] = _with_failures(model, hardware, plan, record)
+    record.update(training_bands(model, hardware, plan.chips, record).record())
     return record
+
+
+#: Headline figures proportional to the step time, and to the speed, that carry a band.
+BANDED_TIMES = ("step_time_s", "time_to_train_s", "chip_hours", "energy_mwh", "co2_tonnes", "cost_usd")
+BANDED_RATES = ("tokens_per_s_per_chip", "tokens_per_s", "model_tflops_per_chip", "mfu", "hfu")
+
+
+def training_bands(model: Model, hardware: Hardware, chips: int, record: dict[str, Any]) -> Banded:
+    """Error bands of a training estimate from the cross-validated residuals of its regime
+    (chip family; dense or mixture-of-experts; scale) and every extrapolation flag."""
+    from clusterplan.catalog import load_economics
+    from clusterplan.costs.money import price_flags
+
+    found = regime(stored_crossval(), hardware.chip.family, "MoE" if model.moe is not None else "dense", chips)
+    prices = price_flags(hardware.system, load_economics()) if "cost_per_chip_hour_usd" in record else ()
+    return banded(found, {k: record[k] for k in BANDED_TIMES if k in record},
+                  {k: record[k] for k in BANDED_RATES if k in record}, prices)
 
 
 def _with_failures(model: Model, hardware: Hardware, plan: Plan, record: dict[str, Any]) -> dict[str, Any]:

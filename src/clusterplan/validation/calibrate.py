@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from clusterplan.costs.compute import Efficiency
-from clusterplan.validation.cases import Case
+from clusterplan.validation.cases import Case, higher_is_faster
 from clusterplan.validation.harness import mape, run
 
 #: (prior mean, prior sigma, lower, upper) per parameter.
@@ -166,9 +166,9 @@ def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[
 def _signed_log_ratio(cases: Sequence[Case], predicted: np.ndarray) -> np.ndarray:
     """log(predicted / published), signed so that "too fast" has one sign for rates and times."""
     published = np.array([c.published for c in cases])
-    higher_is_faster = np.array([not c.metric.endswith("_s") for c in cases])
+    rates = np.array([higher_is_faster(c.metric) for c in cases])
     log_ratio = np.log(predicted / published)
-    return np.asarray(np.where(higher_is_faster, -log_ratio, log_ratio), dtype=float)
+    return np.asarray(np.where(rates, -log_ratio, log_ratio), dtype=float)
 
 
 def _least_squares(residuals: Callable[[np.ndarray], np.ndarray], start: np.ndarray, lower: np.ndarray,

@@ -28,6 +28,12 @@ from clusterplan.specs.plan import balanced_layer_split
 METRICS = ("step_time_s", "tokens_per_s_per_chip", "model_tflops_per_chip")
 
 
+def higher_is_faster(metric: str) -> bool:
+    """Whether a larger value of ``metric`` means a faster run (rates) or a slower one (times,
+    whose names end in ``_s``)."""
+    return not metric.endswith("_s")
+
+
 @dataclass(frozen=True)
 class Case:
     table: str

@@ -27,7 +27,7 @@ from clusterplan.costs.compute import Efficiency
 from clusterplan.distributed import Executor, LocalExecutor
 from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors, RowErrors, StageRecord, TableErrors
 from clusterplan.validation.calibrate import ALL_FAMILIES, VALIDATION_ONLY_TABLES, Calibration, StageSource, stage_of
-from clusterplan.validation.cases import Case, all_cases
+from clusterplan.validation.cases import Case, all_cases, higher_is_faster
 from clusterplan.validation.harness import Result, by_table, mape, run_case
 
 FoldKind = Literal["table", "family", "none"]
@@ -185,7 +185,11 @@ def summarise(validation: CrossValidation) -> CrossValSummary:
     def signed(result: Result) -> float | None:
         return None if result.error is None else _pct(100 * result.error)
 
-    rows = [RowErrors(table=a.case.table, label=a.case.label, family=a.case.family, error_pct=signed(a),
+    def chips(case: Case) -> int | None:
+        return None if case.plan is None else max(case.plan.chips // case.devices_per_chip, 1)
+
+    rows = [RowErrors(table=a.case.table, label=a.case.label, family=a.case.family, stage=stage_of(a.case),
+                      chips=chips(a.case), higher_is_faster=higher_is_faster(a.case.metric), error_pct=signed(a),
                       error_out_of_sample_pct=signed(b), error_family_out_pct=signed(c))
             for a, b, c in zip(validation.in_sample, validation.table_out, validation.family_out, strict=True)
             if a.error is not None]

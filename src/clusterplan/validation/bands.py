@@ -1,0 +1,183 @@
+"""Error bands and extrapolation flags drawn from the cross-validated residuals.
+
+An estimate's band is the spread of the errors the same calibration procedure made on published
+runs it had not seen, in the regime nearest the question (chip family and stage: dense
+training, mixture-of-experts training, serving):
+
+- a family with published runs of the stage: its rows, each predicted with its whole *table*
+  left out (a new publication on a known chip);
+- a family without them (its efficiencies come from other families, e.g. Trainium2 from
+  Trainium1): every family's rows of the stage, each predicted with its whole *family* left
+  out (how far such transfers have been off).
+
+Errors are turned into *speed ratios* s = predicted speed / published speed (s > 1: the model
+was optimistic), so time-metric and throughput-metric rows pool. The band is the central
+``COVERAGE`` of the empirical distribution of s (linear-interpolated quantiles, numpy's
+default): a time T becomes [T * s_low, T * s_high], a rate R [R / s_high, R / s_low]. With few
+rows the quantiles are rough; every band carries the number of rows it stands on.
+
+Extrapolation flags name every reason an answer is outside validated ground: inherited
+efficiencies, a job larger than the largest validated run of the regime, no rows at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from clusterplan.catalog.loader import load_crossval
+from clusterplan.specs.accuracy import CrossValSummary, RowErrors
+
+#: Central share of the cross-validated errors a band covers.
+COVERAGE = 0.8
+
+#: Stages as the calibration names them (validation/calibrate.py: stage_of).
+STAGES = ("dense", "MoE", "serving")
+
+
+@dataclass(frozen=True)
+class Band:
+    """Speed-ratio interval s = predicted / true speed covering ``COVERAGE`` of the regime's
+    cross-validated rows."""
+
+    low: float
+    high: float
+    rows: int
+    basis: str
+
+    def time(self, seconds: float) -> tuple[float, float]:
+        """Interval for a duration (or anything proportional to it: chip-hours, energy, cost)."""
+        return seconds * self.low, seconds * self.high
+
+    def rate(self, value: float) -> tuple[float, float]:
+        """Interval for a rate (tokens/s, MFU, TFLOP/s)."""
+        return value / self.high, value / self.low
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The nearest validated regime of one estimate, its band and its extrapolation flags."""
+
+    family: str
+    stage: str
+    band: Band | None
+    extrapolation: tuple[str, ...]
+
+
+def speed_ratio(row: RowErrors, error_pct: float) -> float:
+    """Predicted / published speed of one row from its signed % error on its own metric."""
+    ratio = 1.0 + error_pct / 100.0
+    return ratio if row.higher_is_faster else 1.0 / ratio
+
+
+def weighted_quantiles(values: list[float], weights: list[float], shares: list[float]) -> list[float]:
+    """Quantiles of a weighted sample: the inverse of its weighted empirical distribution,
+    interpolated between the midpoints of each value's weight (Hyndman & Fan type 5 with
+    weights; equal weights give the type-5 quantiles)."""
+    order = np.argsort(values)
+    sorted_values = np.asarray(values, dtype=float)[order]
+    w = np.asarray(weights, dtype=float)[order]
+    midpoints = (np.cumsum(w) - 0.5 * w) / w.sum()
+    return [float(v) for v in np.interp(shares, midpoints, sorted_values)]
+
+
+def _band(rows: list[RowErrors], ratios: list[float], basis: str) -> Band | None:
+    """The central ``COVERAGE`` of ``ratios``, each table weighing as much as any other (one
+    large publication must not set every band)."""
+    if len(ratios) < 2:
+        return None
+    per_table: dict[str, int] = {}
+    for row in rows:
+        per_table[row.table] = per_table.get(row.table, 0) + 1
+    weights = [1.0 / per_table[row.table] for row in rows]
+    tail = (1.0 - COVERAGE) / 2.0
+    low, high = weighted_quantiles(ratios, weights, [tail, 1.0 - tail])
+    tables = len(per_table)
+    weighting = f"{tables} tables, each weighing equally" if tables > 1 else "1 table"
+    return Band(low=low, high=high, rows=len(ratios), basis=f"{basis} ({weighting})")
+
+
+@dataclass(frozen=True)
+class Banded:
+    """Intervals for an estimate's headline figures, with the regime they come from."""
+
+    bands: dict[str, tuple[float, float]]
+    basis: str | None
+    coverage: float
+    extrapolation: tuple[str, ...]
+
+    def record(self) -> dict[str, object]:
+        """The JSON fields every banded command shares: ``bands``, ``band_basis``,
+        ``band_coverage`` and ``extrapolation``."""
+        return {"bands": {k: [low, high] for k, (low, high) in self.bands.items()}, "band_basis": self.basis,
+                "band_coverage": self.coverage, "extrapolation": list(self.extrapolation)}
+
+
+def banded(found: Regime, times: dict[str, float], rates: dict[str, float],
+           extra_flags: tuple[str, ...] = ()) -> Banded:
+    """Bands for figures proportional to time (``times``: durations, chip-hours, energy, cost)
+    and to speed (``rates``: throughput, MFU), from the regime's speed-ratio band."""
+    bands: dict[str, tuple[float, float]] = {}
+    if found.band is not None:
+        bands.update({name: found.band.time(value) for name, value in times.items()})
+        bands.update({name: found.band.rate(value) for name, value in rates.items()})
+    basis = found.band.basis if found.band is not None else None
+    return Banded(bands, basis, COVERAGE, found.extrapolation + extra_flags)
+
+
+@cache
+def stored_crossval() -> CrossValSummary | None:
+    """The cross-validation ``clusterplan calibrate`` stored, read once per process."""
+    return load_crossval()
+
+
+def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int | None = None) -> Regime:
+    """The band and extrapolation flags of an estimate for ``family`` at ``stage`` on ``chips``."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+    if summary is None:
+        return Regime(family, stage, None, ("no cross-validation stored: run `clusterplan calibrate`",))
+    flags: list[str] = []
+    label = "training" if stage != "serving" else "serving"
+    kind = {"dense": "dense training", "MoE": "mixture-of-experts training", "serving": "serving"}[stage]
+    stage_rows = [r for r in summary.rows if r.stage == stage]
+    own = [r for r in stage_rows if r.family == family and r.error_out_of_sample_pct is not None]
+    if own:
+        band = _band(own, [speed_ratio(r, _pct(r.error_out_of_sample_pct)) for r in own],
+                     f"{len(own)} published {family} {kind} runs, each predicted with its table left out")
+        largest = max((r.chips for r in own if r.chips), default=None)
+        if chips is not None and largest is not None and chips > largest:
+            flags.append(f"{chips:,} chips is {chips / largest:,.1f}x the largest validated {family} "
+                         f"{label} run ({largest:,} chips)")
+    else:
+        pooled = [r for r in stage_rows if r.error_family_out_pct is not None]
+        band = _band(pooled, [speed_ratio(r, _pct(r.error_family_out_pct)) for r in pooled],
+                     f"{len(pooled)} published {kind} runs of other families, each predicted with its "
+                     "family left out (a transfer)")
+        donors = _donors(summary, family, stage)
+        flags.append(f"no published {family} {kind} runs: efficiencies inherited"
+                     + (f" from {', '.join(donors)}" if donors else " (priors)"))
+        largest = max((r.chips for r in stage_rows if r.chips), default=None)
+        if chips is not None and largest is not None and chips > largest:
+            flags.append(f"{chips:,} chips is {chips / largest:,.1f}x the largest validated {label} "
+                         f"run of any family ({largest:,} chips)")
+    if band is None:
+        flags.append(f"too few cross-validated {kind} rows for an error band")
+    return Regime(family, stage, band, tuple(flags))
+
+
+def _pct(value: float | None) -> float:
+    assert value is not None  # the callers keep only rows that have it
+    return value
+
+
+def _donors(summary: CrossValSummary, family: str, stage: str) -> list[str]:
+    record = summary.families.get(family)
+    if record is None:
+        return []
+    for source in record.stages:
+        if source.stage == stage:
+            return [f for f in source.families if f != family]
+    return []

@@ -1,0 +1,157 @@
+"""Error bands from the cross-validated residuals (validation/bands.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clusterplan.catalog.loader import load_crossval
+from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors, RowErrors, StageRecord
+from clusterplan.validation.bands import COVERAGE, Band, regime, speed_ratio, weighted_quantiles
+
+
+def _row(table: str, family: str, error: float, *, stage: str = "dense", chips: int | None = 64,
+         rate: bool = True, family_out: float | None = None) -> RowErrors:
+    return RowErrors(table=table, label=f"{table} {error}", family=family, stage=stage, chips=chips,  # type: ignore[arg-type]
+                     higher_is_faster=rate, error_pct=error / 2, error_out_of_sample_pct=error,
+                     error_family_out_pct=error if family_out is None else family_out)
+
+
+def _summary(rows: list[RowErrors]) -> CrossValSummary:
+    families = {
+        "trainium2": FamilyErrors(own_parameters=0, own_rows=0, mape_pct=None, mape_family_out_pct=None, stages=[
+            StageRecord(stage="dense", parameters=["matmul.bf16"], rows=3, tables=["t"], families=["trainium1"])]),
+    }
+    return CrossValSummary(tables={}, families=families, rows=rows)
+
+
+def test_speed_ratio_reads_rates_and_times_the_same_way() -> None:
+    # +10 % on a rate: the model was 1.1x too fast; +10 % on a time: it was 1/1.1 as fast.
+    assert speed_ratio(_row("t", "hopper", 10.0), 10.0) == pytest.approx(1.1)
+    assert speed_ratio(_row("t", "hopper", 10.0, rate=False), 10.0) == pytest.approx(1 / 1.1)
+
+
+def test_equal_weights_give_the_hazen_quantiles() -> None:
+    values = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6]
+    shares = [0.1, 0.5, 0.9]
+    expected = np.quantile(values, shares, method="hazen")
+    assert weighted_quantiles(values, [1.0] * len(values), shares) == pytest.approx(list(expected))
+
+
+def test_each_table_weighs_as_much_as_any_other() -> None:
+    # 100 exact rows in one table, two rows 100 % too fast in another: unweighted, the upper
+    # 10 % would sit at 1.0; with each table weighing equally the second table sets it.
+    rows = [_row("big", "hopper", 0.0) for _ in range(100)] + [_row("small", "hopper", 100.0)] * 2
+    band = regime(_summary(rows), "hopper", "dense").band
+    assert band is not None
+    assert band.low == pytest.approx(1.0)
+    assert band.high == pytest.approx(2.0)
+    assert "2 tables" in band.basis
+
+
+def test_a_family_with_rows_uses_its_table_left_out_errors_and_flags_larger_jobs() -> None:
+    rows = [_row("a", "hopper", e, chips=512) for e in (-10.0, 0.0, 5.0, 20.0)]
+    rows += [_row("b", "ampere", 80.0, chips=4096)]
+    found = regime(_summary(rows), "hopper", "dense", chips=16_384)
+    assert found.band is not None and found.band.rows == 4
+    assert "table left out" in found.band.basis
+    assert found.band.high < 1.8  # ampere's row is not hopper's regime
+    assert any("32.0x the largest validated hopper training run (512 chips)" in f for f in found.extrapolation)
+    assert regime(_summary(rows), "hopper", "dense", chips=512).extrapolation == ()
+
+
+def test_a_family_without_rows_takes_the_transfer_errors_and_says_where_from() -> None:
+    rows = [_row("a", "hopper", 1.0, family_out=30.0), _row("b", "trainium1", 2.0, family_out=60.0),
+            _row("c", "ampere", 0.0, family_out=-10.0)]
+    found = regime(_summary(rows), "trainium2", "dense", chips=100_000)
+    assert found.band is not None and found.band.rows == 3
+    assert "family left out" in found.band.basis
+    assert found.band.high > 1.3  # the transfers were off by up to 60 %
+    assert any("inherited from trainium1" in f for f in found.extrapolation)
+    assert any("largest validated training run of any family" in f for f in found.extrapolation)
+
+
+def test_stages_do_not_mix_and_too_few_rows_say_so() -> None:
+    rows = [_row("a", "hopper", 5.0), _row("m", "hopper", 50.0, stage="MoE")]
+    found = regime(_summary(rows), "hopper", "MoE")
+    assert found.band is None
+    assert any("too few" in f for f in found.extrapolation)
+    with pytest.raises(ValueError):
+        regime(_summary(rows), "hopper", "inference")
+
+
+def test_time_and_rate_intervals_are_reciprocal() -> None:
+    band = Band(low=0.9, high=1.25, rows=10, basis="x")
+    low, high = band.time(100.0)
+    assert (low, high) == pytest.approx((90.0, 125.0))
+    rate_low, rate_high = band.rate(50.0)
+    assert (rate_low, rate_high) == pytest.approx((40.0, 50.0 / 0.9))
+
+
+@pytest.mark.parametrize(("family", "stage"), [("hopper", "dense"), ("ampere", "dense"), ("tpu-v5e", "dense"),
+                                               ("hopper", "serving"), ("blackwell", "MoE")])
+def test_stored_bands_cover_about_their_share_of_the_rows_they_come_from(family: str, stage: str) -> None:
+    summary = load_crossval()
+    assert summary is not None
+    found = regime(summary, family, stage)
+    assert found.band is not None
+    rows = [r for r in summary.rows if r.family == family and r.stage == stage
+            and r.error_out_of_sample_pct is not None]
+    assert found.band.rows == len(rows)
+    per_table: dict[str, int] = {}
+    for r in rows:
+        per_table[r.table] = per_table.get(r.table, 0) + 1
+    inside = sum(1.0 / per_table[r.table] for r in rows
+                 if found.band.low - 1e-9 <= speed_ratio(r, r.error_out_of_sample_pct or 0.0) <= found.band.high + 1e-9)
+    # Weighted empirical coverage of the central 80 %: exact up to the interpolation at each tail.
+    assert inside / len(per_table) == pytest.approx(COVERAGE, abs=0.25)
+    assert found.band.low < found.band.high
+
+
+def _json(args: list[str]) -> dict[str, object]:
+    import json
+
+    from typer.testing import CliRunner
+
+    from clusterplan.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    data: dict[str, object] = json.loads(result.stdout)
+    return data
+
+
+def test_train_json_carries_bands_from_its_regime_and_says_what_it_extrapolates() -> None:
+    record = _json(["train", "--model", "llama3-70b", "--system", "trn2-ultraserver", "--chips", "1024", "--tp", "8",
+                    "--pp", "4", "--seq", "8192", "--global-batch", "1024", "--tokens", "15T"])
+    summary = load_crossval()
+    expected = regime(summary, "trainium2", "dense", 1024)
+    assert expected.band is not None
+    bands = record["bands"]
+    assert isinstance(bands, dict)
+    step = record["step_time_s"]
+    assert isinstance(step, float)
+    assert bands["step_time_s"] == pytest.approx([step * expected.band.low, step * expected.band.high])
+    mfu = record["mfu"]
+    assert isinstance(mfu, float)
+    assert bands["mfu"] == pytest.approx([mfu / expected.band.high, mfu / expected.band.low])
+    assert {"time_to_train_s", "cost_usd", "tokens_per_s"} <= set(bands)
+    flags = " ".join(str(f) for f in record["extrapolation"])  # type: ignore[attr-defined]
+    assert "inherited from trainium1" in flags
+    assert "is an estimate" in flags  # the Trn2 UltraServer price
+
+
+def test_serve_json_bands_latency_with_time_and_throughput_with_speed() -> None:
+    record = _json(["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--tp", "1", "--demand", "100k"])
+    bands = record["bands"]
+    assert isinstance(bands, dict)
+    single = record["single_request"]
+    assert isinstance(single, dict)
+    band = regime(load_crossval(), "hopper", "serving").band
+    assert band is not None
+    assert bands["single_request.ttft_s"] == pytest.approx(list(band.time(single["ttft_s"])))
+    saturated = record["saturated"]
+    assert isinstance(saturated, dict)
+    assert bands["saturated.output_tokens_per_s"] == pytest.approx(list(band.rate(saturated["output_tokens_per_s"])))
+    assert "demand.chips" in bands
+    assert record["band_coverage"] == COVERAGE
