@@ -134,12 +134,39 @@ def test_plans_fill_whole_scale_up_domains_and_tp_divides_one(system: str, domai
     assert loose["tp"].max() == 64 and layouts["tp"].max() == min(domain, 64)  # llama3-70b: 64 heads
 
 
+def test_tpu_cubes_and_nvl72_segments_are_sourced_64_chip_units(capsys: pytest.CaptureFixture[str]) -> None:
+    for name, word in (("tpu-v4", "cube"), ("tpu-v5p", "cube"), ("gb200-nvl72", "segment"),
+                       ("gb300-nvl72", "segment")):
+        system = load_system(name)
+        assert system.allocation_size == 64 < system.scale_up_size
+        assert word in system.allocation_source and len(system.allocation_source) >= 20
+    for name in ("dgx-h100", "trn2-ultraserver", "trn2", "tpu-v5e"):
+        system = load_system(name)
+        assert system.allocation_chips is None and system.allocation_size == system.scale_up_size
+    found = run_json(capsys, ["search", "--model", "llama3-70b", "--system", "tpu-v5p", "--max-chips", "1000",
+                              "--seq", "8192", "--global-batch", "512", "--top", "5"])
+    assert found["allocation_unit_chips"] == 64
+    assert all(r["chips"] % 64 == 0 and 64 % r["plan"]["tp"] == 0 for r in found["best"])
+
+
+def test_allocation_chips_must_be_whole_nodes_in_a_domain_and_sourced() -> None:
+    from pydantic import ValidationError
+
+    data = load_system("tpu-v5p").model_dump()
+    with pytest.raises(ValidationError, match="whole nodes"):
+        type(load_system("tpu-v5p"))(**{**data, "allocation_chips": 66})  # not whole 4-chip hosts
+    with pytest.raises(ValidationError, match="inside one scale-up domain"):
+        type(load_system("tpu-v5p"))(**{**data, "allocation_chips": 8192})
+    with pytest.raises(ValidationError, match="allocation_source"):
+        type(load_system("tpu-v5p"))(**{**data, "allocation_source": ""})
+
+
 def test_search_records_say_how_many_domains() -> None:
     model, hw = load_model("llama3-8b"), hardware_for(load_system("trn2-ultraserver"))
     found = search(model, hw, 1000, 8192, 512, SearchSpace(chips_at_most=True), top=5)
-    assert found.scale_up_domain_chips == 64
+    assert found.allocation_unit_chips == 64
     for record in found.best:
-        assert record["chips"] % 64 == 0 and record["scale_up_domains"] == record["chips"] // 64
+        assert record["chips"] % 64 == 0 and record["allocation_units"] == record["chips"] // 64
 
 
 def test_cli_refuses_chips_in_part_domains_unless_any_shape(capsys: pytest.CaptureFixture[str]) -> None:
@@ -319,7 +346,7 @@ def test_405b_in_90_days_whole_domains_with_reproducing_commands(capsys: pytest.
     found = run_json(capsys, ["search", "--model", "llama3-405b", "--system", system, "--max-chips", chips,
                               "--seq", "8192", "--global-batch", "2048", "--precision", "bf16,fp8", "--tokens", "15T",
                               "--deadline", "90d", "--objective", "cost", "--top", "3"])
-    assert found["best"] and found["scale_up_domain_chips"] == domain
+    assert found["best"] and found["allocation_unit_chips"] == domain
     for record in found["best"]:
         assert record["time_to_train_s"] <= 90 * DAY
         assert record["chips"] % domain == 0 and domain % record["plan"]["tp"] == 0

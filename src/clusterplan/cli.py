@@ -542,11 +542,12 @@ def search(
             raise SpecError(flag(field), None, f"required: give {flag(field)} or {field} in --plan FILE.yaml")
     if chips > MAX_CHIPS:
         raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
-    domain = hardware.system.scale_up_size
-    if not any_shape and (chips < domain if up_to else chips % domain != 0):
+    unit = hardware.system.allocation_size
+    if not any_shape and (chips < unit if up_to else chips % unit != 0):
+        what = "scale-up domain" if unit == hardware.system.scale_up_size else "allocation unit"
         raise SpecError("--max-chips" if max_chips == chips and up_to else "--chips", chips,
-                        f"must be {'at least one' if up_to else 'a whole number of'} scale-up domain"
-                        f"{'' if up_to else 's'} of {domain:,} chips ({hardware.system.name}); "
+                        f"must be {'at least one' if up_to else 'a whole number of'} {what}"
+                        f"{'' if up_to else 's'} of {unit:,} chips ({hardware.system.name}); "
                         "--any-shape allows any count")
     shared = _spec_or_refuse(Plan, {name: options[name] for name in ("seq_len", "global_batch", *SEARCH_SETTINGS)
                                     if name in options}, origins)

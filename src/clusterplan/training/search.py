@@ -20,9 +20,11 @@ Objectives: ``time`` (step time, hence time to train), ``cost`` (chip-hours per 
 power/cost model is a later issue, so chip time is the cost), ``energy`` (chip-hours x TDP, an
 upper bound until the power model lands).
 
-Shapes: by default a job uses whole scale-up domains (DGX/HGX nodes, 64-chip Trn2
-UltraServers, TPU slices: ``System.scale_up_size``) and TP divides the domain, so no TP group
-straddles two domains; ``SearchSpace.any_shape`` lifts both rules.
+Shapes: by default a job uses whole allocation units — scale-up domains (DGX/HGX nodes, 64-chip
+Trn2 UltraServers, a TPU v5e pod), or the sourced smaller units of the catalog (the 64-chip
+cubes of TPU v4/v5p slices, 64-GPU segments of NVL72 racks): ``System.allocation_size`` — and
+TP divides the unit, so no TP group straddles two domains; ``SearchSpace.any_shape`` lifts both
+rules.
 
 Constraints (:class:`Constraints`): a deadline on the time to train the tokens, a budget on the
 cost of the run (TCO per chip-hour at the plan's activity x chip-hours, as ``train`` reports it)
@@ -135,7 +137,8 @@ class SearchResult:
     """The ranked plans (``best``: records as ``train --json`` gives them, plus ``why_not_best``
     and ``command``) and what the search did. ``unmet`` is empty unless plans fit in memory but
     none met the constraints: then it says which constraint failed and by how much, and
-    ``nearest`` holds the records of the plans that came closest."""
+    ``nearest`` holds the records of the plans that came closest. ``allocation_unit_chips``: the
+    whole units the plans' chips come in (1 with any shape)."""
 
     plans_enumerated: int
     plans_fitting: int
@@ -145,7 +148,7 @@ class SearchResult:
     best: list[dict[str, Any]]
     constraints: Constraints = field(default_factory=Constraints)
     plans_meeting_constraints: int = 0
-    scale_up_domain_chips: int = 1
+    allocation_unit_chips: int = 1
     unmet: str = ""
     nearest: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -154,7 +157,7 @@ class SearchResult:
                "plans_timed": self.plans_timed, "search_time_s": self.search_time_s,
                "objective": self.objective, "constraints": self.constraints.record(),
                "plans_meeting_constraints": self.plans_meeting_constraints,
-               "scale_up_domain_chips": self.scale_up_domain_chips, "best": self.best}
+               "allocation_unit_chips": self.allocation_unit_chips, "best": self.best}
         if self.unmet:
             out.update({"unmet": self.unmet, "nearest": self.nearest})
         return out
@@ -194,9 +197,9 @@ def enumerate_layouts(model: Model, chips: int, seq_len: int, global_batch: int,
                       space: SearchSpace, domain: int = 1) -> dict[str, IntArray]:
     """Every valid parallel layout (TP, CP, PP split, VP, DP, EP, micro-batch) as columns.
 
-    ``domain`` > 1: the chips used are a whole number of domains of that many chips and TP
-    divides the domain (``search`` passes the system's scale-up domain unless
-    ``space.any_shape``); 1: any count and TP."""
+    ``domain`` > 1: the chips used are a whole number of units of that many chips and TP
+    divides the unit (``search`` passes the system's allocation size, its scale-up domain or
+    TPU cube, unless ``space.any_shape``); 1: any count and TP."""
     if not space.chips_at_most and domain > 1 and chips % domain != 0:
         return {}
     tps = np.array(_tp_values(model, chips, space.max_tp, domain), dtype=np.int64)
@@ -432,7 +435,7 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
         if value < 1:
             raise SpecError(name, value, "must be >= 1")
     start = time.perf_counter()
-    domain = 1 if space.any_shape else hardware.system.scale_up_size
+    domain = 1 if space.any_shape else hardware.system.allocation_size
     budget = hardware.chip.hbm_bytes * max_memory_fraction
     limit = chips
     if constraints.max_chips is not None and space.chips_at_most:
@@ -506,7 +509,7 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
     def record_of(columns: dict[str, IntArray], i: int) -> dict[str, Any]:
         plan = _to_plan(columns, i, seq_len, global_batch, space)
         record = train_record(model, hardware, plan, tokens, max_memory_fraction)
-        record["scale_up_domains"] = plan.chips / hardware.system.scale_up_size
+        record["allocation_units"] = plan.chips / hardware.system.allocation_size
         record["command"] = train_command(target, plan, tokens)
         return record
 
