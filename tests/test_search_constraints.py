@@ -177,6 +177,10 @@ def test_cli_refuses_chips_in_part_domains_unless_any_shape(capsys: pytest.Captu
     assert found["best"] and all(r["chips"] == 12 for r in found["best"])
     assert_refused(*run_cli(capsys, [*argv[:5], "--max-chips", "4", *argv[7:]]), "--max-chips=4",
                    "at least one scale-up domain")
+    assert_refused(*run_cli(capsys, [*argv, "--up-to", "--max-chips", "4"]), "--max-chips=4")
+    nvl72 = ["search", "--model", "llama3-8b", "--system", "gb200-nvl72", "--chips", "72", "--seq", "4096",
+             "--global-batch", "8"]
+    assert_refused(*run_cli(capsys, nvl72), "--chips=72", "allocation units of 64 chips", "scale-up domain has 72")
 
 
 def test_cli_any_shape_reaches_tp_across_domains(capsys: pytest.CaptureFixture[str]) -> None:

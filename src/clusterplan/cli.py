@@ -543,12 +543,15 @@ def search(
     if chips > MAX_CHIPS:
         raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
     unit = hardware.system.allocation_size
-    if not any_shape and (chips < unit if up_to else chips % unit != 0):
-        what = "scale-up domain" if unit == hardware.system.scale_up_size else "allocation unit"
-        raise SpecError("--max-chips" if max_chips == chips and up_to else "--chips", chips,
+    limit = min(chips, max_chips) if up_to and max_chips is not None else chips
+    if not any_shape and (limit < unit if up_to else chips % unit != 0):
+        domain = hardware.system.scale_up_size
+        what = "scale-up domain" if unit == domain else "allocation unit"
+        where = (f"({hardware.system.name})" if unit == domain else
+                 f"(allocation_chips of {hardware.system.name}, whose scale-up domain has {domain:,})")
+        raise SpecError("--max-chips" if max_chips == limit and up_to else "--chips", limit,
                         f"must be {'at least one' if up_to else 'a whole number of'} {what}"
-                        f"{'' if up_to else 's'} of {unit:,} chips ({hardware.system.name}); "
-                        "--any-shape allows any count")
+                        f"{'' if up_to else 's'} of {unit:,} chips {where}; --any-shape allows any count")
     shared = _spec_or_refuse(Plan, {name: options[name] for name in ("seq_len", "global_batch", *SEARCH_SETTINGS)
                                     if name in options}, origins)
     seq, global_batch = shared.seq_len, shared.global_batch
