@@ -456,9 +456,19 @@ SEARCH_AXES = ("precision", "recompute", "zero")
 def search(
     model: Annotated[str, typer.Option(help="catalog model name or path to a model YAML")],
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
-    chips: Annotated[int, typer.Option(help="chips in the job (or the most it may use, with --up-to)")],
+    chips: Annotated[int | None, typer.Option(
+        help="chips in the job (or the most it may use, with --up-to); or give --max-chips")] = None,
     seq: SeqOption = None,
     global_batch: GlobalBatchOption = None,
+    deadline: Annotated[str | None, typer.Option(
+        help="train --tokens within this time, e.g. 90d (units h, d, w, y)")] = None,
+    budget: Annotated[str | None, typer.Option(
+        help="the run costs at most this many US dollars, e.g. 50M (k, M, B)")] = None,
+    max_chips: Annotated[int | None, typer.Option(
+        help="use at most this many chips (any count up to it without --chips)")] = None,
+    any_shape: Annotated[bool, typer.Option(
+        "--any-shape", help="any chip count and TP (default: whole scale-up domains, TP dividing "
+        "one)")] = False,
     plan_file: Annotated[Path | None, typer.Option(
         "--plan", metavar="FILE.yaml",
         help="Plan fields every plan shares (flash_attention, overlaps, grad_reduce, ...) and single "
@@ -494,9 +504,12 @@ def search(
     chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Search every valid plan; print the best ones, ranked, with why the others lose."""
+    """Search every valid plan; print the best ones, ranked, with why the others lose, and the
+    train command that reruns the first. With --deadline, --budget or --max-chips only plans
+    meeting them are ranked (exit 1 with the reason when none does)."""
     from clusterplan.report.tables import search_table
-    from clusterplan.training.search import SearchSpace
+    from clusterplan.training.command import TrainTarget
+    from clusterplan.training.search import Constraints, SearchSpace
     from clusterplan.training.search import search as run_search
 
     given = given_plan_options(locals())
@@ -512,6 +525,13 @@ def search(
             axes[name] = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     spec_model = load_model(model, "--model")
     hardware = hardware_for(load_system(system, "--system"), load_chip(chip, "--chip") if chip else None)
+    deadline_s, budget_usd = _search_limits(deadline, budget, max_chips, tokens)
+    constraints = Constraints(deadline_s=deadline_s, budget_usd=budget_usd, max_chips=max_chips)
+    if chips is None:
+        if max_chips is None:
+            raise SpecError("--chips", None, "required: give --chips N (exactly; at most with --up-to) "
+                            "or --max-chips N")
+        chips, up_to = max_chips, True
     for name, value in (("--chips", chips), ("--top", top), ("--max-tp", max_tp), ("--max-cp", max_cp),
                         ("--max-micro-batch", max_micro_batch), *((origins.get(f, flag(f)), options.get(f))
                                                                   for f in ("seq_len", "global_batch"))):
@@ -522,6 +542,16 @@ def search(
             raise SpecError(flag(field), None, f"required: give {flag(field)} or {field} in --plan FILE.yaml")
     if chips > MAX_CHIPS:
         raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
+    unit = hardware.system.allocation_size
+    limit = min(chips, max_chips) if up_to and max_chips is not None else chips
+    if not any_shape and (limit < unit if up_to else chips % unit != 0):
+        domain = hardware.system.scale_up_size
+        what = "scale-up domain" if unit == domain else "allocation unit"
+        where = (f"({hardware.system.name})" if unit == domain else
+                 f"(allocation_chips of {hardware.system.name}, whose scale-up domain has {domain:,})")
+        raise SpecError("--max-chips" if max_chips == limit and up_to else "--chips", limit,
+                        f"must be {'at least one' if up_to else 'a whole number of'} {what}"
+                        f"{'' if up_to else 's'} of {unit:,} chips {where}; --any-shape allows any count")
     shared = _spec_or_refuse(Plan, {name: options[name] for name in ("seq_len", "global_batch", *SEARCH_SETTINGS)
                                     if name in options}, origins)
     seq, global_batch = shared.seq_len, shared.global_batch
@@ -534,19 +564,56 @@ def search(
         precisions=_csv(axes.get("precision", "bf16"), "--precision"),
         recompute=_csv(axes.get("recompute", "none,selective,full"), "--recompute"),
         zero=tuple(zero_stages), max_tp=max_tp, max_cp=max_cp, max_micro_batch=max_micro_batch,
-        chips_at_most=up_to, settings={name: getattr(shared, name) for name in SEARCH_SETTINGS},
+        chips_at_most=up_to, any_shape=any_shape,
+        settings={name: getattr(shared, name) for name in SEARCH_SETTINGS},
     )
     result = run_search(spec_model, hardware, chips, seq, global_batch, space,
                         objective=objective,  # type: ignore[arg-type]
-                        max_memory_fraction=max_memory_fraction, top=top, tokens=_tokens(tokens))
+                        max_memory_fraction=max_memory_fraction, top=top, tokens=_tokens(tokens),
+                        constraints=constraints, target=TrainTarget(model, system, chip))
+    if result.unmet:  # plans fit, none meets the constraints: a finding, not bad input
+        if as_json:
+            emit_json(result.record())
+        typer.echo(result.unmet, err=True)
+        raise typer.Exit(code=1)
     if not result.best:
+        shapes = "" if any_shape else ", --any-shape"
         raise SpecError("--chips", chips, f"no plan fits ({result.plans_enumerated:,} valid plans, "
                         f"{result.plans_fitting:,} fit the memory budget): a larger memory fraction, more "
-                        "chips, a batch divisible by more DP degrees, or --up-to may help")
+                        f"chips, a batch divisible by more DP degrees, or --up-to{shapes} may help")
     if as_json:
         emit_json(result.record())
     else:
         search_table(console, result)
+
+
+def _search_limits(deadline: str | None, budget: str | None, max_chips: int | None,
+                   tokens: str | None) -> tuple[float | None, float | None]:
+    """--deadline in seconds and --budget in USD (None when not given); bad values, and
+    --max-chips out of range, are refused in one line."""
+    deadline_s = budget_usd = None
+    if deadline is not None:
+        rule = "must be a duration > 0 with a unit h, d, w or y, e.g. 90d"
+        try:
+            deadline_s = units.parse_duration(deadline, "--deadline")
+        except SpecError:
+            raise SpecError("--deadline", deadline, rule) from None
+        if deadline.strip()[-1:].isdigit() or not (math.isfinite(deadline_s) and deadline_s > 0):
+            raise SpecError("--deadline", deadline, rule)
+    if budget is not None:
+        rule = "must be US dollars > 0 with an optional k, M or B suffix, e.g. 50M"
+        try:
+            budget_usd = units.parse_usd(budget, "--budget")
+        except SpecError:
+            raise SpecError("--budget", budget, rule) from None
+        if not (math.isfinite(budget_usd) and budget_usd > 0):
+            raise SpecError("--budget", budget, rule)
+    if max_chips is not None and not 1 <= max_chips <= MAX_CHIPS:
+        raise SpecError("--max-chips", max_chips, f"must be between 1 and {MAX_CHIPS:,}")
+    for name, given in (("--deadline", deadline), ("--budget", budget)):
+        if given is not None and tokens is None:
+            raise SpecError(name, given, "needs --tokens (the training tokens, e.g. 15T)")
+    return deadline_s, budget_usd
 
 
 # ---- sweep ---------------------------------------------------------------------------------

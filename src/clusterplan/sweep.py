@@ -3,8 +3,8 @@
 A sweep file (schema: :class:`SweepFile`, documented in docs/sweep.md) lists ``models``,
 ``systems``, ``chips``, ``seq_len`` and ``global_batch`` (each a list: an axis), optionally
 ``precision`` (a list of option sets, or one flat list meaning a single set), ``objective``,
-``tokens``, ``max_memory_fraction``, ``up_to`` and ``overrides`` (other search-space fields, each
-a list of values: an axis too).
+``tokens``, ``max_memory_fraction``, ``up_to``, ``any_shape`` and ``overrides`` (other
+search-space fields, each a list of values: an axis too).
 
 :func:`load_sweep` validates the file and every point (names resolved, numbers checked) before
 anything runs, so a bad point is refused in one line with nothing computed or written.
@@ -106,6 +106,7 @@ class SweepFile(_Strict):
     tokens: float | None = None
     max_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)
     up_to: Annotated[bool, Field(strict=True)] = False
+    any_shape: Annotated[bool, Field(strict=True)] = False
     overrides: Overrides = Overrides()
 
     _sets = field_validator("precision", mode="before")(_option_sets)
@@ -247,7 +248,7 @@ def load_sweep(path: Path) -> Sweep:
                                "global_batch": global_batch, "precision_options": ",".join(precisions)}
         for name, value in chosen.items():
             row[SET_COLUMNS.get(name, name)] = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
-        row.update({"objective": spec.objective, "up_to": spec.up_to,
+        row.update({"objective": spec.objective, "up_to": spec.up_to, "any_shape": spec.any_shape,
                     "max_memory_fraction": spec.max_memory_fraction})
         if spec.tokens is not None:
             row["tokens"] = spec.tokens
@@ -271,6 +272,7 @@ def _space(spec: SweepFile, precisions: tuple[str, ...], chosen: dict[str, Any])
         max_vp=chosen.get("max_vp", defaults.max_vp),
         max_micro_batch=chosen.get("max_micro_batch", defaults.max_micro_batch),
         chips_at_most=spec.up_to,
+        any_shape=spec.any_shape,
         settings=settings,
     )
     return space.validated()
@@ -312,7 +314,7 @@ def run_sweep(sweep: Sweep, executor: Executor,
 
 _STRING = ("model", "system", "chip", "precision_options", "recompute_options", "zero_options", "objective",
            "status", "recompute", "precision")
-_BOOL = ("up_to", "overlap_tp", "fits_memory")
+_BOOL = ("up_to", "any_shape", "overlap_tp", "fits_memory")
 _FLOAT = ("max_memory_fraction", "tokens", "search_time_s", "step_time_s", "tokens_per_s_per_chip", "mfu", "hfu",
           "memory_bytes_per_chip", "time_to_train_s")
 

@@ -1,7 +1,8 @@
 """Human units at the edge, SI inside.
 
 Parsing accepts the forms planners write (``15T`` tokens, ``96GiB``, ``2.9TB/s``, ``400Gb/s``,
-``3us``, ``54d``) and returns SI floats: bytes, bytes per second, seconds, FLOP/s, counts.
+``3us``, ``54d``, ``$50M``) and returns SI floats: bytes, bytes per second, seconds, FLOP/s,
+counts, US dollars.
 Formatting prints SI values back in the largest unit that keeps the number readable.
 """
 
@@ -100,6 +101,24 @@ def parse_duration(value: str | float | int, field: str = "duration") -> float:
     if unit not in _TIME_UNITS:
         raise SpecError(field, value, f"unknown time unit {unit!r} (use ns, us, ms, s, h, d)")
     return number * _TIME_UNITS[unit]
+
+
+#: Money suffixes as planners write them: ``B`` is a billion dollars here, not a byte.
+_USD_SCALE = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "bn": 1e9, "T": 1e12}
+
+
+def parse_usd(value: str | float | int, field: str = "usd") -> float:
+    """``50M`` -> 5e7 USD; ``$2.5B`` -> 2.5e9; ``750k`` -> 7.5e5; plain numbers are dollars."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = re.fullmatch(rf"\s*\$?\s*{_NUMBER}\s*(bn|[kKMBT])?\s*(?:USD)?\s*", value)
+    rule = "expected US dollars with an optional k, M, B or T suffix, e.g. 50M or $2.5B"
+    if match is None:
+        raise SpecError(field, value, rule)
+    number = float(match.group(1))
+    if not math.isfinite(number):
+        raise SpecError(field, value, "must be a finite number")
+    return number * _USD_SCALE[match.group(2) or ""]
 
 
 def parse_power(value: str | float | int, field: str = "power") -> float:

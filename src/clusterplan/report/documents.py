@@ -61,12 +61,22 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _markdown_table_to_html(text: str) -> str:
-    """Render the Markdown subset the reports use: paragraphs, '- ' lists and pipe tables."""
+    """Render the Markdown subset the reports use: paragraphs, '- ' lists, pipe tables and
+    fenced code blocks."""
     out: list[str] = []
     lines = text.strip().splitlines()
     index = 0
     while index < len(lines):
         line = lines[index]
+        if line.startswith("```"):
+            code = []
+            index += 1
+            while index < len(lines) and not lines[index].startswith("```"):
+                code.append(html.escape(lines[index]))
+                index += 1
+            out.append("<pre><code>" + "\n".join(code) + "</code></pre>")
+            index += 1
+            continue
         if line.startswith("|"):
             rows = []
             while index < len(lines) and lines[index].startswith("|"):
@@ -110,7 +120,8 @@ def write_report(report: Report, directory: Path, stem: str) -> dict[str, str]:
             body.append(f'<img alt="{html.escape(section.title)}" src="data:image/png;base64,{encoded}">')
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
-             "text-align:right}th{background:#eee}img{max-width:100%}")
+             "text-align:right}th{background:#eee}img{max-width:100%}"
+             "pre{background:#f4f4f4;padding:6px;white-space:pre-wrap;word-break:break-all}")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
     _write(directory / f"{stem}.md", "\n".join(markdown).encode("utf-8"))

@@ -14,6 +14,8 @@ from clusterplan.catalog import hardware_for, load_model, load_scenario, load_sy
 from clusterplan.errors import SpecError
 from clusterplan.report.tables import train_table
 from clusterplan.specs import Chip, System
+from clusterplan.training.command import wrap_command
+from clusterplan.training.search import plan_label
 
 
 def cluster_totals(system: System, chip: Chip, chips: int) -> dict[str, Any]:
@@ -175,7 +177,7 @@ def _reliability_section(system: System, hardware: Any, record: dict[str, Any],
 
 def _searched_training(training: dict[str, Any], hardware: Any, chips: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The best plan on up to ``chips`` chips for the scenario's training job (plan search)."""
-    from clusterplan.training.search import SearchSpace, search
+    from clusterplan.training.search import Constraints, SearchSpace, search
 
     model = load_model(str(training.get("model", "")), "scenario.training.model")
     tokens = units.parse_count(training.get("tokens", "15T"), "scenario.training.tokens")
@@ -190,11 +192,11 @@ def _searched_training(training: dict[str, Any], hardware: Any, chips: int) -> t
     objective = str(training.get("objective", "time"))
     fraction = float(training.get("max_memory_fraction", 0.9))
     deadline = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
-    max_step = deadline * seq_len * global_batch / tokens if objective != "time" else None
+    constraints = Constraints(deadline_s=deadline if objective != "time" else None)
     result = search(model, hardware, chips, seq_len, global_batch, space, objective=objective,  # type: ignore[arg-type]
-                    max_memory_fraction=fraction, top=5, tokens=tokens, max_step_time_s=max_step)
+                    max_memory_fraction=fraction, top=5, tokens=tokens, constraints=constraints)
     if not result.best:
-        raise SpecError("scenario.training", model.name, f"no plan fits on up to {chips:,} chips")
+        raise SpecError("scenario.training", model.name, result.unmet or f"no plan fits on up to {chips:,} chips")
     best = result.best[0]
     best["share_of_cluster"] = best["chips"] / chips
     summary = result.record()
@@ -258,15 +260,24 @@ def rainier_table(console: Console, record: dict[str, Any]) -> None:
                       f"{found['search_time_s']:.2f} s); it uses {training['chips']:,} chips = "
                       f"{100 * training['share_of_cluster']:.1f} % of the cluster")
         train_table(console, training)
+        _print_command(console, "rerun this plan:", training)
         cheap = record.get("training_fewest_chip_hours")
         if cheap is not None:
-            plan = cheap["plan"]
             console.print(
                 f"fewest chip-hours within the {units.format_duration(record['deadline_s'])} deadline: "
-                f"{cheap['chips']:,} chips, TP{plan['tp']} PP{plan['pp']} "
-                f"VP{plan['vp']} CP{plan['cp']} DP{plan['dp']} {plan['precision']}, MFU {100 * cheap['mfu']:.1f} %, "
+                f"{cheap['chips']:,} chips, {plan_label(cheap['plan'])}, MFU {100 * cheap['mfu']:.1f} %, "
                 f"{units.format_duration(cheap['time_to_train_s'])} and {units.format_count(cheap['chip_hours'])} "
                 f"chip-hours (vs {units.format_count(training['chip_hours'])})")
+            _print_command(console, "rerun it:", cheap)
+
+
+def _print_command(console: Console, title: str, run: dict[str, Any]) -> None:
+    """The ``clusterplan train`` command that reproduces ``run``, folded to the console width."""
+    if "command" not in run:
+        return
+    console.print(title, highlight=False)
+    for line in wrap_command(run["command"], width=min(console.width, 100)):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def rainier_summary(console: Console, record: dict[str, Any]) -> None:
@@ -369,10 +380,17 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
     training = record.get("training")
     if training:
         breakdown = training["time_breakdown_s"]
-        report.add("Training plan", f"{training['model']} on {training['chips']:,} chips: step "
+        cheap = record.get("training_fewest_chip_hours")
+        commands = f"\n\nRerun it:\n\n```\n{training['command']}\n```" if "command" in training else ""
+        if cheap is not None and "command" in cheap:
+            commands += (f"\n\nFewest chip-hours within the {units.format_duration(record['deadline_s'])} deadline "
+                         f"({cheap['chips']:,} chips, {plan_label(cheap['plan'])}, "
+                         f"{cheap['time_to_train_s'] / 86400:.1f} days):\n\n```\n{cheap['command']}\n```")
+        report.add("Training plan", f"{training['model']} on {training['chips']:,} chips, "
+                   f"{plan_label(training['plan'])}: step "
                    f"{training['step_time_s']:.2f} s, MFU {100 * training['mfu']:.1f} %, "
                    f"{training['time_to_train_s'] / 86400:.1f} days for "
-                   f"{units.format_count(training['tokens'])} tokens",
+                   f"{units.format_count(training['tokens'])} tokens" + commands,
                    bar_chart("Step time breakdown", list(breakdown), [v for v in breakdown.values()], "s"), "step")
         memory = training["memory_breakdown"]
         report.add("Memory per chip", f"{training['memory_bytes_per_chip'] / 2**30:.1f} GiB of "
@@ -403,6 +421,10 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
                          + (f"{wall / 86400:,.1f}" if wall != float("inf") else "never")
                          + f" | {100 * failures.get('goodput', 0.0):.1f} % | "
                          + (f"${failures['cost_usd'] / 1e6:,.0f} M |" if "cost_usd" in failures else "- |"))
+        lines += ["", "Each run's plan, as the `clusterplan train` command that reproduces it:"]
+        for r in runs:
+            if "command" in r:
+                lines += ["", f"{r['label']}:", "", "```", r["command"], "```"]
         report.add("Frontier runs", "\n".join(lines))
     serving = record.get("serving")
     if serving:

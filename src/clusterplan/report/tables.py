@@ -349,8 +349,31 @@ def search_table(console: Console, result: Any) -> None:
         _search_table_wide(console, result)
     best = result.best[0]
     if "time_to_train_s" in best:
+        cost = f" for ${best['cost_usd'] / 1e6:,.1f} M" if "cost_usd" in best else ""
         console.print(f"best plan: {units.format_duration(best['time_to_train_s'])} to train "
-                      f"{units.format_count(best['tokens'])} tokens on {best['chips']:,} chips")
+                      f"{units.format_count(best['tokens'])} tokens on {best['chips']:,} chips{cost}")
+    limits = _search_limits(result.constraints)
+    if limits:
+        console.print(f"constraints: {limits}; {result.plans_meeting_constraints:,} timed plans meet them",
+                      highlight=False)
+    if "command" in best:
+        from clusterplan.training.command import wrap_command
+
+        console.print("rerun the best plan:", highlight=False)
+        for line in wrap_command(best["command"], width=min(console.width, 100)):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _search_limits(constraints: Any) -> str:
+    """The search's constraints in words (empty when none)."""
+    limits = []
+    if constraints.deadline_s is not None:
+        limits.append(f"deadline {units.format_duration(constraints.deadline_s)}")
+    if constraints.budget_usd is not None:
+        limits.append(f"budget ${constraints.budget_usd / 1e6:,.1f} M")
+    if constraints.max_chips is not None:
+        limits.append(f"at most {constraints.max_chips:,} chips")
+    return ", ".join(limits)
 
 
 def _search_table_narrow(console: Console, result: Any) -> None:

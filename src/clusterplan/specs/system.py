@@ -59,6 +59,12 @@ class System(Spec):
     chips_per_node: int = Field(ge=1)
     tiers: tuple[FabricTier, ...] = Field(min_length=1)
     node_power_w: Watts | None = Field(default=None, gt=0, description="non-accelerator power per node")
+    allocation_chips: int | None = Field(
+        default=None, ge=1,
+        description="chips a job is allocated in when that is less than the scale-up domain (TPU: a "
+        "4x4x4 cube of a larger ICI domain; NVL72: a 64-GPU segment of a rack); None = the scale-up "
+        "domain. Whole hosts, inside one domain")
+    allocation_source: str = ""
     aliases: tuple[str, ...] = ()
     notes: str = ""
     source: str = Field(min_length=3)
@@ -79,6 +85,12 @@ class System(Spec):
                 previous = tier.size
         if self.tiers[-1].size is not None:
             raise ValueError("the outermost tier must be unbounded (size: null), e.g. the scale-out network")
+        if self.allocation_chips is not None:
+            if self.allocation_chips > self.scale_up_size or self.allocation_chips % self.chips_per_node != 0:
+                raise ValueError(f"allocation_chips {self.allocation_chips} must be whole nodes of "
+                                 f"{self.chips_per_node} chips inside one scale-up domain ({self.scale_up_size})")
+            if len(self.allocation_source.strip()) < 3:
+                raise ValueError("allocation_chips needs allocation_source (where the unit comes from)")
         return self
 
     @property
@@ -86,3 +98,10 @@ class System(Spec):
         """Chips in the largest bounded domain (NVLink domain, UltraServer, torus slice)."""
         bounded = [tier.size for tier in self.tiers if tier.size is not None]
         return max(bounded) if bounded else 1
+
+    @property
+    def allocation_size(self) -> int:
+        """Chips a job comes in (the plan search's whole units): ``allocation_chips`` where the
+        catalog gives it (TPU cubes, NVL72 segments), else the scale-up domain (a DGX node, a
+        Trn2 UltraServer). One unit sits inside one scale-up domain."""
+        return self.allocation_chips or self.scale_up_size

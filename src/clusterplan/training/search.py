@@ -19,6 +19,19 @@ Pruning is exact — it can never drop the best plan:
 Objectives: ``time`` (step time, hence time to train), ``cost`` (chip-hours per step: the
 power/cost model is a later issue, so chip time is the cost), ``energy`` (chip-hours x TDP, an
 upper bound until the power model lands).
+
+Shapes: by default a job uses whole allocation units — scale-up domains (DGX/HGX nodes, 64-chip
+Trn2 UltraServers, a TPU v5e pod), or the sourced smaller units of the catalog (the 64-chip
+cubes of TPU v4/v5p slices, 64-GPU segments of NVL72 racks): ``System.allocation_size`` — and
+TP divides the unit, so no TP group straddles two domains; ``SearchSpace.any_shape`` lifts both
+rules.
+
+Constraints (:class:`Constraints`): a deadline on the time to train the tokens, a budget on the
+cost of the run (TCO per chip-hour at the plan's activity x chip-hours, as ``train`` reports it)
+and a cap on the chips. They are masks over the timed plans, like the objective: only plans
+that meet all of them are ranked; when none does, ``SearchResult.unmet`` says why, with the
+plan that came closest. Every ranked plan carries ``command``: the ``clusterplan train``
+invocation that reproduces it (:mod:`clusterplan.training.command`).
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from clusterplan.costs.power import WAITING_ACTIVITY
 from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
 from clusterplan.specs.plan import (
@@ -42,6 +56,7 @@ from clusterplan.specs.plan import (
 )
 from clusterplan.training import memory as mem
 from clusterplan.training.batch import DEFAULT_ROUTING_GINI, PlanBatch
+from clusterplan.training.command import TrainTarget, format_tokens, train_command
 from clusterplan.training.step import Hardware, estimate
 from clusterplan.training.summary import train_record
 
@@ -68,6 +83,7 @@ class SearchSpace:
     max_vp: int = 8
     max_micro_batch: int = 16
     chips_at_most: bool = False  # False: exactly `chips`; True: any count up to `chips`
+    any_shape: bool = False  # False: whole scale-up domains, TP dividing one; True: any count and TP
     settings: dict[str, Any] = field(default_factory=lambda: {
         "overlap_tp": False, "overlap_dp": True, "overlap_pp": True, "flash_attention": True,
         "grad_reduce": "fp32"})
@@ -86,18 +102,65 @@ class SearchSpace:
 
 
 @dataclass(frozen=True)
+class Constraints:
+    """What a plan must meet to be ranked (None: no limit). ``deadline_s`` bounds the
+    failure-free time to train the search's tokens, ``budget_usd`` the cost of that run (TCO per
+    chip-hour at the plan's activity x chip-hours, the ``cost_usd`` of ``train``), ``max_chips``
+    the chips the plan uses. The first two need the tokens."""
+
+    deadline_s: float | None = None
+    budget_usd: float | None = None
+    max_chips: int | None = None
+
+    def validated(self, tokens: float | None) -> Constraints:
+        for name, value, unit in (("--deadline", self.deadline_s, "s"), ("--budget", self.budget_usd, "USD")):
+            if value is None:
+                continue
+            if not (np.isfinite(value) and value > 0):
+                raise SpecError(name, value, f"must be > 0 {unit}")
+            if tokens is None:
+                raise SpecError(name, value, "needs the training tokens (--tokens, e.g. 15T)")
+        if self.max_chips is not None and self.max_chips < 1:
+            raise SpecError("--max-chips", self.max_chips, "must be >= 1")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.deadline_s, self.budget_usd, self.max_chips))
+
+    def record(self) -> dict[str, Any]:
+        return {"deadline_s": self.deadline_s, "budget_usd": self.budget_usd, "max_chips": self.max_chips}
+
+
+@dataclass(frozen=True)
 class SearchResult:
+    """The ranked plans (``best``: records as ``train --json`` gives them, plus ``why_not_best``
+    and ``command``) and what the search did. ``unmet`` is empty unless plans fit in memory but
+    none met the constraints: then it says which constraint failed and by how much, and
+    ``nearest`` holds the records of the plans that came closest. ``allocation_unit_chips``: the
+    whole units the plans' chips come in (1 with any shape)."""
+
     plans_enumerated: int
     plans_fitting: int
     plans_timed: int
     search_time_s: float
     objective: str
     best: list[dict[str, Any]]
+    constraints: Constraints = field(default_factory=Constraints)
+    plans_meeting_constraints: int = 0
+    allocation_unit_chips: int = 1
+    unmet: str = ""
+    nearest: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
-        return {"plans_enumerated": self.plans_enumerated, "plans_fitting": self.plans_fitting,
-                "plans_timed": self.plans_timed, "search_time_s": self.search_time_s,
-                "objective": self.objective, "best": self.best}
+        out = {"plans_enumerated": self.plans_enumerated, "plans_fitting": self.plans_fitting,
+               "plans_timed": self.plans_timed, "search_time_s": self.search_time_s,
+               "objective": self.objective, "constraints": self.constraints.record(),
+               "plans_meeting_constraints": self.plans_meeting_constraints,
+               "allocation_unit_chips": self.allocation_unit_chips, "best": self.best}
+        if self.unmet:
+            out.update({"unmet": self.unmet, "nearest": self.nearest})
+        return out
 
 
 def _divisors(n: int, limit: int) -> list[int]:
@@ -114,24 +177,32 @@ def _layer_splits(layers: int, max_pp: int) -> list[tuple[int, int, int, int]]:
     return splits
 
 
-def _tp_values(model: Model, chips: int, limit: int) -> list[int]:
+def _tp_values(model: Model, chips: int, limit: int, domain: int = 1) -> list[int]:
+    """TP degrees the estimator accepts (dividing the heads; dividing or a multiple of the KV
+    heads), up to ``limit`` and ``chips``; with ``domain`` > 1, only divisors of it."""
     values = []
     for tp in _divisors(model.attention_heads, limit):
         if model.kv_heads % tp == 0 or tp % model.kv_heads == 0:
             values.append(tp)
-    return [tp for tp in values if tp <= chips]
+    return [tp for tp in values if tp <= chips and (domain <= 1 or domain % tp == 0)]
 
 
 def enumerate_plans(model: Model, chips: int, seq_len: int, global_batch: int,
-                    space: SearchSpace) -> dict[str, IntArray]:
+                    space: SearchSpace, domain: int = 1) -> dict[str, IntArray]:
     """Every valid plan as columns (see module doc for the axes and the rules)."""
-    return cross_settings(enumerate_layouts(model, chips, seq_len, global_batch, space), space)
+    return cross_settings(enumerate_layouts(model, chips, seq_len, global_batch, space, domain), space)
 
 
 def enumerate_layouts(model: Model, chips: int, seq_len: int, global_batch: int,
-                      space: SearchSpace) -> dict[str, IntArray]:
-    """Every valid parallel layout (TP, CP, PP split, VP, DP, EP, micro-batch) as columns."""
-    tps = np.array(_tp_values(model, chips, space.max_tp), dtype=np.int64)
+                      space: SearchSpace, domain: int = 1) -> dict[str, IntArray]:
+    """Every valid parallel layout (TP, CP, PP split, VP, DP, EP, micro-batch) as columns.
+
+    ``domain`` > 1: the chips used are a whole number of units of that many chips and TP
+    divides the unit (``search`` passes the system's allocation size, its scale-up domain or
+    TPU cube, unless ``space.any_shape``); 1: any count and TP."""
+    if not space.chips_at_most and domain > 1 and chips % domain != 0:
+        return {}
+    tps = np.array(_tp_values(model, chips, space.max_tp, domain), dtype=np.int64)
     # Ring attention (CP) runs on fused attention kernels: without them only cp = 1.
     max_cp = space.max_cp if space.settings.get("flash_attention", True) else 1
     cps = np.array([c for c in (1, 2, 4, 8, 16, 32, 64, 128) if c <= max_cp
@@ -153,6 +224,8 @@ def enumerate_layouts(model: Model, chips: int, seq_len: int, global_batch: int,
     used = inner * d
     keep = (used == chips) if not space.chips_at_most else (used <= chips)
     keep &= global_batch % d == 0
+    if domain > 1:
+        keep &= used % domain == 0
     t, c, pp, first, middle, last, d = (a[keep] for a in (t, c, pp, first, middle, last, d))
     # virtual stages, experts, micro-batches
     vps = np.arange(1, space.max_vp + 1, dtype=np.int64)
@@ -272,15 +345,87 @@ def _why(record: dict[str, Any], best: dict[str, Any], objective: str) -> str:
     return f"{COMPONENT_NAMES[key]} {share:.1f} % (best {best_share:.1f} %); {slower:+.1f} % step time"
 
 
+def plan_label(plan: dict[str, Any]) -> str:
+    """A plan record's layout in one short string (``TP8 PP16 VP8 CP8 DP256 mb1 none Z2 fp8``)."""
+    parts = [f"TP{plan['tp']}", f"PP{plan['pp']}"]
+    parts += [f"{name.upper()}{plan[name]}" for name in ("vp", "cp") if plan[name] > 1]
+    parts += [f"DP{plan['dp']}"] + ([f"EP{plan['ep']}"] if plan.get("ep", 1) > 1 else [])
+    parts += [f"mb{plan['micro_batch']}", plan["recompute"], f"Z{plan['zero']}", plan["precision"]]
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class _RunCost:
+    """Time and cost of training ``tokens`` for a batch of timed plans, vectorised, with the
+    same formulas as :func:`clusterplan.training.summary.train_record`."""
+
+    tokens: float
+    usd_per_chip_hour_idle: float | None  # TCO per chip-hour at activity 0 (None: no price)
+    usd_per_chip_hour_slope: float  # its growth to activity 1 (linear: the chips' power)
+
+    @classmethod
+    def of(cls, hardware: Hardware, tokens: float, need_price: bool) -> _RunCost:
+        from clusterplan.catalog import load_economics
+        from clusterplan.costs.money import cost_per_chip_hour
+
+        economics = load_economics()
+        try:
+            idle = cost_per_chip_hour(hardware.system, hardware.chip, economics, 0.0)["total_usd"]
+            busy = cost_per_chip_hour(hardware.system, hardware.chip, economics, 1.0)["total_usd"]
+        except SpecError as missing:
+            if need_price:
+                raise SpecError("--budget", hardware.system.name,
+                                f"the system has no price in catalog/economics.yaml ({missing.rule})") from None
+            return cls(tokens, None, 0.0)
+        return cls(tokens, float(idle), float(busy - idle))
+
+    def time_to_train(self, tokens_per_s_per_chip: NDArray[np.float64],
+                      chips: NDArray[np.float64]) -> NDArray[np.float64]:
+        result: NDArray[np.float64] = self.tokens / (tokens_per_s_per_chip * chips)
+        return result
+
+    def cost(self, time_to_train: NDArray[np.float64], chips: NDArray[np.float64],
+             compute_s: NDArray[np.float64], step: NDArray[np.float64]) -> NDArray[np.float64]:
+        if self.usd_per_chip_hour_idle is None:
+            return np.full(step.shape, np.nan)
+        share = compute_s / step
+        activity = np.minimum(1.0, share + WAITING_ACTIVITY * (1.0 - share))
+        hourly = self.usd_per_chip_hour_idle + self.usd_per_chip_hour_slope * activity
+        result: NDArray[np.float64] = hourly * (time_to_train * chips / 3600.0)
+        return result
+
+
+class _Nearest:
+    """The plans closest to the constraints, kept while streaming chunks (one row each)."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, tuple[float, dict[str, IntArray]]] = {}
+
+    def offer(self, name: str, values: NDArray[np.float64], mask: NDArray[np.bool_] | None,
+              columns: dict[str, IntArray]) -> None:
+        """Keep the row of ``columns`` with the least ``values`` (where ``mask``) if it beats the kept one."""
+        masked = values if mask is None else np.where(mask, values, np.inf)
+        if masked.size == 0:
+            return
+        i = int(np.argmin(masked))
+        value = float(masked[i])
+        if np.isfinite(value) and (name not in self.best or value < self.best[name][0]):
+            self.best[name] = (value, {k: v[i:i + 1] for k, v in columns.items()})
+
+
 def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_batch: int,
            space: SearchSpace | None = None, objective: Objective = "time",
            max_memory_fraction: float = 0.9, top: int = 10, tokens: float | None = None,
-           prune: bool = True, max_step_time_s: float | None = None) -> SearchResult:
+           prune: bool = True, max_step_time_s: float | None = None,
+           constraints: Constraints | None = None, target: TrainTarget | None = None) -> SearchResult:
     """Best ``top`` plans for ``model`` on ``chips`` chips of ``hardware`` (see module doc).
 
     ``max_step_time_s`` makes a deadline: plans slower than it are not ranked (e.g. the fewest
-    chip-hours that still train in 90 days)."""
+    chip-hours that still train in 90 days). ``constraints`` do the same in a planner's terms
+    (a deadline for ``tokens``, a budget in USD, a chip cap). ``target`` names the model and
+    system in each plan's ``command`` (default: their catalog names)."""
     space = (space or SearchSpace()).validated()
+    constraints = (constraints or Constraints()).validated(tokens)
     if objective not in ("time", "cost", "energy"):
         raise SpecError("--objective", objective, "must be time, cost or energy")
     if not 0.0 < max_memory_fraction <= 1.0:
@@ -290,18 +435,34 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
         if value < 1:
             raise SpecError(name, value, "must be >= 1")
     start = time.perf_counter()
+    domain = 1 if space.any_shape else hardware.system.allocation_size
     budget = hardware.chip.hbm_bytes * max_memory_fraction
-    layouts = enumerate_layouts(model, chips, seq_len, global_batch, space)
+    limit = chips
+    if constraints.max_chips is not None and space.chips_at_most:
+        limit = min(chips, constraints.max_chips)
+    layouts = enumerate_layouts(model, limit, seq_len, global_batch, space, domain)
     enumerated = int(layouts["tp"].size) * settings_count(space) if layouts else 0
+
+    def result(fitting: int = 0, timed: int = 0, best: list[dict[str, Any]] | None = None, meeting: int = 0,
+               unmet: str = "", nearest: dict[str, dict[str, Any]] | None = None) -> SearchResult:
+        return SearchResult(enumerated, fitting, timed, time.perf_counter() - start, objective, best or [],
+                            constraints, meeting, domain, unmet, nearest or {})
+
+    if constraints.max_chips is not None and not space.chips_at_most and chips > constraints.max_chips:
+        return result(unmet=f"the job uses exactly {chips:,} chips, more than the {constraints.max_chips:,} "
+                            "allowed (max_chips)")
     if enumerated == 0:
-        return SearchResult(0, 0, 0, time.perf_counter() - start, objective, [])
+        return result()
     if prune:
         layouts = _layouts_that_can_fit(model, hardware, layouts, seq_len, global_batch, space, budget)
+    run_cost = (_RunCost.of(hardware, tokens, constraints.budget_usd is not None)
+                if tokens is not None and constraints.active else None)
+    nearest = _Nearest()
     # Stream layouts in chunks (each layout with all its settings stays in one chunk, so the
     # dominance pruning is unchanged), keeping only a running top list: memory stays bounded
     # however large the space.
     per_chunk = max(1, CHUNK // settings_count(space))
-    fitting = timed_count = 0
+    fitting = timed_count = meeting = 0
     kept: dict[str, list[IntArray]] = {}
     kept_scores: list[NDArray[np.float64]] = []
     kept_memory: list[NDArray[np.float64]] = []
@@ -319,10 +480,18 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
             continue
         timed = {k: v[candidates] for k, v in columns.items()}
         batch = _batch(model, timed, seq_len, global_batch, space)
-        result = estimate(model, hardware, batch)
-        score = _objective(result.step_time, batch.chips.astype(np.float64), hardware.chip.tdp_w, objective)
+        estimated = estimate(model, hardware, batch)
+        used = batch.chips.astype(np.float64)
+        score = _objective(estimated.step_time, used, hardware.chip.tdp_w, objective)
         if max_step_time_s is not None:  # a deadline: slower plans are not eligible
-            score = np.where(result.step_time <= max_step_time_s, score, np.inf)
+            score = np.where(estimated.step_time <= max_step_time_s, score, np.inf)
+        if run_cost is not None:
+            ok = _meets(constraints, run_cost, estimated.step_time, estimated.tokens_per_s_per_chip,
+                        estimated.time_breakdown["compute"], used, timed, nearest)
+            score = np.where(ok, score, np.inf)
+        elif constraints.max_chips is not None:
+            score = np.where(used <= constraints.max_chips, score, np.inf)
+        meeting += int(np.count_nonzero(np.isfinite(score)))
         # Ties (equal score) go to the plan with more memory headroom.
         local = np.lexsort((memory[candidates], np.round(score, 12)))[:top]
         for k, v in timed.items():
@@ -330,20 +499,86 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
         kept_scores.append(score[local])
         kept_memory.append(memory[candidates][local])
     if not kept_scores:
-        return SearchResult(enumerated, fitting, timed_count, time.perf_counter() - start, objective, [])
+        return result(fitting, timed_count)
     timed = {k: np.concatenate(v) for k, v in kept.items()}
     scores = np.concatenate(kept_scores)
     order = np.lexsort((np.concatenate(kept_memory), np.round(scores, 12)))[:top]
     order = order[np.isfinite(scores[order])]
-    elapsed = time.perf_counter() - start
-    best: list[dict[str, Any]] = []
-    for i in order:
-        plan = _to_plan(timed, int(i), seq_len, global_batch, space)
+    target = target or TrainTarget.of(model, hardware)
+
+    def record_of(columns: dict[str, IntArray], i: int) -> dict[str, Any]:
+        plan = _to_plan(columns, i, seq_len, global_batch, space)
         record = train_record(model, hardware, plan, tokens, max_memory_fraction)
-        best.append(record)
+        record["allocation_units"] = plan.chips / hardware.system.allocation_size
+        record["command"] = train_command(target, plan, tokens)
+        return record
+
+    best = [record_of(timed, int(i)) for i in order]
     for record in best:
         record["why_not_best"] = _why(record, best[0], objective)
-    return SearchResult(enumerated, fitting, timed_count, elapsed, objective, best)
+    if best or not constraints.active:
+        return result(fitting, timed_count, best, meeting)
+    closest = {name: record_of(columns, 0) for name, (_, columns) in nearest.best.items()}
+    return result(fitting, timed_count, best, meeting, _unmet(constraints, closest, tokens), closest)
+
+
+def _meets(constraints: Constraints, run_cost: _RunCost, step: NDArray[np.float64],
+           tokens_per_s_per_chip: NDArray[np.float64], compute_s: NDArray[np.float64],
+           chips: NDArray[np.float64], timed: dict[str, IntArray], nearest: _Nearest) -> NDArray[np.bool_]:
+    """Which timed plans meet every constraint; offers the closest ones to ``nearest``."""
+    time_to_train = run_cost.time_to_train(tokens_per_s_per_chip, chips)
+    ok = np.ones(step.shape, dtype=bool)
+    if constraints.max_chips is not None:
+        ok &= chips <= constraints.max_chips
+    on_time = within_budget = ok
+    if constraints.deadline_s is not None:
+        on_time = ok & (time_to_train <= constraints.deadline_s)
+        nearest.offer("fastest", time_to_train, ok, timed)
+    if constraints.budget_usd is not None:
+        cost = run_cost.cost(time_to_train, chips, compute_s, step)
+        within_budget = ok & (cost <= constraints.budget_usd)
+        nearest.offer("cheapest", cost, ok, timed)
+        if constraints.deadline_s is not None:
+            nearest.offer("fastest_within_budget", time_to_train, within_budget, timed)
+            nearest.offer("cheapest_on_time", cost, on_time, timed)
+    result: NDArray[np.bool_] = on_time & within_budget
+    return result
+
+
+def _unmet(constraints: Constraints, closest: dict[str, dict[str, Any]], tokens: float | None) -> str:
+    """Why no plan met the constraints, naming the plan that came closest."""
+    from clusterplan import units
+
+    def plan(record: dict[str, Any]) -> str:
+        return f"{plan_label(record['plan'])} on {record['chips']:,} chips"
+
+    def days(seconds: float) -> str:
+        return units.format_duration(seconds)
+
+    def usd(value: float) -> str:
+        return f"${units.format_count(value, 1).replace(' ', '')}"
+
+    amount = format_tokens(tokens or 0.0)
+    cap = f" on at most {constraints.max_chips:,} chips" if constraints.max_chips is not None else ""
+    deadline, budget = constraints.deadline_s, constraints.budget_usd
+    fastest, cheapest = closest.get("fastest"), closest.get("cheapest")
+    if deadline is not None and fastest is not None and fastest["time_to_train_s"] > deadline:
+        return (f"no plan trains {amount} tokens within {days(deadline)}{cap}: the fastest that fits, "
+                f"{plan(fastest)}, takes {days(fastest['time_to_train_s'])}")
+    if budget is not None and cheapest is not None and cheapest["cost_usd"] > budget:
+        return (f"no plan trains {amount} tokens for {usd(budget)} or less{cap}: the cheapest that fits, "
+                f"{plan(cheapest)}, costs {usd(cheapest['cost_usd'])} "
+                f"({days(cheapest['time_to_train_s'])})")
+    quick, cheap = closest.get("fastest_within_budget"), closest.get("cheapest_on_time")
+    if deadline is not None and budget is not None:
+        parts = []
+        if quick is not None:
+            parts.append(f"the fastest within {usd(budget)}, {plan(quick)}, takes {days(quick['time_to_train_s'])}")
+        if cheap is not None:
+            parts.append(f"the cheapest within {days(deadline)}, {plan(cheap)}, costs {usd(cheap['cost_usd'])}")
+        return (f"no plan trains {amount} tokens within both {days(deadline)} and {usd(budget)}{cap}"
+                + (": " + "; ".join(parts) if parts else ""))
+    return f"no plan that fits in memory meets the constraints{cap}"
 
 
 def _layouts_that_can_fit(model: Model, hardware: Hardware, layouts: dict[str, IntArray], seq_len: int,
