@@ -155,3 +155,14 @@ def test_serve_json_bands_latency_with_time_and_throughput_with_speed() -> None:
     assert bands["saturated.output_tokens_per_s"] == pytest.approx(list(band.rate(saturated["output_tokens_per_s"])))
     assert "demand.chips" in bands
     assert record["band_coverage"] == COVERAGE
+
+
+def test_search_json_bands_every_ranked_plan_and_heads_with_the_best() -> None:
+    record = _json(["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "64", "--seq", "8192",
+                    "--global-batch", "256", "--tokens", "1T", "--top", "3"])
+    best = record["best"]
+    assert isinstance(best, list) and len(best) == 3
+    assert all("step_time_s" in plan["bands"] for plan in best)
+    assert record["bands"] == best[0]["bands"]
+    low, high = record["bands"]["time_to_train_s"]  # type: ignore[index]
+    assert low < best[0]["time_to_train_s"] * 1.0001 and high > low

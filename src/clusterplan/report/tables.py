@@ -352,6 +352,11 @@ def search_table(console: Console, result: Any) -> None:
         cost = f" for ${best['cost_usd'] / 1e6:,.1f} M" if "cost_usd" in best else ""
         console.print(f"best plan: {units.format_duration(best['time_to_train_s'])} to train "
                       f"{units.format_count(best['tokens'])} tokens on {best['chips']:,} chips{cost}")
+        ranges = [_band(best, "time_to_train_s", units.format_duration).strip(" ()"),
+                  _band(best, "cost_usd", lambda v: f"${v / 1e6:,.1f} M").strip(" ()")]
+        if any(ranges):
+            console.print("best plan, range: " + ", ".join(r for r in ranges if r), highlight=False)
+    band_notes(console, best)
     limits = _search_limits(result.constraints)
     if limits:
         console.print(f"constraints: {limits}; {result.plans_meeting_constraints:,} timed plans meet them",

@@ -160,6 +160,9 @@ class SearchResult:
                "allocation_unit_chips": self.allocation_unit_chips, "best": self.best}
         if self.unmet:
             out.update({"unmet": self.unmet, "nearest": self.nearest})
+        if self.best:  # the headline is the best plan: its bands and flags at the top level too
+            out.update({key: self.best[0][key] for key in ("bands", "band_basis", "band_coverage", "extrapolation")
+                        if key in self.best[0]})
         return out
 
 
