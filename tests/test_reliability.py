@@ -268,6 +268,7 @@ def test_train_reports_time_with_failures(capsys: pytest.CaptureFixture[str]) ->
     (["--duration", "5d", "--checkpoint", "memory", "--persist-interval", "0s"], "--persist-interval"),
     (["--duration", "5d", "--failure-scale", "-1"], "--failure-scale"),
     (["--duration", "5d", "--trials", "-1"], "--trials"),
+    (["--duration", "5d", "--trials", "10", "--seed", "-1"], "--seed"),
     (["--tokens", "1e30", "--trials", "1"], "--trials"),  # far beyond the Monte Carlo budget
     (["--duration", "100y", "--trials", "1000000"], "--trials"),
     (["--duration", "5d", "--tp", "8", "--pp", "8", "--elastic"], "--elastic"),

@@ -771,6 +771,8 @@ def reliability(
     spec_model = load_model(model, "--model")
     spec_system = load_system(system, "--system")
     plan = build_plan(options, chips, spec_model, origins)
+    if settings.elastic and plan.dp < 2:
+        raise SpecError("--elastic", True, f"needs >= 2 data-parallel replicas to go on without one (dp={plan.dp})")
     period = None if duration is None else units.parse_duration(duration, "--duration")
     request = ReliabilityRequest(spec_model, spec_system, plan, tokens=_tokens(tokens), duration_s=period,
                                  settings=settings, trials=trials, seed=seed)

@@ -32,7 +32,8 @@ MAX_TRIALS = 1_000_000
 @dataclass(frozen=True)
 class ReliabilityRequest:
     """A training job (model, system, plan), its length (``tokens`` or a wall-clock ``duration_s``)
-    and how it recovers; ``trials`` > 0 adds the Monte Carlo."""
+    and how it recovers; ``trials`` > 0 adds the Monte Carlo. Elastic continuation has no effect
+    on a plan with one data-parallel replica (there is no other replica to go on)."""
 
     model: Model
     system: System
@@ -52,9 +53,8 @@ class ReliabilityRequest:
             raise SpecError("--duration", self.duration_s, "must be > 0")
         if not 0 <= self.trials <= MAX_TRIALS:
             raise SpecError("--trials", self.trials, f"must be between 0 and {MAX_TRIALS:,}")
-        if self.settings.elastic and self.plan.dp < 2:
-            raise SpecError("--elastic", True, f"needs >= 2 data-parallel replicas to continue without one "
-                                               f"(the plan has dp={self.plan.dp})")
+        if self.seed < 0:
+            raise SpecError("--seed", self.seed, "must be >= 0")
 
 
 @dataclass(frozen=True)
