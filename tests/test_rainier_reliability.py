@@ -98,3 +98,19 @@ def test_markdown_html_and_docs_show_the_same_numbers(rainier: dict[str, Any]) -
     reliability_docs = RELIABILITY_DOCS.read_text(encoding="utf-8")
     for cells in campus:
         assert "| " + " | ".join(cells.values()) + " |" in reliability_docs, "docs/reliability.md is out of date"
+
+
+def test_scenario_recovery_settings_are_read_with_their_sources() -> None:
+    from clusterplan.errors import SpecError
+    from clusterplan.report.rainier import recovery_settings
+
+    where = "scenario.reliability"
+    settings = recovery_settings({"checkpoint": "memory", "recovery": "elastic", "failure_scale": 0,
+                                  "restart": {"value": "90s", "source": "AWS, 2025"}}, where)
+    assert settings.replacement == "wait" and settings.elastic and settings.failure_scale == 0.0
+    assert settings.restart_s == 90.0 and settings.checkpoint == "memory"
+    for bad, field in (({"restart": {"value": "90s"}}, "restart"), ({"retsart": "90s"}, "retsart"),
+                       ({"recovery": "pray"}, "recovery"), ({"detection": "-1s"}, "--detection"),
+                       ({"checkpoint": "never"}, "--checkpoint")):
+        with pytest.raises(SpecError, match=field):
+            recovery_settings(bad, where)

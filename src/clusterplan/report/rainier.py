@@ -163,7 +163,7 @@ def recovery_settings(data: Any, where: str) -> RecoverySettings:
         replacement="wait" if recovery == "elastic" else recovery,  # type: ignore[arg-type]
         elastic=bool(value("elastic")) or recovery == "elastic",
         fold=bool(value("fold") if value("fold") is not None else True),
-        failure_scale=float(value("failure_scale") or 1.0),
+        failure_scale=1.0 if value("failure_scale") is None else float(value("failure_scale")),
         storage_bandwidth=None if bandwidth is None else units.parse_bandwidth(bandwidth, f"{where}.storage_bandwidth"),
         detection_s=durations["detection_s"], restart_s=durations["restart_s"], swap_s=durations["swap_s"],
         elastic_pause_s=durations["elastic_pause_s"], persist_interval_s=durations["persist_interval_s"])
@@ -180,8 +180,9 @@ def _with_failures(run: dict[str, Any], system: System, settings: RecoverySettin
     failures = analyse(request).record()
     run["reliability"] = failures
     run["reliability_label"] = "scenario recovery"
-    if "cost_usd" in run:
-        run["cost_with_failures_usd"] = run["cost_usd"] / float(failures["goodput"])  # type: ignore[arg-type]
+    goodput = float(failures["goodput"])  # type: ignore[arg-type]
+    if "cost_usd" in run and goodput > 0:
+        run["cost_with_failures_usd"] = run["cost_usd"] / goodput
 
 
 #: The recoveries the campus table compares, by label.
