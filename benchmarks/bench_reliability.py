@@ -1,20 +1,20 @@
-"""Benchmark: Monte Carlo replay of a 90-day training run on 1,000,000 chips (issue #5, item 4).
+"""Benchmark: Monte Carlo replay of a 90-day training run on 1,000,000 chips (issues #5 and #14).
 
-1,000 trials of a run of 90 days of failure-free time, with unexpected interruptions at about
-25 per hour in total (Llama 3's 419 in 54 days on 16,384 H100 scaled to 1,000,000 chips is about
-20 per hour), checkpoint interval at the closed form's optimum. Two cases:
+Runs of 90 days of failure-free time, with unexpected interruptions at about 25 per hour in total
+(Llama 3's 419 in 54 days on 16,384 H100 scaled to 1,000,000 chips is about 20 per hour),
+checkpoint interval at the closed form's optimum; failures during an outage fold into it. Two cases:
 
   A. as in the brief: checkpoint 60 s, detection 120 s, restart 600 s, restore 60 s. With an
-     interruption every 2.4 min and 13 min of downtime each, recoveries never catch up
-     (rho = lambda D = 5.4): the closed form says waste >= 1, and every trial stops at the
-     wall-time cap (100 x the failure-free time), unfinished.
+     interruption every 2.4 min and 13 min of outage each (rho = 5.4), the job spends 99.8 % of
+     its time recovering: about 36 million interruptions per run. 1,000 trials exceed the
+     Monte Carlo budget (refused at once); 2 trials are sampled.
   B. the same failure rates with what such a machine would need to make progress: an in-memory
-     checkpoint (5 s), detection 10 s, restart 30 s, restore 5 s. About 130,000 interruptions per
-     trial, all sampled: this is the case the < 10 s target is about.
+     checkpoint (5 s), detection 10 s, restart 30 s, restore 5 s. About 97,000 interruptions per
+     trial, 1,000 trials, all sampled: this is the case the < 10 s target is about.
 
 Prints the best of 3 wall times of ``simulate`` (one process, one thread), p50/p90/p99 of the time
-to train in days, goodput, interruptions per trial, the closed form and the exact mean of the
-sampled process for comparison, and the process' peak resident memory. Target: < 10 s on one core.
+to train in days, goodput, interruptions per trial, the closed form (the exact mean of the sampled
+process) for comparison, and the process' peak resident memory. Target: < 10 s on one core.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import resource
 import time
 
+from clusterplan.errors import SpecError
 from clusterplan.reliability.model import ReliabilityInputs, optimal_interval, wall_time
-from clusterplan.reliability.montecarlo import MonteCarloResult, expected_wall_time, simulate
+from clusterplan.reliability.montecarlo import MonteCarloResult, simulate
 
 DAY = 86400.0
 WORK_S = 90 * DAY
-TRIALS = 1000
+TRIALS = {"A": 2, "B": 1000}
 TARGET_S = 10.0
 RATES = {"accelerator": 20 / 3600, "software": 3 / 3600, "network": 2 / 3600}  # per second, 1M chips
 HARDWARE = frozenset({"accelerator", "network"})
@@ -54,25 +55,32 @@ def days(seconds: float) -> str:
 def main() -> None:
     for name, inputs in CASES.items():
         tau = optimal_interval(inputs)
+        trials = TRIALS[name[0]]
+        if trials < 1000:
+            start = time.perf_counter()
+            try:
+                simulate(inputs, WORK_S, tau, 1000)
+            except SpecError as refused:
+                print(f"case {name}, 1,000 trials: refused in {time.perf_counter() - start:.3f} s: {refused}")
         runs = []
         result: MonteCarloResult | None = None
         for _ in range(3):
             start = time.perf_counter()
-            result = simulate(inputs, WORK_S, tau, TRIALS, seed=0)
+            result = simulate(inputs, WORK_S, tau, trials, seed=0)
             runs.append(time.perf_counter() - start)
         assert result is not None
         best = min(runs)
         record = result.record()
         pct = result.percentiles()
         print(f"case {name}")
-        print(f"  {TRIALS:,} trials of {WORK_S / DAY:.0f} days failure-free, {3600 * inputs.failure_rate:.0f} "
+        print(f"  {trials:,} trials of {WORK_S / DAY:.0f} days failure-free, {3600 * inputs.failure_rate:.0f} "
               f"interruptions/h, checkpoint every {tau:.1f} s (closed-form optimum)")
         print(f"  simulate wall time (best of {len(runs)}): {best:.3f} s "
               f"[{'meets' if best < TARGET_S else 'MISSES'} the {TARGET_S:.0f} s target]")
         print(f"  time to train p50/p90/p99: {days(pct['p50'])} / {days(pct['p90'])} / {days(pct['p99'])} days; "
-              f"unfinished {record['unfinished']} of {TRIALS}")
-        print(f"  mean {days(result.mean_wall_time())} days; closed form {days(wall_time(inputs, WORK_S, tau))}; "
-              f"exact mean of the sampled process {days(expected_wall_time(inputs, WORK_S, tau))}")
+              f"unfinished {record['unfinished']} of {trials}")
+        print(f"  mean {days(result.mean_wall_time())} days; closed form (exact mean of the sampled process) "
+              f"{days(wall_time(inputs, WORK_S, tau))}")
         upto = " (up to the cap)" if record["unfinished"] else ""
         print(f"  goodput {record['goodput_mean']:.3f}; interruptions per trial{upto} "
               f"{record['interruptions_mean']:,.0f}")

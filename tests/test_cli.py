@@ -241,7 +241,10 @@ def test_rainier_table(capsys, tmp_path):
     assert code == 0
     assert err == ""
     assert "step time" in out
-    assert "power and money" in out and "frontier runs" in out
+    assert "power and money" in out and "training runs with failures" in out
+    # one set of failure figures, all finite: the training run under the scenario's recovery
+    assert "with failures (scenario recovery)" in out and "failures at campus scale" in out
+    assert "never" not in out and "default rates" not in out
 
 
 def test_validate_korthikanti_json(capsys):

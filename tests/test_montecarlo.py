@@ -1,5 +1,6 @@
-"""Monte Carlo failure simulator: reproducible, exact without failures, and in agreement with the
-closed form (first order, Young 1974 / Daly 2006) and with the sampled process' exact mean."""
+"""Monte Carlo failure simulator: reproducible, exact without failures, bounded, and in agreement
+with the closed form (the exact mean of the sampled process: Daly 2006, folded outages as
+M/G/infinity busy periods) at several scales, with and without folding."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from clusterplan.catalog import load_model, load_system
 from clusterplan.errors import SpecError
-from clusterplan.reliability.model import ReliabilityInputs, optimal_interval, wall_time
-from clusterplan.reliability.montecarlo import PLANNED, expected_wall_time, simulate
+from clusterplan.reliability.failures import RecoverySettings, inputs_for
+from clusterplan.reliability.model import ReliabilityInputs, closed_form, optimal_interval, wall_time
+from clusterplan.reliability.montecarlo import MAX_EVENTS, PLANNED, expected_events, expected_wall_time, simulate
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -34,12 +37,17 @@ REGIMES = {
     "low": inputs({"accelerator": 0.08, "software": 0.02}),
     # MTBF 1 h, 5 min downtime: waste ~20 %
     "high": inputs({"accelerator": 0.7, "software": 0.2, "network": 0.1}),
+    # the same without folding: each failure during an outage adds its own
+    "unfolded": inputs({"accelerator": 0.7, "software": 0.2, "network": 0.1}, fold=False),
     # hardware failures wait 30 min for a repair
-    "wait": inputs({"accelerator": 0.15, "software": 0.05}, recovery="wait", repair_s=1800.0),
-    # elastic: one replica of 8 fewer for a 4 h repair
-    "elastic": inputs({"accelerator": 0.4, "software": 0.1}, recovery="elastic", repair_s=4 * HOUR, replicas=8),
+    "wait": inputs({"accelerator": 0.15, "software": 0.05}, replacement="wait", repair_s=1800.0),
+    # elastic: one replica of 8 fewer for a 4 h repair; the step in flight is redone
+    "elastic": inputs({"accelerator": 0.4, "software": 0.1}, replacement="wait", repair_s=4 * HOUR, replicas=8,
+                      elastic=True, elastic_pause_s=10.0, step_s=4.0),
     # planned maintenance every 4 h besides the failures
     "planned": inputs({"accelerator": 0.4, "software": 0.1}, planned_rate=0.25 / HOUR),
+    # failures every 6 min, 5 min outages: rho = 0.83, a third of the time recovering
+    "crowded": inputs({"accelerator": 8.0, "software": 2.0}, checkpoint_write_s=5.0),
 }
 
 
@@ -79,10 +87,42 @@ def test_mean_wall_time_agrees_with_closed_form(name: str) -> None:
     assert result.finished.all()
     mean = result.mean_wall_time()
     standard_error = float(np.std(result.wall_time_s)) / math.sqrt(TRIALS)
-    assert mean == pytest.approx(wall_time(case, WORK, tau), rel=0.02)  # first order
-    # the exact mean of the sampled process, to sampling error
-    assert abs(mean - expected_wall_time(case, WORK, tau)) < max(4 * standard_error, 1e-3 * mean)
+    # the closed form is the exact mean of the sampled process: agreement to sampling error
+    assert expected_wall_time(case, WORK, tau) == wall_time(case, WORK, tau)
+    assert abs(mean - wall_time(case, WORK, tau)) < max(4 * standard_error, 1e-3 * mean)
     assert result.goodput() == pytest.approx(WORK / mean, rel=0.01)
+
+
+#: Rainier-scale jobs (1,024-chip replicas of Llama 3 405B on Trn2 UltraServers), Llama 3-era and
+#: built-for-scale recovery: the Monte Carlo agrees with the closed form at every scale.
+SCALES = [(chips, settings) for chips in (16_384, 262_144, 499_712, 999_424)
+          for settings in (RecoverySettings(), RecoverySettings(checkpoint="memory", elastic=True, detection_s=30.0,
+                                                                 restart_s=90.0))]
+
+
+@pytest.mark.parametrize(("chips", "settings"), SCALES)
+def test_monte_carlo_agrees_with_the_closed_form_at_scale(chips: int, settings: RecoverySettings) -> None:
+    inputs = inputs_for(load_model("llama3-405b"), load_system("trn2-ultraserver"), chips, chips // 1024, settings,
+                        1.1)
+    work = 6 * DAY
+    estimate = closed_form(inputs, work)
+    trials = 200
+    result = simulate(inputs, work, estimate.interval_s, trials, seed=12)
+    assert result.finished.all()
+    mean = result.mean_wall_time()
+    standard_error = float(np.std(result.wall_time_s)) / math.sqrt(trials)
+    assert abs(mean - estimate.wall_time_s) < max(4 * standard_error, 1e-3 * mean)
+    assert result.goodput() == pytest.approx(estimate.goodput, rel=0.03)
+    assert result.interruptions.mean() == pytest.approx(estimate.interruptions, rel=0.05)
+
+
+def test_folding_never_costs_more_in_the_monte_carlo() -> None:
+    folded, unfolded = REGIMES["high"], REGIMES["unfolded"]
+    tau = optimal_interval(folded)
+    a = simulate(folded, WORK, tau, 500, seed=13)
+    b = simulate(unfolded, WORK, tau, 500, seed=13)
+    assert a.goodput() > b.goodput()
+    assert wall_time(folded, WORK, tau) < wall_time(unfolded, WORK, tau)
 
 
 @pytest.mark.parametrize("name", list(REGIMES))
@@ -93,8 +133,9 @@ def test_interruptions_are_rate_times_wall_time(name: str) -> None:
     assert result.interruptions.mean() == pytest.approx(case.failure_rate * mean, rel=0.03)
     if case.planned_rate:
         assert result.planned_interruptions.mean() == pytest.approx(case.planned_rate * mean, rel=0.03)
-        assert result.lost_s_by_cause[PLANNED] == pytest.approx(
-            result.planned_interruptions.mean() * (case.restart_s + case.restore_s), rel=1e-12)
+        # each planned one is charged its outage, or what it adds when it folds into one under way
+        planned_cost = result.planned_interruptions.mean() * case.planned_outage_s
+        assert 0.9 * planned_cost < result.lost_s_by_cause[PLANNED] <= planned_cost
     else:
         assert result.planned_interruptions.sum() == 0 and PLANNED not in result.lost_s_by_cause
 
@@ -125,9 +166,10 @@ def test_hardware_failures_cost_their_repair() -> None:
     case = REGIMES["wait"]
     result = simulate(case, WORK, optimal_interval(case), TRIALS, seed=5)
     per_rate = {cause: result.lost_s_by_cause[cause] / rate for cause, rate in case.cause_rates.items()}
-    # per failure, an accelerator failure costs the 30 min repair more than a software one
+    # per failure, an accelerator failure costs the 30 min repair more than a software one, less
+    # what folding saves when it lands in an outage already under way (rho = 0.09 here)
     gap = (per_rate["accelerator"] - per_rate["software"]) / result.mean_wall_time()
-    assert gap == pytest.approx(case.repair_s, rel=0.03)
+    assert 0.85 * case.repair_s < gap < case.repair_s
 
 
 def test_optimal_interval_beats_shorter_and_longer_ones() -> None:
@@ -158,20 +200,34 @@ def test_block_size_does_not_change_the_distribution() -> None:
     assert abs(small.mean_wall_time() - large.mean_wall_time()) < 4 * spread
 
 
-def test_runs_that_never_finish_stop_at_the_cap() -> None:
-    # an interruption every 2.4 min and 13 min of downtime each: recoveries never catch up
-    case = inputs({"accelerator": 20.0, "software": 3.0, "network": 2.0}, detection_s=120.0, restart_s=600.0,
-                  checkpoint_write_s=60.0)
-    tau = optimal_interval(case)
-    assert wall_time(case, 90 * DAY, tau) == math.inf
+def test_runs_that_never_finish_are_refused_and_folded_ones_finish() -> None:
+    # an interruption every 2.4 min and 13 min of outage each: rho = 5.4
+    rates = {"accelerator": 20.0, "software": 3.0, "network": 2.0}
+    never = inputs(rates, detection_s=120.0, restart_s=600.0, checkpoint_write_s=60.0, fold=False)
+    tau = optimal_interval(never)
+    assert wall_time(never, 90 * DAY, tau) == math.inf
     start = time.perf_counter()
-    result = simulate(case, 90 * DAY, tau, 1000)
-    assert time.perf_counter() - start < 5.0
-    assert not result.finished.any()
-    assert np.all(np.isinf(result.wall_time_s))
-    assert result.percentiles() == {"p50": math.inf, "p90": math.inf, "p99": math.inf}
-    assert result.goodput() == 0.0
-    assert result.record()["unfinished"] == 1000
+    with pytest.raises(SpecError, match="outpace"):
+        simulate(never, 90 * DAY, tau, 1000)
+    # folded, the same job ends (in e^5.4 = 220 times its running time): a short one, sampled
+    folded = replace(never, fold=True)
+    result = simulate(folded, HOUR, tau, 20, seed=3)
+    assert time.perf_counter() - start < 20.0
+    assert result.finished.all() and np.all(np.isfinite(result.wall_time_s))
+    standard_error = float(np.std(result.wall_time_s)) / math.sqrt(20)
+    assert abs(result.mean_wall_time() - wall_time(folded, HOUR, tau)) < 4 * standard_error
+
+
+def test_work_is_bounded() -> None:
+    case = REGIMES["crowded"]
+    per_trial = expected_events(case, WORK, optimal_interval(case))
+    trials = int(MAX_EVENTS / per_trial) + 1
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match="budget"):
+        simulate(case, WORK, optimal_interval(case), trials)
+    with pytest.raises(SpecError, match="budget"):
+        simulate(case, 1e30, optimal_interval(case), 1)
+    assert time.perf_counter() - start < 1.0
 
 
 def test_record() -> None:
@@ -185,6 +241,7 @@ def test_record() -> None:
     assert isinstance(pct, dict) and pct == result.percentiles()
     assert WORK < pct["p50"] <= pct["p90"] <= pct["p99"]
     assert set(result.lost_s_by_cause) == {"accelerator", "software", PLANNED}
+    assert record["interruptions_mean"] == pytest.approx(case.failure_rate * result.mean_wall_time(), rel=0.1)
     json.dumps(record, allow_nan=False)
     with pytest.raises(ValueError):
         result.wall_time_s[0] = 0.0  # read-only

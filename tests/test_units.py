@@ -214,3 +214,16 @@ def test_duration_round_trip(x):
     back = units.parse_duration(text)
     assert math.isfinite(back)
     assert back == pytest.approx(x, rel=0.05)
+
+
+@pytest.mark.parametrize("seconds", [2592000.0, 90.0, 1.5, 5400.0, 0.001, 3600.0 * 7, 123456.789, 86400.0 * 365.25])
+def test_exact_durations_parse_back_to_the_same_float(seconds: float) -> None:
+    text = units.exact_duration(seconds)
+    assert units.parse_duration(text) == seconds
+    assert units.exact_duration(2592000.0) == "30d" and units.exact_duration(90.0) == "90s"
+
+
+@pytest.mark.parametrize("count", [1.5e13, 2048.0, 0.3, 2e12, 123456789.0, 3.25e12])
+def test_exact_counts_parse_back_to_the_same_float(count: float) -> None:
+    assert units.parse_count(units.exact_count(count)) == count
+    assert units.exact_count(1.5e13) == "15T"

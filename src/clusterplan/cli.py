@@ -784,11 +784,23 @@ def reliability(
     last_stage_layers: LastStageLayersOption = None,
     tokens: Annotated[str | None, typer.Option(help="training tokens, e.g. 15T")] = None,
     duration: Annotated[str | None, typer.Option(help="a period instead of a token budget, e.g. 54d")] = None,
-    checkpoint_interval: Annotated[str, typer.Option(help="auto (optimal) or a duration, e.g. 30min")] = "auto",
-    checkpoint: Annotated[str, typer.Option(help="sync (blocking write) or async (in-memory copy)")] = "sync",
-    recovery: Annotated[str, typer.Option(help="spares | wait (for repair) | elastic (fewer replicas)")] = "spares",
+    checkpoint_interval: Annotated[str, typer.Option(
+        help="auto (the optimum, never below what a checkpoint needs) or a duration, e.g. 30min")] = "auto",
+    checkpoint: Annotated[str, typer.Option(
+        help="sync (blocking write) | async (copy to host, write in the background) | memory "
+             "(copies in peers' host memory, persisted every --persist-interval)")] = "sync",
+    recovery: Annotated[str, typer.Option(
+        help="spares (hot spares swap in) | wait (for a repair) | elastic (= wait --elastic)")] = "spares",
+    elastic: Annotated[bool, typer.Option(
+        "--elastic/--no-elastic", help="the other replicas go on while a failed node is replaced")] = False,
+    fold: Annotated[bool, typer.Option(
+        "--fold/--no-fold", help="failures during an outage fold into it (--no-fold: each adds its own)")] = True,
     restart: Annotated[str | None, typer.Option(help="override the restart time, e.g. 30s")] = None,
     detection: Annotated[str | None, typer.Option(help="override the detection time, e.g. 10s")] = None,
+    swap: Annotated[str | None, typer.Option(help="override a hot spare's swap-in time, e.g. 1min")] = None,
+    elastic_pause: Annotated[str | None, typer.Option(help="override the elastic regroup pause, e.g. 10s")] = None,
+    persist_interval: Annotated[str | None, typer.Option(
+        help="memory checkpoints: persist to storage this often, e.g. 1h")] = None,
     failure_scale: Annotated[float, typer.Option(help="multiply every failure rate")] = 1.0,
     storage_bandwidth: Annotated[str | None, typer.Option(help="checkpoint storage, e.g. 2TB/s")] = None,
     trials: Annotated[int, typer.Option(help="Monte Carlo trials (0 = closed form only)")] = 0,
@@ -797,72 +809,41 @@ def reliability(
 ) -> None:
     """Failures, checkpoints and goodput of a training job (closed form, optional Monte Carlo).
     The plan takes every train option (--seq 8192 and --global-batch 2048 unless given)."""
-    import dataclasses
-
-    from clusterplan.reliability.failures import inputs_for
-    from clusterplan.reliability.model import closed_form
+    from clusterplan.reliability.analysis import ReliabilityRequest, analyse
+    from clusterplan.reliability.failures import RecoverySettings
     from clusterplan.report.tables import reliability_table
-    from clusterplan.training.summary import train_record
 
     if (tokens is None) == (duration is None):
         raise SpecError("--tokens", tokens, "give exactly one of --tokens or --duration")
-    if checkpoint not in ("sync", "async"):
-        raise SpecError("--checkpoint", checkpoint, "must be sync or async")
     if recovery not in ("spares", "wait", "elastic"):
         raise SpecError("--recovery", recovery, "must be spares, wait or elastic")
-    if not 0.0 <= failure_scale <= 1000.0:
-        raise SpecError("--failure-scale", failure_scale, "must be between 0 and 1000")
-    if not 0 <= trials <= 1_000_000:
-        raise SpecError("--trials", trials, "must be between 0 and 1,000,000")
+    durations: dict[str, float | None] = {}
+    for name, value in (("restart_s", restart), ("detection_s", detection), ("swap_s", swap),
+                        ("elastic_pause_s", elastic_pause), ("persist_interval_s", persist_interval)):
+        option = "--" + name.removesuffix("_s").replace("_", "-")
+        durations[name] = None if value is None else units.parse_duration(value, option)
+    interval = None
+    if checkpoint_interval != "auto":
+        interval = units.parse_duration(checkpoint_interval, "--checkpoint-interval")
+    bandwidth = units.parse_bandwidth(storage_bandwidth, "--storage-bandwidth") if storage_bandwidth else None
+    settings = RecoverySettings(
+        checkpoint=checkpoint,  # type: ignore[arg-type]  # validated by RecoverySettings
+        replacement="wait" if recovery == "elastic" else recovery,  # type: ignore[arg-type]
+        elastic=elastic or recovery == "elastic", fold=fold, failure_scale=failure_scale,
+        storage_bandwidth=bandwidth, checkpoint_interval_s=interval, detection_s=durations["detection_s"],
+        restart_s=durations["restart_s"], swap_s=durations["swap_s"], elastic_pause_s=durations["elastic_pause_s"],
+        persist_interval_s=durations["persist_interval_s"])
     options, origins = merged_options(plan_file, given_plan_options(locals()))
     options = {"seq_len": 8192, "global_batch": 2048, **options}
     spec_model = load_model(model, "--model")
     spec_system = load_system(system, "--system")
     plan = build_plan(options, chips, spec_model, origins)
-    bandwidth = units.parse_bandwidth(storage_bandwidth, "--storage-bandwidth") if storage_bandwidth else None
-    inputs = inputs_for(spec_model, spec_system, chips, replicas=plan.dp, checkpoint=checkpoint,  # type: ignore[arg-type]
-                        recovery=recovery, storage_bandwidth=bandwidth)  # type: ignore[arg-type]
-    overrides: dict[str, Any] = {"cause_rates": {k: v * failure_scale for k, v in inputs.cause_rates.items()}}
-    for name, value in (("restart_s", restart), ("detection_s", detection)):
-        if value is not None:
-            seconds = units.parse_duration(value, "--" + name.removesuffix("_s"))
-            if seconds < 0:
-                raise SpecError("--" + name.removesuffix("_s"), value, "must be >= 0")
-            overrides[name] = seconds
-    inputs = dataclasses.replace(inputs, **overrides)
-    interval = None
-    if checkpoint_interval != "auto":
-        interval = units.parse_duration(checkpoint_interval, "--checkpoint-interval")
-        if interval <= 0:
-            raise SpecError("--checkpoint-interval", checkpoint_interval, "must be > 0 or auto")
-    hardware = hardware_for(spec_system)
-    if tokens is not None:
-        work = train_record(spec_model, hardware, plan, _tokens(tokens))["time_to_train_s"]
-        result = closed_form(inputs, work, interval)
-    else:
-        period = units.parse_duration(duration or "", "--duration")
-        if period <= 0:
-            raise SpecError("--duration", duration, "must be > 0")
-        result = closed_form(inputs, period, interval)
-        # Over a fixed period: interruptions in that wall time, effective training time share.
-        result["interruptions_expected"] = inputs.failure_rate * period
-        result["planned_interruptions_expected"] = inputs.planned_rate * period
-        result["duration_s"] = period
-        result["effective_training_time_s"] = result["goodput"] * period
-    record: dict[str, Any] = {"model": spec_model.name, "system": spec_system.name, "chips": chips,
-                              "plan": plan.model_dump(mode="json", exclude_none=True), **result,
-                              "interruptions_per_day": inputs.failure_rate * 86400.0,
-                              "rates_per_day_by_cause": {k: v * 86400.0 for k, v in inputs.cause_rates.items()},
-                              "restart_s": inputs.restart_s, "detection_s": inputs.detection_s,
-                              "checkpoint_write_s": inputs.checkpoint_write_s, "recovery": recovery,
-                              "checkpoint": checkpoint}
-    if trials:
-        from clusterplan.reliability.montecarlo import simulate
-
-        tau = result["checkpoint_interval_s"]
-        monte_carlo = simulate(inputs, result["time_to_train_failure_free_s"], tau, trials, seed=seed)
-        record["monte_carlo"] = monte_carlo.record()
-        record.update(monte_carlo.percentiles())
+    if settings.elastic and plan.dp < 2:
+        raise SpecError("--elastic", True, f"needs >= 2 data-parallel replicas to go on without one (dp={plan.dp})")
+    period = None if duration is None else units.parse_duration(duration, "--duration")
+    request = ReliabilityRequest(spec_model, spec_system, plan, tokens=_tokens(tokens), duration_s=period,
+                                 settings=settings, trials=trials, seed=seed)
+    record = analyse(request).record()
     if as_json:
         emit_json(record)
     else:

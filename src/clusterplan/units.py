@@ -178,3 +178,22 @@ def format_duration(seconds: float) -> str:
     if seconds < 3 * 86400.0:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def _exact(value: float, scales: tuple[tuple[str, float], ...]) -> str:
+    for unit, scale in scales:
+        quotient = value / scale
+        if quotient == round(quotient) and round(quotient) * scale == value and abs(quotient) < 1e15:
+            return f"{round(quotient)}{unit}"
+    return repr(float(value))
+
+
+def exact_duration(seconds: float) -> str:
+    """Seconds as a command-line duration that parses back to exactly the same float:
+    2592000.0 -> '30d', 90.0 -> '90s', 1.5 -> '1.5'."""
+    return _exact(seconds, (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0)))
+
+
+def exact_count(value: float) -> str:
+    """A count that parses back exactly: 1.5e13 -> '15T', 2048.0 -> '2048', 0.3 -> '0.3'."""
+    return _exact(value, (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0)))

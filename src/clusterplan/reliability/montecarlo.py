@@ -1,49 +1,43 @@
-"""Monte Carlo replay of a training run with random interruptions (issue #5, item 4).
+"""Monte Carlo replay of a training run with random interruptions (issue #5, item 4; issue #14).
 
-The sampled process is the one the closed form (``model.py``; Young 1974, Daly 2006) describes
-to first order, without its approximations:
+The sampled process is the one ``model.py`` describes (its module doc), without averaging:
 
 * Useful work ``U`` proceeds in segments of ``tau`` seconds, each followed by a checkpoint that
   blocks training for ``C`` seconds; the last segment is shorter when ``tau`` does not divide
   ``U``, and is checkpointed too, so a failure-free run takes exactly ``U + ceil(U / tau) C``.
-* Unexpected interruptions arrive as a Poisson process of rate ``lambda = sum(cause_rates)``
-  over the whole wall-clock time of the run. The cause of each is drawn in proportion to
-  ``cause_rates``. One that hits the running job (training or writing a checkpoint) loses the
-  time since the last completed checkpoint (sampled, not the closed form's mean ``(tau + C)/2``)
-  and costs the downtime detection + restart + restore, plus for hardware causes the repair
-  (recovery ``wait``) or ``repair_s / replicas`` (``elastic``), nothing extra with ``spares``.
-* Planned interruptions (maintenance) arrive as a Poisson process of rate ``planned_rate`` over
-  the wall time too, cost restart + restore and lose no work (the job checkpoints first).
-* An interruption during another's downtime adds its own downtime and loses no further work (the
-  job is already back at its checkpoint). This is the closed form's accounting, ``lambda W``
-  interruptions each costing its downtime, so the mean number of interruptions is exactly
-  ``lambda E[W]``; when the downtime load ``rho = lambda D + mu (restart + restore)`` reaches 1
-  the recoveries never catch up and the run never ends, as the closed form's ``waste >= 1``.
+* Interruptions arrive as Poisson processes over the whole wall time: unexpected ones by cause
+  (rates ``cause_rates``), planned ones at ``planned_rate``. While the job runs, a *rollback*
+  failure loses the time since the last completed checkpoint (sampled, not the mean ``(tau +
+  C)/2``); an absorbed one (elastic continuation) and a planned one lose nothing. Each starts an
+  outage of its own length ``S_k`` (``ReliabilityInputs.outage_s``).
+* An interruption during an outage folds into it: the outage ends at ``max(end, arrival +
+  S_k)`` (without folding, ``fold=False``: ``end + S_k``), and loses no work. The mean wall time
+  is then exactly the closed form's ``model.wall_time`` (running time x ``exp(rho)``, or ``1 /
+  (1 - rho)`` without folding): the two agree to sampling error at every scale.
 
-How it is sampled, vectorised over trials. Because the Poisson process is memoryless, the
-failures that hit the running job form a Poisson process of rate ``lambda`` in the job's own
-running time, and those that arrive during downtime a Poisson process in the downtime clock.
-So each trial draws, a block of ``max_failures_per_block`` at a time, a (trials, block) matrix of
-exponential running times between failures ``X``; an interval completes ``floor(X / (tau + C))``
-checkpoint cycles; cumulative sums along the block find where the remaining work fits into an
-interval, and the trial finishes there (the remaining work and its checkpoints). Unfinished
-trials carry to the next block. Each block's failures get causes (multinomial), the planned
-interruptions in its running time a Poisson count, and their downtime grows by the interruptions
-arriving during it (a Poisson count per generation, a branching process: the busy period of an
-M/G/1 queue, mean ``d / (1 - rho)``). Python loops run per block, per downtime generation and
-per cache-sized chunk of rows of a block, never per failure or per trial. Trials whose wall time
-passes ``cap_factor`` times the failure-free time are stopped and marked unfinished (wall time
-``inf``).
+How it is sampled, vectorised over trials. The rollback failures form a Poisson process of rate
+``lambda_r`` in the job's own running time (memoryless), so each trial draws, a block of
+``max_failures_per_block`` at a time, a (trials, block) matrix of exponential running times
+between rollbacks ``X``; an interval completes ``floor(X / (tau + C))`` checkpoint segments;
+cumulative sums along the block find where the remaining work fits, and the trial finishes there.
+Unfinished trials carry to the next block. Each block's rollbacks get causes (multinomial); the
+absorbed and planned interruptions in its running time a Poisson count split by cause. Every one
+of them starts an outage; an outage of length ``S`` sees no other interruption with probability
+``exp(-Lambda S)`` (a binomial draw per trial and kind settles those at once); the others are
+replayed arrival by arrival, vectorised over all of them, in chunks. Lost work and outage time
+are charged to causes: an arrival is charged the time it adds (its whole outage when it starts
+one, its extension when it folds), so work + checkpoints + the charges is the wall time. Python
+loops run per block, per chunk and per arrival within an outage, never per trial.
 
-:func:`expected_wall_time` is the exact mean of this process (renewal argument),
-``E[W] = [(n - 1) expm1(lambda T) + expm1(lambda T_last)] / (lambda (1 - rho))`` with ``T = tau + C``;
-the closed form is its first-order expansion: their ratio is about
-``1 - rho lambda T / (2 (1 - rho)) - (lambda T)^2 / 12``, within 2 % while ``lambda T`` and ``rho``
-are a few tenths or less, and the closed form is the pessimistic one beyond.
+The work is bounded: ``trials x (expected interruptions per run + 16)`` must stay under
+:data:`MAX_EVENTS` (refused otherwise, before anything is sampled), and trials whose wall time
+passes ``cap_factor`` times the larger of the failure-free time and the closed form's mean are
+stopped and marked unfinished (wall time ``inf``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -51,7 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clusterplan.errors import SpecError
-from clusterplan.reliability.model import ReliabilityInputs
+from clusterplan.reliability.model import ReliabilityInputs, segments, wall_time
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -62,9 +56,14 @@ PLANNED = "planned"
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
 #: Elements of one (rows, block) chunk of the failure matrix: small enough to stay in cache.
 _CHUNK_ELEMENTS = 1 << 16
-#: Downtime generations before a trial is declared never-ending (the wall-time cap comes first
-#: unless rho is within a hair of 1).
-_MAX_GENERATIONS = 100_000
+#: Folded arrivals replayed per chunk of outages (bounds the memory of one chunk).
+_OUTAGE_CHUNK = 1 << 18
+#: Arrivals within one outage before it is declared never-ending (the wall-time cap comes first).
+_MAX_ARRIVALS_PER_OUTAGE = 1_000_000
+#: Most sampled events (interruptions, plus 16 per trial) one simulation may need on average:
+#: about 10 s on one core.
+MAX_EVENTS = 100_000_000
+_EVENTS_PER_TRIAL = 16.0
 
 
 @dataclass(frozen=True)
@@ -128,45 +127,31 @@ class MonteCarloResult:
         }
 
 
-def _cycles(work_s: float, interval_s: float, checkpoint_s: float) -> tuple[int, float]:
-    """Checkpoint cycles (the last one possibly short) and the length of the last one."""
-    if work_s == 0:
-        return 0, 0.0
-    ratio = work_s / interval_s
-    cycles = max(1, math.ceil(ratio - 1e-9 * ratio))  # 3 x tau must not round up to 4 cycles
-    return cycles, work_s - (cycles - 1) * interval_s + checkpoint_s
-
-
-def _cause_costs(inputs: ReliabilityInputs, causes: list[str]) -> FloatArray:
-    """Downtime of one failure of each cause (its mean over causes is ``downtime_per_failure``)."""
-    base = inputs.detection_s + inputs.restart_s + inputs.restore_s
-    extra = {"spares": 0.0, "wait": inputs.repair_s, "elastic": inputs.repair_s / max(inputs.replicas, 1)}
-    repair = extra[inputs.recovery]
-    return np.array([base + (repair if cause in inputs.hardware_causes else 0.0) for cause in causes])
-
-
 def expected_wall_time(inputs: ReliabilityInputs, work_s: float, interval_s: float) -> float:
-    """Exact mean wall time of the process :func:`simulate` samples (no cap).
-
-    Each checkpoint cycle of length ``T`` takes ``expm1(lambda T) / lambda`` of running time on
-    average (restarted from its checkpoint at every failure), and every interruption's downtime
-    is stretched by those arriving during it to ``d / (1 - rho)``. To first order in
-    ``lambda T`` this is the closed form of Young (1974) / Daly (2006) in ``model.wall_time``.
-    """
+    """Exact mean wall time of the process :func:`simulate` samples (no cap): the closed form,
+    ``model.wall_time`` (renewal argument; Daly 2006; folded outages as M/G/infinity busy periods)."""
     _check(inputs, work_s, interval_s)
-    lam = inputs.failure_rate
-    rho = lam * inputs.downtime_per_failure() + inputs.planned_rate * (inputs.restart_s + inputs.restore_s)
-    if rho >= 1.0:
-        return math.inf
-    cycles, last = _cycles(work_s, interval_s, inputs.checkpoint_write_s)
-    if cycles == 0:
-        return 0.0
-    if lam == 0:
-        running = work_s + cycles * inputs.checkpoint_write_s
-    else:
-        period = interval_s + inputs.checkpoint_write_s
-        running = ((cycles - 1) * math.expm1(lam * period) + math.expm1(lam * last)) / lam
-    return running / (1.0 - rho)
+    return wall_time(inputs, work_s, interval_s)
+
+
+def expected_events(inputs: ReliabilityInputs, work_s: float, interval_s: float) -> float:
+    """Mean number of interruptions (unexpected and planned, folded ones included) in one run."""
+    wall = wall_time(inputs, work_s, interval_s)
+    rate = inputs.failure_rate + inputs.planned_rate
+    return 0.0 if rate == 0 or wall == 0 else rate * wall
+
+
+def check_budget(inputs: ReliabilityInputs, work_s: float, interval_s: float, trials: int) -> None:
+    """Refuse a simulation that would sample more than :data:`MAX_EVENTS` events on average."""
+    per_trial = expected_events(inputs, work_s, interval_s)
+    if not math.isfinite(per_trial):
+        raise SpecError("--trials", trials, "failures outpace recovery: a run never ends, there is nothing to "
+                                            "sample (drop --trials; the closed form says so)")
+    needed = trials * (per_trial + _EVENTS_PER_TRIAL)
+    if needed > MAX_EVENTS:
+        raise SpecError("--trials", trials,
+                        f"{trials:,} trials x ~{per_trial:,.3g} interruptions each exceed the Monte Carlo "
+                        f"budget of {MAX_EVENTS:,} sampled events; use fewer trials or a shorter run")
 
 
 def _check(inputs: ReliabilityInputs, work_s: float, interval_s: float) -> None:
@@ -178,7 +163,8 @@ def _check(inputs: ReliabilityInputs, work_s: float, interval_s: float) -> None:
         raise SpecError("cause_rates", inputs.cause_rates, "must be finite and >= 0")
     if not (math.isfinite(inputs.planned_rate) and inputs.planned_rate >= 0):
         raise SpecError("planned_rate", inputs.planned_rate, "must be finite and >= 0")
-    for name in ("detection_s", "restart_s", "restore_s", "checkpoint_write_s", "repair_s"):
+    for name in ("detection_s", "restart_s", "restore_s", "checkpoint_write_s", "repair_s", "swap_s",
+                 "elastic_pause_s", "step_s", "lost_copy_s"):
         value = getattr(inputs, name)
         if not (math.isfinite(value) and value >= 0):
             raise SpecError(name, value, "must be finite and >= 0 seconds")
@@ -252,39 +238,58 @@ def _running_block(rng: np.random.Generator, remaining: FloatArray, block: int, 
     return out
 
 
-def _downtime(rng: np.random.Generator, initial: FloatArray, lam: float, mu: float, probs: FloatArray,
-              costs: FloatArray, planned_cost: float, budget: FloatArray) -> tuple[FloatArray, IntArray, IntArray]:
-    """Total downtime started by ``initial`` seconds of downtime per trial, with the unexpected and
-    planned interruptions that arrive during it (generation by generation). Trials whose downtime
-    passes ``budget`` are left there (above the budget). Returns downtime, failures during downtime
-    by cause (trials, causes) and planned interruptions during downtime."""
-    total = initial.copy()
-    by_cause = np.zeros((initial.size, probs.size), dtype=np.int64)
-    planned = np.zeros(initial.size, dtype=np.int64)
-    if lam == 0 and mu == 0:
-        return total, by_cause, planned
-    current = initial.copy()
-    index = np.flatnonzero((current > 0) & (total <= budget))
-    generation = 0
-    while index.size:
-        generation += 1
-        if generation > _MAX_GENERATIONS:
-            total[index] = math.inf
-            break
-        span = current[index]
-        added = np.zeros(index.size)
-        if lam > 0:
-            counts = rng.multinomial(rng.poisson(lam * span), probs)
-            by_cause[index] += counts
-            added += counts @ costs
-        if mu > 0:
-            maintenance = rng.poisson(mu * span)
-            planned[index] += maintenance
-            added += maintenance * planned_cost
-        total[index] += added
-        current[index] = added
-        index = index[(added > 0) & (total[index] <= budget[index])]
-    return total, by_cause, planned
+def _outages(rng: np.random.Generator, starts: IntArray, services: FloatArray, probs: FloatArray, rate: float,
+             fold: bool, budget: FloatArray) -> tuple[FloatArray, IntArray, FloatArray]:
+    """Outages started by ``starts[trial, kind]`` interruptions, with the interruptions that
+    arrive during them (rate ``rate``, kinds drawn from ``probs``) folded in (or added, without
+    ``fold``). Returns the outage time per trial, the folded arrivals per (trial, kind) and the
+    seconds charged to each kind. A trial whose outage time passes ``budget`` stops there."""
+    trials, kinds = starts.shape
+    down = starts @ services
+    charge = (starts * services[None, :]).sum(axis=0)
+    folded = np.zeros((trials, kinds), dtype=np.int64)
+    if rate == 0 or not starts.any():
+        return down, folded, charge
+    busy = starts - rng.binomial(starts, np.exp(-rate * services)[None, :])  # see an arrival before the end
+    per_trial = busy.sum(axis=1)
+    if not per_trial.any():
+        return down, folded, charge
+    cumulative = np.cumsum(per_trial)
+    cuts = np.searchsorted(cumulative, np.arange(_OUTAGE_CHUNK, int(cumulative[-1]), _OUTAGE_CHUNK), side="right")
+    bounds = [0, *sorted(set(int(c) for c in cuts)), trials]
+    thresholds = np.cumsum(probs)
+    thresholds[-1] = 1.0
+    for first, stop in itertools.pairwise(bounds):
+        rows = busy[first:stop].ravel()
+        ids = np.repeat(np.arange(rows.size), rows)
+        if ids.size == 0:
+            continue
+        owner = first + ids // kinds
+        initial = services[ids % kinds]
+        # the first arrival, conditioned on coming before the outage's own end
+        bound = -np.expm1(-rate * initial)
+        arrival = -np.log1p(-rng.random(ids.size) * bound) / rate
+        remaining = initial - arrival
+        for _ in range(_MAX_ARRIVALS_PER_OUTAGE):
+            kind = np.minimum(np.searchsorted(thresholds, rng.random(owner.size), side="right"), kinds - 1)
+            service = services[kind]
+            if fold:
+                added = np.maximum(service - remaining, 0.0)
+                remaining = np.maximum(remaining, service)
+            else:
+                added = service
+                remaining = remaining + service
+            down += np.bincount(owner, weights=added, minlength=trials)
+            charge += np.bincount(kind, weights=added, minlength=kinds)
+            folded += np.bincount(owner * kinds + kind, minlength=trials * kinds).reshape(trials, kinds)
+            gap = rng.standard_exponential(owner.size) / rate
+            more = (gap < remaining) & (down[owner] <= budget[owner])
+            if not more.any():
+                break
+            owner, remaining = owner[more], remaining[more] - gap[more]
+        else:
+            down[np.unique(owner)] = math.inf
+    return down, folded, charge
 
 
 def simulate(inputs: ReliabilityInputs, work_s: float, interval_s: float, trials: int, seed: int = 0,
@@ -292,11 +297,11 @@ def simulate(inputs: ReliabilityInputs, work_s: float, interval_s: float, trials
     """Replay ``trials`` training runs of ``work_s`` seconds of useful (failure-free) training,
     checkpointing every ``interval_s`` seconds of training, with random interruptions.
 
-    See the module docstring for what is sampled: failure times (exponential, Poisson process
-    over the wall time), causes (in proportion to ``cause_rates``), lost work since the last
-    checkpoint, planned interruptions; downtime per ``inputs`` as in the closed form (Young 1974;
-    Daly 2006). Same ``seed`` and arguments, same results. Trials whose wall time exceeds
-    ``cap_factor`` times the failure-free time stop there, unfinished (``wall_time_s`` inf).
+    See the module docstring for what is sampled (the process of ``model.py``: Young 1974, Daly
+    2006, outages folded as M/G/infinity busy periods). Same ``seed`` and arguments, same
+    results. Refused (:class:`SpecError`) when it would sample more than :data:`MAX_EVENTS`
+    events on average. Trials whose wall time exceeds ``cap_factor`` times the larger of the
+    failure-free time and the mean stop there, unfinished (``wall_time_s`` inf).
     """
     _check(inputs, work_s, interval_s)
     if trials < 1:
@@ -305,56 +310,62 @@ def simulate(inputs: ReliabilityInputs, work_s: float, interval_s: float, trials
         raise SpecError("max_failures_per_block", max_failures_per_block, "must be >= 1")
     if not cap_factor >= 1:
         raise SpecError("cap_factor", cap_factor, "must be >= 1")
+    check_budget(inputs, work_s, interval_s, trials)
     rng = np.random.default_rng(seed)
     causes = list(inputs.cause_rates)
-    rates = np.array([inputs.cause_rates[cause] for cause in causes], dtype=np.float64)
-    lam = float(rates.sum())
-    probs = rates / lam if lam > 0 else np.full(len(causes), 1.0 / max(len(causes), 1))
-    costs = _cause_costs(inputs, causes)
-    mu = inputs.planned_rate
-    planned_cost = inputs.restart_s + inputs.restore_s
+    names = [*causes, PLANNED]
+    rates = np.array([inputs.cause_rates[cause] for cause in causes] + [inputs.planned_rate], dtype=np.float64)
+    services = np.array([inputs.outage_s(cause) for cause in causes] + [inputs.planned_outage_s])
+    rollback = np.array([not inputs.absorbs(cause) for cause in causes] + [False])
+    total = float(rates.sum())
+    probs = rates / total if total > 0 else np.full(rates.size, 1.0 / rates.size)
+    rolled, other = np.flatnonzero(rollback), np.flatnonzero(~rollback)
+    lam, lam_other = float(rates[rolled].sum()), float(rates[other].sum())
+    probs_rolled = rates[rolled] / lam if lam > 0 else np.zeros(rolled.size)
+    probs_other = rates[other] / lam_other if lam_other > 0 else np.zeros(other.size)
     checkpoint = inputs.checkpoint_write_s
-    cycles, last = _cycles(work_s, interval_s, checkpoint)
-    failure_free = work_s + cycles * checkpoint
-    cap = cap_factor * failure_free
+    count, last = segments(work_s, interval_s, checkpoint)
+    failure_free = work_s + count * checkpoint
+    mean = wall_time(inputs, work_s, interval_s)
+    cap = cap_factor * max(failure_free, mean)
 
     wall = np.zeros(trials)
     interruptions = np.zeros(trials, dtype=np.int64)
     planned = np.zeros(trials, dtype=np.int64)
     finished = np.zeros(trials, dtype=np.bool_)
-    lost_work = np.zeros(len(causes))  # summed over trials
-    failures_by_cause = np.zeros(len(causes), dtype=np.int64)  # summed over trials
-    planned_total = 0
+    lost_work = np.zeros(rates.size)  # summed over trials
+    charged = np.zeros(rates.size)  # outage seconds, summed over trials
 
-    def account(active: IntArray, failures: IntArray, running_s: FloatArray, lost_s: FloatArray) -> None:
-        """Causes, planned interruptions and downtime of one block of running time per active trial."""
-        nonlocal planned_total
-        counts = rng.multinomial(failures, probs) if lam > 0 else np.zeros((active.size, len(causes)), np.int64)
-        maintenance = rng.poisson(mu * running_s) if mu > 0 else np.zeros(active.size, dtype=np.int64)
-        # Lost work goes to causes in proportion to each trial's failure counts: the exact
-        # expectation given the counts (failures are exchangeable), so means by cause are unbiased.
-        lost_work[:] += (counts * (lost_s / np.maximum(failures, 1))[:, None]).sum(axis=0)
-        initial = counts @ costs + maintenance * planned_cost
-        down, during, planned_during = _downtime(rng, initial, lam, mu, probs, costs, planned_cost,
-                                                 cap - wall[active] - running_s)
-        failures_by_cause[:] += counts.sum(axis=0) + during.sum(axis=0)
-        planned_total += int(maintenance.sum() + planned_during.sum())
-        interruptions[active] += failures + during.sum(axis=1)
-        planned[active] += maintenance + planned_during
+    def account(active: IntArray, rollbacks: IntArray, running_s: FloatArray, lost_s: FloatArray) -> None:
+        """Interruptions and outages of one stretch of running time per active trial."""
+        starts = np.zeros((active.size, rates.size), dtype=np.int64)
+        if lam > 0:
+            starts[:, rolled] = rng.multinomial(rollbacks, probs_rolled)
+            # Lost work goes to causes in proportion to each trial's rollback counts: the exact
+            # expectation given the counts (failures are exchangeable), so means by cause are unbiased.
+            lost_work[rolled] += (starts[:, rolled] * (lost_s / np.maximum(rollbacks, 1))[:, None]).sum(axis=0)
+        if lam_other > 0:
+            starts[:, other] = rng.multinomial(rng.poisson(lam_other * running_s), probs_other)
+        down, folded, charge = _outages(rng, starts, services, probs, total, inputs.fold,
+                                        cap - wall[active] - running_s)
+        charged[:] += charge
+        happened = starts + folded
+        interruptions[active] += happened[:, :-1].sum(axis=1)
+        planned[active] += happened[:, -1]
         wall[active] += running_s + down
 
-    if cycles == 0:
+    if count == 0:
         finished[:] = True
-    elif lam == 0:  # no failures: the failure-free schedule, plus any planned interruptions
+    elif lam == 0:  # nothing rolls back: the failure-free schedule, plus the outages
         active = np.arange(trials)
         zero = np.zeros(trials, dtype=np.int64)
         account(active, zero, np.full(trials, failure_free), np.zeros(trials))
         finished[:] = wall <= cap
     else:
         mtbf = 1.0 / lam
-        period = lam * (interval_s + checkpoint)  # in units of the mean time between failures
+        period = lam * (interval_s + checkpoint)  # in units of the mean time between rollbacks
         last_n = lam * last
-        remaining = np.full(trials, float(cycles - 1))
+        remaining = np.full(trials, float(count - 1))
         active = np.arange(trials)
         buffer = np.empty(_CHUNK_ELEMENTS + max_failures_per_block)
         while active.size:
@@ -363,7 +374,7 @@ def simulate(inputs: ReliabilityInputs, work_s: float, interval_s: float, trials
             running_s = result.running * mtbf
             done = result.done
             if done.any():  # the schedule's remainder in seconds: exact for a failure-free trial
-                left = failure_free - (cycles - 1 - remaining[active][done]) * (interval_s + checkpoint)
+                left = failure_free - (count - 1 - remaining[active][done]) * (interval_s + checkpoint)
                 running_s[done] = result.lost[done] * mtbf + left
             account(active, result.failures, running_s, result.lost * mtbf)
             remaining[active] -= result.cycles
@@ -371,9 +382,9 @@ def simulate(inputs: ReliabilityInputs, work_s: float, interval_s: float, trials
             finished[active[done & ~over]] = True
             active = active[~(done | over)]
     wall[~finished] = math.inf
-    lost = {cause: float(lost_work[i] + failures_by_cause[i] * costs[i]) / trials for i, cause in enumerate(causes)}
-    if mu > 0:
-        lost[PLANNED] = planned_total * planned_cost / trials
+    lost = {name: float(lost_work[i] + charged[i]) / trials for i, name in enumerate(names)}
+    if inputs.planned_rate == 0:
+        del lost[PLANNED]
     for array in (wall, interruptions, planned, finished):
         array.flags.writeable = False
     return MonteCarloResult(work_s=float(work_s), interval_s=float(interval_s), wall_time_s=wall,

@@ -12,8 +12,9 @@ from rich.table import Table
 from clusterplan import units
 from clusterplan.catalog import hardware_for, load_model, load_scenario, load_system
 from clusterplan.errors import SpecError
+from clusterplan.reliability.failures import RecoverySettings
 from clusterplan.report.tables import train_table
-from clusterplan.specs import Chip, System
+from clusterplan.specs import Chip, Plan, System
 from clusterplan.training.command import wrap_command
 from clusterplan.training.search import plan_label
 
@@ -103,11 +104,8 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         record["deadline_s"] = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
         if "cost_per_chip_hour_usd" in record["training"]:
             record["cost_per_chip_hour_usd"] = record["training"]["cost_per_chip_hour_usd"]
-    chosen = scenario.get("reliability")
-    settings: dict[str, Any] = chosen if isinstance(chosen, dict) else {}
-    record["reliability"] = _reliability_section(system, hardware, record, settings)
-    if "training" in record:
-        record["training"]["with_failures"] = _with_failures(record["training"], system, settings)
+    settings = recovery_settings(scenario.get("reliability"), "scenario.reliability")
+    record["recovery"] = {"scenario": settings.record(), "catalog": RecoverySettings().record()}
     frontier = scenario.get("frontier_runs", [])
     if not isinstance(frontier, list):
         raise SpecError("scenario.frontier_runs", frontier, "must be a list of training jobs")
@@ -115,8 +113,14 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         {"label": str(job.get("label", job.get("model"))), **_searched_training(job, hardware, chips)[0]}
         for job in frontier if isinstance(job, dict)
     ]
-    for run in record["frontier_runs"]:
-        run["with_failures"] = _with_failures(run, system, settings)
+    # One set of failure figures: every run's, under the scenario's recovery, from analyse()
+    # (what `clusterplan reliability` prints for the same job; "reproduce" gives its command).
+    runs = [record[key] for key in ("training", "training_fewest_chip_hours") if key in record]
+    for run in [*runs, *record["frontier_runs"]]:
+        _with_failures(run, system, settings)
+    for alternative in record.get("search", {}).get("alternatives", []):
+        alternative.pop("reliability", None)  # alternatives to the plan: their step, not their failures
+    record["reliability"] = _reliability_section(system, record, settings)
     serving = scenario.get("serving")
     if serving is not None:
         record["serving"] = serving_section(serving, hardware, chips)
@@ -127,51 +131,92 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
     return record
 
 
-def _reliability_inputs(model_name: str, system: System, chips: int, replicas: int,
-                        settings: dict[str, Any]) -> Any:
-    import dataclasses
+def recovery_settings(data: Any, where: str) -> RecoverySettings:
+    """The scenario's ``reliability:`` mapping as :class:`RecoverySettings`; a number may be
+    written ``{value: 30s, source: "..."}`` (every number in the catalog carries its source)."""
+    if data is None:
+        return RecoverySettings()
+    if not isinstance(data, dict):
+        raise SpecError(where, data, "must be a mapping of recovery settings")
+    known = ("checkpoint", "recovery", "elastic", "fold", "detection", "restart", "swap", "elastic_pause",
+             "persist_interval", "storage_bandwidth", "failure_scale", "source")
+    for key in data:
+        if key not in known:
+            raise SpecError(f"{where}.{key}", data[key], f"unknown setting (known: {', '.join(known)})")
 
-    from clusterplan.reliability.failures import inputs_for
+    def value(key: str) -> Any:
+        item = data.get(key)
+        if isinstance(item, dict):
+            if not item.get("source"):
+                raise SpecError(f"{where}.{key}", item, "a {value, source} mapping needs a source")
+            return item.get("value")
+        return item
 
-    inputs = inputs_for(load_model(model_name), system, chips, replicas=replicas,
-                        checkpoint=str(settings.get("checkpoint", "sync")),  # type: ignore[arg-type]
-                        recovery=str(settings.get("recovery", "spares")))  # type: ignore[arg-type]
-    overrides: dict[str, Any] = {}
-    for key in ("restart", "detection"):
-        if key in settings:
-            overrides[f"{key}_s"] = units.parse_duration(settings[key], f"scenario.reliability.{key}")
-    return dataclasses.replace(inputs, **overrides)
+    durations: dict[str, float | None] = {}
+    for key in ("detection", "restart", "swap", "elastic_pause", "persist_interval"):
+        item = value(key)
+        durations[f"{key}_s"] = None if item is None else units.parse_duration(item, f"{where}.{key}")
+    recovery = str(value("recovery") or "spares")
+    if recovery not in ("spares", "wait", "elastic"):
+        raise SpecError(f"{where}.recovery", recovery, "must be spares, wait or elastic")
+    bandwidth = value("storage_bandwidth")
+    return RecoverySettings(
+        checkpoint=str(value("checkpoint") or "sync"),  # type: ignore[arg-type]  # validated there
+        replacement="wait" if recovery == "elastic" else recovery,  # type: ignore[arg-type]
+        elastic=bool(value("elastic")) or recovery == "elastic",
+        fold=bool(value("fold") if value("fold") is not None else True),
+        failure_scale=1.0 if value("failure_scale") is None else float(value("failure_scale")),
+        storage_bandwidth=None if bandwidth is None else units.parse_bandwidth(bandwidth, f"{where}.storage_bandwidth"),
+        detection_s=durations["detection_s"], restart_s=durations["restart_s"], swap_s=durations["swap_s"],
+        elastic_pause_s=durations["elastic_pause_s"], persist_interval_s=durations["persist_interval_s"])
 
 
-def _with_failures(run: dict[str, Any], system: System, settings: dict[str, Any]) -> dict[str, Any]:
-    """Time to train, goodput and cost of a run with failures, under the scenario's recovery."""
-    from clusterplan.reliability.model import closed_form
+def _with_failures(run: dict[str, Any], system: System, settings: RecoverySettings) -> None:
+    """The run's failures under the scenario's recovery, in place: ``run["reliability"]`` is the
+    record of :func:`analyse` (the same as ``clusterplan reliability`` with ``reproduce``'s
+    options), and the cost with failures."""
+    from clusterplan.reliability.analysis import ReliabilityRequest, analyse
 
-    inputs = _reliability_inputs(run["model"], system, run["chips"], run["plan"]["dp"], settings)
-    result = closed_form(inputs, run["time_to_train_s"])
-    if "cost_usd" in run and result["goodput"] > 0:
-        result["cost_usd"] = run["cost_usd"] / result["goodput"]
-    result["interruptions_per_day"] = inputs.failure_rate * 86400.0
-    return result
+    request = ReliabilityRequest(load_model(run["model"]), system, Plan(**run["plan"]), tokens=run["tokens"],
+                                 settings=settings)
+    failures = analyse(request).record()
+    run["reliability"] = failures
+    run["reliability_label"] = "scenario recovery"
+    goodput = float(failures["goodput"])  # type: ignore[arg-type]
+    if "cost_usd" in run and goodput > 0:
+        run["cost_with_failures_usd"] = run["cost_usd"] / goodput
 
 
-def _reliability_section(system: System, hardware: Any, record: dict[str, Any],
-                         settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Interruptions per day, best checkpoint interval and goodput at each stage of the campus,
-    with the catalog's Llama 3-era recovery and with the scenario's."""
-    from clusterplan.reliability.model import closed_form
+#: The recoveries the campus table compares, by label.
+CAMPUS_RECOVERIES = ("Llama 3 era", "scenario")
+CAMPUS_DURATION_S = 30 * 86400.0
 
+
+def _reliability_section(system: System, record: dict[str, Any], settings: RecoverySettings) -> list[dict[str, Any]]:
+    """One job on (nearly) every chip of each stage of the campus: the training plan's replica
+    shape repeated as often as the stage holds it (same sequences per replica), 30 days, under
+    the catalog's Llama 3-era recovery and under the scenario's. Each row is :func:`analyse`'s
+    record, with the stage and the recovery's label."""
+    from clusterplan.reliability.analysis import ReliabilityRequest, analyse
+
+    training = record.get("training")
+    if not training:
+        return []
+    model = load_model(training["model"])
+    plan = Plan(**training["plan"])
+    per = plan.chips // plan.dp
+    sequences = plan.global_batch // plan.dp
     rows = []
-    training = record.get("training") or {}
-    model_name = training.get("model", "llama3-405b")
     for stage in record["growth"] or [record]:
-        for label, chosen in (("catalog defaults (Llama 3 era)", {}), ("scenario recovery", settings)):
-            inputs = _reliability_inputs(model_name, system, stage["chips"], 1, chosen)
-            result = closed_form(inputs, 30 * 86400.0)
-            rows.append({"stage": stage.get("label", "cluster"), "chips": stage["chips"], "recovery": label,
-                         "interruptions_per_day": inputs.failure_rate * 86400.0,
-                         "mtbf_s": result["mtbf_s"], "checkpoint_interval_s": result["checkpoint_interval_s"],
-                         "restart_s": inputs.restart_s, "goodput": result["goodput"]})
+        replicas = stage["chips"] // per
+        if replicas < 1:
+            continue
+        data = {**plan.model_dump(), "dp": replicas, "global_batch": replicas * sequences}
+        scaled = Plan(**data).validate_for(model, replicas * per)
+        for label, chosen in zip(CAMPUS_RECOVERIES, (RecoverySettings(), settings), strict=True):
+            request = ReliabilityRequest(model, system, scaled, duration_s=CAMPUS_DURATION_S, settings=chosen)
+            rows.append({"stage": stage.get("label", "cluster"), "stage_chips": stage["chips"],
+                         "profile": label, **analyse(request).record()})
     return rows
 
 
@@ -299,37 +344,95 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
     if "cost_per_chip_hour_usd" in record:
         console.print(f"cost per Trainium2 chip-hour (TCO, at the training plan's activity): "
                       f"${record['cost_per_chip_hour_usd']:.2f}")
-    runs = record.get("frontier_runs", [])
+    runs = failure_runs(record)
     if runs:
-        table = Table(title="frontier runs on the campus (best plan by time; with failures under the scenario's "
-                            "recovery)")
-        for column in ("run", "chips", "plan", "MFU", "days failure-free", "days with failures", "goodput",
-                       "cost with failures"):
-            table.add_column(column, justify="left" if column in ("run", "plan") else "right")
-        for run in runs:
-            plan = run["plan"]
-            failures = run.get("with_failures", {})
-            days = failures.get("time_to_train_s", float("inf")) / 86400
-            table.add_row(run["label"], f"{run['chips']:,}",
-                          f"TP{plan['tp']} PP{plan['pp']} VP{plan['vp']} CP{plan['cp']} EP{plan['ep']} DP{plan['dp']} "
-                          f"{plan['precision']}", f"{100 * run['mfu']:.1f} %",
-                          f"{run['time_to_train_s'] / 86400:,.1f}", f"{days:,.1f}" if days != float("inf") else "never",
-                          f"{100 * failures.get('goodput', 0.0):.1f} %",
-                          f"${failures['cost_usd'] / 1e6:,.0f} M" if "cost_usd" in failures else "-")
+        table = Table(title="training runs with failures (scenario recovery)")
+        for column, header in TERMINAL_RUN_COLUMNS.items():
+            table.add_column(header, justify="left" if column == "run" else "right")
+        for label, run in runs:
+            cells = run_cells(label, run)
+            table.add_row(*(cells[column] for column in TERMINAL_RUN_COLUMNS))
         console.print(table)
     serving = record.get("serving")
     if serving:
         console.print(serving_summary(serving))
     reliability = record.get("reliability", [])
     if reliability:
-        table = Table(title="failures at campus scale (one job on every chip; 405B checkpoint)")
-        for column in ("stage", "recovery", "interruptions/day", "MTBF", "restart", "checkpoint every", "goodput"):
-            table.add_column(column, justify="left" if column in ("stage", "recovery") else "right")
+        table = Table(title="failures at campus scale (one job on every chip, 30 days)")
+        for column, header in TERMINAL_CAMPUS_COLUMNS.items():
+            table.add_column(header, justify="left" if column in ("stage", "recovery") else "right")
         for row in reliability:
-            table.add_row(row["stage"], row["recovery"], f"{row['interruptions_per_day']:,.0f}",
-                          units.format_duration(row["mtbf_s"]), units.format_duration(row["restart_s"]),
-                          units.format_duration(row["checkpoint_interval_s"]), f"{100 * row['goodput']:.1f} %")
+            cells = campus_cells(row)
+            table.add_row(*(cells[column] for column in TERMINAL_CAMPUS_COLUMNS))
         console.print(table)
+        console.print(campus_note(reliability), highlight=False)
+
+
+RUN_COLUMNS = ("run", "chips", "plan", "MFU", "days failure-free", "interruptions/day", "goodput",
+               "days with failures", "cost with failures")
+CAMPUS_COLUMNS = ("stage", "chips", "recovery", "interruptions/day", "MTBF", "mean outage", "checkpoint every",
+                  "goodput", "largest job at 90 %")
+#: The columns the terminal shows (80 columns), with shorter headers; the cells are the same strings.
+TERMINAL_RUN_COLUMNS = {"run": "run", "chips": "chips", "MFU": "MFU", "days failure-free": "days",
+                        "goodput": "goodput", "days with failures": "with failures", "cost with failures": "cost"}
+TERMINAL_CAMPUS_COLUMNS = {"stage": "stage", "recovery": "recovery", "MTBF": "MTBF", "mean outage": "outage",
+                           "checkpoint every": "checkpoint", "goodput": "goodput",
+                           "largest job at 90 %": "90 % job"}
+
+
+def failure_runs(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, run) of the training estimate and the frontier runs: the runs with failures."""
+    runs = []
+    training = record.get("training")
+    if training:
+        runs.append((f"{training['model']}, {units.exact_count(training['tokens'])} tokens", training))
+    return runs + [(run["label"], run) for run in record.get("frontier_runs", [])]
+
+
+def _plan_text(plan: dict[str, Any]) -> str:
+    parts = [f"TP{plan['tp']}", f"PP{plan['pp']}"] + [f"{key.upper()}{plan[key]}" for key in ("vp", "cp", "ep")
+                                                     if plan.get(key, 1) > 1]
+    return " ".join([*parts, f"DP{plan['dp']}", plan["precision"]])
+
+
+def run_cells(label: str, run: dict[str, Any]) -> dict[str, str]:
+    """A run with failures as table cells by column (terminal and Markdown print the same strings)."""
+    failures = run["reliability"]
+    cost = run.get("cost_with_failures_usd")
+    return dict(zip(RUN_COLUMNS, [label, f"{run['chips']:,}", _plan_text(run["plan"]), f"{100 * run['mfu']:.1f} %",
+            f"{run['time_to_train_s'] / 86400:,.1f}", f"{failures['interruptions_per_day']:,.0f}",
+            f"{100 * failures['goodput']:.1f} %",
+            "outpaced" if failures["outpaced"] else f"{failures['time_to_train_s'] / 86400:,.1f}",
+            f"${cost / 1e6:,.1f} M" if cost is not None else "-"], strict=True))
+
+
+def campus_cells(row: dict[str, Any]) -> dict[str, str]:
+    """A row of the campus failure table as cells by column (terminal and Markdown print the same strings)."""
+    largest = row["largest_job_chips_goodput_90"]
+    return dict(zip(CAMPUS_COLUMNS, [
+            row["stage"], f"{row['chips']:,}", row["profile"], f"{row['interruptions_per_day']:,.0f}",
+            units.format_duration(row["mtbf_s"]), units.format_duration(row["mean_outage_s"]),
+            units.format_duration(row["checkpoint_interval_s"])
+            + (" (floor)" if row["checkpoint_interval_clamped"] else ""),
+            f"{100 * row['goodput']:.1f} %", f"{largest:,}" if largest is not None else "none"], strict=True))
+
+
+def campus_note(rows: list[dict[str, Any]]) -> str:
+    """What the campus table's rows assume, in one paragraph."""
+    per = rows[0]["largest_job"]["chips_per_replica"]
+    recoveries = "; ".join(dict.fromkeys(f"{row['profile']}: {row['recovery_label']}" for row in rows))
+    floors = sorted({row["checkpoint_interval_floor_reason"] for row in rows if row["checkpoint_interval_clamped"]})
+    floor = (f" (floor): the optimal interval is shorter than {' or '.join(floors)}, so the interval is "
+             f"raised to it." if floors else "")
+    return (f"One job in replicas of {per:,} chips (the training plan's shape), as many as each stage holds. "
+            f"Recovery: {recoveries} (catalog defaults otherwise). Failures during an outage fold into "
+            f"it.{floor} --json gives each row's `clusterplan reliability` command ('reproduce').")
+
+
+def markdown_table(columns: tuple[str, ...], rows: list[dict[str, str]], left: tuple[str, ...]) -> str:
+    head = "| " + " | ".join(columns) + " |"
+    rule = "|" + "|".join("---" if column in left else "---:" for column in columns) + "|"
+    return "\n".join([head, rule, *("| " + " | ".join(cells[c] for c in columns) + " |" for cells in rows)])
 
 
 def serving_summary(serving: dict[str, Any]) -> str:
@@ -401,31 +504,24 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
             parts = {k.removesuffix("_usd"): v for k, v in hourly.items() if k.endswith("_usd") and k != "total_usd"}
             report.add("Cost per chip-hour", f"${hourly['total_usd']:.2f} per chip-hour (TCO)",
                        bar_chart("Cost per chip-hour", list(parts), list(parts.values()), "$"), "cost")
+    runs = failure_runs(record)
+    if runs:
+        report.add("Training runs with failures", markdown_table(
+            RUN_COLUMNS, [run_cells(label, run) for label, run in runs], ("run", "plan"))
+            + "\n\nBest plan by time on up to the whole campus; failures under the scenario's recovery ("
+            + runs[0][1]["reliability"]["recovery_label"] + ").")
     reliability = record.get("reliability", [])
     if reliability:
-        lines = ["| stage | recovery | interruptions/day | MTBF (min) | restart (s) | checkpoint every (s) | goodput |",
-                 "|---|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['stage']} | {r['recovery']} | {r['interruptions_per_day']:,.0f} | {r['mtbf_s'] / 60:,.1f} | "
-                  f"{r['restart_s']:,.0f} | {r['checkpoint_interval_s']:,.1f} | {100 * r['goodput']:.1f} % |"
-                  for r in reliability]
-        report.add("Failures at campus scale", "\n".join(lines))
-    runs = record.get("frontier_runs", [])
-    if runs:
-        lines = ["| run | chips | MFU | days failure-free | days with failures | goodput | cost with failures |",
-                 "|---|---:|---:|---:|---:|---:|---:|"]
-        for r in runs:
-            failures = r.get("with_failures", {})
-            wall = failures.get("time_to_train_s", float("inf"))
-            lines.append(f"| {r['label']} | {r['chips']:,} | {100 * r['mfu']:.1f} % | "
-                         f"{r['time_to_train_s'] / 86400:,.1f} | "
-                         + (f"{wall / 86400:,.1f}" if wall != float("inf") else "never")
-                         + f" | {100 * failures.get('goodput', 0.0):.1f} % | "
-                         + (f"${failures['cost_usd'] / 1e6:,.0f} M |" if "cost_usd" in failures else "- |"))
-        lines += ["", "Each run's plan, as the `clusterplan train` command that reproduces it:"]
-        for r in runs:
-            if "command" in r:
-                lines += ["", f"{r['label']}:", "", "```", r["command"], "```"]
-        report.add("Frontier runs", "\n".join(lines))
+        commands = "\n".join(f"- {row['stage']}, {row['profile']}: `{row['reproduce']}`" for row in reliability)
+        report.add("Failures at campus scale", markdown_table(
+            CAMPUS_COLUMNS, [campus_cells(row) for row in reliability], ("stage", "recovery"))
+            + "\n\n" + campus_note(reliability) + "\n\n" + commands)
+    commanded = [(label, run) for label, run in failure_runs(record) if "command" in run]
+    if commanded:
+        lines = ["Each run's plan, as the `clusterplan train` command that reproduces it:"]
+        for label, run in commanded:
+            lines += ["", f"{label}:", "", "```", run["command"], "```"]
+        report.add("Plans as commands", "\n".join(lines))
     serving = record.get("serving")
     if serving:
         report.add("Serving", serving_summary(serving) + f"\n\n{serving['candidates']} deployments considered, "

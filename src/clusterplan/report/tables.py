@@ -45,11 +45,12 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
         summary.add_row("chip-hours", units.format_count(record["chip_hours"]))
         failures = record.get("reliability")
         if failures:
-            done = failures["time_to_train_s"]
-            summary.add_row("with failures (default rates)",
-                            (f"{units.format_duration(done)}, goodput {100 * failures['goodput']:.1f} %, "
-                             f"~{failures['interruptions_expected']:,.0f} interruptions")
-                            if done != float("inf") else "never finishes: failures outpace recovery")
+            label = record.get("reliability_label", "default recovery")
+            summary.add_row(f"with failures ({label})",
+                            f"{units.format_duration(failures['time_to_train_s'])}, goodput "
+                            f"{100 * failures['goodput']:.1f} %, ~{failures['interruptions_expected']:,.0f} "
+                            "interruptions" if not failures.get("outpaced") else
+                            f"failures outpace recovery (goodput {100 * failures['goodput']:.2f} %)")
     power = record["power_w"]
     summary.add_row("power (IT / facility)", f"{power['it_w'] / 1e6:,.2f} MW / {power['facility_w'] / 1e6:,.2f} MW "
                     f"at {100 * record['activity']:.0f} % activity")
@@ -413,17 +414,36 @@ def _search_table_wide(console: Console, result: Any) -> None:
     console.print(table)
 
 
+def _interval_text(record: dict[str, Any]) -> str:
+    text = units.format_duration(record["checkpoint_interval_s"])
+    if record.get("checkpoint_interval_clamped"):
+        text += f" (raised to {record['checkpoint_interval_floor_reason']})"
+    return text
+
+
 def reliability_table(console: Console, record: dict[str, Any]) -> None:
+    """``clusterplan reliability``: one job's failures, recovery, checkpoints and goodput."""
     table = Table(title=f"reliability: {record['model']} on {record['chips']:,} x {record['system']}",
                   show_header=False)
     table.add_column("figure")
     table.add_column("value", justify="right")
-    inf = float("inf")
-    table.add_row("unexpected interruptions per day", f"{record['interruptions_per_day']:,.1f}")
+    table.add_row("recovery", record["recovery_label"])
+    table.add_row("interruptions per day", f"{record['interruptions_per_day']:,.1f} unexpected + "
+                  f"{record['planned_interruptions_per_day']:,.2f} planned")
     table.add_row("mean time between failures", units.format_duration(record["mtbf_s"]))
-    table.add_row("restart + detection", units.format_duration(record["restart_s"] + record["detection_s"]))
+    table.add_row("detection + restart", f"{units.format_duration(record['detection_s'])} + "
+                  f"{units.format_duration(record['restart_s'])}")
+    table.add_row("restore / node replacement", f"{units.format_duration(record['restore_s'])} / "
+                  f"{units.format_duration(record['replacement_s'])}")
+    if record["absorbed_causes"]:
+        table.add_row("absorbed (elastic)", ", ".join(record["absorbed_causes"]))
+    table.add_row("mean outage" + (" (folded)" if record["failures_fold_into_restarts"] else ""),
+                  units.format_duration(record["mean_outage_s"]))
     table.add_row("checkpoint blocks for", units.format_duration(record["checkpoint_write_s"]))
-    table.add_row("checkpoint interval", units.format_duration(record["checkpoint_interval_s"]))
+    table.add_row("checkpoint interval", _interval_text(record))
+    if record.get("persist_interval_s") is not None:
+        table.add_row("persisted to storage every", units.format_duration(record["persist_interval_s"]))
+    outpaced = record["outpaced"]
     table.add_row("goodput", f"{100 * record['goodput']:.1f} %")
     if "duration_s" in record:
         table.add_row(f"interruptions in {units.format_duration(record['duration_s'])}",
@@ -431,20 +451,27 @@ def reliability_table(console: Console, record: dict[str, Any]) -> None:
                       f"(+{record['planned_interruptions_expected']:,.0f} planned)")
     else:
         table.add_row("time to train, failure-free", units.format_duration(record["time_to_train_failure_free_s"]))
-        done = record["time_to_train_s"]
-        table.add_row("time to train, with failures",
-                      units.format_duration(done) if done != inf else "never: failures outpace recovery")
-        if done != inf:
+        if not outpaced:
+            table.add_row("time to train, with failures", units.format_duration(record["time_to_train_s"]))
             table.add_row("interruptions expected", f"{record['interruptions_expected']:,.0f}")
     for key in ("p50", "p90", "p99"):
         if key in record:
             table.add_row(f"time to train {key} (Monte Carlo)", units.format_duration(record[key]))
+    largest = record["largest_job"]
+    if largest["chips"] is None:
+        text = f"none (one replica of {largest['chips_per_replica']:,} falls short)"
+    else:
+        text = ("at least " if largest["at_limit"] else "") + f"{largest['chips']:,} chips"
+    table.add_row(f"largest job at >= {100 * largest['target_goodput']:.0f} % goodput", text)
     console.print(table)
-    causes = Table(title="unexpected interruptions per day by cause")
+    console.print(record["verdict"], highlight=False)
+    causes = Table(title="unexpected interruptions by cause")
     causes.add_column("cause")
     causes.add_column("per day", justify="right")
+    causes.add_column("outage each", justify="right")
     for cause, rate in sorted(record["rates_per_day_by_cause"].items(), key=lambda item: -item[1]):
-        causes.add_row(cause, f"{rate:,.2f}")
+        outage = units.format_duration(record["outage_s_by_cause"][cause])
+        causes.add_row(cause, f"{rate:,.2f}", outage + (" (absorbed)" if cause in record["absorbed_causes"] else ""))
     console.print(causes)
 
 

@@ -15,8 +15,10 @@ def plan_record(plan: Plan) -> dict[str, Any]:
 
 
 def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | None = None,
-                 max_memory_fraction: float = 1.0) -> dict[str, Any]:
-    """Estimate one plan and return its figures in SI units (seconds, bytes, FLOP/s)."""
+                 max_memory_fraction: float = 1.0, with_failures: bool = True) -> dict[str, Any]:
+    """Estimate one plan and return its figures in SI units (seconds, bytes, FLOP/s); with a
+    token budget and ``with_failures``, also the time to train with failures at the catalog's
+    default rates and recovery (``record["reliability"]``)."""
     result: StepEstimate = estimate(model, hardware, PlanBatch.from_plans([plan], model))
     memory = float(result.memory[0])
     capacity = hardware.chip.hbm_bytes * max_memory_fraction
@@ -47,7 +49,7 @@ def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | N
         record["time_to_train_s"] = tokens / record["tokens_per_s"]
         record["chip_hours"] = record["time_to_train_s"] * plan.chips / 3600.0
     record.update(_power_and_cost(hardware, plan.chips, record))
-    if tokens is not None:
+    if tokens is not None and with_failures:
         record["reliability"] = _with_failures(model, hardware, plan, record)
     record.update(training_bands(model, hardware, plan.chips, record).record())
     return record
@@ -71,12 +73,12 @@ def training_bands(model: Model, hardware: Hardware, chips: int, record: dict[st
 
 
 def _with_failures(model: Model, hardware: Hardware, plan: Plan, record: dict[str, Any]) -> dict[str, Any]:
-    """Time to train with failures at the catalog's default rates and recovery (closed form)."""
-    from clusterplan.reliability.failures import inputs_for
-    from clusterplan.reliability.model import closed_form
+    """Time to train with failures at the catalog's default rates and recovery (the closed form
+    ``clusterplan reliability`` uses)."""
+    from clusterplan.reliability.analysis import run_estimate
 
-    inputs = inputs_for(model, hardware.system, plan.chips, replicas=plan.dp)
-    return closed_form(inputs, record["time_to_train_s"])
+    estimate = run_estimate(model, hardware.system, plan, record["time_to_train_s"], record["step_time_s"])
+    return dict(estimate.record())
 
 
 def _power_and_cost(hardware: Hardware, chips: int, record: dict[str, Any]) -> dict[str, Any]:
