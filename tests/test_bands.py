@@ -166,3 +166,18 @@ def test_search_json_bands_every_ranked_plan_and_heads_with_the_best() -> None:
     assert record["bands"] == best[0]["bands"]
     low, high = record["bands"]["time_to_train_s"]  # type: ignore[index]
     assert low < best[0]["time_to_train_s"] * 1.0001 and high > low
+
+
+def test_reliability_json_bands_its_times_and_flags_failure_rates_beyond_the_studies() -> None:
+    record = _json(["reliability", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "32768", "--tp", "8", "--global-batch", "4096",
+                    "--tokens", "1T"])
+    band = regime(load_crossval(), "hopper", "dense", 32768).band
+    assert band is not None
+    bands = record["bands"]
+    assert isinstance(bands, dict)
+    for field in ("time_to_train_s", "time_to_train_failure_free_s"):
+        value = record[field]
+        assert isinstance(value, float)
+        assert bands[field] == pytest.approx(list(band.time(value)))
+    flags = " ".join(str(f) for f in record["extrapolation"])  # type: ignore[attr-defined]
+    assert "studies of up to 16,384 accelerators" in flags and "2.0x that" in flags

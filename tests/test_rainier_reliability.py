@@ -114,3 +114,12 @@ def test_scenario_recovery_settings_are_read_with_their_sources() -> None:
                        ({"checkpoint": "never"}, "--checkpoint")):
         with pytest.raises(SpecError, match=field):
             recovery_settings(bad, where)
+
+
+def test_rainier_headline_bands_are_its_parts_bands(rainier: dict[str, Any]) -> None:
+    training = rainier["training"]
+    for key, value in training["bands"].items():
+        assert rainier["bands"][f"training.{key}"] == value
+    assert rainier["bands"]["serving.best.chips"] == rainier["serving"]["bands"]["best.chips"]
+    assert set(training["extrapolation"]) <= set(rainier["extrapolation"])
+    assert any("inherited from trainium1" in flag for flag in rainier["extrapolation"])

@@ -23,6 +23,7 @@ from clusterplan.reliability.model import Estimate, ReliabilityInputs, closed_fo
 from clusterplan.reliability.montecarlo import MonteCarloResult, simulate
 from clusterplan.specs import Model, Plan, System
 from clusterplan.specs.plan import MAX_CHIPS
+from clusterplan.validation.bands import Banded
 
 #: Goodput the largest-job search keeps (``largest_job_chips_goodput_90``).
 GOODPUT_TARGET = 0.9
@@ -137,6 +138,12 @@ def plan_flags(plan: Plan) -> list[str]:
     return out
 
 
+#: The largest job whose interruptions are published by cause: Llama 3 405B pre-training on
+#: 16,384 H100 GPUs, 419 unexpected interruptions in 54 days (Dubey et al. 2024, "The Llama 3
+#: Herd of Models", section 3.3.4, Table 5).
+LARGEST_FAILURE_STUDY_CHIPS = 16_384
+
+
 @dataclass(frozen=True)
 class ReliabilityAnalysis:
     """The answer to a :class:`ReliabilityRequest` (SI units)."""
@@ -232,8 +239,28 @@ class ReliabilityAnalysis:
         if self.monte_carlo is not None:
             record["monte_carlo"] = self.monte_carlo.record()
             record.update(self.monte_carlo.percentiles())
+        record.update(self.bands(record).record())
         record["reproduce"] = self.command()
         return record
+
+    def bands(self, record: dict[str, object]) -> Banded:
+        """Ranges of the times from the step-time model's cross-validated errors (failures
+        scale with the work they interrupt); goodput itself rests on the failure rates, which
+        are inputs: its extrapolation is flagged, not banded."""
+        from clusterplan.catalog import hardware_for
+        from clusterplan.validation.bands import banded, regime, stored_crossval
+
+        request = self.request
+        stage = "MoE" if request.model.moe is not None else "dense"
+        found = regime(stored_crossval(), hardware_for(request.system).chip.family, stage, request.plan.chips)
+        times = {k: float(v) for k in ("step_time_s", "time_to_train_failure_free_s", "time_to_train_s")
+                 if isinstance(v := record.get(k), float) and math.isfinite(v)}
+        flags: tuple[str, ...] = ()
+        if request.plan.chips > LARGEST_FAILURE_STUDY_CHIPS:
+            flags = (f"failure rates per chip come from studies of up to {LARGEST_FAILURE_STUDY_CHIPS:,} "
+                     f"accelerators (Llama 3); {request.plan.chips:,} chips is "
+                     f"{request.plan.chips / LARGEST_FAILURE_STUDY_CHIPS:,.1f}x that",)
+        return banded(found, times, {}, flags)
 
 
 def job_inputs(model: Model, system: System, plan: Plan, settings: RecoverySettings,

@@ -17,6 +17,7 @@ from clusterplan.report.tables import train_table
 from clusterplan.specs import Chip, Plan, System
 from clusterplan.training.command import wrap_command
 from clusterplan.training.search import plan_label
+from clusterplan.training.step import Hardware
 
 
 def cluster_totals(system: System, chip: Chip, chips: int) -> dict[str, Any]:
@@ -124,6 +125,7 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
     serving = scenario.get("serving")
     if serving is not None:
         record["serving"] = serving_section(serving, hardware, chips)
+    record.update(headline_bands(record, hardware))
     if isinstance(scenario.get("fleet"), dict):
         from clusterplan.report.fleet import fleet_records
 
@@ -247,6 +249,28 @@ def _searched_training(training: dict[str, Any], hardware: Any, chips: int) -> t
     summary = result.record()
     summary["alternatives"] = summary.pop("best")[1:]
     return best, summary
+
+
+def headline_bands(record: dict[str, Any], hardware: Hardware) -> dict[str, Any]:
+    """The report's headline ranges (``training.*``, ``serving.*``) and every extrapolation flag
+    of its parts, from the same cross-validated regimes as `train` and `capacity` (bands.py)."""
+    from clusterplan.inference.capacity import CAPACITY_RATES, CAPACITY_TIMES, serving_bands
+    from clusterplan.validation.bands import COVERAGE
+
+    bands: dict[str, Any] = {}
+    flags: list[str] = []
+    training = record.get("training")
+    if training:
+        bands.update({f"training.{key}": value for key, value in training.get("bands", {}).items()})
+        flags += training.get("extrapolation", [])
+    serving = record.get("serving")
+    if serving:
+        serving.update(serving_bands(hardware, serving, CAPACITY_TIMES, CAPACITY_RATES).record())
+        bands.update({f"serving.{key}": value for key, value in serving["bands"].items()})
+        flags += serving["extrapolation"]
+    for run in [*record.get("frontier_runs", []), *record.get("reliability", [])]:
+        flags += run.get("extrapolation", [])
+    return {"bands": bands, "band_coverage": COVERAGE, "extrapolation": list(dict.fromkeys(flags))}
 
 
 def serving_section(serving: Any, hardware: Any, chips: int) -> dict[str, Any]:

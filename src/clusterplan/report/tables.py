@@ -453,6 +453,8 @@ def reliability_table(console: Console, record: dict[str, Any]) -> None:
         table.add_row("time to train, failure-free", units.format_duration(record["time_to_train_failure_free_s"]))
         if not outpaced:
             table.add_row("time to train, with failures", units.format_duration(record["time_to_train_s"]))
+            if record.get("bands", {}).get("time_to_train_s"):
+                table.add_row("  range", _band(record, "time_to_train_s", units.format_duration).strip(" ()"))
             table.add_row("interruptions expected", f"{record['interruptions_expected']:,.0f}")
     for key in ("p50", "p90", "p99"):
         if key in record:
@@ -465,6 +467,7 @@ def reliability_table(console: Console, record: dict[str, Any]) -> None:
     table.add_row(f"largest job at >= {100 * largest['target_goodput']:.0f} % goodput", text)
     console.print(table)
     console.print(record["verdict"], highlight=False)
+    band_notes(console, record)
     causes = Table(title="unexpected interruptions by cause")
     causes.add_column("cause")
     causes.add_column("per day", justify="right")
