@@ -169,7 +169,8 @@ def test_search_json_bands_every_ranked_plan_and_heads_with_the_best() -> None:
 
 
 def test_reliability_json_bands_its_times_and_flags_failure_rates_beyond_the_studies() -> None:
-    record = _json(["reliability", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "32768", "--tp", "8", "--global-batch", "4096",
+    record = _json(["reliability", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "32768", "--tp", "8",
+                    "--global-batch", "4096",
                     "--tokens", "1T"])
     band = regime(load_crossval(), "hopper", "dense", 32768).band
     assert band is not None

@@ -1050,7 +1050,7 @@ def serve(
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
     deployment_file: Annotated[Path | None, typer.Option(
         "--deployment", metavar="FILE.yaml",
-        help="Deployment fields in YAML (tp, pp, ep, weights, kv_cache, max_batch, kv_memory_fraction, "
+        help="Deployment fields in YAML (tp, pp, ep, weights, kv_cache, max_batch, kv_memory_fraction, frontend, "
         "buckets); options given on the line override them")] = None,
     tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica (default: 1)")] = None,
     pp: Annotated[int | None, typer.Option(help="pipeline parallelism of one replica (default: 1)")] = None,
@@ -1067,6 +1067,9 @@ def serve(
         help="static-shape engine (AWS Neuron): compiled prompt lengths, e.g. 2048,4096,8192")] = None,
     decode_buckets: Annotated[str | None, typer.Option(
         help="static-shape engine: compiled sequence lengths of token generation, e.g. 4096,8192")] = None,
+    frontend: Annotated[str | None, typer.Option(
+        help="server: latency behind an API server (fitted request latency added to TTFT); engine: "
+             "engine-only benchmark, none added (default: server)")] = None,
     input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
     output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
     rate: Annotated[float | None, typer.Option(help="simulate one replica at this many requests/s")] = None,
@@ -1107,12 +1110,13 @@ def serve(
     spec_chip = load_chip(chip, "--chip") if chip else None
     given = {name: value for name, value in (
         ("tp", tp), ("pp", pp), ("ep", ep), ("weights", weights), ("kv_cache", kv_cache), ("max_batch", max_batch),
-        ("kv_memory_fraction", kv_memory_fraction),
+        ("kv_memory_fraction", kv_memory_fraction), ("frontend", frontend),
         ("prefill_buckets", _buckets(prefill_buckets, "--prefill-buckets") if prefill_buckets is not None else None),
         ("decode_buckets", _buckets(decode_buckets, "--decode-buckets") if decode_buckets is not None else None))
         if value is not None}
     options, origins = merged_options(deployment_file, given, Deployment, "--deployment")
-    for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8"))):
+    for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8")),
+                          ("frontend", ("server", "engine"))):
         if name in options and options[name] not in allowed:
             raise SpecError(origins.get(name, flag(name)), options[name], f"must be one of {', '.join(allowed)}")
     for name in ("tp", "pp", "ep", "max_batch"):

@@ -89,6 +89,11 @@ class Deployment(Spec):
     decode_buckets: tuple[int, ...] = Field(
         default=(), description="static-shape engines: sequence lengths compiled for token generation; "
         "decode attention runs over the smallest that holds the context")
+    frontend: Literal["server", "engine"] = Field(
+        default="server",
+        description="where latency is measured: behind an API server (the fitted per-request latency of "
+        "server, tokenisation and streaming is added to TTFT, as in `vllm bench serve` or genai-perf) or "
+        "at the engine (none added, as in `trtllm-bench` or an offline engine benchmark)")
 
     @field_validator("prefill_buckets", "decode_buckets")
     @classmethod
@@ -320,7 +325,10 @@ class ReplicaModel:
 
     @property
     def request_latency_s(self) -> float:
-        """Per-request latency outside the engine's steps, added to TTFT (fitted: serving stage)."""
+        """Per-request latency outside the engine's steps, added to TTFT (fitted: serving stage);
+        none for an engine-only measurement (``Deployment.frontend``)."""
+        if self.deployment.frontend == "engine":
+            return 0.0
         return float(self.hardware.efficiency.serving_request_latency_s)
 
     def single_request_ttft(self, prompt_tokens: Any) -> Any:
