@@ -30,7 +30,7 @@ from clusterplan.catalog import (
     system_names,
 )
 from clusterplan.catalog.loader import read_yaml, validation_message
-from clusterplan.errors import SpecError
+from clusterplan.errors import MAX_VALUE_CHARS, NoAnswerError, SpecError, shorten, show
 from clusterplan.specs import Model, Plan
 from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import MAX_CHIPS
@@ -52,22 +52,43 @@ R = TypeVar("R")
 SpecT = TypeVar("SpecT", bound=Spec)
 
 
-def refuse(message: str) -> None:
+#: Exit codes (README, "Exit codes"): 0 answered; 1 a valid question whose answer is no (the plan
+#: does not fit, no plan or deployment meets the target); 2 bad input; 130 interrupted (Ctrl-C).
+EXIT_NO_ANSWER = 1
+EXIT_BAD_INPUT = 2
+EXIT_ABORTED = 130
+
+
+def refuse(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    """Print ``error: message`` (one line, on stderr) and end with ``code``."""
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
+
+
+def one_line(error: BaseException) -> tuple[int, str] | None:
+    """The exit code and one-line message the command line ends with on ``error``; None for an
+    exception that is not about the input (a bug: it keeps its traceback).
+
+    The one place that maps exceptions to exit codes: SpecError (bad input, 2) and its NoAnswerError
+    (a valid question answered no, 1), pydantic errors on a spec (2), and an input file the
+    loader could not decode (2)."""
+    if isinstance(error, SpecError):
+        return error.exit_code, str(error)
+    if isinstance(error, ValidationError):
+        return EXIT_BAD_INPUT, validation_message(error)
+    return None
 
 
 def clean_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn spec errors into one line and exit code 2 (no traceback)."""
+    """Turn spec errors into one line and their exit code (no traceback); see :func:`one_line`."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except SpecError as error:
-            refuse(str(error))
-        except ValidationError as error:
-            refuse(validation_message(error))
+        except (SpecError, ValidationError) as error:
+            code, message = one_line(error) or (EXIT_BAD_INPUT, str(error))
+            refuse(message, code)
         raise AssertionError("unreachable")
 
     return wrapper
@@ -272,7 +293,7 @@ def build_plan(options: dict[str, Any], chips: int, model: Model | None = None,
     try:
         return plan.with_balanced_split(model).validate_for(model, chips)
     except SpecError as error:
-        raise SpecError(name(error.field), error.value, error.rule) from None
+        raise error.renamed(name(error.field)) from None
 
 
 # ---- train ---------------------------------------------------------------------------------
@@ -322,7 +343,7 @@ def train(
 ) -> None:
     """Estimate one training step (time, breakdown, memory) and the time to train. Settings
     left open are listed with what changing them would do (JSON: assumed)."""
-    from clusterplan.report.tables import train_table
+    from clusterplan.report.tables import memory_table, train_table
     from clusterplan.training.sensitivity import assumed_settings, layer_split_record
     from clusterplan.training.summary import train_record
 
@@ -334,17 +355,40 @@ def train(
     try:
         plan.validate_placement(spec_system.scale_up_size)
     except SpecError as error:
-        raise SpecError(origins.get(error.field, flag(error.field)), error.value, error.rule) from None
+        raise error.renamed(origins.get(error.field, flag(error.field))) from None
     hardware = hardware_for(spec_system, spec_chip)
+    hardware.chip.require(plan.precision, origins.get("precision", "--precision"))
     record = train_record(spec_model, hardware, plan, _tokens(tokens))
     split_given = any(options.get(field) is not None for field in ("first_stage_layers", "last_stage_layers"))
     if plan.pp > 1:
         record["layer_split"] = layer_split_record(spec_model, plan, given=split_given)
     record["assumed"] = assumed_settings(spec_model, hardware, plan, set(options), record["step_time_s"])
+    if not record["fits_memory"]:
+        # A valid question answered no: the figures are those of a plan that cannot run.
+        if as_json:
+            emit_json(record)
+        else:
+            memory_table(console, record)
+        raise NoAnswerError("--chips", chips, does_not_fit(record))
     if as_json:
         emit_json(record)
     else:
         train_table(console, record)
+
+
+def does_not_fit(record: dict[str, Any]) -> str:
+    """Why a train record's plan cannot run: memory per chip, the chip's HBM, the largest part,
+    and what may help (one line)."""
+    plan = record["plan"]
+    layout = " ".join(f"{name.upper()}{plan[name]}" for name in ("tp", "pp", "vp", "cp", "dp", "ep")
+                      if name in ("tp", "pp", "dp") or plan.get(name, 1) > 1)
+    parts = record["memory_breakdown"]
+    largest = max(parts, key=parts.get)
+    return (f"does not fit in memory: {record['model']} {layout} needs "
+            f"{units.format_bytes(record['memory_bytes_per_chip'])} per chip, {record['chip']} has "
+            f"{units.format_bytes(record['memory_capacity_bytes'])} (largest: {largest} "
+            f"{units.format_bytes(parts[largest])}); try more chips, --zero, --tp/--pp, --recompute "
+            "or `clusterplan search`")
 
 
 # ---- catalog -------------------------------------------------------------------------------
@@ -530,8 +574,12 @@ def search(
         if not item.isdigit():
             raise SpecError("--zero", item, "must be 0, 1, 2 or 3")
         zero_stages.append(int(item))
+    precisions = _csv(axes.get("precision", "bf16"), "--precision")
+    for item in precisions:
+        if item in ("bf16", "fp8", "fp4"):
+            hardware.chip.require(item, origins.get("precision", "--precision"))
     space = SearchSpace(
-        precisions=_csv(axes.get("precision", "bf16"), "--precision"),
+        precisions=precisions,
         recompute=_csv(axes.get("recompute", "none,selective,full"), "--recompute"),
         zero=tuple(zero_stages), max_tp=max_tp, max_cp=max_cp, max_micro_batch=max_micro_batch,
         chips_at_most=up_to, settings={name: getattr(shared, name) for name in SEARCH_SETTINGS},
@@ -540,7 +588,7 @@ def search(
                         objective=objective,  # type: ignore[arg-type]
                         max_memory_fraction=max_memory_fraction, top=top, tokens=_tokens(tokens))
     if not result.best:
-        raise SpecError("--chips", chips, f"no plan fits ({result.plans_enumerated:,} valid plans, "
+        raise NoAnswerError("--chips", chips, f"no plan fits ({result.plans_enumerated:,} valid plans, "
                         f"{result.plans_fitting:,} fit the memory budget): a larger memory fraction, more "
                         "chips, a batch divisible by more DP degrees, or --up-to may help")
     if as_json:
@@ -752,7 +800,13 @@ def reliability(
     spec_model = load_model(model, "--model")
     spec_system = load_system(system, "--system")
     plan = build_plan(options, chips, spec_model, origins)
-    bandwidth = units.parse_bandwidth(storage_bandwidth, "--storage-bandwidth") if storage_bandwidth else None
+    hardware = hardware_for(spec_system)
+    hardware.chip.require(plan.precision, origins.get("precision", "--precision"))
+    bandwidth = None
+    if storage_bandwidth is not None:
+        bandwidth = units.parse_bandwidth(storage_bandwidth, "--storage-bandwidth")
+        if not (math.isfinite(bandwidth) and bandwidth > 0):
+            raise SpecError("--storage-bandwidth", storage_bandwidth, "must be a bandwidth > 0, e.g. 2TB/s")
     inputs = inputs_for(spec_model, spec_system, chips, replicas=plan.dp, checkpoint=checkpoint,  # type: ignore[arg-type]
                         recovery=recovery, storage_bandwidth=bandwidth)  # type: ignore[arg-type]
     overrides: dict[str, Any] = {"cause_rates": {k: v * failure_scale for k, v in inputs.cause_rates.items()}}
@@ -768,7 +822,6 @@ def reliability(
         interval = units.parse_duration(checkpoint_interval, "--checkpoint-interval")
         if interval <= 0:
             raise SpecError("--checkpoint-interval", checkpoint_interval, "must be > 0 or auto")
-    hardware = hardware_for(spec_system)
     if tokens is not None:
         work = train_record(spec_model, hardware, plan, _tokens(tokens))["time_to_train_s"]
         result = closed_form(inputs, work, interval)
@@ -792,6 +845,8 @@ def reliability(
     if trials:
         from clusterplan.reliability.montecarlo import simulate
 
+        _bound_monte_carlo(inputs, result, trials, "--tokens" if tokens is not None else "--duration",
+                           tokens if tokens is not None else duration)
         tau = result["checkpoint_interval_s"]
         monte_carlo = simulate(inputs, result["time_to_train_failure_free_s"], tau, trials, seed=seed)
         record["monte_carlo"] = monte_carlo.record()
@@ -800,6 +855,35 @@ def reliability(
         emit_json(record)
     else:
         reliability_table(console, record)
+
+
+#: Most requests `serve` simulates in one run, and `capacity` per listed deployment (--requests x
+#: --top): each simulation is repeated by the rate search, 10^5 requests take seconds.
+MAX_SIMULATED_REQUESTS = 100_000
+
+#: Most interruptions a `reliability --trials` run may sample (trials x expected per run): about
+#: 15 s and 0.5 GB on one core, whether as 10^6 trials of 1,000 or 1,000 trials of 10^6.
+MAX_MONTE_CARLO_EVENTS = 1e9
+
+
+def _bound_monte_carlo(inputs: Any, result: dict[str, Any], trials: int, length_flag: str, length: object) -> None:
+    """Refuse a Monte Carlo run whose work is out of bounds before it starts: the interruptions
+    it would sample, trials x (failure + maintenance rate) x the wall time one run simulates
+    (the closed form's, at most the simulator's cap of ``cap_factor`` x the failure-free time)."""
+    from clusterplan.reliability.montecarlo import simulate
+
+    cap_factor = float((simulate.__kwdefaults__ or {}).get("cap_factor", 100.0))
+    wall = min(result["time_to_train_s"], cap_factor * result["time_to_train_failure_free_s"])
+    per_trial = (inputs.failure_rate + inputs.planned_rate) * wall
+    if not math.isfinite(per_trial) or per_trial > MAX_MONTE_CARLO_EVENTS:
+        raise SpecError(length_flag, length, f"one simulated run would sample {per_trial:.3g} interruptions, more "
+                        f"than the {MAX_MONTE_CARLO_EVENTS:.0e} a Monte Carlo run may; shorten it or use --trials 0 "
+                        "(closed form)")
+    if trials * per_trial > MAX_MONTE_CARLO_EVENTS:
+        most = max(1, int(MAX_MONTE_CARLO_EVENTS // max(per_trial, 1.0)))
+        raise SpecError("--trials", trials, f"{trials:,} runs of ~{per_trial:,.0f} interruptions each would "
+                        f"sample {trials * per_trial:.3g}, more than {MAX_MONTE_CARLO_EVENTS:.0e}; use at most "
+                        f"{most:,} trials")
 
 
 # ---- capacity ------------------------------------------------------------------------------
@@ -843,12 +927,15 @@ def capacity(
     input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
     output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
     objective: Annotated[str, typer.Option(help="cost ($/M tokens) | chips | power (facility MW)")] = "cost",
-    weights: Annotated[str, typer.Option(help="weight formats to consider, e.g. bf16,fp8 (fp4 too)")] = "bf16,fp8",
+    weights: Annotated[str | None, typer.Option(
+        help="weight formats to consider, e.g. bf16,fp8 (fp4 too) (default: bf16,fp8 where the chip has them)")
+    ] = None,
     kv_cache: Annotated[str, typer.Option(help="KV-cache formats to consider")] = "bf16,fp8",
     max_chips_per_replica: Annotated[int, typer.Option(help="largest replica (TP x PP chips)")] = 64,
     max_batch: Annotated[int, typer.Option(help="engine limit on batched sequences")] = 2048,
     top: Annotated[int, typer.Option(help="how many deployments to list")] = 5,
-    requests: Annotated[int, typer.Option(help="requests per simulation")] = 1000,
+    requests: Annotated[int, typer.Option(
+        help=f"requests per simulation (at most {MAX_SIMULATED_REQUESTS:,} / --top)")] = 1000,
     length_spread: Annotated[float, typer.Option(help="CV of lognormal request lengths (0 = fixed)")] = 0.0,
     seed: Annotated[int, typer.Option(help="random seed of the simulated workload")] = 0,
     chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
@@ -875,8 +962,14 @@ def capacity(
             raise SpecError(name, value, "must be >= 1")
     if max_chips_per_replica > MAX_CHIPS:
         raise SpecError("--max-chips-per-replica", max_chips_per_replica, f"must be <= {MAX_CHIPS:,}")
+    if requests * top > MAX_SIMULATED_REQUESTS:
+        raise SpecError("--requests", requests, f"requests x --top must be <= {MAX_SIMULATED_REQUESTS:,} "
+                        f"(--top is {top}): each listed deployment is simulated, several times")
     if not 0.0 <= length_spread <= 3.0:
         raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
+    hardware = hardware_for(spec_system, spec_chip)
+    if weights is None:  # the default: bf16, and fp8 where the chip has fp8 units
+        weights = ",".join(p for p in ("bf16", "fp8") if p in hardware.chip.matmul_precisions())
     weight_formats = _csv(weights, "--weights")
     kv_formats = _csv(kv_cache, "--kv-cache")
     for name, chosen, allowed in (("--weights", weight_formats, WEIGHT_FORMATS),
@@ -884,8 +977,9 @@ def capacity(
         for item in chosen:
             if item not in allowed:
                 raise SpecError(name, item, f"must be among {', '.join(allowed)}")
+    for item in weight_formats:  # weights are the matmul precision; an fp8 KV cache is storage
+        hardware.chip.require(item, "--weights")
     slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s)
-    hardware = hardware_for(spec_system, spec_chip)
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("simulating deployments at the SLO", total=None)
 
@@ -1030,7 +1124,8 @@ def serve(
     slo_ttft: Annotated[str | None, typer.Option(help="p99 time-to-first-token target, e.g. 2s (bare: ms)")] = None,
     slo_tpot: Annotated[str | None, typer.Option(help="p99 time-per-output-token target, e.g. 100ms")] = None,
     demand: Annotated[str | None, typer.Option(help="output tokens/s to serve, e.g. 2M: replicas, MW, $")] = None,
-    requests: Annotated[int, typer.Option(help="requests per simulation")] = 2000,
+    requests: Annotated[int, typer.Option(
+        help=f"requests per simulation (at most {MAX_SIMULATED_REQUESTS:,})")] = 2000,
     length_spread: Annotated[float, typer.Option(help="CV of lognormal request lengths (0 = fixed)")] = 0.0,
     seed: Annotated[int, typer.Option(help="random seed of the simulated workload")] = 0,
     chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
@@ -1084,7 +1179,11 @@ def serve(
                         ("--requests", requests)):
         if value < 1:
             raise SpecError(name, value, "must be >= 1")
+    if requests > MAX_SIMULATED_REQUESTS:
+        raise SpecError("--requests", requests, f"must be <= {MAX_SIMULATED_REQUESTS:,} (bounded simulation time)")
     deployment = _spec_or_refuse(Deployment, options, origins)
+    hardware = hardware_for(spec_system, spec_chip)
+    hardware.chip.require(deployment.weights, origins.get("weights", "--weights"))
     if deployment.tp * deployment.pp > MAX_CHIPS:
         raise SpecError("--tp", deployment.tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
     if not 0.0 <= length_spread <= 3.0:
@@ -1104,12 +1203,15 @@ def serve(
     if batch is not None and batch < 1:
         raise SpecError("--batch", batch, "must be >= 1 concurrent requests")
     replay = from_trace(trace) if trace is not None else None
+    if replay is not None and replay.arrival_s.size > MAX_SIMULATED_REQUESTS:
+        raise SpecError("--trace", str(trace), f"holds {replay.arrival_s.size:,} requests, more than the "
+                        f"{MAX_SIMULATED_REQUESTS:,} a simulation may replay; cut it")
     if batch is not None:
         replay = closed_loop(batch, requests, input_tokens, output_tokens)
     elif offline:
         replay = queued_at_zero(requests, input_tokens, output_tokens)
     try:
-        record = serve_record(spec_model, hardware_for(spec_system, spec_chip), deployment, input_tokens,
+        record = serve_record(spec_model, hardware, deployment, input_tokens,
                               output_tokens, rate_per_s=rate, slo=slo, demand_output_tokens_per_s=demand_tokens,
                               requests=requests, length_spread=length_spread, seed=seed, replay=replay,
                               simulation=simulation)
@@ -1117,7 +1219,7 @@ def serve(
         first = error.errors()[0]
         raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
     except SpecError as error:
-        raise SpecError(origins.get(error.field, flag(error.field)), error.value, error.rule) from None
+        raise error.renamed(origins.get(error.field, flag(error.field))) from None
     if as_json:
         emit_json(record)
     else:
@@ -1182,25 +1284,52 @@ def _value_given(param: Any, argv: list[str]) -> str | None:
     return None
 
 
+def _usage_message(error: Exception, argv: list[str]) -> str:
+    """A usage error (bad option type, unknown option) in one line, the value it names shortened."""
+    formatter = getattr(error, "format_message", None)
+    message = formatter() if callable(formatter) else str(error)
+    given = _value_given(getattr(error, "param", None), argv)
+    if given is not None:
+        message = f"{message} (got {show(given)})"
+    for token in sorted(argv, key=len, reverse=True):  # click quotes what it was given, whole
+        if len(token) > MAX_VALUE_CHARS and token in message:
+            message = message.replace(token, shorten(token))
+    return shorten(" ".join(message.split()), 4 * MAX_VALUE_CHARS)
+
+
+def _aborted() -> None:
+    """Ctrl-C: one line and exit code 130; a second Ctrl-C while leaving is ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    typer.echo("error: aborted", err=True)
+    sys.exit(EXIT_ABORTED)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: usage errors (bad option types, unknown options) also end in one line."""
+    """Entry point: every way a command ends maps to one exit code (README, "Exit codes").
+
+    0 answered; 1 a valid question answered no (one ``error:`` line says why); 2 bad input,
+    usage errors included (one ``error:`` line naming the field, the value and the rule);
+    130 interrupted by Ctrl-C (``error: aborted``, no traceback from any worker)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except typer.Abort:
-        typer.echo("error: aborted", err=True)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        _aborted()
     except typer.TyperException as error:
         if type(error).__name__ == "NoArgsIsHelpError":
             typer.echo(getattr(error, "ctx").get_help())  # noqa: B009
             sys.exit(0)
-        formatter = getattr(error, "format_message", None)
-        message = formatter() if callable(formatter) else str(error)
-        given = _value_given(getattr(error, "param", None), argv if argv is not None else sys.argv[1:])
-        if given is not None:
-            message = f"{message} (got {given!r})"
+        typer.echo(f"error: {_usage_message(error, args)}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except (SpecError, ValidationError) as error:  # raised outside a command (an option callback)
+        code, message = one_line(error) or (EXIT_BAD_INPUT, str(error))
         typer.echo(f"error: {message}", err=True)
-        sys.exit(2)
+        sys.exit(code)
+    if result == EXIT_ABORTED:  # typer turns a KeyboardInterrupt inside a command into exit 130
+        _aborted()
     if isinstance(result, int) and result:
         sys.exit(result)
