@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
+import stat
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -92,6 +94,93 @@ def clean_errors(command: Callable[P, R]) -> Callable[P, R]:
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+# ---- output paths: checked before any work, so a bad one costs nothing ------------------------
+def _cannot_create_in(folder: Path) -> str | None:
+    """Why a file cannot be created in ``folder`` (tried for real: a temporary file made and
+    removed, since permission bits say nothing to root or on a read-only mount); None if it can."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def output_file(path: Path, option: str) -> Path:
+    """``path`` if a regular file can be written there (atomically: a temporary file beside it,
+    then a rename); else a SpecError on ``option``. A folder, a link, a device or a pipe is
+    refused, not replaced; so is a path whose folder is missing or not writable."""
+    try:
+        mode: int | None = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as error:
+        raise SpecError(option, str(path), f"cannot be examined ({error.strerror or error})") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise SpecError(option, str(path), "is a folder; give a file path")
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file (a device, pipe or socket)"
+        raise SpecError(option, str(path), f"is {kind}; give the path of a regular file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise SpecError(option, str(path), "its folder does not exist")
+    reason = _cannot_create_in(folder)
+    if reason is not None:
+        raise SpecError(option, str(path), f"its folder is not writable ({reason})")
+    return path
+
+
+def output_dir(path: Path, option: str, names: tuple[str, ...] = ()) -> Path:
+    """``path`` if report files can be written in it: an existing writable folder, or a missing
+    one whose nearest existing parent is a writable folder (it is created when written); each
+    of ``names`` already in it must be a regular file. Else a SpecError on ``option``."""
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise SpecError(option, str(path), "is not a folder")
+        reason = _cannot_create_in(path)
+        if reason is not None:
+            raise SpecError(option, str(path), f"is not writable ({reason})")
+        for name in names:
+            output_file(path / name, option)
+        return path
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SpecError(option, str(path), f"cannot be created: {parent} is not a folder")
+    reason = _cannot_create_in(parent)
+    if reason is not None:
+        raise SpecError(option, str(path), f"cannot be created in {parent} ({reason})")
+    return path
+
+
+def write_or_refuse(option: str, path: Path, write: Callable[[], R]) -> R:
+    """Run ``write`` (which writes at ``path``); an OSError it raises (disk full, a folder that
+    changed since it was checked) is a one-line refusal on ``option``, not a traceback."""
+    try:
+        return write()
+    except OSError as error:
+        raise SpecError(option, str(path), f"cannot write ({error.strerror or error})") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) at ``path`` through a temporary file beside it and a rename: a
+    reader sees the old file or the new one, never half of one."""
+    import tempfile
+
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _finite(value: Any) -> Any:
@@ -637,6 +726,11 @@ def _sweep_table(out: Console, axes: list[str], rows: list[dict[str, Any]]) -> N
     out.print(table)
 
 
+#: Most points a sweep may have unless --max-points raises it: each point is a plan search, and
+#: the validated points (about 2 kB each) are all held in memory before the first one runs.
+DEFAULT_MAX_POINTS = 100_000
+
+
 @app.command()
 @clean_errors
 def sweep(
@@ -651,11 +745,11 @@ def sweep(
     workers: Annotated[
         int | None, typer.Option(help="local: worker processes; ray: CPUs of the local instance (default: all)")
     ] = None,
+    max_points: Annotated[int, typer.Option(
+        help="refuse a sweep of more points than this (its axes' product)")] = DEFAULT_MAX_POINTS,
     as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
 ) -> None:
     """Search every point of a sweep file; write one row per point to Parquet and summarise."""
-    import os
-
     from rich.markup import escape
     from rich.progress import (
         BarColumn,
@@ -669,25 +763,20 @@ def sweep(
     from clusterplan.distributed import make_executor
     from clusterplan.sweep import load_sweep, run_sweep, write_parquet
 
+    if max_points < 1:
+        raise SpecError("--max-points", max_points, "must be >= 1")
     runner = make_executor(executor, ray_address, workers)
-    plan = load_sweep(sweep_file)  # every point validated before anything runs
-    target = output if output is not None else sweep_file.with_suffix(".parquet")
-    if target.is_dir():
-        raise SpecError("--output", str(target), "is a folder; give a file path")
-    if not target.parent.is_dir():
-        raise SpecError("--output", str(target), "its folder does not exist")
-    if not os.access(target.parent, os.W_OK):
-        raise SpecError("--output", str(target), "its folder is not writable")
+    plan = load_sweep(sweep_file, max_points=max_points)  # every point validated before anything runs
+    target = output_file(output if output is not None else sweep_file.with_suffix(".parquet"), "--output")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=Console(stderr=True), transient=True)
-    with runner, progress:
-        task = progress.add_task(escape(f"sweep on {runner.describe()}"), total=len(plan.points))
-        rows = run_sweep(plan, runner, on_result=lambda _index, _row: progress.advance(task))
-    try:
-        write_parquet(rows, target)
-    except OSError as error:
-        raise SpecError("--output", str(target), f"cannot write ({error.strerror or error})") from None
+    with runner:
+        runner.start()  # a Ray cluster joined (or refused) before the progress bar shows
+        with progress:
+            task = progress.add_task(escape(f"sweep on {runner.describe()}"), total=len(plan.points))
+            rows = run_sweep(plan, runner, on_result=lambda _index, _row: progress.advance(task))
+    write_or_refuse("--output", target, lambda: write_parquet(rows, target))
     if as_json:
         emit_json(rows)
         return
@@ -711,13 +800,17 @@ def fleet(
     """Capex per quarter and hardware mix -> chips, MW, EFLOP/s, capex, depreciation over time."""
     from clusterplan.report.fleet import fleet_records, fleet_report, fleet_table
 
+    if report_dir is not None:
+        output_dir(report_dir, "--report-dir")
     name, records = fleet_records(scenario, runs=runs)
+    if report_dir is not None:
+        output_dir(report_dir, "--report-dir", (f"fleet-{name}.md", f"fleet-{name}.html"))
     if as_json:
         emit_json(records)
     else:
         fleet_table(console, name, records)
     if report_dir is not None:
-        written = fleet_report(name, records, report_dir)
+        written = write_or_refuse("--report-dir", report_dir, lambda: fleet_report(name, records, report_dir))
         if not as_json:
             console.print(f"report: {written['html']} and {written['markdown']}")
 
@@ -1032,6 +1125,8 @@ def calibrate(
     if workers is not None and workers < 1:
         raise SpecError("--workers", workers, "must be >= 1")
     catalog = Path(__file__).parent / "catalog"
+    target = output_file(output or catalog / "efficiency.yaml", "--output")  # before a minute of fitting
+    crossval_target = output_file(crossval_output or catalog / CROSSVAL_FILE, "--crossval-output")
     calibration = fit(all_cases())
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("fitting families", total=len(ALL_FAMILIES))
@@ -1042,15 +1137,14 @@ def calibrate(
     document = efficiency_yaml(calibration)
     summary = _cross_validate(None, workers)
     # Both files are written only once both are computed: nothing half-written.
-    target = output or catalog / "efficiency.yaml"
     header = ("# Physical kernel efficiencies per chip family, written by `clusterplan calibrate`\n"
               "# (MAP fit on the published rows named in fitted_on; see docs/validation.md).\n")
-    target.write_text(header + yaml.safe_dump(document, sort_keys=False, width=100), encoding="utf-8")
-    crossval_target = crossval_output or catalog / CROSSVAL_FILE
+    efficiency_text = header + yaml.safe_dump(document, sort_keys=False, width=100)
     crossval_header = ("# Cross-validated errors of the fit in efficiency.yaml, written by `clusterplan calibrate`:\n"
                        "# each table, and each chip family, left out in turn (see docs/validation.md).\n")
-    crossval_target.write_text(crossval_header + yaml.safe_dump(summary.model_dump(mode="json"), sort_keys=False,
-                                                                width=100), encoding="utf-8")
+    crossval_text = crossval_header + yaml.safe_dump(summary.model_dump(mode="json"), sort_keys=False, width=100)
+    write_or_refuse("--output", target, lambda: write_atomically(target, efficiency_text))
+    write_or_refuse("--crossval-output", crossval_target, lambda: write_atomically(crossval_target, crossval_text))
     families: list[dict[str, Any]] = document["families"]  # type: ignore[assignment]
     for entry in families:
         console.print(f"[bold]{entry['family']}[/]: {entry['note']}")
@@ -1074,8 +1168,11 @@ def rainier(
     frontier runs and the fleet ramp; also written as Markdown and HTML with charts."""
     from clusterplan.report.rainier import rainier_record, rainier_report, rainier_summary, rainier_table
 
+    if report_dir is not None:
+        output_dir(report_dir, "--report-dir", ("rainier.md", "rainier.html"))
     record = rainier_record(scenario)
-    written = rainier_report(record, report_dir) if report_dir is not None else {}
+    written = (write_or_refuse("--report-dir", report_dir, lambda: rainier_report(record, report_dir))
+               if report_dir is not None else {})
     if written:
         record["report"] = written
     if as_json:

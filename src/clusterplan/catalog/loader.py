@@ -10,7 +10,7 @@ import difflib
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -124,6 +124,43 @@ def validation_message(error: ValidationError) -> str:
     value = first.get("input")
     shown = f" (got {show(value)})" if not isinstance(value, dict | list) and value is not None else ""
     return f"{location}: {message}{shown}"
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (directly, optionally or as list items), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def spec_error(error: ValidationError, prefix: str, model: type[BaseModel]) -> SpecError:
+    """The first pydantic error of a file validated against ``model`` as a SpecError on
+    ``prefix.key[i].key`` naming the value and the rule; an unknown key lists the known ones."""
+    first = error.errors()[0]
+    loc = list(first["loc"])
+    where = prefix
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}"
+    rule = str(first["msg"]).removeprefix("Value error, ")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, SpecError):  # a unit parser's refusal: its rule, without its own field name
+        rule = cause.rule
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        owner: type[BaseModel] | None = model
+        for part in loc[:-1]:
+            if isinstance(part, str) and owner is not None and part in owner.model_fields:
+                owner = _nested_model(owner.model_fields[part].annotation)
+        known = ", ".join(owner.model_fields) if owner is not None else ""
+        close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1) if owner else []
+        rule = f"unknown key; did you mean {close[0]}?" if close else f"unknown key (known: {known})"
+    elif first["type"] == "missing":
+        rule, value = "required key is missing", None
+    return SpecError(where, value if not isinstance(value, dict) else "{...}", rule)
 
 
 def build(spec_type: type[SpecT], data: Any, field: str, origin: str) -> SpecT:
