@@ -28,6 +28,14 @@ CROSSVAL_FILE = "crossval.yaml"
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the name cannot even be looked up (too long, a NUL)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-")
 
@@ -71,6 +79,22 @@ class SafeLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping; a key written twice is refused (YAML keeps the last one silently)."""
+        self.flatten_mapping(node)  # merge keys (<<) first, as the parent method does
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the parent method says so
+                break
+            if duplicate:
+                raise RefusedYAML(problem=f"key {shorten(repr(key), 60)} is given twice",
+                                  problem_mark=key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_yaml(text: str) -> Any:
@@ -188,7 +212,7 @@ def _names(filename: str) -> list[str]:
 
 def _resolve(spec_type: type[SpecT], filename: str, reference: str, field: str) -> SpecT:
     path = Path(reference).expanduser()
-    if reference.endswith((".yaml", ".yml")) or path.is_file():
+    if reference.endswith((".yaml", ".yml")) or _is_file(path):
         data = read_yaml(path, field)
         if isinstance(data, list) and len(data) == 1:
             data = data[0]
@@ -244,7 +268,7 @@ def model_names() -> list[str]:
 def load_scenario(reference: str, field: str = "scenario") -> dict[str, Any]:
     """A scenario YAML: a built-in name under catalog/scenarios/ or a path."""
     path = Path(reference).expanduser()
-    if reference.endswith((".yaml", ".yml")) or path.is_file():
+    if reference.endswith((".yaml", ".yml")) or _is_file(path):
         data = read_yaml(path, field)
     else:
         resource = resources.files("clusterplan.catalog").joinpath(f"scenarios/{reference}.yaml")
