@@ -17,7 +17,7 @@ from clusterplan import cli
 from clusterplan.specs import Plan
 from clusterplan.validation.cases import korthikanti2022
 from clusterplan.validation.harness import run_case
-from test_cli import assert_refused, strict_json, train_result
+from test_cli import assert_refused, train_result
 
 L405 = ["train", "--model", "llama3-405b", "--system", "dgx-h100", "--chips", "16384", "--tp", "8", "--pp", "16",
         "--seq", "8192", "--global-batch", "2048"]

@@ -61,9 +61,16 @@ EXIT_BAD_INPUT = 2
 EXIT_ABORTED = 130
 
 
+def error_line(message: str) -> None:
+    """Print ``error: message`` on stderr as one printable line (an argument that was not valid
+    UTF-8 reaches Python as lone surrogates: they are shown escaped, not raised on)."""
+    text = " ".join(f"error: {message}".splitlines())
+    typer.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"), err=True)
+
+
 def refuse(message: str, code: int = EXIT_BAD_INPUT) -> None:
     """Print ``error: message`` (one line, on stderr) and end with ``code``."""
-    typer.echo(f"error: {message}", err=True)
+    error_line(message)
     raise typer.Exit(code=code)
 
 
@@ -118,8 +125,9 @@ def output_file(path: Path, option: str) -> Path:
         mode: int | None = os.lstat(path).st_mode
     except FileNotFoundError:
         mode = None
-    except OSError as error:
-        raise SpecError(option, str(path), f"cannot be examined ({error.strerror or error})") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+        raise SpecError(option, str(path), f"cannot be examined ({getattr(error, 'strerror', None) or error})"
+                        ) from None
     if mode is not None and stat.S_ISDIR(mode):
         raise SpecError(option, str(path), "is a folder; give a file path")
     if mode is not None and not stat.S_ISREG(mode):
@@ -138,6 +146,8 @@ def output_dir(path: Path, option: str, names: tuple[str, ...] = ()) -> Path:
     """``path`` if report files can be written in it: an existing writable folder, or a missing
     one whose nearest existing parent is a writable folder (it is created when written); each
     of ``names`` already in it must be a regular file. Else a SpecError on ``option``."""
+    if "\0" in str(path):
+        raise SpecError(option, str(path), "not a usable path (a NUL character)")
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise SpecError(option, str(path), "is not a folder")
@@ -1399,7 +1409,7 @@ def _aborted() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    typer.echo("error: aborted", err=True)
+    error_line("aborted")
     sys.exit(EXIT_ABORTED)
 
 
@@ -1420,11 +1430,11 @@ def main(argv: list[str] | None = None) -> None:
         if type(error).__name__ == "NoArgsIsHelpError":
             typer.echo(getattr(error, "ctx").get_help())  # noqa: B009
             sys.exit(0)
-        typer.echo(f"error: {_usage_message(error, args)}", err=True)
+        error_line(_usage_message(error, args))
         sys.exit(EXIT_BAD_INPUT)
     except (SpecError, ValidationError) as error:  # raised outside a command (an option callback)
         code, message = one_line(error) or (EXIT_BAD_INPUT, str(error))
-        typer.echo(f"error: {message}", err=True)
+        error_line(message)
         sys.exit(code)
     if result == EXIT_ABORTED:  # typer turns a KeyboardInterrupt inside a command into exit 130
         _aborted()

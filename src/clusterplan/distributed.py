@@ -156,23 +156,33 @@ def probe_ray_address(address: str, timeout_s: float = RAY_PROBE_TIMEOUT_S) -> N
                         f"within {timeout_s:g} s ({reason})") from None
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the duration (Ray's C++ core logs its retries
-    there); a failure is reported in one line by the caller instead."""
+def _run_quietly(target: Callable[[], None], timeout_s: float) -> bool:
+    """Run ``target`` in a daemon thread with file descriptor 2 sent to /dev/null (Ray's C++
+    core logs its connection retries there; a failure is reported in one line by the caller).
+    True if it finished within ``timeout_s``. If it did not, it may keep logging: fd 2 stays on
+    /dev/null and ``sys.stderr`` moves to a copy of the real stderr, so the caller's one line
+    (and anything after it) still shows."""
+    thread = threading.Thread(target=target, name="ray-init", daemon=True)
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):  # no real fd 2 (an embedding host): leave it alone
-        yield
-        return
+        thread.start()
+        thread.join(timeout_s)
+        return not thread.is_alive()
+    with open(os.devnull, "w") as sink:
+        os.dup2(sink.fileno(), 2)
     try:
-        with open(os.devnull, "w") as sink:
-            os.dup2(sink.fileno(), 2)
-        yield
+        thread.start()
+        thread.join(timeout_s)
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        if thread.is_alive():
+            sys.stderr = open(saved, "w", encoding=getattr(sys.stderr, "encoding", None) or "utf-8",  # noqa: SIM115
+                              errors="backslashreplace", closefd=True)
+        else:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return not thread.is_alive()
 
 
 def import_ray() -> ModuleType:
@@ -231,11 +241,7 @@ class RayExecutor(Executor):
                 outcome["error"] = error
 
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-        with _quiet_stderr():
-            thread = threading.Thread(target=init, name="ray-init", daemon=True)
-            thread.start()
-            thread.join(RAY_INIT_TIMEOUT_S)
-        if "error" not in outcome:
+        if not _run_quietly(init, RAY_INIT_TIMEOUT_S):
             raise SpecError("--ray-address", self.address, f"{where} did not answer within "
                             f"{RAY_INIT_TIMEOUT_S:g} s (is it a Ray head node?)")
         error = outcome["error"]

@@ -110,6 +110,8 @@ def read_text(path: Path, field: str, limit: int = MAX_YAML_BYTES) -> str:
             raw = stream.read(limit + 1)
     except OSError as error:
         raise SpecError(field, str(path), f"cannot read file ({error.strerror or error})") from None
+    except ValueError as error:  # a NUL in the path
+        raise SpecError(field, str(path), f"not a usable path ({error})") from None
     if len(raw) > limit:
         raise SpecError(field, str(path), f"file is larger than {limit // 2**20} MiB")
     try:

@@ -277,6 +277,11 @@ def _parse_tokens(where: str, raw: Any) -> int:
     return int(value)
 
 
+#: Largest trace file read (bytes): millions of requests; the bound keeps memory bounded whatever
+#: the path names (``/dev/zero``).
+MAX_TRACE_BYTES = 256 * 2**20
+
+
 def _csv_rows(lines: list[str], path: Path) -> Iterator[list[str]]:
     """``csv.reader`` over ``lines``, its errors (a field over the csv module's size limit, a NUL)
     refused as a SpecError naming the file and line."""
@@ -299,7 +304,9 @@ def from_trace(path: str | Path) -> Workload:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_TRACE_BYTES + 1)
+        text = raw.decode("utf-8") if len(raw) <= MAX_TRACE_BYTES else ""
     except FileNotFoundError:
         raise SpecError("trace", str(path), "file not found") from None
     except UnicodeDecodeError as error:
@@ -307,6 +314,10 @@ def from_trace(path: str | Path) -> Workload:
                         f"{error.start:,})") from None
     except OSError as error:
         raise SpecError("trace", str(path), f"cannot read file ({error.strerror or error})") from None
+    except ValueError as error:  # a NUL in the path
+        raise SpecError("trace", str(path), f"not a usable path ({error})") from None
+    if len(raw) > MAX_TRACE_BYTES:
+        raise SpecError("trace", str(path), f"file is larger than {MAX_TRACE_BYTES // 2**20} MiB")
     lines = text.splitlines()
     first = next((line for line in lines if line.strip()), "")
     if not first:
