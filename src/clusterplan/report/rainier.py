@@ -13,7 +13,7 @@ from rich.table import Table
 from clusterplan import units
 from clusterplan.catalog import hardware_for, load_model, load_scenario, load_system
 from clusterplan.catalog.loader import spec_error
-from clusterplan.errors import SpecError
+from clusterplan.errors import NoAnswerError, SpecError
 from clusterplan.report.tables import train_table
 from clusterplan.specs import Chip, System
 from clusterplan.specs._base import Seconds, Spec, Watts
@@ -302,7 +302,7 @@ def _searched_training(training: dict[str, Any], hardware: Any, chips: int) -> t
     result = search(model, hardware, chips, seq_len, global_batch, space, objective=objective,  # type: ignore[arg-type]
                     max_memory_fraction=fraction, top=5, tokens=tokens, max_step_time_s=max_step)
     if not result.best:
-        raise SpecError("scenario.training", model.name, f"no plan fits on up to {chips:,} chips")
+        raise NoAnswerError("scenario.training", model.name, f"no plan fits on up to {chips:,} chips")
     best = result.best[0]
     best["share_of_cluster"] = best["chips"] / chips
     summary = result.record()
