@@ -451,14 +451,14 @@ BAD_INPUT = [
     pytest.param(["rainier", "--scenario", "{tmp}/scenario-fleet-key.yaml"], ("colour", "Extra inputs"),
                  id="scenario-bad-fleet-section"),
     # reliability: unbounded Monte Carlo work is refused before it starts
-    pytest.param([*RELIABILITY_8B, "--tokens", "1e30", "--trials", "1"], ("--tokens", "1e30", "interruptions"),
+    pytest.param([*RELIABILITY_8B, "--tokens", "1e30", "--trials", "1"], ("interruptions",),
                  id="monte-carlo-1e30-tokens"),
-    pytest.param([*RELIABILITY_8B, "--duration", "1e9y", "--trials", "1"], ("--duration", "1e9y", "interruptions"),
+    pytest.param([*RELIABILITY_8B, "--duration", "1e9y", "--trials", "1"], ("interruptions",),
                  id="monte-carlo-1e9-years"),
     pytest.param([*RELIABILITY_8B, "--duration", "100y", "--trials", "1000000"],
-                 ("--trials", "1000000", "at most"), id="monte-carlo-1e6-trials-100-years"),
+                 ("--trials", "1000000", "interruptions"), id="monte-carlo-1e6-trials-100-years"),
     pytest.param([*RELIABILITY_8B, "--tokens", "15T", "--storage-bandwidth", "0TB/s"],
-                 ("--storage-bandwidth", "0TB/s", "> 0"), id="storage-bandwidth-zero"),
+                 ("--storage-bandwidth", "> 0"), id="storage-bandwidth-zero"),
     # serving simulations: bounded requests
     pytest.param([*CAPACITY_8B, "--requests", "1000000"], ("--requests", "1000000", "--top"),
                  id="capacity-1e6-requests"),
