@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from importlib import resources
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -34,13 +37,23 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=_no_constants)
 
 
-def train_json(capsys, *extra: str, base: list[str] = BASE) -> dict:
-    code, out, err = run_cli(capsys, [*base, *extra, "--json"])
-    assert code == 0, err
-    assert err == ""
+def train_result(code: int, out: str, err: str) -> dict:
+    """The record of ``train --json``: exit 0 and nothing on stderr when the plan fits in memory;
+    exit 1 and one ``error:`` line saying why when it does not (the record is printed all the same)."""
     record = strict_json(out)
     assert isinstance(record, dict)
+    if record.get("fits_memory", True):  # other commands' records: exit 0
+        assert code == 0, err
+        assert err == ""
+    else:
+        assert code == 1, (code, err)
+        assert len(err.splitlines()) == 1 and err.startswith("error: --chips=")
+        assert "does not fit in memory" in err and "Traceback" not in err
     return record
+
+
+def train_json(capsys, *extra: str, base: list[str] = BASE) -> dict:
+    return train_result(*run_cli(capsys, [*base, *extra, "--json"]))
 
 
 def assert_refused(code: int, out: str, err: str, *needles: str) -> str:
@@ -70,11 +83,7 @@ TRAIN_KEYS = {"step_time_s", "tokens_per_s_per_chip", "model_tflops_per_chip", "
 
 
 def test_train_json_is_one_object_with_the_key_figures(capsys):
-    code, out, err = run_cli(capsys, [*BASE, "--json"])
-    assert code == 0
-    assert err == ""
-    record = strict_json(out)  # the whole of stdout is one JSON document
-    assert isinstance(record, dict)
+    record = train_json(capsys)  # the whole of stdout is one JSON document
     assert record.keys() >= TRAIN_KEYS
     assert "time_to_train_s" not in record
     assert record["step_time_s"] > 0
@@ -155,12 +164,12 @@ def test_chip_override(capsys):
 
 @pytest.mark.usefixtures("wide_console")
 def test_train_table(capsys):
-    code, out, err = run_cli(capsys, BASE)
+    code, out, err = run_cli(capsys, [*BASE, "--zero", "2"])  # ZeRO-2: it fits in memory
     assert code == 0
     assert err == ""
     assert "step time" in out
     assert "memory per chip" in out
-    code, out, err = run_cli(capsys, [*BASE, "--tokens", "15T"])
+    code, out, err = run_cli(capsys, [*BASE, "--zero", "2", "--tokens", "15T"])
     assert code == 0
     assert "time to train" in out
 
@@ -277,7 +286,36 @@ def yaml_dir(tmp_path: Path) -> Path:
         "name: negative\nlayers: 32\nhidden_size: -4096\nffn_hidden_size: 14336\n"
         "attention_heads: 32\nkv_heads: 8\nvocab_size: 128256\nffn_activation: swiglu\n"
         "source: test fixture\n", encoding="utf-8")
+    (tmp_path / "bool-layers.yaml").write_text(
+        "name: bool-layers\nlayers: true\nhidden_size: 4096\nffn_hidden_size: 14336\n"
+        "attention_heads: 32\nkv_heads: 8\nvocab_size: 128256\nffn_activation: swiglu\n"
+        "source: test fixture\n", encoding="utf-8")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\nlayers: 32\n".encode("latin-1"))
+    (tmp_path / "laughs.yaml").write_text(LAUGHS, encoding="utf-8")
+    (tmp_path / "deep.yaml").write_text("tp: " + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    (tmp_path / "twice.yaml").write_text("tp: 2\ntp: 4\n", encoding="utf-8")
+    (tmp_path / "date.yaml").write_text("tp: 2025-13-45\n", encoding="utf-8")
+    (tmp_path / "a-file").write_text("not a folder\n", encoding="utf-8")
+    (tmp_path / "link.parquet").symlink_to(tmp_path / "a-file")
+    rainier = yaml.safe_load((resources.files("clusterplan.catalog") / "scenarios/rainier.yaml").read_text("utf-8"))
+    for name, section, change in (("typo", "training", {"tokenz": "15T"}),
+                                  ("serving-model", "serving", {"model": "llama9"}),
+                                  ("fleet-key", "fleet", {"colour": "blue"})):
+        (tmp_path / f"scenario-{name}.yaml").write_text(
+            yaml.safe_dump({**rainier, section: {**rainier[section], **change}}), encoding="utf-8")
+    sweep = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples/sweep-small.yaml").read_text("utf-8"))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep), encoding="utf-8")
+    (tmp_path / "sweep-fp8.yaml").write_text(
+        yaml.safe_dump({**sweep, "systems": ["dgx-h100", "tpu-v4"], "precision": ["bf16", "fp8"]}), encoding="utf-8")
+    (tmp_path / "sweep-laughs.yaml").write_text(
+        "models: &m [llama3-8b, llama3-70b]\nsystems: *m\nchips: [8]\nseq_len: [8]\nglobal_batch: [8]\n",
+        encoding="utf-8")
     return tmp_path
+
+
+#: "Billion laughs": nine levels of nine aliases of a list expand 1 kB into 9^9 strings.
+LAUGHS = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
 
 
 def _with(**changes: str) -> list[str]:
@@ -293,6 +331,12 @@ def _with(**changes: str) -> list[str]:
 
 
 ABSURD_CHIPS = str(10**12)
+SEARCH_8B = ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8", "--seq", "2048",
+             "--global-batch", "64"]
+RELIABILITY_8B = ["reliability", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "64"]
+SERVE_8B = ["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--requests", "100"]
+CAPACITY_8B = ["capacity", "--model", "llama3-8b", "--system", "dgx-h100", "--demand", "1e5", "--slo-ttft", "2s",
+               "--slo-tpot", "100ms", "--requests", "100", "--max-chips-per-replica", "8"]
 
 BAD_INPUT = [
     pytest.param(_with(model="llama3-70x"), ("--model", "llama3-70x", "llama3-70b"),
@@ -372,6 +416,75 @@ BAD_INPUT = [
                  id="unknown-scenario"),
     pytest.param(["rainier", "--scenario", "{tmp}/malformed.yaml"], ("scenario", "malformed.yaml"),
                  id="malformed-scenario"),
+    # issue #14: precisions a chip has no units for are refused at the edge, not run at bf16
+    pytest.param(_with(system="tpu-v4", precision="fp8"), ("--precision", "fp8", "tpu-v4"),
+                 id="fp8-on-tpu-v4"),
+    pytest.param(_with(precision="fp4"), ("--precision", "fp4", "h100-sxm", "bf16, fp8"), id="fp4-on-h100"),
+    pytest.param(_with(chip="a100-80gb", precision="fp8"), ("--precision", "fp8", "a100-80gb"),
+                 id="fp8-on-a100"),
+    pytest.param([*SEARCH_8B, "--system", "tpu-v4", "--precision", "bf16,fp8"], ("--precision", "fp8", "tpu-v4"),
+                 id="search-fp8-on-tpu-v4"),
+    pytest.param([*RELIABILITY_8B, "--tokens", "1T", "--precision", "fp4"], ("--precision", "fp4", "h100-sxm"),
+                 id="reliability-fp4-on-h100"),
+    pytest.param([*SERVE_8B, "--system", "tpu-v4", "--weights", "fp8"], ("--weights", "fp8", "tpu-v4"),
+                 id="serve-fp8-weights-on-tpu-v4"),
+    pytest.param([*CAPACITY_8B, "--system", "tpu-v4", "--weights", "bf16,fp8"], ("--weights", "fp8", "tpu-v4"),
+                 id="capacity-fp8-weights-on-tpu-v4"),
+    pytest.param(["sweep", "{tmp}/sweep-fp8.yaml"], ("precision[0]", "fp8", "tpu-v4"), id="sweep-fp8-on-tpu-v4"),
+    # input files: types, encodings, YAML aliases, depth, duplicate keys, size
+    pytest.param(_with(model="{tmp}/bool-layers.yaml"), ("--model", "layers", "not true"),
+                 id="model-yaml-layers-true"),
+    pytest.param(_with(model="{tmp}/latin1.yaml"), ("--model", "latin1.yaml", "not UTF-8", "0xe9"),
+                 id="model-yaml-not-utf8"),
+    pytest.param(_with(plan="{tmp}/laughs.yaml"), ("--plan", "laughs.yaml", "alias"), id="plan-billion-laughs"),
+    pytest.param(_with(plan="{tmp}/deep.yaml"), ("--plan", "deep.yaml", "nested deeper than 64"),
+                 id="plan-nested-100000-deep"),
+    pytest.param(_with(plan="{tmp}/twice.yaml"), ("--plan", "twice.yaml", "'tp' is given twice"),
+                 id="plan-key-twice"),
+    pytest.param(_with(plan="{tmp}/date.yaml"), ("--plan", "date.yaml", "malformed YAML"), id="plan-bad-date"),
+    pytest.param(_with(plan="/dev/zero"), ("--plan", "/dev/zero", "larger than"), id="plan-dev-zero"),
+    pytest.param(_with(model="{tmp}/" + "m" * 5000), ("--model", "characters)"), id="model-name-5000-chars"),
+    pytest.param(["sweep", "{tmp}/sweep-laughs.yaml"], ("sweep", "alias of a list or mapping (*m)"), id="sweep-alias"),
+    pytest.param(["rainier", "--scenario", "{tmp}/laughs.yaml"], ("scenario", "alias"), id="scenario-laughs"),
+    # scenarios: every key known, the whole file checked before any search
+    pytest.param(["rainier", "--scenario", "{tmp}/scenario-typo.yaml"],
+                 ("scenario.training.tokenz", "unknown key", "tokens"), id="scenario-unknown-key"),
+    pytest.param(["rainier", "--scenario", "{tmp}/scenario-serving-model.yaml"],
+                 ("scenario.serving.model", "llama9", "unknown model"), id="scenario-bad-serving-model"),
+    pytest.param(["rainier", "--scenario", "{tmp}/scenario-fleet-key.yaml"], ("colour", "Extra inputs"),
+                 id="scenario-bad-fleet-section"),
+    # reliability: unbounded Monte Carlo work is refused before it starts
+    pytest.param([*RELIABILITY_8B, "--tokens", "1e30", "--trials", "1"], ("interruptions",),
+                 id="monte-carlo-1e30-tokens"),
+    pytest.param([*RELIABILITY_8B, "--duration", "1e9y", "--trials", "1"], ("interruptions",),
+                 id="monte-carlo-1e9-years"),
+    pytest.param([*RELIABILITY_8B, "--duration", "100y", "--trials", "1000000"],
+                 ("--trials", "1000000", "interruptions"), id="monte-carlo-1e6-trials-100-years"),
+    pytest.param([*RELIABILITY_8B, "--tokens", "15T", "--storage-bandwidth", "0TB/s"],
+                 ("--storage-bandwidth", "> 0"), id="storage-bandwidth-zero"),
+    # serving simulations: bounded requests
+    pytest.param([*CAPACITY_8B, "--requests", "1000000"], ("--requests", "1000000", "--top"),
+                 id="capacity-1e6-requests"),
+    pytest.param([*SERVE_8B, "--requests", "1000000"], ("--requests", "1000000"), id="serve-1e6-requests"),
+    # outputs: checked before any work
+    pytest.param(["rainier", "--report-dir", "{tmp}/a-file"], ("--report-dir", "a-file", "not a folder"),
+                 id="rainier-report-dir-is-a-file"),
+    pytest.param(["rainier", "--report-dir", "{tmp}/a-file/sub"], ("--report-dir", "a-file is not a folder"),
+                 id="rainier-report-dir-under-a-file"),
+    pytest.param(["fleet", "amazon-2025", "--report-dir", "{tmp}/a-file"], ("--report-dir", "not a folder"),
+                 id="fleet-report-dir-is-a-file"),
+    pytest.param(["sweep", "{tmp}/sweep.yaml", "--output", "/dev/null"], ("--output", "/dev/null", "regular file"),
+                 id="sweep-output-device"),
+    pytest.param(["sweep", "{tmp}/sweep.yaml", "--output", "{tmp}/link.parquet"], ("--output", "symbolic link"),
+                 id="sweep-output-symlink"),
+    pytest.param(["sweep", "{tmp}/sweep.yaml", "--output", "{tmp}"], ("--output", "folder"),
+                 id="sweep-output-folder"),
+    pytest.param(["sweep", "{tmp}/sweep.yaml", "--max-points", "7"], ("sweep", "8 points", "--max-points=7"),
+                 id="sweep-too-many-points"),
+    pytest.param(["sweep", "{tmp}/sweep.yaml", "--executor", "ray", "--ray-address", "nonsense"],
+                 ("--ray-address", "nonsense", "host:port"), id="ray-address-malformed"),
+    pytest.param(["sweep", "{tmp}/sweep.yaml", "--executor", "ray", "--ray-address", "127.0.0.1:1"],
+                 ("--ray-address", "127.0.0.1:1", "cannot connect"), id="ray-address-unreachable"),
 ]
 
 
@@ -381,7 +494,12 @@ def test_bad_input_is_one_error_line_and_exit_2(capsys, yaml_dir, argv, needles,
     argv = [part.replace("{tmp}", str(yaml_dir)) for part in argv]
     if as_json:
         argv = [*argv, "--json"]
-    assert_refused(*run_cli(capsys, argv), *needles)
+    before = sorted(p.name for p in yaml_dir.iterdir())
+    started = time.perf_counter()
+    line = assert_refused(*run_cli(capsys, argv), *needles)
+    assert time.perf_counter() - started < 30  # refused before any real work
+    assert len(line) < 600  # values are shortened (~200 characters), never echoed whole
+    assert sorted(p.name for p in yaml_dir.iterdir()) == before  # nothing written
 
 
 @pytest.mark.parametrize(
@@ -457,9 +575,10 @@ def test_random_integers_succeed_or_are_refused_cleanly(capsys, sizes):
         argv += ["--" + name.replace("_", "-"), str(value)]
     code, out, err = run_cli(capsys, argv)
     event(f"exit {code}")
-    if code == 0:
-        assert err == ""
+    if code in (0, 1):  # 1: a valid plan that does not fit in memory (the record is printed too)
+        assert err == "" if code == 0 else err.startswith("error: --chips=")
         record = strict_json(out)
+        assert record["fits_memory"] is (code == 0)
         plan = record["plan"]
         assert plan["tp"] * plan["pp"] * plan["cp"] * plan["dp"] == sizes["chips"]
         assert math.isfinite(record["step_time_s"])

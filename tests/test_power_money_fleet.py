@@ -140,7 +140,7 @@ def test_fleet_report_has_charts(capsys: pytest.CaptureFixture[str], tmp_path: P
 
 def test_train_reports_energy_and_cost(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "64",
-                                "--seq", "8192", "--global-batch", "256", "--tokens", "1T", "--json"])
+                                "--seq", "8192", "--global-batch", "256", "--zero", "2", "--tokens", "1T", "--json"])
     assert code == 0
     record = json.loads(out)
     assert record["cost_usd"] == pytest.approx(record["cost_per_chip_hour_usd"] * record["chip_hours"])

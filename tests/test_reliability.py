@@ -245,7 +245,7 @@ def test_the_record_reproduces_itself(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_train_reports_time_with_failures(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "1024",
-                                "--seq", "8192", "--global-batch", "1024", "--tokens", "15T", "--json"])
+                                "--seq", "8192", "--global-batch", "1024", "--zero", "2", "--tokens", "15T", "--json"])
     assert code == 0
     record = json.loads(out)
     failures = record["reliability"]

@@ -58,5 +58,6 @@ def test_search_refuses_bad_options(capsys: pytest.CaptureFixture[str], extra: l
 def test_search_with_no_fitting_plan_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, ["search", "--model", "llama3-405b", "--system", "dgx-h100", "--chips", "8",
                                   "--seq", "8192", "--global-batch", "8", "--json"])
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""  # a valid question answered no (README, "Exit codes")
     assert err.startswith("error: --chips=8: no plan fits")
+    assert len(err.splitlines()) == 1

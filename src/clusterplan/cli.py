@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
+import stat
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -30,7 +32,7 @@ from clusterplan.catalog import (
     system_names,
 )
 from clusterplan.catalog.loader import read_yaml, validation_message
-from clusterplan.errors import SpecError
+from clusterplan.errors import MAX_VALUE_CHARS, NoAnswerError, SpecError, shorten, show
 from clusterplan.specs import Model, Plan
 from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import MAX_CHIPS
@@ -52,25 +54,143 @@ R = TypeVar("R")
 SpecT = TypeVar("SpecT", bound=Spec)
 
 
-def refuse(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+#: Exit codes (README, "Exit codes"): 0 answered; 1 a valid question whose answer is no (the plan
+#: does not fit, no plan or deployment meets the target); 2 bad input; 130 interrupted (Ctrl-C).
+EXIT_NO_ANSWER = 1
+EXIT_BAD_INPUT = 2
+EXIT_ABORTED = 130
+
+
+def error_line(message: str) -> None:
+    """Print ``error: message`` on stderr as one printable line (an argument that was not valid
+    UTF-8 reaches Python as lone surrogates: they are shown escaped, not raised on)."""
+    text = " ".join(f"error: {message}".splitlines())
+    typer.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"), err=True)
+
+
+def refuse(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    """Print ``error: message`` (one line, on stderr) and end with ``code``."""
+    error_line(message)
+    raise typer.Exit(code=code)
+
+
+def one_line(error: BaseException) -> tuple[int, str] | None:
+    """The exit code and one-line message the command line ends with on ``error``; None for an
+    exception that is not about the input (a bug: it keeps its traceback).
+
+    The one place that maps exceptions to exit codes: SpecError (bad input, 2) and its NoAnswerError
+    (a valid question answered no, 1), pydantic errors on a spec (2), and an input file the
+    loader could not decode (2)."""
+    if isinstance(error, SpecError):
+        return error.exit_code, str(error)
+    if isinstance(error, ValidationError):
+        return EXIT_BAD_INPUT, validation_message(error)
+    return None
 
 
 def clean_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn spec errors into one line and exit code 2 (no traceback)."""
+    """Turn spec errors into one line and their exit code (no traceback); see :func:`one_line`."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except SpecError as error:
-            refuse(str(error))
-        except ValidationError as error:
-            refuse(validation_message(error))
+        except (SpecError, ValidationError) as error:
+            code, message = one_line(error) or (EXIT_BAD_INPUT, str(error))
+            refuse(message, code)
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+# ---- output paths: checked before any work, so a bad one costs nothing ------------------------
+def _cannot_create_in(folder: Path) -> str | None:
+    """Why a file cannot be created in ``folder`` (tried for real: a temporary file made and
+    removed, since permission bits say nothing to root or on a read-only mount); None if it can."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def output_file(path: Path, option: str) -> Path:
+    """``path`` if a regular file can be written there (atomically: a temporary file beside it,
+    then a rename); else a SpecError on ``option``. A folder, a link, a device or a pipe is
+    refused, not replaced; so is a path whose folder is missing or not writable."""
+    try:
+        mode: int | None = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+        raise SpecError(option, str(path), f"cannot be examined ({getattr(error, 'strerror', None) or error})"
+                        ) from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise SpecError(option, str(path), "is a folder; give a file path")
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file (a device, pipe or socket)"
+        raise SpecError(option, str(path), f"is {kind}; give the path of a regular file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise SpecError(option, str(path), "its folder does not exist")
+    reason = _cannot_create_in(folder)
+    if reason is not None:
+        raise SpecError(option, str(path), f"its folder is not writable ({reason})")
+    return path
+
+
+def output_dir(path: Path, option: str, names: tuple[str, ...] = ()) -> Path:
+    """``path`` if report files can be written in it: an existing writable folder, or a missing
+    one whose nearest existing parent is a writable folder (it is created when written); each
+    of ``names`` already in it must be a regular file. Else a SpecError on ``option``."""
+    if "\0" in str(path):
+        raise SpecError(option, str(path), "not a usable path (a NUL character)")
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise SpecError(option, str(path), "is not a folder")
+        reason = _cannot_create_in(path)
+        if reason is not None:
+            raise SpecError(option, str(path), f"is not writable ({reason})")
+        for name in names:
+            output_file(path / name, option)
+        return path
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SpecError(option, str(path), f"cannot be created: {parent} is not a folder")
+    reason = _cannot_create_in(parent)
+    if reason is not None:
+        raise SpecError(option, str(path), f"cannot be created in {parent} ({reason})")
+    return path
+
+
+def write_or_refuse(option: str, path: Path, write: Callable[[], R]) -> R:
+    """Run ``write`` (which writes at ``path``); an OSError it raises (disk full, a folder that
+    changed since it was checked) is a one-line refusal on ``option``, not a traceback."""
+    try:
+        return write()
+    except OSError as error:
+        raise SpecError(option, str(path), f"cannot write ({error.strerror or error})") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) at ``path`` through a temporary file beside it and a rename: a
+    reader sees the old file or the new one, never half of one."""
+    import tempfile
+
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _finite(value: Any) -> Any:
@@ -272,7 +392,7 @@ def build_plan(options: dict[str, Any], chips: int, model: Model | None = None,
     try:
         return plan.with_balanced_split(model).validate_for(model, chips)
     except SpecError as error:
-        raise SpecError(name(error.field), error.value, error.rule) from None
+        raise error.renamed(name(error.field)) from None
 
 
 # ---- train ---------------------------------------------------------------------------------
@@ -322,7 +442,7 @@ def train(
 ) -> None:
     """Estimate one training step (time, breakdown, memory) and the time to train. Settings
     left open are listed with what changing them would do (JSON: assumed)."""
-    from clusterplan.report.tables import train_table
+    from clusterplan.report.tables import memory_table, train_table
     from clusterplan.training.sensitivity import assumed_settings, layer_split_record
     from clusterplan.training.summary import train_record
 
@@ -334,17 +454,40 @@ def train(
     try:
         plan.validate_placement(spec_system.scale_up_size)
     except SpecError as error:
-        raise SpecError(origins.get(error.field, flag(error.field)), error.value, error.rule) from None
+        raise error.renamed(origins.get(error.field, flag(error.field))) from None
     hardware = hardware_for(spec_system, spec_chip)
+    hardware.chip.require(plan.precision, origins.get("precision", "--precision"))
     record = train_record(spec_model, hardware, plan, _tokens(tokens))
     split_given = any(options.get(field) is not None for field in ("first_stage_layers", "last_stage_layers"))
     if plan.pp > 1:
         record["layer_split"] = layer_split_record(spec_model, plan, given=split_given)
     record["assumed"] = assumed_settings(spec_model, hardware, plan, set(options), record["step_time_s"])
+    if not record["fits_memory"]:
+        # A valid question answered no: the figures are those of a plan that cannot run.
+        if as_json:
+            emit_json(record)
+        else:
+            memory_table(console, record)
+        raise NoAnswerError("--chips", chips, does_not_fit(record))
     if as_json:
         emit_json(record)
     else:
         train_table(console, record)
+
+
+def does_not_fit(record: dict[str, Any]) -> str:
+    """Why a train record's plan cannot run: memory per chip, the chip's HBM, the largest part,
+    and what may help (one line)."""
+    plan = record["plan"]
+    layout = " ".join(f"{name.upper()}{plan[name]}" for name in ("tp", "pp", "vp", "cp", "dp", "ep")
+                      if name in ("tp", "pp", "dp") or plan.get(name, 1) > 1)
+    parts = record["memory_breakdown"]
+    largest = max(parts, key=parts.get)
+    return (f"does not fit in memory: {record['model']} {layout} needs "
+            f"{units.format_bytes(record['memory_bytes_per_chip'])} per chip, {record['chip']} has "
+            f"{units.format_bytes(record['memory_capacity_bytes'])} (largest: {largest} "
+            f"{units.format_bytes(parts[largest])}); try more chips, --zero, --tp/--pp, --recompute "
+            "or `clusterplan search`")
 
 
 # ---- catalog -------------------------------------------------------------------------------
@@ -560,8 +703,12 @@ def search(
         if not item.isdigit():
             raise SpecError("--zero", item, "must be 0, 1, 2 or 3")
         zero_stages.append(int(item))
+    precisions = _csv(axes.get("precision", "bf16"), "--precision")
+    for item in precisions:
+        if item in ("bf16", "fp8", "fp4"):
+            hardware.chip.require(item, origins.get("precision", "--precision"))
     space = SearchSpace(
-        precisions=_csv(axes.get("precision", "bf16"), "--precision"),
+        precisions=precisions,
         recompute=_csv(axes.get("recompute", "none,selective,full"), "--recompute"),
         zero=tuple(zero_stages), max_tp=max_tp, max_cp=max_cp, max_micro_batch=max_micro_batch,
         chips_at_most=up_to, any_shape=any_shape,
@@ -578,7 +725,7 @@ def search(
         raise typer.Exit(code=1)
     if not result.best:
         shapes = "" if any_shape else ", --any-shape"
-        raise SpecError("--chips", chips, f"no plan fits ({result.plans_enumerated:,} valid plans, "
+        raise NoAnswerError("--chips", chips, f"no plan fits ({result.plans_enumerated:,} valid plans, "
                         f"{result.plans_fitting:,} fit the memory budget): a larger memory fraction, more "
                         f"chips, a batch divisible by more DP degrees, or --up-to{shapes} may help")
     if as_json:
@@ -656,6 +803,11 @@ def _sweep_table(out: Console, axes: list[str], rows: list[dict[str, Any]]) -> N
     out.print(table)
 
 
+#: Most points a sweep may have unless --max-points raises it: each point is a plan search, and
+#: the validated points (about 2 kB each) are all held in memory before the first one runs.
+DEFAULT_MAX_POINTS = 100_000
+
+
 @app.command()
 @clean_errors
 def sweep(
@@ -670,11 +822,11 @@ def sweep(
     workers: Annotated[
         int | None, typer.Option(help="local: worker processes; ray: CPUs of the local instance (default: all)")
     ] = None,
+    max_points: Annotated[int, typer.Option(
+        help="refuse a sweep of more points than this (its axes' product)")] = DEFAULT_MAX_POINTS,
     as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
 ) -> None:
     """Search every point of a sweep file; write one row per point to Parquet and summarise."""
-    import os
-
     from rich.markup import escape
     from rich.progress import (
         BarColumn,
@@ -688,25 +840,20 @@ def sweep(
     from clusterplan.distributed import make_executor
     from clusterplan.sweep import load_sweep, run_sweep, write_parquet
 
+    if max_points < 1:
+        raise SpecError("--max-points", max_points, "must be >= 1")
     runner = make_executor(executor, ray_address, workers)
-    plan = load_sweep(sweep_file)  # every point validated before anything runs
-    target = output if output is not None else sweep_file.with_suffix(".parquet")
-    if target.is_dir():
-        raise SpecError("--output", str(target), "is a folder; give a file path")
-    if not target.parent.is_dir():
-        raise SpecError("--output", str(target), "its folder does not exist")
-    if not os.access(target.parent, os.W_OK):
-        raise SpecError("--output", str(target), "its folder is not writable")
+    plan = load_sweep(sweep_file, max_points=max_points)  # every point validated before anything runs
+    target = output_file(output if output is not None else sweep_file.with_suffix(".parquet"), "--output")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=Console(stderr=True), transient=True)
-    with runner, progress:
-        task = progress.add_task(escape(f"sweep on {runner.describe()}"), total=len(plan.points))
-        rows = run_sweep(plan, runner, on_result=lambda _index, _row: progress.advance(task))
-    try:
-        write_parquet(rows, target)
-    except OSError as error:
-        raise SpecError("--output", str(target), f"cannot write ({error.strerror or error})") from None
+    with runner:
+        runner.start()  # a Ray cluster joined (or refused) before the progress bar shows
+        with progress:
+            task = progress.add_task(escape(f"sweep on {runner.describe()}"), total=len(plan.points))
+            rows = run_sweep(plan, runner, on_result=lambda _index, _row: progress.advance(task))
+    write_or_refuse("--output", target, lambda: write_parquet(rows, target))
     if as_json:
         emit_json(rows)
         return
@@ -730,13 +877,17 @@ def fleet(
     """Capex per quarter and hardware mix -> chips, MW, EFLOP/s, capex, depreciation over time."""
     from clusterplan.report.fleet import fleet_records, fleet_report, fleet_table
 
+    if report_dir is not None:
+        output_dir(report_dir, "--report-dir")
     name, records = fleet_records(scenario, runs=runs)
+    if report_dir is not None:
+        output_dir(report_dir, "--report-dir", (f"fleet-{name}.md", f"fleet-{name}.html"))
     if as_json:
         emit_json(records)
     else:
         fleet_table(console, name, records)
     if report_dir is not None:
-        written = fleet_report(name, records, report_dir)
+        written = write_or_refuse("--report-dir", report_dir, lambda: fleet_report(name, records, report_dir))
         if not as_json:
             console.print(f"report: {written['html']} and {written['markdown']}")
 
@@ -838,6 +989,7 @@ def reliability(
     spec_model = load_model(model, "--model")
     spec_system = load_system(system, "--system")
     plan = build_plan(options, chips, spec_model, origins)
+    hardware_for(spec_system).chip.require(plan.precision, origins.get("precision", "--precision"))
     if settings.elastic and plan.dp < 2:
         raise SpecError("--elastic", True, f"needs >= 2 data-parallel replicas to go on without one (dp={plan.dp})")
     period = None if duration is None else units.parse_duration(duration, "--duration")
@@ -848,6 +1000,11 @@ def reliability(
         emit_json(record)
     else:
         reliability_table(console, record)
+
+
+#: Most requests `serve` simulates in one run, and `capacity` per listed deployment (--requests x
+#: --top): each simulation is repeated by the rate search, 10^5 requests take seconds.
+MAX_SIMULATED_REQUESTS = 100_000
 
 
 # ---- capacity ------------------------------------------------------------------------------
@@ -891,12 +1048,15 @@ def capacity(
     input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
     output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
     objective: Annotated[str, typer.Option(help="cost ($/M tokens) | chips | power (facility MW)")] = "cost",
-    weights: Annotated[str, typer.Option(help="weight formats to consider, e.g. bf16,fp8 (fp4 too)")] = "bf16,fp8",
+    weights: Annotated[str | None, typer.Option(
+        help="weight formats to consider, e.g. bf16,fp8 (fp4 too) (default: bf16,fp8 where the chip has them)")
+    ] = None,
     kv_cache: Annotated[str, typer.Option(help="KV-cache formats to consider")] = "bf16,fp8",
     max_chips_per_replica: Annotated[int, typer.Option(help="largest replica (TP x PP chips)")] = 64,
     max_batch: Annotated[int, typer.Option(help="engine limit on batched sequences")] = 2048,
     top: Annotated[int, typer.Option(help="how many deployments to list")] = 5,
-    requests: Annotated[int, typer.Option(help="requests per simulation")] = 1000,
+    requests: Annotated[int, typer.Option(
+        help=f"requests per simulation (at most {MAX_SIMULATED_REQUESTS:,} / --top)")] = 1000,
     length_spread: Annotated[float, typer.Option(help="CV of lognormal request lengths (0 = fixed)")] = 0.0,
     seed: Annotated[int, typer.Option(help="random seed of the simulated workload")] = 0,
     chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
@@ -923,8 +1083,14 @@ def capacity(
             raise SpecError(name, value, "must be >= 1")
     if max_chips_per_replica > MAX_CHIPS:
         raise SpecError("--max-chips-per-replica", max_chips_per_replica, f"must be <= {MAX_CHIPS:,}")
+    if requests * top > MAX_SIMULATED_REQUESTS:
+        raise SpecError("--requests", requests, f"requests x --top must be <= {MAX_SIMULATED_REQUESTS:,} "
+                        f"(--top is {top}): each listed deployment is simulated, several times")
     if not 0.0 <= length_spread <= 3.0:
         raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
+    hardware = hardware_for(spec_system, spec_chip)
+    if weights is None:  # the default: bf16, and fp8 where the chip has fp8 units
+        weights = ",".join(p for p in ("bf16", "fp8") if p in hardware.chip.matmul_precisions())
     weight_formats = _csv(weights, "--weights")
     kv_formats = _csv(kv_cache, "--kv-cache")
     for name, chosen, allowed in (("--weights", weight_formats, WEIGHT_FORMATS),
@@ -932,8 +1098,9 @@ def capacity(
         for item in chosen:
             if item not in allowed:
                 raise SpecError(name, item, f"must be among {', '.join(allowed)}")
+    for item in weight_formats:  # weights are the matmul precision; an fp8 KV cache is storage
+        hardware.chip.require(item, "--weights")
     slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s)
-    hardware = hardware_for(spec_system, spec_chip)
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("simulating deployments at the SLO", total=None)
 
@@ -987,6 +1154,8 @@ def calibrate(
     if workers is not None and workers < 1:
         raise SpecError("--workers", workers, "must be >= 1")
     catalog = Path(__file__).parent / "catalog"
+    target = output_file(output or catalog / "efficiency.yaml", "--output")  # before a minute of fitting
+    crossval_target = output_file(crossval_output or catalog / CROSSVAL_FILE, "--crossval-output")
     calibration = fit(all_cases())
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("fitting families", total=len(ALL_FAMILIES))
@@ -997,15 +1166,14 @@ def calibrate(
     document = efficiency_yaml(calibration)
     summary = _cross_validate(None, workers)
     # Both files are written only once both are computed: nothing half-written.
-    target = output or catalog / "efficiency.yaml"
     header = ("# Physical kernel efficiencies per chip family, written by `clusterplan calibrate`\n"
               "# (MAP fit on the published rows named in fitted_on; see docs/validation.md).\n")
-    target.write_text(header + yaml.safe_dump(document, sort_keys=False, width=100), encoding="utf-8")
-    crossval_target = crossval_output or catalog / CROSSVAL_FILE
+    efficiency_text = header + yaml.safe_dump(document, sort_keys=False, width=100)
     crossval_header = ("# Cross-validated errors of the fit in efficiency.yaml, written by `clusterplan calibrate`:\n"
                        "# each table, and each chip family, left out in turn (see docs/validation.md).\n")
-    crossval_target.write_text(crossval_header + yaml.safe_dump(summary.model_dump(mode="json"), sort_keys=False,
-                                                                width=100), encoding="utf-8")
+    crossval_text = crossval_header + yaml.safe_dump(summary.model_dump(mode="json"), sort_keys=False, width=100)
+    write_or_refuse("--output", target, lambda: write_atomically(target, efficiency_text))
+    write_or_refuse("--crossval-output", crossval_target, lambda: write_atomically(crossval_target, crossval_text))
     families: list[dict[str, Any]] = document["families"]  # type: ignore[assignment]
     for entry in families:
         console.print(f"[bold]{entry['family']}[/]: {entry['note']}")
@@ -1029,8 +1197,11 @@ def rainier(
     frontier runs and the fleet ramp; also written as Markdown and HTML with charts."""
     from clusterplan.report.rainier import rainier_record, rainier_report, rainier_summary, rainier_table
 
+    if report_dir is not None:
+        output_dir(report_dir, "--report-dir", ("rainier.md", "rainier.html"))
     record = rainier_record(scenario)
-    written = rainier_report(record, report_dir) if report_dir is not None else {}
+    written = (write_or_refuse("--report-dir", report_dir, lambda: rainier_report(record, report_dir))
+               if report_dir is not None else {})
     if written:
         record["report"] = written
     if as_json:
@@ -1082,7 +1253,8 @@ def serve(
     slo_ttft: Annotated[str | None, typer.Option(help="p99 time-to-first-token target, e.g. 2s (bare: ms)")] = None,
     slo_tpot: Annotated[str | None, typer.Option(help="p99 time-per-output-token target, e.g. 100ms")] = None,
     demand: Annotated[str | None, typer.Option(help="output tokens/s to serve, e.g. 2M: replicas, MW, $")] = None,
-    requests: Annotated[int, typer.Option(help="requests per simulation")] = 2000,
+    requests: Annotated[int, typer.Option(
+        help=f"requests per simulation (at most {MAX_SIMULATED_REQUESTS:,})")] = 2000,
     length_spread: Annotated[float, typer.Option(help="CV of lognormal request lengths (0 = fixed)")] = 0.0,
     seed: Annotated[int, typer.Option(help="random seed of the simulated workload")] = 0,
     chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
@@ -1137,7 +1309,11 @@ def serve(
                         ("--requests", requests)):
         if value < 1:
             raise SpecError(name, value, "must be >= 1")
+    if requests > MAX_SIMULATED_REQUESTS:
+        raise SpecError("--requests", requests, f"must be <= {MAX_SIMULATED_REQUESTS:,} (bounded simulation time)")
     deployment = _spec_or_refuse(Deployment, options, origins)
+    hardware = hardware_for(spec_system, spec_chip)
+    hardware.chip.require(deployment.weights, origins.get("weights", "--weights"))
     if deployment.tp * deployment.pp > MAX_CHIPS:
         raise SpecError("--tp", deployment.tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
     if not 0.0 <= length_spread <= 3.0:
@@ -1157,12 +1333,15 @@ def serve(
     if batch is not None and batch < 1:
         raise SpecError("--batch", batch, "must be >= 1 concurrent requests")
     replay = from_trace(trace) if trace is not None else None
+    if replay is not None and replay.arrival_s.size > MAX_SIMULATED_REQUESTS:
+        raise SpecError("--trace", str(trace), f"holds {replay.arrival_s.size:,} requests, more than the "
+                        f"{MAX_SIMULATED_REQUESTS:,} a simulation may replay; cut it")
     if batch is not None:
         replay = closed_loop(batch, requests, input_tokens, output_tokens)
     elif offline:
         replay = queued_at_zero(requests, input_tokens, output_tokens)
     try:
-        record = serve_record(spec_model, hardware_for(spec_system, spec_chip), deployment, input_tokens,
+        record = serve_record(spec_model, hardware, deployment, input_tokens,
                               output_tokens, rate_per_s=rate, slo=slo, demand_output_tokens_per_s=demand_tokens,
                               requests=requests, length_spread=length_spread, seed=seed, replay=replay,
                               simulation=simulation)
@@ -1170,7 +1349,7 @@ def serve(
         first = error.errors()[0]
         raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
     except SpecError as error:
-        raise SpecError(origins.get(error.field, flag(error.field)), error.value, error.rule) from None
+        raise error.renamed(origins.get(error.field, flag(error.field))) from None
     if as_json:
         emit_json(record)
     else:
@@ -1235,25 +1414,52 @@ def _value_given(param: Any, argv: list[str]) -> str | None:
     return None
 
 
+def _usage_message(error: Exception, argv: list[str]) -> str:
+    """A usage error (bad option type, unknown option) in one line, the value it names shortened."""
+    formatter = getattr(error, "format_message", None)
+    message = formatter() if callable(formatter) else str(error)
+    given = _value_given(getattr(error, "param", None), argv)
+    if given is not None:
+        message = f"{message} (got {show(given)})"
+    for token in sorted(argv, key=len, reverse=True):  # click quotes what it was given, whole
+        if len(token) > MAX_VALUE_CHARS and token in message:
+            message = message.replace(token, shorten(token))
+    return shorten(" ".join(message.split()), 4 * MAX_VALUE_CHARS)
+
+
+def _aborted() -> None:
+    """Ctrl-C: one line and exit code 130; a second Ctrl-C while leaving is ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    error_line("aborted")
+    sys.exit(EXIT_ABORTED)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: usage errors (bad option types, unknown options) also end in one line."""
+    """Entry point: every way a command ends maps to one exit code (README, "Exit codes").
+
+    0 answered; 1 a valid question answered no (one ``error:`` line says why); 2 bad input,
+    usage errors included (one ``error:`` line naming the field, the value and the rule);
+    130 interrupted by Ctrl-C (``error: aborted``, no traceback from any worker)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except typer.Abort:
-        typer.echo("error: aborted", err=True)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        _aborted()
     except typer.TyperException as error:
         if type(error).__name__ == "NoArgsIsHelpError":
             typer.echo(getattr(error, "ctx").get_help())  # noqa: B009
             sys.exit(0)
-        formatter = getattr(error, "format_message", None)
-        message = formatter() if callable(formatter) else str(error)
-        given = _value_given(getattr(error, "param", None), argv if argv is not None else sys.argv[1:])
-        if given is not None:
-            message = f"{message} (got {given!r})"
-        typer.echo(f"error: {message}", err=True)
-        sys.exit(2)
+        error_line(_usage_message(error, args))
+        sys.exit(EXIT_BAD_INPUT)
+    except (SpecError, ValidationError) as error:  # raised outside a command (an option callback)
+        code, message = one_line(error) or (EXIT_BAD_INPUT, str(error))
+        error_line(message)
+        sys.exit(code)
+    if result == EXIT_ABORTED:  # typer turns a KeyboardInterrupt inside a command into exit 130
+        _aborted()
     if isinstance(result, int) and result:
         sys.exit(result)

@@ -15,21 +15,30 @@ started; a pool lives only as long as one ``map_unordered`` call).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
+import socket
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from types import ModuleType, TracebackType
 from typing import Any, TypeVar
 
-from clusterplan.errors import SpecError
+from clusterplan.errors import SpecError, shorten
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "Ray is not installed: pip install 'clusterplan[ray]'"
+#: Seconds to open a TCP connection to a --ray-address before Ray is asked to join it.
+RAY_PROBE_TIMEOUT_S = 5.0
+#: Seconds ``ray.init`` may take to join a cluster or start a local instance.
+RAY_INIT_TIMEOUT_S = 60.0
 
 
 class Executor:
@@ -46,6 +55,10 @@ class Executor:
 
     def close(self) -> None:
         """Release what this executor started (nothing by default)."""
+
+    def start(self) -> None:
+        """Acquire what the tasks need (a Ray connection), or refuse in one line; nothing by
+        default. Called before the first task, so a bad cluster costs seconds, not a run."""
 
     def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
         raise NotImplementedError
@@ -83,7 +96,8 @@ class LocalExecutor(Executor):
             for index, task in enumerate(tasks):
                 yield index, fn(task)
             return
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=_pool_context())
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=_pool_context(),
+                                   initializer=_worker_ignores_interrupts)
         try:
             pending: dict[Future[R], int] = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
             while pending:
@@ -91,9 +105,84 @@ class LocalExecutor(Executor):
                 for future in done:
                     index = pending.pop(future)
                     yield index, future.result()
+        except BaseException:
+            # An interrupt (Ctrl-C), an error or a caller that stopped reading: queued tasks are
+            # dropped and running ones stopped, not awaited.
+            _stop_workers(pool)
+            raise
         finally:
-            # On an error or an interrupt, queued tasks are dropped; running ones are awaited.
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_ignores_interrupts() -> None:
+    """Pool worker initializer: Ctrl-C reaches the whole process group, but only the parent
+    handles it (one ``error: aborted`` line); the workers are stopped by the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate a pool's worker processes now, without waiting for their running tasks (on an
+    interrupt or an error: nothing else will read their results)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.terminate()
+
+
+def ray_address_endpoint(address: str) -> tuple[str, int] | None:
+    """The (host, port) a ``--ray-address`` names (``host:port`` or ``ray://host:port``), None
+    for ``auto`` (the cluster running on this machine); anything else is refused."""
+    if address == "auto":
+        return None
+    rest = address.removeprefix("ray://")
+    host, colon, port = rest.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        raise SpecError("--ray-address", address, "must be host:port, ray://host:port or auto")
+    return host, int(port)
+
+
+def probe_ray_address(address: str, timeout_s: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """Refuse (one line) a ``--ray-address`` that accepts no TCP connection within ``timeout_s``:
+    Ray itself would retry for minutes."""
+    endpoint = ray_address_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        with socket.create_connection(endpoint, timeout=timeout_s):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise SpecError("--ray-address", address, f"cannot connect to {endpoint[0]}:{endpoint[1]} "
+                        f"within {timeout_s:g} s ({reason})") from None
+
+
+def _run_quietly(target: Callable[[], None], timeout_s: float) -> bool:
+    """Run ``target`` in a daemon thread with file descriptor 2 sent to /dev/null (Ray's C++
+    core logs its connection retries there; a failure is reported in one line by the caller).
+    True if it finished within ``timeout_s``. If it did not, it may keep logging: fd 2 stays on
+    /dev/null and ``sys.stderr`` moves to a copy of the real stderr, so the caller's one line
+    (and anything after it) still shows."""
+    thread = threading.Thread(target=target, name="ray-init", daemon=True)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (an embedding host): leave it alone
+        thread.start()
+        thread.join(timeout_s)
+        return not thread.is_alive()
+    with open(os.devnull, "w") as sink:
+        os.dup2(sink.fileno(), 2)
+    try:
+        thread.start()
+        thread.join(timeout_s)
+    finally:
+        if thread.is_alive():
+            sys.stderr = open(saved, "w", encoding=getattr(sys.stderr, "encoding", None) or "utf-8",  # noqa: SIM115
+                              errors="backslashreplace", closefd=True)
+        else:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return not thread.is_alive()
 
 
 def import_ray() -> ModuleType:
@@ -127,15 +216,41 @@ class RayExecutor(Executor):
         where = self.address or (f"local instance, {self.num_cpus} CPUs" if self.num_cpus else "local instance")
         return f"ray ({where})"
 
+    def start(self) -> None:
+        """Join the cluster at ``address`` (probed first) or start a local instance, within
+        :data:`RAY_INIT_TIMEOUT_S`; a failure or a timeout is a one-line SpecError."""
+        self._ensure_started()
+
     def _ensure_started(self) -> None:
         ray = self._ray
         if ray.is_initialized():
             return
         if self.address:
-            ray.init(address=self.address, log_to_driver=False)
+            probe_ray_address(self.address)
+            options: dict[str, Any] = {"address": self.address}
         else:
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)  # no INFO lines under the progress bar
+            options = {"num_cpus": self.num_cpus, "include_dashboard": False}
+        outcome: dict[str, BaseException | None] = {}
+
+        def init() -> None:
+            try:
+                # no INFO lines under the progress bar
+                ray.init(log_to_driver=False, logging_level=logging.WARNING, **options)
+                outcome["error"] = None
+            except BaseException as error:
+                outcome["error"] = error
+
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+        if not _run_quietly(init, RAY_INIT_TIMEOUT_S):
+            raise SpecError("--ray-address", self.address, f"{where} did not answer within "
+                            f"{RAY_INIT_TIMEOUT_S:g} s (is it a Ray head node?)")
+        error = outcome["error"]
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        if error is not None:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise SpecError("--ray-address", self.address, f"cannot use {where} ({type(error).__name__}: "
+                            f"{shorten(first)})") from None
         self._started = True
 
     def close(self) -> None:

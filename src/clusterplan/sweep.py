@@ -217,8 +217,16 @@ def _reference(path: Path, reference: str) -> str:
     return reference
 
 
-def load_sweep(path: Path) -> Sweep:
-    """Parse and validate a sweep file and every point in it; any problem is a SpecError."""
+def point_count(spec: SweepFile) -> int:
+    """How many points a sweep file holds: the product of its axes' lengths."""
+    axes = [spec.models, spec.systems, spec.chips, spec.seq_len, spec.global_batch, spec.precision]
+    axes += [values for name in OVERRIDE_FIELDS if (values := getattr(spec.overrides, name)) is not None]
+    return math.prod(len(axis) for axis in axes)
+
+
+def load_sweep(path: Path, max_points: int | None = None) -> Sweep:
+    """Parse and validate a sweep file and every point in it; any problem is a SpecError, a
+    grid of more than ``max_points`` points included (refused before any point is built)."""
     data = read_yaml(path, "sweep")
     if not isinstance(data, dict):
         raise SpecError("sweep", str(path), "a sweep file must be a YAML mapping of axes (see docs/sweep.md)")
@@ -226,6 +234,10 @@ def load_sweep(path: Path) -> Sweep:
         spec = SweepFile.model_validate(data)
     except ValidationError as error:
         raise _spec_error(error) from None
+    count = point_count(spec)
+    if max_points is not None and count > max_points:
+        raise SpecError("sweep", f"{count:,} points", f"more than --max-points={max_points:,} (the product of "
+                        "the axes' lengths); cut an axis or raise --max-points")
     models = [load_model(_reference(path, name), f"models[{i}]") for i, name in enumerate(spec.models)]
     hardware: list[Hardware] = []
     for i, name in enumerate(spec.systems):
@@ -234,6 +246,10 @@ def load_sweep(path: Path) -> Sweep:
             hardware.append(hardware_for(system))
         except SpecError as error:
             raise SpecError(f"systems[{i}]", name, str(error)) from None
+    for i, option_set in enumerate(spec.precision):  # fp8 on a chip without fp8 units is refused
+        for precision in option_set:
+            for machine in hardware:
+                machine.chip.require(precision, f"precision[{i}]")
     overrides = {name: getattr(spec.overrides, name) for name in OVERRIDE_FIELDS
                  if getattr(spec.overrides, name) is not None}
     axes = [list(enumerate(spec.models)), list(enumerate(spec.systems)), spec.chips, spec.seq_len,

@@ -10,13 +10,13 @@ import difflib
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from clusterplan.costs.compute import Efficiency
-from clusterplan.errors import SpecError
+from clusterplan.errors import SpecError, shorten, show
 from clusterplan.specs import Chip, Model, System
 from clusterplan.specs.accuracy import CrossValSummary
 from clusterplan.specs.economics import Economics
@@ -28,28 +28,118 @@ CROSSVAL_FILE = "crossval.yaml"
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the name cannot even be looked up (too long, a NUL)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-")
 
 
-def read_yaml(path: Path, field: str) -> Any:
-    """Parse a YAML file; malformed YAML or a missing file is a SpecError on ``field``."""
+#: Largest YAML file read (bytes): specs, plans, sweeps and scenarios are a few kB; the bound
+#: keeps memory bounded whatever the path names (``/dev/zero``, a multi-GB file).
+MAX_YAML_BYTES = 8 * 2**20
+#: Deepest nesting of mappings and lists in a YAML file (a bound, not a recursion error).
+MAX_YAML_DEPTH = 64
+
+
+class RefusedYAML(yaml.MarkedYAMLError):
+    """Well-formed YAML this project does not accept: an alias, or nesting beyond the cap."""
+
+
+class SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases of lists or mappings, and with a depth cap.
+
+    An alias (``*name``) repeats a node by reference, so nine levels of ten aliases of a list
+    each turn a 1 kB file into 10^9 values ("billion laughs") as soon as anything walks it. An
+    alias of a list or mapping is therefore refused where it appears, before anything is
+    expanded; an alias of a scalar (a shared ``source:`` string, as the catalog uses) repeats
+    one value and is kept. Nesting deeper than :data:`MAX_YAML_DEPTH` is refused too, before
+    Python's recursion limit is reached.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+            target = self.anchors.get(event.anchor)
+            if target is not None and not isinstance(target, yaml.ScalarNode):
+                raise RefusedYAML(problem=f"an alias of a list or mapping (*{event.anchor}) is not "
+                                  "accepted; write the value out", problem_mark=event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise RefusedYAML(problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                              problem_mark=self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping; a key written twice is refused (YAML keeps the last one silently)."""
+        self.flatten_mapping(node)  # merge keys (<<) first, as the parent method does
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the parent method says so
+                break
+            if duplicate:
+                raise RefusedYAML(problem=f"key {shorten(repr(key), 60)} is given twice",
+                                  problem_mark=key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`SafeLoader` (the one YAML loader of the project)."""
+    return yaml.load(text, Loader=SafeLoader)  # a SafeLoader subclass: safe
+
+
+def read_text(path: Path, field: str, limit: int = MAX_YAML_BYTES) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes; anything else is a SpecError on ``field``
+    naming the file (missing, unreadable, a folder, too large, not UTF-8)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            raw = stream.read(limit + 1)
     except OSError as error:
-        raise SpecError(field, str(path), f"cannot read file ({error.strerror})") from None
+        raise SpecError(field, str(path), f"cannot read file ({error.strerror or error})") from None
+    except ValueError as error:  # a NUL in the path
+        raise SpecError(field, str(path), f"not a usable path ({error})") from None
+    if len(raw) > limit:
+        raise SpecError(field, str(path), f"file is larger than {limit // 2**20} MiB")
     try:
-        return yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(field, str(path), f"not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
+                        f"{error.start:,})") from None
+
+
+def read_yaml(path: Path, field: str) -> Any:
+    """Parse a YAML file; a missing, unreadable, oversized, non-UTF-8 or malformed file, an alias
+    or too deep a nesting is a SpecError on ``field``."""
+    text = read_text(path, field)
+    try:
+        return parse_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or "syntax error"
-        raise SpecError(field, str(path), f"malformed YAML{where}: {problem}") from None
+        problem = getattr(error, "problem", None) or getattr(error, "reason", None) or "syntax error"
+        kind = "refused YAML" if isinstance(error, RefusedYAML) else "malformed YAML"
+        raise SpecError(field, str(path), f"{kind}{where}: {problem}") from None
+    except (ValueError, OverflowError, RecursionError) as error:  # e.g. a timestamp 2025-13-40
+        raise SpecError(field, str(path), f"malformed YAML: {shorten(str(error))}") from None
 
 
 def _catalog_text(filename: str) -> Any:
     resource = resources.files("clusterplan.catalog").joinpath(filename)
-    return yaml.safe_load(resource.read_text(encoding="utf-8"))
+    return parse_yaml(resource.read_text(encoding="utf-8"))
 
 
 def validation_message(error: ValidationError) -> str:
@@ -58,8 +148,45 @@ def validation_message(error: ValidationError) -> str:
     location = ".".join(str(part) for part in first["loc"]) or "entry"
     message = str(first["msg"]).removeprefix("Value error, ")
     value = first.get("input")
-    shown = f" (got {value!r})" if not isinstance(value, dict | list) and value is not None else ""
+    shown = f" (got {show(value)})" if not isinstance(value, dict | list) and value is not None else ""
     return f"{location}: {message}{shown}"
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (directly, optionally or as list items), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def spec_error(error: ValidationError, prefix: str, model: type[BaseModel]) -> SpecError:
+    """The first pydantic error of a file validated against ``model`` as a SpecError on
+    ``prefix.key[i].key`` naming the value and the rule; an unknown key lists the known ones."""
+    first = error.errors()[0]
+    loc = list(first["loc"])
+    where = prefix
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}"
+    rule = str(first["msg"]).removeprefix("Value error, ")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, SpecError):  # a unit parser's refusal: its rule, without its own field name
+        rule = cause.rule
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        owner: type[BaseModel] | None = model
+        for part in loc[:-1]:
+            if isinstance(part, str) and owner is not None and part in owner.model_fields:
+                owner = _nested_model(owner.model_fields[part].annotation)
+        known = ", ".join(owner.model_fields) if owner is not None else ""
+        close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1) if owner else []
+        rule = f"unknown key; did you mean {close[0]}?" if close else f"unknown key (known: {known})"
+    elif first["type"] == "missing":
+        rule, value = "required key is missing", None
+    return SpecError(where, value if not isinstance(value, dict) else "{...}", rule)
 
 
 def build(spec_type: type[SpecT], data: Any, field: str, origin: str) -> SpecT:
@@ -87,7 +214,7 @@ def _names(filename: str) -> list[str]:
 
 def _resolve(spec_type: type[SpecT], filename: str, reference: str, field: str) -> SpecT:
     path = Path(reference).expanduser()
-    if reference.endswith((".yaml", ".yml")) or path.is_file():
+    if reference.endswith((".yaml", ".yml")) or _is_file(path):
         data = read_yaml(path, field)
         if isinstance(data, list) and len(data) == 1:
             data = data[0]
@@ -143,7 +270,7 @@ def model_names() -> list[str]:
 def load_scenario(reference: str, field: str = "scenario") -> dict[str, Any]:
     """A scenario YAML: a built-in name under catalog/scenarios/ or a path."""
     path = Path(reference).expanduser()
-    if reference.endswith((".yaml", ".yml")) or path.is_file():
+    if reference.endswith((".yaml", ".yml")) or _is_file(path):
         data = read_yaml(path, field)
     else:
         resource = resources.files("clusterplan.catalog").joinpath(f"scenarios/{reference}.yaml")
@@ -152,7 +279,7 @@ def load_scenario(reference: str, field: str = "scenario") -> dict[str, Any]:
                               resources.files("clusterplan.catalog").joinpath("scenarios").iterdir()
                               if p.name.endswith(".yaml"))
             raise SpecError(field, reference, f"unknown scenario (built-in: {', '.join(built_in)})")
-        data = yaml.safe_load(resource.read_text(encoding="utf-8"))
+        data = parse_yaml(resource.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise SpecError(field, reference, "a scenario must be a YAML mapping")
     return data

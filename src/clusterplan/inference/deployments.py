@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterplan.errors import SpecError
+from clusterplan.errors import NoAnswerError, SpecError
 from clusterplan.inference.capacity import Slo, plan_demand
 from clusterplan.inference.serving import ServingLoad, max_rate_at_slo
 from clusterplan.inference.step import Deployment, ReplicaModel
@@ -145,7 +145,8 @@ def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_pe
                        progress: Callable[[int, int], None] | None = None) -> SearchResult:
     """Rank deployments of ``model`` on ``hardware`` for a demand at ``slo`` (see module doc).
 
-    Raises :class:`SpecError` naming the SLO when no deployment meets it, with the closest miss.
+    Raises :class:`NoAnswerError` (exit code 1) naming the SLO when no deployment meets it, with the
+    closest miss.
     ``progress(done, total)`` is called after each simulated candidate.
     """
     if objective not in OBJECTIVES:
@@ -154,8 +155,8 @@ def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_pe
         raise SpecError("--top", top, "must be >= 1")
     deployments = candidate_deployments(model, hardware, weights, kv_caches, max_chips_per_replica, max_batch)
     if not deployments:
-        raise SpecError("--max-chips-per-replica", max_chips_per_replica,
-                        f"no TP/PP layout of {model.name} fits in it on {hardware.system.name}")
+        raise NoAnswerError("--max-chips-per-replica", max_chips_per_replica,
+                            f"no TP/PP layout of {model.name} fits in it on {hardware.system.name}")
     candidates = [_screen(model, hardware, d, input_tokens, output_tokens, slo) for d in deployments]
     viable = [c for c in candidates if c.rejected is None]
     for c in viable:
@@ -188,7 +189,7 @@ def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_pe
         ranked.append(c)
         ranked.sort(key=lambda x: x.score)
     if not ranked:
-        raise SpecError(*_closest_miss(model, hardware, candidates, slo))
+        raise NoAnswerError(*_closest_miss(model, hardware, candidates, slo))
     return SearchResult(ranked=ranked[:top], candidates=candidates, simulated=simulated)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -276,6 +277,25 @@ def _parse_tokens(where: str, raw: Any) -> int:
     return int(value)
 
 
+#: Largest trace file read (bytes): millions of requests; the bound keeps memory bounded whatever
+#: the path names (``/dev/zero``).
+MAX_TRACE_BYTES = 256 * 2**20
+
+
+def _csv_rows(lines: list[str], path: Path) -> Iterator[list[str]]:
+    """``csv.reader`` over ``lines``, its errors (a field over the csv module's size limit, a NUL)
+    refused as a SpecError naming the file and line."""
+    reader = csv.reader(lines)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise SpecError(f"{path}:{reader.line_num + 1}", "CSV row", f"malformed CSV ({error})") from None
+        yield row
+
+
 def from_trace(path: str | Path) -> Workload:
     """Read a trace: CSV with a ``timestamp,input_tokens,output_tokens`` header (any column order, extra
     columns ignored) or JSON Lines of objects with those keys (``.jsonl``/``.ndjson``, or content starting
@@ -284,11 +304,20 @@ def from_trace(path: str | Path) -> Workload:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_TRACE_BYTES + 1)
+        text = raw.decode("utf-8") if len(raw) <= MAX_TRACE_BYTES else ""
     except FileNotFoundError:
         raise SpecError("trace", str(path), "file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError("trace", str(path), f"cannot read file ({error})") from None
+    except UnicodeDecodeError as error:
+        raise SpecError("trace", str(path), f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                        f"{error.start:,})") from None
+    except OSError as error:
+        raise SpecError("trace", str(path), f"cannot read file ({error.strerror or error})") from None
+    except ValueError as error:  # a NUL in the path
+        raise SpecError("trace", str(path), f"not a usable path ({error})") from None
+    if len(raw) > MAX_TRACE_BYTES:
+        raise SpecError("trace", str(path), f"file is larger than {MAX_TRACE_BYTES // 2**20} MiB")
     lines = text.splitlines()
     first = next((line for line in lines if line.strip()), "")
     if not first:
@@ -302,6 +331,8 @@ def from_trace(path: str | Path) -> Workload:
                 item = json.loads(line)
             except json.JSONDecodeError as error:
                 raise SpecError(f"{path}:{number}", line.strip()[:60], f"malformed JSON ({error.msg})") from None
+            except RecursionError:
+                raise SpecError(f"{path}:{number}", line.strip()[:60], "JSON nested too deeply") from None
             if not isinstance(item, dict):
                 raise SpecError(f"{path}:{number}", line.strip()[:60], "each line must be a JSON object")
             missing = [key for key in TRACE_FIELDS if key not in item]
@@ -310,7 +341,7 @@ def from_trace(path: str | Path) -> Workload:
                                 f"(each line needs {', '.join(TRACE_FIELDS)})")
             rows.append((number, item["timestamp"], item["input_tokens"], item["output_tokens"]))
     else:
-        reader = csv.reader(lines)
+        reader = _csv_rows(lines, path)
         header_number = 0
         header: list[str] = []
         for row_number, row in enumerate(reader, start=1):

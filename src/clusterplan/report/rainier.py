@@ -4,17 +4,20 @@ serving at a chat SLO and the fleet ramp."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import BeforeValidator, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from clusterplan import units
 from clusterplan.catalog import hardware_for, load_model, load_scenario, load_system
-from clusterplan.errors import SpecError
+from clusterplan.catalog.loader import spec_error
+from clusterplan.errors import NoAnswerError, SpecError
 from clusterplan.reliability.failures import RecoverySettings
 from clusterplan.report.tables import train_table
 from clusterplan.specs import Chip, Plan, System
+from clusterplan.specs._base import Seconds, Spec, Watts
 from clusterplan.training.command import wrap_command
 from clusterplan.training.search import plan_label
 from clusterplan.training.step import Hardware
@@ -48,6 +51,111 @@ def cluster_totals(system: System, chip: Chip, chips: int) -> dict[str, Any]:
     }
 
 
+# ---- the scenario file, validated whole before anything is computed ---------------------------
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+Tokens = Annotated[float, BeforeValidator(lambda v: units.parse_count(v, "tokens") if isinstance(v, str) else v),
+                   Field(gt=0, allow_inf_nan=False)]
+Duration = Annotated[Seconds, Field(gt=0, allow_inf_nan=False)]
+MatmulPrecision = Literal["bf16", "fp8", "fp4"]
+
+
+class GrowthStage(Spec):
+    label: str = ""
+    chips: PositiveInt
+    source: str = ""
+
+
+class Campus(Spec):
+    location: str = ""
+    capex_usd: Annotated[float, BeforeValidator(lambda v: units.parse_count(v, "capex_usd")
+                                                if isinstance(v, str) else v), Field(ge=0)] = 0.0
+    power_w: Annotated[Watts, Field(ge=0)] = 0.0
+    source: str = ""
+
+
+class TrainingJob(Spec):
+    """A training job the scenario searches a plan for (the report's, or a frontier run)."""
+
+    label: str | None = None
+    model: str
+    tokens: Tokens = 15e12
+    seq_len: PositiveInt
+    global_batch: PositiveInt
+    precisions: tuple[MatmulPrecision, ...] = Field(("bf16",), min_length=1)
+    objective: Literal["time", "cost", "energy"] = "time"
+    deadline: Duration = 90 * 86400.0
+    max_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)
+    routing_gini: float | None = Field(None, ge=0.0, lt=1.0)
+    overlap_ep: bool | None = None
+    mtp: int | None = Field(None, ge=0, le=8)
+
+
+class Serving(Spec):
+    model: str
+    input_tokens: PositiveInt
+    output_tokens: PositiveInt
+    slo_ttft: Duration = 3.0
+    slo_tpot: Duration = 0.06
+    demand: Tokens = 10e6
+    objective: Literal["cost", "chips", "power"] = "cost"
+    weights: tuple[MatmulPrecision, ...] = Field(("bf16", "fp8"), min_length=1)
+    kv_cache: tuple[Literal["bf16", "fp8"], ...] = Field(("bf16", "fp8"), min_length=1)
+
+
+class RainierScenario(Spec):
+    """A Rainier-style scenario file (catalog/scenarios/rainier.yaml): every key known, every
+    value checked, names resolved, before the report computes anything."""
+
+    name: str | None = None
+    description: str = ""
+    system: str
+    chips: PositiveInt
+    source: str = ""
+    growth: tuple[GrowthStage, ...] = ()
+    campus: Campus | None = None
+    training: TrainingJob | None = None
+    reliability: dict[str, Any] | None = None  # checked by check_recovery (the section's own parser)
+    serving: Serving | None = None
+    frontier_runs: tuple[TrainingJob, ...] = ()
+    fleet: dict[str, Any] | None = None
+
+
+def check_recovery(data: dict[str, Any] | None) -> None:
+    """The scenario's ``reliability:`` section, checked with nothing computed, by the same parser
+    the report uses (:func:`recovery_settings`)."""
+    if data is not None:
+        recovery_settings(data, "scenario.reliability")
+
+
+def check_scenario(data: dict[str, Any], reference: str) -> RainierScenario:
+    """Validate a whole Rainier-style scenario first: its schema (unknown keys refused), its
+    units, the catalog names it uses, the precisions its chip has, and its ``fleet:`` section;
+    any problem is a one-line SpecError on ``scenario.<key>`` with nothing computed yet."""
+    from clusterplan.fleet.timeline import check_envelopes, parse_scenario
+
+    try:
+        scenario = RainierScenario.model_validate(data)
+    except ValidationError as error:
+        raise spec_error(error, "scenario", RainierScenario) from None
+    check_recovery(scenario.reliability)
+    system = load_system(scenario.system, "scenario.system")
+    chip = hardware_for(system).chip
+    jobs = [("scenario.training", scenario.training)] if scenario.training is not None else []
+    jobs += [(f"scenario.frontier_runs[{i}]", job) for i, job in enumerate(scenario.frontier_runs)]
+    for where, job in jobs:
+        assert job is not None
+        load_model(job.model, f"{where}.model")
+        for precision in job.precisions:
+            chip.require(precision, f"{where}.precisions")
+    if scenario.serving is not None:
+        load_model(scenario.serving.model, "scenario.serving.model")
+        for precision in scenario.serving.weights:
+            chip.require(precision, "scenario.serving.weights")
+    if scenario.fleet is not None:
+        check_envelopes(parse_scenario(scenario.fleet, f"{reference} (fleet:)"))
+    return scenario
+
+
 def _positive_int(data: dict[str, Any], key: str, where: str) -> int:
     value = data.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -57,6 +165,7 @@ def _positive_int(data: dict[str, Any], key: str, where: str) -> int:
 
 def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
     scenario = load_scenario(scenario_name)
+    check_scenario(scenario, scenario_name)  # the whole file, before 15-25 s of searches
     system = load_system(str(scenario.get("system", "")), "scenario.system")
     hardware = hardware_for(system)
     chips = _positive_int(scenario, "chips", "scenario")
@@ -243,7 +352,7 @@ def _searched_training(training: dict[str, Any], hardware: Any, chips: int) -> t
     result = search(model, hardware, chips, seq_len, global_batch, space, objective=objective,  # type: ignore[arg-type]
                     max_memory_fraction=fraction, top=5, tokens=tokens, constraints=constraints)
     if not result.best:
-        raise SpecError("scenario.training", model.name, result.unmet or f"no plan fits on up to {chips:,} chips")
+        raise NoAnswerError("scenario.training", model.name, result.unmet or f"no plan fits on up to {chips:,} chips")
     best = result.best[0]
     best["share_of_cluster"] = best["chips"] / chips
     summary = result.record()

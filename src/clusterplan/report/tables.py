@@ -82,14 +82,27 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
     for name, value in record["time_breakdown_s"].items():
         if value > 0:
             breakdown.add_row(name.replace("_", " "), units.format_duration(value), _share(value, step))
-    memory = Table(title="memory per chip")
+    console.print(breakdown)
+    memory_table(console, record, title="memory per chip")
+
+
+def memory_table(console: Console, record: dict[str, Any], title: str | None = None) -> None:
+    """The memory per chip of a train record, part by part, against the chip's HBM (the table
+    ``train`` prints alone for a plan that does not fit)."""
+    total = record["memory_bytes_per_chip"]
+    capacity = record["memory_capacity_bytes"]
+    if title is None:
+        title = (f"memory per chip: {units.format_bytes(total)} of {units.format_bytes(capacity)}"
+                 + ("" if record["fits_memory"] else " (does NOT fit)"))
+    memory = Table(title=title)
     memory.add_column("component")
     memory.add_column("bytes", justify="right")
     memory.add_column("share", justify="right")
-    total = record["memory_bytes_per_chip"]
     for name, value in record["memory_breakdown"].items():
         memory.add_row(name, units.format_bytes(value), _share(value, total))
-    console.print(breakdown)
+    if not record["fits_memory"]:
+        memory.add_row("[bold]total[/]", units.format_bytes(total), _share(total, total))
+        memory.add_row("HBM of the chip", units.format_bytes(capacity), _share(capacity, total))
     console.print(memory)
 
 

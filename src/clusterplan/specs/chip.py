@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from clusterplan.errors import SpecError
 from clusterplan.specs._base import Bandwidth, Bytes, Flops, Spec, Watts
 
 Precision = Literal["fp32", "bf16", "fp8", "fp4"]
@@ -40,6 +41,17 @@ class Chip(Spec):
             if flops <= 0:
                 raise ValueError(f"peak_flops.{precision} must be > 0")
         return value
+
+    def matmul_precisions(self) -> tuple[str, ...]:
+        """The matmul precisions this chip has units for (a peak in the catalog), widest first."""
+        return tuple(p for p in PRECISIONS if p in self.peak_flops and p != "fp32")
+
+    def require(self, precision: str, field: str) -> None:
+        """Refuse (:class:`SpecError` on ``field``) a matmul precision this chip has no units for:
+        an fp8 plan on a chip without fp8 is bad input, not a bf16 plan in disguise."""
+        if precision not in self.matmul_precisions():
+            raise SpecError(field, precision, f"chip {self.name} has no {precision} matmul units "
+                            f"(it has {', '.join(self.matmul_precisions())})")
 
     def peak(self, precision: Precision) -> float:
         """Dense peak FLOP/s for a matmul precision; a chip without fp8/fp4 units runs them at

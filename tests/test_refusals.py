@@ -1,0 +1,310 @@
+"""Issue #14 (parts 2 and 8): exit codes, refusals and robustness, as fuzzing found them.
+
+Bad input: one ``error:`` line naming the field, the value and the rule, exit code 2, no
+traceback, bounded time, nothing written (the table in test_cli.py's BAD_INPUT). A valid question
+answered no (the plan does not fit, no deployment meets the SLO): the reason, exit code 1.
+Ctrl-C: ``error: aborted``, exit code 130, no worker tracebacks. Then a hypothesis fuzz of the
+command-line argument paths: whatever the arguments, exit code 0, 1 or 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from cliutil import run_cli
+from clusterplan import cli
+from clusterplan.errors import NoAnswerError, SpecError, shorten
+from test_cli import CAPACITY_8B, RELIABILITY_8B, SEARCH_8B, SERVE_8B, assert_refused, strict_json
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_SWEEP = REPO / "examples" / "sweep-small.yaml"
+CLUSTERPLAN = [sys.executable, "-c", "import sys; from clusterplan.cli import main; main(sys.argv[1:])"]
+TOO_BIG_70B = ["train", "--model", "llama3-70b", "--system", "dgx-h100", "--chips", "8", "--seq", "8192",
+               "--global-batch", "64"]
+
+
+# ---- the one mapping from exceptions to exit codes -----------------------------------------------
+def test_exit_codes_come_from_one_place() -> None:
+    assert cli.one_line(SpecError("--tp", 3, "must divide 32")) == (2, "--tp=3: must divide 32")
+    assert cli.one_line(NoAnswerError("--chips", 8, "does not fit")) == (1, "--chips=8: does not fit")
+    assert cli.one_line(RuntimeError("a bug")) is None  # a bug keeps its traceback
+
+
+def test_values_are_shortened_in_refusals() -> None:
+    message = str(SpecError("--model", "x" * 100_000, "unknown model"))
+    assert len(message) < 300 and "100,002 characters" in message
+    assert "\n" not in shorten("a\nb")
+
+
+def test_a_huge_option_value_is_not_echoed_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    line = assert_refused(*run_cli(capsys, [*SEARCH_8B, "--tp", "9" * 50_000]), "--tp")
+    assert len(line) < 1000
+
+
+# ---- a valid question answered no: exit code 1 ----------------------------------------------------
+def test_a_plan_that_does_not_fit_prints_its_memory_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, TOO_BIG_70B)
+    assert code == 1
+    assert "does NOT fit" in out and "gradients" in out and "HBM of the chip" in out
+    assert "MFU" not in out and "step time" not in out  # no figures of a plan that cannot run
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --chips=8: does not fit in memory")
+    assert "h100-sxm" in lines[0] and "GiB" in lines[0]
+
+
+def test_a_plan_that_does_not_fit_still_prints_its_json_record(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, [*TOO_BIG_70B, "--json"])
+    assert code == 1
+    record = strict_json(out)
+    assert record["fits_memory"] is False
+    assert record["memory_bytes_per_chip"] > record["memory_capacity_bytes"]
+    assert err.startswith("error: --chips=8: does not fit in memory") and len(err.splitlines()) == 1
+
+
+def test_an_slo_no_deployment_meets_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, [*CAPACITY_8B, "--slo-ttft", "1", "--input-tokens", "4000", "--json"])
+    assert code == 1 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("error: --slo-ttft") and "closest" in err
+
+
+def test_capacity_defaults_to_the_formats_the_chip_has(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, [*CAPACITY_8B, "--system", "tpu-v4", "--json"])
+    assert code == 0, err
+    record = strict_json(out)
+    assert {c["deployment"]["weights"] for c in record["ranked"]} == {"bf16"}  # tpu-v4 has no fp8 units
+
+
+# ---- checks before work ----------------------------------------------------------------------------
+def test_calibrate_refuses_a_bad_output_before_fitting(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import clusterplan.validation.calibrate as calibration
+
+    def no_fit(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the fit ran before the output was checked")
+
+    monkeypatch.setattr(calibration, "calibrate", no_fit)
+    crossval = ["--crossval-output", str(tmp_path / "crossval.yaml")]
+    assert_refused(*run_cli(capsys, ["calibrate", "--output", str(tmp_path), *crossval]), "--output", "folder")
+    assert_refused(*run_cli(capsys, ["calibrate", "--output", str(tmp_path / "no" / "such.yaml"), *crossval]),
+                   "--output", "folder does not exist")
+    assert_refused(*run_cli(capsys, ["calibrate", "--output", str(tmp_path / "e.yaml"), "--crossval-output",
+                                     str(tmp_path)]), "--crossval-output", "folder")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (a folder no file can be created in)")
+def test_report_dir_where_nothing_can_be_written(capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.perf_counter()
+    assert_refused(*run_cli(capsys, ["rainier", "--report-dir", "/proc/clusterplan-report"]), "--report-dir")
+    assert time.perf_counter() - started < 10  # before the 15-25 s of searches
+
+
+def test_a_sweep_replaces_its_output_atomically(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "rows.parquet"
+    target.write_bytes(b"old")
+    code, _, err = run_cli(capsys, ["sweep", str(EXAMPLE_SWEEP), "--output", str(target), "--workers", "1",
+                                    "--json"])
+    assert code == 0, err
+    assert target.read_bytes()[:4] == b"PAR1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.parquet"]  # no temporary file left
+
+
+def test_max_points_can_be_raised(tmp_path: Path) -> None:
+    from clusterplan.sweep import load_sweep
+
+    with pytest.raises(SpecError, match="8 points"):
+        load_sweep(EXAMPLE_SWEEP, max_points=7)
+    assert len(load_sweep(EXAMPLE_SWEEP, max_points=8).points) == 8
+
+
+def test_ray_missing_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert_refused(*run_cli(capsys, ["sweep", str(EXAMPLE_SWEEP), "--executor", "ray"]),
+                   "--executor", "Ray is not installed")
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers (not a Ray head node)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.2)
+    stop = threading.Event()
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    server.close()
+
+
+def test_a_ray_address_that_never_answers_is_bounded(silent_listener: int, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    script = ("import sys, clusterplan.distributed as d; d.RAY_INIT_TIMEOUT_S = 5.0; "
+              "from clusterplan.cli import main; main(sys.argv[1:])")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script, "sweep", str(EXAMPLE_SWEEP), "--output",
+                           str(tmp_path / "rows.parquet"), "--executor", "ray", "--ray-address",
+                           f"127.0.0.1:{silent_listener}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: --ray-address=") and "did not answer within 5 s" in lines[-1]
+    assert "Traceback" not in done.stderr
+    assert time.perf_counter() - started < 90
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- Ctrl-C ------------------------------------------------------------------------------------------
+def test_ctrl_c_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load_model", interrupted)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        code, out, err = run_cli(capsys, [*SEARCH_8B, "--json"])
+    finally:
+        signal.signal(signal.SIGINT, previous)  # main ignores a second Ctrl-C while it leaves
+    assert (code, out, err) == (130, "", "error: aborted\n")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in map(int, children):
+            found += [child, *_descendants(child)]
+    return found
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="needs Linux /proc/<pid>/task/<tid>/children")
+def test_ctrl_c_during_a_process_pool_sweep(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group (parent and pool workers): one line, exit 130, no
+    worker tracebacks, no process left behind, nothing written."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"models": ["llama3-8b", "llama3-70b", "llama3-405b"],
+                                     "systems": ["dgx-h100", "trn2-ultraserver"],
+                                     "chips": [64, 128, 256, 512, 1024, 2048, 4096], "seq_len": [8192],
+                                     "global_batch": [256, 512]}), encoding="utf-8")
+    process = subprocess.Popen([*CLUSTERPLAN, "sweep", str(sweep), "--workers", "2"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None and len(_descendants(process.pid)) < 3:
+            time.sleep(0.2)  # the forkserver and two workers: the pool is running
+        assert process.poll() is None, process.communicate()
+        workers = _descendants(process.pid)
+        time.sleep(1.0)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err
+    assert [line for line in err.splitlines() if line.strip()] == ["error: aborted"]
+    assert "Traceback" not in out + err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+    time.sleep(1.0)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+
+
+# ---- fuzz: any arguments end in exit code 0, 1 or 2, without a traceback, in bounded time ---------
+WEIRD = st.sampled_from(["nan", "inf", "-inf", "1e400", "", " ", "0", "-1", "-0", "1e30", "1e-300", "2.5", "true",
+                         "0x10", "1_000", "99999999999999999999", ",", "fp8", "fp4", "bf16,fp8", "15T", "1e9y",
+                         "0TB/s", "/dev/zero", "/dev/null", "x" * 500, "é", "\udcff", "auto", "ray://h:1"])
+SMALL = st.sampled_from(["1", "2", "4", "8", "16", "64", "100", "2048", "0.5", "1T", "2s", "100ms"])
+VALUES = st.one_of(SMALL, WEIRD, st.integers(-(10**15), 10**15).map(str),
+                   st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30))
+
+COMMANDS = {
+    "train": (["train", *SEARCH_8B[1:]],
+              ["--chips", "--seq", "--global-batch", "--tp", "--pp", "--vp", "--cp", "--dp", "--ep", "--micro-batch",
+               "--zero", "--precision", "--recompute", "--tokens", "--routing-gini", "--capacity-factor", "--mtp",
+               "--loss-chunks", "--offload-layers", "--dp-shard", "--first-stage-layers", "--grad-reduce", "--model",
+               "--system", "--chip", "--plan", "--recompute-modules"]),
+    "search": (SEARCH_8B, ["--chips", "--seq", "--global-batch", "--precision", "--recompute", "--zero", "--objective",
+                           "--max-memory-fraction", "--top", "--max-tp", "--max-cp", "--max-micro-batch", "--tokens",
+                           "--loss-chunks", "--model", "--chip"]),
+    "reliability": ([*RELIABILITY_8B, "--tokens", "1T"],
+                    ["--tokens", "--duration", "--checkpoint-interval", "--restart", "--detection", "--failure-scale",
+                     "--storage-bandwidth", "--trials", "--seed", "--chips", "--checkpoint", "--recovery",
+                     "--precision"]),
+    "serve": (SERVE_8B, ["--tp", "--pp", "--chips-per-replica", "--ep", "--weights", "--kv-cache", "--max-batch",
+                         "--kv-memory-fraction", "--prefill-buckets", "--input-tokens", "--output-tokens", "--rate",
+                         "--batch", "--slo-ttft", "--slo-tpot", "--demand", "--requests", "--length-spread",
+                         "--replicas", "--scheduler", "--system", "--trace", "--deployment"]),
+    "capacity": (CAPACITY_8B, ["--demand", "--slo-ttft", "--slo-tpot", "--input-tokens", "--output-tokens",
+                               "--objective", "--weights", "--kv-cache", "--max-chips-per-replica", "--max-batch",
+                               "--top", "--requests", "--length-spread", "--system"]),
+    "sweep": (["sweep", str(EXAMPLE_SWEEP), "--workers", "1", "--output", "/nonexistent-folder/rows.parquet"],
+              ["--executor", "--ray-address", "--workers", "--max-points"]),
+    "catalog": (["catalog", "chips"], []),
+}
+
+
+@st.composite
+def command_lines(draw: st.DrawFn) -> list[str]:
+    """A command's base arguments with one to three options replaced or added, values drawn
+    from numbers, units, paths and junk."""
+    base, options = COMMANDS[draw(st.sampled_from(sorted(COMMANDS)))]
+    argv = list(base)
+    for _ in range(draw(st.integers(0, 3))):
+        option = draw(st.sampled_from(options or ["--json"]))
+        value = draw(VALUES)
+        if option in argv and option != argv[0]:
+            argv[argv.index(option) + 1] = value
+        else:
+            argv += [option, value]
+    if draw(st.booleans()):
+        argv.append("--json")
+    return argv
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(argv=command_lines())
+def test_fuzzed_command_lines_end_cleanly(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    started = time.perf_counter()
+    try:
+        code, out, err = run_cli(capsys, argv)
+    except Exception as error:  # escaping main() at all breaks the contract
+        pytest.fail(f"{argv}: uncaught {type(error).__name__}: {error}")
+    elapsed = time.perf_counter() - started
+    event(f"exit {code}")
+    assert code in (0, 1, 2), (argv, code, err)
+    assert "Traceback" not in out + err, argv
+    assert elapsed < 60, (argv, elapsed)
+    if code:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+        assert len(lines[0]) < 1200, argv
+    if code == 2:
+        assert out == "", argv
