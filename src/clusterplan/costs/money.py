@@ -37,7 +37,7 @@ def capital_recovery_factor(rate: float, years: float) -> float:
         raise ValueError("a cost of capital must be >= 0")
     if rate == 0:
         return 1.0 / years
-    growth = (1.0 + rate) ** years
+    growth = float((1.0 + rate) ** years)
     return rate * growth / (growth - 1.0)
 
 
