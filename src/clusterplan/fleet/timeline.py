@@ -222,7 +222,8 @@ def timeline(scenario: FleetScenario, sustained_mfu: dict[str, float] | None = N
                                            wanted * cost.usd_per_chip * cost.it_capex_share,
                                            wanted * cost.usd_per_chip * (1 - cost.it_capex_share)))
             plans[index] = (plan, budget, spent)
-        quarters = sorted(set(plans) | {p.online_index for p in purchases})
+        events = set(plans) | {p.online_index for p in purchases}
+        quarters = range(min(events), max(events) + 1)  # every quarter, with or without capex
         cumulative = 0.0
         for index in quarters:
             plan, budget, spent = plans.get(index, (None, 0.0, 0.0))
