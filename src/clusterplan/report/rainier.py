@@ -368,7 +368,7 @@ def _print_command(console: Console, title: str, run: dict[str, Any]) -> None:
 def rainier_summary(console: Console, record: dict[str, Any]) -> None:
     """Power, money, the compute claim, frontier runs and the fleet ramp (after the totals)."""
     table = Table(title="power and money (provisioned at TDP)")
-    for column in ("stage", "chips", "IT MW", "facility MW", "fits campus envelope", "capex"):
+    for column in ("stage", "chips", "IT MW", "facility MW", "fits campus envelope", "model capex"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for stage in record["growth"] or [{"label": "cluster", **record}]:
         fits = stage.get("fits_campus_power")
@@ -378,19 +378,22 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
     console.print(table)
     reconciliation = record.get("capex_reconciliation")
     if reconciliation:
-        table = Table(title="capex: the reported campus figure vs the model (servers + network + facility)")
-        for column in ("stage", "chips", "servers", "network", "facility", "model total", "facility MW",
-                       "share of campus", "reported, pro rata", "facility - reported"):
-            table.add_column(column, justify="left" if column == "stage" else "right")
+        table = Table(title="capex: the reported campus figure vs the model (servers + network + facility = total)",
+                      caption="MW, share: the stage's facility power and its share of the campus; pro rata: that "
+                              "share of the reported figure; fac. - p.r.: the model's facility capex minus it")
+        for column in ("stage", "servers", "network", "facility", "total", "MW", "share", "pro rata",
+                       "fac. - p.r."):
+            table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=column != "stage",
+                             min_width=12 if column == "stage" else None)
         for row in reconciliation["stages"]:
             share = row["share_of_campus_power"]
-            table.add_row(row["stage"], f"{row['chips']:,}", _billions(row["servers_usd"]),
+            table.add_row(row["stage"], _billions(row["servers_usd"]),
                           _billions(row["network_usd"]), _billions(row["facility_usd"]), _billions(row["total_usd"]),
                           f"{row['facility_mw']:,.0f}", f"{100 * share:.0f} %" if share is not None else "-",
                           _billions(row["reported_pro_rata_usd"]),
                           _billions(row["facility_minus_reported_pro_rata_usd"], signed=True))
         power = reconciliation["campus_power_w"]
-        table.add_row("reported campus investment", "", "", "", "", _billions(reconciliation["reported_usd"]),
+        table.add_row("reported (whole campus)", "", "", "", _billions(reconciliation["reported_usd"]),
                       f"{power / 1e6:,.0f}" if power else "-", "100 %", "", "")
         console.print(table)
         console.print(reconciliation["explanation"])

@@ -556,6 +556,7 @@ def _owned_vs_rented(record: dict[str, Any]) -> tuple[str, str]:
              f"capital at {100 * hourly['wacc']:.0f} % WACC; ${hourly['total_without_cost_of_capital_usd']:.2f} "
              "straight-line)" if "cost_of_capital_usd" in hourly else f"owned ${record['cost_per_chip_hour_usd']:.2f}")
     prices = record.get("rented_prices") or []
-    rented = ("; rented " + ", ".join(f"${p['usd_per_chip_hour']:.2f} {p['basis']} ({p['instance']})"
+    rented = ("; rented " + ", ".join(f"${p['usd_per_chip_hour']:.2f} {p['basis']} "
+                                      f"({p['instance'].split(',')[0].split(' (')[0]})"
                                       for p in prices)) if prices else "; rented: no public cloud price"
     return "owned vs rented per chip-hour", owned + rented
