@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from cliutil import run_cli as run
-from clusterplan.catalog import load_chip, load_economics, load_system
-from clusterplan.costs.money import HOURS_PER_YEAR, capex, cost_per_chip_hour
+from clusterplan.catalog import hardware_for, load_chip, load_economics, load_system
+from clusterplan.costs.money import HOURS_PER_YEAR, capex, capital_recovery_factor, cost_per_chip_hour, rented_record
 from clusterplan.costs.power import chip_power_w, cluster_power, training_activity
 from clusterplan.errors import SpecError
-from clusterplan.fleet.timeline import parse_scenario, system_cost, timeline
+from clusterplan.fleet.timeline import parse_scenario, quarter_index, quarter_label, system_cost, timeline
 
 
 def test_chip_power_runs_from_idle_to_tdp() -> None:
@@ -52,9 +52,46 @@ def test_capex_and_cost_per_chip_hour_by_hand() -> None:
     assert hourly["depreciation_usd"] == pytest.approx(it_capex / (economics.depreciation_years.value * HOURS_PER_YEAR))
     electricity = it_w * economics.pue.value / 8 / 1000 * economics.electricity_usd_per_kwh.value
     assert hourly["electricity_usd"] == pytest.approx(electricity)
-    parts = [hourly[k] for k in ("depreciation_usd", "facility_usd", "electricity_usd", "maintenance_usd")]
+    parts = [hourly[k] for k in ("depreciation_usd", "facility_usd", "cost_of_capital_usd", "electricity_usd",
+                                 "maintenance_usd")]
     assert hourly["total_usd"] == pytest.approx(sum(parts))
+    # Capital charge = capex x CRF(WACC, life) / hours: depreciation + return on capital.
+    r, n, m = economics.wacc.value, economics.depreciation_years.value, economics.facility_life_years.value
+    charge = (it_capex * capital_recovery_factor(r, n) + cost["facility_usd"] / 8 * capital_recovery_factor(r, m))
+    assert (hourly["depreciation_usd"] + hourly["facility_usd"] + hourly["cost_of_capital_usd"]
+            == pytest.approx(charge / HOURS_PER_YEAR))
+    assert hourly["cost_of_capital_usd"] > 0
     assert 0.5 < hourly["total_usd"] < 3.0  # an owned H100 costs about $1-2 per hour
+
+
+def test_capital_recovery_factor_by_hand() -> None:
+    # 8 %, 5 years: 0.08 x 1.08^5 / (1.08^5 - 1) = 0.08 x 1.469328 / 0.469328 = 0.25046 (annuity tables).
+    assert capital_recovery_factor(0.08, 5) == pytest.approx(0.2505, abs=5e-5)
+    assert capital_recovery_factor(0.0, 5) == pytest.approx(0.2)
+    assert capital_recovery_factor(0.10, 20) == pytest.approx(0.117460, abs=1e-6)
+    with pytest.raises(ValueError):
+        capital_recovery_factor(0.08, 0)
+
+
+@pytest.mark.parametrize("name", ["dgx-h100", "trn2-ultraserver"])
+def test_wacc_zero_gives_the_straight_line_figure(name: str) -> None:
+    system = load_system(name)
+    chip, economics = hardware_for(system).chip, load_economics()
+    with_capital = cost_per_chip_hour(system, chip, economics, 0.7)
+    straight = cost_per_chip_hour(system, chip, economics, 0.7, wacc=0.0)
+    assert straight["cost_of_capital_usd"] == 0.0
+    assert straight["total_usd"] == pytest.approx(with_capital["total_without_cost_of_capital_usd"])
+    parts = ("depreciation_usd", "facility_usd", "electricity_usd", "maintenance_usd")
+    assert straight["total_usd"] == pytest.approx(sum(with_capital[k] for k in parts))
+    assert with_capital["total_usd"] > straight["total_usd"]
+
+
+def test_rented_price_is_per_chip_and_null_where_unknown() -> None:
+    economics = load_economics()
+    h100 = rented_record(load_system("dgx-h100"), economics)
+    assert h100["rented_usd_per_chip_hour"] == pytest.approx(98.32 / 8, abs=0.01)  # p5.48xlarge on-demand / 8
+    assert all(p["source"] and p["date"] and p["kind"] for p in h100["rented_prices"])
+    assert rented_record(load_system("trn2-ultraserver"), economics)["rented_usd_per_chip_hour"] is None
 
 
 def _scenario(**overrides: object) -> dict[str, object]:
@@ -69,7 +106,7 @@ def _scenario(**overrides: object) -> dict[str, object]:
 
 
 def test_timeline_by_hand() -> None:
-    scenario = parse_scenario(_scenario(), "test")
+    scenario = parse_scenario({**_scenario(), "capex_to_online_quarters": 0}, "test")
     records = timeline(scenario)
     cost = system_cost("dgx-h100")
     first = 10e9 * 0.5 / cost.usd_per_chip
@@ -85,9 +122,35 @@ def test_timeline_by_hand() -> None:
     assert records[1]["depreciation_usd_quarter"] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("lag", [1, 2, 3])
+def test_chips_online_lag_capex_by_the_lag(lag: int) -> None:
+    at_once = timeline(parse_scenario({**_scenario(), "capex_to_online_quarters": 0}, "test"))
+    lagged = timeline(parse_scenario({**_scenario(), "capex_to_online_quarters": lag}, "test"))
+    assert [r["quarter"] for r in at_once] == ["2025Q1", "2025Q2"]
+    assert len(lagged) == 2 + lag  # the spending quarters, then the lag after the last
+    online = {r["quarter"]: r["chips"] for r in lagged}
+    ordered = {r["quarter"]: r["chips_ordered"] for r in lagged}
+    quarters = [r["quarter"] for r in lagged]
+    for offset, reference in enumerate(at_once):
+        later = quarters[quarters.index(reference["quarter"]) + lag]
+        assert online[later] == reference["chips"]  # what capex bought in q is online in q + lag
+        assert ordered[reference["quarter"]] == reference["chips"]
+        assert online[reference["quarter"]] < reference["chips"] or offset >= lag
+    assert lagged[0]["chips"] == 0 and lagged[0]["depreciation_usd_quarter"] == 0
+    assert lagged[-1]["capex_usd_cumulative"] == pytest.approx(at_once[-1]["capex_usd_cumulative"])
+    assert lagged[-1]["depreciation_usd_quarter"] == pytest.approx(at_once[-1]["depreciation_usd_quarter"])
+
+
+def test_fleet_lag_defaults_to_the_catalog() -> None:
+    records = timeline(parse_scenario(_scenario(), "test"))
+    lag = round(load_economics().capex_to_online_quarters.value)
+    assert records[0]["capex_to_online_quarters"] == lag
+    assert records[-1]["quarter"] == quarter_label(quarter_index("2025Q2") + lag)
+
+
 def test_power_envelope_caps_the_chips_and_leaves_money_unspent() -> None:
     quarters = [{"quarter": "2025Q1", "capex_usd": "10G", "power_envelope_w": "20MW", "source": "test fixture"}]
-    record = timeline(parse_scenario(_scenario(quarters=quarters), "test"))[0]
+    record = timeline(parse_scenario({**_scenario(quarters=quarters), "capex_to_online_quarters": 0}, "test"))[0]
     assert record["facility_mw"] == pytest.approx(20.0, rel=1e-6)
     assert record["ai_capex_unspent_usd"] > 0
 

@@ -494,14 +494,18 @@ def does_not_fit(record: dict[str, Any]) -> str:
 @app.command()
 @clean_errors
 def catalog(
-    kind: Annotated[str, typer.Argument(help="chips | systems | models")],
+    kind: Annotated[str, typer.Argument(help="chips | systems | models | economics")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """List catalog entries with their key figures."""
+    """List catalog entries with their key figures (economics: every price and money
+    assumption with its kind, published / estimate / assumption, and its source)."""
     from clusterplan.report.tables import catalog_rows
 
+    if kind == "economics":
+        _catalog_economics(as_json)
+        return
     if kind not in ("chips", "systems", "models"):
-        raise SpecError("kind", kind, "must be one of chips, systems, models")
+        raise SpecError("kind", kind, "must be one of chips, systems, models, economics")
     loaders = {"chips": (chip_names, load_chip), "systems": (system_names, load_system),
                "models": (model_names, load_model)}
     names, loader = loaders[kind]
@@ -516,6 +520,25 @@ def catalog(
         table.add_column(column, overflow="fold", no_wrap=index == 0, min_width=None)
     for row in rows:
         table.add_row(*row)
+    console.print(table)
+
+
+def _catalog_economics(as_json: bool) -> None:
+    """catalog/economics.yaml: each number, its kind and its source."""
+    from clusterplan.catalog import load_economics
+    from clusterplan.costs.money import economics_records
+
+    records = economics_records(load_economics())
+    if as_json:
+        emit_json(records)
+        return
+    table = Table(title="clusterplan catalog: economics")
+    for column in ("name", "value", "kind", "source"):
+        table.add_column(column, overflow="fold", no_wrap=column == "name")
+    for record in records:
+        value = record["value"]
+        table.add_row(record["name"], value if isinstance(value, str) else f"{value:,.4g}", record["kind"],
+                      record["source"])
     console.print(table)
 
 

@@ -4,9 +4,14 @@ Each quarter, a company's AI capex (its capex times the AI share) is split over 
 its hardware mix in force; each system's all-in capital cost per chip (servers, network,
 facility: ``costs/money.py``) turns dollars into chips. A power envelope, when given, caps the
 chips a quarter may add (their provisioned facility power must fit); unspent dollars are
-reported. Chips accumulate (nothing retires inside a planning horizon shorter than the
-depreciation life); IT capex is depreciated straight-line over its life, the facility over its
-own. Sustained EFLOP/s = peak x the MFU the estimator predicts for the scenario's reference run
+reported. Capex spent in quarter q buys chips that come online in quarter q + lag
+(``capex_to_online_quarters``: the scenario's, else the catalog's sourced default, two
+quarters): a quarter's record counts the chips online, the chips ordered (paid for, online or
+not) and the capex spent in it, and the timeline runs on for the lag after the last capex
+quarter. The power envelope of a quarter caps the chips ordered. Chips accumulate (nothing
+retires inside a planning horizon shorter than the depreciation life); IT capex is depreciated
+straight-line over its life from the quarter it comes online, the facility over its own.
+Sustained EFLOP/s = peak x the MFU the estimator predicts for the scenario's reference run
 on that system.
 """
 
@@ -27,6 +32,11 @@ from clusterplan.errors import SpecError
 from clusterplan.specs._base import Spec
 
 QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+
+
+def quarter_label(index: int) -> str:
+    """The quarter of ``quarter_index`` (inverse): 8101 -> '2025Q2'."""
+    return f"{index // 4}Q{index % 4 + 1}"
 
 
 def quarter_index(label: str) -> int:
@@ -116,6 +126,9 @@ class FleetScenario(Spec):
     description: str = ""
     companies: tuple[Company, ...] = Field(min_length=1)
     reference_run: ReferenceRun | None = None
+    capex_to_online_quarters: int | None = Field(
+        default=None, ge=0, le=16,
+        description="quarters from capex to chips online (default: catalog/economics.yaml)")
     source: str = Field(min_length=3)
 
 
@@ -158,26 +171,44 @@ def system_cost(system_name: str) -> SystemCost:
     )
 
 
+def online_lag_quarters(scenario: FleetScenario) -> int:
+    """Quarters from capex to chips online: the scenario's, else the catalog's default."""
+    if scenario.capex_to_online_quarters is not None:
+        return scenario.capex_to_online_quarters
+    return round(load_economics().capex_to_online_quarters.value)
+
+
+@dataclass(frozen=True)
+class _Purchase:
+    spent_index: int
+    online_index: int
+    system: str
+    chips: float
+    it_capex: float
+    facility_capex: float
+
+
 def timeline(scenario: FleetScenario, sustained_mfu: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """One record per company and quarter (see module doc)."""
+    """One record per company and quarter, from its first capex quarter to the lag after its
+    last (see module doc)."""
     economics = load_economics()
     it_life_quarters = economics.depreciation_years.value * 4
     facility_life_quarters = economics.facility_life_years.value * 4
+    lag = online_lag_quarters(scenario)
     mfu = sustained_mfu or {}
     records: list[dict[str, Any]] = []
     for company in scenario.companies:
-        chips: dict[str, float] = {}
-        it_capex_vintages: list[float] = []
-        facility_capex_vintages: list[float] = []
-        cumulative = 0.0
+        purchases: list[_Purchase] = []
+        plans: dict[int, tuple[Any, float, float]] = {}  # quarter -> (plan, budget, spent)
+        ordered: dict[str, float] = {}
         for plan in company.quarters:
             mix = company.mix_at(plan.quarter)
             if not mix:
                 raise SpecError(f"{company.name}.mix", plan.quarter, "no hardware in the mix for this quarter")
+            index = quarter_index(plan.quarter)
             budget = plan.capex_usd * company.ai_share
             spent = 0.0
-            added: dict[str, float] = {}
-            facility_now = sum(n * system_cost(s).facility_w_per_chip for s, n in chips.items())
+            facility_now = sum(n * system_cost(s).facility_w_per_chip for s, n in ordered.items())
             for system, share in mix.items():
                 cost = system_cost(system)
                 wanted = budget * share / cost.usd_per_chip
@@ -185,14 +216,26 @@ def timeline(scenario: FleetScenario, sustained_mfu: dict[str, float] | None = N
                     room = max(plan.power_envelope_w - facility_now, 0.0) / cost.facility_w_per_chip
                     wanted = min(wanted, room)
                     facility_now += wanted * cost.facility_w_per_chip
-                added[system] = wanted
-                chips[system] = chips.get(system, 0.0) + wanted
+                ordered[system] = ordered.get(system, 0.0) + wanted
                 spent += wanted * cost.usd_per_chip
-                it_capex_vintages.append(wanted * cost.usd_per_chip * cost.it_capex_share)
-                facility_capex_vintages.append(wanted * cost.usd_per_chip * (1 - cost.it_capex_share))
+                purchases.append(_Purchase(index, index + lag, system, wanted,
+                                           wanted * cost.usd_per_chip * cost.it_capex_share,
+                                           wanted * cost.usd_per_chip * (1 - cost.it_capex_share)))
+            plans[index] = (plan, budget, spent)
+        events = set(plans) | {p.online_index for p in purchases}
+        quarters = range(min(events), max(events) + 1)  # every quarter, with or without capex
+        cumulative = 0.0
+        for index in quarters:
+            plan, budget, spent = plans.get(index, (None, 0.0, 0.0))
             cumulative += spent
-            depreciation = (sum(it_capex_vintages) / it_life_quarters
-                            + sum(facility_capex_vintages) / facility_life_quarters)
+            online = [p for p in purchases if p.online_index <= index]
+            chips: dict[str, float] = {}
+            for p in online:
+                chips[p.system] = chips.get(p.system, 0.0) + p.chips
+            chips_ordered = sum(p.chips for p in purchases if p.spent_index <= index)
+            added = sum(p.chips for p in online if p.online_index == index)
+            depreciation = (sum(p.it_capex for p in online) / it_life_quarters
+                            + sum(p.facility_capex for p in online) / facility_life_quarters)
             total_chips = sum(chips.values())
             it_w = sum(n * system_cost(s).it_w_per_chip for s, n in chips.items())
             facility_w = sum(n * system_cost(s).facility_w_per_chip for s, n in chips.items())
@@ -200,16 +243,18 @@ def timeline(scenario: FleetScenario, sustained_mfu: dict[str, float] | None = N
             peak_fp8 = sum(n * system_cost(s).peak_fp8 for s, n in chips.items())
             sustained = sum(n * system_cost(s).peak_bf16 * mfu.get(s, 0.0) for s, n in chips.items())
             records.append({
-                "company": company.name, "quarter": plan.quarter,
-                "capex_usd": plan.capex_usd, "ai_capex_usd": budget, "ai_capex_spent_usd": spent,
-                "ai_capex_unspent_usd": budget - spent,
-                "chips_added": round(sum(added.values())), "chips": round(total_chips),
+                "company": company.name, "quarter": quarter_label(index),
+                "capex_usd": plan.capex_usd if plan is not None else 0.0, "ai_capex_usd": budget,
+                "ai_capex_spent_usd": spent, "ai_capex_unspent_usd": budget - spent,
+                "capex_to_online_quarters": lag,
+                "chips_added": round(added), "chips": round(total_chips), "chips_ordered": round(chips_ordered),
                 "chips_by_system": {s: round(n) for s, n in chips.items()},
                 "it_mw": it_w / 1e6, "facility_mw": facility_w / 1e6,
                 "peak_bf16_eflops": peak_bf16 / 1e18, "peak_fp8_eflops": peak_fp8 / 1e18,
                 "sustained_bf16_eflops": sustained / 1e18,
                 "capex_usd_cumulative": cumulative, "depreciation_usd_quarter": depreciation,
-                "source": plan.source,
+                "source": plan.source if plan is not None else
+                f"no capex this quarter: chips bought {lag} quarters earlier come online",
             })
     return records
 

@@ -31,15 +31,19 @@ def fleet_records(reference: str, runs: bool = True) -> tuple[str, list[dict[str
 
 
 def fleet_table(console: Console, name: str, records: list[dict[str, Any]]) -> None:
-    table = Table(title=f"fleet timeline: {name}")
-    for column in ("company", "quarter", "chips", "IT MW", "facility MW", "bf16 peak", "sustained",
+    lag = records[0].get("capex_to_online_quarters", 0) if records else 0
+    table = Table(title=f"fleet timeline: {name}",
+                  caption=f"chips online {lag} quarter{'s' if lag != 1 else ''} after the capex that buys them "
+                          "(capex_to_online_quarters); ordered = paid for, online or not")
+    for column in ("company", "quarter", "chips", "ordered", "IT MW", "facility MW", "bf16 peak", "sustained",
                    "AI capex (cum.)", "depreciation/q", "reference run"):
         table.add_column(column, justify="left" if column in ("company", "quarter", "reference run") else "right")
     for r in records:
         run = r.get("reference_run")
         text = (f"{run['days_to_train']:.0f} days on {run['chips']:,}" if run and run.get("possible")
                 else ("does not fit" if run else "-"))
-        table.add_row(r["company"], r["quarter"], f"{r['chips']:,}", f"{r['it_mw']:,.0f}", f"{r['facility_mw']:,.0f}",
+        table.add_row(r["company"], r["quarter"], f"{r['chips']:,}", f"{r.get('chips_ordered', r['chips']):,}",
+                      f"{r['it_mw']:,.0f}", f"{r['facility_mw']:,.0f}",
                       f"{r['peak_bf16_eflops']:,.0f} EF", f"{r['sustained_bf16_eflops']:,.0f} EF",
                       f"${r['capex_usd_cumulative'] / 1e9:,.1f} B",
                       f"${r['depreciation_usd_quarter'] / 1e9:,.2f} B", text)
@@ -55,10 +59,15 @@ def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> d
         return {c: [next((r[key] / scale for r in records if r["company"] == c and r["quarter"] == q), 0.0)
                     for q in quarters] for c in companies}
 
-    rows = ["| company | quarter | chips | IT MW | facility MW | peak bf16 EFLOP/s | AI capex cumulative |",
-            "|---|---|---:|---:|---:|---:|---:|"]
-    rows += [f"| {r['company']} | {r['quarter']} | {r['chips']:,} | {r['it_mw']:,.0f} | {r['facility_mw']:,.0f} | "
-             f"{r['peak_bf16_eflops']:,.0f} | ${r['capex_usd_cumulative'] / 1e9:,.1f} B |" for r in records]
+    lag = records[0].get("capex_to_online_quarters", 0) if records else 0
+    rows = [f"Chips come online {lag} quarter(s) after the capex that buys them (`capex_to_online_quarters`, "
+            "catalog/economics.yaml); *ordered* counts the chips paid for, online or not.", "",
+            "| company | quarter | chips online | chips ordered | IT MW | facility MW | peak bf16 EFLOP/s | "
+            "AI capex this quarter | AI capex cumulative |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows += [f"| {r['company']} | {r['quarter']} | {r['chips']:,} | {r.get('chips_ordered', r['chips']):,} | "
+             f"{r['it_mw']:,.0f} | {r['facility_mw']:,.0f} | {r['peak_bf16_eflops']:,.0f} | "
+             f"${r['ai_capex_spent_usd'] / 1e9:,.1f} B | ${r['capex_usd_cumulative'] / 1e9:,.1f} B |" for r in records]
     report.add("Timeline", "\n".join(rows), line_chart("Chips deployed", quarters, series("chips"), "chips"),
                "chips")
     report.add("Power", "Facility megawatts at provisioned (TDP) power.",

@@ -198,6 +198,8 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
     for stage in [record, *record["growth"]]:
         if campus_power:
             stage["fits_campus_power"] = stage["facility_mw"] * 1e6 <= campus_power
+    if "campus" in record and "capex_usd" in record:
+        record["capex_reconciliation"] = capex_reconciliation(record)
     record["compute_claim"] = {
         "claim": "more than five times the compute Anthropic used to train its previous models (AWS)",
         "assumption": "the claim compares dense bf16 peak of the ~500,000 Trainium2 at launch with the "
@@ -240,6 +242,89 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
 
         record["fleet"] = fleet_records(scenario_name, runs=False)[1]
     return record
+
+
+def capex_reconciliation(record: dict[str, Any]) -> dict[str, Any]:
+    """The reported campus investment beside the model's capex, stage by stage.
+
+    The reported figure (Indiana, 2024) is read as the campus' buildings and infrastructure for
+    its full power at build-out: the model's comparable part is its facility capex (building,
+    power, cooling at ``facility_usd_per_it_watt``); servers and network are AWS equipment
+    outside it. Each stage is also given its share of the reported figure pro rata to its
+    facility power (stage MW / campus MW)."""
+    from clusterplan.catalog import load_economics
+
+    economics = load_economics()
+    campus = record["campus"]
+    reported = float(campus["capex_usd"])
+    campus_w = float(campus.get("power_w") or 0.0)
+    rows = []
+    for stage in record["growth"] or [{"label": "cluster", **record}]:
+        parts = stage["capex_breakdown_usd"]
+        share = stage["facility_mw"] * 1e6 / campus_w if campus_w else None
+        pro_rata = reported * share if share is not None else None
+        rows.append({
+            "stage": stage["label"], "chips": stage["chips"],
+            "servers_usd": parts["servers_usd"], "network_usd": parts["network_usd"],
+            "facility_usd": parts["facility_usd"], "total_usd": parts["total_usd"],
+            "facility_mw": stage["facility_mw"], "share_of_campus_power": share,
+            "reported_pro_rata_usd": pro_rata,
+            "facility_minus_reported_pro_rata_usd": parts["facility_usd"] - pro_rata if pro_rata is not None else None,
+        })
+    model_usd_per_facility_w = economics.facility_usd_per_it_watt.value / economics.pue.value
+    reported_usd_per_facility_w = reported / campus_w if campus_w else None
+    full = campus_w * model_usd_per_facility_w if campus_w else None
+    last = rows[-1]
+    explanation = (
+        f"${reported / 1e9:.0f}B reported for the campus ({campus.get('location', '')}; read, as an assumption, as "
+        "buildings and infrastructure"
+        + (f" for {campus_w / 1e9:.1f} GW at full build-out" if campus_w else "") + ") vs the model's "
+        f"${last['servers_usd'] / 1e9:.1f}B servers + ${last['network_usd'] / 1e9:.1f}B network + "
+        f"${last['facility_usd'] / 1e9:.1f}B facility = ${last['total_usd'] / 1e9:.1f}B for the {last['stage']} "
+        f"({last['chips']:,} chips). Servers and network are equipment outside the reported figure; the comparable "
+        "part is the facility.")
+    if reported_usd_per_facility_w is not None and full is not None and last["reported_pro_rata_usd"] is not None:
+        explanation += (
+            f" The stage draws {last['facility_mw']:,.0f} MW, {100 * last['share_of_campus_power']:.0f} % of the "
+            f"campus, i.e. ${last['reported_pro_rata_usd'] / 1e9:.1f}B of the reported figure pro rata, against "
+            f"the model's ${last['facility_usd'] / 1e9:.1f}B: the difference "
+            f"({_billions(last['facility_minus_reported_pro_rata_usd'], signed=True)}) is the model's facility cost "
+            "per watt, "
+            f"${model_usd_per_facility_w:.1f} per facility watt (${economics.facility_usd_per_it_watt.value:.1f} per "
+            f"IT watt, US average, catalog/economics.yaml) against the reported "
+            f"${reported_usd_per_facility_w:.1f}; at the model's rate the whole {campus_w / 1e9:.1f} GW campus "
+            f"would cost ${full / 1e9:.1f}B of facility.")
+    return {"reported_usd": reported, "reported_source": str(campus.get("source", "")).strip(),
+            "reported_scope": "assumption: buildings and infrastructure of the campus, without servers and network "
+                              "equipment (the announcement does not itemise it)",
+            "campus_power_w": campus_w or None, "stages": rows,
+            "model_facility_usd_per_facility_w": model_usd_per_facility_w,
+            "reported_usd_per_facility_w": reported_usd_per_facility_w,
+            "model_facility_usd_full_campus": full, "explanation": explanation}
+
+
+def reconciliation_lines(reconciliation: dict[str, Any]) -> list[str]:
+    """The reconciliation as a Markdown table and its explanation."""
+    lines = ["| stage | chips | servers | network | facility | model total | facility MW | share of campus power "
+             "| reported, pro rata | facility - reported pro rata |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in reconciliation["stages"]:
+        share = row["share_of_campus_power"]
+        cells = [row["stage"], f"{row['chips']:,}", _billions(row["servers_usd"]), _billions(row["network_usd"]),
+                 _billions(row["facility_usd"]), _billions(row["total_usd"]), f"{row['facility_mw']:,.0f}",
+                 f"{100 * share:.0f} %" if share is not None else "-", _billions(row["reported_pro_rata_usd"]),
+                 _billions(row["facility_minus_reported_pro_rata_usd"], signed=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"| reported campus investment | | | | | {_billions(reconciliation['reported_usd'])} | "
+                 + (f"{reconciliation['campus_power_w'] / 1e6:,.0f}" if reconciliation["campus_power_w"] else "-")
+                 + " | 100 % | | |")
+    return [*lines, "", reconciliation["explanation"], "", f"Reported figure: {reconciliation['reported_source']}"]
+
+
+def _billions(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{'+' if signed and value > 0 else ''}{'-' if value < 0 else ''}${abs(value) / 1e9:,.1f} B"
 
 
 def recovery_settings(data: Any, where: str) -> RecoverySettings:
@@ -428,8 +513,8 @@ def rainier_table(console: Console, record: dict[str, Any]) -> None:
     console.print(table)
     if "campus" in record:
         campus = record["campus"]
-        console.print(f"campus: {campus.get('location', '')}, capex ${campus.get('capex_usd', 0) / 1e9:.0f}B, "
-                      f"{campus.get('power_w', 0) / 1e9:.1f} GW at full build-out")
+        console.print(f"campus: {campus.get('location', '')}, {campus.get('power_w', 0) / 1e9:.1f} GW at full "
+                      "build-out; its reported investment is reconciled with the model's capex below")
     if "training" in record:
         training = record["training"]
         found = record["search"]
@@ -461,7 +546,7 @@ def _print_command(console: Console, title: str, run: dict[str, Any]) -> None:
 def rainier_summary(console: Console, record: dict[str, Any]) -> None:
     """Power, money, the compute claim, frontier runs and the fleet ramp (after the totals)."""
     table = Table(title="power and money (provisioned at TDP)")
-    for column in ("stage", "chips", "IT MW", "facility MW", "fits campus envelope", "capex"):
+    for column in ("stage", "chips", "IT MW", "facility MW", "fits campus envelope", "model capex"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for stage in record["growth"] or [{"label": "cluster", **record}]:
         fits = stage.get("fits_campus_power")
@@ -469,14 +554,41 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
                       "-" if fits is None else ("yes" if fits else "NO"),
                       f"${stage['capex_usd'] / 1e9:,.1f} B" if "capex_usd" in stage else "-")
     console.print(table)
+    reconciliation = record.get("capex_reconciliation")
+    if reconciliation:
+        table = Table(title="capex: the reported campus figure vs the model (servers + network + facility = total)",
+                      caption="MW, share: the stage's facility power and its share of the campus; pro rata: that "
+                              "share of the reported figure; fac. - p.r.: the model's facility capex minus it")
+        for column in ("stage", "servers", "network", "facility", "total", "MW", "share", "pro rata",
+                       "fac. - p.r."):
+            table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=column != "stage",
+                             min_width=12 if column == "stage" else None)
+        for row in reconciliation["stages"]:
+            share = row["share_of_campus_power"]
+            table.add_row(row["stage"], _billions(row["servers_usd"]),
+                          _billions(row["network_usd"]), _billions(row["facility_usd"]), _billions(row["total_usd"]),
+                          f"{row['facility_mw']:,.0f}", f"{100 * share:.0f} %" if share is not None else "-",
+                          _billions(row["reported_pro_rata_usd"]),
+                          _billions(row["facility_minus_reported_pro_rata_usd"], signed=True))
+        power = reconciliation["campus_power_w"]
+        table.add_row("reported (whole campus)", "", "", "", _billions(reconciliation["reported_usd"]),
+                      f"{power / 1e6:,.0f}" if power else "-", "100 %", "", "")
+        console.print(table)
+        console.print(reconciliation["explanation"])
     claim = record["compute_claim"]
     console.print(f"compute claim: {claim['claim']}; at {record['peak_bf16_eflops']:,.0f} EFLOP/s dense bf16 the "
                   f"previous cluster had at most {claim['implied_previous_max_bf16_eflops']:,.0f} EFLOP/s "
                   f"(~{claim['implied_previous_max_h100_equivalents']:,.0f} H100-equivalents). "
                   f"Assumption: {claim['assumption']}.")
     if "cost_per_chip_hour_usd" in record:
+        hourly = record.get("training", {}).get("cost_per_chip_hour_breakdown_usd", {})
+        detail = (f" = ${hourly['depreciation_usd'] + hourly['facility_usd']:.2f} depreciation + "
+                  f"${hourly['cost_of_capital_usd']:.2f} return on capital at {100 * hourly['wacc']:.0f} % WACC + "
+                  f"${hourly['electricity_usd'] + hourly['maintenance_usd']:.2f} electricity and maintenance "
+                  f"(${hourly['total_without_cost_of_capital_usd']:.2f} without the cost of capital)"
+                  if "cost_of_capital_usd" in hourly else "")
         console.print(f"cost per Trainium2 chip-hour (TCO, at the training plan's activity): "
-                      f"${record['cost_per_chip_hour_usd']:.2f}")
+                      f"${record['cost_per_chip_hour_usd']:.2f}{detail}")
     runs = failure_runs(record)
     if runs:
         table = Table(title="training runs with failures (scenario recovery)")
@@ -593,12 +705,16 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
 
     report = Report("Project Rainier")
     stages = record["growth"] or [{"label": "cluster", **record}]
-    rows = ["| stage | chips | UltraServers | bf16 peak EFLOP/s | fp8 peak EFLOP/s | IT MW | facility MW | capex |",
+    rows = ["| stage | chips | UltraServers | bf16 peak EFLOP/s | fp8 peak EFLOP/s | IT MW | facility MW | "
+            "model capex |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     rows += [f"| {s['label']} | {s['chips']:,} | {s['ultraservers']:,} | {s['peak_bf16_eflops']:,.0f} | "
              f"{s['peak_fp8_eflops']:,.0f} | {s['it_mw']:,.0f} | {s['facility_mw']:,.0f} | "
              + (f"${s['capex_usd'] / 1e9:,.1f} B |" if "capex_usd" in s else "- |") for s in stages]
     report.add("Cluster", str(record["description"]) + "\n\n" + "\n".join(rows))
+    reconciliation = record.get("capex_reconciliation")
+    if reconciliation:
+        report.add("Capex: the reported campus figure vs the model", "\n".join(reconciliation_lines(reconciliation)))
     claim = record["compute_claim"]
     report.add("The compute claim", f"- {claim['claim']}\n- assumption: {claim['assumption']}\n"
                f"- implied previous cluster: at most {claim['implied_previous_max_bf16_eflops']:,.0f} EFLOP/s "
@@ -634,8 +750,13 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
                    bar_chart("Memory per chip", list(memory), [v / 2**30 for v in memory.values()], "GiB"), "memory")
         hourly = training.get("cost_per_chip_hour_breakdown_usd")
         if hourly:
-            parts = {k.removesuffix("_usd"): v for k, v in hourly.items() if k.endswith("_usd") and k != "total_usd"}
-            report.add("Cost per chip-hour", f"${hourly['total_usd']:.2f} per chip-hour (TCO)",
+            parts = {k.removesuffix("_usd"): v for k, v in hourly.items()
+                     if k.endswith("_usd") and not k.startswith("total")}
+            without = hourly.get("total_without_cost_of_capital_usd")
+            report.add("Cost per chip-hour", f"${hourly['total_usd']:.2f} per chip-hour (TCO; capital charged at "
+                       f"{100 * hourly.get('wacc', 0.0):.0f} % WACC with the capital recovery factor)"
+                       + (f", ${without:.2f} without the cost of capital (straight-line depreciation only)"
+                          if without is not None else ""),
                        bar_chart("Cost per chip-hour", list(parts), list(parts.values()), "$"), "cost")
     runs = failure_runs(record)
     if runs:

@@ -56,6 +56,7 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
                     f"at {100 * record['activity']:.0f} % activity")
     if "cost_per_chip_hour_usd" in record:
         summary.add_row("cost per chip-hour (TCO)", f"${record['cost_per_chip_hour_usd']:.2f}")
+        summary.add_row(*_owned_vs_rented(record))
     if "energy_mwh" in record:
         summary.add_row("energy / emissions", f"{record['energy_mwh']:,.0f} MWh / {record['co2_tonnes']:,.0f} t CO2")
     if "cost_usd" in record:
@@ -589,3 +590,16 @@ def capacity_table(console: Console, record: dict[str, Any]) -> None:
                       + _band(record, "best.usd_per_million_output_tokens", lambda v: f"${v:.3f}").strip(" ()")
                       + " per M output tokens", highlight=False)
     band_notes(console, record)
+
+
+def _owned_vs_rented(record: dict[str, Any]) -> tuple[str, str]:
+    """Owned TCO (with its cost of capital) beside the public cloud price of the same chip."""
+    hourly = record.get("cost_per_chip_hour_breakdown_usd", {})
+    owned = (f"owned ${record['cost_per_chip_hour_usd']:.2f} (incl. ${hourly['cost_of_capital_usd']:.2f} cost of "
+             f"capital at {100 * hourly['wacc']:.0f} % WACC; ${hourly['total_without_cost_of_capital_usd']:.2f} "
+             "straight-line)" if "cost_of_capital_usd" in hourly else f"owned ${record['cost_per_chip_hour_usd']:.2f}")
+    prices = record.get("rented_prices") or []
+    rented = ("; rented " + ", ".join(f"${p['usd_per_chip_hour']:.2f} {p['basis']} "
+                                      f"({p['instance'].split(',')[0].split(' (')[0]})"
+                                      for p in prices)) if prices else "; rented: no public cloud price"
+    return "owned vs rented per chip-hour", owned + rented

@@ -85,7 +85,7 @@ def _power_and_cost(hardware: Hardware, chips: int, record: dict[str, Any]) -> d
     """Power while training, cost per chip-hour, and (with a token budget) the run's energy,
     emissions and dollars. Systems without a capex figure get power and energy only."""
     from clusterplan.catalog import load_economics
-    from clusterplan.costs.money import cost_per_chip_hour
+    from clusterplan.costs.money import cost_per_chip_hour, rented_record
     from clusterplan.costs.power import cluster_power, energy_record, training_activity
     from clusterplan.errors import SpecError
 
@@ -97,6 +97,8 @@ def _power_and_cost(hardware: Hardware, chips: int, record: dict[str, Any]) -> d
         hourly = cost_per_chip_hour(hardware.system, hardware.chip, economics, activity)
         out["cost_per_chip_hour_usd"] = hourly["total_usd"]
         out["cost_per_chip_hour_breakdown_usd"] = hourly
+        # Owned TCO beside the public cloud price of the same chip (None where none is known).
+        out.update(rented_record(hardware.system, economics))
     except SpecError as missing:
         out["cost_note"] = str(missing)
     if "time_to_train_s" in record:
