@@ -177,7 +177,8 @@ def enumerate_layouts(model: Model, chips: int, seq_len: int, global_batch: int,
         per_replica = global_batch // k["dp"]
         micro_batches = per_replica // np.maximum(k["micro_batch"], 1)
         keep: NDArray[np.bool_] = per_replica % k["micro_batch"] == 0
-        return keep & ((k["vp"] == 1) | (micro_batches % k["pp"] == 0))
+        keep &= (k["vp"] == 1) | (micro_batches % k["pp"] == 0)
+        return keep
 
     return _cross(columns, "micro_batch", mbs, micro_batch_rule)
 
