@@ -31,6 +31,7 @@ from clusterplan.catalog import (
 )
 from clusterplan.catalog.loader import read_yaml, validation_message
 from clusterplan.errors import SpecError
+from clusterplan.report.console import ReportConsole, StepProgress
 from clusterplan.specs import Model, Plan
 from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import MAX_CHIPS
@@ -46,7 +47,8 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # plain help: option names stay whole at 80 columns
 )
-console = Console()
+#: stdout: tables and text (the width rule and the table rule of report/console.py)
+console: Console = ReportConsole()
 P = ParamSpec("P")
 R = TypeVar("R")
 SpecT = TypeVar("SpecT", bound=Spec)
@@ -365,12 +367,12 @@ def catalog(
     specs = [loader(name) for name in names()]
     header, rows, records = catalog_rows(kind, specs)
     if as_json:
-        emit_json(records)
+        emit_json({kind: records})
         return
     table = Table(title=f"clusterplan catalog: {kind}")
     for index, column in enumerate(header):
-        # Names stay whole (greppable at any terminal width); other columns may fold.
-        table.add_column(column, overflow="fold", no_wrap=index == 0, min_width=None)
+        # Names stay whole (greppable at any terminal width); number columns never break.
+        table.add_column(column, no_wrap=index == 0)
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -401,7 +403,11 @@ def validate(
             raise SpecError("--table", name, f"unknown table (known: {', '.join(tables)})")
     if workers is not None and workers < 1:
         raise SpecError("--workers", workers, "must be >= 1")
-    results = run(all_cases(table))
+    results = []
+    with StepProgress("validate") as bar:
+        for name in table or tables:
+            bar.step(f"predicting the rows of {name}")
+            results += run(all_cases([name]))
     crossval: CrossValSummary | None
     if cross_validate:
         crossval = _cross_validate(table, workers)
@@ -419,18 +425,17 @@ def validate(
 
 
 def _cross_validate(tables: list[str] | None, workers: int | None) -> CrossValSummary:
-    """Every cross-validation fold, with a progress bar on stderr."""
-    from rich.progress import Progress
-
+    """Every cross-validation fold, with progress on stderr."""
     from clusterplan.distributed import LocalExecutor
     from clusterplan.validation.cases import all_cases
     from clusterplan.validation.crossval import cross_validate, folds, summarise
 
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("cross-validating", total=len(folds(all_cases(tables))))
+    total = len(folds(all_cases(tables)))
+    with StepProgress("cross-validation") as bar:
+        bar.step(f"refitting with each of {total} folds left out")
 
         def done(fold: Any) -> None:
-            progress.update(task, advance=1, description=f"refitted without {fold.name or 'nothing'}")
+            bar.step(f"refitted without {fold.name or 'nothing'} ({bar.steps}/{total})")
 
         return summarise(cross_validate(tables, LocalExecutor(workers), on_fold=done))
 
@@ -641,7 +646,7 @@ def sweep(
     except OSError as error:
         raise SpecError("--output", str(target), f"cannot write ({error.strerror or error})") from None
     if as_json:
-        emit_json(rows)
+        emit_json({"sweep": str(sweep_file), "output": str(target), "plans": rows})
         return
     _sweep_table(console, plan.varying_axes(), rows)
     console.print(f"wrote {len(rows)} rows to {target}", soft_wrap=True, highlight=False)
@@ -654,7 +659,7 @@ def fleet(
     scenario: Annotated[
         str, typer.Argument(help="built-in scenario (amazon-2025, hyperscalers-2025, rainier) or YAML")
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON record per quarter")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON: the scenario, a record per quarter")] = False,
     report_dir: Annotated[
         Path | None, typer.Option(help="write fleet-<name>.md and .html with charts here")
     ] = None,
@@ -663,15 +668,17 @@ def fleet(
     """Capex per quarter and hardware mix -> chips, MW, EFLOP/s, capex, depreciation over time."""
     from clusterplan.report.fleet import fleet_records, fleet_report, fleet_table
 
-    name, records = fleet_records(scenario, runs=runs)
+    with StepProgress("fleet") as bar:
+        name, records = fleet_records(scenario, runs=runs, progress=bar.step)
+        if report_dir is not None:
+            bar.step("writing the report")
+        written = fleet_report(name, records, report_dir) if report_dir is not None else {}
     if as_json:
-        emit_json(records)
-    else:
-        fleet_table(console, name, records)
-    if report_dir is not None:
-        written = fleet_report(name, records, report_dir)
-        if not as_json:
-            console.print(f"report: {written['html']} and {written['markdown']}")
+        emit_json({"scenario": name, "quarters": records, **({"report": written} if written else {})})
+        return
+    fleet_table(console, name, records)
+    if written:
+        console.print(f"report: {written['html']} and {written['markdown']}", soft_wrap=True, highlight=False)
 
 
 # ---- reliability ---------------------------------------------------------------------------
@@ -928,7 +935,6 @@ def calibrate(
     """Fit each chip family's kernel efficiencies on its published runs (writes efficiency.yaml)
     and cross-validate the fit (writes crossval.yaml: errors with each table and family left out)."""
     import yaml
-    from rich.progress import Progress
 
     from clusterplan.catalog.loader import CROSSVAL_FILE
     from clusterplan.validation.calibrate import ALL_FAMILIES, efficiency_yaml
@@ -939,12 +945,10 @@ def calibrate(
         raise SpecError("--workers", workers, "must be >= 1")
     catalog = Path(__file__).parent / "catalog"
     calibration = fit(all_cases())
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("fitting families", total=len(ALL_FAMILIES))
-        for family in ALL_FAMILIES:
-            progress.update(task, description=f"fitting {family}")
+    with StepProgress("calibrate") as bar:
+        for index, family in enumerate(ALL_FAMILIES, start=1):
+            bar.step(f"fitting {family} ({index}/{len(ALL_FAMILIES)})")
             calibration.efficiency(family)
-            progress.advance(task)
     document = efficiency_yaml(calibration)
     summary = _cross_validate(None, workers)
     # Both files are written only once both are computed: nothing half-written.
@@ -980,8 +984,11 @@ def rainier(
     frontier runs and the fleet ramp; also written as Markdown and HTML with charts."""
     from clusterplan.report.rainier import rainier_record, rainier_report, rainier_summary, rainier_table
 
-    record = rainier_record(scenario)
-    written = rainier_report(record, report_dir) if report_dir is not None else {}
+    with StepProgress("rainier") as bar:
+        record = rainier_record(scenario, progress=bar.step)
+        if report_dir is not None:
+            bar.step("writing the report")
+        written = rainier_report(record, report_dir) if report_dir is not None else {}
     if written:
         record["report"] = written
     if as_json:
@@ -990,7 +997,7 @@ def rainier(
         rainier_table(console, record)
         rainier_summary(console, record)
         if written:
-            console.print(f"report: {written['html']} and {written['markdown']}")
+            console.print(f"report: {written['html']} and {written['markdown']}", soft_wrap=True, highlight=False)
 
 
 # ---- serve ---------------------------------------------------------------------------------

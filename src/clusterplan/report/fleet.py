@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from clusterplan.fleet.timeline import check_envelopes, parse_scenario, referenc
 from clusterplan.report.documents import Report, line_chart, write_report
 
 
-def fleet_records(reference: str, runs: bool = True) -> tuple[str, list[dict[str, Any]]]:
+def fleet_records(reference: str, runs: bool = True,
+                  progress: Callable[[str], None] | None = None) -> tuple[str, list[dict[str, Any]]]:
     """The timeline of a built-in scenario name or a YAML path (a Rainier-style scenario's
-    ``fleet:`` section is used when present)."""
+    ``fleet:`` section is used when present). ``progress(text)`` is told each plan search."""
     data = load_scenario(reference, "fleet")
     if isinstance(data.get("fleet"), dict):
         data = data["fleet"]
@@ -24,9 +26,10 @@ def fleet_records(reference: str, runs: bool = True) -> tuple[str, list[dict[str
     check_envelopes(scenario)
     records = timeline(scenario)
     if runs and scenario.reference_run is not None:
-        info = reference_runs(scenario, records)
+        searched: dict[tuple[str, int], dict[str, Any] | None] = {}  # the same searches, once
+        info = reference_runs(scenario, records, cache=searched, progress=progress)
         records = timeline(scenario, info["mfu_by_system"])
-        reference_runs(scenario, records)
+        reference_runs(scenario, records, cache=searched, progress=progress)
     return scenario.name, records
 
 

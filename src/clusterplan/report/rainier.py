@@ -4,6 +4,7 @@ serving at a chat SLO and the fleet ramp."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -51,7 +52,9 @@ def _positive_int(data: dict[str, Any], key: str, where: str) -> int:
     return value
 
 
-def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
+def rainier_record(scenario_name: str = "rainier", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Everything the Rainier report says, SI units. ``progress(text)`` is told each slow step."""
+    step = progress or (lambda _text: None)
     scenario = load_scenario(scenario_name)
     system = load_system(str(scenario.get("system", "")), "scenario.system")
     hardware = hardware_for(system)
@@ -94,8 +97,10 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
     }
     training = scenario.get("training")
     if isinstance(training, dict):
+        step(f"searching the training plans of {training.get('model', '')}")
         record["training"], record["search"] = _searched_training(training, hardware, chips)
         # The other side of the trade-off: the plan with the fewest chip-hours.
+        step("searching the plan with the fewest chip-hours")
         cheapest, _ = _searched_training({**training, "objective": "cost"}, hardware, chips)
         record["training_fewest_chip_hours"] = cheapest
         record["deadline_s"] = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
@@ -109,18 +114,22 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
     frontier = scenario.get("frontier_runs", [])
     if not isinstance(frontier, list):
         raise SpecError("scenario.frontier_runs", frontier, "must be a list of training jobs")
-    record["frontier_runs"] = [
-        {"label": str(job.get("label", job.get("model"))), **_searched_training(job, hardware, chips)[0]}
-        for job in frontier if isinstance(job, dict)
-    ]
+    record["frontier_runs"] = []
+    for job in frontier:
+        if isinstance(job, dict):
+            label = str(job.get("label", job.get("model")))
+            step(f"searching the frontier run {label}")
+            record["frontier_runs"].append({"label": label, **_searched_training(job, hardware, chips)[0]})
     for run in record["frontier_runs"]:
         run["with_failures"] = _with_failures(run, system, settings)
     serving = scenario.get("serving")
     if serving is not None:
+        step("searching serving deployments at the SLO")
         record["serving"] = serving_section(serving, hardware, chips)
     if isinstance(scenario.get("fleet"), dict):
         from clusterplan.report.fleet import fleet_records
 
+        step("building the fleet ramp")
         record["fleet"] = fleet_records(scenario_name, runs=False)[1]
     return record
 

@@ -1,0 +1,189 @@
+"""The terminal side of every command: one width rule, tables that keep numbers whole, progress.
+
+* Width: on a terminal, the terminal's; anywhere else (a pipe, a file, a CI log) ``$COLUMNS`` or
+  80, never the width of a terminal that happens to hold stdin or stderr, so the same command
+  prints the same text in a log as in a test.
+* Tables: a column whose cells are numbers (with their units) is never wrapped, folded or cut;
+  its header breaks between words instead, and label columns wrap (a word longer than the
+  column folds). Rich then shrinks the label columns, never the numbers, to fit the width.
+* Progress: on stderr only. On a terminal, a transient spinner line; elsewhere, one short line
+  per step once the command has run for two seconds, so logs of quick commands stay empty and
+  logs of slow ones say what is happening.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console, ConsoleDimensions
+from rich.status import Status
+from rich.table import Column, Table
+from rich.text import Text
+
+#: A cell that is a number: optional sign, ~, < or $, digits (thousands commas, decimals), then
+#: at most two words (a unit, or a unit and a qualifier such as ``> HBM``).
+_NUMBER_CELL = re.compile(r"[~<>+\-−$]*\d[\d,]*(\.\d+)?\s*%?(\s*\S+){0,3}")
+#: Cells that say a number is missing; they do not make a column a label column.
+_PLACEHOLDERS = {"", "-", "n/a", "never", "yes", "no", "none", "?"}
+
+
+def _plain(cell: Any) -> str | None:
+    """A cell's text without markup, or None for a renderable that is not text."""
+    if isinstance(cell, Text):
+        return cell.plain
+    if isinstance(cell, str):
+        try:
+            return Text.from_markup(cell).plain
+        except Exception:  # not valid markup: the text as it is
+            return cell
+    return None
+
+
+def is_number_cell(cell: Any) -> bool:
+    """Whether a cell holds a number (with an optional unit), as opposed to a label."""
+    text = _plain(cell)
+    return text is not None and _NUMBER_CELL.fullmatch(text.strip()) is not None
+
+
+def is_number_column(column: Column) -> bool:
+    """A column of numbers: every cell a number or a placeholder, at least one number."""
+    texts = [_plain(cell) for cell in column.cells]
+    if any(text is None for text in texts):
+        return False
+    values = [text.strip() for text in texts if text is not None and text.strip().lower() not in _PLACEHOLDERS]
+    return bool(values) and all(_NUMBER_CELL.fullmatch(value) for value in values)
+
+
+def _header_lines(header: str, width: int) -> str:
+    """``header`` broken between words (and after hyphens) into lines of at most ``width``."""
+    words = re.findall(r"\S+?-(?=\S)|\S+", header)
+    lines: list[str] = []
+    for word in words:
+        joiner = "" if lines and lines[-1].endswith("-") else " "
+        if lines and len(lines[-1]) + len(joiner) + len(word) <= width:
+            lines[-1] += joiner + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def readable(table: Table) -> Table:
+    """Make ``table`` keep its numbers whole at any width (see the module doc); returns it."""
+    for column in table.columns:
+        if is_number_column(column):
+            column.no_wrap = True
+            column.overflow = "ellipsis"
+            if isinstance(column.header, str) and column.header:
+                widest = max((len(_plain(cell) or "") for cell in column.cells), default=0)
+                words = max((len(word) for word in re.findall(r"\S+?-(?=\S)|\S+", column.header)), default=0)
+                column.header = _header_lines(column.header, max(widest, words))
+        else:
+            column.no_wrap = False
+            column.overflow = "fold"
+    return table
+
+
+def columns_from_environment(environ: Any) -> int:
+    """``$COLUMNS`` when it is a positive whole number, else 80."""
+    columns = str(environ.get("COLUMNS", "")).strip()
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 80
+
+
+class ReportConsole(Console):
+    """A rich console with the width rule and the table rule of the module doc."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(columns_from_environment(self._environ), self._height or 25)
+        return super().size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        super().print(*(readable(o) if isinstance(o, Table) else o for o in objects), **options)
+
+
+def stderr_console() -> ReportConsole:
+    """The console progress and notes go to (never stdout: stdout is the command's output)."""
+    return ReportConsole(stderr=True)
+
+
+class StepProgress:
+    """Progress of a long command on stderr (see the module doc): ``step(text)`` names what the
+    command is doing now. Use as a context manager; it is silent for the first ``quiet_s``."""
+
+    def __init__(self, command: str, *, console: Console | None = None, quiet_s: float = 2.0) -> None:
+        self.command = command
+        self.console = console or stderr_console()
+        self.quiet_s = quiet_s
+        self.start = time.perf_counter()
+        self.current = ""
+        self.steps = 0
+        self.printed = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._status: Status | None = None
+
+    def __enter__(self) -> StepProgress:
+        self.start = time.perf_counter()
+        if self.console.is_terminal:
+            self._status = self.console.status(f"{self.command}: starting", spinner="dots")
+            self._status.start()
+        else:
+            self._timer = threading.Timer(self.quiet_s, self._late)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._status is not None:
+            self._status.stop()
+        elif self.printed and kind is None:
+            self._line(f"done in {self.elapsed():.1f} s", stamp=False)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def step(self, text: str) -> None:
+        """The command has started ``text`` (a short phrase: 'searching training plans')."""
+        with self._lock:
+            self.steps += 1
+            self.current = text
+        if self._status is not None:
+            self._status.update(f"{self.command}: {text} ({self.elapsed():.0f} s)")
+        elif self.elapsed() >= self.quiet_s:
+            self._line(text)
+
+    def _late(self) -> None:
+        """The quiet period is over: say what is running now."""
+        if self.current and not self.printed:
+            self._line(self.current)
+
+    def _line(self, text: str, stamp: bool = True) -> None:
+        """One line: the command, what it is doing and, with ``stamp``, the seconds so far."""
+        with self._lock:
+            self.printed = True
+            self.console.print(f"{self.command}: {text}" + (f" [{self.elapsed():.1f} s]" if stamp else ""),
+                               highlight=False, markup=False, soft_wrap=True)
+
+
+@contextmanager
+def progress(command: str, *, enabled: bool = True) -> Iterator[StepProgress | None]:
+    """``with progress("rainier") as bar:`` then ``bar.step(...)``; None when not ``enabled``."""
+    if not enabled:
+        yield None
+        return
+    with StepProgress(command) as bar:
+        yield bar
