@@ -369,13 +369,19 @@ def catalog(
     if as_json:
         emit_json({kind: records})
         return
+    shown = list(range(len(header)))
+    if kind == "models" and console.width < 100:  # narrow: the columns that identify a model
+        shown = [i for i, column in enumerate(header) if column not in ("ffn", "vocab")]
     table = Table(title=f"clusterplan catalog: {kind}")
-    for index, column in enumerate(header):
+    for index in shown:
         # Names stay whole (greppable at any terminal width); number columns never break.
-        table.add_column(column, no_wrap=index == 0)
+        table.add_column(header[index], no_wrap=index == 0)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(row[index] for index in shown))
     console.print(table)
+    if len(shown) < len(header):
+        console.print(f"[dim]{', '.join(c for i, c in enumerate(header) if i not in shown)}: "
+                      "at 100 columns or more, or --json[/]")
 
 
 # ---- validate ------------------------------------------------------------------------------

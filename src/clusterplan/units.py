@@ -183,11 +183,12 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / scale:.{decimals}f} {name}"
 
 
-def column_unit(values: Sequence[float | None], kind: str) -> tuple[float, str, int]:
+def column_unit(values: Sequence[float | None], kind: str, prefix: str | None = None) -> tuple[float, str, int]:
     """(scale, unit, decimals) for a whole table column of SI values of ``kind`` (a key of
-    ``KINDS``): one prefix for the column, chosen from its largest finite ``|value|``, so every
-    row reads in the same unit. Decimals: one (durations: the unit's own), more (up to three)
-    when the smallest nonzero value would otherwise show fewer than two significant digits."""
+    ``KINDS``): one prefix for the column, chosen from its largest finite ``|value|`` (or the
+    given ``prefix``: ``"G"`` for parameter counts in billions), so every row reads in the same
+    unit. Decimals: one (durations: the unit's own), more (up to three) when the smallest nonzero
+    value would otherwise show fewer than two significant digits."""
     if kind not in KINDS:
         raise ValueError(f"unknown column kind {kind!r} (known: {', '.join(KINDS)})")
     prefixes, unit = KINDS[kind]
@@ -196,7 +197,10 @@ def column_unit(values: Sequence[float | None], kind: str) -> tuple[float, str, 
     if prefixes is None:
         scale, name, decimals = _duration_unit(largest)
     else:
-        scale, prefix = _prefix_for(largest, prefixes) if largest > 0 else (1.0, "")
+        if prefix is not None:
+            scale = dict((name, scale) for scale, name in prefixes)[prefix]
+        else:
+            scale, prefix = _prefix_for(largest, prefixes) if largest > 0 else (1.0, "")
         name, decimals = prefix + unit, 1
     smallest = min((v for v in finite if v > 0), default=0.0) / scale
     while 0 < smallest < 10.0 ** (1 - decimals) and decimals < 3:
@@ -205,11 +209,11 @@ def column_unit(values: Sequence[float | None], kind: str) -> tuple[float, str, 
 
 
 def format_column(values: Sequence[float | None], kind: str, *, decimals: int | None = None,
-                  missing: str = "-") -> tuple[str, list[str]]:
+                  prefix: str | None = None, missing: str = "-") -> tuple[str, list[str]]:
     """The unit of a table column and its cells, numbers only (the unit goes in the header):
     ``format_column([8.5 * 2**30, 6e6], "bytes")`` -> ``("GiB", ["8.500", "0.006"])``. ``None``,
     NaN and infinities print as ``missing``."""
-    scale, unit, chosen = column_unit(values, kind)
+    scale, unit, chosen = column_unit(values, kind, prefix)
     digits = chosen if decimals is None else decimals
     cells = [missing if v is None or not math.isfinite(v) else f"{v / scale:,.{digits}f}" for v in values]
     return unit, cells

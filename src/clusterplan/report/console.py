@@ -78,13 +78,12 @@ def readable(table: Table) -> Table:
     for column in table.columns:
         if is_number_column(column):
             column.no_wrap = True
-            column.overflow = "ellipsis"
+            column.justify = "right"
             if isinstance(column.header, str) and column.header:
                 widest = max((len(_plain(cell) or "") for cell in column.cells), default=0)
                 words = max((len(word) for word in re.findall(r"\S+?-(?=\S)|\S+", column.header)), default=0)
                 column.header = _header_lines(column.header, max(widest, words))
-        else:
-            column.no_wrap = False
+        elif not column.no_wrap:  # a label; one set no_wrap (a name to grep) stays whole
             column.overflow = "fold"
     return table
 
