@@ -34,19 +34,26 @@ def fleet_records(reference: str, runs: bool = True,
 
 
 def fleet_table(console: Console, name: str, records: list[dict[str, Any]]) -> None:
-    table = Table(title=f"fleet timeline: {name}")
-    for column in ("company", "quarter", "chips", "IT MW", "facility MW", "bf16 peak", "sustained",
-                   "AI capex (cum.)", "depreciation/q", "reference run"):
-        table.add_column(column, justify="left" if column in ("company", "quarter", "reference run") else "right")
-    for r in records:
-        run = r.get("reference_run")
-        text = (f"{run['days_to_train']:.0f} days on {run['chips']:,}" if run and run.get("possible")
-                else ("does not fit" if run else "-"))
-        table.add_row(r["company"], r["quarter"], f"{r['chips']:,}", f"{r['it_mw']:,.0f}", f"{r['facility_mw']:,.0f}",
-                      f"{r['peak_bf16_eflops']:,.0f} EF", f"{r['sustained_bf16_eflops']:,.0f} EF",
-                      f"${r['capex_usd_cumulative'] / 1e9:,.1f} B",
-                      f"${r['depreciation_usd_quarter'] / 1e9:,.2f} B", text)
-    console.print(table)
+    """One table per company (quarters as rows), then the reference run each quarter makes
+    possible; IT power is shown from 100 columns up (facility power always)."""
+    wide = console.width >= 100
+    for company in dict.fromkeys(r["company"] for r in records):
+        rows = [r for r in records if r["company"] == company]
+        table = Table(title=f"fleet timeline: {name}, {company}")
+        for column in ("quarter", "chips", *(["IT MW"] if wide else []), "facility MW", "bf16 peak EFLOP/s",
+                       "sustained EFLOP/s", "AI capex $B (cum.)", "deprec. $B/q"):
+            table.add_column(column, justify="left" if column == "quarter" else "right")
+        for r in rows:
+            table.add_row(r["quarter"], f"{r['chips']:,}", *([f"{r['it_mw']:,.0f}"] if wide else []),
+                          f"{r['facility_mw']:,.0f}", f"{r['peak_bf16_eflops']:,.0f}",
+                          f"{r['sustained_bf16_eflops']:,.0f}", f"{r['capex_usd_cumulative'] / 1e9:,.1f}",
+                          f"{r['depreciation_usd_quarter'] / 1e9:,.2f}")
+        console.print(table)
+        runs = [(r["quarter"], r["reference_run"]) for r in rows if r.get("reference_run")]
+        if runs:
+            console.print(f"reference run, {company}: " + "; ".join(
+                f"{quarter} {run['days_to_train']:.0f} days on {run['chips']:,} chips" if run.get("possible")
+                else f"{quarter} does not fit" for quarter, run in runs), highlight=False)
 
 
 def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> dict[str, str]:

@@ -245,15 +245,17 @@ def serving_section(serving: Any, hardware: Any, chips: int) -> dict[str, Any]:
 
 def rainier_table(console: Console, record: dict[str, Any]) -> None:
     console.print(f"[bold]{record['scenario']}[/]: {record['description']}")
-    table = Table(title="cluster totals (dense peaks)")
-    for column in ("stage", "chips", "UltraServers", "bf16 peak", "fp8 peak", "HBM", "HBM bandwidth"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
     stages = record["growth"] or [{"label": "cluster", **record}]
-    for stage in stages:
+    hbm_unit, hbm = units.format_column([s["hbm_bytes"] for s in stages], "bytes")
+    bw_unit, bandwidth = units.format_column([s["hbm_bandwidth_bytes_per_s"] for s in stages], "bandwidth")
+    table = Table(title="cluster totals (dense peaks)")
+    for column in ("stage", "chips", "Ultra-Servers", "bf16 peak EFLOP/s", "fp8 peak EFLOP/s", f"HBM {hbm_unit}",
+                   f"HBM {bw_unit}"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for index, stage in enumerate(stages):
         table.add_row(stage["label"], f"{stage['chips']:,}", f"{stage['ultraservers']:,}",
-                      f"{stage['peak_bf16_eflops']:,.0f} EFLOP/s", f"{stage['peak_fp8_eflops']:,.0f} EFLOP/s",
-                      units.format_bytes(stage["hbm_bytes"]),
-                      units.format_bandwidth(stage["hbm_bandwidth_bytes_per_s"]))
+                      f"{stage['peak_bf16_eflops']:,.0f}", f"{stage['peak_fp8_eflops']:,.0f}", hbm[index],
+                      bandwidth[index])
     console.print(table)
     if "campus" in record:
         campus = record["campus"]
@@ -273,7 +275,8 @@ def rainier_table(console: Console, record: dict[str, Any]) -> None:
             console.print(
                 f"fewest chip-hours within the {units.format_duration(record['deadline_s'])} deadline: "
                 f"{cheap['chips']:,} chips, TP{plan['tp']} PP{plan['pp']} "
-                f"VP{plan['vp']} CP{plan['cp']} DP{plan['dp']} {plan['precision']}, MFU {100 * cheap['mfu']:.1f} %, "
+                f"VP{plan['vp']} CP{plan['cp']} DP{plan['dp']} {plan['precision']}, MFU {100 * cheap['mfu']:.1f} % "
+                f"(of the {plan['precision']} dense peak), "
                 f"{units.format_duration(cheap['time_to_train_s'])} and {units.format_count(cheap['chip_hours'])} "
                 f"chip-hours (vs {units.format_count(training['chip_hours'])})")
 
@@ -301,32 +304,37 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
     if runs:
         table = Table(title="frontier runs on the campus (best plan by time; with failures under the scenario's "
                             "recovery)")
-        for column in ("run", "chips", "plan", "MFU", "days failure-free", "days with failures", "goodput",
-                       "cost with failures"):
-            table.add_column(column, justify="left" if column in ("run", "plan") else "right")
+        for column in ("run", "chips", "MFU", "days failure-free / with failures", "goodput", "cost with failures"):
+            table.add_column(column, justify="left" if column == "run" else "right")
         for run in runs:
-            plan = run["plan"]
             failures = run.get("with_failures", {})
             days = failures.get("time_to_train_s", float("inf")) / 86400
-            table.add_row(run["label"], f"{run['chips']:,}",
-                          f"TP{plan['tp']} PP{plan['pp']} VP{plan['vp']} CP{plan['cp']} EP{plan['ep']} DP{plan['dp']} "
-                          f"{plan['precision']}", f"{100 * run['mfu']:.1f} %",
-                          f"{run['time_to_train_s'] / 86400:,.1f}", f"{days:,.1f}" if days != float("inf") else "never",
+            table.add_row(run["label"], f"{run['chips']:,}", f"{100 * run['mfu']:.1f} %",
+                          f"{run['time_to_train_s'] / 86400:,.1f} / "
+                          + (f"{days:,.1f}" if days != float("inf") else "never"),
                           f"{100 * failures.get('goodput', 0.0):.1f} %",
                           f"${failures['cost_usd'] / 1e6:,.0f} M" if "cost_usd" in failures else "-")
         console.print(table)
+        for run in runs:
+            plan = run["plan"]
+            console.print(f"  {run['label']}: TP{plan['tp']} PP{plan['pp']} VP{plan['vp']} CP{plan['cp']} "
+                          f"EP{plan['ep']} DP{plan['dp']} {plan['precision']} "
+                          f"(MFU of the {plan['precision']} dense peak)", highlight=False)
     serving = record.get("serving")
     if serving:
         console.print(serving_summary(serving))
     reliability = record.get("reliability", [])
     if reliability:
         table = Table(title="failures at campus scale (one job on every chip; 405B checkpoint)")
-        for column in ("stage", "recovery", "interruptions/day", "MTBF", "restart", "checkpoint every", "goodput"):
+        mtbf_unit, mtbf = units.format_column([row["mtbf_s"] for row in reliability], "duration")
+        restart_unit, restart = units.format_column([row["restart_s"] for row in reliability], "duration")
+        every_unit, every = units.format_column([row["checkpoint_interval_s"] for row in reliability], "duration")
+        for column in ("stage", "recovery", "interruptions per day", f"MTBF {mtbf_unit}", f"restart {restart_unit}",
+                       f"ckpt every {every_unit}", "goodput"):
             table.add_column(column, justify="left" if column in ("stage", "recovery") else "right")
-        for row in reliability:
-            table.add_row(row["stage"], row["recovery"], f"{row['interruptions_per_day']:,.0f}",
-                          units.format_duration(row["mtbf_s"]), units.format_duration(row["restart_s"]),
-                          units.format_duration(row["checkpoint_interval_s"]), f"{100 * row['goodput']:.1f} %")
+        for index, row in enumerate(reliability):
+            table.add_row(row["stage"], row["recovery"], f"{row['interruptions_per_day']:,.0f}", mtbf[index],
+                          restart[index], every[index], f"{100 * row['goodput']:.1f} %")
         console.print(table)
 
 
