@@ -57,9 +57,23 @@ def fleet_table(console: Console, name: str, records: list[dict[str, Any]]) -> N
 
 
 def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> dict[str, str]:
-    report = Report(f"Fleet scenario: {name}")
+    """Markdown and HTML report of a fleet timeline: where each company ends, the assumptions,
+    the timeline table and charts of chips, power and capex by quarter."""
     companies = sorted({r["company"] for r in records})
     quarters = sorted({r["quarter"] for r in records})
+    report = Report(f"Fleet scenario: {name}", subtitle=f"{len(companies)} companies, {quarters[0]} to {quarters[-1]}"
+                    if quarters else "")
+    for company in companies:
+        end = [r for r in records if r["company"] == company][-1]
+        report.quote(f"{company}, {end['quarter']}", f"{end['chips']:,} chips",
+                     f"{end['facility_mw']:,.0f} MW facility; {end['peak_bf16_eflops']:,.0f} EFLOP/s dense bf16; "
+                     f"${end['capex_usd_cumulative'] / 1e9:,.1f} B AI capex so far")
+    report.assumptions += [
+        "Capex per quarter and the hardware mix come from the scenario file (each with its source); chips follow "
+        "from the catalog's all-in cost per system (servers, network, facility).",
+        "Power is provisioned at TDP times the PUE of the economics catalog; EFLOP/s are dense peaks; sustained "
+        "EFLOP/s apply the reference run's MFU per system (0 when the runs are not searched: --no-runs).",
+        "Depreciation is straight-line over the economics catalog's lifetimes."]
 
     def series(key: str, scale: float = 1.0) -> dict[str, list[float]]:
         return {c: [next((r[key] / scale for r in records if r["company"] == c and r["quarter"] == q), 0.0)
@@ -69,19 +83,21 @@ def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> d
             "|---|---|---:|---:|---:|---:|---:|"]
     rows += [f"| {r['company']} | {r['quarter']} | {r['chips']:,} | {r['it_mw']:,.0f} | {r['facility_mw']:,.0f} | "
              f"{r['peak_bf16_eflops']:,.0f} | ${r['capex_usd_cumulative'] / 1e9:,.1f} B |" for r in records]
-    report.add("Timeline", "\n".join(rows), line_chart("Chips deployed", quarters, series("chips"), "chips"),
-               "chips")
+    report.add("Timeline", "\n".join(rows), line_chart("Chips deployed", quarters, series("chips", 1e3),
+                                                        "chips (thousands)"), "chips")
     report.add("Power", "Facility megawatts at provisioned (TDP) power.",
-               line_chart("Facility power", quarters, series("facility_mw"), "MW"), "power")
+               line_chart("Facility power", quarters, series("facility_mw"), "facility power (MW)"), "power")
     report.add("Capex", "Cumulative AI capex spent (servers, network, facility).",
-               line_chart("AI capex, cumulative", quarters, series("capex_usd_cumulative", 1e9), "$B"), "capex")
+               line_chart("AI capex, cumulative", quarters, series("capex_usd_cumulative", 1e9),
+                          "cumulative AI capex (US$ B)"), "capex")
     runs = [r for r in records if r.get("reference_run")]
     if runs:
         lines = ["| company | quarter | reference run |", "|---|---|---|"]
         for r in runs:
             run = r["reference_run"]
             text = (f"{run['days_to_train']:.1f} days on {run['chips']:,} {run['system']} chips "
-                    f"(MFU {100 * run['mfu']:.0f} %)" if run.get("possible") else "does not fit")
+                    f"(MFU {100 * run['mfu']:.0f} % of the {run['plan']['precision']} dense peak)"
+                    if run.get("possible") else "does not fit")
             lines.append(f"| {r['company']} | {r['quarter']} | {text} |")
         report.add("Which training runs become possible when", "\n".join(lines))
     return write_report(report, directory, f"fleet-{name}")

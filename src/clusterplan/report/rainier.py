@@ -356,50 +356,132 @@ def serving_summary(serving: dict[str, Any]) -> str:
 
 
 def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
-    """Markdown and HTML report of the Rainier record, with charts."""
+    """Markdown and HTML report of the Rainier record: the figures an analyst quotes first, then
+    the assumptions behind them, then the tables and charts."""
     from pathlib import Path
 
-    from clusterplan.report.documents import Report, bar_chart, line_chart, write_report
+    from clusterplan.report.documents import Report, write_report
 
-    report = Report("Project Rainier")
+    report = Report("Project Rainier", subtitle=str(record["description"]))
+    _rainier_summary_figures(report, record)
+    report.assumptions += _rainier_assumptions(record)
+    _rainier_sections(report, record)
+    return write_report(report, Path(directory), "rainier")
+
+
+def _plan_text(plan: dict[str, Any]) -> str:
+    return (f"TP{plan['tp']} PP{plan['pp']} VP{plan['vp']} CP{plan['cp']}"
+            + (f" EP{plan['ep']}" if plan.get("ep", 1) > 1 else "") + f" DP{plan['dp']} {plan['precision']}")
+
+
+def _rainier_summary_figures(report: Any, record: dict[str, Any]) -> None:
+    """The numbers an analyst quotes, each with its basis."""
+    stages = record["growth"] or [{"label": "cluster", **record}]
+    first, last = stages[0], stages[-1]
+    chips = f"{first['chips']:,}" + (f" → {last['chips']:,}" if last is not first else "")
+    report.quote(f"{record['chip']} chips", chips, " → ".join(str(s["label"]) for s in stages))
+    report.quote("dense bf16 peak", f"{first['peak_bf16_eflops']:,.0f} EFLOP/s",
+                 f"{first['chips']:,} chips; fp8: {first['peak_fp8_eflops']:,.0f} EFLOP/s")
+    campus = record.get("campus", {})
+    envelope = f"; campus envelope {campus['power_w'] / 1e9:.1f} GW" if campus.get("power_w") else ""
+    report.quote("facility power at TDP", f"{first['facility_mw']:,.0f} MW",
+                 f"{first['label']}; {last['facility_mw']:,.0f} MW at {last['label']}{envelope}")
+    if "capex_usd" in first:
+        announced = f"; announced campus ${campus['capex_usd'] / 1e9:,.0f} B" if campus.get("capex_usd") else ""
+        report.quote("capex (servers, network, facility)", f"${first['capex_usd'] / 1e9:,.1f} B",
+                     f"catalog estimate, {first['label']}{announced}")
+    training = record.get("training")
+    if training:
+        plan = training["plan"]
+        report.quote(f"{training['model']} on {units.format_count(training['tokens'])} tokens",
+                     f"{training['time_to_train_s'] / 86400:,.1f} days",
+                     f"failure-free; {training['chips']:,} chips, {_plan_text(plan)}, MFU "
+                     f"{100 * training['mfu']:.1f} % of the {plan['precision']} dense peak")
+        failures = training.get("with_failures")
+        if failures and failures.get("time_to_train_s", math.inf) != math.inf:
+            report.quote("the same run with failures", f"{failures['time_to_train_s'] / 86400:,.1f} days",
+                         f"goodput {100 * failures['goodput']:.1f} % under the scenario's recovery")
+        if "cost_usd" in training:
+            report.quote("cost of that run (TCO)", f"${training['cost_usd'] / 1e6:,.1f} M",
+                         f"failure-free, at ${training['cost_per_chip_hour_usd']:.2f} per chip-hour")
+    serving = record.get("serving")
+    if serving:
+        best = serving["best"]
+        usd = best.get("usd_per_million_output_tokens")
+        slo = serving["slo"]
+        basis = (f"{best['label']} at p99 TTFT {slo['ttft_p99_s']:g} s / TPOT {1000 * slo['tpot_p99_s']:g} ms, "
+                 f"{serving['input_tokens']}/{serving['output_tokens']} tokens")
+        if usd is not None:
+            report.quote(f"serving {serving['model']}", f"${usd:.2f} per M output tokens", basis)
+        report.quote("output tokens/s the campus could serve",
+                     f"{units.format_count(serving['campus_output_tokens_per_s'])}",
+                     f"every chip serving as {best['label']}")
+
+
+def _rainier_assumptions(record: dict[str, Any]) -> list[str]:
+    """What the figures rest on, and how far to trust them."""
+    out = ["Peaks are dense (no sparsity). MFU is model FLOP/s over the chip's dense peak at the plan's "
+           "matmul precision: fp8 plans are measured against the fp8 peak, twice the bf16 one on Trainium2.",
+           "No Trainium2 training runs are published: its training efficiencies come from other chip families' "
+           "fits (see `clusterplan validate` and docs/validation.md); treat training figures as "
+           "specification-based estimates.",
+           "Power is provisioned at TDP (chips, hosts, network) times the PUE of the economics catalog; capex "
+           "and cost per chip-hour use the catalog's estimated prices, not AWS figures."]
+    campus = record.get("campus", {})
+    if campus.get("source"):
+        out.append(f"Campus: {' '.join(str(campus['source']).split())}")
+    claim = record.get("compute_claim")
+    if claim:
+        out.append(f"Compute claim: {claim['assumption']}.")
+    out.append("Failures: closed-form goodput (optimal checkpoint interval) at the catalog's Llama 3-era failure "
+               "rates; 'catalog defaults' recover as Llama 3 did (~10 min restarts), 'scenario recovery' as the "
+               "scenario says (hot spares, asynchronous checkpoints, tens of seconds).")
+    serving = record.get("serving")
+    if serving:
+        out.append(f"Serving: a request-level simulation of each deployment at fixed request lengths "
+                   f"({serving['input_tokens']}/{serving['output_tokens']} tokens), the highest rate meeting the "
+                   f"p99 SLO; {serving['candidates']} deployments considered, {serving['simulated']} simulated.")
+    if record.get("source"):
+        out.append(f"Source of the scenario: {' '.join(str(record['source']).split())}")
+    return out
+
+
+def _rainier_sections(report: Any, record: dict[str, Any]) -> None:
+    from clusterplan.report.documents import bar_chart, line_chart
+
     stages = record["growth"] or [{"label": "cluster", **record}]
     rows = ["| stage | chips | UltraServers | bf16 peak EFLOP/s | fp8 peak EFLOP/s | IT MW | facility MW | capex |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     rows += [f"| {s['label']} | {s['chips']:,} | {s['ultraservers']:,} | {s['peak_bf16_eflops']:,.0f} | "
              f"{s['peak_fp8_eflops']:,.0f} | {s['it_mw']:,.0f} | {s['facility_mw']:,.0f} | "
              + (f"${s['capex_usd'] / 1e9:,.1f} B |" if "capex_usd" in s else "- |") for s in stages]
-    report.add("Cluster", str(record["description"]) + "\n\n" + "\n".join(rows))
+    report.add("Cluster", "\n".join(rows))
     claim = record["compute_claim"]
     report.add("The compute claim", f"- {claim['claim']}\n- assumption: {claim['assumption']}\n"
                f"- implied previous cluster: at most {claim['implied_previous_max_bf16_eflops']:,.0f} EFLOP/s "
                f"dense bf16 (~{claim['implied_previous_max_h100_equivalents']:,.0f} H100-equivalents)")
-    fleet = record.get("fleet", [])
-    if fleet:
-        quarters = [r["quarter"] for r in fleet]
-        report.add("Capacity ramp", "Chips and facility power by quarter (`clusterplan fleet rainier`).",
-                   line_chart("Rainier ramp", quarters, {"chips (thousands)": [r["chips"] / 1e3 for r in fleet],
-                                                          "facility MW": [r["facility_mw"] for r in fleet]}, ""),
-                   "ramp")
-        report.add("Capex over time", "Cumulative capex spent (servers, network, facility).",
-                   line_chart("Capex", quarters, {"cumulative $B": [r["capex_usd_cumulative"] / 1e9 for r in fleet]},
-                              "$B"), "capex")
     training = record.get("training")
     if training:
-        breakdown = training["time_breakdown_s"]
-        report.add("Training plan", f"{training['model']} on {training['chips']:,} chips: step "
-                   f"{training['step_time_s']:.2f} s, MFU {100 * training['mfu']:.1f} %, "
-                   f"{training['time_to_train_s'] / 86400:.1f} days for "
-                   f"{units.format_count(training['tokens'])} tokens",
-                   bar_chart("Step time breakdown", list(breakdown), [v for v in breakdown.values()], "s"), "step")
+        plan = training["plan"]
+        breakdown = {k.replace("_", " "): v for k, v in training["time_breakdown_s"].items() if v > 0}
+        scale, unit, _ = units.column_unit(list(breakdown.values()), "duration")
+        report.add("Training plan", f"{training['model']} on {training['chips']:,} chips ({_plan_text(plan)}): step "
+                   f"{training['step_time_s']:.2f} s, MFU {100 * training['mfu']:.1f} % of the {plan['precision']} "
+                   f"dense peak, {training['time_to_train_s'] / 86400:.1f} days for "
+                   f"{units.format_count(training['tokens'])} tokens (failure-free)",
+                   bar_chart("Step time breakdown", list(breakdown), [v / scale for v in breakdown.values()],
+                             f"time per step ({unit})"), "step")
         memory = training["memory_breakdown"]
         report.add("Memory per chip", f"{training['memory_bytes_per_chip'] / 2**30:.1f} GiB of "
                    f"{training['memory_capacity_bytes'] / 2**30:.1f} GiB",
-                   bar_chart("Memory per chip", list(memory), [v / 2**30 for v in memory.values()], "GiB"), "memory")
+                   bar_chart("Memory per chip", list(memory), [v / 2**30 for v in memory.values()],
+                             "memory per chip (GiB)"), "memory")
         hourly = training.get("cost_per_chip_hour_breakdown_usd")
         if hourly:
             parts = {k.removesuffix("_usd"): v for k, v in hourly.items() if k.endswith("_usd") and k != "total_usd"}
             report.add("Cost per chip-hour", f"${hourly['total_usd']:.2f} per chip-hour (TCO)",
-                       bar_chart("Cost per chip-hour", list(parts), list(parts.values()), "$"), "cost")
+                       bar_chart("Cost per chip-hour", list(parts), list(parts.values()), "US$ per chip-hour"),
+                       "cost")
     reliability = record.get("reliability", [])
     if reliability:
         lines = ["| stage | recovery | interruptions/day | MTBF (min) | restart (s) | checkpoint every (s) | goodput |",
@@ -410,19 +492,31 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
         report.add("Failures at campus scale", "\n".join(lines))
     runs = record.get("frontier_runs", [])
     if runs:
-        lines = ["| run | chips | MFU | days failure-free | days with failures | goodput | cost with failures |",
-                 "|---|---:|---:|---:|---:|---:|---:|"]
+        lines = ["| run | chips | plan | MFU | days failure-free | days with failures | goodput | cost with failures |",
+                 "|---|---:|---|---:|---:|---:|---:|---:|"]
         for r in runs:
             failures = r.get("with_failures", {})
             wall = failures.get("time_to_train_s", float("inf"))
-            lines.append(f"| {r['label']} | {r['chips']:,} | {100 * r['mfu']:.1f} % | "
+            lines.append(f"| {r['label']} | {r['chips']:,} | {_plan_text(r['plan'])} | {100 * r['mfu']:.1f} % | "
                          f"{r['time_to_train_s'] / 86400:,.1f} | "
                          + (f"{wall / 86400:,.1f}" if wall != float("inf") else "never")
                          + f" | {100 * failures.get('goodput', 0.0):.1f} % | "
                          + (f"${failures['cost_usd'] / 1e6:,.0f} M |" if "cost_usd" in failures else "- |"))
-        report.add("Frontier runs", "\n".join(lines))
+        report.add("Frontier runs", "\n".join(lines) + "\n\nMFU: of the dense peak at each plan's precision.")
     serving = record.get("serving")
     if serving:
         report.add("Serving", serving_summary(serving) + f"\n\n{serving['candidates']} deployments considered, "
                    f"{serving['simulated']} simulated at the SLO (`clusterplan capacity`, docs/serving.md).")
-    return write_report(report, Path(directory), "rainier")
+    fleet = record.get("fleet", [])
+    if fleet:
+        quarters = [r["quarter"] for r in fleet]
+        report.add("Capacity ramp", "Chips deployed by quarter (`clusterplan fleet rainier`).",
+                   line_chart("Chips deployed", quarters, {"chips": [r["chips"] / 1e3 for r in fleet]},
+                              "chips (thousands)"), "ramp")
+        report.add("Power", "Facility power at TDP by quarter.",
+                   line_chart("Facility power", quarters, {"facility": [r["facility_mw"] for r in fleet]},
+                              "facility power (MW)"), "power")
+        report.add("Capex over time", "Cumulative capex spent (servers, network, facility).",
+                   line_chart("Capex, cumulative", quarters,
+                              {"capex": [r["capex_usd_cumulative"] / 1e9 for r in fleet]}, "cumulative capex (US$ B)"),
+                   "capex")
