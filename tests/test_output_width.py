@@ -4,6 +4,7 @@ the headline numbers of the JSON intact in the text; ``--help`` keeps every opti
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
@@ -47,7 +48,7 @@ def assert_readable(text: str) -> None:
     assert not wide, "\n".join(wide)
     cut = [line for line in lines if "…" in line]
     assert not cut, "\n".join(cut)
-    for above, below in zip(lines, lines[1:], strict=False):
+    for above, below in itertools.pairwise(lines):
         top, bottom = cells(above), cells(below)
         if not top or not bottom or len(top) != len(bottom):
             continue
