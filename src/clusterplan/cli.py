@@ -684,7 +684,7 @@ def fleet(
         return
     fleet_table(console, name, records)
     if written:
-        console.print(f"report: {written['html']} and {written['markdown']}", soft_wrap=True, highlight=False)
+        _print_paths("report", written["html"], written["markdown"])
 
 
 # ---- reliability ---------------------------------------------------------------------------
@@ -976,6 +976,13 @@ def calibrate(
     console.print(f"wrote {target} and {crossval_target}")
 
 
+def _print_paths(what: str, *paths: str) -> None:
+    """Files written, one per line and never broken (a path is copied whole from a log)."""
+    console.print(f"{what}:", highlight=False)
+    for path in paths:
+        console.print(f"  {path}", soft_wrap=True, highlight=False, markup=False)
+
+
 # ---- rainier -------------------------------------------------------------------------------
 @app.command()
 @clean_errors
@@ -1003,7 +1010,7 @@ def rainier(
         rainier_table(console, record)
         rainier_summary(console, record)
         if written:
-            console.print(f"report: {written['html']} and {written['markdown']}", soft_wrap=True, highlight=False)
+            _print_paths("report", written["html"], written["markdown"])
 
 
 # ---- serve ---------------------------------------------------------------------------------
