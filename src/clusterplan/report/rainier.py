@@ -96,13 +96,27 @@ def rainier_record(scenario_name: str = "rainier", progress: Callable[[str], Non
         "implied_previous_max_h100_equivalents": record["peak_bf16_eflops"] / 5.0 * 1e18 / 989.4e12,
     }
     training = scenario.get("training")
+    frontier = scenario.get("frontier_runs", [])
+    if not isinstance(frontier, list):
+        raise SpecError("scenario.frontier_runs", frontier, "must be a list of training jobs")
+    jobs = [job for job in frontier if isinstance(job, dict)]
+    serving = scenario.get("serving")
+    # The slow sections (plan searches, the serving search) are independent: computed at once,
+    # in worker processes where there are cores for them, and used in the order below.
+    tasks: dict[str, tuple[str, Any, str, int]] = {}
+    system_name = str(scenario.get("system", ""))
     if isinstance(training, dict):
-        step(f"searching the training plans of {training.get('model', '')}")
-        record["training"], record["search"] = _searched_training(training, hardware, chips)
+        tasks["training"] = ("search", training, system_name, chips)
+        tasks["fewest chip-hours"] = ("search", {**training, "objective": "cost"}, system_name, chips)
+    for index, job in enumerate(jobs):
+        tasks[f"frontier {index}"] = ("search", job, system_name, chips)
+    if serving is not None:
+        tasks["serving"] = ("serving", serving, system_name, chips)
+    results = _slow_sections(tasks, step)
+    if isinstance(training, dict):
+        record["training"], record["search"] = results["training"]
         # The other side of the trade-off: the plan with the fewest chip-hours.
-        step("searching the plan with the fewest chip-hours")
-        cheapest, _ = _searched_training({**training, "objective": "cost"}, hardware, chips)
-        record["training_fewest_chip_hours"] = cheapest
+        record["training_fewest_chip_hours"] = results["fewest chip-hours"][0]
         record["deadline_s"] = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
         if "cost_per_chip_hour_usd" in record["training"]:
             record["cost_per_chip_hour_usd"] = record["training"]["cost_per_chip_hour_usd"]
@@ -111,27 +125,58 @@ def rainier_record(scenario_name: str = "rainier", progress: Callable[[str], Non
     record["reliability"] = _reliability_section(system, hardware, record, settings)
     if "training" in record:
         record["training"]["with_failures"] = _with_failures(record["training"], system, settings)
-    frontier = scenario.get("frontier_runs", [])
-    if not isinstance(frontier, list):
-        raise SpecError("scenario.frontier_runs", frontier, "must be a list of training jobs")
-    record["frontier_runs"] = []
-    for job in frontier:
-        if isinstance(job, dict):
-            label = str(job.get("label", job.get("model")))
-            step(f"searching the frontier run {label}")
-            record["frontier_runs"].append({"label": label, **_searched_training(job, hardware, chips)[0]})
+    record["frontier_runs"] = [{"label": str(job.get("label", job.get("model"))), **results[f"frontier {index}"][0]}
+                               for index, job in enumerate(jobs)]
     for run in record["frontier_runs"]:
         run["with_failures"] = _with_failures(run, system, settings)
-    serving = scenario.get("serving")
     if serving is not None:
-        step("searching serving deployments at the SLO")
-        record["serving"] = serving_section(serving, hardware, chips)
+        record["serving"] = results["serving"]
     if isinstance(scenario.get("fleet"), dict):
         from clusterplan.report.fleet import fleet_records
 
         step("building the fleet ramp")
         record["fleet"] = fleet_records(scenario_name, runs=False)[1]
     return record
+
+
+def _section_job(task: tuple[str, Any, str, int]) -> tuple[str, Any]:
+    """One slow section, in a worker process: ``("ok", result)`` or ``("refused", (field, value,
+    rule))`` (a refusal crosses the process boundary as its parts)."""
+    kind, spec, system_name, chips = task
+    try:
+        hardware = hardware_for(load_system(system_name, "scenario.system"))
+        if kind == "serving":
+            return "ok", serving_section(spec, hardware, chips)
+        return "ok", _searched_training(spec, hardware, chips)
+    except SpecError as error:
+        return "refused", (error.field, error.value, error.rule)
+
+
+def _slow_sections(tasks: dict[str, tuple[str, Any, str, int]], step: Callable[[str], None]) -> dict[str, Any]:
+    """The results of ``tasks`` by name, computed on as many processes as there are cores (one:
+    in this process). The first refusal in the order of ``tasks`` is raised, as if run in turn.
+    Results do not depend on where a task runs: each is a pure function of its inputs."""
+    import os
+
+    from clusterplan.distributed import LocalExecutor
+
+    names = list(tasks)
+    # The biggest jobs first (frontier runs, then serving), so that two cores finish together.
+    order = sorted(range(len(names)), key=lambda i: (not names[i].startswith("frontier"), names[i] != "serving", -i))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    outcomes: dict[str, tuple[str, Any]] = {}
+    if names:
+        step(f"searching {len(names)} plans and deployments on {min(cores, len(names))} processes")
+    with LocalExecutor(max(1, min(cores, len(names)))) as executor:
+        for position, outcome in executor.map_unordered(_section_job, [tasks[names[i]] for i in order]):
+            name = names[order[position]]
+            outcomes[name] = outcome
+            step(f"searched {name} ({len(outcomes)}/{len(names)})")
+    for name in names:
+        status, value = outcomes[name]
+        if status == "refused":
+            raise SpecError(*value)
+    return {name: outcomes[name][1] for name in names}
 
 
 def _reliability_inputs(model_name: str, system: System, chips: int, replicas: int,
