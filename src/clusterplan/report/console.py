@@ -6,15 +6,14 @@
 * Tables: a column whose cells are numbers (with their units) is never wrapped, folded or cut;
   its header breaks between words instead, and label columns wrap (a word longer than the
   column folds). Rich then shrinks the label columns, never the numbers, to fit the width.
-* Progress: on stderr only. On a terminal, a transient spinner line; elsewhere, one short line
-  per step once the command has run for two seconds, so logs of quick commands stay empty and
-  logs of slow ones say what is happening.
+* Progress: on stderr only. On a terminal, one transient line redrawn at each step; elsewhere,
+  one short line per step once the command has run for two seconds, so logs of quick commands
+  stay empty and logs of slow ones say what is happening.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console, ConsoleDimensions
-from rich.status import Status
+from rich.live import Live
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -118,37 +117,32 @@ def stderr_console() -> ReportConsole:
 
 class StepProgress:
     """Progress of a long command on stderr (see the module doc): ``step(text)`` names what the
-    command is doing now. Use as a context manager; it is silent for the first ``quiet_s``."""
+    command is doing now. Use as a context manager; it is silent for the first ``quiet_s``.
+
+    It starts no thread (a transient line on a terminal is redrawn at each step), so the command
+    may fork worker processes while it runs."""
 
     def __init__(self, command: str, *, console: Console | None = None, quiet_s: float = 2.0) -> None:
         self.command = command
         self.console = console or stderr_console()
         self.quiet_s = quiet_s
         self.start = time.perf_counter()
-        self.current = ""
         self.steps = 0
         self.printed = False
-        self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self._status: Status | None = None
+        self._live: Live | None = None
 
     def __enter__(self) -> StepProgress:
         self.start = time.perf_counter()
         if self.console.is_terminal:
-            self._status = self.console.status(f"{self.command}: starting", spinner="dots")
-            self._status.start()
-        else:
-            self._timer = threading.Timer(self.quiet_s, self._late)
-            self._timer.daemon = True
-            self._timer.start()
+            self._live = Live(Text(f"{self.command}: starting"), console=self.console, auto_refresh=False,
+                              transient=True, redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._status is not None:
-            self._status.stop()
+        if self._live is not None:
+            self._live.stop()
         elif self.printed and kind is None:
             self._line(f"done in {self.elapsed():.1f} s", stamp=False)
 
@@ -157,25 +151,17 @@ class StepProgress:
 
     def step(self, text: str) -> None:
         """The command has started ``text`` (a short phrase: 'searching training plans')."""
-        with self._lock:
-            self.steps += 1
-            self.current = text
-        if self._status is not None:
-            self._status.update(f"{self.command}: {text} ({self.elapsed():.0f} s)")
+        self.steps += 1
+        if self._live is not None:
+            self._live.update(Text(f"{self.command}: {text} [{self.elapsed():.0f} s]"), refresh=True)
         elif self.elapsed() >= self.quiet_s:
             self._line(text)
 
-    def _late(self) -> None:
-        """The quiet period is over: say what is running now."""
-        if self.current and not self.printed:
-            self._line(self.current)
-
     def _line(self, text: str, stamp: bool = True) -> None:
         """One line: the command, what it is doing and, with ``stamp``, the seconds so far."""
-        with self._lock:
-            self.printed = True
-            self.console.print(f"{self.command}: {text}" + (f" [{self.elapsed():.1f} s]" if stamp else ""),
-                               highlight=False, markup=False, soft_wrap=True)
+        self.printed = True
+        self.console.print(f"{self.command}: {text}" + (f" [{self.elapsed():.1f} s]" if stamp else ""),
+                           highlight=False, markup=False, soft_wrap=True)
 
 
 @contextmanager

@@ -156,27 +156,44 @@ def _slow_sections(tasks: dict[str, tuple[str, Any, str, int]], step: Callable[[
     """The results of ``tasks`` by name, computed on as many processes as there are cores (one:
     in this process). The first refusal in the order of ``tasks`` is raised, as if run in turn.
     Results do not depend on where a task runs: each is a pure function of its inputs."""
+    import multiprocessing
     import os
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-    from clusterplan.distributed import LocalExecutor
-
-    names = list(tasks)
-    # The biggest jobs first (frontier runs, then serving), so that two cores finish together.
-    order = sorted(range(len(names)), key=lambda i: (not names[i].startswith("frontier"), names[i] != "serving", -i))
+    position = {name: index for index, name in enumerate(tasks)}
+    # The biggest jobs first (frontier runs, the last first; then serving), so that two cores
+    # finish together.
+    names = sorted(tasks, key=lambda name: (not name.startswith("frontier"), name != "serving", -position[name]))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(1, min(cores, len(names)))
     outcomes: dict[str, tuple[str, Any]] = {}
-    if names:
-        step(f"searching {len(names)} plans and deployments on {min(cores, len(names))} processes")
-    with LocalExecutor(max(1, min(cores, len(names)))) as executor:
-        for position, outcome in executor.map_unordered(_section_job, [tasks[names[i]] for i in order]):
-            name = names[order[position]]
-            outcomes[name] = outcome
-            step(f"searched {name} ({len(outcomes)}/{len(names)})")
-    for name in names:
+    if workers == 1 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        for name in names:
+            step(f"searching {name} ({len(outcomes) + 1}/{len(names)})")
+            outcomes[name] = _section_job(tasks[name])
+    else:
+        # Forked workers start at once with every module this process has imported (the
+        # searches', the simulator's, the failure model's: imported here first, once); no other
+        # thread runs in this process to be caught mid-way by the fork.
+        import clusterplan.inference.deployments
+        import clusterplan.reliability.model
+        import clusterplan.training.search  # noqa: F401
+
+        step(f"searching {len(names)} plans and deployments on {workers} processes")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            pending: dict[Future[tuple[str, Any]], str] = {pool.submit(_section_job, tasks[n]): n for n in names}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = pending.pop(future)
+                    outcomes[name] = future.result()
+                    step(f"searched {name} ({len(outcomes)}/{len(names)})")
+    for name in tasks:
         status, value = outcomes[name]
         if status == "refused":
             raise SpecError(*value)
-    return {name: outcomes[name][1] for name in names}
+    return {name: outcomes[name][1] for name in tasks}
 
 
 def _reliability_inputs(model_name: str, system: System, chips: int, replicas: int,
