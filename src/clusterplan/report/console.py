@@ -7,16 +7,20 @@
   its header breaks between words instead, and label columns wrap (a word longer than the
   column folds). Rich then shrinks the label columns, never the numbers, to fit the width.
 * Progress: on stderr only. On a terminal, one transient line redrawn at each step; elsewhere,
-  one short line per step once the command has run for two seconds, so logs of quick commands
-  stay empty and logs of slow ones say what is happening.
+  one short line per step once the command has run for two seconds (``$CLUSTERPLAN_PROGRESS_AFTER``
+  seconds: 0 for every step), so logs of quick commands stay empty and logs of slow ones say what
+  is happening. Off a terminal the lines go to the process' stderr (file descriptor 2) itself,
+  not to ``sys.stderr``: a caller that runs a command in-process and captures its output (a
+  test's ``CliRunner``) gets the command's output, not its progress.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -115,6 +119,15 @@ def stderr_console() -> ReportConsole:
     return ReportConsole(stderr=True)
 
 
+def _quiet_seconds() -> float:
+    """Seconds a command runs before its progress lines start: ``$CLUSTERPLAN_PROGRESS_AFTER``
+    (a number of seconds) or 2."""
+    try:
+        return max(0.0, float(os.environ.get("CLUSTERPLAN_PROGRESS_AFTER", "2")))
+    except ValueError:
+        return 2.0
+
+
 class StepProgress:
     """Progress of a long command on stderr (see the module doc): ``step(text)`` names what the
     command is doing now. Use as a context manager; it is silent for the first ``quiet_s``.
@@ -122,10 +135,11 @@ class StepProgress:
     It starts no thread (a transient line on a terminal is redrawn at each step), so the command
     may fork worker processes while it runs."""
 
-    def __init__(self, command: str, *, console: Console | None = None, quiet_s: float = 2.0) -> None:
+    def __init__(self, command: str, *, console: Console | None = None, quiet_s: float | None = None) -> None:
         self.command = command
         self.console = console or stderr_console()
-        self.quiet_s = quiet_s
+        self._to_fd = console is None  # lines off a terminal: straight to file descriptor 2
+        self.quiet_s = quiet_s if quiet_s is not None else _quiet_seconds()
         self.start = time.perf_counter()
         self.steps = 0
         self.printed = False
@@ -160,8 +174,12 @@ class StepProgress:
     def _line(self, text: str, stamp: bool = True) -> None:
         """One line: the command, what it is doing and, with ``stamp``, the seconds so far."""
         self.printed = True
-        self.console.print(f"{self.command}: {text}" + (f" [{self.elapsed():.1f} s]" if stamp else ""),
-                           highlight=False, markup=False, soft_wrap=True)
+        line = f"{self.command}: {text}" + (f" [{self.elapsed():.1f} s]" if stamp else "")
+        if self._to_fd:
+            with suppress(OSError):  # no stderr (closed): progress is not worth failing for
+                os.write(2, (line + "\n").encode("utf-8", "replace"))
+        else:
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @contextmanager
