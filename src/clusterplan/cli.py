@@ -575,27 +575,37 @@ def _sweep_plan(row: dict[str, Any]) -> str:
 
 
 def _sweep_table(out: Console, axes: list[str], rows: list[dict[str, Any]]) -> None:
+    """The best plan per sweep point; step, memory and time to train in one unit per column. Below
+    120 columns, model and system share a column."""
     from rich.markup import escape
 
     table = Table(title=f"sweep: best plan per point ({len(rows)} points)")
-    shown = ["model", "system", "chips", *[name for name in axes if name not in ("model", "system", "chips")]]
+    merged = out.width < 120
+    shown = [*([] if merged else ["model", "system"]), "chips",
+             *[name for name in axes if name not in ("model", "system", "chips")]]
     tokens = "time_to_train_s" in rows[0] if rows else False
     labels = {"seq_len": "seq", "global_batch": "batch", "precision_options": "precisions",
               "recompute_options": "recompute", "zero_options": "ZeRO", "max_micro_batch": "max mb"}
-    numeric = {"#", "chips", "seq_len", "global_batch", "max_tp", "max_cp", "max_pp", "max_vp", "max_micro_batch",
-               "step", "MFU", "memory", "to train"}
-    for header in ["#", *shown, "best plan", "step", "MFU", "memory", *(["to train"] if tokens else [])]:
-        table.add_column(labels.get(header, header), justify="right" if header in numeric else "left",
-                         overflow="fold", no_wrap=header in numeric)
-    for row in rows:
-        ok = row["status"] == "ok"
-        cells = [str(row["point"]), *[f"{row[n]:,}" if isinstance(row[n], int) and not isinstance(row[n], bool)
-                                      else escape(str(row[n])) for n in shown], _sweep_plan(row),
-                 units.format_duration(row["step_time_s"]) if ok else "-",
-                 f"{100 * row['mfu']:.1f} %" if ok else "-",
-                 units.format_bytes(row["memory_bytes_per_chip"]) if ok else "-"]
+    ok_rows = [row["status"] == "ok" for row in rows]
+    step_unit, steps = units.format_column([r["step_time_s"] if ok else None for r, ok in zip(rows, ok_rows,
+                                                                                            strict=True)], "duration")
+    _, memory = units.format_column([r["memory_bytes_per_chip"] if ok else None for r, ok in zip(rows, ok_rows,
+                                                                                                strict=True)],
+                                    "bytes", prefix="Gi")
+    train_unit, train = units.format_column([r.get("time_to_train_s") if ok else None
+                                             for r, ok in zip(rows, ok_rows, strict=True)], "duration")
+    headers = ["#", *(["model on system"] if merged else []), *[labels.get(n, n) for n in shown], "best plan",
+               f"step {step_unit}", "MFU", "memory GiB", *([f"to train {train_unit}"] if tokens else [])]
+    for header in headers:
+        table.add_column(header)
+    for index, row in enumerate(rows):
+        ok = ok_rows[index]
+        cells = [str(row["point"]), *([escape(f"{row['model']} on {row['system']}")] if merged else []),
+                 *[f"{row[n]:,}" if isinstance(row[n], int) and not isinstance(row[n], bool)
+                   else escape(str(row[n])) for n in shown], _sweep_plan(row), steps[index],
+                 f"{100 * row['mfu']:.1f} %" if ok else "-", memory[index]]
         if tokens:
-            cells.append(units.format_duration(row["time_to_train_s"]) if ok else "-")
+            cells.append(train[index])
         table.add_row(*cells)
     out.print(table)
 
