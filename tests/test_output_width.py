@@ -117,6 +117,13 @@ def test_fleet_and_validate_at_80_columns() -> None:
     assert_readable(invoke(VALIDATE))
 
 
+def test_sweep_at_80_columns(tmp_path: Any) -> None:
+    argv = ["sweep", "examples/sweep-small.yaml", "--workers", "1", "--output", str(tmp_path / "s.parquet")]
+    text = invoke(argv)
+    assert_readable(text)
+    assert_numbers_intact(text, [f"{100 * row['mfu']:.1f}" for row in json_of(argv)["plans"]])
+
+
 @pytest.mark.slow
 def test_rainier_at_80_columns(tmp_path: Any) -> None:
     argv = ["rainier", "--report-dir", str(tmp_path)]

@@ -665,7 +665,7 @@ def sweep(
         emit_json({"sweep": str(sweep_file), "output": str(target), "plans": rows})
         return
     _sweep_table(console, plan.varying_axes(), rows)
-    console.print(f"wrote {len(rows)} rows to {target}", soft_wrap=True, highlight=False)
+    _print_paths(f"wrote {len(rows)} rows to", str(target))
 
 
 # ---- fleet ---------------------------------------------------------------------------------

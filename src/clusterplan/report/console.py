@@ -19,8 +19,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
@@ -180,13 +179,3 @@ class StepProgress:
                 os.write(2, (line + "\n").encode("utf-8", "replace"))
         else:
             self.console.print(line, highlight=False, markup=False, soft_wrap=True)
-
-
-@contextmanager
-def progress(command: str, *, enabled: bool = True) -> Iterator[StepProgress | None]:
-    """``with progress("rainier") as bar:`` then ``bar.step(...)``; None when not ``enabled``."""
-    if not enabled:
-        yield None
-        return
-    with StepProgress(command) as bar:
-        yield bar
