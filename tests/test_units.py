@@ -223,7 +223,7 @@ def test_a_column_takes_one_prefix_from_its_largest_value():
     assert units.format_column([989.4e12, 2250e12, 20e15], "flops") == ("PFLOP/s", ["0.99", "2.25", "20.00"])
     assert units.format_column([8.5 * 2**30, 6e6, 17e6], "bytes") == ("GiB", ["8.500", "0.006", "0.016"])
     assert units.format_column([0.7349, 0.0983, 280e-6], "duration") == ("ms", ["734.90", "98.30", "0.28"])
-    assert units.format_column([600.0, 30.0], "duration") == ("min", ["10.0", "0.5"])
+    assert units.format_column([600.0, 30.0], "duration") == ("min", ["10.00", "0.50"])  # 2 significant digits
 
 
 def test_a_column_can_be_told_its_prefix_and_marks_missing_values():
