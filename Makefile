@@ -20,12 +20,13 @@ test: $(STAMP)  ## the whole test suite
 
 CALCULON ?=
 
-bench: $(STAMP)  ## estimator and search throughput; Calculon side by side with CALCULON=/path/to/calculon
+bench: $(STAMP)  ## estimator and search throughput, rainier end to end; Calculon side by side with CALCULON=/path/to/calculon
 	$(BIN)/python benchmarks/bench_estimator.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_reliability.py
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_simulator_schedulers.py
+	$(BIN)/python benchmarks/bench_rainier.py
 	$(BIN)/python benchmarks/bench_calculon.py $(if $(CALCULON),--calculon $(CALCULON),)
 
 lint: $(STAMP)

@@ -183,7 +183,9 @@ def test_power_envelope_smaller_than_one_system_is_refused(capsys: pytest.Captur
 def test_built_in_fleet_scenarios_run(capsys: pytest.CaptureFixture[str], name: str) -> None:
     code, out, err = run(capsys, ["fleet", name, "--no-runs", "--json"])
     assert code == 0, err
-    records = json.loads(out)
+    document = json.loads(out)
+    assert document["scenario"] == name
+    records = document["quarters"]
     assert records
     for record in records:
         for key in ("chips", "it_mw", "facility_mw", "peak_bf16_eflops", "capex_usd_cumulative"):
@@ -197,8 +199,10 @@ def test_fleet_report_has_charts(capsys: pytest.CaptureFixture[str], tmp_path: P
     code, _, err = run(capsys, ["fleet", "hyperscalers-2025", "--no-runs", "--report-dir", str(tmp_path)])
     assert code == 0, err
     page = (tmp_path / "fleet-hyperscalers-2025.html").read_text(encoding="utf-8")
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("Plotly.newPlot(") == 3  # interactive charts, plotly.js inlined (no CDN)
+    assert "<script src" not in page
     assert "Microsoft" in page and (tmp_path / "fleet-hyperscalers-2025.md").exists()
+    assert len(list(tmp_path.glob("fleet-hyperscalers-2025-*.png"))) == 3  # the Markdown's charts
 
 
 def test_train_reports_energy_and_cost(capsys: pytest.CaptureFixture[str]) -> None:

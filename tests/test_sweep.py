@@ -238,7 +238,7 @@ def test_ray_cli_json(ray_local: Any, tmp_path: Path, capsys: pytest.CaptureFixt
     output = tmp_path / "ray.parquet"
     code, out, err = run_cli(capsys, ["sweep", str(EXAMPLE), "--executor", "ray", "--output", str(output), "--json"])
     assert code == 0, err
-    assert comparable(json.loads(out)) == comparable(small_rows)
+    assert comparable(json.loads(out)["plans"]) == comparable(small_rows)
     assert pq.read_table(output).num_rows == 8
 
 
@@ -281,8 +281,9 @@ def test_json_output_is_clean_with_the_progress_bar_on(tmp_path: Path, capsys: p
     output = tmp_path / "out.parquet"
     code, out, err = run_cli(capsys, ["sweep", str(EXAMPLE), "--output", str(output), "--json", "--workers", "2"])
     assert code == 0, err
-    rows = json.loads(out)  # nothing but the JSON on stdout
-    assert out.lstrip().startswith("[")
-    assert comparable(rows) == comparable(small_rows)
+    record = json.loads(out)  # nothing but the JSON on stdout: one object
+    assert out.lstrip().startswith("{")
+    assert record["output"] == str(output) and record["sweep"] == str(EXAMPLE)
+    assert comparable(record["plans"]) == comparable(small_rows)
     assert "sweep on local, 2 workers" in err  # the bar was drawn, on stderr
     assert pq.read_table(output).num_rows == 8

@@ -227,3 +227,21 @@ def test_exact_durations_parse_back_to_the_same_float(seconds: float) -> None:
 def test_exact_counts_parse_back_to_the_same_float(count: float) -> None:
     assert units.parse_count(units.exact_count(count)) == count
     assert units.exact_count(1.5e13) == "15T"
+
+
+# ---- table columns: one unit per column ------------------------------------------------------
+
+
+def test_a_column_takes_one_prefix_from_its_largest_value():
+    assert units.format_column([989.4e12, 2250e12, 20e15], "flops") == ("PFLOP/s", ["0.99", "2.25", "20.00"])
+    assert units.format_column([8.5 * 2**30, 6e6, 17e6], "bytes") == ("GiB", ["8.500", "0.006", "0.016"])
+    assert units.format_column([0.7349, 0.0983, 280e-6], "duration") == ("ms", ["734.90", "98.30", "0.28"])
+    assert units.format_column([600.0, 30.0], "duration") == ("min", ["10.00", "0.50"])  # 2 significant digits
+
+
+def test_a_column_can_be_told_its_prefix_and_marks_missing_values():
+    assert units.format_column([405e9, 8e9, 2e12], "count", prefix="G") == ("G", ["405.0", "8.0", "2,000.0"])
+    assert units.format_column([80 * 2**30, None, math.inf], "bytes", prefix="Gi", decimals=0) == (
+        "GiB", ["80", "-", "-"])
+    with pytest.raises(ValueError):
+        units.format_column([1.0], "furlongs")

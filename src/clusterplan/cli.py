@@ -33,6 +33,7 @@ from clusterplan.catalog import (
 )
 from clusterplan.catalog.loader import read_yaml, validation_message
 from clusterplan.errors import MAX_VALUE_CHARS, NoAnswerError, SpecError, shorten, show
+from clusterplan.report.console import ReportConsole, StepProgress
 from clusterplan.specs import Model, Plan
 from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import MAX_CHIPS
@@ -48,7 +49,8 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # plain help: option names stay whole at 80 columns
 )
-console = Console()
+#: stdout: tables and text (the width rule and the table rule of report/console.py)
+console: Console = ReportConsole()
 P = ParamSpec("P")
 R = TypeVar("R")
 SpecT = TypeVar("SpecT", bound=Spec)
@@ -512,15 +514,21 @@ def catalog(
     specs = [loader(name) for name in names()]
     header, rows, records = catalog_rows(kind, specs)
     if as_json:
-        emit_json(records)
+        emit_json({kind: records})
         return
+    shown = list(range(len(header)))
+    if kind == "models" and console.width < 100:  # narrow: the columns that identify a model
+        shown = [i for i, column in enumerate(header) if column not in ("ffn", "vocab")]
     table = Table(title=f"clusterplan catalog: {kind}")
-    for index, column in enumerate(header):
-        # Names stay whole (greppable at any terminal width); other columns may fold.
-        table.add_column(column, overflow="fold", no_wrap=index == 0, min_width=None)
+    for index in shown:
+        # Names stay whole (greppable at any terminal width); number columns never break.
+        table.add_column(header[index], no_wrap=index == 0)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(row[index] for index in shown))
     console.print(table)
+    if len(shown) < len(header):
+        console.print(f"[dim]{', '.join(c for i, c in enumerate(header) if i not in shown)}: "
+                      "at 100 columns or more, or --json[/]")
 
 
 def _catalog_economics(as_json: bool) -> None:
@@ -567,7 +575,11 @@ def validate(
             raise SpecError("--table", name, f"unknown table (known: {', '.join(tables)})")
     if workers is not None and workers < 1:
         raise SpecError("--workers", workers, "must be >= 1")
-    results = run(all_cases(table))
+    results = []
+    with StepProgress("validate") as bar:
+        for name in table or tables:
+            bar.step(f"predicting the rows of {name}")
+            results += run(all_cases([name]))
     crossval: CrossValSummary | None
     if cross_validate:
         crossval = _cross_validate(table, workers)
@@ -585,18 +597,17 @@ def validate(
 
 
 def _cross_validate(tables: list[str] | None, workers: int | None) -> CrossValSummary:
-    """Every cross-validation fold, with a progress bar on stderr."""
-    from rich.progress import Progress
-
+    """Every cross-validation fold, with progress on stderr."""
     from clusterplan.distributed import LocalExecutor
     from clusterplan.validation.cases import all_cases
     from clusterplan.validation.crossval import cross_validate, folds, summarise
 
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("cross-validating", total=len(folds(all_cases(tables))))
+    total = len(folds(all_cases(tables)))
+    with StepProgress("cross-validation") as bar:
+        bar.step(f"refitting with each of {total} folds left out")
 
         def done(fold: Any) -> None:
-            progress.update(task, advance=1, description=f"refitted without {fold.name or 'nothing'}")
+            bar.step(f"refitted without {fold.name or 'nothing'} ({bar.steps}/{total})")
 
         return summarise(cross_validate(tables, LocalExecutor(workers), on_fold=done))
 
@@ -801,27 +812,37 @@ def _sweep_plan(row: dict[str, Any]) -> str:
 
 
 def _sweep_table(out: Console, axes: list[str], rows: list[dict[str, Any]]) -> None:
+    """The best plan per sweep point; step, memory and time to train in one unit per column. Below
+    120 columns, model and system share a column."""
     from rich.markup import escape
 
     table = Table(title=f"sweep: best plan per point ({len(rows)} points)")
-    shown = ["model", "system", "chips", *[name for name in axes if name not in ("model", "system", "chips")]]
+    merged = out.width < 120
+    shown = [*([] if merged else ["model", "system"]), "chips",
+             *[name for name in axes if name not in ("model", "system", "chips")]]
     tokens = "time_to_train_s" in rows[0] if rows else False
     labels = {"seq_len": "seq", "global_batch": "batch", "precision_options": "precisions",
               "recompute_options": "recompute", "zero_options": "ZeRO", "max_micro_batch": "max mb"}
-    numeric = {"#", "chips", "seq_len", "global_batch", "max_tp", "max_cp", "max_pp", "max_vp", "max_micro_batch",
-               "step", "MFU", "memory", "to train"}
-    for header in ["#", *shown, "best plan", "step", "MFU", "memory", *(["to train"] if tokens else [])]:
-        table.add_column(labels.get(header, header), justify="right" if header in numeric else "left",
-                         overflow="fold", no_wrap=header in numeric)
-    for row in rows:
-        ok = row["status"] == "ok"
-        cells = [str(row["point"]), *[f"{row[n]:,}" if isinstance(row[n], int) and not isinstance(row[n], bool)
-                                      else escape(str(row[n])) for n in shown], _sweep_plan(row),
-                 units.format_duration(row["step_time_s"]) if ok else "-",
-                 f"{100 * row['mfu']:.1f} %" if ok else "-",
-                 units.format_bytes(row["memory_bytes_per_chip"]) if ok else "-"]
+    ok_rows = [row["status"] == "ok" for row in rows]
+    step_unit, steps = units.format_column([r["step_time_s"] if ok else None for r, ok in zip(rows, ok_rows,
+                                                                                            strict=True)], "duration")
+    _, memory = units.format_column([r["memory_bytes_per_chip"] if ok else None for r, ok in zip(rows, ok_rows,
+                                                                                                strict=True)],
+                                    "bytes", prefix="Gi")
+    train_unit, train = units.format_column([r.get("time_to_train_s") if ok else None
+                                             for r, ok in zip(rows, ok_rows, strict=True)], "duration")
+    headers = ["#", *(["model on system"] if merged else []), *[labels.get(n, n) for n in shown], "best plan",
+               f"step {step_unit}", "MFU", "memory GiB", *([f"to train {train_unit}"] if tokens else [])]
+    for header in headers:
+        table.add_column(header)
+    for index, row in enumerate(rows):
+        ok = ok_rows[index]
+        cells = [str(row["point"]), *([escape(f"{row['model']} on {row['system']}")] if merged else []),
+                 *[f"{row[n]:,}" if isinstance(row[n], int) and not isinstance(row[n], bool)
+                   else escape(str(row[n])) for n in shown], _sweep_plan(row), steps[index],
+                 f"{100 * row['mfu']:.1f} %" if ok else "-", memory[index]]
         if tokens:
-            cells.append(units.format_duration(row["time_to_train_s"]) if ok else "-")
+            cells.append(train[index])
         table.add_row(*cells)
     out.print(table)
 
@@ -878,10 +899,10 @@ def sweep(
             rows = run_sweep(plan, runner, on_result=lambda _index, _row: progress.advance(task))
     write_or_refuse("--output", target, lambda: write_parquet(rows, target))
     if as_json:
-        emit_json(rows)
+        emit_json({"sweep": str(sweep_file), "output": str(target), "plans": rows})
         return
     _sweep_table(console, plan.varying_axes(), rows)
-    console.print(f"wrote {len(rows)} rows to {target}", soft_wrap=True, highlight=False)
+    _print_paths(f"wrote {len(rows)} rows to", str(target))
 
 
 # ---- fleet ---------------------------------------------------------------------------------
@@ -891,7 +912,7 @@ def fleet(
     scenario: Annotated[
         str, typer.Argument(help="built-in scenario (amazon-2025, hyperscalers-2025, rainier) or YAML")
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON record per quarter")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON: the scenario, a record per quarter")] = False,
     report_dir: Annotated[
         Path | None, typer.Option(help="write fleet-<name>.md and .html with charts here")
     ] = None,
@@ -902,17 +923,19 @@ def fleet(
 
     if report_dir is not None:
         output_dir(report_dir, "--report-dir")
-    name, records = fleet_records(scenario, runs=runs)
-    if report_dir is not None:
-        output_dir(report_dir, "--report-dir", (f"fleet-{name}.md", f"fleet-{name}.html"))
+    with StepProgress("fleet") as bar:
+        name, records = fleet_records(scenario, runs=runs, progress=bar.step)
+        if report_dir is not None:
+            output_dir(report_dir, "--report-dir", (f"fleet-{name}.md", f"fleet-{name}.html"))
+            bar.step("writing the report")
+        written = (write_or_refuse("--report-dir", report_dir, lambda: fleet_report(name, records, report_dir))
+                   if report_dir is not None else {})
     if as_json:
-        emit_json(records)
-    else:
-        fleet_table(console, name, records)
-    if report_dir is not None:
-        written = write_or_refuse("--report-dir", report_dir, lambda: fleet_report(name, records, report_dir))
-        if not as_json:
-            console.print(f"report: {written['html']} and {written['markdown']}")
+        emit_json({"scenario": name, "quarters": records, **({"report": written} if written else {})})
+        return
+    fleet_table(console, name, records)
+    if written:
+        _print_paths("report", written["html"], written["markdown"])
 
 
 # ---- reliability ---------------------------------------------------------------------------
@@ -1167,7 +1190,6 @@ def calibrate(
     """Fit each chip family's kernel efficiencies on its published runs (writes efficiency.yaml)
     and cross-validate the fit (writes crossval.yaml: errors with each table and family left out)."""
     import yaml
-    from rich.progress import Progress
 
     from clusterplan.catalog.loader import CROSSVAL_FILE
     from clusterplan.validation.calibrate import ALL_FAMILIES, efficiency_yaml
@@ -1180,12 +1202,10 @@ def calibrate(
     target = output_file(output or catalog / "efficiency.yaml", "--output")  # before a minute of fitting
     crossval_target = output_file(crossval_output or catalog / CROSSVAL_FILE, "--crossval-output")
     calibration = fit(all_cases())
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("fitting families", total=len(ALL_FAMILIES))
-        for family in ALL_FAMILIES:
-            progress.update(task, description=f"fitting {family}")
+    with StepProgress("calibrate") as bar:
+        for index, family in enumerate(ALL_FAMILIES, start=1):
+            bar.step(f"fitting {family} ({index}/{len(ALL_FAMILIES)})")
             calibration.efficiency(family)
-            progress.advance(task)
     document = efficiency_yaml(calibration)
     summary = _cross_validate(None, workers)
     # Both files are written only once both are computed: nothing half-written.
@@ -1206,6 +1226,13 @@ def calibrate(
     console.print(f"wrote {target} and {crossval_target}")
 
 
+def _print_paths(what: str, *paths: str) -> None:
+    """Files written, one per line and never broken (a path is copied whole from a log)."""
+    console.print(f"{what}:", highlight=False)
+    for path in paths:
+        console.print(f"  {path}", soft_wrap=True, highlight=False, markup=False)
+
+
 # ---- rainier -------------------------------------------------------------------------------
 @app.command()
 @clean_errors
@@ -1222,9 +1249,12 @@ def rainier(
 
     if report_dir is not None:
         output_dir(report_dir, "--report-dir", ("rainier.md", "rainier.html"))
-    record = rainier_record(scenario)
-    written = (write_or_refuse("--report-dir", report_dir, lambda: rainier_report(record, report_dir))
-               if report_dir is not None else {})
+    with StepProgress("rainier") as bar:
+        record = rainier_record(scenario, progress=bar.step)
+        if report_dir is not None:
+            bar.step("writing the report")
+        written = (write_or_refuse("--report-dir", report_dir, lambda: rainier_report(record, report_dir))
+                   if report_dir is not None else {})
     if written:
         record["report"] = written
     if as_json:
@@ -1233,7 +1263,7 @@ def rainier(
         rainier_table(console, record)
         rainier_summary(console, record)
         if written:
-            console.print(f"report: {written['html']} and {written['markdown']}")
+            _print_paths("report", written["html"], written["markdown"])
 
 
 # ---- serve ---------------------------------------------------------------------------------

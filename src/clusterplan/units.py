@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from clusterplan.errors import SpecError
 
@@ -131,19 +132,44 @@ def parse_power(value: str | float | int, field: str = "power") -> float:
     return number * _prefix(unit[:-1], field, value)
 
 
-def _engineering(value: float, prefixes: list[tuple[float, str]], unit: str, digits: int) -> str:
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g} {unit}".strip()
+Prefixes = list[tuple[float, str]]
+
+_DEC_PREFIXES: Prefixes = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
+_BIN_PREFIXES: Prefixes = [(2.0**50, "Pi"), (2.0**40, "Ti"), (2.0**30, "Gi"), (2.0**20, "Mi"), (2.0**10, "Ki"),
+                           (1.0, "")]
+#: Durations: the unit is chosen by thresholds (a value prints in seconds up to 120 s, in minutes
+#: up to 2 h, in hours up to 3 days), with the number of decimals each unit prints.
+_DURATIONS: list[tuple[float, float, str, int]] = [  # (from, scale, unit, decimals)
+    (3 * 86400.0, 86400.0, "days", 1), (7200.0, 3600.0, "h", 1), (120.0, 60.0, "min", 1), (1.0, 1.0, "s", 2),
+    (1e-3, 1e-3, "ms", 1), (0.0, 1e-6, "us", 1)]
+#: What a column of SI values can be: its prefixes (None: durations) and base unit.
+KINDS: dict[str, tuple[Prefixes | None, str]] = {
+    "bytes": (_BIN_PREFIXES, "B"), "flops": (_DEC_PREFIXES, "FLOP/s"), "bandwidth": (_DEC_PREFIXES, "B/s"),
+    "count": (_DEC_PREFIXES, ""), "power": (_DEC_PREFIXES, "W"), "duration": (None, "s"),
+}
+
+
+def _prefix_for(value: float, prefixes: Prefixes) -> tuple[float, str]:
+    """The largest prefix not above ``|value|`` (the smallest one for values below all)."""
     for scale, name in prefixes:
         if abs(value) >= scale:
-            return f"{value / scale:.{digits}f} {name}{unit}".strip()
-    scale, name = prefixes[-1]
+            return scale, name
+    return prefixes[-1]
+
+
+def _duration_unit(seconds: float) -> tuple[float, str, int]:
+    """(scale, unit, decimals) that ``seconds`` prints in."""
+    for start, scale, name, decimals in _DURATIONS:
+        if abs(seconds) >= start:
+            return scale, name, decimals
+    return _DURATIONS[-1][1:]
+
+
+def _engineering(value: float, prefixes: Prefixes, unit: str, digits: int) -> str:
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g} {unit}".strip()
+    scale, name = _prefix_for(value, prefixes)
     return f"{value / scale:.{digits}f} {name}{unit}".strip()
-
-
-_DEC_PREFIXES = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
-_BIN_PREFIXES = [(2.0**50, "Pi"), (2.0**40, "Ti"), (2.0**30, "Gi"), (2.0**20, "Mi"), (2.0**10, "Ki"),
-                 (1.0, "")]
 
 
 def format_bytes(value: float, digits: int = 1) -> str:
@@ -163,21 +189,17 @@ def format_bandwidth(value: float, digits: int = 1) -> str:
     return _engineering(value, _DEC_PREFIXES, "B/s", digits)
 
 
+def format_power(value: float, digits: int = 2) -> str:
+    """2.2e9 -> '2.20 GW'."""
+    return _engineering(value, _DEC_PREFIXES, "W", digits)
+
+
 def format_duration(seconds: float) -> str:
-    """Seconds -> the most readable of ms, s, min, h, days."""
+    """Seconds -> the most readable of us, ms, s, min, h, days."""
     if not math.isfinite(seconds):
         return str(seconds)
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} us"
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.1f} ms"
-    if seconds < 120.0:
-        return f"{seconds:.2f} s"
-    if seconds < 7200.0:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 3 * 86400.0:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
+    scale, name, decimals = _duration_unit(seconds)
+    return f"{seconds / scale:.{decimals}f} {name}"
 
 
 def _exact(value: float, scales: tuple[tuple[str, float], ...]) -> str:
@@ -197,3 +219,39 @@ def exact_duration(seconds: float) -> str:
 def exact_count(value: float) -> str:
     """A count that parses back exactly: 1.5e13 -> '15T', 2048.0 -> '2048', 0.3 -> '0.3'."""
     return _exact(value, (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0)))
+
+
+def column_unit(values: Sequence[float | None], kind: str, prefix: str | None = None) -> tuple[float, str, int]:
+    """(scale, unit, decimals) for a whole table column of SI values of ``kind`` (a key of
+    ``KINDS``): one prefix for the column, chosen from its largest finite ``|value|`` (or the
+    given ``prefix``: ``"G"`` for parameter counts in billions), so every row reads in the same
+    unit. Decimals: one (durations: the unit's own), more (up to three) when the smallest nonzero
+    value would otherwise show fewer than two significant digits."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown column kind {kind!r} (known: {', '.join(KINDS)})")
+    prefixes, unit = KINDS[kind]
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    largest = max(finite, default=0.0)
+    if prefixes is None:
+        scale, name, decimals = _duration_unit(largest)
+    else:
+        if prefix is not None:
+            scale = dict((name, scale) for scale, name in prefixes)[prefix]
+        else:
+            scale, prefix = _prefix_for(largest, prefixes) if largest > 0 else (1.0, "")
+        name, decimals = prefix + unit, 1
+    smallest = min((v for v in finite if v > 0), default=0.0) / scale
+    while 0 < smallest < 10.0 ** (1 - decimals) and decimals < 3:
+        decimals += 1
+    return scale, name, decimals
+
+
+def format_column(values: Sequence[float | None], kind: str, *, decimals: int | None = None,
+                  prefix: str | None = None, missing: str = "-") -> tuple[str, list[str]]:
+    """The unit of a table column and its cells, numbers only (the unit goes in the header):
+    ``format_column([8.5 * 2**30, 6e6], "bytes")`` -> ``("GiB", ["8.500", "0.006"])``. ``None``,
+    NaN and infinities print as ``missing``."""
+    scale, unit, chosen = column_unit(values, kind, prefix)
+    digits = chosen if decimals is None else decimals
+    cells = [missing if v is None or not math.isfinite(v) else f"{v / scale:,.{digits}f}" for v in values]
+    return unit, cells

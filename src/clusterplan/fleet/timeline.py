@@ -18,6 +18,7 @@ on that system.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,10 +275,13 @@ def check_envelopes(scenario: FleetScenario) -> None:
                                     f"is smaller than one {system} node ({node_w:,.0f} W at the facility)")
 
 
-def reference_runs(scenario: FleetScenario, records: list[dict[str, Any]]) -> dict[str, Any]:
+def reference_runs(scenario: FleetScenario, records: list[dict[str, Any]],
+                   cache: dict[tuple[str, int], dict[str, Any] | None] | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Which training runs become possible when: for each company and quarter, the best plan
     (by time, on up to the chips of the company's largest system pool) for the reference run,
-    and the MFU per system that sets the sustained EFLOP/s."""
+    and the MFU per system that sets the sustained EFLOP/s. ``cache`` keeps the searches by
+    (system, chips) across calls; ``progress(text)`` is told each new search."""
     from clusterplan.catalog import load_model
     from clusterplan.training.search import SearchSpace, search
 
@@ -286,7 +290,7 @@ def reference_runs(scenario: FleetScenario, records: list[dict[str, Any]]) -> di
         return {}
     model = load_model(run.model, "reference_run.model")
     space = SearchSpace(precisions=("bf16", "fp8"), chips_at_most=True)
-    cache: dict[tuple[str, int], dict[str, Any] | None] = {}
+    cache = {} if cache is None else cache
     mfu: dict[str, float] = {}
     for record in records:
         pools = record["chips_by_system"]
@@ -296,6 +300,8 @@ def reference_runs(scenario: FleetScenario, records: list[dict[str, Any]]) -> di
         system, chips = max(pools.items(), key=lambda item: item[1])
         key = (system, int(chips))
         if key not in cache:
+            if progress is not None:
+                progress(f"searching the reference run on {int(chips):,} {system} chips ({record['quarter']})")
             found = search(model, hardware_for(load_system(system)), max(int(chips), 1), run.seq_len,
                            run.global_batch, space, top=1, tokens=run.tokens).best if chips >= 1 else []
             cache[key] = found[0] if found else None

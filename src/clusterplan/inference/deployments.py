@@ -16,6 +16,10 @@ The search is exact with respect to the simulator and cheap where it can be:
    and dollars computed at it are lower bounds on the candidate's true figures. Candidates are
    simulated in order of their bound, and the search stops once the next bound is no better
    than the ``top``-th best figure found: nothing left can enter the ranking.
+3. *Early stop.* Chips, power and dollars never fall as a candidate's per-replica rate falls
+   (more replicas of the same layout; the energy of the demand's tokens is shared, the idle
+   power is not), so once the rate search's bracket is below the rate at which the candidate
+   would tie the ``top``-th best, the candidate cannot enter the ranking and its search stops.
 
 Objective: ``cost`` ($ per million output tokens, TCO), ``chips`` or ``power`` (facility W).
 """
@@ -168,6 +172,11 @@ def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_pe
             raise SpecError("--objective", "cost", f"{bound.get('cost_note', 'no cost model')}: "
                             "use --objective chips or power")
     viable.sort(key=lambda c: c.bound)
+
+    def demand_at(candidate: Candidate, rate: float) -> dict[str, Any]:
+        assert candidate.replica is not None
+        return plan_demand(candidate.replica, hardware, rate, input_tokens, output_tokens, demand_output_tokens_per_s)
+
     ranked: list[Candidate] = []
     simulated = 0
     for c in viable:
@@ -176,13 +185,17 @@ def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_pe
         assert c.replica is not None
         load = ServingLoad(rate_per_s=c.saturated_rate, requests=requests, input_tokens=input_tokens,
                            output_tokens=output_tokens, length_spread=length_spread, seed=seed)
-        rate = min(max_rate_at_slo(c.replica, load, slo.ttft_p99_s, slo.tpot_p99_s), c.saturated_rate)
+        outranked = _Outranked(c, ranked, top, objective, demand_at)
+        rate = min(max_rate_at_slo(c.replica, load, slo.ttft_p99_s, slo.tpot_p99_s, hopeless=outranked),
+                   c.saturated_rate)
         simulated += 1
         if progress is not None:
             progress(simulated, len(viable))
         if rate <= 0:
             c.rejected = "misses the SLO at every rate simulated (p99 under load)"
             continue
+        if outranked.fired:
+            continue  # its best rate is below one that would only tie the top-th: not ranked
         c.rate = rate
         c.demand = plan_demand(c.replica, hardware, rate, input_tokens, output_tokens, demand_output_tokens_per_s)
         c.score = objective_value(objective, c.demand)
@@ -191,6 +204,26 @@ def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_pe
     if not ranked:
         raise NoAnswerError(*_closest_miss(model, hardware, candidates, slo))
     return SearchResult(ranked=ranked[:top], candidates=candidates, simulated=simulated)
+
+
+class _Outranked:
+    """``max_rate_at_slo``'s ``hopeless`` test for one candidate: whether every rate up to the
+    given one scores no better than the ``top``-th ranked candidate (scores never improve as the
+    rate falls), so the candidate cannot enter the ranking. Remembers whether it ever said so."""
+
+    def __init__(self, candidate: Candidate, ranked: list[Candidate], top: int, objective: str,
+                 demand: Callable[[Candidate, float], dict[str, Any]]) -> None:
+        self.candidate, self.ranked, self.top, self.objective, self.demand = candidate, ranked, top, objective, demand
+        self.fired = False
+
+    def __call__(self, rate: float) -> bool:
+        if len(self.ranked) < self.top:
+            return False
+        rate = min(rate, self.candidate.saturated_rate)
+        score = objective_value(self.objective, self.demand(self.candidate, rate))
+        self.fired = score >= self.ranked[self.top - 1].score
+        return self.fired
+
 
 
 def _closest_miss(model: Model, hardware: Hardware, candidates: list[Candidate],

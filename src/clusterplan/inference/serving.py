@@ -78,6 +78,7 @@ TTFT and TPOT targets, by bracketing and bisection over :class:`ServingLoad`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -469,7 +470,7 @@ def _saturated_rate(replica: StepModel, load: ServingLoad) -> float | None:
 
 def max_rate_at_slo(replica: StepModel, workload: ServingLoad, ttft_p99_s: float, tpot_p99_s: float, *,
                     tolerance: float = 0.05, chunk_tokens: int = 8192, max_doublings: int = 12,
-                    **options: Any) -> float:
+                    hopeless: Callable[[float], bool] | None = None, **options: Any) -> float:
     """Highest arrival rate (requests/s) at which ``replica`` meets both p99 targets on ``workload``
     with its rate replaced (all other fields, the seed included, fixed).
 
@@ -483,6 +484,11 @@ def max_rate_at_slo(replica: StepModel, workload: ServingLoad, ttft_p99_s: float
     Because :func:`sample` scales one set of exponential gaps by the rate, a looser SLO never gives
     a lower rate: at every rate tried it passes whenever the tighter one does. ``options`` go to
     :func:`simulate` (scheduler, replicas, router, ...): the rate is then the whole unit's.
+
+    ``hopeless(rate)``, for a caller that only needs rates above some threshold, is called with
+    the bracket's upper end each time the bisection lowers it: once it returns True the answer
+    is known to be below ``rate``, and the search returns the lower end at once (a rate that meets
+    the SLO, not the highest).
     """
     if not 0 < tolerance < 1:
         raise SpecError("tolerance", tolerance, "must be between 0 and 1 (relative)")
@@ -513,4 +519,6 @@ def max_rate_at_slo(replica: StepModel, workload: ServingLoad, ttft_p99_s: float
             lo = mid
         else:
             hi = mid
+            if hopeless is not None and hopeless(hi):
+                break
     return lo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from clusterplan.fleet.timeline import check_envelopes, parse_scenario, referenc
 from clusterplan.report.documents import Report, line_chart, write_report
 
 
-def fleet_records(reference: str, runs: bool = True) -> tuple[str, list[dict[str, Any]]]:
+def fleet_records(reference: str, runs: bool = True,
+                  progress: Callable[[str], None] | None = None) -> tuple[str, list[dict[str, Any]]]:
     """The timeline of a built-in scenario name or a YAML path (a Rainier-style scenario's
-    ``fleet:`` section is used when present)."""
+    ``fleet:`` section is used when present). ``progress(text)`` is told each plan search."""
     data = load_scenario(reference, "fleet")
     if isinstance(data.get("fleet"), dict):
         data = data["fleet"]
@@ -24,36 +26,58 @@ def fleet_records(reference: str, runs: bool = True) -> tuple[str, list[dict[str
     check_envelopes(scenario)
     records = timeline(scenario)
     if runs and scenario.reference_run is not None:
-        info = reference_runs(scenario, records)
+        searched: dict[tuple[str, int], dict[str, Any] | None] = {}  # the same searches, once
+        info = reference_runs(scenario, records, cache=searched, progress=progress)
         records = timeline(scenario, info["mfu_by_system"])
-        reference_runs(scenario, records)
+        reference_runs(scenario, records, cache=searched, progress=progress)
     return scenario.name, records
 
 
 def fleet_table(console: Console, name: str, records: list[dict[str, Any]]) -> None:
-    lag = records[0].get("capex_to_online_quarters", 0) if records else 0
-    table = Table(title=f"fleet timeline: {name}",
-                  caption=f"chips online {lag} quarter{'s' if lag != 1 else ''} after the capex that buys them "
-                          "(capex_to_online_quarters); ordered = paid for, online or not")
-    for column in ("company", "quarter", "chips", "ordered", "IT MW", "facility MW", "bf16 peak", "sustained",
-                   "AI capex (cum.)", "depreciation/q", "reference run"):
-        table.add_column(column, justify="left" if column in ("company", "quarter", "reference run") else "right")
-    for r in records:
-        run = r.get("reference_run")
-        text = (f"{run['days_to_train']:.0f} days on {run['chips']:,}" if run and run.get("possible")
-                else ("does not fit" if run else "-"))
-        table.add_row(r["company"], r["quarter"], f"{r['chips']:,}", f"{r.get('chips_ordered', r['chips']):,}",
-                      f"{r['it_mw']:,.0f}", f"{r['facility_mw']:,.0f}",
-                      f"{r['peak_bf16_eflops']:,.0f} EF", f"{r['sustained_bf16_eflops']:,.0f} EF",
-                      f"${r['capex_usd_cumulative'] / 1e9:,.1f} B",
-                      f"${r['depreciation_usd_quarter'] / 1e9:,.2f} B", text)
-    console.print(table)
+    """One table per company (quarters as rows), then the reference run each quarter makes
+    possible; IT power is shown from 100 columns up (facility power always)."""
+    wide = console.width >= 100
+    for company in dict.fromkeys(r["company"] for r in records):
+        rows = [r for r in records if r["company"] == company]
+        lag = rows[0].get("capex_to_online_quarters", 0)
+        table = Table(title=f"fleet timeline: {name}, {company}",
+                      caption=f"chips online {lag} quarter{'s' if lag != 1 else ''} after the capex that buys "
+                              "them; ordered: paid for, online or not")
+        for column in ("quarter", "chips", "ordered", *(["IT MW"] if wide else []), "facility MW", "bf16 peak EFLOP/s",
+                       "sustained EFLOP/s", "AI capex $B (cum.)", "deprec. $B/q"):
+            table.add_column(column, justify="left" if column == "quarter" else "right")
+        for r in rows:
+            table.add_row(r["quarter"], f"{r['chips']:,}", f"{r.get('chips_ordered', r['chips']):,}",
+                          *([f"{r['it_mw']:,.0f}"] if wide else []),
+                          f"{r['facility_mw']:,.0f}", f"{r['peak_bf16_eflops']:,.0f}",
+                          f"{r['sustained_bf16_eflops']:,.0f}", f"{r['capex_usd_cumulative'] / 1e9:,.1f}",
+                          f"{r['depreciation_usd_quarter'] / 1e9:,.2f}")
+        console.print(table)
+        runs = [(r["quarter"], r["reference_run"]) for r in rows if r.get("reference_run")]
+        if runs:
+            console.print(f"reference run, {company}: " + "; ".join(
+                f"{quarter} {run['days_to_train']:.0f} days on {run['chips']:,} chips" if run.get("possible")
+                else f"{quarter} does not fit" for quarter, run in runs), highlight=False)
 
 
 def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> dict[str, str]:
-    report = Report(f"Fleet scenario: {name}")
+    """Markdown and HTML report of a fleet timeline: where each company ends, the assumptions,
+    the timeline table and charts of chips, power and capex by quarter."""
     companies = sorted({r["company"] for r in records})
     quarters = sorted({r["quarter"] for r in records})
+    report = Report(f"Fleet scenario: {name}", subtitle=f"{len(companies)} companies, {quarters[0]} to {quarters[-1]}"
+                    if quarters else "")
+    for company in companies:
+        end = [r for r in records if r["company"] == company][-1]
+        report.quote(f"{company}, {end['quarter']}", f"{end['chips']:,} chips",
+                     f"{end['facility_mw']:,.0f} MW facility; {end['peak_bf16_eflops']:,.0f} EFLOP/s dense bf16; "
+                     f"${end['capex_usd_cumulative'] / 1e9:,.1f} B AI capex so far")
+    report.assumptions += [
+        "Capex per quarter and the hardware mix come from the scenario file (each with its source); chips follow "
+        "from the catalog's all-in cost per system (servers, network, facility).",
+        "Power is provisioned at TDP times the PUE of the economics catalog; EFLOP/s are dense peaks; sustained "
+        "EFLOP/s apply the reference run's MFU per system (0 when the runs are not searched: --no-runs).",
+        "Depreciation is straight-line over the economics catalog's lifetimes."]
 
     def series(key: str, scale: float = 1.0) -> dict[str, list[float]]:
         return {c: [next((r[key] / scale for r in records if r["company"] == c and r["quarter"] == q), 0.0)
@@ -68,19 +92,21 @@ def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> d
     rows += [f"| {r['company']} | {r['quarter']} | {r['chips']:,} | {r.get('chips_ordered', r['chips']):,} | "
              f"{r['it_mw']:,.0f} | {r['facility_mw']:,.0f} | {r['peak_bf16_eflops']:,.0f} | "
              f"${r['ai_capex_spent_usd'] / 1e9:,.1f} B | ${r['capex_usd_cumulative'] / 1e9:,.1f} B |" for r in records]
-    report.add("Timeline", "\n".join(rows), line_chart("Chips deployed", quarters, series("chips"), "chips"),
-               "chips")
+    report.add("Timeline", "\n".join(rows),
+               line_chart("Chips deployed", quarters, series("chips", 1e3), "chips (thousands)"), "chips")
     report.add("Power", "Facility megawatts at provisioned (TDP) power.",
-               line_chart("Facility power", quarters, series("facility_mw"), "MW"), "power")
+               line_chart("Facility power", quarters, series("facility_mw"), "facility power (MW)"), "power")
     report.add("Capex", "Cumulative AI capex spent (servers, network, facility).",
-               line_chart("AI capex, cumulative", quarters, series("capex_usd_cumulative", 1e9), "$B"), "capex")
+               line_chart("AI capex, cumulative", quarters, series("capex_usd_cumulative", 1e9),
+                          "cumulative AI capex (US$ B)"), "capex")
     runs = [r for r in records if r.get("reference_run")]
     if runs:
         lines = ["| company | quarter | reference run |", "|---|---|---|"]
         for r in runs:
             run = r["reference_run"]
             text = (f"{run['days_to_train']:.1f} days on {run['chips']:,} {run['system']} chips "
-                    f"(MFU {100 * run['mfu']:.0f} %)" if run.get("possible") else "does not fit")
+                    f"(MFU {100 * run['mfu']:.0f} % of the {run['plan']['precision']} dense peak)"
+                    if run.get("possible") else "does not fit")
             lines.append(f"| {r['company']} | {r['quarter']} | {text} |")
         report.add("Which training runs become possible when", "\n".join(lines))
     return write_report(report, directory, f"fleet-{name}")

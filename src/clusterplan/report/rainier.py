@@ -4,6 +4,7 @@ serving at a chat SLO and the fleet ramp."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError
@@ -163,7 +164,9 @@ def _positive_int(data: dict[str, Any], key: str, where: str) -> int:
     return value
 
 
-def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
+def rainier_record(scenario_name: str = "rainier", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Everything the Rainier report says, SI units. ``progress(text)`` is told each slow step."""
+    step = progress or (lambda _text: None)
     scenario = load_scenario(scenario_name)
     check_scenario(scenario, scenario_name)  # the whole file, before 15-25 s of searches
     system = load_system(str(scenario.get("system", "")), "scenario.system")
@@ -208,23 +211,34 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
         "implied_previous_max_h100_equivalents": record["peak_bf16_eflops"] / 5.0 * 1e18 / 989.4e12,
     }
     training = scenario.get("training")
+    frontier = scenario.get("frontier_runs", [])
+    if not isinstance(frontier, list):
+        raise SpecError("scenario.frontier_runs", frontier, "must be a list of training jobs")
+    jobs = [job for job in frontier if isinstance(job, dict)]
+    serving = scenario.get("serving")
+    # The slow sections (plan searches, the serving search) are independent: computed at once,
+    # in worker processes where there are cores for them, and used in the order below.
+    tasks: dict[str, tuple[str, Any, str, int]] = {}
+    system_name = str(scenario.get("system", ""))
     if isinstance(training, dict):
-        record["training"], record["search"] = _searched_training(training, hardware, chips)
+        tasks["training"] = ("search", training, system_name, chips)
+        tasks["fewest chip-hours"] = ("search", {**training, "objective": "cost"}, system_name, chips)
+    for index, job in enumerate(jobs):
+        tasks[f"frontier {index}"] = ("search", job, system_name, chips)
+    if serving is not None:
+        tasks["serving"] = ("serving", serving, system_name, chips)
+    results = _slow_sections(tasks, step)
+    if isinstance(training, dict):
+        record["training"], record["search"] = results["training"]
         # The other side of the trade-off: the plan with the fewest chip-hours.
-        cheapest, _ = _searched_training({**training, "objective": "cost"}, hardware, chips)
-        record["training_fewest_chip_hours"] = cheapest
+        record["training_fewest_chip_hours"] = results["fewest chip-hours"][0]
         record["deadline_s"] = units.parse_duration(training.get("deadline", "90d"), "scenario.training.deadline")
         if "cost_per_chip_hour_usd" in record["training"]:
             record["cost_per_chip_hour_usd"] = record["training"]["cost_per_chip_hour_usd"]
     settings = recovery_settings(scenario.get("reliability"), "scenario.reliability")
     record["recovery"] = {"scenario": settings.record(), "catalog": RecoverySettings().record()}
-    frontier = scenario.get("frontier_runs", [])
-    if not isinstance(frontier, list):
-        raise SpecError("scenario.frontier_runs", frontier, "must be a list of training jobs")
-    record["frontier_runs"] = [
-        {"label": str(job.get("label", job.get("model"))), **_searched_training(job, hardware, chips)[0]}
-        for job in frontier if isinstance(job, dict)
-    ]
+    record["frontier_runs"] = [{"label": str(job.get("label", job.get("model"))), **results[f"frontier {index}"][0]}
+                               for index, job in enumerate(jobs)]
     # One set of failure figures: every run's, under the scenario's recovery, from analyse()
     # (what `clusterplan reliability` prints for the same job; "reproduce" gives its command).
     runs = [record[key] for key in ("training", "training_fewest_chip_hours") if key in record]
@@ -233,15 +247,72 @@ def rainier_record(scenario_name: str = "rainier") -> dict[str, Any]:
     for alternative in record.get("search", {}).get("alternatives", []):
         alternative.pop("reliability", None)  # alternatives to the plan: their step, not their failures
     record["reliability"] = _reliability_section(system, record, settings)
-    serving = scenario.get("serving")
     if serving is not None:
-        record["serving"] = serving_section(serving, hardware, chips)
+        record["serving"] = results["serving"]
     record.update(headline_bands(record, hardware))
     if isinstance(scenario.get("fleet"), dict):
         from clusterplan.report.fleet import fleet_records
 
+        step("building the fleet ramp")
         record["fleet"] = fleet_records(scenario_name, runs=False)[1]
     return record
+
+
+def _section_job(task: tuple[str, Any, str, int]) -> tuple[str, Any]:
+    """One slow section, in a worker process: ``("ok", result)`` or ``("refused", (field, value,
+    rule))`` (a refusal crosses the process boundary as its parts)."""
+    kind, spec, system_name, chips = task
+    try:
+        hardware = hardware_for(load_system(system_name, "scenario.system"))
+        if kind == "serving":
+            return "ok", serving_section(spec, hardware, chips)
+        return "ok", _searched_training(spec, hardware, chips)
+    except SpecError as error:
+        return "refused", (error.field, error.value, error.rule)
+
+
+def _slow_sections(tasks: dict[str, tuple[str, Any, str, int]], step: Callable[[str], None]) -> dict[str, Any]:
+    """The results of ``tasks`` by name, computed on as many processes as there are cores (one:
+    in this process). The first refusal in the order of ``tasks`` is raised, as if run in turn.
+    Results do not depend on where a task runs: each is a pure function of its inputs."""
+    import multiprocessing
+    import os
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    position = {name: index for index, name in enumerate(tasks)}
+    # The biggest jobs first (frontier runs, the last first; then serving), so that two cores
+    # finish together.
+    names = sorted(tasks, key=lambda name: (not name.startswith("frontier"), name != "serving", -position[name]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(1, min(cores, len(names)))
+    outcomes: dict[str, tuple[str, Any]] = {}
+    if workers == 1 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        for name in names:
+            step(f"searching {name} ({len(outcomes) + 1}/{len(names)})")
+            outcomes[name] = _section_job(tasks[name])
+    else:
+        # Forked workers start at once with every module this process has imported (the
+        # searches', the simulator's, the failure model's: imported here first, once); no other
+        # thread runs in this process to be caught mid-way by the fork.
+        import clusterplan.inference.deployments
+        import clusterplan.reliability.model
+        import clusterplan.training.search  # noqa: F401
+
+        step(f"searching {len(names)} plans and deployments on {workers} processes")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            pending: dict[Future[tuple[str, Any]], str] = {pool.submit(_section_job, tasks[n]): n for n in names}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = pending.pop(future)
+                    outcomes[name] = future.result()
+                    step(f"searched {name} ({len(outcomes)}/{len(names)})")
+    for name in tasks:
+        status, value = outcomes[name]
+        if status == "refused":
+            raise SpecError(*value)
+    return {name: outcomes[name][1] for name in tasks}
 
 
 def capex_reconciliation(record: dict[str, Any]) -> dict[str, Any]:
@@ -501,15 +572,17 @@ def serving_section(serving: Any, hardware: Any, chips: int) -> dict[str, Any]:
 
 def rainier_table(console: Console, record: dict[str, Any]) -> None:
     console.print(f"[bold]{record['scenario']}[/]: {record['description']}")
-    table = Table(title="cluster totals (dense peaks)")
-    for column in ("stage", "chips", "UltraServers", "bf16 peak", "fp8 peak", "HBM", "HBM bandwidth"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
     stages = record["growth"] or [{"label": "cluster", **record}]
-    for stage in stages:
+    hbm_unit, hbm = units.format_column([s["hbm_bytes"] for s in stages], "bytes")
+    bw_unit, bandwidth = units.format_column([s["hbm_bandwidth_bytes_per_s"] for s in stages], "bandwidth")
+    table = Table(title="cluster totals (dense peaks)")
+    for column in ("stage", "chips", "Ultra-Servers", "bf16 peak EFLOP/s", "fp8 peak EFLOP/s", f"HBM {hbm_unit}",
+                   f"HBM {bw_unit}"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for index, stage in enumerate(stages):
         table.add_row(stage["label"], f"{stage['chips']:,}", f"{stage['ultraservers']:,}",
-                      f"{stage['peak_bf16_eflops']:,.0f} EFLOP/s", f"{stage['peak_fp8_eflops']:,.0f} EFLOP/s",
-                      units.format_bytes(stage["hbm_bytes"]),
-                      units.format_bandwidth(stage["hbm_bandwidth_bytes_per_s"]))
+                      f"{stage['peak_bf16_eflops']:,.0f}", f"{stage['peak_fp8_eflops']:,.0f}", hbm[index],
+                      bandwidth[index])
     console.print(table)
     if "campus" in record:
         campus = record["campus"]
@@ -528,7 +601,8 @@ def rainier_table(console: Console, record: dict[str, Any]) -> None:
         if cheap is not None:
             console.print(
                 f"fewest chip-hours within the {units.format_duration(record['deadline_s'])} deadline: "
-                f"{cheap['chips']:,} chips, {plan_label(cheap['plan'])}, MFU {100 * cheap['mfu']:.1f} %, "
+                f"{cheap['chips']:,} chips, {plan_label(cheap['plan'])}, MFU {100 * cheap['mfu']:.1f} % "
+                f"(of the {cheap['plan']['precision']} dense peak), "
                 f"{units.format_duration(cheap['time_to_train_s'])} and {units.format_count(cheap['chip_hours'])} "
                 f"chip-hours (vs {units.format_count(training['chip_hours'])})")
             _print_command(console, "rerun it:", cheap)
@@ -598,6 +672,9 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
             cells = run_cells(label, run)
             table.add_row(*(cells[column] for column in TERMINAL_RUN_COLUMNS))
         console.print(table)
+        for label, run in runs:
+            console.print(f"  {label}: {plan_label(run['plan'])} (MFU of the {run['plan']['precision']} dense peak)",
+                          highlight=False)
     serving = record.get("serving")
     if serving:
         console.print(serving_summary(serving))
@@ -698,12 +775,94 @@ def serving_summary(serving: dict[str, Any]) -> str:
 
 
 def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
-    """Markdown and HTML report of the Rainier record, with charts."""
+    """Markdown and HTML report of the Rainier record: the figures an analyst quotes first, then
+    the assumptions behind them, then the tables and charts."""
     from pathlib import Path
 
-    from clusterplan.report.documents import Report, bar_chart, line_chart, write_report
+    from clusterplan.report.documents import Report, write_report
 
-    report = Report("Project Rainier")
+    report = Report("Project Rainier", subtitle=str(record["description"]))
+    _rainier_summary_figures(report, record)
+    report.assumptions += _rainier_assumptions(record)
+    _rainier_sections(report, record)
+    return write_report(report, Path(directory), "rainier")
+
+
+def _rainier_summary_figures(report: Any, record: dict[str, Any]) -> None:
+    """The numbers an analyst quotes, each with its basis."""
+    stages = record["growth"] or [{"label": "cluster", **record}]
+    first, last = stages[0], stages[-1]
+    chips = f"{first['chips']:,}" + (f" → {last['chips']:,}" if last is not first else "")
+    report.quote(f"{record['chip']} chips", chips, " → ".join(str(s["label"]) for s in stages))
+    report.quote("dense bf16 peak", f"{first['peak_bf16_eflops']:,.0f} EFLOP/s",
+                 f"{first['chips']:,} chips; fp8: {first['peak_fp8_eflops']:,.0f} EFLOP/s")
+    campus = record.get("campus", {})
+    envelope = f"; campus envelope {campus['power_w'] / 1e9:.1f} GW" if campus.get("power_w") else ""
+    report.quote("facility power at TDP", f"{first['facility_mw']:,.0f} MW",
+                 f"{first['label']}; {last['facility_mw']:,.0f} MW at {last['label']}{envelope}")
+    if "capex_usd" in first:
+        announced = f"; announced campus ${campus['capex_usd'] / 1e9:,.0f} B" if campus.get("capex_usd") else ""
+        report.quote("capex (servers, network, facility)", f"${first['capex_usd'] / 1e9:,.1f} B",
+                     f"catalog estimate, {first['label']}{announced}")
+    training = record.get("training")
+    if training:
+        plan = training["plan"]
+        report.quote(f"{training['model']} on {units.format_count(training['tokens'])} tokens",
+                     f"{training['time_to_train_s'] / 86400:,.1f} days",
+                     f"failure-free; {training['chips']:,} chips, {_plan_text(plan)}, MFU "
+                     f"{100 * training['mfu']:.1f} % of the {plan['precision']} dense peak")
+        failures = training.get("with_failures")
+        if failures and failures.get("time_to_train_s", math.inf) != math.inf:
+            report.quote("the same run with failures", f"{failures['time_to_train_s'] / 86400:,.1f} days",
+                         f"goodput {100 * failures['goodput']:.1f} % under the scenario's recovery")
+        if "cost_usd" in training:
+            report.quote("cost of that run (TCO)", f"${training['cost_usd'] / 1e6:,.1f} M",
+                         f"failure-free, at ${training['cost_per_chip_hour_usd']:.2f} per chip-hour")
+    serving = record.get("serving")
+    if serving:
+        best = serving["best"]
+        usd = best.get("usd_per_million_output_tokens")
+        slo = serving["slo"]
+        basis = (f"{best['label']} at p99 TTFT {slo['ttft_p99_s']:g} s / TPOT {1000 * slo['tpot_p99_s']:g} ms, "
+                 f"{serving['input_tokens']}/{serving['output_tokens']} tokens")
+        if usd is not None:
+            report.quote(f"serving {serving['model']}", f"${usd:.2f} per M output tokens", basis)
+        report.quote("output tokens/s the campus could serve",
+                     f"{units.format_count(serving['campus_output_tokens_per_s'])}",
+                     f"every chip serving as {best['label']}")
+
+
+def _rainier_assumptions(record: dict[str, Any]) -> list[str]:
+    """What the figures rest on, and how far to trust them."""
+    out = ["Peaks are dense (no sparsity). MFU is model FLOP/s over the chip's dense peak at the plan's "
+           "matmul precision: fp8 plans are measured against the fp8 peak, twice the bf16 one on Trainium2.",
+           "No Trainium2 training runs are published: its training efficiencies come from other chip families' "
+           "fits (see `clusterplan validate` and docs/validation.md); treat training figures as "
+           "specification-based estimates.",
+           "Power is provisioned at TDP (chips, hosts, network) times the PUE of the economics catalog; capex "
+           "and cost per chip-hour use the catalog's estimated prices, not AWS figures."]
+    campus = record.get("campus", {})
+    if campus.get("source"):
+        out.append(f"Campus: {' '.join(str(campus['source']).split())}")
+    claim = record.get("compute_claim")
+    if claim:
+        out.append(f"Compute claim: {claim['assumption']}.")
+    out.append("Failures: closed-form goodput (optimal checkpoint interval) at the catalog's Llama 3-era failure "
+               "rates; 'catalog defaults' recover as Llama 3 did (~10 min restarts), 'scenario recovery' as the "
+               "scenario says (hot spares, asynchronous checkpoints, tens of seconds).")
+    serving = record.get("serving")
+    if serving:
+        out.append(f"Serving: a request-level simulation of each deployment at fixed request lengths "
+                   f"({serving['input_tokens']}/{serving['output_tokens']} tokens), the highest rate meeting the "
+                   f"p99 SLO; {serving['candidates']} deployments considered, {serving['simulated']} simulated.")
+    if record.get("source"):
+        out.append(f"Source of the scenario: {' '.join(str(record['source']).split())}")
+    return out
+
+
+def _rainier_sections(report: Any, record: dict[str, Any]) -> None:
+    from clusterplan.report.documents import bar_chart, line_chart
+
     stages = record["growth"] or [{"label": "cluster", **record}]
     rows = ["| stage | chips | UltraServers | bf16 peak EFLOP/s | fp8 peak EFLOP/s | IT MW | facility MW | "
             "model capex |",
@@ -711,7 +870,7 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
     rows += [f"| {s['label']} | {s['chips']:,} | {s['ultraservers']:,} | {s['peak_bf16_eflops']:,.0f} | "
              f"{s['peak_fp8_eflops']:,.0f} | {s['it_mw']:,.0f} | {s['facility_mw']:,.0f} | "
              + (f"${s['capex_usd'] / 1e9:,.1f} B |" if "capex_usd" in s else "- |") for s in stages]
-    report.add("Cluster", str(record["description"]) + "\n\n" + "\n".join(rows))
+    report.add("Cluster", "\n".join(rows))
     reconciliation = record.get("capex_reconciliation")
     if reconciliation:
         report.add("Capex: the reported campus figure vs the model", "\n".join(reconciliation_lines(reconciliation)))
@@ -719,35 +878,28 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
     report.add("The compute claim", f"- {claim['claim']}\n- assumption: {claim['assumption']}\n"
                f"- implied previous cluster: at most {claim['implied_previous_max_bf16_eflops']:,.0f} EFLOP/s "
                f"dense bf16 (~{claim['implied_previous_max_h100_equivalents']:,.0f} H100-equivalents)")
-    fleet = record.get("fleet", [])
-    if fleet:
-        quarters = [r["quarter"] for r in fleet]
-        report.add("Capacity ramp", "Chips and facility power by quarter (`clusterplan fleet rainier`).",
-                   line_chart("Rainier ramp", quarters, {"chips (thousands)": [r["chips"] / 1e3 for r in fleet],
-                                                          "facility MW": [r["facility_mw"] for r in fleet]}, ""),
-                   "ramp")
-        report.add("Capex over time", "Cumulative capex spent (servers, network, facility).",
-                   line_chart("Capex", quarters, {"cumulative $B": [r["capex_usd_cumulative"] / 1e9 for r in fleet]},
-                              "$B"), "capex")
     training = record.get("training")
     if training:
-        breakdown = training["time_breakdown_s"]
+        plan = training["plan"]
+        breakdown = {k.replace("_", " "): v for k, v in training["time_breakdown_s"].items() if v > 0}
+        scale, unit, _ = units.column_unit(list(breakdown.values()), "duration")
         cheap = record.get("training_fewest_chip_hours")
         commands = f"\n\nRerun it:\n\n```\n{training['command']}\n```" if "command" in training else ""
         if cheap is not None and "command" in cheap:
             commands += (f"\n\nFewest chip-hours within the {units.format_duration(record['deadline_s'])} deadline "
                          f"({cheap['chips']:,} chips, {plan_label(cheap['plan'])}, "
                          f"{cheap['time_to_train_s'] / 86400:.1f} days):\n\n```\n{cheap['command']}\n```")
-        report.add("Training plan", f"{training['model']} on {training['chips']:,} chips, "
-                   f"{plan_label(training['plan'])}: step "
-                   f"{training['step_time_s']:.2f} s, MFU {100 * training['mfu']:.1f} %, "
-                   f"{training['time_to_train_s'] / 86400:.1f} days for "
-                   f"{units.format_count(training['tokens'])} tokens" + commands,
-                   bar_chart("Step time breakdown", list(breakdown), [v for v in breakdown.values()], "s"), "step")
+        report.add("Training plan", f"{training['model']} on {training['chips']:,} chips ({plan_label(plan)}): step "
+                   f"{training['step_time_s']:.2f} s, MFU {100 * training['mfu']:.1f} % of the {plan['precision']} "
+                   f"dense peak, {training['time_to_train_s'] / 86400:.1f} days for "
+                   f"{units.format_count(training['tokens'])} tokens (failure-free)" + commands,
+                   bar_chart("Step time breakdown", list(breakdown), [v / scale for v in breakdown.values()],
+                             f"time per step ({unit})"), "step")
         memory = training["memory_breakdown"]
         report.add("Memory per chip", f"{training['memory_bytes_per_chip'] / 2**30:.1f} GiB of "
                    f"{training['memory_capacity_bytes'] / 2**30:.1f} GiB",
-                   bar_chart("Memory per chip", list(memory), [v / 2**30 for v in memory.values()], "GiB"), "memory")
+                   bar_chart("Memory per chip", list(memory), [v / 2**30 for v in memory.values()],
+                             "memory per chip (GiB)"), "memory")
         hourly = training.get("cost_per_chip_hour_breakdown_usd")
         if hourly:
             parts = {k.removesuffix("_usd"): v for k, v in hourly.items()
@@ -757,7 +909,8 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
                        f"{100 * hourly.get('wacc', 0.0):.0f} % WACC with the capital recovery factor)"
                        + (f", ${without:.2f} without the cost of capital (straight-line depreciation only)"
                           if without is not None else ""),
-                       bar_chart("Cost per chip-hour", list(parts), list(parts.values()), "$"), "cost")
+                       bar_chart("Cost per chip-hour", list(parts), list(parts.values()), "US$ per chip-hour"),
+                       "cost")
     runs = failure_runs(record)
     if runs:
         report.add("Training runs with failures", markdown_table(
@@ -780,4 +933,16 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
     if serving:
         report.add("Serving", serving_summary(serving) + f"\n\n{serving['candidates']} deployments considered, "
                    f"{serving['simulated']} simulated at the SLO (`clusterplan capacity`, docs/serving.md).")
-    return write_report(report, Path(directory), "rainier")
+    fleet = record.get("fleet", [])
+    if fleet:
+        quarters = [r["quarter"] for r in fleet]
+        report.add("Capacity ramp", "Chips deployed by quarter (`clusterplan fleet rainier`).",
+                   line_chart("Chips deployed", quarters, {"chips": [r["chips"] / 1e3 for r in fleet]},
+                              "chips (thousands)"), "ramp")
+        report.add("Power", "Facility power at TDP by quarter.",
+                   line_chart("Facility power", quarters, {"facility": [r["facility_mw"] for r in fleet]},
+                              "facility power (MW)"), "power")
+        report.add("Capex over time", "Cumulative capex spent (servers, network, facility).",
+                   line_chart("Capex, cumulative", quarters,
+                              {"capex": [r["capex_usd_cumulative"] / 1e9 for r in fleet]}, "cumulative capex (US$ B)"),
+                   "capex")

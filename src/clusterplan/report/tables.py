@@ -19,6 +19,20 @@ def _share(part: float, total: float) -> str:
     return f"{100.0 * part / total:5.1f} %" if total > 0 else "-"
 
 
+def mfu_basis(precision: str) -> str:
+    """What MFU is a share of: the chip's dense peak at the plan's matmul precision."""
+    return f"{precision} dense peak"
+
+
+MFU_NOTE = ("MFU and HFU: model (hardware) FLOP/s per chip over the chip's dense peak at each plan's "
+            "matmul precision (fp8 plans: the fp8 peak, twice the bf16 one on most chips).")
+
+
+def with_unit(header: str, unit: str) -> str:
+    """A column header with the unit its numbers are in, last: ``memory GiB``."""
+    return f"{header} {unit}" if unit else header
+
+
 def train_table(console: Console, record: dict[str, Any]) -> None:
     plan = record["plan"]
     title = (f"{record['model']} on {record['chips']:,} x {record['chip']} ({record['system']}): "
@@ -33,7 +47,8 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
     summary.add_row("tokens/s per chip", f"{record['tokens_per_s_per_chip']:,.0f}")
     summary.add_row("tokens/s (job)", units.format_count(record["tokens_per_s"]))
     summary.add_row("model TFLOP/s per chip", f"{record['model_tflops_per_chip']:.1f}")
-    summary.add_row("MFU / HFU", f"{100 * record['mfu']:.1f} % / {100 * record['hfu']:.1f} %"
+    summary.add_row(f"MFU / HFU (of {mfu_basis(plan['precision'])})",
+                    f"{100 * record['mfu']:.1f} % / {100 * record['hfu']:.1f} %"
                     + _band(record, "mfu", lambda v: f"{100 * v:.0f} %"))
     fits = "[green]fits[/]" if record["fits_memory"] else "[red]does NOT fit[/]"
     summary.add_row("memory per chip", f"{units.format_bytes(record['memory_bytes_per_chip'])} of "
@@ -76,13 +91,14 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
                       + ("" if top["fits_memory_if_changed"] else " (and not fit in memory)"),
                       highlight=False)
     step = record["step_time_s"]
+    parts = {name: value for name, value in record["time_breakdown_s"].items() if value > 0}
+    unit, cells = units.format_column(list(parts.values()), "duration")
     breakdown = Table(title="step time breakdown")
     breakdown.add_column("component")
-    breakdown.add_column("time", justify="right")
+    breakdown.add_column(with_unit("time", unit), justify="right")
     breakdown.add_column("share", justify="right")
-    for name, value in record["time_breakdown_s"].items():
-        if value > 0:
-            breakdown.add_row(name.replace("_", " "), units.format_duration(value), _share(value, step))
+    for (name, value), cell in zip(parts.items(), cells, strict=True):
+        breakdown.add_row(name.replace("_", " "), cell, _share(value, step))
     console.print(breakdown)
     memory_table(console, record, title="memory per chip")
 
@@ -95,15 +111,18 @@ def memory_table(console: Console, record: dict[str, Any], title: str | None = N
     if title is None:
         title = (f"memory per chip: {units.format_bytes(total)} of {units.format_bytes(capacity)}"
                  + ("" if record["fits_memory"] else " (does NOT fit)"))
+    parts = list(record["memory_breakdown"].values())
+    extra = [] if record["fits_memory"] else [total, capacity]
+    unit, cells = units.format_column(parts + extra, "bytes", prefix="Gi")
     memory = Table(title=title)
     memory.add_column("component")
-    memory.add_column("bytes", justify="right")
+    memory.add_column(unit, justify="right")
     memory.add_column("share", justify="right")
-    for name, value in record["memory_breakdown"].items():
-        memory.add_row(name, units.format_bytes(value), _share(value, total))
+    for (name, value), cell in zip(record["memory_breakdown"].items(), cells, strict=False):
+        memory.add_row(name, cell, _share(value, total))
     if not record["fits_memory"]:
-        memory.add_row("[bold]total[/]", units.format_bytes(total), _share(total, total))
-        memory.add_row("HBM of the chip", units.format_bytes(capacity), _share(capacity, total))
+        memory.add_row("[bold]total[/]", cells[-2], _share(total, total))
+        memory.add_row("HBM of the chip", cells[-1], _share(capacity, total))
     console.print(memory)
 
 
@@ -136,12 +155,20 @@ def catalog_rows(kind: str, specs: Sequence[Any]) -> tuple[list[str], list[list[
     """Header, formatted rows and JSON records for ``clusterplan catalog KIND``."""
     records = [spec.model_dump(mode="json") for spec in specs]
     if kind == "chips":
-        header = ["chip", "family", "bf16 dense", "fp8 dense", "fp4 dense", "HBM", "HBM BW", "TDP"]
-        rows = [[c.name, c.family, units.format_flops(c.peak_flops["bf16"]),
-                 units.format_flops(c.peak_flops["fp8"]) if "fp8" in c.peak_flops else "-",
-                 units.format_flops(c.peak_flops["fp4"]) if "fp4" in c.peak_flops else "-",
-                 f"{c.hbm_bytes / 1e9:.0f} GB", units.format_bandwidth(c.hbm_bandwidth),
-                 f"{c.tdp_w:.0f} W"] for c in specs if isinstance(c, Chip)]
+        chips = [c for c in specs if isinstance(c, Chip)]
+        header = ["chip", "family"]
+        columns: list[list[str]] = [[c.name for c in chips], [c.family for c in chips]]
+        for name, values, kind_of, prefix, decimals in (
+                ("bf16", [c.peak_flops.get("bf16") for c in chips], "flops", "T", 0),
+                ("fp8", [c.peak_flops.get("fp8") for c in chips], "flops", "T", 0),
+                ("fp4", [c.peak_flops.get("fp4") for c in chips], "flops", "T", 0),
+                ("HBM", [c.hbm_bytes for c in chips], "bytes", "Gi", 0),
+                ("HBM BW", [c.hbm_bandwidth for c in chips], "bandwidth", "T", 1),
+                ("TDP", [c.tdp_w for c in chips], "power", "", 0)):
+            unit, cells = units.format_column(values, kind_of, prefix=prefix, decimals=decimals)
+            header.append(with_unit(name, unit))
+            columns.append(cells)
+        rows = [list(row) for row in zip(*columns, strict=True)]
     elif kind == "systems":
         header = ["system", "chip", "scale-up", "tiers (per-chip bandwidth per direction)"]
         rows = [[s.name, s.chip, str(s.scale_up_size),
@@ -150,11 +177,12 @@ def catalog_rows(kind: str, specs: Sequence[Any]) -> tuple[list[str], list[list[
                            + f" {t.size or 'all'}: {units.format_bandwidth(t.bandwidth)}"
                            for t in s.tiers)] for s in specs if isinstance(s, System)]
     else:
-        header = ["model", "params", "active", "layers", "hidden", "heads/kv", "ffn", "vocab"]
-        rows = [[m.name, units.format_count(m.total_params), units.format_count(m.active_params),
-                 str(m.layers), str(m.hidden_size), f"{m.attention_heads}/{m.kv_heads}",
-                 f"{m.ffn_hidden_size} {m.ffn_activation}" + (" MoE" if m.moe else ""),
-                 str(m.vocab_size)] for m in specs if isinstance(m, Model)]
+        models = [m for m in specs if isinstance(m, Model)]
+        _, total = units.format_column([m.total_params for m in models], "count", prefix="G")
+        _, active = units.format_column([m.active_params for m in models], "count", prefix="G")
+        header = ["model", "params G", "active G", "layers", "hidden", "heads/kv", "ffn", "vocab"]
+        rows = [[m.name, total[i], active[i], str(m.layers), f"{m.hidden_size:,}", f"{m.attention_heads}/{m.kv_heads}",
+                 f"{m.ffn_hidden_size:,}", f"{m.vocab_size:,}"] for i, m in enumerate(models)]
     return header, rows, records
 
 
@@ -266,14 +294,6 @@ def _json_fraction(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _memory_cell(result: Result) -> str:
-    """Predicted memory per chip; a published run the model says does not fit is marked."""
-    if result.memory_bytes is None:
-        return ""
-    text = units.format_bytes(result.memory_bytes)
-    return text if result.fits else f"[red]{text} > HBM[/]"
-
-
 def _fits_cell(rows: Sequence[Result]) -> str:
     checked = [r for r in rows if r.fits is not None]
     return f"{sum(bool(r.fits) for r in checked)}/{len(checked)}" if checked else "-"
@@ -286,19 +306,25 @@ def validation_report(console: Console, results: Sequence[Result], *, as_json: b
         emit(validation_records(results, crossval, crossval_origin))
         return
     summary = Table(title="clusterplan validate: mean absolute % error per table")
-    for column in ("table", "metric", "rows modelled", "rows not modelled", "MAPE", "max |error|", "fits"):
-        summary.add_column(column, justify="right" if column != "table" else "left")
+    for column in ("table (metric)", "rows modelled", "not modelled", "MAPE", "max |error|", "fits"):
+        summary.add_column(column, justify="right" if column != "table (metric)" else "left")
     for name, rows in by_table(results).items():
         modelled = [r for r in rows if r.error is not None]
         worst = max((abs(r.error) for r in modelled if r.error is not None), default=math.nan)
-        table = Table(title=f"{name}")
-        for column in ("row", "metric", "published", "predicted", "error", "memory"):
+        kinds = sorted({METRIC_NAMES[r.case.metric] for r in modelled})
+        table = Table(title=f"{name}" + (f" ({kinds[0]})" if len(kinds) == 1 else ""))
+        _, memory = units.format_column([r.memory_bytes for r in modelled], "bytes", prefix="Gi", missing="")
+        columns = ["row", *(["metric"] if len(kinds) > 1 else []), "published", "predicted", "error",
+                   "memory GiB"]
+        for column in columns:
             table.add_column(column, justify="left" if column in ("row", "metric") else "right")
-        for r in modelled:
+        for r, cell in zip(modelled, memory, strict=True):
             assert r.error is not None
             colour = "green" if abs(r.error) <= 0.05 else "yellow" if abs(r.error) <= 0.10 else "red"
-            table.add_row(r.case.label, METRIC_NAMES[r.case.metric], _fmt(r.case.metric, r.case.published),
-                          _fmt(r.case.metric, r.predicted), f"[{colour}]{100 * r.error:+.1f} %[/]", _memory_cell(r))
+            table.add_row(r.case.label, *([METRIC_NAMES[r.case.metric]] if len(kinds) > 1 else []),
+                          _fmt(r.case.metric, r.case.published), _fmt(r.case.metric, r.predicted),
+                          f"[{colour}]{100 * r.error:+.1f} %[/]",
+                          cell if r.fits is not False else f"[red]{cell} >HBM[/]")
         console.print(table)
         skipped = [r for r in rows if r.error is None]
         if show_skipped and skipped:
@@ -306,7 +332,7 @@ def validation_report(console: Console, results: Sequence[Result], *, as_json: b
             for r in skipped:
                 console.print(f"[dim]  - {r.case.label}: {r.case.skip}[/]")
         metrics = ", ".join(sorted({METRIC_NAMES[r.case.metric] for r in rows}))
-        summary.add_row(name, metrics, str(len(modelled)), str(len(skipped)), f"{mape(rows):.1f} %",
+        summary.add_row(f"{name} ({metrics})", str(len(modelled)), str(len(skipped)), f"{mape(rows):.1f} %",
                         f"{100 * worst:.1f} %", _fits_cell(rows))
     console.print(summary)
     if crossval is not None:
@@ -362,6 +388,7 @@ def search_table(console: Console, result: Any) -> None:
         _search_table_narrow(console, result)
     else:
         _search_table_wide(console, result)
+    console.print(f"[dim]{MFU_NOTE}[/]")
     best = result.best[0]
     if "time_to_train_s" in best:
         cost = f" for ${best['cost_usd'] / 1e6:,.1f} M" if "cost_usd" in best else ""
@@ -396,26 +423,33 @@ def _search_limits(constraints: Any) -> str:
     return ", ".join(limits)
 
 
+def _step_and_memory(result: Any) -> tuple[str, list[str], list[str]]:
+    """The step column's unit, its cells and the memory cells (GiB) of the ranked plans."""
+    unit, steps = units.format_column([r["step_time_s"] for r in result.best], "duration")
+    _, memory = units.format_column([r["memory_bytes_per_chip"] for r in result.best], "bytes", prefix="Gi")
+    return unit, steps, memory
+
+
 def _search_table_narrow(console: Console, result: Any) -> None:
+    unit, steps, memory = _step_and_memory(result)
     table = Table(title="best plans")
-    for column in ("#", "plan", "step", "MFU", "memory", "why not first"):
-        table.add_column(column, justify="right" if column in ("#", "step", "MFU", "memory") else "left",
-                         overflow="fold", no_wrap=column in ("#", "step", "MFU", "memory"))
+    for column in ("#", "plan", with_unit("step", unit), "MFU", "memory GiB", "why not first"):
+        table.add_column(column)
     for rank, record in enumerate(result.best, start=1):
         plan = record["plan"]
         layout = [f"{name.upper()}{plan[name]}" for name in ("tp", "pp", "vp", "cp", "ep") if plan[name] > 1]
         layout += [f"DP{plan['dp']}", f"mb{plan['micro_batch']}", plan["recompute"], f"Z{plan['zero']}",
                    plan["precision"], f"on {record['chips']:,}"]
-        table.add_row(str(rank), " ".join(layout), units.format_duration(record["step_time_s"]),
-                      f"{100 * record['mfu']:.1f} %", units.format_bytes(record["memory_bytes_per_chip"]),
-                      record["why_not_best"])
+        table.add_row(str(rank), " ".join(layout), steps[rank - 1], f"{100 * record['mfu']:.1f} %",
+                      memory[rank - 1], record["why_not_best"])
     console.print(table)
 
 
 def _search_table_wide(console: Console, result: Any) -> None:
+    unit, steps, memory = _step_and_memory(result)
     table = Table(title="best plans")
     for column in ("#", "chips", "TP", "PP", "VP", "CP", "EP", "DP", "mb", "recompute", "ZeRO", "prec",
-                   "step", "MFU", "memory", "why not first"):
+                   with_unit("step", unit), "MFU", "memory GiB", "why not first"):
         table.add_column(column, justify="left" if column in ("recompute", "prec", "why not first") else "right",
                          overflow="fold")
     for rank, record in enumerate(result.best, start=1):
@@ -423,8 +457,7 @@ def _search_table_wide(console: Console, result: Any) -> None:
         table.add_row(str(rank), f"{record['chips']:,}", str(plan["tp"]), str(plan["pp"]), str(plan["vp"]),
                       str(plan["cp"]), str(plan["ep"]), str(plan["dp"]), str(plan["micro_batch"]),
                       plan["recompute"], str(plan["zero"]), plan["precision"],
-                      units.format_duration(record["step_time_s"]), f"{100 * record['mfu']:.1f} %",
-                      units.format_bytes(record["memory_bytes_per_chip"]), record["why_not_best"])
+                      steps[rank - 1], f"{100 * record['mfu']:.1f} %", memory[rank - 1], record["why_not_best"])
     console.print(table)
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -230,26 +231,44 @@ def enumerate_layouts(model: Model, chips: int, seq_len: int, global_batch: int,
     if domain > 1:
         keep &= used % domain == 0
     t, c, pp, first, middle, last, d = (a[keep] for a in (t, c, pp, first, middle, last, d))
-    # virtual stages, experts, micro-batches
+    # virtual stages, experts, micro-batches: each axis is crossed in, innermost, and its rule
+    # applied before the next, so the full product is never held (the order is that of one
+    # layout x vp x ep x micro-batch product, masked).
     vps = np.arange(1, space.max_vp + 1, dtype=np.int64)
     eps = (np.array(_divisors(model.moe.experts, model.moe.experts), dtype=np.int64)
            if model.moe is not None else np.ones(1, dtype=np.int64))
     mbs = np.array(_divisors(global_batch, space.max_micro_batch), dtype=np.int64)
-    index, v, e, m = (a.ravel() for a in np.meshgrid(np.arange(t.size), vps, eps, mbs, indexing="ij"))
-    t, c, pp, first, middle, last, d = (a[index] for a in (t, c, pp, first, middle, last, d))
-    per_replica = global_batch // d
-    micro_batches = per_replica // np.maximum(m, 1)
     # Interleaving: the same rule as `train` (balanced_layer_split with vp), looked up per (pp, vp).
     interleavable = np.zeros((int(pp.max(initial=1)) + 1, space.max_vp + 1), dtype=bool)
     for stages in np.unique(pp):
         for chunks in vps:
             interleavable[stages, chunks] = balanced_layer_split(model.layers, int(stages), int(chunks)) is not None
-    keep = (per_replica % m == 0)
-    keep &= (v == 1) | (interleavable[pp, v] & (micro_batches % pp == 0))
-    keep &= ((t * c * d) % e == 0)  # MoE parallel folding: EP within tp*cp*dp (expert TP 1)
     columns = {"tp": t, "cp": c, "pp": pp, "layers_first": first, "layers_middle": middle,
-               "layers_last": last, "dp": d, "vp": v, "ep": e, "micro_batch": m}
-    return {k: a[keep] for k, a in columns.items()}
+               "layers_last": last, "dp": d}
+    columns = _cross(columns, "vp", vps, lambda k: (k["vp"] == 1) | interleavable[k["pp"], k["vp"]])
+    # MoE parallel folding: EP within tp*cp*dp (expert TP 1)
+    columns = _cross(columns, "ep", eps, lambda k: (k["tp"] * k["cp"] * k["dp"]) % k["ep"] == 0)
+
+    def micro_batch_rule(k: dict[str, IntArray]) -> NDArray[np.bool_]:
+        per_replica = global_batch // k["dp"]
+        micro_batches = per_replica // np.maximum(k["micro_batch"], 1)
+        keep: NDArray[np.bool_] = per_replica % k["micro_batch"] == 0
+        keep &= (k["vp"] == 1) | (micro_batches % k["pp"] == 0)
+        return keep
+
+    return _cross(columns, "micro_batch", mbs, micro_batch_rule)
+
+
+def _cross(columns: dict[str, IntArray], name: str, values: IntArray,
+           rule: Callable[[dict[str, IntArray]], NDArray[np.bool_]]) -> dict[str, IntArray]:
+    """Every row of ``columns`` with every value of a new innermost column ``name``, keeping the
+    rows that pass ``rule`` (row-major order, as one meshgrid with ``indexing="ij"`` would)."""
+    rows = next(iter(columns.values())).size
+    index, value = (a.ravel() for a in np.meshgrid(np.arange(rows), values, indexing="ij"))
+    crossed = {k: a[index] for k, a in columns.items()}
+    crossed[name] = value
+    keep = rule(crossed)
+    return {k: a[keep] for k, a in crossed.items()}
 
 
 def settings_count(space: SearchSpace) -> int:
@@ -477,7 +496,7 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
         candidates = np.flatnonzero(memory <= budget)
         fitting += int(candidates.size)
         if prune and candidates.size:
-            candidates = _least_recompute(columns, candidates)
+            candidates = _least_recompute(columns, candidates, settings_count(space))
         timed_count += int(candidates.size)
         if not candidates.size:
             continue
@@ -603,14 +622,17 @@ def _layouts_that_can_fit(model: Model, hardware: Hardware, layouts: dict[str, I
     return {k: v[keep] for k, v in layouts.items()}
 
 
-def _least_recompute(columns: dict[str, IntArray], candidates: IntArray) -> IntArray:
-    """Among fitting candidates equal in everything but recompute, keep the least recompute."""
-    keys = [k for k in columns if k != "recompute"]
-    table = np.stack([columns[k][candidates] for k in keys], axis=1)
-    recompute = columns["recompute"][candidates]
-    order = np.lexsort((recompute, *table.T[::-1]))
-    sorted_table = table[order]
+def _least_recompute(columns: dict[str, IntArray], candidates: IntArray, settings: int) -> IntArray:
+    """Among fitting candidates equal in everything but recompute, keep the least recompute.
+
+    ``columns`` come from :func:`cross_settings`: each layout's ``settings`` rows are consecutive,
+    so candidates equal in everything but recompute share (layout, ZeRO stage, precision). Ties
+    (a level listed twice) keep the first candidate."""
+    layout = candidates // settings
+    group = (layout * 4 + columns["zero"][candidates]) * 4 + columns["precision"][candidates]
+    order = np.argsort(group * 4 + columns["recompute"][candidates], kind="stable")
+    grouped = group[order]
     first_of_group = np.ones(order.size, dtype=bool)
-    first_of_group[1:] = np.any(sorted_table[1:] != sorted_table[:-1], axis=1)
+    first_of_group[1:] = grouped[1:] != grouped[:-1]
     result: IntArray = candidates[order[first_of_group]]
     return np.sort(result)
