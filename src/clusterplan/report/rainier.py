@@ -630,23 +630,29 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
     console.print(table)
     reconciliation = record.get("capex_reconciliation")
     if reconciliation:
-        table = Table(title="capex: the reported campus figure vs the model (servers + network + facility = total)",
-                      caption="MW, share: the stage's facility power and its share of the campus; pro rata: that "
-                              "share of the reported figure; fac. - p.r.: the model's facility capex minus it")
-        for column in ("stage", "servers", "network", "facility", "total", "MW", "share", "pro rata",
-                       "fac. - p.r."):
-            table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=column != "stage",
-                             min_width=12 if column == "stage" else None)
+        # Two narrow tables (80 columns): the model's capex by part, then the reported figure's
+        # share of each stage.
+        table = Table(title="capex, $B: the model (servers + network + facility = total)")
+        for column in ("stage", "servers", "network", "facility", "total"):
+            table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=column != "stage")
         for row in reconciliation["stages"]:
-            share = row["share_of_campus_power"]
-            table.add_row(row["stage"], _billions(row["servers_usd"]),
-                          _billions(row["network_usd"]), _billions(row["facility_usd"]), _billions(row["total_usd"]),
-                          f"{row['facility_mw']:,.0f}", f"{100 * share:.0f} %" if share is not None else "-",
-                          _billions(row["reported_pro_rata_usd"]),
-                          _billions(row["facility_minus_reported_pro_rata_usd"], signed=True))
+            table.add_row(row["stage"], *(f"{row[key] / 1e9:,.1f}" for key in
+                                          ("servers_usd", "network_usd", "facility_usd", "total_usd")))
+        table.add_row("reported (whole campus)", "", "", "", f"{reconciliation['reported_usd'] / 1e9:,.1f}")
+        console.print(table)
+        table = Table(title="the reported figure, pro rata to facility power",
+                      caption="pro rata: the stage's share of the reported $B; facility - pro rata: the model's "
+                              "facility capex minus it")
+        for column in ("stage", "facility MW", "share", "pro rata $B", "facility - pro rata $B"):
+            table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=column != "stage")
+        for row in reconciliation["stages"]:
+            share, pro_rata, difference = (row["share_of_campus_power"], row["reported_pro_rata_usd"],
+                                           row["facility_minus_reported_pro_rata_usd"])
+            table.add_row(row["stage"], f"{row['facility_mw']:,.0f}", f"{100 * share:.0f} %" if share is not None
+                          else "-", f"{pro_rata / 1e9:,.1f}" if pro_rata is not None else "-",
+                          f"{difference / 1e9:+,.1f}" if difference is not None else "-")
         power = reconciliation["campus_power_w"]
-        table.add_row("reported (whole campus)", "", "", "", _billions(reconciliation["reported_usd"]),
-                      f"{power / 1e6:,.0f}" if power else "-", "100 %", "", "")
+        table.add_row("reported (whole campus)", f"{power / 1e6:,.0f}" if power else "-", "100 %", "", "")
         console.print(table)
         console.print(reconciliation["explanation"])
     claim = record["compute_claim"]
