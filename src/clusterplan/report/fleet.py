@@ -35,7 +35,8 @@ def fleet_records(reference: str, runs: bool = True,
 
 def fleet_table(console: Console, name: str, records: list[dict[str, Any]]) -> None:
     """One table per company (quarters as rows), then the reference run each quarter makes
-    possible; IT power is shown from 100 columns up (facility power always)."""
+    possible; IT power and the sustained rate are shown from 100 columns up (facility power and
+    peak always)."""
     wide = console.width >= 100
     for company in dict.fromkeys(r["company"] for r in records):
         rows = [r for r in records if r["company"] == company]
@@ -43,15 +44,17 @@ def fleet_table(console: Console, name: str, records: list[dict[str, Any]]) -> N
         table = Table(title=f"fleet timeline: {name}, {company}",
                       caption=f"chips online {lag} quarter{'s' if lag != 1 else ''} after the capex that buys "
                               "them; ordered: paid for, online or not")
+        # At 80 columns: chips online and ordered, facility power, peak, money; IT power and the
+        # sustained rate from 100 columns up.
         for column in ("quarter", "chips", "ordered", *(["IT MW"] if wide else []), "facility MW", "bf16 peak EFLOP/s",
-                       "sustained EFLOP/s", "AI capex $B (cum.)", "deprec. $B/q"):
+                       *(["sustained EFLOP/s"] if wide else []), "AI capex $B (cum.)", "deprec. $B/q"):
             table.add_column(column, justify="left" if column == "quarter" else "right")
         for r in rows:
             table.add_row(r["quarter"], f"{r['chips']:,}", f"{r.get('chips_ordered', r['chips']):,}",
                           *([f"{r['it_mw']:,.0f}"] if wide else []),
                           f"{r['facility_mw']:,.0f}", f"{r['peak_bf16_eflops']:,.0f}",
-                          f"{r['sustained_bf16_eflops']:,.0f}", f"{r['capex_usd_cumulative'] / 1e9:,.1f}",
-                          f"{r['depreciation_usd_quarter'] / 1e9:,.2f}")
+                          *([f"{r['sustained_bf16_eflops']:,.0f}"] if wide else []),
+                          f"{r['capex_usd_cumulative'] / 1e9:,.1f}", f"{r['depreciation_usd_quarter'] / 1e9:,.2f}")
         console.print(table)
         runs = [(r["quarter"], r["reference_run"]) for r in rows if r.get("reference_run")]
         if runs:

@@ -638,7 +638,7 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
         for row in reconciliation["stages"]:
             table.add_row(row["stage"], *(f"{row[key] / 1e9:,.1f}" for key in
                                           ("servers_usd", "network_usd", "facility_usd", "total_usd")))
-        table.add_row("reported (whole campus)", "", "", "", f"{reconciliation['reported_usd'] / 1e9:,.1f}")
+        table.add_row("reported (whole campus)", "-", "-", "-", f"{reconciliation['reported_usd'] / 1e9:,.1f}")
         console.print(table)
         table = Table(title="the reported figure, pro rata to facility power",
                       caption="pro rata: the stage's share of the reported $B; facility - pro rata: the model's "
@@ -652,7 +652,7 @@ def rainier_summary(console: Console, record: dict[str, Any]) -> None:
                           else "-", f"{pro_rata / 1e9:,.1f}" if pro_rata is not None else "-",
                           f"{difference / 1e9:+,.1f}" if difference is not None else "-")
         power = reconciliation["campus_power_w"]
-        table.add_row("reported (whole campus)", f"{power / 1e6:,.0f}" if power else "-", "100 %", "", "")
+        table.add_row("reported (whole campus)", f"{power / 1e6:,.0f}" if power else "-", "100 %", "-", "-")
         console.print(table)
         console.print(reconciliation["explanation"])
     claim = record["compute_claim"]
