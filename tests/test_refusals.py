@@ -74,6 +74,15 @@ def test_a_plan_that_does_not_fit_still_prints_its_json_record(capsys: pytest.Ca
     assert err.startswith("error: --chips=8: does not fit in memory") and len(err.splitlines()) == 1
 
 
+def test_the_failures_of_a_job_that_does_not_fit_are_not_answered(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["reliability", *TOO_BIG_70B[1:], "--tokens", "1T"]
+    code, out, err = run_cli(capsys, args)
+    assert code == 1 and "HBM of the chip" in out and "goodput" not in out
+    assert len(err.splitlines()) == 1 and err.startswith("error: --chips=8: does not fit in memory")
+    code, out, _ = run_cli(capsys, [*args, "--json"])
+    assert code == 1 and strict_json(out)["fits_memory"] is False
+
+
 def test_an_slo_no_deployment_meets_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, [*CAPACITY_8B, "--slo-ttft", "1", "--input-tokens", "4000", "--json"])
     assert code == 1 and out == ""

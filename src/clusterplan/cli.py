@@ -1008,7 +1008,8 @@ def reliability(
     The plan takes every train option (--seq 8192 and --global-batch 2048 unless given)."""
     from clusterplan.reliability.analysis import ReliabilityRequest, analyse
     from clusterplan.reliability.failures import RecoverySettings
-    from clusterplan.report.tables import reliability_table
+    from clusterplan.report.tables import memory_table, reliability_table
+    from clusterplan.training.summary import train_record
 
     if (tokens is None) == (duration is None):
         raise SpecError("--tokens", tokens, "give exactly one of --tokens or --duration")
@@ -1041,7 +1042,14 @@ def reliability(
     period = None if duration is None else units.parse_duration(duration, "--duration")
     request = ReliabilityRequest(spec_model, spec_system, plan, tokens=_tokens(tokens), duration_s=period,
                                  settings=settings, trials=trials, seed=seed)
-    record = analyse(request).record()
+    record = analyse(request).record()  # bad input is refused (exit 2) before the memory verdict
+    fit = train_record(spec_model, hardware_for(spec_system), plan, with_failures=False)
+    if not fit["fits_memory"]:  # the failures of a job that cannot run: a valid question answered no
+        if as_json:
+            emit_json(fit)
+        else:
+            memory_table(console, fit)
+        raise NoAnswerError("--chips", chips, does_not_fit(fit))
     if as_json:
         emit_json(record)
     else:
