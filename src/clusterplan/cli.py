@@ -566,8 +566,8 @@ def validate(
     sample first (stored by the last `calibrate`, or recomputed with --cross-validate)."""
     from clusterplan.catalog.loader import load_crossval
     from clusterplan.report.tables import validation_report
-    from clusterplan.validation.cases import all_cases, known_tables
     from clusterplan.validation.harness import run
+    from clusterplan.validation.registry import all_cases, known_tables
 
     tables = known_tables()
     for name in table or []:
@@ -599,8 +599,8 @@ def validate(
 def _cross_validate(tables: list[str] | None, workers: int | None) -> CrossValSummary:
     """Every cross-validation fold, with progress on stderr."""
     from clusterplan.distributed import LocalExecutor
-    from clusterplan.validation.cases import all_cases
     from clusterplan.validation.crossval import cross_validate, folds, summarise
+    from clusterplan.validation.registry import all_cases
 
     total = len(folds(all_cases(tables)))
     with StepProgress("cross-validation") as bar:
@@ -1194,7 +1194,7 @@ def calibrate(
     from clusterplan.catalog.loader import CROSSVAL_FILE
     from clusterplan.validation.calibrate import ALL_FAMILIES, efficiency_yaml
     from clusterplan.validation.calibrate import calibrate as fit
-    from clusterplan.validation.cases import all_cases
+    from clusterplan.validation.registry import all_cases
 
     if workers is not None and workers < 1:
         raise SpecError("--workers", workers, "must be >= 1")
