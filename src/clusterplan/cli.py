@@ -23,21 +23,13 @@ from clusterplan import units
 from clusterplan.api._edge import (
     MAX_SIMULATED_REQUESTS,
     SEARCH_AXES,
-    build_plan,
     csv_items,
     does_not_fit,
     flag,
     json_text,
-    output_rate,
-    parse_buckets,
-    parse_tokens,
-    serve_simulation,
-    slo_seconds,
-    spec_or_refuse,
 )
 from clusterplan.catalog import (
     chip_names,
-    hardware_for,
     load_chip,
     load_model,
     load_system,
@@ -49,7 +41,6 @@ from clusterplan.errors import MAX_VALUE_CHARS, NoAnswerError, SpecError, shorte
 from clusterplan.report.console import ReportConsole, StepProgress
 from clusterplan.specs import Plan
 from clusterplan.specs._base import Spec
-from clusterplan.specs.plan import MAX_CHIPS
 from clusterplan.training.batch import DEFAULT_ROUTING_GINI
 
 if TYPE_CHECKING:
@@ -735,19 +726,22 @@ def fleet(
     runs: Annotated[bool, typer.Option("--runs/--no-runs", help="search the reference run each quarter")] = True,
 ) -> None:
     """Capex per quarter and hardware mix -> chips, MW, EFLOP/s, capex, depreciation over time."""
-    from clusterplan.report.fleet import fleet_records, fleet_report, fleet_table
+    from clusterplan.api.fleet import FleetRequest
+    from clusterplan.api.fleet import answer as fleet_answer
+    from clusterplan.report.fleet import fleet_report, fleet_table
 
     if report_dir is not None:
         output_dir(report_dir, "--report-dir")
     with StepProgress("fleet") as bar:
-        name, records = fleet_records(scenario, runs=runs, progress=bar.step)
+        result = fleet_answer(FleetRequest(scenario=scenario, runs=runs), progress=bar.step)
+        name, records = result.scenario, result.record["quarters"]
         if report_dir is not None:
             output_dir(report_dir, "--report-dir", (f"fleet-{name}.md", f"fleet-{name}.html"))
             bar.step("writing the report")
         written = (write_or_refuse("--report-dir", report_dir, lambda: fleet_report(name, records, report_dir))
                    if report_dir is not None else {})
     if as_json:
-        emit_json({"scenario": name, "quarters": records, **({"report": written} if written else {})})
+        emit_json({**result.record, **({"report": written} if written else {})})
         return
     fleet_table(console, name, records)
     if written:
@@ -822,42 +816,20 @@ def reliability(
 ) -> None:
     """Failures, checkpoints and goodput of a training job (closed form, optional Monte Carlo).
     The plan takes every train option (--seq 8192 and --global-batch 2048 unless given)."""
-    from clusterplan.reliability.analysis import ReliabilityRequest, analyse
-    from clusterplan.reliability.failures import RecoverySettings
+    from clusterplan.api.reliability import ReliabilityRequest
+    from clusterplan.api.reliability import answer as reliability_answer
     from clusterplan.report.tables import reliability_table
 
     if (tokens is None) == (duration is None):
         raise SpecError("--tokens", tokens, "give exactly one of --tokens or --duration")
-    if recovery not in ("spares", "wait", "elastic"):
-        raise SpecError("--recovery", recovery, "must be spares, wait or elastic")
-    durations: dict[str, float | None] = {}
-    for name, value in (("restart_s", restart), ("detection_s", detection), ("swap_s", swap),
-                        ("elastic_pause_s", elastic_pause), ("persist_interval_s", persist_interval)):
-        option = "--" + name.removesuffix("_s").replace("_", "-")
-        durations[name] = None if value is None else units.parse_duration(value, option)
-    interval = None
-    if checkpoint_interval != "auto":
-        interval = units.parse_duration(checkpoint_interval, "--checkpoint-interval")
-    bandwidth = units.parse_bandwidth(storage_bandwidth, "--storage-bandwidth") if storage_bandwidth else None
-    settings = RecoverySettings(
-        checkpoint=checkpoint,  # type: ignore[arg-type]  # validated by RecoverySettings
-        replacement="wait" if recovery == "elastic" else recovery,  # type: ignore[arg-type]
-        elastic=elastic or recovery == "elastic", fold=fold, failure_scale=failure_scale,
-        storage_bandwidth=bandwidth, checkpoint_interval_s=interval, detection_s=durations["detection_s"],
-        restart_s=durations["restart_s"], swap_s=durations["swap_s"], elastic_pause_s=durations["elastic_pause_s"],
-        persist_interval_s=durations["persist_interval_s"])
     options, origins = merged_options(plan_file, given_plan_options(locals()))
-    options = {"seq_len": 8192, "global_batch": 2048, **options}
-    spec_model = load_model(model, "--model")
-    spec_system = load_system(system, "--system")
-    plan = build_plan(options, chips, spec_model, origins)
-    hardware_for(spec_system).chip.require(plan.precision, origins.get("precision", "--precision"))
-    if settings.elastic and plan.dp < 2:
-        raise SpecError("--elastic", True, f"needs >= 2 data-parallel replicas to go on without one (dp={plan.dp})")
-    period = None if duration is None else units.parse_duration(duration, "--duration")
-    request = ReliabilityRequest(spec_model, spec_system, plan, tokens=parse_tokens(tokens), duration_s=period,
-                                 settings=settings, trials=trials, seed=seed)
-    record = analyse(request).record()
+    request = ReliabilityRequest(
+        model=model, system=system, chips=chips, plan=plan_options(options, origins), tokens=tokens,
+        duration_s=duration, checkpoint_interval_s=checkpoint_interval, checkpoint=checkpoint, recovery=recovery,
+        elastic=elastic, fold=fold, restart_s=restart, detection_s=detection, swap_s=swap,
+        elastic_pause_s=elastic_pause, persist_interval_s=persist_interval, failure_scale=failure_scale,
+        storage_bandwidth_bytes_per_s=storage_bandwidth, trials=trials, seed=seed, origins=origins)
+    record = reliability_answer(request, tokens).record
     if as_json:
         emit_json(record)
     else:
@@ -894,66 +866,22 @@ def capacity(
     TTFT/TPOT SLO: the best by cost, chips or power, with replicas, chips, MW and $ per M tokens."""
     from rich.progress import Progress
 
-    from clusterplan.inference.capacity import CAPACITY_RATES, CAPACITY_TIMES, Slo, serving_bands
-    from clusterplan.inference.deployments import KV_FORMATS, WEIGHT_FORMATS, search_deployments
+    from clusterplan.api.capacity import CapacityRequest
+    from clusterplan.api.capacity import answer as capacity_answer
     from clusterplan.report.tables import capacity_table
 
-    spec_model = load_model(model, "--model")
-    spec_system = load_system(system, "--system")
-    spec_chip = load_chip(chip, "--chip") if chip else None
-    demand_tokens = output_rate(demand)
-    ttft_s, tpot_s = slo_seconds(slo_ttft, "--slo-ttft"), slo_seconds(slo_tpot, "--slo-tpot")
-    assert ttft_s is not None and tpot_s is not None
-    for name, value in (("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
-                        ("--max-chips-per-replica", max_chips_per_replica), ("--max-batch", max_batch),
-                        ("--top", top), ("--requests", requests)):
-        if value < 1:
-            raise SpecError(name, value, "must be >= 1")
-    if max_chips_per_replica > MAX_CHIPS:
-        raise SpecError("--max-chips-per-replica", max_chips_per_replica, f"must be <= {MAX_CHIPS:,}")
-    if requests * top > MAX_SIMULATED_REQUESTS:
-        raise SpecError("--requests", requests, f"requests x --top must be <= {MAX_SIMULATED_REQUESTS:,} "
-                        f"(--top is {top}): each listed deployment is simulated, several times")
-    if not 0.0 <= length_spread <= 3.0:
-        raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
-    hardware = hardware_for(spec_system, spec_chip)
-    if weights is None:  # the default: bf16, and fp8 where the chip has fp8 units
-        weights = ",".join(p for p in ("bf16", "fp8") if p in hardware.chip.matmul_precisions())
-    weight_formats = csv_items(weights, "--weights")
-    kv_formats = csv_items(kv_cache, "--kv-cache")
-    for name, chosen, allowed in (("--weights", weight_formats, WEIGHT_FORMATS),
-                                  ("--kv-cache", kv_formats, KV_FORMATS)):
-        for item in chosen:
-            if item not in allowed:
-                raise SpecError(name, item, f"must be among {', '.join(allowed)}")
-    for item in weight_formats:  # weights are the matmul precision; an fp8 KV cache is storage
-        hardware.chip.require(item, "--weights")
-    slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s)
+    request = CapacityRequest(
+        model=model, system=system, demand_output_tokens_per_s=demand, slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot,
+        input_tokens=input_tokens, output_tokens=output_tokens, objective=objective, weights=weights,
+        kv_cache=kv_cache, max_chips_per_replica=max_chips_per_replica, max_batch=max_batch, top=top,
+        requests=requests, length_spread=length_spread, seed=seed, chip=chip)
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("simulating deployments at the SLO", total=None)
 
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = search_deployments(spec_model, hardware, demand_tokens, slo, input_tokens, output_tokens,
-                                    objective=objective, weights=weight_formats,
-                                    kv_caches=kv_formats, max_chips_per_replica=max_chips_per_replica,
-                                    max_batch=max_batch, top=top, requests=requests,
-                                    length_spread=length_spread, seed=seed, progress=advance)
-    rejected: dict[str, int] = {}
-    for candidate in result.candidates:
-        if candidate.rejected is not None:
-            reason = candidate.rejected.split(":")[0]
-            rejected[reason] = rejected.get(reason, 0) + 1
-    record = {
-        "model": spec_model.name, "system": spec_system.name, "chip": hardware.chip.name,
-        "objective": objective, "demand_output_tokens_per_s": demand_tokens,
-        "slo": slo.model_dump(), "input_tokens": input_tokens, "output_tokens": output_tokens,
-        "candidates": len(result.candidates), "simulated": result.simulated, "rejected": rejected,
-        "best": result.ranked[0].record(output_tokens),
-        "ranked": [c.record(output_tokens) for c in result.ranked],
-    }
-    record.update(serving_bands(hardware, record, CAPACITY_TIMES, CAPACITY_RATES).record())
+        record = capacity_answer(request, progress=advance).record
     if as_json:
         emit_json(record)
     else:
@@ -1027,12 +955,14 @@ def rainier(
 ) -> None:
     """The Project Rainier report: totals, power and money, the training plan the search picks,
     frontier runs and the fleet ramp; also written as Markdown and HTML with charts."""
-    from clusterplan.report.rainier import rainier_record, rainier_report, rainier_summary, rainier_table
+    from clusterplan.api.rainier import RainierRequest
+    from clusterplan.api.rainier import answer as rainier_answer
+    from clusterplan.report.rainier import rainier_report, rainier_summary, rainier_table
 
     if report_dir is not None:
         output_dir(report_dir, "--report-dir", ("rainier.md", "rainier.html"))
     with StepProgress("rainier") as bar:
-        record = rainier_record(scenario, progress=bar.step)
+        record = rainier_answer(RainierRequest(scenario=scenario), progress=bar.step).record
         if report_dir is not None:
             bar.step("writing the report")
         written = (write_or_refuse("--report-dir", report_dir, lambda: rainier_report(record, report_dir))
@@ -1108,83 +1038,22 @@ def serve(
     p99 TTFT/TPOT SLO, and the chips, MW and $ per million tokens a demand needs. Simulated runs
     use --scheduler, --admission and a fleet of --replicas behind --router (or, disaggregated,
     --prefill-replicas and --decode-replicas)."""
-    from clusterplan.inference.capacity import Slo, serve_record
+    from clusterplan.api.serve import ServeRequest
+    from clusterplan.api.serve import answer as serve_answer
     from clusterplan.inference.step import Deployment
     from clusterplan.report.tables import serve_table
 
-    spec_model = load_model(model, "--model")
-    spec_system = load_system(system, "--system")
-    spec_chip = load_chip(chip, "--chip") if chip else None
-    given = {name: value for name, value in (
-        ("tp", tp), ("pp", pp), ("ep", ep), ("weights", weights), ("kv_cache", kv_cache), ("max_batch", max_batch),
-        ("kv_memory_fraction", kv_memory_fraction), ("frontend", frontend),
-        ("prefill_buckets", parse_buckets(prefill_buckets, "--prefill-buckets") if prefill_buckets is not None else None),
-        ("decode_buckets", parse_buckets(decode_buckets, "--decode-buckets") if decode_buckets is not None else None))
-        if value is not None}
-    options, origins = merged_options(deployment_file, given, Deployment, "--deployment")
-    for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8")),
-                          ("frontend", ("server", "engine"))):
-        if name in options and options[name] not in allowed:
-            raise SpecError(origins.get(name, flag(name)), options[name], f"must be one of {', '.join(allowed)}")
-    for name in ("tp", "pp", "ep", "max_batch"):
-        value = options.get(name)
-        if isinstance(value, int) and value < 1:
-            raise SpecError(origins.get(name, flag(name)), value, "must be >= 1")
-    draft = spec_or_refuse(Deployment, {**options, "tp": options.get("tp", 1)}, origins)
-    pp = draft.pp
-    if chips_per_replica is not None and chips_per_replica < 1:
-        raise SpecError("--chips-per-replica", chips_per_replica, "must be >= 1")
-    if "tp" not in options:
-        if chips_per_replica is not None and chips_per_replica % pp != 0:
-            raise SpecError("--chips-per-replica", chips_per_replica, f"must be a multiple of --pp={pp}")
-        options["tp"] = chips_per_replica // pp if chips_per_replica is not None else 1
-    elif chips_per_replica is not None and chips_per_replica != draft.tp * pp:
-        raise SpecError("--chips-per-replica", chips_per_replica, f"must equal --tp x --pp = {draft.tp * pp}")
-    for name, value in (("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
-                        ("--requests", requests)):
-        if value < 1:
-            raise SpecError(name, value, "must be >= 1")
-    if requests > MAX_SIMULATED_REQUESTS:
-        raise SpecError("--requests", requests, f"must be <= {MAX_SIMULATED_REQUESTS:,} (bounded simulation time)")
-    deployment = spec_or_refuse(Deployment, options, origins)
-    hardware = hardware_for(spec_system, spec_chip)
-    hardware.chip.require(deployment.weights, origins.get("weights", "--weights"))
-    if deployment.tp * deployment.pp > MAX_CHIPS:
-        raise SpecError("--tp", deployment.tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
-    if not 0.0 <= length_spread <= 3.0:
-        raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
-    if (slo_ttft is None) != (slo_tpot is None):
-        raise SpecError("--slo-ttft" if slo_ttft is None else "--slo-tpot", None,
-                        "give both --slo-ttft and --slo-tpot (p99 targets, e.g. 2s and 100ms)")
-    ttft_s, tpot_s = slo_seconds(slo_ttft, "--slo-ttft"), slo_seconds(slo_tpot, "--slo-tpot")
-    slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s) if ttft_s is not None and tpot_s is not None else None
-    simulation = serve_simulation(scheduler, admission, replicas, router, prefill_replicas, decode_replicas)
-    demand_tokens = output_rate(demand) if demand is not None else None
-    from clusterplan.inference.workload import closed_loop, from_trace
-    from clusterplan.inference.workload import offline as queued_at_zero
-
-    if sum(x is not None and x is not False for x in (rate, trace, batch, offline or None)) > 1:
-        raise SpecError("--rate", rate, "give at most one of --rate, --trace, --batch, --offline")
-    if batch is not None and batch < 1:
-        raise SpecError("--batch", batch, "must be >= 1 concurrent requests")
-    replay = from_trace(trace) if trace is not None else None
-    if replay is not None and replay.arrival_s.size > MAX_SIMULATED_REQUESTS:
-        raise SpecError("--trace", str(trace), f"holds {replay.arrival_s.size:,} requests, more than the "
-                        f"{MAX_SIMULATED_REQUESTS:,} a simulation may replay; cut it")
-    if batch is not None:
-        replay = closed_loop(batch, requests, input_tokens, output_tokens)
-    elif offline:
-        replay = queued_at_zero(requests, input_tokens, output_tokens)
-    try:
-        record = serve_record(spec_model, hardware, deployment, input_tokens,
-                              output_tokens, rate_per_s=rate, slo=slo, demand_output_tokens_per_s=demand_tokens,
-                              requests=requests, length_spread=length_spread, seed=seed, replay=replay,
-                              simulation=simulation)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
-    except SpecError as error:
-        raise error.renamed(origins.get(error.field, flag(error.field))) from None
+    from_file, origins = spec_file(deployment_file, Deployment, "--deployment")
+    request = ServeRequest(
+        model=model, system=system, tp=tp, pp=pp, ep=ep, chips_per_replica=chips_per_replica, weights=weights,
+        kv_cache=kv_cache, max_batch=max_batch, kv_memory_fraction=kv_memory_fraction, frontend=frontend,
+        prefill_buckets=prefill_buckets, decode_buckets=decode_buckets, input_tokens=input_tokens,
+        output_tokens=output_tokens, rate_per_s=rate, trace=trace, batch=batch, offline=offline,
+        slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, demand_output_tokens_per_s=demand, requests=requests,
+        length_spread=length_spread, seed=seed, chip=chip, scheduler=scheduler, admission=admission,
+        replicas=replicas, router=router, prefill_replicas=prefill_replicas, decode_replicas=decode_replicas,
+        deployment_file=from_file, origins=origins)
+    record = serve_answer(request).record
     if as_json:
         emit_json(record)
     else:

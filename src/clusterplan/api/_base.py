@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from clusterplan.api._edge import json_text, parse_tokens
+from clusterplan.errors import SpecError
 
 
 class Request(BaseModel):
@@ -16,6 +17,18 @@ class Request(BaseModel):
     SpecError naming the CLI option, the value and the rule."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        """Validate; a value one of the edge parsers refused raises its SpecError as it is (the
+        CLI's one line), not wrapped in pydantic's ValidationError."""
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            for item in error.errors():
+                original = (item.get("ctx") or {}).get("error")
+                if isinstance(original, SpecError):
+                    raise original from None
+            raise
 
 
 class Answer(BaseModel):
