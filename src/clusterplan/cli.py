@@ -875,13 +875,23 @@ def capacity(
         input_tokens=input_tokens, output_tokens=output_tokens, objective=objective, weights=weights,
         kv_cache=kv_cache, max_chips_per_replica=max_chips_per_replica, max_batch=max_batch, top=top,
         requests=requests, length_spread=length_spread, seed=seed, chip=chip)
-    with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
-        task = bar.add_task("simulating deployments at the SLO", total=None)
+    # The bar starts with the first simulation: a refusal before it prints nothing but its line.
+    bar = Progress(console=Console(stderr=True), transient=True, disable=as_json)
+    task = bar.add_task("simulating deployments at the SLO", total=None)
+    started = False
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def advance(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        bar.update(task, completed=done, total=total)
 
+    try:
         record = capacity_answer(request, progress=advance).record
+    finally:
+        if started:
+            bar.stop()
     if as_json:
         emit_json(record)
     else:
@@ -1058,6 +1068,26 @@ def serve(
         emit_json(record)
     else:
         serve_table(console, record)
+
+
+# ---- web -----------------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def web(
+    host: Annotated[str, typer.Option(help="address to bind (127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8050,
+) -> None:
+    """The interactive planner in a browser: Training, Serving and Failures pages, and a JSON
+    API under /api/ answering what each command's --json prints (docs/web.md)."""
+    import uvicorn
+
+    from clusterplan.web.app import create_app
+
+    if not 0 < port < 65536:
+        raise SpecError("--port", port, "must be a TCP port, 1 to 65535")
+    typer.echo(f"clusterplan web planner on http://{host}:{port}/ (API: /api/, list: /docs); Ctrl-C stops it",
+               err=True)
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
 
 
 def _value_given(param: Any, argv: list[str]) -> str | None:
