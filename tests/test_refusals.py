@@ -193,7 +193,9 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str], mon
     def interrupted(*_args: object, **_kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "load_model", interrupted)
+    from clusterplan.api import search
+
+    monkeypatch.setattr(search, "load_model", interrupted)  # the search's planning lives in api/search.py
     previous = signal.getsignal(signal.SIGINT)
     try:
         code, out, err = run_cli(capsys, [*SEARCH_8B, "--json"])

@@ -6,8 +6,6 @@ Every refusal is one line on stderr naming the field, the value and the rule, wi
 from __future__ import annotations
 
 import difflib
-import json
-import math
 import os
 import stat
 import sys
@@ -22,9 +20,16 @@ from rich.console import Console
 from rich.table import Table
 
 from clusterplan import units
+from clusterplan.api._edge import (
+    MAX_SIMULATED_REQUESTS,
+    SEARCH_AXES,
+    csv_items,
+    does_not_fit,
+    flag,
+    json_text,
+)
 from clusterplan.catalog import (
     chip_names,
-    hardware_for,
     load_chip,
     load_model,
     load_system,
@@ -34,9 +39,8 @@ from clusterplan.catalog import (
 from clusterplan.catalog.loader import read_yaml, validation_message
 from clusterplan.errors import MAX_VALUE_CHARS, NoAnswerError, SpecError, shorten, show
 from clusterplan.report.console import ReportConsole, StepProgress
-from clusterplan.specs import Model, Plan
+from clusterplan.specs import Plan
 from clusterplan.specs._base import Spec
-from clusterplan.specs.plan import MAX_CHIPS
 from clusterplan.training.batch import DEFAULT_ROUTING_GINI
 
 if TYPE_CHECKING:
@@ -195,38 +199,9 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no infinity: a quantity that never finishes is null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def emit_json(record: Any) -> None:
-    sys.stdout.write(json.dumps(_finite(record), indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def _tokens(value: str | None) -> float | None:
-    if value is None:
-        return None
-    tokens = units.parse_count(value, "--tokens")
-    if not math.isfinite(tokens) or tokens <= 0:
-        raise SpecError("--tokens", value, "must be > 0")
-    return tokens
-
-
-#: Plan fields as the CLI spells them, so refusals name the flag the user typed.
-FLAGS = {"seq_len": "--seq", "global_batch": "--global-batch", "micro_batch": "--micro-batch",
-         "first_stage_layers": "--first-stage-layers", "last_stage_layers": "--last-stage-layers",
-         "dp_shard": "--dp-shard", "rate_per_s": "--rate"}
-
-
-def flag(field: str) -> str:
-    return FLAGS.get(field, field if field.startswith("--") else f"--{field.replace('_', '-')}")
+    """Print ``record`` as the one JSON object of ``--json`` (docs/json.md)."""
+    sys.stdout.write(json_text(record))
 
 
 # ---- plan options: one definition per Plan field, shared by train, search and reliability ------
@@ -310,7 +285,7 @@ def given_plan_options(values: dict[str, Any]) -> dict[str, Any]:
         if field in Plan.model_fields and value is not None:
             given[field] = value
     if isinstance(given.get("recompute_modules"), str):
-        given["recompute_modules"] = _csv(given["recompute_modules"], "--recompute-modules")
+        given["recompute_modules"] = csv_items(given["recompute_modules"], "--recompute-modules")
     return given
 
 
@@ -333,7 +308,7 @@ def spec_file(path: Path | None, spec_type: type[Spec], option: str) -> tuple[di
     options = dict(data)
     for key, value in options.items():
         if isinstance(value, str) and get_origin(spec_type.model_fields[key].annotation) is tuple:
-            options[key] = _csv(value, f"{path.name}:{key}")  # a list written as a comma string
+            options[key] = csv_items(value, f"{path.name}:{key}")  # a list written as a comma string
     return options, {key: f"{path.name}:{key}" for key in options}
 
 
@@ -345,56 +320,6 @@ def merged_options(path: Path | None, given: dict[str, Any], spec_type: type[Spe
     for key in given:
         origins.pop(key, None)
     return {**from_file, **given}, origins
-
-
-def _spec_or_refuse(spec_type: type[SpecT], data: dict[str, Any], origins: dict[str, str]) -> SpecT:
-    try:
-        return spec_type(**data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "plan"
-        raise SpecError(origins.get(field, flag(field)), first.get("input"), str(first["msg"])) from None
-
-
-def build_plan(options: dict[str, Any], chips: int, model: Model | None = None,
-               origins: dict[str, str] | None = None) -> Plan:
-    """A validated Plan from CLI (and ``--plan`` file) options; ``dp`` defaults to
-    chips / (tp*pp*cp), ``sp`` to tp > 1. With ``model``: the balanced layer split when none is
-    given and pp*vp does not divide the layers, then the plan validated for the model."""
-    origins = origins or {}
-
-    def name(field: str) -> str:
-        return origins.get(field, flag(field))
-
-    if chips > MAX_CHIPS:
-        raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
-    if chips < 1:
-        raise SpecError("--chips", chips, "must be >= 1")
-    for field in ("tp", "pp", "vp", "cp", "dp", "ep", "etp", "micro_batch", "global_batch", "seq_len"):
-        value = options.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-            raise SpecError(name(field), value, "must be >= 1")
-    for field in ("seq_len", "global_batch"):
-        if options.get(field) is None:
-            raise SpecError(flag(field), None, f"required: give {flag(field)} or {field} in --plan FILE.yaml")
-    draft = _spec_or_refuse(Plan, {**options, "dp": options.get("dp") or 1, "sp": options.get("sp", False)},
-                            origins)
-    if draft.precision == "fp32":
-        raise SpecError(name("precision"), draft.precision, "must be one of bf16, fp8, fp4 (matmul precision)")
-    inner = draft.tp * draft.pp * draft.cp
-    dp = options.get("dp")
-    if dp is None:
-        if chips % inner != 0:
-            raise SpecError("--chips", chips,
-                            f"must be divisible by tp*pp*cp = {draft.tp}*{draft.pp}*{draft.cp} = {inner}")
-        dp = chips // inner
-    plan = _spec_or_refuse(Plan, {**options, "dp": dp, "sp": options.get("sp", draft.tp > 1)}, origins)
-    if model is None:
-        return plan
-    try:
-        return plan.with_balanced_split(model).validate_for(model, chips)
-    except SpecError as error:
-        raise error.renamed(name(error.field)) from None
 
 
 # ---- train ---------------------------------------------------------------------------------
@@ -444,26 +369,14 @@ def train(
 ) -> None:
     """Estimate one training step (time, breakdown, memory) and the time to train. Settings
     left open are listed with what changing them would do (JSON: assumed)."""
+    from clusterplan.api.train import TrainRequest
+    from clusterplan.api.train import answer as train_answer
     from clusterplan.report.tables import memory_table, train_table
-    from clusterplan.training.sensitivity import assumed_settings, layer_split_record
-    from clusterplan.training.summary import train_record
 
     options, origins = merged_options(plan_file, given_plan_options(locals()))
-    spec_model = load_model(model, "--model")
-    spec_system = load_system(system, "--system")
-    spec_chip = load_chip(chip, "--chip") if chip else None
-    plan = build_plan(options, chips, spec_model, origins)
-    try:
-        plan.validate_placement(spec_system.scale_up_size)
-    except SpecError as error:
-        raise error.renamed(origins.get(error.field, flag(error.field))) from None
-    hardware = hardware_for(spec_system, spec_chip)
-    hardware.chip.require(plan.precision, origins.get("precision", "--precision"))
-    record = train_record(spec_model, hardware, plan, _tokens(tokens))
-    split_given = any(options.get(field) is not None for field in ("first_stage_layers", "last_stage_layers"))
-    if plan.pp > 1:
-        record["layer_split"] = layer_split_record(spec_model, plan, given=split_given)
-    record["assumed"] = assumed_settings(spec_model, hardware, plan, set(options), record["step_time_s"])
+    request = TrainRequest(model=model, system=system, chips=chips, plan=plan_options(options, origins),
+                           tokens=tokens, chip=chip, origins=origins)
+    record = train_answer(request).record
     if not record["fits_memory"]:
         # A valid question answered no: the figures are those of a plan that cannot run.
         if as_json:
@@ -477,19 +390,17 @@ def train(
         train_table(console, record)
 
 
-def does_not_fit(record: dict[str, Any]) -> str:
-    """Why a train record's plan cannot run: memory per chip, the chip's HBM, the largest part,
-    and what may help (one line)."""
-    plan = record["plan"]
-    layout = " ".join(f"{name.upper()}{plan[name]}" for name in ("tp", "pp", "vp", "cp", "dp", "ep")
-                      if name in ("tp", "pp", "dp") or plan.get(name, 1) > 1)
-    parts = record["memory_breakdown"]
-    largest = max(parts, key=parts.get)
-    return (f"does not fit in memory: {record['model']} {layout} needs "
-            f"{units.format_bytes(record['memory_bytes_per_chip'])} per chip, {record['chip']} has "
-            f"{units.format_bytes(record['memory_capacity_bytes'])} (largest: {largest} "
-            f"{units.format_bytes(parts[largest])}); try more chips, --zero, --tp/--pp, --recompute "
-            "or `clusterplan search`")
+def plan_options(options: dict[str, Any], origins: dict[str, str]) -> Any:
+    """The Plan fields of the options and a ``--plan`` file as the API's PlanOptions; a value of
+    the wrong type (a string in the file where a number goes) is refused under its name."""
+    from clusterplan.api._base import PlanOptions
+
+    try:
+        return PlanOptions(**options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "plan"
+        raise SpecError(origins.get(field, flag(field)), first.get("input"), str(first["msg"])) from None
 
 
 # ---- catalog -------------------------------------------------------------------------------
@@ -566,8 +477,8 @@ def validate(
     sample first (stored by the last `calibrate`, or recomputed with --cross-validate)."""
     from clusterplan.catalog.loader import load_crossval
     from clusterplan.report.tables import validation_report
-    from clusterplan.validation.cases import all_cases, known_tables
     from clusterplan.validation.harness import run
+    from clusterplan.validation.registry import all_cases, known_tables
 
     tables = known_tables()
     for name in table or []:
@@ -599,8 +510,8 @@ def validate(
 def _cross_validate(tables: list[str] | None, workers: int | None) -> CrossValSummary:
     """Every cross-validation fold, with progress on stderr."""
     from clusterplan.distributed import LocalExecutor
-    from clusterplan.validation.cases import all_cases
     from clusterplan.validation.crossval import cross_validate, folds, summarise
+    from clusterplan.validation.registry import all_cases
 
     total = len(folds(all_cases(tables)))
     with StepProgress("cross-validation") as bar:
@@ -613,21 +524,6 @@ def _cross_validate(tables: list[str] | None, workers: int | None) -> CrossValSu
 
 
 # ---- search --------------------------------------------------------------------------------
-def _csv(value: str, field: str) -> tuple[str, ...]:
-    items = tuple(part.strip() for part in value.split(",") if part.strip())
-    if not items:
-        raise SpecError(field, value, "must list at least one value, comma-separated")
-    return items
-
-
-#: Plan fields every searched plan shares (options and --plan); the search enumerates the rest.
-SEARCH_SETTINGS = ("overlap_tp", "overlap_dp", "overlap_pp", "flash_attention", "grad_reduce", "recompute_modules",
-                   "routing_gini", "capacity_factor", "overlap_ep", "mtp", "fp8_params", "fused_cross_entropy",
-                   "loss_chunks", "offload_qkv")
-#: Plan fields the search takes as lists of values to consider (comma-separated).
-SEARCH_AXES = ("precision", "recompute", "zero")
-
-
 @app.command()
 @clean_errors
 def search(
@@ -684,117 +580,28 @@ def search(
     """Search every valid plan; print the best ones, ranked, with why the others lose, and the
     train command that reruns the first. With --deadline, --budget or --max-chips only plans
     meeting them are ranked (exit 1 with the reason when none does)."""
+    from clusterplan.api.search import SearchRequest
+    from clusterplan.api.search import answer as search_answer
     from clusterplan.report.tables import search_table
-    from clusterplan.training.command import TrainTarget
-    from clusterplan.training.search import Constraints, SearchSpace
-    from clusterplan.training.search import search as run_search
 
     given = given_plan_options(locals())
     axes = {name: given.pop(name) for name in SEARCH_AXES if name in given}  # comma-separated lists
     options, origins = merged_options(plan_file, given)
-    for name, value in options.items():
-        if name not in SEARCH_SETTINGS and name not in ("seq_len", "global_batch", *SEARCH_AXES):
-            rule = ("needs pp=1, which the search does not fix; give it to train with the plan"
-                    if name == "offload_layers" else "the search enumerates the parallel layout; remove it "
-                    "(train runs one plan)")
-            raise SpecError(origins.get(name, flag(name)), value, rule)
-        if name in SEARCH_AXES and name not in axes:  # from the plan file: the only values considered
-            axes[name] = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-    spec_model = load_model(model, "--model")
-    hardware = hardware_for(load_system(system, "--system"), load_chip(chip, "--chip") if chip else None)
-    deadline_s, budget_usd = _search_limits(deadline, budget, max_chips, tokens)
-    constraints = Constraints(deadline_s=deadline_s, budget_usd=budget_usd, max_chips=max_chips)
-    if chips is None:
-        if max_chips is None:
-            raise SpecError("--chips", None, "required: give --chips N (exactly; at most with --up-to) "
-                            "or --max-chips N")
-        chips, up_to = max_chips, True
-    for name, value in (("--chips", chips), ("--top", top), ("--max-tp", max_tp), ("--max-cp", max_cp),
-                        ("--max-micro-batch", max_micro_batch), *((origins.get(f, flag(f)), options.get(f))
-                                                                  for f in ("seq_len", "global_batch"))):
-        if isinstance(value, int) and value < 1:
-            raise SpecError(name, value, "must be >= 1")
-    for field in ("seq_len", "global_batch"):
-        if options.get(field) is None:
-            raise SpecError(flag(field), None, f"required: give {flag(field)} or {field} in --plan FILE.yaml")
-    if chips > MAX_CHIPS:
-        raise SpecError("--chips", chips, f"must be <= {MAX_CHIPS:,} (absurd size)")
-    unit = hardware.system.allocation_size
-    limit = min(chips, max_chips) if up_to and max_chips is not None else chips
-    if not any_shape and (limit < unit if up_to else chips % unit != 0):
-        domain = hardware.system.scale_up_size
-        what = "scale-up domain" if unit == domain else "allocation unit"
-        where = (f"({hardware.system.name})" if unit == domain else
-                 f"(allocation_chips of {hardware.system.name}, whose scale-up domain has {domain:,})")
-        raise SpecError("--max-chips" if max_chips == limit and up_to else "--chips", limit,
-                        f"must be {'at least one' if up_to else 'a whole number of'} {what}"
-                        f"{'' if up_to else 's'} of {unit:,} chips {where}; --any-shape allows any count")
-    shared = _spec_or_refuse(Plan, {name: options[name] for name in ("seq_len", "global_batch", *SEARCH_SETTINGS)
-                                    if name in options}, origins)
-    seq, global_batch = shared.seq_len, shared.global_batch
-    zero_stages: list[int] = []
-    for item in _csv(axes.get("zero", "0,1,2,3"), "--zero"):
-        if not item.isdigit():
-            raise SpecError("--zero", item, "must be 0, 1, 2 or 3")
-        zero_stages.append(int(item))
-    precisions = _csv(axes.get("precision", "bf16"), "--precision")
-    for item in precisions:
-        if item in ("bf16", "fp8", "fp4"):
-            hardware.chip.require(item, origins.get("precision", "--precision"))
-    space = SearchSpace(
-        precisions=precisions,
-        recompute=_csv(axes.get("recompute", "none,selective,full"), "--recompute"),
-        zero=tuple(zero_stages), max_tp=max_tp, max_cp=max_cp, max_micro_batch=max_micro_batch,
-        chips_at_most=up_to, any_shape=any_shape,
-        settings={name: getattr(shared, name) for name in SEARCH_SETTINGS},
-    )
-    result = run_search(spec_model, hardware, chips, seq, global_batch, space,
-                        objective=objective,  # type: ignore[arg-type]
-                        max_memory_fraction=max_memory_fraction, top=top, tokens=_tokens(tokens),
-                        constraints=constraints, target=TrainTarget(model, system, chip))
+    request = SearchRequest(
+        model=model, system=system, chips=chips, plan=plan_options(options, origins), deadline=deadline,
+        budget=budget, max_chips=max_chips, any_shape=any_shape, objective=objective,
+        max_memory_fraction=max_memory_fraction, top=top, up_to=up_to, max_tp=max_tp, max_cp=max_cp,
+        max_micro_batch=max_micro_batch, tokens=tokens, chip=chip, origins=origins, **axes)
+    result = search_answer(request)
     if result.unmet:  # plans fit, none meets the constraints: a finding, not bad input
         if as_json:
-            emit_json(result.record())
+            emit_json(result.record)
         typer.echo(result.unmet, err=True)
         raise typer.Exit(code=1)
-    if not result.best:
-        shapes = "" if any_shape else ", --any-shape"
-        raise NoAnswerError("--chips", chips, f"no plan fits ({result.plans_enumerated:,} valid plans, "
-                        f"{result.plans_fitting:,} fit the memory budget): a larger memory fraction, more "
-                        f"chips, a batch divisible by more DP degrees, or --up-to{shapes} may help")
     if as_json:
-        emit_json(result.record())
+        emit_json(result.record)
     else:
-        search_table(console, result)
-
-
-def _search_limits(deadline: str | None, budget: str | None, max_chips: int | None,
-                   tokens: str | None) -> tuple[float | None, float | None]:
-    """--deadline in seconds and --budget in USD (None when not given); bad values, and
-    --max-chips out of range, are refused in one line."""
-    deadline_s = budget_usd = None
-    if deadline is not None:
-        rule = "must be a duration > 0 with a unit h, d, w or y, e.g. 90d"
-        try:
-            deadline_s = units.parse_duration(deadline, "--deadline")
-        except SpecError:
-            raise SpecError("--deadline", deadline, rule) from None
-        if deadline.strip()[-1:].isdigit() or not (math.isfinite(deadline_s) and deadline_s > 0):
-            raise SpecError("--deadline", deadline, rule)
-    if budget is not None:
-        rule = "must be US dollars > 0 with an optional k, M or B suffix, e.g. 50M"
-        try:
-            budget_usd = units.parse_usd(budget, "--budget")
-        except SpecError:
-            raise SpecError("--budget", budget, rule) from None
-        if not (math.isfinite(budget_usd) and budget_usd > 0):
-            raise SpecError("--budget", budget, rule)
-    if max_chips is not None and not 1 <= max_chips <= MAX_CHIPS:
-        raise SpecError("--max-chips", max_chips, f"must be between 1 and {MAX_CHIPS:,}")
-    for name, given in (("--deadline", deadline), ("--budget", budget)):
-        if given is not None and tokens is None:
-            raise SpecError(name, given, "needs --tokens (the training tokens, e.g. 15T)")
-    return deadline_s, budget_usd
+        search_table(console, result.result)
 
 
 # ---- sweep ---------------------------------------------------------------------------------
@@ -919,19 +726,22 @@ def fleet(
     runs: Annotated[bool, typer.Option("--runs/--no-runs", help="search the reference run each quarter")] = True,
 ) -> None:
     """Capex per quarter and hardware mix -> chips, MW, EFLOP/s, capex, depreciation over time."""
-    from clusterplan.report.fleet import fleet_records, fleet_report, fleet_table
+    from clusterplan.api.fleet import FleetRequest
+    from clusterplan.api.fleet import answer as fleet_answer
+    from clusterplan.report.fleet import fleet_report, fleet_table
 
     if report_dir is not None:
         output_dir(report_dir, "--report-dir")
     with StepProgress("fleet") as bar:
-        name, records = fleet_records(scenario, runs=runs, progress=bar.step)
+        result = fleet_answer(FleetRequest(scenario=scenario, runs=runs), progress=bar.step)
+        name, records = result.scenario, result.record["quarters"]
         if report_dir is not None:
             output_dir(report_dir, "--report-dir", (f"fleet-{name}.md", f"fleet-{name}.html"))
             bar.step("writing the report")
         written = (write_or_refuse("--report-dir", report_dir, lambda: fleet_report(name, records, report_dir))
                    if report_dir is not None else {})
     if as_json:
-        emit_json({"scenario": name, "quarters": records, **({"report": written} if written else {})})
+        emit_json({**result.record, **({"report": written} if written else {})})
         return
     fleet_table(console, name, records)
     if written:
@@ -1006,91 +816,34 @@ def reliability(
 ) -> None:
     """Failures, checkpoints and goodput of a training job (closed form, optional Monte Carlo).
     The plan takes every train option (--seq 8192 and --global-batch 2048 unless given)."""
-    from clusterplan.reliability.analysis import ReliabilityRequest, analyse
-    from clusterplan.reliability.failures import RecoverySettings
+    from clusterplan.api.reliability import ReliabilityRequest
+    from clusterplan.api.reliability import answer as reliability_answer
     from clusterplan.report.tables import memory_table, reliability_table
-    from clusterplan.training.summary import train_record
 
     if (tokens is None) == (duration is None):
         raise SpecError("--tokens", tokens, "give exactly one of --tokens or --duration")
-    if recovery not in ("spares", "wait", "elastic"):
-        raise SpecError("--recovery", recovery, "must be spares, wait or elastic")
-    durations: dict[str, float | None] = {}
-    for name, value in (("restart_s", restart), ("detection_s", detection), ("swap_s", swap),
-                        ("elastic_pause_s", elastic_pause), ("persist_interval_s", persist_interval)):
-        option = "--" + name.removesuffix("_s").replace("_", "-")
-        durations[name] = None if value is None else units.parse_duration(value, option)
-    interval = None
-    if checkpoint_interval != "auto":
-        interval = units.parse_duration(checkpoint_interval, "--checkpoint-interval")
-    bandwidth = units.parse_bandwidth(storage_bandwidth, "--storage-bandwidth") if storage_bandwidth else None
-    settings = RecoverySettings(
-        checkpoint=checkpoint,  # type: ignore[arg-type]  # validated by RecoverySettings
-        replacement="wait" if recovery == "elastic" else recovery,  # type: ignore[arg-type]
-        elastic=elastic or recovery == "elastic", fold=fold, failure_scale=failure_scale,
-        storage_bandwidth=bandwidth, checkpoint_interval_s=interval, detection_s=durations["detection_s"],
-        restart_s=durations["restart_s"], swap_s=durations["swap_s"], elastic_pause_s=durations["elastic_pause_s"],
-        persist_interval_s=durations["persist_interval_s"])
     options, origins = merged_options(plan_file, given_plan_options(locals()))
-    options = {"seq_len": 8192, "global_batch": 2048, **options}
-    spec_model = load_model(model, "--model")
-    spec_system = load_system(system, "--system")
-    plan = build_plan(options, chips, spec_model, origins)
-    hardware_for(spec_system).chip.require(plan.precision, origins.get("precision", "--precision"))
-    if settings.elastic and plan.dp < 2:
-        raise SpecError("--elastic", True, f"needs >= 2 data-parallel replicas to go on without one (dp={plan.dp})")
-    period = None if duration is None else units.parse_duration(duration, "--duration")
-    request = ReliabilityRequest(spec_model, spec_system, plan, tokens=_tokens(tokens), duration_s=period,
-                                 settings=settings, trials=trials, seed=seed)
-    record = analyse(request).record()  # bad input is refused (exit 2) before the memory verdict
-    fit = train_record(spec_model, hardware_for(spec_system), plan, with_failures=False)
-    if not fit["fits_memory"]:  # the failures of a job that cannot run: a valid question answered no
+    request = ReliabilityRequest(
+        model=model, system=system, chips=chips, plan=plan_options(options, origins), tokens=tokens,
+        duration_s=duration, checkpoint_interval_s=checkpoint_interval, checkpoint=checkpoint, recovery=recovery,
+        elastic=elastic, fold=fold, restart_s=restart, detection_s=detection, swap_s=swap,
+        elastic_pause_s=elastic_pause, persist_interval_s=persist_interval, failure_scale=failure_scale,
+        storage_bandwidth_bytes_per_s=storage_bandwidth, trials=trials, seed=seed, origins=origins)
+    answered = reliability_answer(request, tokens)
+    if answered.memory_record is not None:  # the failures of a job that cannot run: answered no
         if as_json:
-            emit_json(fit)
+            emit_json(answered.memory_record)
         else:
-            memory_table(console, fit)
-        raise NoAnswerError("--chips", chips, does_not_fit(fit))
+            memory_table(console, answered.memory_record)
+        raise NoAnswerError("--chips", chips, does_not_fit(answered.memory_record))
+    record = answered.record
     if as_json:
         emit_json(record)
     else:
         reliability_table(console, record)
 
 
-#: Most requests `serve` simulates in one run, and `capacity` per listed deployment (--requests x
-#: --top): each simulation is repeated by the rate search, 10^5 requests take seconds.
-MAX_SIMULATED_REQUESTS = 100_000
-
-
 # ---- capacity ------------------------------------------------------------------------------
-def slo_seconds(value: str | None, field: str) -> float | None:
-    """A p99 latency target: ``2s``, ``100ms``, ``1.5s``; a bare number is milliseconds."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text) / 1000.0
-    except ValueError:
-        seconds = units.parse_duration(text, field)
-    if not (math.isfinite(seconds) and 0 < seconds <= 3600):
-        raise SpecError(field, value, "must be a latency in (0, 1 h], e.g. 2s, 100ms (a bare number is ms)")
-    return seconds
-
-
-def output_rate(value: str, field: str = "--demand") -> float:
-    """Output tokens/s as users write them: ``5e6``, ``5M``, ``5Mtok/s``, ``5e6 tokens/s``."""
-    text = value.strip()
-    for suffix in ("tokens/s", "token/s", "tok/s"):
-        if text.lower().endswith(suffix):
-            text = text[: -len(suffix)].strip()
-            break
-    tokens = units.parse_count(text, field)
-    if not (math.isfinite(tokens) and tokens > 0):
-        raise SpecError(field, value, "must be a finite number of output tokens/s > 0")
-    if tokens > 1e12:
-        raise SpecError(field, value, "must be <= 1e12 output tokens/s (absurd size)")
-    return tokens
-
-
 @app.command()
 @clean_errors
 def capacity(
@@ -1120,66 +873,32 @@ def capacity(
     TTFT/TPOT SLO: the best by cost, chips or power, with replicas, chips, MW and $ per M tokens."""
     from rich.progress import Progress
 
-    from clusterplan.inference.capacity import CAPACITY_RATES, CAPACITY_TIMES, Slo, serving_bands
-    from clusterplan.inference.deployments import KV_FORMATS, WEIGHT_FORMATS, search_deployments
+    from clusterplan.api.capacity import CapacityRequest
+    from clusterplan.api.capacity import answer as capacity_answer
     from clusterplan.report.tables import capacity_table
 
-    spec_model = load_model(model, "--model")
-    spec_system = load_system(system, "--system")
-    spec_chip = load_chip(chip, "--chip") if chip else None
-    demand_tokens = output_rate(demand)
-    ttft_s, tpot_s = slo_seconds(slo_ttft, "--slo-ttft"), slo_seconds(slo_tpot, "--slo-tpot")
-    assert ttft_s is not None and tpot_s is not None
-    for name, value in (("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
-                        ("--max-chips-per-replica", max_chips_per_replica), ("--max-batch", max_batch),
-                        ("--top", top), ("--requests", requests)):
-        if value < 1:
-            raise SpecError(name, value, "must be >= 1")
-    if max_chips_per_replica > MAX_CHIPS:
-        raise SpecError("--max-chips-per-replica", max_chips_per_replica, f"must be <= {MAX_CHIPS:,}")
-    if requests * top > MAX_SIMULATED_REQUESTS:
-        raise SpecError("--requests", requests, f"requests x --top must be <= {MAX_SIMULATED_REQUESTS:,} "
-                        f"(--top is {top}): each listed deployment is simulated, several times")
-    if not 0.0 <= length_spread <= 3.0:
-        raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
-    hardware = hardware_for(spec_system, spec_chip)
-    if weights is None:  # the default: bf16, and fp8 where the chip has fp8 units
-        weights = ",".join(p for p in ("bf16", "fp8") if p in hardware.chip.matmul_precisions())
-    weight_formats = _csv(weights, "--weights")
-    kv_formats = _csv(kv_cache, "--kv-cache")
-    for name, chosen, allowed in (("--weights", weight_formats, WEIGHT_FORMATS),
-                                  ("--kv-cache", kv_formats, KV_FORMATS)):
-        for item in chosen:
-            if item not in allowed:
-                raise SpecError(name, item, f"must be among {', '.join(allowed)}")
-    for item in weight_formats:  # weights are the matmul precision; an fp8 KV cache is storage
-        hardware.chip.require(item, "--weights")
-    slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s)
-    with Progress(console=Console(stderr=True), transient=True, disable=as_json) as bar:
-        task = bar.add_task("simulating deployments at the SLO", total=None)
+    request = CapacityRequest(
+        model=model, system=system, demand_output_tokens_per_s=demand, slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot,
+        input_tokens=input_tokens, output_tokens=output_tokens, objective=objective, weights=weights,
+        kv_cache=kv_cache, max_chips_per_replica=max_chips_per_replica, max_batch=max_batch, top=top,
+        requests=requests, length_spread=length_spread, seed=seed, chip=chip)
+    # The bar starts with the first simulation: a refusal before it prints nothing but its line.
+    bar = Progress(console=Console(stderr=True), transient=True, disable=as_json)
+    task = bar.add_task("simulating deployments at the SLO", total=None)
+    started = False
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def advance(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        bar.update(task, completed=done, total=total)
 
-        result = search_deployments(spec_model, hardware, demand_tokens, slo, input_tokens, output_tokens,
-                                    objective=objective, weights=weight_formats,
-                                    kv_caches=kv_formats, max_chips_per_replica=max_chips_per_replica,
-                                    max_batch=max_batch, top=top, requests=requests,
-                                    length_spread=length_spread, seed=seed, progress=advance)
-    rejected: dict[str, int] = {}
-    for candidate in result.candidates:
-        if candidate.rejected is not None:
-            reason = candidate.rejected.split(":")[0]
-            rejected[reason] = rejected.get(reason, 0) + 1
-    record = {
-        "model": spec_model.name, "system": spec_system.name, "chip": hardware.chip.name,
-        "objective": objective, "demand_output_tokens_per_s": demand_tokens,
-        "slo": slo.model_dump(), "input_tokens": input_tokens, "output_tokens": output_tokens,
-        "candidates": len(result.candidates), "simulated": result.simulated, "rejected": rejected,
-        "best": result.ranked[0].record(output_tokens),
-        "ranked": [c.record(output_tokens) for c in result.ranked],
-    }
-    record.update(serving_bands(hardware, record, CAPACITY_TIMES, CAPACITY_RATES).record())
+    try:
+        record = capacity_answer(request, progress=advance).record
+    finally:
+        if started:
+            bar.stop()
     if as_json:
         emit_json(record)
     else:
@@ -1202,7 +921,7 @@ def calibrate(
     from clusterplan.catalog.loader import CROSSVAL_FILE
     from clusterplan.validation.calibrate import ALL_FAMILIES, efficiency_yaml
     from clusterplan.validation.calibrate import calibrate as fit
-    from clusterplan.validation.cases import all_cases
+    from clusterplan.validation.registry import all_cases
 
     if workers is not None and workers < 1:
         raise SpecError("--workers", workers, "must be >= 1")
@@ -1253,12 +972,14 @@ def rainier(
 ) -> None:
     """The Project Rainier report: totals, power and money, the training plan the search picks,
     frontier runs and the fleet ramp; also written as Markdown and HTML with charts."""
-    from clusterplan.report.rainier import rainier_record, rainier_report, rainier_summary, rainier_table
+    from clusterplan.api.rainier import RainierRequest
+    from clusterplan.api.rainier import answer as rainier_answer
+    from clusterplan.report.rainier import rainier_report, rainier_summary, rainier_table
 
     if report_dir is not None:
         output_dir(report_dir, "--report-dir", ("rainier.md", "rainier.html"))
     with StepProgress("rainier") as bar:
-        record = rainier_record(scenario, progress=bar.step)
+        record = rainier_answer(RainierRequest(scenario=scenario), progress=bar.step).record
         if report_dir is not None:
             bar.step("writing the report")
         written = (write_or_refuse("--report-dir", report_dir, lambda: rainier_report(record, report_dir))
@@ -1334,134 +1055,46 @@ def serve(
     p99 TTFT/TPOT SLO, and the chips, MW and $ per million tokens a demand needs. Simulated runs
     use --scheduler, --admission and a fleet of --replicas behind --router (or, disaggregated,
     --prefill-replicas and --decode-replicas)."""
-    from clusterplan.inference.capacity import Slo, serve_record
+    from clusterplan.api.serve import ServeRequest
+    from clusterplan.api.serve import answer as serve_answer
     from clusterplan.inference.step import Deployment
     from clusterplan.report.tables import serve_table
 
-    spec_model = load_model(model, "--model")
-    spec_system = load_system(system, "--system")
-    spec_chip = load_chip(chip, "--chip") if chip else None
-    given = {name: value for name, value in (
-        ("tp", tp), ("pp", pp), ("ep", ep), ("weights", weights), ("kv_cache", kv_cache), ("max_batch", max_batch),
-        ("kv_memory_fraction", kv_memory_fraction), ("frontend", frontend),
-        ("prefill_buckets", _buckets(prefill_buckets, "--prefill-buckets") if prefill_buckets is not None else None),
-        ("decode_buckets", _buckets(decode_buckets, "--decode-buckets") if decode_buckets is not None else None))
-        if value is not None}
-    options, origins = merged_options(deployment_file, given, Deployment, "--deployment")
-    for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8")),
-                          ("frontend", ("server", "engine"))):
-        if name in options and options[name] not in allowed:
-            raise SpecError(origins.get(name, flag(name)), options[name], f"must be one of {', '.join(allowed)}")
-    for name in ("tp", "pp", "ep", "max_batch"):
-        value = options.get(name)
-        if isinstance(value, int) and value < 1:
-            raise SpecError(origins.get(name, flag(name)), value, "must be >= 1")
-    draft = _spec_or_refuse(Deployment, {**options, "tp": options.get("tp", 1)}, origins)
-    pp = draft.pp
-    if chips_per_replica is not None and chips_per_replica < 1:
-        raise SpecError("--chips-per-replica", chips_per_replica, "must be >= 1")
-    if "tp" not in options:
-        if chips_per_replica is not None and chips_per_replica % pp != 0:
-            raise SpecError("--chips-per-replica", chips_per_replica, f"must be a multiple of --pp={pp}")
-        options["tp"] = chips_per_replica // pp if chips_per_replica is not None else 1
-    elif chips_per_replica is not None and chips_per_replica != draft.tp * pp:
-        raise SpecError("--chips-per-replica", chips_per_replica, f"must equal --tp x --pp = {draft.tp * pp}")
-    for name, value in (("--input-tokens", input_tokens), ("--output-tokens", output_tokens),
-                        ("--requests", requests)):
-        if value < 1:
-            raise SpecError(name, value, "must be >= 1")
-    if requests > MAX_SIMULATED_REQUESTS:
-        raise SpecError("--requests", requests, f"must be <= {MAX_SIMULATED_REQUESTS:,} (bounded simulation time)")
-    deployment = _spec_or_refuse(Deployment, options, origins)
-    hardware = hardware_for(spec_system, spec_chip)
-    hardware.chip.require(deployment.weights, origins.get("weights", "--weights"))
-    if deployment.tp * deployment.pp > MAX_CHIPS:
-        raise SpecError("--tp", deployment.tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
-    if not 0.0 <= length_spread <= 3.0:
-        raise SpecError("--length-spread", length_spread, "must be a coefficient of variation in [0, 3]")
-    if (slo_ttft is None) != (slo_tpot is None):
-        raise SpecError("--slo-ttft" if slo_ttft is None else "--slo-tpot", None,
-                        "give both --slo-ttft and --slo-tpot (p99 targets, e.g. 2s and 100ms)")
-    ttft_s, tpot_s = slo_seconds(slo_ttft, "--slo-ttft"), slo_seconds(slo_tpot, "--slo-tpot")
-    slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s) if ttft_s is not None and tpot_s is not None else None
-    simulation = _serve_simulation(scheduler, admission, replicas, router, prefill_replicas, decode_replicas)
-    demand_tokens = output_rate(demand) if demand is not None else None
-    from clusterplan.inference.workload import closed_loop, from_trace
-    from clusterplan.inference.workload import offline as queued_at_zero
-
-    if sum(x is not None and x is not False for x in (rate, trace, batch, offline or None)) > 1:
-        raise SpecError("--rate", rate, "give at most one of --rate, --trace, --batch, --offline")
-    if batch is not None and batch < 1:
-        raise SpecError("--batch", batch, "must be >= 1 concurrent requests")
-    replay = from_trace(trace) if trace is not None else None
-    if replay is not None and replay.arrival_s.size > MAX_SIMULATED_REQUESTS:
-        raise SpecError("--trace", str(trace), f"holds {replay.arrival_s.size:,} requests, more than the "
-                        f"{MAX_SIMULATED_REQUESTS:,} a simulation may replay; cut it")
-    if batch is not None:
-        replay = closed_loop(batch, requests, input_tokens, output_tokens)
-    elif offline:
-        replay = queued_at_zero(requests, input_tokens, output_tokens)
-    try:
-        record = serve_record(spec_model, hardware, deployment, input_tokens,
-                              output_tokens, rate_per_s=rate, slo=slo, demand_output_tokens_per_s=demand_tokens,
-                              requests=requests, length_spread=length_spread, seed=seed, replay=replay,
-                              simulation=simulation)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None
-    except SpecError as error:
-        raise error.renamed(origins.get(error.field, flag(error.field))) from None
+    from_file, origins = spec_file(deployment_file, Deployment, "--deployment")
+    request = ServeRequest(
+        model=model, system=system, tp=tp, pp=pp, ep=ep, chips_per_replica=chips_per_replica, weights=weights,
+        kv_cache=kv_cache, max_batch=max_batch, kv_memory_fraction=kv_memory_fraction, frontend=frontend,
+        prefill_buckets=prefill_buckets, decode_buckets=decode_buckets, input_tokens=input_tokens,
+        output_tokens=output_tokens, rate_per_s=rate, trace=trace, batch=batch, offline=offline,
+        slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, demand_output_tokens_per_s=demand, requests=requests,
+        length_spread=length_spread, seed=seed, chip=chip, scheduler=scheduler, admission=admission,
+        replicas=replicas, router=router, prefill_replicas=prefill_replicas, decode_replicas=decode_replicas,
+        deployment_file=from_file, origins=origins)
+    record = serve_answer(request).record
     if as_json:
         emit_json(record)
     else:
         serve_table(console, record)
 
 
-def _buckets(value: str | None, field: str) -> tuple[int, ...]:
-    """Comma-separated token counts (``2048,4096``); none when the option is not given."""
-    if value is None:
-        return ()
-    try:
-        return tuple(int(count) for count in _csv(value, field))
-    except ValueError:
-        raise SpecError(field, value, "must list whole token counts, comma-separated, e.g. 2048,4096") from None
+# ---- web -----------------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def web(
+    host: Annotated[str, typer.Option(help="address to bind (127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8050,
+) -> None:
+    """The interactive planner in a browser: Training, Serving and Failures pages, and a JSON
+    API under /api/ answering what each command's --json prints (docs/web.md)."""
+    import uvicorn
 
+    from clusterplan.web.app import create_app
 
-def _serve_simulation(scheduler: str, admission: str, replicas: int, router: str, prefill_replicas: int | None,
-                      decode_replicas: int | None) -> dict[str, Any]:
-    """``serve``'s simulator options, checked together; only those differing from the default."""
-    from clusterplan.inference.serving import ADMISSIONS, SCHEDULERS
-
-    if scheduler not in SCHEDULERS:
-        raise SpecError("--scheduler", scheduler, f"must be one of {' | '.join(SCHEDULERS)}")
-    if admission not in ADMISSIONS:
-        raise SpecError("--admission", admission, f"must be one of {' | '.join(ADMISSIONS)}")
-    if router not in ("round-robin", "least-loaded"):
-        raise SpecError("--router", router, "must be one of round-robin | least-loaded")
-    if replicas < 1:
-        raise SpecError("--replicas", replicas, "must be >= 1")
-    options: dict[str, Any] = {}
-    if scheduler == "disaggregated":
-        if replicas != 1:
-            raise SpecError("--replicas", replicas, "with --scheduler disaggregated, size the pools with "
-                            "--prefill-replicas and --decode-replicas")
-        for name, count in (("--prefill-replicas", prefill_replicas), ("--decode-replicas", decode_replicas)):
-            if count is not None and count < 1:
-                raise SpecError(name, count, "must be >= 1")
-        options.update(prefill_replicas=prefill_replicas or 1, decode_replicas=decode_replicas or 1)
-    else:
-        for name, count in (("--prefill-replicas", prefill_replicas), ("--decode-replicas", decode_replicas)):
-            if count is not None:
-                raise SpecError(name, count, "only applies with --scheduler disaggregated")
-    if scheduler != "chunked":
-        options["scheduler"] = scheduler
-    if admission != "reserve":
-        options["admission"] = admission
-    if replicas != 1:
-        options["replicas"] = replicas
-    if router != "round-robin":
-        options["router"] = router.replace("-", "_")
-    return options
+    if not 0 < port < 65536:
+        raise SpecError("--port", port, "must be a TCP port, 1 to 65535")
+    typer.echo(f"clusterplan web planner on http://{host}:{port}/ (API: /api/, list: /docs); Ctrl-C stops it",
+               err=True)
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
 
 
 def _value_given(param: Any, argv: list[str]) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,27 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from clusterplan import units
-from clusterplan.catalog import load_scenario
-from clusterplan.fleet.timeline import check_envelopes, parse_scenario, reference_runs, timeline
+
+# The planning half lives in api/fleet.py; fleet_records stays importable from here.
+from clusterplan.api.fleet import fleet_records
 from clusterplan.report.documents import Report, line_chart, write_report
 
-
-def fleet_records(reference: str, runs: bool = True,
-                  progress: Callable[[str], None] | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """The timeline of a built-in scenario name or a YAML path (a Rainier-style scenario's
-    ``fleet:`` section is used when present). ``progress(text)`` is told each plan search."""
-    data = load_scenario(reference, "fleet")
-    if isinstance(data.get("fleet"), dict):
-        data = data["fleet"]
-    scenario = parse_scenario(data, reference)
-    check_envelopes(scenario)
-    records = timeline(scenario)
-    if runs and scenario.reference_run is not None:
-        searched: dict[tuple[str, int], dict[str, Any] | None] = {}  # the same searches, once
-        info = reference_runs(scenario, records, cache=searched, progress=progress)
-        records = timeline(scenario, info["mfu_by_system"])
-        reference_runs(scenario, records, cache=searched, progress=progress)
-    return scenario.name, records
+__all__ = ["fleet_records", "fleet_report", "fleet_table"]
 
 
 def fleet_table(console: Console, name: str, records: list[dict[str, Any]]) -> None:

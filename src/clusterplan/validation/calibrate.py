@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from clusterplan.costs.compute import Efficiency
-from clusterplan.validation.cases import Case, higher_is_faster
+from clusterplan.validation.case import Case, higher_is_faster
 from clusterplan.validation.harness import mape, run
 
 #: (prior mean, prior sigma, lower, upper) per parameter.

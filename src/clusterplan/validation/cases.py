@@ -8,80 +8,18 @@ source does not print, say) are written into the case's ``assumptions`` and show
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib import import_module, resources
 from itertools import pairwise
 
-from pydantic import ValidationError
-
 from clusterplan.catalog import load_chip, load_model, load_system
-from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError
 from clusterplan.specs import Chip, FabricTier, Model, Plan, System
 from clusterplan.specs.plan import balanced_layer_split
+from clusterplan.validation.case import METRICS, Case, _Builder, _rows, higher_is_faster
 
-#: What a case compares: step time (s), training tokens/s per chip, or model TFLOP/s per chip.
-METRICS = ("step_time_s", "tokens_per_s_per_chip", "model_tflops_per_chip")
-
-
-def higher_is_faster(metric: str) -> bool:
-    """Whether a larger value of ``metric`` means a faster run (rates) or a slower one (times,
-    whose names end in ``_s``)."""
-    return not metric.endswith("_s")
-
-
-@dataclass(frozen=True)
-class Case:
-    table: str
-    label: str
-    metric: str
-    published: float
-    model: Model | None = None
-    system: System | None = None
-    plan: Plan | None = None
-    assumptions: tuple[str, ...] = ()
-    skip: str | None = None
-    source: str = ""
-    family: str = ""
-    chip: Chip | None = None  # overrides the system's catalog chip (e.g. one NeuronCore)
-    devices_per_chip: int = 1  # plan devices per physical chip (NeuronCores per Trainium1)
-    # Non-training rows (serving) predict their metric from the family's efficiencies.
-    predict: Callable[[Efficiency], float] | None = None
-
-
-@dataclass
-class _Builder:
-    table: str
-    cases: list[Case] = field(default_factory=list)
-
-    def add(self, label: str, metric: str, published: float, build: Callable[[], tuple[Model, System, Plan]],
-            assumptions: tuple[str, ...] = (), source: str = "", chip: Chip | None = None,
-            devices_per_chip: int = 1) -> None:
-        try:
-            model, system, plan = build()
-            plan.validate_for(model, plan.chips)
-        except (SpecError, ValidationError, KeyError, ValueError) as error:
-            reason = str(error).splitlines()[0]
-            self.cases.append(Case(self.table, label, metric, published, skip=reason, source=source,
-                                   assumptions=assumptions))
-            return
-        family = chip.family if chip is not None else load_chip(system.chip).family
-        self.cases.append(Case(self.table, label, metric, published, model, system, plan,
-                               assumptions, source=source, family=family, chip=chip,
-                               devices_per_chip=devices_per_chip))
-
-    def skip(self, label: str, metric: str, published: float, reason: str, source: str = "") -> None:
-        self.cases.append(Case(self.table, label, metric, published, skip=reason, source=source))
-
-
-def _rows(name: str) -> list[dict[str, str]]:
-    text = resources.files("clusterplan.validation").joinpath(f"tables/{name}.csv").read_text("utf-8")
-    return list(csv.DictReader(text.splitlines()))
-
+__all__ = ["METRICS", "Case", "_Builder", "_rows", "higher_is_faster"]
 
 def _gpt(name: str, layers: int, hidden: int, heads: int, vocab: int, source: str) -> Model:
     """A Megatron GPT of the 2021-22 papers: MHA, GeLU 4h FFN, dropout, untied output layer
@@ -650,45 +588,13 @@ def neuron_trn() -> list[Case]:
     return out.cases
 
 
-def _adapter(module: str, name: str) -> Callable[[], list[Case]]:
-    """A table adapter in a sibling module that builds on this one (imported when it runs)."""
-    def cases() -> list[Case]:
-        adapter: Callable[[], list[Case]] = getattr(import_module(f"clusterplan.validation.{module}"), name)
-        return adapter()
-    return cases
+def __getattr__(name: str) -> object:
+    """The table registry under its old names (``TABLES``, ``known_tables``, ``all_cases``).
 
+    Deliberately a function-local import: the registry (``validation/registry.py``) imports this
+    module and every other adapter module, so this module must not import it at load time."""
+    if name in ("TABLES", "known_tables", "all_cases"):
+        from clusterplan.validation import registry
 
-TABLES: dict[str, Callable[[], list[Case]]] = {
-    "megatron_sc21": megatron_sc21,
-    "korthikanti2022": korthikanti2022,
-    "megatron_core_h100_2024": megatron_core_h100_2024,
-    "nemo_perf": nemo_perf,
-    "nemo_perf_moe": nemo_perf_moe,
-    "maxtext_tpu": maxtext_tpu,
-    "neuron_trn": neuron_trn,
-    "megatron_sc21_table2_zero3": _adapter("cases_zero3", "megatron_sc21_table2_zero3"),
-    "mlperf_training": _adapter("cases_mlperf", "mlperf_training"),
-    "mtnlg_2022": _adapter("cases_mtnlg", "mtnlg_2022"),
-    "llmfoundry_mpt": _adapter("cases_llmfoundry", "llmfoundry_mpt"),
-    "bloom_176b": _adapter("cases_bloom", "bloom_176b"),
-    "palm_table3": _adapter("cases_palm", "palm_table3"),
-    "torchtitan": _adapter("cases_torchtitan", "torchtitan"),
-}
-
-
-def known_tables() -> dict[str, Callable[[], list[Case]]]:
-    """Every validation table: the training tables above, then the serving tables."""
-    # Imported here: inference_cases builds on Case, defined in this module.
-    from clusterplan.validation.inference_cases import INFERENCE_TABLES
-
-    return {**TABLES, **INFERENCE_TABLES}
-
-
-def all_cases(tables: list[str] | None = None) -> list[Case]:
-    known = known_tables()
-    names = tables or list(known)
-    result: list[Case] = []
-    for name in names:
-        result.extend(known[name]())
-    return result
-
+        return getattr(registry, "TRAINING_TABLES" if name == "TABLES" else name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

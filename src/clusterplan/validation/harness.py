@@ -10,7 +10,7 @@ from clusterplan.catalog import hardware_for, load_efficiency
 from clusterplan.costs.compute import Efficiency
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, StepEstimate, estimate
-from clusterplan.validation.cases import Case
+from clusterplan.validation.case import Case
 
 
 @dataclass(frozen=True)

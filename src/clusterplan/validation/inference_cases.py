@@ -30,7 +30,8 @@ from clusterplan.inference.serving import ServingLoad, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import offline
 from clusterplan.training.step import Hardware
-from clusterplan.validation.cases import Case, stack_epochs
+from clusterplan.validation.case import Case
+from clusterplan.validation.cases import stack_epochs
 
 _MODELS = {"llama-3.1-8b-instruct": "llama3-8b", "llama-3.1-70b-instruct": "llama3-70b",
            "llama-3.3-70b-instruct": "llama3-70b", "llama-3-70b-instruct": "llama3-70b",

@@ -1,0 +1,206 @@
+"""Server-rendered pages of the web planner. Each page's state is its URL query string (a
+shared link shows the same answer); a bad input shows the one-line refusal next to the form."""
+
+from __future__ import annotations
+
+import html
+import json
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from clusterplan import units
+from clusterplan.api.capacity import CapacityAnswer
+from clusterplan.api.reliability import ReliabilityAnswer
+from clusterplan.api.search import SearchAnswer
+from clusterplan.catalog import model_names, system_names
+from clusterplan.errors import SpecError
+from clusterplan.web.api import ask
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px}nav a{margin-right:1em}
+form{display:flex;flex-wrap:wrap;gap:.6em;align-items:end;margin:1em 0}label{display:flex;flex-direction:column;
+font-size:.85em}input,select{padding:.2em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;
+padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}.refusal{color:#b00;
+font-weight:bold}.side{display:flex;gap:2em;flex-wrap:wrap}code.cmd{display:block;white-space:pre-wrap;
+background:#f4f4f4;padding:.5em}"""
+
+
+def layout(title: str, body: str, scripts: str = "") -> str:
+    """A whole page: navigation, ``body``, and ``scripts`` (plotly.js served by this server)."""
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>clusterplan: {html.escape(title)}"
+            f"</title><style>{STYLE}</style></head><body><nav><a href='/'>clusterplan</a><a href='/train'>Training</a>"
+            f"<a href='/serve'>Serving</a><a href='/failures'>Failures</a><a href='/docs'>API</a></nav>"
+            f"<h1>{html.escape(title)}</h1>{body}{scripts}</body></html>")
+
+
+def index_page() -> str:
+    return layout("Planner", "<ul><li><a href='/train'>Training</a>: the best parallel plans of a job</li>"
+                  "<li><a href='/serve'>Serving</a>: deployments for a demand at a latency SLO</li>"
+                  "<li><a href='/failures'>Failures</a>: goodput and the checkpoint interval</li>"
+                  "<li><a href='/docs'>API</a>: the JSON endpoints under /api/</li></ul>")
+
+
+def _field(name: str, label: str, value: str, options: list[str] | None = None) -> str:
+    if options is not None:
+        choices = "".join(f"<option{' selected' if o == value else ''}>{html.escape(o)}</option>" for o in options)
+        return f"<label>{label}<select name='{name}'>{choices}</select></label>"
+    return f"<label>{label}<input name='{name}' value='{html.escape(value, quote=True)}'></label>"
+
+
+def _form(fields: str, action: str) -> str:
+    return f"<form method='get' action='{action}'>{fields}<button type='submit'>plan</button></form>"
+
+
+def _refusal(error: SpecError) -> str:
+    return f"<p class='refusal' role='alert'>error: {html.escape(str(error))}</p>"
+
+
+def _values(query: Mapping[str, str], defaults: dict[str, str]) -> dict[str, str]:
+    return {key: query.get(key, default) for key, default in defaults.items()}
+
+
+def _table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table{f' id={table_id!r}' if table_id else ''}><tr>{head}</tr>{body}</table>"
+
+
+def _plan_label(plan: dict[str, Any]) -> str:
+    parts = [f"{name.upper()}{plan[name]}" for name in ("tp", "pp", "vp", "cp", "dp", "ep")
+             if name in ("tp", "pp", "dp") or plan.get(name, 1) > 1]
+    return " ".join([*parts, f"mb{plan['micro_batch']}", plan["recompute"], f"Z{plan['zero']}", plan["precision"]])
+
+
+TRAIN_DEFAULTS = {"model": "llama3-70b", "system": "dgx-h100", "chips": "1024", "seq": "8192",
+                  "global_batch": "512", "top": "10", "up_to": "on", "plan": "0"}
+
+
+def training_page(query: Mapping[str, str]) -> str:
+    """The Training page: the search's ranked plans, a chart of step time vs chips (colour: cost
+    per step), and the chosen plan's step-time and memory breakdowns and its train command."""
+    values = _values(query, TRAIN_DEFAULTS)
+    form = _form("".join([
+        _field("model", "model", values["model"], model_names()),
+        _field("system", "system", values["system"], system_names()),
+        _field("chips", "chips", values["chips"]), _field("seq", "seq (tokens)", values["seq"]),
+        _field("global_batch", "global batch (sequences)", values["global_batch"]),
+        _field("top", "plans listed", values["top"]),
+        _field("up_to", "chips", values["up_to"], ["on", "off"]),
+        f"<input type='hidden' name='plan' value='{html.escape(values['plan'], quote=True)}'>"]), "/train")
+    try:
+        answer = ask("search", {"model": values["model"], "system": values["system"], "chips": values["chips"],
+                                "seq": values["seq"], "global_batch": values["global_batch"], "top": values["top"],
+                                "up_to": values["up_to"] == "on"})
+        assert isinstance(answer, SearchAnswer)
+    except SpecError as error:
+        return layout("Training", form + _refusal(error))
+    best = answer.record["best"]
+    try:
+        chosen = max(0, min(int(values["plan"]), len(best) - 1))
+    except ValueError:
+        return layout("Training", form + _refusal(SpecError("plan", values["plan"], "must be a plan's rank")))
+    rows = []
+    for rank, record in enumerate(best):
+        link = {**values, "plan": str(rank)}
+        href = "/train?" + "&amp;".join(f"{k}={html.escape(str(v), quote=True)}" for k, v in link.items())
+        rows.append([f"<a href='{href}'>{rank + 1}</a>", html.escape(_plan_label(record["plan"])),
+                     f"{record['chips']:,}", f"{record['step_time_s']:.3f}", f"{100 * record['mfu']:.1f} %",
+                     f"{record['memory_bytes_per_chip'] / 2**30:.1f}",
+                     f"{record['chips'] * record['step_time_s'] / 3600 * record['cost_per_chip_hour_usd']:.2f}",
+                     html.escape(record.get("why_not_best", "") or "best")])
+    table = _table(["#", "plan", "chips", "step s", "MFU", "memory GiB", "$ per step", "why not best"], rows,
+                   "plans")
+    costs = [r["chips"] * r["step_time_s"] / 3600 * r["cost_per_chip_hour_usd"] for r in best]
+    chart = {
+        "data": [{"type": "scatter", "mode": "markers",
+                  "x": [r["chips"] for r in best], "y": [r["step_time_s"] for r in best],
+                  "text": [_plan_label(r["plan"]) for r in best],
+                  "marker": {"size": 12, "color": costs, "colorscale": "Viridis", "showscale": True,
+                             "colorbar": {"title": {"text": "$ per step"}}}}],
+        "layout": {"title": {"text": "ranked plans: step time vs chips (colour: cost per step)"},
+                   "xaxis": {"title": {"text": "chips"}}, "yaxis": {"title": {"text": "step time (s)"}},
+                   "height": 420},
+    }
+    plan = best[chosen]
+    time_rows = [[html.escape(k), f"{1000 * v:.2f}", f"{100 * v / plan['step_time_s']:.1f} %"]
+                 for k, v in plan["time_breakdown_s"].items() if v]
+    memory_rows = [[html.escape(k), f"{v / 2**30:.3f}"] for k, v in plan["memory_breakdown"].items()]
+    command = plan.get("command") or ""
+    if isinstance(command, list):
+        command = shlex.join(command)
+    detail = (f"<h2>plan {chosen + 1}: {html.escape(_plan_label(plan['plan']))} on {plan['chips']:,} chips</h2>"
+              f"<div class='side'><div><h3>step time</h3>{_table(['component', 'ms', 'share'], time_rows, 'time')}"
+              f"</div><div><h3>memory per chip</h3>{_table(['component', 'GiB'], memory_rows, 'memory')}</div></div>"
+              f"<h3>reproduce</h3><code class='cmd' id='command'>{html.escape(str(command))}</code>")
+    summary = (f"<p>{answer.plans_enumerated:,} plans enumerated, {answer.plans_fitting:,} fit in memory, "
+               f"searched in {answer.search_time_s:.2f} s.</p>")
+    script = (f"<script src='/static/plotly.min.js'></script><script>Plotly.newPlot('chart', "
+              f"{json.dumps(chart['data'])}, {json.dumps(chart['layout'])}, {{displaylogo: false}});</script>")
+    return layout("Training", form + summary + table + "<div id='chart' class='chart'></div>" + detail, script)
+
+
+SERVE_DEFAULTS = {"model": "llama3-70b", "systems": "dgx-h100,trn2", "demand": "1M", "slo_ttft": "2s",
+                  "slo_tpot": "100ms", "input_tokens": "1000", "output_tokens": "200", "objective": "cost"}
+
+
+def serving_page(query: Mapping[str, str]) -> str:
+    """The Serving page: capacity's ranked deployments for each system, side by side."""
+    values = _values(query, SERVE_DEFAULTS)
+    form = _form("".join([
+        _field("model", "model", values["model"], model_names()),
+        _field("systems", "systems (comma-separated)", values["systems"]),
+        _field("demand", "demand (output tokens/s)", values["demand"]),
+        _field("slo_ttft", "p99 TTFT", values["slo_ttft"]), _field("slo_tpot", "p99 TPOT", values["slo_tpot"]),
+        _field("input_tokens", "input tokens", values["input_tokens"]),
+        _field("output_tokens", "output tokens", values["output_tokens"]),
+        _field("objective", "objective", values["objective"], ["cost", "chips", "power"])]), "/serve")
+    systems = [name.strip() for name in values["systems"].split(",") if name.strip()][:4]
+    columns = []
+    try:
+        if not systems:
+            raise SpecError("systems", values["systems"], "must name at least one catalog system")
+        for system in systems:
+            answer = ask("capacity", {"model": values["model"], "system": system, "demand": values["demand"],
+                                      "slo_ttft": values["slo_ttft"], "slo_tpot": values["slo_tpot"],
+                                      "input_tokens": values["input_tokens"], "output_tokens": values["output_tokens"],
+                                      "objective": values["objective"], "top": 3, "requests": 300})
+            assert isinstance(answer, CapacityAnswer)
+            rows = []
+            for item in answer.record["ranked"]:
+                cost = item.get("usd_per_million_output_tokens")
+                rows.append([html.escape(item["label"]), f"{item.get('replicas', 0):,}", f"{item.get('chips', 0):,}",
+                             f"{item.get('facility_mw', 0):.2f}", f"{cost:.3f}" if cost is not None else "-"])
+            columns.append(f"<div><h2>{html.escape(system)} ({html.escape(answer.chip)})</h2>"
+                           + _table(["deployment", "replicas", "chips", "facility MW", "$/M tokens"], rows) + "</div>")
+    except SpecError as error:
+        return layout("Serving", form + _refusal(error))
+    return layout("Serving", form + f"<div class='side'>{''.join(columns)}</div>")
+
+
+FAILURE_DEFAULTS = {"model": "llama3-70b", "system": "dgx-h100", "chips": "1024", "tp": "8", "pp": "4",
+                    "tokens": "15T", "recovery": "spares", "checkpoint": "sync"}
+
+
+def failures_page(query: Mapping[str, str]) -> str:
+    """The Failures page: a job's goodput, failure rate and checkpoint interval."""
+    values = _values(query, FAILURE_DEFAULTS)
+    form = _form("".join([
+        _field("model", "model", values["model"], model_names()),
+        _field("system", "system", values["system"], system_names()),
+        _field("chips", "chips", values["chips"]), _field("tp", "TP", values["tp"]), _field("pp", "PP", values["pp"]),
+        _field("tokens", "tokens", values["tokens"]),
+        _field("recovery", "recovery", values["recovery"], ["spares", "wait", "elastic"]),
+        _field("checkpoint", "checkpoint", values["checkpoint"], ["sync", "async", "memory"])]), "/failures")
+    try:
+        answer = ask("reliability", values)
+        assert isinstance(answer, ReliabilityAnswer)
+    except SpecError as error:
+        return layout("Failures", form + _refusal(error))
+    record = answer.record
+    rows = [["goodput", f"{100 * answer.goodput:.1f} %"],
+            ["checkpoint interval", units.format_duration(answer.checkpoint_interval_s)],
+            ["mean time between interruptions", units.format_duration(answer.mtbf_s)],
+            ["interruptions per day", f"{answer.interruptions_per_day:.2f}"]]
+    if record.get("time_to_train_s") is not None:
+        rows.append(["time to train (with failures)", units.format_duration(record["time_to_train_s"])])
+    return layout("Failures", form + _table(["", ""], rows, "goodput"))
