@@ -16,8 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from clusterplan.campus.scenario import (DEFAULT_PRICE_SHAPE, CampusSimulation, check_days, check_policy,
-                                         default_section, parse_section)
+from clusterplan.campus.scenario import (
+    DEFAULT_PRICE_SHAPE,
+    CampusSimulation,
+    check_days,
+    check_policy,
+    default_section,
+    parse_section,
+)
 from clusterplan.campus.simulate import FloatArray, PolicyRun, simulate
 from clusterplan.campus.sizing import Sizing, size_campus
 from clusterplan.catalog import hardware_for, load_economics, load_model, load_scenario, load_system
