@@ -27,15 +27,13 @@ def comparison_rows(result: CampusResult) -> tuple[list[str], list[list[str]]]:
     """The policy comparison: one row per policy (per day figures are means over the run)."""
     summaries = [p.summary for p in result.policies]
     unit, trained = units.format_column([s.training_tokens / (s.hours / 24.0) for s in summaries], "count")
-    header = ["policy", f"trained tok/day ({unit})" if unit else "trained tok/day", "SLO met", "idle share",
-              "MWh/day", "$/M served", "$/B trained", "resizes"]
+    header = ["policy", f"trained/day ({unit}tok)", "SLO met", "idle", "MWh/day", "$/M served", "$/B trained"]
     rows = []
     for index, s in enumerate(summaries):
         record = s.record()
         rows.append([result.policies[index].run.policy, trained[index], f"{100 * s.slo_attainment:.2f} %",
                      f"{100 * record['idle_share']:.1f} %", f"{s.energy_mwh / (s.hours / 24.0):,.0f}",
-                     _money(s.usd_per_million_served_tokens), _money(s.usd_per_billion_trained_tokens, 0),
-                     f"{s.resizes:,}"])
+                     _money(s.usd_per_million_served_tokens), _money(s.usd_per_billion_trained_tokens, 0)])
     return header, rows
 
 
