@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from cliutil import run_cli
 
+from cliutil import run_cli
 from clusterplan.campus.run import summarise
 from clusterplan.campus.scenario import POLICIES, parse_section
 from clusterplan.campus.simulate import PolicyRun, night_mask, simulate
@@ -184,7 +184,7 @@ def test_rainier_week_json_schema(rainier_week: dict[str, Any]) -> None:
     assert len(record["hourly"]) == 168
     envelope = record["power_envelope_mw"]
     for hour in record["hourly"]:
-        assert HOURLY_FIELDS <= set(hour)
+        assert set(hour) >= HOURLY_FIELDS
         assert hour["serving_chips"] + hour["training_chips"] + hour["idle_chips"] == record["campus_chips"]
         assert hour["facility_mw"] <= envelope
         assert 0.0 <= hour["slo_attainment"] <= 1.0
