@@ -99,7 +99,7 @@ def campus_report(result: CampusResult, directory: Path) -> dict[str, str]:
                bar_chart("Training tokens per day by policy", [p.run.policy for p in result.policies],
                          [p.summary.training_tokens / (p.summary.hours / 24.0) / 1e9 for p in result.policies],
                          "training tokens per day (billions)"), "policies")
-    hours = [f"{h:02d}:00" for h in range(24)]
+    hours = [str(h) for h in range(24)]
     for p in result.policies:
         run = p.run
         chips = {"serving": [float(v) / 1e3 for v in run.serving_chips.sum(axis=0)[:24]],
@@ -112,7 +112,7 @@ def campus_report(result: CampusResult, directory: Path) -> dict[str, str]:
         report.add(f"A day in the life: {run.policy}", "Day 1 (Monday), campus local time: chips (thousands) by use "
                    "and facility MW.\n\n" + "\n".join(lines),
                    line_chart(f"Day 1 under {run.policy}: chips (thousands) and facility MW", hours, chips,
-                              "chips (thousands) / MW", "hour"), f"day-{run.policy}")
+                              "chips (thousands) / MW", "hour of day (local)"), f"day-{run.policy}")
     days = [str(d + 1) for d in range(result.days)]
     report.add("Training tokens day by day", "Tokens trained each day, all jobs, by policy.",
                line_chart("Training tokens per day", days,
