@@ -210,3 +210,27 @@ def test_campus_cli_json_and_table(capsys: pytest.CaptureFixture[str], tmp_path:
     assert code == 0, err
     assert "a day in the life: dedicated" in out
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_power_and_activity_match_the_models_they_vectorise() -> None:
+    from clusterplan.campus.simulate import serving_activity
+    from clusterplan.campus.sizing import chip_power
+    from clusterplan.catalog import hardware_for, load_economics, load_model, load_system
+    from clusterplan.costs.power import cluster_power
+    from clusterplan.inference.capacity import serving_activity as reference
+    from clusterplan.inference.step import Deployment, ReplicaModel
+
+    hardware = hardware_for(load_system("trn2-ultraserver"))
+    power = chip_power(hardware)
+    chips = 64 * 1000
+    exact = cluster_power(hardware.system, hardware.chip, chips, 0.7, load_economics())
+    assert chips * (power.base_w + 0.7 * power.dynamic_w) == pytest.approx(exact.it_w, rel=1e-9)
+    assert power.pue * exact.it_w == pytest.approx(exact.facility_w)
+    model = load_model("llama3-70b")
+    replica = ReplicaModel(model, hardware, Deployment(tp=16, weights="fp8", kv_cache="fp8"))
+    serving = ServingSizing("chat", model.name, "TP16", 16, 5000.0, 2000, 500, float(model.active_params),
+                            float(replica.peak_flops_per_chip), 3.0, 0.06, 1)
+    sizing = Sizing((serving,), (), power, Prices(1.0), 64)
+    served = np.array([[1000.0 * 10]])  # 10 replicas at 1,000 output tok/s each
+    mine = serving_activity(sizing, served, np.array([[160]]))
+    assert mine[0, 0] == pytest.approx(reference(replica, 1000.0, 4000.0))

@@ -104,6 +104,17 @@ def _block_max(values: IntArray, blocks: NDArray[np.bool_]) -> IntArray:
     return np.repeat(peaks, lengths, axis=-1)
 
 
+def serving_activity(sizing: Sizing, served: FloatArray, chips: IntArray) -> FloatArray:
+    """``inference/capacity.py: serving_activity`` per model and hour: the achieved share of peak
+    FLOP/s (2 FLOPs per active parameter per input and output token served) plus WAITING_ACTIVITY
+    of the rest, for ``served`` output tokens/s on ``chips`` chips (models x hours)."""
+    params = np.array([s.active_params for s in sizing.serving])[:, None]
+    peak = np.array([s.peak_flops_per_chip for s in sizing.serving])[:, None]
+    io = np.array([(s.input_tokens + s.output_tokens) / s.output_tokens for s in sizing.serving])[:, None]
+    used = np.minimum(1.0, 2.0 * params * served * io / np.maximum(chips * peak, 1.0))
+    return used + WAITING_ACTIVITY * (1.0 - used)
+
+
 def simulate(policy: str, section: CampusSimulation, sizing: Sizing, campus_chips: int, envelope_w: float,
              hours: int, price: FloatArray, carbon: FloatArray) -> PolicyRun:
     """One policy over ``hours`` hours (module doc); ``price`` and ``carbon`` per local hour (24)."""
@@ -128,12 +139,7 @@ def simulate(policy: str, section: CampusSimulation, sizing: Sizing, campus_chip
         total = serving.sum(axis=0)
     capacity = serving // cpr * rate  # output tokens/s at the SLO
     served = np.minimum(capacity, demand)
-    # serving activity (inference/capacity.py: serving_activity), per model and hour
-    params = np.array([s.active_params for s in sizing.serving])[:, None]
-    peak = np.array([s.peak_flops_per_chip for s in sizing.serving])[:, None]
-    io = np.array([(s.input_tokens + s.output_tokens) / s.output_tokens for s in sizing.serving])[:, None]
-    used = np.minimum(1.0, 2.0 * params * served * io / np.maximum(serving * peak, 1.0))
-    activity = used + WAITING_ACTIVITY * (1.0 - used)
+    activity = serving_activity(sizing, served, serving)
     power = sizing.power
     serving_dynamic = power.dynamic_w * (serving * activity).sum(axis=0)
     base = campus_chips * power.base_w

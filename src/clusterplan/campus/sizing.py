@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from clusterplan.campus.scenario import CampusSimulation, ServingModel, TrainingJob
 from clusterplan.catalog import load_economics, load_model
-from clusterplan.costs.power import WAITING_ACTIVITY, cluster_power, training_activity
+from clusterplan.costs.power import cluster_power, training_activity
 from clusterplan.errors import NoAnswerError, SpecError
 from clusterplan.reliability.failures import RecoverySettings, checkpoint_costs, inputs_for, restart_seconds
 from clusterplan.reliability.model import closed_form
@@ -237,6 +237,3 @@ def size_campus(section: CampusSimulation, hardware: Hardware, campus_chips: int
                      for i in order)
     return Sizing(serving, training, chip_power(hardware), prices(hardware), hardware.system.allocation_size)
 
-
-def serving_activity_formula() -> str:
-    return f"min(1, 2 x active params x tokens/s / peak) + {WAITING_ACTIVITY} x the rest"
