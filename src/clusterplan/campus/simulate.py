@@ -111,8 +111,9 @@ def serving_activity(sizing: Sizing, served: FloatArray, chips: IntArray) -> Flo
     params = np.array([s.active_params for s in sizing.serving])[:, None]
     peak = np.array([s.peak_flops_per_chip for s in sizing.serving])[:, None]
     io = np.array([(s.input_tokens + s.output_tokens) / s.output_tokens for s in sizing.serving])[:, None]
-    used = np.minimum(1.0, 2.0 * params * served * io / np.maximum(chips * peak, 1.0))
-    return used + WAITING_ACTIVITY * (1.0 - used)
+    used: FloatArray = np.minimum(1.0, 2.0 * params * served * io / np.maximum(chips * peak, 1.0))
+    activity: FloatArray = used + WAITING_ACTIVITY * (1.0 - used)
+    return activity
 
 
 def simulate(policy: str, section: CampusSimulation, sizing: Sizing, campus_chips: int, envelope_w: float,
