@@ -27,6 +27,7 @@ bench: $(STAMP)  ## estimator and search throughput, rainier end to end; Calculo
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_simulator_schedulers.py
 	$(BIN)/python benchmarks/bench_rainier.py
+	$(BIN)/python benchmarks/bench_campus.py
 	$(BIN)/python benchmarks/bench_calculon.py $(if $(CALCULON),--calculon $(CALCULON),)
 
 lint: $(STAMP)

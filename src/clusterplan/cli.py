@@ -748,6 +748,43 @@ def fleet(
         _print_paths("report", written["html"], written["markdown"])
 
 
+# ---- campus --------------------------------------------------------------------------------
+@app.command()
+@clean_errors
+def campus(
+    scenario: Annotated[str, typer.Argument(help="built-in scenario (rainier) or YAML")] = "rainier",
+    days: Annotated[int, typer.Option(help="days to simulate hour by hour (1 to 3660)")] = 7,
+    policy: Annotated[str, typer.Option(help="shared, dedicated, slo-aware or all")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON: hourly, daily, summary, policies")] = False,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="write campus-<name>.md and .html with charts here")
+    ] = None,
+) -> None:
+    """The campus hour by hour: serving by day, training by night, power and money by the hour,
+    under each allocation policy side by side (docs/campus.md)."""
+    from clusterplan.campus.output import campus_report, campus_table
+    from clusterplan.campus.run import campus_result
+    from clusterplan.campus.scenario import check_days, check_policy
+
+    check_policy(policy)
+    check_days(days)
+    if report_dir is not None:
+        output_dir(report_dir, "--report-dir")
+    with StepProgress("campus") as bar:
+        result = campus_result(scenario, days, policy, progress=bar.step)
+        if report_dir is not None:
+            output_dir(report_dir, "--report-dir", (f"campus-{result.scenario}.md", f"campus-{result.scenario}.html"))
+            bar.step("writing the report")
+        written = (write_or_refuse("--report-dir", report_dir, lambda: campus_report(result, report_dir))
+                   if report_dir is not None else {})
+    if as_json:
+        emit_json({**result.record(), **({"report": written} if written else {})})
+        return
+    campus_table(console, result)
+    if written:
+        _print_paths("report", written["html"], written["markdown"])
+
+
 # ---- reliability ---------------------------------------------------------------------------
 @app.command()
 @clean_errors

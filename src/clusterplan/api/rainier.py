@@ -116,6 +116,7 @@ class RainierScenario(Spec):
     serving: Serving | None = None
     frontier_runs: tuple[TrainingJob, ...] = ()
     fleet: dict[str, Any] | None = None
+    campus_simulation: dict[str, Any] | None = None  # checked by campus.run.check_section
 
 
 def check_recovery(data: dict[str, Any] | None) -> None:
@@ -151,6 +152,10 @@ def check_scenario(data: dict[str, Any], reference: str) -> RainierScenario:
             chip.require(precision, "scenario.serving.weights")
     if scenario.fleet is not None:
         check_envelopes(parse_scenario(scenario.fleet, f"{reference} (fleet:)"))
+    if scenario.campus_simulation is not None:
+        from clusterplan.campus.run import check_section
+
+        check_section(scenario.campus_simulation, data, chip)
     return scenario
 
 
