@@ -179,7 +179,7 @@ def test_power_envelope_smaller_than_one_system_is_refused(capsys: pytest.Captur
     assert len(err.strip().splitlines()) == 1 and "smaller than one dgx-h100 node" in err
 
 
-@pytest.mark.parametrize("name", ["amazon-2025", "hyperscalers-2025", "rainier"])
+@pytest.mark.parametrize("name", ["amazon-2025", "amazon-2026", "hyperscalers-2025", "rainier"])
 def test_built_in_fleet_scenarios_run(capsys: pytest.CaptureFixture[str], name: str) -> None:
     code, out, err = run(capsys, ["fleet", name, "--no-runs", "--json"])
     assert code == 0, err
@@ -213,3 +213,25 @@ def test_train_reports_energy_and_cost(capsys: pytest.CaptureFixture[str]) -> No
     assert record["cost_usd"] == pytest.approx(record["cost_per_chip_hour_usd"] * record["chip_hours"])
     assert record["energy_mwh"] == pytest.approx(record["power_w"]["facility_w"] * record["time_to_train_s"] / 3.6e9)
     assert record["co2_tonnes"] > 0
+
+
+def test_amazon_2025_is_backtested_against_what_amazon_reported(capsys) -> None:  # type: ignore[no-untyped-def]
+    """The backtest compares the modelled 2025 with the reported figures, each sourced; capex is
+    the scenario's input, so it must match to rounding; the error is (modelled - reported) / reported."""
+    from clusterplan.api.fleet import FleetRequest, answer
+
+    record = answer(FleetRequest(scenario="amazon-2025", runs=False)).record
+    (test,) = record["backtest"]
+    assert (test["company"], test["year"]) == ("Amazon", 2025)
+    figures = {item["figure"]: item for item in test["figures"]}
+    assert set(figures) == {"capex_usd", "gw_added_online", "gw_added_ordered", "chips_online_trn2-ultraserver",
+                            "chips_ordered_trn2-ultraserver"}
+    assert abs(figures["capex_usd"]["error"]) < 1e-3
+    for item in figures.values():
+        assert item["error"] == pytest.approx((item["modelled"] - item["reported"]) / item["reported"])
+        assert len(item["source"]) > 20
+    # Capex reaches the grid two quarters later: less is online at year end than was paid for.
+    assert figures["gw_added_online"]["modelled"] < figures["gw_added_ordered"]["modelled"]
+    assert figures["chips_online_trn2-ultraserver"]["modelled"] < figures["chips_ordered_trn2-ultraserver"]["modelled"]
+    year_end = next(r for r in record["quarters"] if r["quarter"] == "2025Q4")
+    assert figures["chips_online_trn2-ultraserver"]["modelled"] == year_end["chips_by_system"]["trn2-ultraserver"]

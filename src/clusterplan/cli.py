@@ -717,7 +717,7 @@ def sweep(
 @clean_errors
 def fleet(
     scenario: Annotated[
-        str, typer.Argument(help="built-in scenario (amazon-2025, hyperscalers-2025, rainier) or YAML")
+        str, typer.Argument(help="built-in scenario (amazon-2025, amazon-2026, hyperscalers-2025, rainier) or YAML")
     ],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON: the scenario, a record per quarter")] = False,
     report_dir: Annotated[
@@ -728,7 +728,7 @@ def fleet(
     """Capex per quarter and hardware mix -> chips, MW, EFLOP/s, capex, depreciation over time."""
     from clusterplan.api.fleet import FleetRequest
     from clusterplan.api.fleet import answer as fleet_answer
-    from clusterplan.report.fleet import fleet_report, fleet_table
+    from clusterplan.report.fleet import backtest_table, fleet_report, fleet_table
 
     if report_dir is not None:
         output_dir(report_dir, "--report-dir")
@@ -744,6 +744,8 @@ def fleet(
         emit_json({**result.record, **({"report": written} if written else {})})
         return
     fleet_table(console, name, records)
+    if "backtest" in result.record:
+        backtest_table(console, result.record["backtest"])
     if written:
         _print_paths("report", written["html"], written["markdown"])
 

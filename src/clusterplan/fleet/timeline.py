@@ -122,11 +122,37 @@ class ReferenceRun(Spec):
         return units.parse_count(value, "tokens") if isinstance(value, str) else value
 
 
+class Reported(Spec):
+    """A figure a company reported for a period, to backtest the timeline against."""
+
+    value: float = Field(gt=0)
+    source: str = Field(min_length=3)
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value(cls, value: Any) -> Any:
+        return units.parse_count(value, "value") if isinstance(value, str) else value
+
+
+class Backtest(Spec):
+    """What was reported for one company and year (each figure sourced; any may be absent):
+    capex (purchases of property and equipment), facility gigawatts added, chips of one system
+    shipped (``chips_system``)."""
+
+    company: str
+    year: int = Field(ge=2000, le=2100)
+    capex_usd: Reported | None = None
+    gw_added: Reported | None = None
+    chips_shipped: Reported | None = None
+    chips_system: str | None = None
+
+
 class FleetScenario(Spec):
     name: str
     description: str = ""
     companies: tuple[Company, ...] = Field(min_length=1)
     reference_run: ReferenceRun | None = None
+    backtest: tuple[Backtest, ...] = ()
     capex_to_online_quarters: int | None = Field(
         default=None, ge=0, le=16,
         description="quarters from capex to chips online (default: catalog/economics.yaml)")
@@ -234,6 +260,10 @@ def timeline(scenario: FleetScenario, sustained_mfu: dict[str, float] | None = N
             for p in online:
                 chips[p.system] = chips.get(p.system, 0.0) + p.chips
             chips_ordered = sum(p.chips for p in purchases if p.spent_index <= index)
+            ordered_by_system: dict[str, float] = {}
+            for p in purchases:
+                if p.spent_index <= index:
+                    ordered_by_system[p.system] = ordered_by_system.get(p.system, 0.0) + p.chips
             added = sum(p.chips for p in online if p.online_index == index)
             depreciation = (sum(p.it_capex for p in online) / it_life_quarters
                             + sum(p.facility_capex for p in online) / facility_life_quarters)
@@ -250,6 +280,7 @@ def timeline(scenario: FleetScenario, sustained_mfu: dict[str, float] | None = N
                 "capex_to_online_quarters": lag,
                 "chips_added": round(added), "chips": round(total_chips), "chips_ordered": round(chips_ordered),
                 "chips_by_system": {s: round(n) for s, n in chips.items()},
+                "chips_ordered_by_system": {s: round(n) for s, n in ordered_by_system.items()},
                 "it_mw": it_w / 1e6, "facility_mw": facility_w / 1e6,
                 "peak_bf16_eflops": peak_bf16 / 1e18, "peak_fp8_eflops": peak_fp8 / 1e18,
                 "sustained_bf16_eflops": sustained / 1e18,
@@ -316,3 +347,47 @@ def reference_runs(scenario: FleetScenario, records: list[dict[str, Any]],
             "plan": {k: best["plan"][k] for k in ("tp", "pp", "vp", "cp", "ep", "dp", "precision")},
         }
     return {"model": run.model, "tokens": run.tokens, "mfu_by_system": mfu}
+
+
+def backtest(scenario: FleetScenario, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The timeline against what each company reported for a year: modelled and reported capex,
+    gigawatts added (facility power online at the end of the year minus at its start; the chips
+    ordered in the year too, at their provisioned power, since capex reaches the grid only after
+    ``capex_to_online_quarters``) and chips of a system (online, and ordered), with the signed
+    error (modelled - reported) / reported."""
+    out = []
+    for test in scenario.backtest:
+        rows = [r for r in records if r["company"] == test.company and r["quarter"].startswith(str(test.year))]
+        if not rows:
+            raise SpecError("backtest.company", test.company, f"has no quarter of {test.year} in the timeline")
+        before = [r for r in records if r["company"] == test.company and r["quarter"] < f"{test.year}Q1"]
+        start_mw = before[-1]["facility_mw"] if before else 0.0
+        end = rows[-1]
+        online = float(end.get("chips_by_system", {}).get(test.chips_system or "", 0))
+        candidates = [
+            ("capex_usd", test.capex_usd, sum(r["capex_usd"] for r in rows),
+             "purchases of property and equipment: the scenario's input, summed"),
+            ("gw_added_online", test.gw_added, (end["facility_mw"] - start_mw) / 1e3,
+             "facility power of the chips online at year end, minus at its start"),
+            ("gw_added_ordered", test.gw_added, (_ordered_mw(end) - start_mw) / 1e3,
+             "facility power of every chip paid for by year end (online or not), minus at its start"),
+        ]
+        if test.chips_system is not None:
+            candidates += [
+                (f"chips_online_{test.chips_system}", test.chips_shipped, online,
+                 f"{test.chips_system} chips online at year end"),
+                (f"chips_ordered_{test.chips_system}", test.chips_shipped,
+                 float(end.get("chips_ordered_by_system", {}).get(test.chips_system, online)),
+                 f"{test.chips_system} chips paid for by year end (shipped lies between online and ordered)"),
+            ]
+        items = [{"figure": name, "modelled": modelled, "reported": reported.value,
+                  "error": (modelled - reported.value) / reported.value, "note": note, "source": reported.source}
+                 for name, reported, modelled, note in candidates if reported is not None]
+        out.append({"company": test.company, "year": test.year, "figures": items})
+    return out
+
+
+def _ordered_mw(record: dict[str, Any]) -> float:
+    """Facility megawatts of every chip a quarter's record says was paid for."""
+    return float(sum(chips * system_cost(system).facility_w_per_chip / 1e6
+                     for system, chips in record.get("chips_ordered_by_system", {}).items()))

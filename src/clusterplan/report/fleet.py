@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,26 @@ def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> d
 
 def describe_power(watts: float) -> str:
     return units._engineering(watts, units._DEC_PREFIXES, "W", 2)
+
+
+def backtest_table(console: Console, backtests: list[dict[str, Any]]) -> None:
+    """The timeline against what each company reported (`FleetScenario.backtest`)."""
+    for test in backtests:
+        table = Table(title=f"backtest: {test['company']} {test['year']}, modelled vs reported")
+        for column in ("figure", "modelled", "reported", "error"):
+            table.add_column(column, justify="left" if column == "figure" else "right")
+        for item in test["figures"]:
+            fmt = _backtest_value(item["figure"])
+            table.add_row(item["figure"].replace("_", " "), fmt(item["modelled"]), fmt(item["reported"]),
+                          f"{100 * item['error']:+.1f} %")
+        console.print(table)
+    console.print("online: chips in service at year end; ordered: paid for by then (capex reaches the grid "
+                  "capex_to_online_quarters later); sources in --json", highlight=False)
+
+
+def _backtest_value(figure: str) -> Callable[[float], str]:
+    if figure.startswith("capex"):
+        return lambda v: f"${v / 1e9:,.1f} B"
+    if figure.startswith("gw"):
+        return lambda v: f"{v:,.2f} GW"
+    return lambda v: f"{v:,.0f}"
