@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from clusterplan.api._edge import json_text, parse_tokens
+from clusterplan.api._edge import json_text, output_rate, parse_tokens, slo_seconds
 from clusterplan.errors import SpecError
 
 
@@ -42,6 +42,22 @@ class Answer(BaseModel):
     def to_json(self) -> str:
         """Exactly what ``clusterplan <command> --json`` prints (one object and a newline)."""
         return json_text(self.record)
+
+
+def demand_field(value: Any) -> Any:
+    """An output-token demand as the CLI takes it (``5M``, ``5Mtok/s``) or a number."""
+    return output_rate(value) if isinstance(value, str) else value
+
+
+def latency_field(value: Any, field_name: str) -> Any:
+    """A p99 latency target as the CLI takes it (``2s``, a bare string number: ms) or seconds;
+    numbers go through the same range rule as the CLI's text."""
+    option = "--slo-ttft" if field_name == "slo_ttft_s" else "--slo-tpot"
+    if isinstance(value, str):
+        return slo_seconds(value, option)
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        slo_seconds(f"{value}s", option)
+    return value
 
 
 def tokens_field(value: Any) -> float | None:

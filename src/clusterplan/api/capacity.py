@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from clusterplan.api._base import Answer, Request
-from clusterplan.api._edge import MAX_SIMULATED_REQUESTS, csv_items, output_rate, slo_seconds
+from clusterplan.api._base import Answer, Request, demand_field, latency_field
+from clusterplan.api._edge import MAX_SIMULATED_REQUESTS, csv_items
 from clusterplan.catalog import hardware_for, load_chip, load_model, load_system
 from clusterplan.errors import SpecError
 from clusterplan.specs.plan import MAX_CHIPS
@@ -40,17 +40,12 @@ class CapacityRequest(Request):
     @field_validator("demand_output_tokens_per_s", mode="before")
     @classmethod
     def demand(cls, value: Any) -> Any:
-        return output_rate(value) if isinstance(value, str) else value
+        return demand_field(value)
 
     @field_validator("slo_ttft_s", "slo_tpot_s", mode="before")
     @classmethod
     def latency(cls, value: Any, info: Any) -> Any:
-        option = "--slo-ttft" if info.field_name == "slo_ttft_s" else "--slo-tpot"
-        if isinstance(value, str):
-            return slo_seconds(value, option)
-        if isinstance(value, float | int) and not isinstance(value, bool):
-            slo_seconds(f"{value}s", option)  # the same range rule
-        return value
+        return latency_field(value, info.field_name)
 
 
 class CapacityAnswer(Answer):

@@ -7,14 +7,12 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from clusterplan.api._base import Answer, Request
+from clusterplan.api._base import Answer, Request, demand_field, latency_field
 from clusterplan.api._edge import (
     MAX_SIMULATED_REQUESTS,
     flag,
-    output_rate,
     parse_buckets,
     serve_simulation,
-    slo_seconds,
     spec_or_refuse,
 )
 from clusterplan.catalog import hardware_for, load_chip, load_model, load_system
@@ -72,13 +70,12 @@ class ServeRequest(Request):
     @field_validator("demand_output_tokens_per_s", mode="before")
     @classmethod
     def demand(cls, value: Any) -> Any:
-        return output_rate(value) if isinstance(value, str) else value
+        return demand_field(value)
 
     @field_validator("slo_ttft_s", "slo_tpot_s", mode="before")
     @classmethod
     def latency(cls, value: Any, info: Any) -> Any:
-        option = "--slo-ttft" if info.field_name == "slo_ttft_s" else "--slo-tpot"
-        return slo_seconds(value, option) if isinstance(value, str) else value
+        return latency_field(value, info.field_name)
 
 
 class ServeAnswer(Answer):
