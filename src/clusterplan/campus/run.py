@@ -251,7 +251,8 @@ def campus_result(reference: str = "rainier", days: int = 7, policy: str = "all"
                   chips: int | None = None) -> CampusResult:
     """The campus of scenario ``reference`` over ``days`` under ``policy`` (or ``all``). ``chips``
     overrides the scenario's campus size (benchmarks)."""
-    from clusterplan.report.rainier import check_scenario, recovery_settings
+    from clusterplan.api.rainier import check_scenario
+    from clusterplan.reliability.failures import recovery_settings
 
     step = progress or (lambda _text: None)
     policies = check_policy(policy)

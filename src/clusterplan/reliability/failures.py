@@ -262,3 +262,43 @@ def inputs_for(model: Model, system: System, chips: int, replicas: int = 1,
     lost = min(1.0, node_rate * window) ** (default("memory_copies") - 1.0)
     extra = lost * (costs.persist_interval_s / 2.0 + costs.storage_s - costs.restore_s)
     return dataclasses.replace(inputs, lost_copy_s=extra)
+
+
+def recovery_settings(data: Any, where: str) -> RecoverySettings:
+    """The scenario's ``reliability:`` mapping as :class:`RecoverySettings`; a number may be
+    written ``{value: 30s, source: "..."}`` (every number in the catalog carries its source)."""
+    if data is None:
+        return RecoverySettings()
+    if not isinstance(data, dict):
+        raise SpecError(where, data, "must be a mapping of recovery settings")
+    known = ("checkpoint", "recovery", "elastic", "fold", "detection", "restart", "swap", "elastic_pause",
+             "persist_interval", "storage_bandwidth", "failure_scale", "source")
+    for key in data:
+        if key not in known:
+            raise SpecError(f"{where}.{key}", data[key], f"unknown setting (known: {', '.join(known)})")
+
+    def value(key: str) -> Any:
+        item = data.get(key)
+        if isinstance(item, dict):
+            if not item.get("source"):
+                raise SpecError(f"{where}.{key}", item, "a {value, source} mapping needs a source")
+            return item.get("value")
+        return item
+
+    durations: dict[str, float | None] = {}
+    for key in ("detection", "restart", "swap", "elastic_pause", "persist_interval"):
+        item = value(key)
+        durations[f"{key}_s"] = None if item is None else units.parse_duration(item, f"{where}.{key}")
+    recovery = str(value("recovery") or "spares")
+    if recovery not in ("spares", "wait", "elastic"):
+        raise SpecError(f"{where}.recovery", recovery, "must be spares, wait or elastic")
+    bandwidth = value("storage_bandwidth")
+    return RecoverySettings(
+        checkpoint=str(value("checkpoint") or "sync"),  # type: ignore[arg-type]  # validated there
+        replacement="wait" if recovery == "elastic" else recovery,  # type: ignore[arg-type]
+        elastic=bool(value("elastic")) or recovery == "elastic",
+        fold=bool(value("fold") if value("fold") is not None else True),
+        failure_scale=1.0 if value("failure_scale") is None else float(value("failure_scale")),
+        storage_bandwidth=None if bandwidth is None else units.parse_bandwidth(bandwidth, f"{where}.storage_bandwidth"),
+        detection_s=durations["detection_s"], restart_s=durations["restart_s"], swap_s=durations["swap_s"],
+        elastic_pause_s=durations["elastic_pause_s"], persist_interval_s=durations["persist_interval_s"])

@@ -18,8 +18,8 @@ from clusterplan.api.rainier import (
     check_scenario,
     cluster_totals,
     rainier_record,
-    recovery_settings,
 )
+from clusterplan.reliability.failures import recovery_settings
 from clusterplan.report.tables import train_table
 from clusterplan.training.command import wrap_command
 from clusterplan.training.search import plan_label
