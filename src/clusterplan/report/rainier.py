@@ -288,17 +288,28 @@ def _rainier_summary_figures(report: Any, record: dict[str, Any]) -> None:
     training = record.get("training")
     if training:
         plan = training["plan"]
+        bands = training.get("bands", {})
+
+        def span(field: str, scale: float, fmt: str) -> str:
+            band = bands.get(field)
+            return f"; range {band[0] / scale:{fmt}} to {band[1] / scale:{fmt}}" if band else ""
+
         report.quote(f"{training['model']} on {units.format_count(training['tokens'])} tokens",
                      f"{training['time_to_train_s'] / 86400:,.1f} days",
                      f"failure-free; {training['chips']:,} chips, {_plan_text(plan)}, MFU "
-                     f"{100 * training['mfu']:.1f} % of the {plan['precision']} dense peak")
-        failures = training.get("with_failures")
-        if failures and failures.get("time_to_train_s", math.inf) != math.inf:
+                     f"{100 * training['mfu']:.1f} % of the {plan['precision']} dense peak"
+                     + span("time_to_train_s", 86400, ",.1f") + " days (80 % of the cross-validated errors)")
+        failures = training.get("reliability")
+        if failures and not failures.get("outpaced") and math.isfinite(failures.get("time_to_train_s", math.inf)):
             report.quote("the same run with failures", f"{failures['time_to_train_s'] / 86400:,.1f} days",
                          f"goodput {100 * failures['goodput']:.1f} % under the scenario's recovery")
         if "cost_usd" in training:
             report.quote("cost of that run (TCO)", f"${training['cost_usd'] / 1e6:,.1f} M",
-                         f"failure-free, at ${training['cost_per_chip_hour_usd']:.2f} per chip-hour")
+                         f"failure-free, at ${training['cost_per_chip_hour_usd']:.2f} per chip-hour"
+                         + span("cost_usd", 1e6, ",.1f").replace("range ", "range $") + (" M" if "cost_usd" in bands
+                                                                                        else ""))
+        if record.get("extrapolation"):
+            report.assumptions.append("Outside validated ground: " + "; ".join(record["extrapolation"]) + ".")
     serving = record.get("serving")
     if serving:
         best = serving["best"]
@@ -328,9 +339,13 @@ def _rainier_assumptions(record: dict[str, Any]) -> list[str]:
     claim = record.get("compute_claim")
     if claim:
         out.append(f"Compute claim: {claim['assumption']}.")
-    out.append("Failures: closed-form goodput (optimal checkpoint interval) at the catalog's Llama 3-era failure "
-               "rates; 'catalog defaults' recover as Llama 3 did (~10 min restarts), 'scenario recovery' as the "
-               "scenario says (hot spares, asynchronous checkpoints, tens of seconds).")
+    scenario_recovery = record.get("recovery", {}).get("scenario", {})
+    label = scenario_recovery.get("label") if isinstance(scenario_recovery, dict) else None
+    out.append("Failures: the exact closed-form mean (failures during an outage fold into it; checkpoint interval "
+               "optimal and never below what a checkpoint needs) at the catalog's Llama 3-era failure rates per "
+               "chip, extrapolated beyond the 16,384 GPUs they were measured on; 'Llama 3 era' recovers as Llama 3 "
+               "did, 'scenario' as the scenario says"
+               + (f" ({label})" if label else "") + " (docs/reliability.md).")
     serving = record.get("serving")
     if serving:
         out.append(f"Serving: a request-level simulation of each deployment at fixed request lengths "
