@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from clusterplan import units
 from clusterplan.catalog import hardware_for, load_economics, load_system
@@ -110,28 +110,22 @@ class Company(Spec):
         return {system: share / total for system, share in shares.items()}
 
 
+#: A count as scenario files write it (``15T``, ``1.4M``, ``131.8G``) or a number.
+Count = Annotated[float, BeforeValidator(lambda v: units.parse_count(v, "count") if isinstance(v, str) else v)]
+
+
 class ReferenceRun(Spec):
     model: str
-    tokens: float = Field(gt=0)
+    tokens: Count = Field(gt=0)
     seq_len: int = Field(ge=1)
     global_batch: int = Field(ge=1)
-
-    @field_validator("tokens", mode="before")
-    @classmethod
-    def _tokens(cls, value: Any) -> Any:
-        return units.parse_count(value, "tokens") if isinstance(value, str) else value
 
 
 class Reported(Spec):
     """A figure a company reported for a period, to backtest the timeline against."""
 
-    value: float = Field(gt=0)
+    value: Count = Field(gt=0)
     source: str = Field(min_length=3)
-
-    @field_validator("value", mode="before")
-    @classmethod
-    def _value(cls, value: Any) -> Any:
-        return units.parse_count(value, "value") if isinstance(value, str) else value
 
 
 class Backtest(Spec):
