@@ -66,6 +66,17 @@ def test_api_search_serve_capacity_reliability_fleet(client: Any, capsys: Any) -
     assert client.get("/api/fleet", params={"scenario": "amazon-2025", "runs": "false"}).json() == expected
 
 
+def test_api_campus_is_the_cli_json(client: Any, capsys: Any) -> None:
+    expected = cli(capsys, "campus", "rainier", "--days", "1", "--policy", "shared")
+    got = client.get("/api/campus", params={"scenario": "rainier", "days": "1", "policy": "shared"}).json()
+    for record in (expected, got):  # measured wall-clock times differ run to run
+        record.pop("timing_s")
+        for job in record["training"]:
+            job.pop("search_time_s", None)
+    assert got == expected
+    assert client.get("/api/campus", params={"days": "0"}).status_code == 422
+
+
 @pytest.mark.parametrize(("path", "params", "field"), [
     ("/api/train", {**TRAIN, "model": "nosuch"}, "--model"),
     ("/api/train", {**TRAIN, "tp": "0"}, "--tp"),

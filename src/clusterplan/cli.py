@@ -764,23 +764,23 @@ def campus(
 ) -> None:
     """The campus hour by hour: serving by day, training by night, power and money by the hour,
     under each allocation policy side by side (docs/campus.md)."""
+    from clusterplan.api.campus import CampusRequest
+    from clusterplan.api.campus import answer as campus_answer
     from clusterplan.campus.output import campus_report, campus_table
-    from clusterplan.campus.run import campus_result
-    from clusterplan.campus.scenario import check_days, check_policy
 
-    check_policy(policy)
-    check_days(days)
+    request = CampusRequest(scenario=scenario, days=days, policy=policy)
     if report_dir is not None:
         output_dir(report_dir, "--report-dir")
     with StepProgress("campus") as bar:
-        result = campus_result(scenario, days, policy, progress=bar.step)
+        answered = campus_answer(request, progress=bar.step)
+        result = answered.result
         if report_dir is not None:
             output_dir(report_dir, "--report-dir", (f"campus-{result.scenario}.md", f"campus-{result.scenario}.html"))
             bar.step("writing the report")
         written = (write_or_refuse("--report-dir", report_dir, lambda: campus_report(result, report_dir))
                    if report_dir is not None else {})
     if as_json:
-        emit_json({**result.record(), **({"report": written} if written else {})})
+        emit_json({**answered.record, **({"report": written} if written else {})})
         return
     campus_table(console, result)
     if written:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from clusterplan.api import capacity, fleet, rainier, reliability, search, serve, train
+from clusterplan.api import campus, capacity, fleet, rainier, reliability, search, serve, train
 from clusterplan.api._base import Answer, PlanOptions
 from clusterplan.errors import SpecError
 
@@ -42,6 +42,8 @@ QUESTIONS: dict[str, Question] = {
                             "failures, checkpoints and goodput (reliability --json)"),
     "fleet": Question(fleet.FleetRequest, fleet.answer, "a fleet scenario per quarter (fleet --json)"),
     "rainier": Question(rainier.RainierRequest, rainier.answer, "the Project Rainier report (rainier --json)"),
+    "campus": Question(campus.CampusRequest, campus.answer,
+                       "the campus hour by hour under each allocation policy (campus --json)"),
 }
 
 
