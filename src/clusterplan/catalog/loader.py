@@ -252,24 +252,22 @@ def load_system(reference: str, field: str = "system") -> System:
 
 
 def load_model(reference: str, field: str = "model") -> Model:
-    """A catalog model by name, a model YAML, or a Hugging Face ``config.json`` (catalog/hf_config.py)."""
+    """A catalog model by name, a model file of the user's (YAML, no ``source:`` needed: the
+    catalog's entries keep theirs), or a Hugging Face ``config.json`` (catalog/hf_config.py)."""
     path = Path(reference).expanduser()
-    if reference.endswith(".json") or (_is_file(path) and not reference.endswith((".yaml", ".yml"))):
-        from clusterplan.catalog.hf_config import is_hf_config, model_spec
+    if not (reference.endswith((".yaml", ".yml", ".json")) or _is_file(path)):
+        return _resolve(Model, "models.yaml", reference, field)
+    data = read_yaml(path, field)  # JSON is YAML: the one bounded loader for both
+    from clusterplan.catalog.hf_config import is_hf_config, model_spec
 
-        data = read_yaml(path, field)  # JSON is YAML; the one bounded loader
-        if is_hf_config(data):
-            assert isinstance(data, dict)
-            return build(Model, model_spec(data, reference), field, reference)
-    if reference.endswith((".yaml", ".yml")) or _is_file(path):
-        # A user's own model needs no source (the catalog's entries keep theirs: the spec requires it).
-        data = read_yaml(path, field)
-        if isinstance(data, list) and len(data) == 1:
-            data = data[0]
-        if isinstance(data, dict) and "source" not in data:
-            data = {**data, "source": f"the user's model file {reference} (no source given)"}
-        return build(Model, data, field, reference)
-    return _resolve(Model, "models.yaml", reference, field)
+    if is_hf_config(data):
+        assert isinstance(data, dict)
+        return build(Model, model_spec(data, reference), field, reference)
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if isinstance(data, dict) and "source" not in data:
+        data = {**data, "source": f"the user's model file {reference} (no source given)"}
+    return build(Model, data, field, reference)
 
 
 def chip_names() -> list[str]:
