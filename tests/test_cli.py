@@ -296,6 +296,10 @@ def yaml_dir(tmp_path: Path) -> Path:
         "name: bool-layers\nlayers: true\nhidden_size: 4096\nffn_hidden_size: 14336\n"
         "attention_heads: 32\nkv_heads: 8\nvocab_size: 128256\nffn_activation: swiglu\n"
         "source: test fixture\n", encoding="utf-8")
+    (tmp_path / "number-dropout.yaml").write_text(
+        "name: number-dropout\nlayers: 32\nhidden_size: 4096\nffn_hidden_size: 14336\n"
+        "attention_heads: 32\nkv_heads: 8\nvocab_size: 128256\nffn_activation: swiglu\ndropout: 1\n"
+        "source: test fixture\n", encoding="utf-8")
     (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\nlayers: 32\n".encode("latin-1"))
     (tmp_path / "laughs.yaml").write_text(LAUGHS, encoding="utf-8")
     (tmp_path / "deep.yaml").write_text("tp: " + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
@@ -440,6 +444,8 @@ BAD_INPUT = [
     # input files: types, encodings, YAML aliases, depth, duplicate keys, size
     pytest.param(_with(model="{tmp}/bool-layers.yaml"), ("--model", "layers", "not true"),
                  id="model-yaml-layers-true"),
+    pytest.param(_with(model="{tmp}/number-dropout.yaml"), ("--model", "dropout", "true or false", "1"),
+                 id="model-yaml-dropout-number"),
     pytest.param(_with(model="{tmp}/latin1.yaml"), ("--model", "latin1.yaml", "not UTF-8", "0xe9"),
                  id="model-yaml-not-utf8"),
     pytest.param(_with(plan="{tmp}/laughs.yaml"), ("--plan", "laughs.yaml", "alias"), id="plan-billion-laughs"),

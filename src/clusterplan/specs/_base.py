@@ -43,9 +43,21 @@ def _bool_in(annotation: Any, value: Any) -> bool:
     return False
 
 
+def _number_for_bool(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` is a number where ``annotation`` wants only a bool: pydantic's lax mode
+    would read ``dropout: 1`` as true and ``dropout: 0.5`` (a rate, meant for another tool) as an
+    error about "a valid boolean"; either way the number was not what the field means."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if get_origin(annotation) is Annotated:
+        return _number_for_bool(get_args(annotation)[0], value)
+    return annotation is bool
+
+
 class Spec(BaseModel):
-    """Base of every spec: immutable, unknown keys refused (a typo must not pass silently), and
-    no ``true``/``false`` where a number is wanted (``layers: true`` is not 1 layer)."""
+    """Base of every spec: immutable, unknown keys refused (a typo must not pass silently), no
+    ``true``/``false`` where a number is wanted (``layers: true`` is not 1 layer) and no number
+    where only ``true``/``false`` is (``dropout: 1`` is not a switch)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
@@ -56,6 +68,8 @@ class Spec(BaseModel):
         if field is not None and _bool_in(field.annotation, value):
             raise ValueError(f"must be a number, not {str(value).lower()}"
                              if isinstance(value, bool) else "must hold numbers, not true/false")
+        if field is not None and _number_for_bool(field.annotation, value):
+            raise ValueError(f"must be true or false, not the number {value}")
         return value
 
 
