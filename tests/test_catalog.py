@@ -222,3 +222,19 @@ def test_malformed_yaml_is_refused(tmp_path: Path) -> None:
     path.write_text("name: [unclosed\nlayers: 2\n", encoding="utf-8")
     with pytest.raises(SpecError, match="malformed YAML"):
         load_model(str(path))
+
+
+def test_the_catalog_reads_the_same_with_the_fast_loader_and_still_refuses_duplicate_keys() -> None:
+    """The shipped catalog goes through libyaml's parser; user files through the guarded one.
+    Both must read every catalog file identically, and both refuse a key written twice."""
+    from clusterplan.catalog.loader import RefusedYAML, _CatalogLoader, parse_yaml
+
+    folder = resources.files("clusterplan.catalog")
+    names = [p.name for p in folder.iterdir() if p.name.endswith(".yaml")]
+    names += [f"scenarios/{p.name}" for p in folder.joinpath("scenarios").iterdir() if p.name.endswith(".yaml")]
+    assert len(names) >= 8
+    for name in names:
+        text = folder.joinpath(name).read_text(encoding="utf-8")
+        assert yaml.load(text, Loader=_CatalogLoader) == parse_yaml(text), name
+    with pytest.raises(RefusedYAML, match="given twice"):
+        yaml.load("a: 1\nb: 2\na: 3\n", Loader=_CatalogLoader)
