@@ -31,7 +31,7 @@ bench: $(STAMP)  ## estimator and search throughput, rainier end to end; Calculo
 	$(BIN)/python benchmarks/bench_calculon.py $(if $(CALCULON),--calculon $(CALCULON),)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy
 
 calibrate: $(STAMP)  ## refit efficiency.yaml on the published tables
