@@ -161,3 +161,27 @@ def test_validate_refuses_bad_workers() -> None:
     result = CliRunner().invoke(app, ["validate", "--cross-validate", "--workers", "0"])
     assert result.exit_code == 2
     assert "--workers" in result.output
+
+
+def test_an_anchored_parameter_transfers_as_the_borrowers_measurement_times_the_donors_realisation() -> None:
+    """A kernel-level measurement anchors a parameter: the donors fit its realisation r (their
+    end-to-end value over their measurement), and a family borrowing the fit gets its own
+    measurement times r; a borrower without a measurement gets the donors' value; with no
+    anchors nothing changes."""
+    from clusterplan.validation.calibrate import ANCHORED_CEILING, fit_dense_shared
+
+    rows = [c for c in all_cases(["korthikanti2022"]) if c.skip is None]
+    free, _ = fit_dense_shared(rows, {})
+    anchors = {"ampere": {"matmul.bf16": 0.80, "hbm": 0.90}, "tpu-v4": {"matmul.bf16": 0.88}}
+    fit, source = fit_dense_shared(rows, anchors)
+    assert fit.anchored == frozenset({"matmul.bf16", "hbm"}) and source.anchored == ("hbm", "matmul.bf16")
+    ampere = fit.efficiency("ampere")
+    realisation = ampere.matmul["bf16"] / 0.80
+    assert fit.efficiency("tpu-v4").matmul["bf16"] == pytest.approx(min(0.88 * realisation, ANCHORED_CEILING),
+                                                                   abs=1e-4)
+    # tpu-v4 has no HBM measurement: it takes the donors' (ampere's) HBM efficiency
+    assert fit.efficiency("tpu-v4").hbm == pytest.approx(ampere.hbm, abs=1e-4)
+    assert fit.efficiency("hopper").matmul["bf16"] == pytest.approx(ampere.matmul["bf16"], abs=1e-4)
+    # a reparameterisation: the family's own rows are described about as well either way
+    assert ampere.matmul["bf16"] == pytest.approx(free.efficiency("ampere").matmul["bf16"], abs=0.03)
+    assert free.anchored == frozenset() and free.efficiency("tpu-v4").matmul == free.efficiency("ampere").matmul

@@ -18,7 +18,7 @@ family has any). That one rule produces the shipped parameters and is what
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -126,6 +126,8 @@ class StageSource:
     families: tuple[str, ...]  # the families whose rows were fitted (the family itself if own rows)
     mape_before: float = math.nan
     mape_after: float = math.nan
+    #: parameters fitted as their realisation of a kernel-level measurement (DenseFit)
+    anchored: tuple[str, ...] = ()
 
     def own(self, family: str) -> bool:
         """Fitted on ``family``'s own rows (not taken from other families, not the priors)."""
@@ -135,9 +137,11 @@ class StageSource:
         if self.rows == 0:
             return f"{self.stage} parameters at their priors (no {self.stage} rows in any family)"
         whose = "" if self.families == (family,) else f" of {', '.join(self.families)}"
+        anchored = (f"; {', '.join(self.anchored)} as realisations of kernel measurements"
+                    if self.anchored else "")
         return (f"{self.stage} stage: {len(self.parameters)} parameters on {self.rows} rows{whose} "
                 f"({', '.join(self.tables)}): MAPE {self.mape_before:.1f}% at the priors -> "
-                f"{self.mape_after:.1f}%")
+                f"{self.mape_after:.1f}%{anchored}")
 
 
 def _names(cases: Sequence[Case]) -> list[str]:
@@ -180,31 +184,93 @@ def _least_squares(residuals: Callable[[np.ndarray], np.ndarray], start: np.ndar
     return np.asarray(solution.x)
 
 
-def fit_dense(family: str, rows: Sequence[Case]) -> tuple[Efficiency, StageSource]:
+#: Parameters a sourced kernel-level measurement can anchor (catalog/kernels.yaml): the large-GEMM
+#: fraction of peak per precision, the fused-attention fraction and the HBM fraction.
+ANCHORABLE = frozenset({"matmul.bf16", "matmul.fp8", "matmul.fp4", "attention", "hbm"})
+#: Prior of an anchored parameter's *realisation* r = end-to-end value / kernel measurement: a
+#: framework realises about what its kernels reach in isolation, give or take shapes and fusion.
+REALISATION_PRIOR: tuple[float, float, float, float] = (1.0, 0.15, 0.3, 1.3)
+#: Largest value an anchored parameter may take after multiplying (a fraction of peak).
+ANCHORED_CEILING = 0.99
+
+Anchors = Mapping[str, Mapping[str, float]]  # family -> parameter -> measured fraction
+
+
+@dataclass(frozen=True)
+class DenseFit:
+    """One dense fit: the parameter values shared by its rows, and how they become a family's
+    efficiencies. An *anchored* parameter is fitted as its realisation r (end-to-end value over
+    the family's sourced kernel-level measurement, :data:`REALISATION_PRIOR`), so a family that
+    borrows the fit gets its own measurement times the donors' r; every other parameter is
+    fitted, and borrowed, as is."""
+
+    names: tuple[str, ...]
+    values: tuple[float, ...]
+    anchored: frozenset[str]
+    anchors: Anchors
+    tables: tuple[str, ...]
+    donors: tuple[str, ...]
+
+    def efficiency(self, family: str) -> Efficiency:
+        values = []
+        for name, value in zip(self.names, self.values, strict=True):
+            if name in self.anchored:
+                measured = self.anchors.get(family, {}).get(name)
+                if measured is None:  # the family has no measurement: the donors' mean value
+                    measured = float(np.mean([self.anchors[d][name] for d in self.donors]))
+                value = min(measured * value, ANCHORED_CEILING)
+            values.append(value)
+        return _efficiency(family, list(self.names), np.array(values), list(self.tables))
+
+
+def anchored_names(names: Sequence[str], families: Sequence[str], anchors: Anchors) -> frozenset[str]:
+    """The parameters every one of ``families`` has a kernel-level measurement of."""
+    return frozenset(n for n in names if n in ANCHORABLE and families
+                     and all(n in anchors.get(f, {}) for f in families))
+
+
+def fit_dense(family: str, rows: Sequence[Case], anchors: Anchors | None = None) -> tuple[Efficiency, StageSource]:
     """MAP fit of the dense-training parameters on ``rows`` (one shared set, whatever families
     the rows come from); labelled as ``family``."""
+    fit, source = fit_dense_shared(rows, anchors or {})
+    return fit.efficiency(family), source
+
+
+def fit_dense_shared(rows: Sequence[Case], anchors: Anchors) -> tuple[DenseFit, StageSource]:
+    """The dense fit on ``rows`` as a :class:`DenseFit` (see there for anchored parameters)."""
     names = _names(rows)
     tables = sorted({c.table for c in rows})
-    start = np.array([PRIORS[n][0] for n in names])
+    families = tuple(sorted({c.family for c in rows}))
+    anchored = anchored_names(names, families, anchors)
+    prior = {n: REALISATION_PRIOR if n in anchored else PRIORS[n] for n in names}
+    start = np.array([prior[n][0] for n in names])
+
+    def shared(values: np.ndarray) -> DenseFit:
+        return DenseFit(tuple(names), tuple(float(v) for v in values), anchored, anchors, tuple(tables),
+                        families)
+
     if not rows:
-        eff = _efficiency(family, names, start, [])
-        return eff, StageSource("dense", tuple(names), 0, (), ())
-    lower = np.array([PRIORS[n][2] for n in names])
-    upper = np.array([PRIORS[n][3] for n in names])
-    sigma = np.array([PRIORS[n][1] for n in names])
+        return shared(start), StageSource("dense", tuple(names), 0, (), ())
+    lower = np.array([prior[n][2] for n in names])
+    upper = np.array([prior[n][3] for n in names])
+    sigma = np.array([prior[n][1] for n in names])
     prior_weight = 1.0 / math.sqrt(len(rows))
 
+    def lookup(values: np.ndarray) -> Callable[[str], Efficiency]:
+        fit = shared(values)
+        by_family = {f: fit.efficiency(f) for f in families}
+        return by_family.__getitem__
+
     def residuals(values: np.ndarray) -> np.ndarray:
-        eff = _efficiency(family, names, values, tables)
-        predicted = np.array([r.predicted for r in run(rows, lambda _: eff)], dtype=float)
+        predicted = np.array([r.predicted for r in run(rows, lookup(values))], dtype=float)
         return np.concatenate([_signed_log_ratio(rows, predicted), prior_weight * (values - start) / sigma])
 
-    before = mape(run(rows, lambda _: _efficiency(family, names, start, tables)))
+    before = mape(run(rows, lookup(start)))
     values = _least_squares(residuals, start, lower, upper)
-    eff = _efficiency(family, names, values, tables)
-    after = mape(run(rows, lambda _: eff))
-    families = tuple(sorted({c.family for c in rows}))
-    return eff, StageSource("dense", tuple(names), len(rows), tuple(tables), families, before, after)
+    after = mape(run(rows, lookup(values)))
+    source = StageSource("dense", tuple(names), len(rows), tuple(tables), families, before, after,
+                         tuple(sorted(anchored)))
+    return shared(values), source
 
 
 #: Efficiency field, scale and rounding of each staged prior (microsecond priors are stored in seconds).
@@ -265,9 +331,11 @@ class Calibration:
     """
 
     cases: Sequence[Case]
+    #: sourced kernel-level measurements per family (catalog/kernels.yaml); none: every parameter free
+    anchors: Anchors = field(default_factory=dict)
     _rows: dict[tuple[str, str], list[Case]] = field(default_factory=dict, init=False)
     _dense: dict[str, tuple[Efficiency, StageSource]] = field(default_factory=dict, init=False)
-    _pooled_dense: dict[tuple[str, ...], tuple[Efficiency, StageSource]] = field(default_factory=dict, init=False)
+    _pooled_dense: dict[tuple[str, ...], tuple[DenseFit, StageSource]] = field(default_factory=dict, init=False)
     _staged: dict[tuple[str, str], tuple[Efficiency, StageSource]] = field(default_factory=dict, init=False)
     _pooled_stage: dict[tuple[str, tuple[str, ...]], tuple[dict[str, float], StageSource]] = field(
         default_factory=dict, init=False)
@@ -292,9 +360,9 @@ class Calibration:
             donors = self.donors("dense", family)
             if donors not in self._pooled_dense:
                 rows = [c for f in donors for c in self.rows("dense", f)]
-                self._pooled_dense[donors] = fit_dense(family, rows)
-            eff, source = self._pooled_dense[donors]
-            eff = eff.model_copy(update={"family": family, "reserved_bytes": _reserve(family)})
+                self._pooled_dense[donors] = fit_dense_shared(rows, self.anchors)
+            fit, source = self._pooled_dense[donors]
+            eff = fit.efficiency(family).model_copy(update={"reserved_bytes": _reserve(family)})
             self._dense[family] = (eff, source)
         return self._dense[family]
 
