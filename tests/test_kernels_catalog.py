@@ -26,6 +26,7 @@ EXPECTED = {
     ("h200", "collective"),
     ("mi300x", "gemm"), ("mi300x", "hbm"), ("mi300x", "collective"),
     ("a100-40gb", "collective"),
+    ("tpu-v5e", "gemm"),
     ("tpu-v5p", "collective"),
 }
 
