@@ -20,6 +20,7 @@ from clusterplan.errors import SpecError, shorten, show
 from clusterplan.specs import Chip, Model, System
 from clusterplan.specs.accuracy import CrossValSummary
 from clusterplan.specs.economics import Economics
+from clusterplan.specs.kernels import AttentionEntry, GemmEntry, HbmEntry, KernelCatalog, KernelEntry
 from clusterplan.training.step import Hardware
 
 #: Where `clusterplan calibrate` stores the cross-validated errors of its fit.
@@ -345,3 +346,58 @@ def load_crossval() -> CrossValSummary | None:
     if not resource.is_file():
         return None
     return build(CrossValSummary, _catalog_text(CROSSVAL_FILE), "catalog", CROSSVAL_FILE)
+
+
+#: File of public kernel-level measurements (GEMM, attention, HBM, collectives) per chip.
+KERNELS_FILE = "kernels.yaml"
+#: Largest relative gap between an entry's stated fraction and achieved / catalog peak.
+KERNEL_FRACTION_TOLERANCE = 0.01
+
+
+def kernel_peak(entry: KernelEntry, chip: Chip) -> float | None:
+    """The catalog figure an entry's fraction is taken against: the dense peak FLOP/s of its
+    precision (fp16 at the bf16 peak) for GEMM and attention, the spec HBM bandwidth (bytes/s)
+    for HBM, None for collectives (no single peak)."""
+    if isinstance(entry, GemmEntry | AttentionEntry):
+        precision = "bf16" if entry.precision == "fp16" else entry.precision
+        chip.require(precision, f"kernels.{entry.chip}.precision")
+        return chip.peak(precision)
+    if isinstance(entry, HbmEntry):
+        return chip.hbm_bandwidth
+    return None
+
+
+def check_kernel_entry(index: int, entry: KernelEntry) -> None:
+    """Refuse (SpecError) an entry whose chip is not a catalog name, whose precision the chip has
+    no units for, or whose fraction is more than 1 % off achieved / catalog peak."""
+    field = f"kernels.entries[{index}]"
+    if entry.chip not in chip_names():
+        close = difflib.get_close_matches(entry.chip, chip_names(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise SpecError(f"{field}.chip", entry.chip, f"not a catalog chip name (chips.yaml){hint}")
+    peak = kernel_peak(entry, load_chip(entry.chip, field=f"{field}.chip"))
+    if peak is None:
+        return
+    if isinstance(entry, GemmEntry):
+        pairs = [(entry.tflops * 1e12, entry.fraction_of_peak)]
+    elif isinstance(entry, AttentionEntry):
+        pairs = [(point.tflops * 1e12, point.fraction_of_peak) for point in entry.points]
+    elif isinstance(entry, HbmEntry):
+        pairs = [(entry.gbps * 1e9, entry.fraction_of_spec)]
+    else:
+        return
+    for achieved, stated in pairs:
+        implied = achieved / peak
+        if abs(stated - implied) > KERNEL_FRACTION_TOLERANCE * implied:
+            raise SpecError(f"{field}.fraction", stated,
+                            f"achieved / catalog peak of {entry.chip} is {implied:.4f}")
+
+
+@cache
+def load_kernels() -> KernelCatalog:
+    """The public kernel-level measurements of catalog/kernels.yaml, each entry checked against
+    the chip catalog: a known chip name, and its fraction within 1 % of achieved / catalog peak."""
+    catalog = build(KernelCatalog, _catalog_text(KERNELS_FILE), "kernels", f"catalog/{KERNELS_FILE}")
+    for index, entry in enumerate(catalog.entries):
+        check_kernel_entry(index, entry)
+    return catalog
