@@ -196,6 +196,31 @@ ANCHORED_CEILING = 0.99
 Anchors = Mapping[str, Mapping[str, float]]  # family -> parameter -> measured fraction
 
 
+def kernel_anchors() -> dict[str, dict[str, float]]:
+    """Per family, the parameters catalog/kernels.yaml measures (docs/kernels.md).
+
+    ``matmul.<precision>`` is the best GEMM of any of the family's chips at that precision
+    (fp16 counts as bf16: the same tensor peak), the large-GEMM asymptote the parameter means;
+    ``hbm`` the best streaming bandwidth fraction. Attention is not anchored: which kernel
+    (FlashAttention-2 or -3, cuDNN) a published run used is rarely printed, and the measured
+    curves differ by 1.5x between them on one chip.
+    """
+    from clusterplan.catalog import load_chip, load_kernels
+
+    anchors: dict[str, dict[str, float]] = {}
+    for entry in load_kernels().entries:
+        family = load_chip(entry.chip).family
+        if entry.kind == "gemm":
+            name, value = f"matmul.{'bf16' if entry.precision == 'fp16' else entry.precision}", entry.fraction_of_peak
+        elif entry.kind == "hbm":
+            name, value = "hbm", entry.fraction_of_spec
+        else:
+            continue
+        known = anchors.setdefault(family, {})
+        known[name] = max(known.get(name, 0.0), float(value))
+    return anchors
+
+
 @dataclass(frozen=True)
 class DenseFit:
     """One dense fit: the parameter values shared by its rows, and how they become a family's
@@ -216,17 +241,18 @@ class DenseFit:
         for name, value in zip(self.names, self.values, strict=True):
             if name in self.anchored:
                 measured = self.anchors.get(family, {}).get(name)
-                if measured is None:  # the family has no measurement: the donors' mean value
-                    measured = float(np.mean([self.anchors[d][name] for d in self.donors]))
+                if measured is None:  # not measured: the measured donors' mean kernel fraction
+                    measured = float(np.mean([self.anchors[d][name] for d in self.donors
+                                              if name in self.anchors.get(d, {})]))
                 value = min(measured * value, ANCHORED_CEILING)
             values.append(value)
         return _efficiency(family, list(self.names), np.array(values), list(self.tables))
 
 
 def anchored_names(names: Sequence[str], families: Sequence[str], anchors: Anchors) -> frozenset[str]:
-    """The parameters every one of ``families`` has a kernel-level measurement of."""
-    return frozenset(n for n in names if n in ANCHORABLE and families
-                     and all(n in anchors.get(f, {}) for f in families))
+    """The parameters some of ``families`` (the fit's donors) have a kernel-level measurement of;
+    a donor without one is taken to reach the measured donors' mean kernel fraction."""
+    return frozenset(n for n in names if n in ANCHORABLE and any(n in anchors.get(f, {}) for f in families))
 
 
 def fit_dense(family: str, rows: Sequence[Case], anchors: Anchors | None = None) -> tuple[Efficiency, StageSource]:
@@ -331,8 +357,8 @@ class Calibration:
     """
 
     cases: Sequence[Case]
-    #: sourced kernel-level measurements per family (catalog/kernels.yaml); none: every parameter free
-    anchors: Anchors = field(default_factory=dict)
+    #: sourced kernel-level measurements per family (catalog/kernels.yaml; empty: every parameter free)
+    anchors: Anchors = field(default_factory=kernel_anchors)
     _rows: dict[tuple[str, str], list[Case]] = field(default_factory=dict, init=False)
     _dense: dict[str, tuple[Efficiency, StageSource]] = field(default_factory=dict, init=False)
     _pooled_dense: dict[tuple[str, ...], tuple[DenseFit, StageSource]] = field(default_factory=dict, init=False)
