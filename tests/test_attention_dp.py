@@ -127,3 +127,15 @@ def test_bad_attention_dp_layouts_are_refused(capsys: pytest.CaptureFixture[str]
     code, _out, err = run_cli(capsys, ["serve", *model, "--system", "dgx-h200", "--weights", "fp8", *argv])
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and field in err
+
+
+def test_validation_rows_run_attention_dp_where_the_source_says_so_for_moe() -> None:
+    from clusterplan.validation.inference_cases import attention_dp_layout
+
+    row = {"notes": "ModelOpt checkpoints | MoE runs use enable_attention_dp", "parallelism_as_published": "TP8 EP8",
+           "expert_parallel": ""}
+    assert attention_dp_layout(row, DSV3, 8) == {"attention_dp": 8, "tp": 1, "ep": 8}
+    assert attention_dp_layout({**row, "expert_parallel": "4"}, DSV3, 8)["ep"] == 4
+    assert attention_dp_layout(row, load_model("llama3-70b"), 8) == {}  # the page's note is about MoE runs
+    assert attention_dp_layout({**row, "notes": "enable_attention_dp: false"}, DSV3, 8) == {}
+    assert attention_dp_layout({**row, "notes": ""}, DSV3, 8) == {}
