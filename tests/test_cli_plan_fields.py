@@ -366,7 +366,8 @@ def test_deployment_file_holds_any_field_and_given_options_override_it(capsys, t
     deployment.write_text("tp: 2\nweights: fp8\nkv_cache: fp8\nmax_batch: 64\nkv_memory_fraction: 0.5\n"
                           "prefill_buckets: [2048, 4096]\ndecode_buckets: 4096,8192\nfrontend: engine\n", "utf-8")
     record = run_json(capsys, [*SERVE, "--deployment", str(deployment)])
-    assert record["deployment"] == {"tp": 2, "pp": 1, "ep": 1, "weights": "fp8", "kv_cache": "fp8", "max_batch": 64,
+    assert record["deployment"] == {"tp": 2, "pp": 1, "ep": 1, "attention_dp": 1, "weights": "fp8", "kv_cache": "fp8",
+                                    "max_batch": 64,
                                     "kv_memory_fraction": 0.5, "prefill_buckets": [2048, 4096],
                                     "decode_buckets": [4096, 8192], "frontend": "engine"}
     overridden = run_json(capsys, [*SERVE, "--deployment", str(deployment), "--tp", "4", "--kv-cache", "bf16",

@@ -898,7 +898,7 @@ def capacity(
         help="weight formats to consider, e.g. bf16,fp8 (fp4 too) (default: bf16,fp8 where the chip has them)")
     ] = None,
     kv_cache: Annotated[str, typer.Option(help="KV-cache formats to consider")] = "bf16,fp8",
-    max_chips_per_replica: Annotated[int, typer.Option(help="largest replica (TP x PP chips)")] = 64,
+    max_chips_per_replica: Annotated[int, typer.Option(help="largest replica (attention DP x TP x PP chips)")] = 64,
     max_batch: Annotated[int, typer.Option(help="engine limit on batched sequences")] = 2048,
     top: Annotated[int, typer.Option(help="how many deployments to list")] = 5,
     requests: Annotated[int, typer.Option(
@@ -1042,14 +1042,16 @@ def serve(
     system: Annotated[str, typer.Option(help="catalog system name or path to a system YAML")],
     deployment_file: Annotated[Path | None, typer.Option(
         "--deployment", metavar="FILE.yaml",
-        help="Deployment fields in YAML (tp, pp, ep, weights, kv_cache, max_batch, kv_memory_fraction, frontend, "
-        "buckets); options given on the line override them")] = None,
+        help="Deployment fields in YAML (tp, pp, ep, attention_dp, weights, kv_cache, max_batch, kv_memory_fraction, "
+        "frontend, buckets); options given on the line override them")] = None,
     tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica (default: 1)")] = None,
     pp: Annotated[int | None, typer.Option(help="pipeline parallelism of one replica (default: 1)")] = None,
     chips_per_replica: Annotated[
         int | None, typer.Option(help="chips per replica (= TP x PP; alone it sets TP, PP 1)")
     ] = None,
     ep: Annotated[int | None, typer.Option(help="expert parallelism (MoE models) (default: 1)")] = None,
+    attention_dp: Annotated[int | None, typer.Option(
+        help="MoE: attention data-parallel ranks of --tp chips each; chips = this x TP x PP (default: 1)")] = None,
     weights: Annotated[str | None, typer.Option(help="bf16 | fp8 | fp4 weights and matmuls (default: bf16)")] = None,
     kv_cache: Annotated[str | None, typer.Option(help="bf16 | fp8 KV cache (default: bf16)")] = None,
     max_batch: Annotated[int | None, typer.Option(help="engine limit on batched sequences (default: 2048)")] = None,
@@ -1101,7 +1103,8 @@ def serve(
 
     from_file, origins = spec_file(deployment_file, Deployment, "--deployment")
     request = ServeRequest(
-        model=model, system=system, tp=tp, pp=pp, ep=ep, chips_per_replica=chips_per_replica, weights=weights,
+        model=model, system=system, tp=tp, pp=pp, ep=ep, attention_dp=attention_dp,
+        chips_per_replica=chips_per_replica, weights=weights,
         kv_cache=kv_cache, max_batch=max_batch, kv_memory_fraction=kv_memory_fraction, frontend=frontend,
         prefill_buckets=prefill_buckets, decode_buckets=decode_buckets, input_tokens=input_tokens,
         output_tokens=output_tokens, rate_per_s=rate, trace=trace, batch=batch, offline=offline,

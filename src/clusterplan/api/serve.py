@@ -22,13 +22,15 @@ from clusterplan.specs.plan import MAX_CHIPS
 
 class ServeRequest(Request):
     """One replica's deployment (the Deployment fields given; ``tp`` from ``chips_per_replica``
-    when not given), a request mix, and optionally a simulated load, an SLO and a demand."""
+    when not given, chips = attention_dp x tp x pp), a request mix, and optionally a simulated
+    load, an SLO and a demand."""
 
     model: str
     system: str
     tp: int | None = None
     pp: int | None = None
     ep: int | None = None
+    attention_dp: int | None = None
     chips_per_replica: int | None = None
     weights: str | None = None
     kv_cache: str | None = None
@@ -101,29 +103,31 @@ def answer(request: ServeRequest) -> ServeAnswer:
     spec_system = load_system(request.system, "--system")
     spec_chip = load_chip(request.chip, "--chip") if request.chip else None
     given = {name: getattr(request, name) for name in (
-        "tp", "pp", "ep", "weights", "kv_cache", "max_batch", "kv_memory_fraction", "frontend", "prefill_buckets",
-        "decode_buckets") if getattr(request, name) is not None}
+        "tp", "pp", "ep", "attention_dp", "weights", "kv_cache", "max_batch", "kv_memory_fraction", "frontend",
+        "prefill_buckets", "decode_buckets") if getattr(request, name) is not None}
     options = {**request.deployment_file, **given}
     origins = {key: value for key, value in request.origins.items() if key not in given}
     for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8")),
                           ("frontend", ("server", "engine"))):
         if name in options and options[name] not in allowed:
             raise SpecError(origins.get(name, flag(name)), options[name], f"must be one of {', '.join(allowed)}")
-    for name in ("tp", "pp", "ep", "max_batch"):
+    for name in ("tp", "pp", "ep", "attention_dp", "max_batch"):
         value = options.get(name)
         if isinstance(value, int) and value < 1:
             raise SpecError(origins.get(name, flag(name)), value, "must be >= 1")
     draft = spec_or_refuse(Deployment, {**options, "tp": options.get("tp", 1)}, origins)
-    pp = draft.pp
+    pp = draft.pp * draft.attention_dp  # chips of a replica per TP degree
     chips_per_replica = request.chips_per_replica
     if chips_per_replica is not None and chips_per_replica < 1:
         raise SpecError("--chips-per-replica", chips_per_replica, "must be >= 1")
     if "tp" not in options:
         if chips_per_replica is not None and chips_per_replica % pp != 0:
-            raise SpecError("--chips-per-replica", chips_per_replica, f"must be a multiple of --pp={pp}")
+            raise SpecError("--chips-per-replica", chips_per_replica,
+                            f"must be a multiple of --pp x --attention-dp = {pp}")
         options["tp"] = chips_per_replica // pp if chips_per_replica is not None else 1
     elif chips_per_replica is not None and chips_per_replica != draft.tp * pp:
-        raise SpecError("--chips-per-replica", chips_per_replica, f"must equal --tp x --pp = {draft.tp * pp}")
+        raise SpecError("--chips-per-replica", chips_per_replica,
+                        f"must equal --attention-dp x --tp x --pp = {draft.tp * pp}")
     for name, count in (("--input-tokens", request.input_tokens), ("--output-tokens", request.output_tokens),
                         ("--requests", request.requests)):
         if count < 1:
@@ -134,8 +138,8 @@ def answer(request: ServeRequest) -> ServeAnswer:
     deployment = spec_or_refuse(Deployment, options, origins)
     hardware = hardware_for(spec_system, spec_chip)
     hardware.chip.require(deployment.weights, origins.get("weights", "--weights"))
-    if deployment.tp * deployment.pp > MAX_CHIPS:
-        raise SpecError("--tp", deployment.tp, f"tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
+    if deployment.chips > MAX_CHIPS:
+        raise SpecError("--tp", deployment.tp, f"attention_dp*tp*pp must be <= {MAX_CHIPS:,} (absurd size)")
     if not 0.0 <= request.length_spread <= 3.0:
         raise SpecError("--length-spread", request.length_spread, "must be a coefficient of variation in [0, 3]")
     ttft_s, tpot_s = request.slo_ttft_s, request.slo_tpot_s

@@ -153,3 +153,55 @@ def p2p_time(system: System, stride: Any, message_bytes: Any) -> FloatArray:
         result = np.where(here, time, result)
         assigned |= here
     return result
+
+
+def expert_hit_probability(experts: int, top_k: int, share: Any) -> FloatArray:
+    """Probability that a token's ``top_k`` distinct experts (uniform routing, no repeats) pick
+    at least one of the ``share * experts`` experts a unit of EP ranks holds: one minus the
+    hypergeometric probability of no pick, ``C(E - E*share, k) / C(E, k)`` (Feller 1968, ch. II.6)."""
+    held = np.asarray(share, dtype=np.float64) * experts
+    none = np.ones_like(held)
+    for i in range(top_k):
+        none = none * np.maximum(experts - held - i, 0.0) / (experts - i)
+    result: FloatArray = 1.0 - none
+    return result
+
+
+def expert_dispatch_bytes(phases: TierPhases, tokens: Any, token_bytes: float, experts: int, top_k: int,
+                          dedup: bool = True) -> FloatArray:
+    """Bytes per chip crossing each tier in one MoE dispatch (or its mirrored combine) over an EP
+    group decomposed into ``phases``; each chip sends ``tokens`` tokens of ``token_bytes``.
+    Shape (tiers, groups).
+
+    ``dedup`` (DeepEP normal kernels, github.com/deepseek-ai/DeepEP; DeepSeek-V3 report,
+    arXiv:2412.19437 section 3.2.2): a token crosses tier ``t`` once per *domain* of the tier
+    below that holds one of its experts (once per destination node over InfiniBand, then
+    forwarded over NVLink to each destination GPU), so the chip-average traffic of tier ``t`` is
+    ``tokens * bytes * p_hit(u_t) * (fan_t - 1) * G / total_t``, with ``u_t`` the group members
+    below tier ``t``, ``total_t`` those up to it, ``G`` the group and ``p_hit``
+    (:func:`expert_hit_probability`) the chance a token picks an expert in a given unit: every
+    (token, destination unit) copy crosses each tier's links once, first or forwarded.
+    Without it (a flat all-to-all), each of the ``top_k`` copies goes straight to its expert's
+    chip: ``tokens * bytes * top_k * (total_t - u_t) / G``."""
+    data = np.asarray(tokens, dtype=np.float64) * token_bytes
+    total = phases.before * phases.fan
+    group = total[-1]
+    if dedup:
+        hit = expert_hit_probability(experts, top_k, phases.before / group)
+        crossing = data * hit * (phases.fan - 1.0) * group / total
+    else:
+        crossing = data * top_k * (total - phases.before) / group
+    result: FloatArray = np.where(phases.fan > 1.0, crossing, 0.0)
+    return result
+
+
+def expert_all_to_all_time(phases: TierPhases, tokens: Any, token_bytes: float, experts: int, top_k: int,
+                           dedup: bool = True, imbalance: Any = 1.0) -> FloatArray:
+    """One MoE dispatch (or combine) over an EP group: each tier carries its bytes
+    (:func:`expert_dispatch_bytes`) at once, so the slowest tier sets the time, as in
+    :func:`all_to_all_time`, plus its latency steps. ``imbalance``: the busiest rank's share of
+    the routed tokens over the mean (it receives, and returns, that much more)."""
+    crossing = expert_dispatch_bytes(phases, tokens, token_bytes, experts, top_k, dedup)
+    per_tier = crossing * np.asarray(imbalance, dtype=np.float64) / phases.bandwidth + phases.steps * phases.latency
+    result: FloatArray = np.where(phases.fan > 1.0, per_tier, 0.0).max(axis=0)
+    return result

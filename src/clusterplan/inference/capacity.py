@@ -86,6 +86,10 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
         "kv_bytes_per_token": replica.kv_per_token,
         # per replica; a PP replica splits it among its engines (micro-batches in flight)
         "kv_capacity_tokens": replica.kv_capacity_tokens * replica.engines, "engines": replica.engines,
+        # an attention-DP rank's own sequences (the whole replica without attention DP), and the
+        # replica's tokens per chip
+        "kv_capacity_tokens_per_rank": replica.kv_capacity_tokens * replica.engines // deployment.attention_dp,
+        "kv_capacity_tokens_per_chip": replica.kv_capacity_tokens * replica.engines / deployment.chips,
         "single_request": {"ttft_s": replica.single_request_ttft(input_tokens),
                            "tpot_s": replica.decode_time(1, input_tokens + output_tokens // 2)},
         "saturated": {"batch": float(steady["batch"]),
@@ -93,6 +97,10 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
                       "output_tokens_per_s_per_chip": float(steady["output_tokens_per_s"]) / deployment.chips,
                       "requests_per_s": float(steady["output_tokens_per_s"]) / output_tokens},
     }
+    if model.moe is not None:  # the MoE dispatch + combine of attention DP at the saturated batch
+        all_to_all = float(replica.all_to_all_time(float(steady["batch"]) / replica.engines))
+        record["saturated"]["all_to_all_s_per_decode_step"] = all_to_all
+        record["saturated"]["all_to_all_share_of_decode_step"] = all_to_all / float(steady["decode_step_s"])
 
     def workload(rate: float) -> ServingLoad:
         return ServingLoad(rate_per_s=rate, requests=requests, input_tokens=input_tokens,

@@ -1,8 +1,8 @@
 """Deployment search for a serving demand: which replica layout serves it cheapest.
 
-A *deployment* is one replica's layout and number formats (TP, PP, EP, weight and KV-cache
-precision). For a demand in output tokens/s at a p99 TTFT/TPOT SLO, every candidate deployment
-needs ``ceil(demand / per-replica rate)`` replicas, where the per-replica rate is the highest
+A *deployment* is one replica's layout and number formats (TP, PP, EP, attention DP for MoE
+models, weight and KV-cache precision). For a demand in output tokens/s at a p99 TTFT/TPOT SLO,
+every candidate deployment needs ``ceil(demand / per-replica rate)`` replicas, where the per-replica rate is the highest
 request rate at which the simulator (``inference/serving.py``) still meets the SLO, capped at
 the analytic saturated rate (``ReplicaModel.offline_throughput``): above saturation a queue grows
 without bound, whatever a finite simulated run says.
@@ -58,23 +58,33 @@ def candidate_deployments(model: Model, hardware: Hardware, weights: Iterable[st
     """Every layout to consider: TP a power of two inside the scale-up domain that divides the
     attention heads, PP in 1/2/4/8, replicas of at most ``max_chips_per_replica`` chips; MoE
     models spread their experts over the replica's chips (EP = the largest divisor of the expert
-    count not above TP*PP)."""
+    count not above TP*PP), and also run attention data-parallel: ``attention_dp`` a power of two
+    from 2 (TP1 ranks, within or across scale-up domains: wide EP), the experts over the stage's
+    ranks (EP = the largest divisor of the expert count that divides ``attention_dp``)."""
     scale_up = hardware.system.scale_up_size
     tps = [t for t in (2**i for i in range(11)) if t <= scale_up and model.attention_heads % t == 0]
-    out = []
-    for tp in tps:
-        for pp in PIPELINE_DEGREES:
+    layouts: list[tuple[int, int, int, int]] = []  # (attention_dp, tp, pp, ep)
+    for pp in PIPELINE_DEGREES:
+        if pp > model.layers:
+            continue
+        for tp in tps:
             chips = tp * pp
-            if chips > max_chips_per_replica or pp > model.layers:
+            if chips > max_chips_per_replica:
                 continue
             ep = 1
             if model.moe is not None:
                 ep = max(e for e in range(1, chips + 1) if model.moe.experts % e == 0 and chips % e == 0)
-            for weight in weights:
-                for kv in kv_caches:
-                    out.append(Deployment(tp=tp, pp=pp, ep=ep, weights=weight,
-                                          kv_cache=kv, max_batch=max_batch))
-    return out
+            layouts.append((1, tp, pp, ep))
+        if model.moe is not None:
+            moe = model.moe
+            for dp in (2**i for i in range(1, 11)):
+                if dp * pp > max_chips_per_replica:
+                    break
+                ep = max(e for e in range(1, dp + 1) if moe.experts % e == 0 and dp % e == 0)
+                layouts.append((dp, 1, pp, ep))
+    return [Deployment(attention_dp=dp, tp=tp, pp=pp, ep=ep, weights=weight, kv_cache=kv, max_batch=max_batch)
+            for dp, tp, pp, ep in sorted(layouts, key=lambda x: (x[0] > 1, x[1], x[2], x[0]))
+            for weight in weights for kv in kv_caches]
 
 
 @dataclass
@@ -96,14 +106,15 @@ class Candidate:
 
     def label(self) -> str:
         d = self.deployment
-        parts = [f"TP{d.tp}"] + ([f"PP{d.pp}"] if d.pp > 1 else []) + ([f"EP{d.ep}"] if d.ep > 1 else [])
-        return " ".join(parts) + f" {d.weights}/{d.kv_cache}"
+        return f"{d.label()} {d.weights}/{d.kv_cache}"
 
     def record(self, output_tokens: int) -> dict[str, Any]:
         assert self.demand is not None and self.rate is not None and self.replica is not None
         return {"deployment": self.deployment.model_dump(), "label": self.label(),
                 "chips_per_replica": self.deployment.chips,
                 "kv_capacity_tokens": self.replica.kv_capacity_tokens * self.replica.engines,
+                "kv_capacity_tokens_per_rank": (self.replica.kv_capacity_tokens * self.replica.engines
+                                                // self.deployment.attention_dp),
                 "requests_per_s_per_replica": self.rate,
                 "output_tokens_per_s_per_replica": self.rate * output_tokens,
                 "saturated_requests_per_s": self.saturated_rate,

@@ -1,10 +1,11 @@
 """Inference step estimator: prefill and decode steps of one serving replica, vectorised.
 
-A replica of ``tp * pp`` chips holds the weights (sharded by TP and PP) and a KV cache in the
-remaining HBM. A step runs its new tokens (one per decoding sequence, plus any prompt tokens)
-through every layer; its time is the *sum* of its kernels, each bound by its own resource
-(roofline per kernel, Williams et al. 2009), because the kernels of one step run one after the
-other: a step's large-batch GEMMs are compute-bound while its attention is KV-read bound, so
+A replica of ``attention_dp * tp * pp`` chips holds the weights (sharded by TP and PP; with
+attention DP the routed experts over all of a stage's chips) and a KV cache in the remaining
+HBM. A step runs its new tokens (one per decoding sequence, plus any prompt tokens) through
+every layer; its time is the *sum* of its kernels, each bound by its own resource (roofline per
+kernel, Williams et al. 2009), because the kernels of one step run one after the other: a
+step's large-batch GEMMs are compute-bound while its attention is KV-read bound, so
 ``max(total compute, total memory)`` under-counts it.
 
 * GEMMs (QKV, output projection, FFN, MoE experts, LM head) use the training estimator's
@@ -38,6 +39,21 @@ other: a step's large-batch GEMMs are compute-bound while its attention is KV-re
   therefore ``engines = pp`` engines, each with ``1/pp`` of the KV cache, whose steps interleave
   on the stages; the simulator serves them as ``pp`` members of the fleet. This is exact while
   the engines' batches are balanced (a bigger batch on one engine would slow the others' stages).
+* Attention data parallelism (MoE models; SGLang's DP attention, TensorRT-LLM's
+  ``enable_attention_dp``; DeepSeek-V3 report arXiv:2412.19437 section 3.4): each stage holds
+  ``attention_dp`` ranks of ``tp`` chips; every rank holds the attention, dense and shared-expert
+  weights (sharded by ``tp`` only) and the K/V of its *own* sequences (an MLA latent whole, once
+  per sequence instead of once per TP rank), and the routed experts are spread over the stage's
+  ``attention_dp * tp`` chips (``ep`` ranks of ``attention_dp * tp / ep`` chips each). Each rank
+  is an engine (like a pipeline micro-batch: ``engines = pp * attention_dp``) with its own batch
+  and KV cache; the ranks synchronise at every MoE layer, so a step is timed for one rank with
+  every rank carrying the same tokens (balanced ranks, as the engines' attention-DP balancing
+  aims for) and the busiest EP rank setting the pace: its expected routed load is the expected
+  maximum over ``ep`` ranks (:func:`expected_max_rank_load`). Each MoE layer adds a dispatch and
+  a combine all-to-all over the EP group on the system's tiers, de-duplicated per destination
+  node and GPU (DeepEP), FP8 dispatch with fp8/fp4 weights, bf16 combine
+  (:meth:`ReplicaModel.all_to_all_time`). Without attention DP every TP rank already holds the
+  step's tokens and the TP all-reduce combines the experts' outputs: no all-to-all is charged.
 * A fixed engine overhead per step (scheduling, sampling, launch).
 
 ``inference_hbm`` and the step overhead are fitted per chip family on published serving results
@@ -49,7 +65,9 @@ MLA; fp8 KV halves them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -69,6 +87,8 @@ from clusterplan.training.step import ACTIVATION_BYTES, Hardware, elementwise_wi
 
 FloatArray = NDArray[np.float64]
 KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
+#: bytes per channel of the MoE combine (bf16 in DeepEP's normal and low-latency modes)
+COMBINE_BYTES = 2.0
 
 
 class Deployment(Spec):
@@ -77,6 +97,11 @@ class Deployment(Spec):
     tp: int = Field(default=1, ge=1, le=1024)
     pp: int = Field(default=1, ge=1, le=256)
     ep: int = Field(default=1, ge=1, le=1024)
+    attention_dp: int = Field(
+        default=1, ge=1, le=1024,
+        description="MoE models: attention (and its KV cache) data-parallel over this many ranks of tp "
+        "chips each, every rank on its own sequences; the routed experts expert-parallel over the stage's "
+        "attention_dp x tp chips (chips = attention_dp x tp x pp)")
     weights: Literal["bf16", "fp8", "fp4"] = "bf16"
     kv_cache: Literal["bf16", "fp8"] = "bf16"
     max_batch: int = Field(default=2048, ge=1, le=1_000_000, description="engine limit on batched sequences")
@@ -104,7 +129,19 @@ class Deployment(Spec):
 
     @property
     def chips(self) -> int:
-        return self.tp * self.pp
+        """The replica's chips: ``attention_dp x tp x pp`` (each pipeline stage holds
+        ``attention_dp`` attention ranks of ``tp`` chips; its MoE layers run on all of them)."""
+        return self.attention_dp * self.tp * self.pp
+
+    def label(self) -> str:
+        """``TP8 PP2 EP8``; with attention DP ``ADP8 TP1 EP8``."""
+        parts = ([f"ADP{self.attention_dp}"] if self.attention_dp > 1 else []) + [f"TP{self.tp}"]
+        return " ".join(parts + ([f"PP{self.pp}"] if self.pp > 1 else []) + ([f"EP{self.ep}"] if self.ep > 1 else []))
+
+    @property
+    def moe_group(self) -> int:
+        """Chips of one stage over which the routed experts are spread (EP x expert TP)."""
+        return self.attention_dp * self.tp
 
     def validate_for(self, model: Model) -> Deployment:
         if model.attention_heads % self.tp != 0:
@@ -115,8 +152,15 @@ class Deployment(Spec):
             raise SpecError("ep", self.ep, f"model {model.name} has no experts; ep must be 1")
         if model.moe is not None and model.moe.experts % self.ep != 0:
             raise SpecError("ep", self.ep, f"must divide moe.experts={model.moe.experts}")
+        if self.attention_dp > 1:
+            if model.moe is None:
+                raise SpecError("attention_dp", self.attention_dp, f"needs an MoE model ({model.name} is dense: "
+                                "its data-parallel copies are separate replicas); use 1")
+            if self.moe_group % self.ep != 0:
+                raise SpecError("ep", self.ep, f"must divide attention_dp*tp={self.moe_group} (the chips of "
+                                "a stage that hold the routed experts)")
         if self.ep > self.chips:
-            raise SpecError("ep", self.ep, f"exceeds the replica's chips tp*pp={self.chips}")
+            raise SpecError("ep", self.ep, f"exceeds the replica's chips attention_dp*tp*pp={self.chips}")
         return self
 
 
@@ -147,6 +191,41 @@ def weight_bytes(model: Model, weights: str) -> float:
     return float((model.total_params - kept) * width + kept * OPERAND_BYTES[PRECISION_CODES["bf16"]])
 
 
+def routed_expert_bytes(model: Model, weights: str) -> float:
+    """Bytes of the routed experts (every MoE layer's, at the format's width: they are blocks'
+    linear layers); 0 for a dense model. Shared experts and the router are not counted here."""
+    if model.moe is None:
+        return 0.0
+    width = float(OPERAND_BYTES[PRECISION_CODES[weights]])
+    return float(model.moe.experts * model.expert_params * model.moe_layers * width)
+
+
+#: Blom's plotting position for the largest of ``m`` normal samples (Blom 1958, "Statistical
+#: Estimates and Transformed Beta-Variables"): E[max] ~ Phi^-1((m - 0.375) / (m + 0.25)).
+_BLOM_ALPHA = 0.375
+
+
+def expected_max_rank_load(tokens: Any, top_k: int, experts: int, ranks: int) -> Any:
+    """Expected routed picks on the busiest of ``ranks`` EP ranks (``experts / ranks`` experts
+    each) when ``tokens`` tokens each pick ``top_k`` distinct experts uniformly at random.
+
+    A rank's load is a sum over tokens of independent hypergeometric counts (``top_k`` draws, the
+    rank's ``experts / ranks`` of ``experts``): mean ``tokens * top_k / ranks``, variance
+    ``tokens * top_k * p * (1 - p) * (E - k) / (E - 1)`` with ``p = 1 / ranks``. The expected
+    maximum of ``ranks`` such loads, normal by the central limit theorem (balls into bins with
+    many balls, Raab & Steger 1998), is ``mean + sd * z`` with ``z`` Blom's expected largest
+    standard normal of ``ranks`` samples; capped at every token on the rank's experts."""
+    n = np.asarray(tokens, dtype=np.float64)
+    mean = n * top_k / ranks
+    if ranks == 1:
+        return mean
+    p = 1.0 / ranks
+    variance = n * top_k * p * (1.0 - p) * (experts - top_k) / max(experts - 1, 1)
+    z = NormalDist().inv_cdf((ranks - _BLOM_ALPHA) / (ranks + 1.0 - 2.0 * _BLOM_ALPHA))
+    cap = n * min(top_k, experts // ranks)
+    return np.minimum(mean + np.sqrt(variance) * z, cap)
+
+
 def _seconds(value: Any) -> Any:
     """A float for a scalar step, the array for an array of steps."""
     array = np.asarray(value, dtype=np.float64)
@@ -171,18 +250,27 @@ class ReplicaModel:
         d = self.deployment.validate_for(self.model)
         chip = self.hardware.chip
         self.max_batch = d.max_batch
-        self.weight_bytes_per_chip = weight_bytes(self.model, d.weights) / d.chips
+        # attention, dense and shared weights are sharded by tp (and pp) and replicated on every
+        # attention-DP rank; the routed experts are spread over the stage's attention_dp x tp chips
+        routed = routed_expert_bytes(self.model, d.weights)
+        self.weight_bytes_per_chip = ((weight_bytes(self.model, d.weights) - routed) / (d.tp * d.pp)
+                                      + routed / d.chips)
         self.kv_per_token = kv_bytes_per_token(self.model, d.kv_cache)
         free = chip.hbm_bytes - self.weight_bytes_per_chip - self.hardware.efficiency.reserved_bytes
         usable = free * d.kv_memory_fraction
         # K/V heads are split by TP only up to the number of KV heads (beyond, they replicate);
-        # an MLA latent is shared by all heads, so every TP rank holds all of it.
+        # an MLA latent is shared by all heads, so every TP rank holds all of it. An attention-DP
+        # rank holds the K/V of its own sequences only.
         kv_split = 1 if self.model.mla is not None else min(d.tp, self.model.kv_heads)
         per_chip_kv = self.kv_per_token / kv_split / d.pp
         if usable <= 0:
-            raise SpecError("tp", d.tp, f"the weights ({self.weight_bytes_per_chip / 2**30:.1f} GiB per chip) leave no "
-                            f"room for a KV cache in {chip.hbm_bytes / 2**30:.0f} GiB: use more chips per replica")
-        self.engines = d.pp
+            name, value = ("attention_dp", d.attention_dp) if d.attention_dp > 1 else ("tp", d.tp)
+            raise SpecError(name, value, f"the weights ({self.weight_bytes_per_chip / 2**30:.1f} GiB per chip) "
+                            f"leave no room for a KV cache in {chip.hbm_bytes / 2**30:.0f} GiB: use more chips "
+                            "per replica")
+        # every pipeline micro-batch in flight and every attention-DP rank is an engine with its
+        # own sequences and KV cache; they step together (module doc)
+        self.engines = d.pp * d.attention_dp
         self.kv_capacity_tokens = int(usable / per_chip_kv / d.pp)
         self._kv_read_per_token_per_chip = per_chip_kv
 
@@ -258,19 +346,24 @@ class ReplicaModel:
 
     def _moe_ffn_time(self, tokens: Any) -> Any:
         """One MoE FFN on one chip: the router, the routed experts as grouped GEMMs over the
-        experts of this EP rank that the step's ``tokens * top_k`` picks hit, and any shared
-        experts (TP-sharded like a dense FFN). With uniform routing the expected number of
-        distinct experts hit by ``n`` picks among ``E`` is ``E * (1 - (1 - 1/E)**n)`` (the
-        classical occupancy problem, Feller 1968, ch. II.11); only their weights are read."""
+        experts of this EP rank that the step's picks hit, and any shared experts (TP-sharded
+        like a dense FFN). ``tokens`` are one rank's; with attention DP the experts see every
+        rank's, ``attention_dp x tokens`` (balanced ranks). With uniform routing the expected
+        number of distinct experts hit by ``n`` picks among ``E`` is ``E * (1 - (1 - 1/E)**n)``
+        (the classical occupancy problem, Feller 1968, ch. II.11); only their weights are read.
+        The ranks synchronise at every MoE layer, so the busiest EP rank sets the pace: it runs
+        :func:`expected_max_rank_load` picks, not the mean."""
         moe = self.model.moe
         assert moe is not None
         d, h = self.deployment, self.model.hidden_size
         gated = self.model.ffn_matrices - 1
-        etp = max(d.tp // d.ep, 1)
+        etp = max(d.moe_group // d.ep, 1)
         width = moe.expert_ffn_hidden_size / etp
-        visits = tokens * moe.top_k / d.ep
+        tokens = np.asarray(tokens, dtype=np.float64)
+        routed = tokens * d.attention_dp
+        visits = expected_max_rank_load(routed, moe.top_k, moe.experts, d.ep)
         local = moe.experts / d.ep
-        hit = local * (1.0 - (1.0 - 1.0 / moe.experts) ** (tokens * moe.top_k))
+        hit = local * (1.0 - (1.0 - 1.0 / moe.experts) ** (routed * moe.top_k))
         hit = np.maximum(hit, 1e-9)  # a table's zero-token entry: no 0/0 rows per expert
         grouped = self.hardware.efficiency.grouped_matmul
         time = (self._gemm(visits, gated * width, h, groups=hit, scale=grouped)
@@ -281,6 +374,46 @@ class ReplicaModel:
             time = time + self._gemm(tokens, gated * shared / d.tp, h) + self._gemm(tokens, h, shared / d.tp)
         return time + self.hardware.efficiency.moe_layer_overhead_s
 
+    def dispatch_bytes_per_token(self) -> float:
+        """Bytes of one token's hidden state in the MoE dispatch: FP8 with one fp32 scale per 128
+        channels when the weights are fp8 or fp4 (DeepEP's normal and low-latency dispatch,
+        github.com/deepseek-ai/DeepEP; DeepSeek-V3 report arXiv:2412.19437 section 3.3), else
+        bf16. The combine returns bf16 (:attr:`COMBINE_BYTES` per channel)."""
+        h = self.model.hidden_size
+        if self.deployment.weights in ("fp8", "fp4"):
+            return float(h * 1.0 + 4.0 * math.ceil(h / 128))
+        return float(h * COMBINE_BYTES)
+
+    def _ep_phases(self) -> coll.TierPhases:
+        d = self.deployment
+        return coll.decompose(self.hardware.system, np.array([d.ep]), np.array([max(d.moe_group // d.ep, 1)]))
+
+    def all_to_all_time(self, tokens: Any, dedup: bool = True) -> Any:
+        """The MoE dispatch and combine of one step over all layers, with attention DP: each of
+        the ``ep`` ranks of the EP group sends its share of the step's routed tokens
+        (``attention_dp x tokens / ep``), de-duplicated per destination unit (DeepEP), on the
+        system's fabric tiers (:func:`clusterplan.costs.collectives.expert_all_to_all_time`),
+        the busiest rank receiving :func:`expected_max_rank_load` over the mean; one collective
+        overhead each, not overlapped (the experts wait for their tokens, the next layer for
+        the combine). Without attention DP the tokens are already on every TP rank and the TP
+        all-reduce combines the experts' outputs (``_tp_time``): zero."""
+        d, moe = self.deployment, self.model.moe
+        tokens = np.asarray(tokens, dtype=np.float64)
+        if moe is None or d.attention_dp == 1 or d.ep == 1:
+            return np.zeros_like(tokens)
+        routed = tokens * d.attention_dp
+        mean = routed * moe.top_k / d.ep
+        imbalance = np.where(mean > 0, expected_max_rank_load(routed, moe.top_k, moe.experts, d.ep)
+                             / np.maximum(mean, 1e-12), 1.0)
+        phases = self._ep_phases()
+        sent = np.atleast_1d(routed / d.ep)
+        dispatch = coll.expert_all_to_all_time(phases, sent, self.dispatch_bytes_per_token(), moe.experts,
+                                               moe.top_k, dedup, np.atleast_1d(imbalance))
+        combine = coll.expert_all_to_all_time(phases, sent, self.model.hidden_size * COMBINE_BYTES, moe.experts,
+                                              moe.top_k, dedup, np.atleast_1d(imbalance))
+        per_layer = dispatch + combine + 2.0 * self.hardware.efficiency.collective_overhead_s
+        return np.squeeze(per_layer * self.model.moe_layers).reshape(tokens.shape)
+
     # ---- a step as separable terms ----------------------------------------------------------
     # A step's time is exactly token_time(new tokens) + sequence_time(sampled sequences)
     # + max(seconds_per_pair * query-key pairs, seconds_per_kv_token * cached tokens read): the
@@ -290,11 +423,12 @@ class ReplicaModel:
     def token_time(self, new_tokens: Any) -> Any:
         """Everything in a step that depends only on its ``new_tokens``: every layer's GEMMs and
         elementwise kernels on each of the ``pp`` stages in turn (``pp`` x a stage's layers = all
-        layers), the TP all-reduces, the PP hops and the engine's per-step overhead."""
+        layers), the TP all-reduces, the PP hops, the MoE all-to-alls of attention DP and the
+        engine's per-step overhead. With attention DP, ``new_tokens`` are one rank's (an engine's)."""
         tokens = np.asarray(new_tokens, dtype=np.float64)
         stages = float(self.deployment.pp)
         layers = self._layers_gemm_time(tokens) + self._elementwise_time(tokens)
-        return _seconds(stages * layers + self._tp_time(tokens) + self._pp_time(tokens)
+        return _seconds(stages * layers + self._tp_time(tokens) + self._pp_time(tokens) + self.all_to_all_time(tokens)
                         + self.hardware.efficiency.inference_step_overhead_s)
 
     def sequence_time(self, sequences: Any) -> Any:
@@ -377,7 +511,8 @@ class ReplicaModel:
     def kv_transfer_time(self, tokens: int) -> float:
         """Prefill-to-decode KV move over the scale-out network, all the replica's chips at once."""
         tier = self.hardware.system.tiers[-1]
-        return float(tokens * self.kv_per_token / (tier.effective_bandwidth * self.deployment.chips) + tier.latency_s)
+        return float(tokens * self.kv_per_token / (tier.effective_bandwidth * self.deployment.tp * self.deployment.pp)
+                     + tier.latency_s)
 
     # ---- analytic steady state --------------------------------------------------------------
     def _cycle(self, batch: Any, isl: Any, osl: Any) -> tuple[Any, Any]:

@@ -528,8 +528,9 @@ def reliability_table(console: Console, record: dict[str, Any]) -> None:
 def serve_table(console: Console, record: dict[str, Any]) -> None:
     """``clusterplan serve``: one replica, its latency and throughput, and a demand's fleet."""
     d = record["deployment"]
-    title = (f"{record['model']} served on {record['chip']} ({record['system']}): TP{d['tp']}"
-             + (f" PP{d['pp']}" if d["pp"] > 1 else "") + (f" EP{d['ep']}" if d["ep"] > 1 else "")
+    layout = ((f"ADP{d['attention_dp']} " if d.get("attention_dp", 1) > 1 else "") + f"TP{d['tp']}"
+              + (f" PP{d['pp']}" if d["pp"] > 1 else "") + (f" EP{d['ep']}" if d["ep"] > 1 else ""))
+    title = (f"{record['model']} served on {record['chip']} ({record['system']}): {layout}"
              + f", {d['weights']} weights, {d['kv_cache']} KV, "
              f"{record['input_tokens']}/{record['output_tokens']} tokens")
     table = Table(title=title, show_header=False)
@@ -543,6 +544,12 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
     table.add_row("weights per chip", units.format_bytes(record["weights_bytes_per_chip"]))
     table.add_row("KV cache per replica", f"{units.format_count(record['kv_capacity_tokens'])} tokens "
                   f"({units.format_bytes(record['kv_bytes_per_token'])}/token)")
+    if d.get("attention_dp", 1) > 1:
+        table.add_row("KV cache per attention-DP rank",
+                      f"{units.format_count(record['kv_capacity_tokens_per_rank'])} tokens")
+    if record["saturated"].get("all_to_all_share_of_decode_step"):
+        table.add_row("MoE all-to-all share of a decode step",
+                      f"{100 * record['saturated']['all_to_all_share_of_decode_step']:.1f} %")
     single = record["single_request"]
     table.add_row("one request alone: TTFT / TPOT",
                   f"{1000 * single['ttft_s']:.1f} ms / {1000 * single['tpot_s']:.2f} ms")

@@ -29,13 +29,14 @@ from clusterplan.errors import SpecError
 from clusterplan.inference.serving import ServingLoad, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import offline
+from clusterplan.specs import Model
 from clusterplan.training.step import Hardware
 from clusterplan.validation.case import Case
 from clusterplan.validation.cases import stack_epochs
 
 _MODELS = {"llama-3.1-8b-instruct": "llama3-8b", "llama-3.1-70b-instruct": "llama3-70b",
            "llama-3.3-70b-instruct": "llama3-70b", "llama-3-70b-instruct": "llama3-70b",
-           "llama-3.1-405b-instruct": "llama3-405b"}
+           "llama-3.1-405b-instruct": "llama3-405b", "deepseek-r1": "deepseek-v3", "deepseek-v3": "deepseek-v3"}
 _SYSTEMS = {"H100-SXM-80GB": "dgx-h100", "Trainium2": "trn2"}
 
 #: TensorRT-LLM's KV-cache share of the free GPU memory when a run does not set it: the default
@@ -79,10 +80,34 @@ def _replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
         tp = chips  # Neuron counts TP in logical NeuronCores (4 per chip at LNC=2): 64 = 16 chips
     pp = int(row["pipeline_parallel"] or 1) if row["hardware"] != "Trainium2" else 1
     max_batch = int(row["max_batch_size_per_replica"]) if row["max_batch_size_per_replica"] else 2048
-    deployment = Deployment(tp=tp, pp=pp, weights=weights, kv_cache=kv, max_batch=max_batch,
+    layout = {"tp": tp, **attention_dp_layout(row, model, chips // pp)}
+    deployment = Deployment(**layout, pp=pp, weights=weights, kv_cache=kv, max_batch=max_batch,
                             kv_memory_fraction=_kv_fraction(row),
                             prefill_buckets=_buckets(row["notes"], "CE"), decode_buckets=_buckets(row["notes"], "TG"))
     return ReplicaModel(model, hardware, deployment)
+
+
+def attention_dp_layout(row: dict[str, str], model: Model, stage_chips: int) -> dict[str, int]:
+    """The attention-DP layout of a row whose source says its MoE runs used TensorRT-LLM's
+    ``enable_attention_dp`` (the perf-overview pages: "MoE runs use enable_attention_dp"):
+    attention data-parallel over the ``stage_chips`` chips of a pipeline stage with attention
+    TP 1, the experts over the row's ``expert_parallel`` (else all of them). Empty for a dense
+    model (the note is about the page's MoE runs) or a row that does not say so."""
+    text = f"{row['notes']} {row['parallelism_as_published']}"
+    if model.moe is None or "enable_attention_dp" not in text or re.search(r"enable_attention_dp\W*(false|off)", text):
+        return {}
+    return {"attention_dp": stage_chips, "tp": 1, "ep": int(row["expert_parallel"] or stage_chips)}
+
+
+def _layout_assumptions(row: dict[str, str]) -> tuple[str, ...]:
+    """What a row's attention-DP layout assumes, when it has one."""
+    model = load_model(_MODELS[row["model"].lower()])
+    chips = int(row["chips"] or row["tensor_parallel"] or 1)
+    layout = attention_dp_layout(row, model, chips // int(row["pipeline_parallel"] or 1))
+    if not layout:
+        return ()
+    return (f"attention DP over {layout['attention_dp']} ranks (TP1), experts over EP{layout['ep']}: the "
+            "source says its MoE runs use enable_attention_dp",)
 
 
 def _kv_fraction(row: dict[str, str]) -> float:
@@ -115,6 +140,7 @@ def _case(table: str, row: dict[str, str], label: str, metric: str, published: f
     try:
         family = _family(row)
         _replica(row, load_efficiency(family))
+        assumptions = assumptions + _layout_assumptions(row)
     except (SpecError, ValidationError, KeyError, ValueError) as error:
         return Case(table, label, metric, published, skip=str(error).splitlines()[0], source=row["source"])
 
