@@ -192,3 +192,30 @@ def test_serve_with_both_fits_80_columns_and_reports_si_fields() -> None:
     assert spec["expected_tokens_per_iteration"] == pytest.approx(expected_tokens(0.8, 4))
     assert spec["draft_weight_bytes_per_chip"] > 0 and spec["draft_kv_bytes_per_token"] > 0
     assert math.isfinite(record["simulated"]["tpot_p50_s"])
+
+
+# ---- validation: the speculative rows of inference_published.csv ----------------------------
+def test_speculative_rows_model_the_ttft_and_list_the_tpot_without_an_acceptance() -> None:
+    from clusterplan.catalog import load_efficiency
+    from clusterplan.validation import inference_cases as ic
+
+    rows = {row["row_id"]: row for row in ic._rows()}
+    cases = {case.label.split()[0] + " " + case.metric: case for case in ic.inference_latency()}
+    ttft, tpot = cases["S0113 ttft_s"], cases["S0113 tpot_s"]
+    assert ttft.skip is None and "no acceptance rate enters it" in " ".join(ttft.assumptions)
+    assert tpot.skip is not None and "no published acceptance rate" in tpot.skip
+    assert "mixed weight/compute" in (cases["S0117 ttft_s"].skip or "")
+    assert "superseded" in (cases["S0115 ttft_s"].skip or "")
+    efficiency = load_efficiency(ic._family(rows["S0113"]))
+    speculative, baseline = ic._replica(rows["S0113"], efficiency), ic._replica(rows["S0112"], efficiency)
+    assert isinstance(speculative, ServingReplica) and speculative.draft is not None
+    assert speculative.deployment.prefill_buckets == baseline.deployment.prefill_buckets  # "same as baseline"
+    assert speculative.draft.model.name == "llama3.2-1b" and speculative.speculation is not None
+    assert speculative.speculation.tokens == 7
+    # TTFT = the baseline's prefill plus the draft's (padded to the same bucket); no acceptance in it
+    want = baseline.single_request_ttft(10000) + speculative.draft.prefill_time(10000, 0)
+    assert speculative.single_request_ttft(10000) == pytest.approx(want, rel=1e-12)
+    other = ServingReplica(speculative.model, speculative.hardware, speculative.deployment,
+                           speculation=speculative.speculation.model_copy(update={"acceptance": 0.9}),
+                           draft_model=speculative.draft_model)
+    assert other.single_request_ttft(10000) == speculative.single_request_ttft(10000)
