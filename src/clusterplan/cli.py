@@ -1090,6 +1090,10 @@ def serve(
     router: Annotated[str, typer.Option(help="round-robin | least-loaded")] = "round-robin",
     prefill_replicas: Annotated[int | None, typer.Option(help="prefill replicas (--scheduler disaggregated)")] = None,
     decode_replicas: Annotated[int | None, typer.Option(help="decode replicas (--scheduler disaggregated)")] = None,
+    speculative: Annotated[str | None, typer.Option(
+        help="speculative decoding: draft=MODEL|mtp|eagle,tokens=K,acceptance=A")] = None,
+    prefix_cache_hit: Annotated[float, typer.Option(
+        help="fraction of each prompt found in the prefix cache, 0 <= F < 1")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Serve a model: one replica's latency and throughput, the request rate it sustains at a
@@ -1111,7 +1115,7 @@ def serve(
         slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, demand_output_tokens_per_s=demand, requests=requests,
         length_spread=length_spread, seed=seed, chip=chip, scheduler=scheduler, admission=admission,
         replicas=replicas, router=router, prefill_replicas=prefill_replicas, decode_replicas=decode_replicas,
-        deployment_file=from_file, origins=origins)
+        speculative=speculative, prefix_cache_hit=prefix_cache_hit, deployment_file=from_file, origins=origins)
     record = serve_answer(request).record
     if as_json:
         emit_json(record)

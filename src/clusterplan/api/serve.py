@@ -58,6 +58,9 @@ class ServeRequest(Request):
     router: str = "round-robin"
     prefill_replicas: int | None = None
     decode_replicas: int | None = None
+    speculative: str | None = Field(
+        None, description="speculative decoding: draft=MODEL|mtp|eagle,tokens=K,acceptance=A")
+    prefix_cache_hit: float = Field(0.0, description="fraction of each prompt found in the prefix cache, 0 <= F < 1")
     #: The Deployment fields of a ``--deployment`` file (overridden by those given above) and
     #: where each came from.
     deployment_file: dict[str, Any] = Field(default_factory=dict)
@@ -162,11 +165,18 @@ def answer(request: ServeRequest) -> ServeAnswer:
         replay = closed_loop(batch, request.requests, request.input_tokens, request.output_tokens)
     elif request.offline:
         replay = queued_at_zero(request.requests, request.input_tokens, request.output_tokens)
+    from clusterplan.inference.acceleration import check_prefix_cache_hit, parse_speculation
+
+    speculation = parse_speculation(request.speculative) if request.speculative is not None else None
+    draft_model = (load_model(speculation.draft, "--speculative")
+                   if speculation is not None and speculation.draft is not None else None)
+    prefix_cache_hit = check_prefix_cache_hit(request.prefix_cache_hit)
     try:
         record = serve_record(spec_model, hardware, deployment, request.input_tokens, request.output_tokens,
                               rate_per_s=rate, slo=slo, demand_output_tokens_per_s=request.demand_output_tokens_per_s,
                               requests=request.requests, length_spread=request.length_spread, seed=request.seed,
-                              replay=replay, simulation=simulation)
+                              replay=replay, simulation=simulation, speculation=speculation,
+                              draft_model=draft_model, prefix_cache_hit=prefix_cache_hit)
     except ValidationError as error:
         first = error.errors()[0]
         raise SpecError(flag(str(first["loc"][0])), first.get("input"), str(first["msg"])) from None

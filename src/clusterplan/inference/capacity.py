@@ -19,6 +19,7 @@ from pydantic import Field
 
 from clusterplan.costs.power import WAITING_ACTIVITY
 from clusterplan.errors import SpecError
+from clusterplan.inference.acceleration import ServingReplica, Speculation, serving_replica
 from clusterplan.inference.serving import ServingLoad, max_rate_at_slo, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import Workload
@@ -56,7 +57,8 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
                  *, rate_per_s: float | None = None, slo: Slo | None = None,
                  demand_output_tokens_per_s: float | None = None, requests: int = 2000,
                  length_spread: float = 0.0, seed: int = 0, replay: Workload | None = None,
-                 simulation: dict[str, Any] | None = None) -> dict[str, Any]:
+                 simulation: dict[str, Any] | None = None, speculation: Speculation | None = None,
+                 draft_model: Model | None = None, prefix_cache_hit: float = 0.0) -> dict[str, Any]:
     """Everything ``clusterplan serve`` reports, SI units: the replica (memory, KV capacity),
     single-request latency, saturated throughput, a simulated run at ``rate_per_s``, the
     highest rate meeting ``slo``, and for a demand the replicas, chips, power and dollars.
@@ -66,13 +68,17 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
     replicas, router, admission, prefill_replicas, decode_replicas); the simulated runs and the SLO
     search then serve the whole unit they describe (a fleet behind a router, or prefill and decode
     pools), and a demand is met with whole units. Without an SLO, demand is sized on the analytic
-    saturated rate of one replica, as before."""
+    saturated rate of one replica, as before. ``speculation`` (with its ``draft_model``) and
+    ``prefix_cache_hit`` turn on speculative decoding and prefix caching
+    (:mod:`~clusterplan.inference.acceleration`); the record then has ``speculation`` /
+    ``prefix_cache``."""
     options = dict(simulation or {})
     unit = _unit_replicas(options)
     if input_tokens < 1 or output_tokens < 1:
         raise SpecError("--input-tokens" if input_tokens < 1 else "--output-tokens",
                         min(input_tokens, output_tokens), "must be >= 1")
-    replica = ReplicaModel(model, hardware, deployment)
+    replica = serving_replica(model, hardware, deployment, speculation=speculation, draft_model=draft_model,
+                              prefix_cache_hit=prefix_cache_hit)
     if input_tokens + output_tokens > replica.kv_capacity_tokens:
         raise SpecError("--input-tokens", input_tokens,
                         f"a request of {input_tokens}+{output_tokens} tokens exceeds the replica's KV cache "
@@ -136,6 +142,8 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
                             "the SLO, use more chips per replica, or let `clusterplan capacity` search")
         record["demand"] = plan_demand(replica, hardware, operating_rate, input_tokens, output_tokens,
                                        demand_output_tokens_per_s, per_unit)
+    if isinstance(replica, ServingReplica):
+        record.update(replica.record())
     record.update(serving_bands(hardware, record).record())
     return record
 

@@ -29,7 +29,7 @@ _INF = math.inf
 class Requests:
     """Per-request state shared by the engines, as Python lists (fast scalar access in the loops)."""
 
-    def __init__(self, workload: Workload) -> None:
+    def __init__(self, workload: Workload, cached: list[int] | None = None) -> None:
         n = len(workload)
         self.n = n
         self.inp: list[int] = workload.input_tokens.tolist()
@@ -46,6 +46,8 @@ class Requests:
         self.npre = [0] * n
         self.ready = [False] * n  # KV present on arrival (disaggregated decode replicas)
         self.replica = [0] * n
+        # prompt tokens found in the prefix cache: prefilled as context, not computed
+        self.cached: list[int] = cached if cached is not None else [0] * n
 
 
 @dataclass
@@ -266,8 +268,9 @@ class Chunked(_Engine):
         self.n_adm += 1
         self.reserved += R.need[r]
         self.pf_alloc += q
-        R.left[r] = q
-        R.pdone[r] = 0
+        h = R.cached[r]
+        R.left[r] = q - h
+        R.pdone[r] = h
         self.prefill_queue.append(r)
 
     def advance(self, t_limit: float) -> None:
@@ -379,7 +382,9 @@ class Continuous(_Engine):
                 waiting.appendleft(requeue.pop())
             if waiting and self.n_adm < B and t < t_limit:
                 new: list[int] = []
-                tokens = 0
+                tokens = 0  # KV of the new prompts
+                fresh = 0  # their tokens computed (not in the prefix cache)
+                cached = 0
                 pairs = 0.0
                 while waiting and self.n_adm < B:
                     r = waiting[0]
@@ -397,19 +402,22 @@ class Continuous(_Engine):
                         R.join[r] = self.it
                         self._schedule_finish(r, self.it + out[r] - g)
                     else:
-                        if new and tokens + q > budget:
+                        h = R.cached[r]
+                        if new and fresh + q - h > budget:
                             break
                         waiting.popleft()
                         new.append(r)
                         tokens += q
-                        pairs += q * q * 0.5  # causal, each prompt over itself
+                        fresh += q - h
+                        cached += h
+                        pairs += (q - h) * (h + (q - h) * 0.5)  # causal, each prompt over itself
                     self.reserved += need[r]
                     self.admitted[r] = None
                     self.n_adm += 1
                 if self.n_adm > self.max_conc:
                     self.max_conc = self.n_adm
                 if new:  # a prefill step over every admitted prompt
-                    dt = times.pieces(tokens, pairs, len(new), 0)
+                    dt = times.pieces(fresh, pairs, len(new), cached)
                     t += dt
                     self.t = t
                     self._step_done(t, dt, self.dec_ctx + tokens, len(new), decodes=False)
@@ -491,8 +499,11 @@ class Static(_Engine):
             self.max_conc = max(self.max_conc, b)
             outs = [out[r] for r in batch]
             # decode step k (0-based) serves slots that have produced k + 1 tokens each
-            squares = sum(inp[r] * inp[r] for r in batch) * 0.5  # causal pairs, each prompt on its own
-            times_s = [times.pieces(prompts, squares, b, 0)] + [times.decode(b, prompts + b * (k + 1))
+            # causal pairs, each prompt's uncached tokens over its own sequence (prefix cache: context)
+            hit = [R.cached[r] for r in batch]
+            cached = sum(hit)
+            squares = sum((inp[r] - h) * (h + (inp[r] - h) * 0.5) for r, h in zip(batch, hit, strict=True))
+            times_s = [times.pieces(prompts - cached, squares, b, cached)] + [times.decode(b, prompts + b * (k + 1))
                                                      for k in range(longest - 1)]
             ends = t + np.cumsum(times_s)
             held = prompts + b * np.arange(longest, dtype=np.float64)  # KV during each step (padded)
@@ -587,10 +598,12 @@ def run_disaggregated(reqs: Requests, times: StepTimes, prefill_times: StepTimes
     while i < n:
         t = max(heapq.heappop(free), arrival[i])
         j, tokens = i, 0
-        while j < n and arrival[j] <= t and j - i < pbatch and (j == i or tokens + inp[j] <= token_limit):
-            tokens += inp[j]
+        hit = reqs.cached  # prompt tokens in the prefix cache: context, not computed
+        while j < n and arrival[j] <= t and j - i < pbatch and (j == i or tokens + inp[j] - hit[j] <= token_limit):
+            tokens += inp[j] - hit[j]
             j += 1
-        dt = prefill_times.pieces(tokens, sum(inp[r] * inp[r] for r in range(i, j)) * 0.5, j - i, 0)
+        dt = prefill_times.pieces(tokens, sum((inp[r] - hit[r]) * (hit[r] + (inp[r] - hit[r]) * 0.5)
+                                              for r in range(i, j)), j - i, sum(hit[i:j]))
         end = t + dt
         busy += dt
         steps += 1

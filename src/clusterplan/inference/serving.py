@@ -24,6 +24,12 @@ Conventions (all schedulers)
   packed ("ragged") prefill kernels do: a model with separable terms is charged their own causal
   query-key pairs; a model called directly can only be asked for one prompt of their total
   (``prefill_time``/``mixed_time``), which over-counts their attention.
+* Prefix caching: a model with ``prefix_cache_hit = F`` has the first ``floor(F x prompt)``
+  tokens of each prompt in its KV cache, so every scheduler prefills only the rest, as a
+  continuation over that context (their attention reads it); the request's KV footprint is its
+  whole prompt plus output, as before (:mod:`~clusterplan.inference.acceleration`). Speculative
+  decoding needs nothing here: the model's decode step is per token (iteration over expected
+  tokens).
 * KV admission (``admission``): ``"reserve"`` (default) admits a request only if its prompt plus
   its whole output fit in the KV not already reserved, so a sequence never has to be preempted;
   ``"optimistic"`` (vLLM-like) admits it if its prompt fits with one token of headroom per
@@ -353,7 +359,7 @@ def simulate(
     if max_batch is not None:
         engine_batch = min(engine_batch, _positive_int("max_batch", max_batch))
     need = workload.input_tokens + workload.output_tokens
-    reqs = Requests(workload)
+    reqs = Requests(workload, _cached_prompt_tokens(replica, workload))
     cfg = Config(cap=cap, max_batch=engine_batch, reserve=admission == "reserve", prefill_budget=budget,
                  chunk_tokens=int(chunk_tokens), batch_timeout_s=float(batch_timeout_s))
     table_tokens = int(chunk_tokens) if scheduler == "chunked" else int(min(budget, 65_536))
@@ -390,6 +396,18 @@ def simulate(
         n_replicas = replicas
     return _result(scheduler, n_replicas, workload, reqs, engines, kv_series_points, extra, prefill_steps,
                    prefill_busy, _request_latency(replica))
+
+
+def _cached_prompt_tokens(model: StepModel, workload: Workload) -> list[int] | None:
+    """Each prompt's tokens found in the prefix cache: ``floor(F x prompt)`` (at most all but the
+    last) for a model with ``prefix_cache_hit = F`` (optional, default 0; see
+    :mod:`~clusterplan.inference.acceleration`); ``None`` without a cache."""
+    hit = float(getattr(model, "prefix_cache_hit", 0.0) or 0.0)
+    if not hit:
+        return None
+    from clusterplan.inference.acceleration import cached_tokens
+
+    return [int(h) for h in cached_tokens(workload.input_tokens, hit)]
 
 
 def _engines(model: StepModel) -> int:

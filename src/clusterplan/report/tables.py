@@ -542,6 +542,14 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
         table.add_row("simulated as", ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in simulation.items()
                                                 if key != "replicas_per_unit"))
     table.add_row("weights per chip", units.format_bytes(record["weights_bytes_per_chip"]))
+    spec = record.get("speculation")
+    if spec:
+        draft = spec["draft"] or spec["method"]
+        table.add_row("speculative decoding", f"{draft}, K={spec['tokens']}, acceptance {spec['acceptance']:g}: "
+                      f"{spec['expected_tokens_per_iteration']:.2f} tokens/iteration, draft "
+                      f"{units.format_bytes(spec['draft_weight_bytes_per_chip'])}/chip")
+    if record.get("prefix_cache"):
+        table.add_row("prefix cache", f"{100 * record['prefix_cache']['hit_fraction']:g} % of each prompt cached")
     table.add_row("KV cache per replica", f"{units.format_count(record['kv_capacity_tokens'])} tokens "
                   f"({units.format_bytes(record['kv_bytes_per_token'])}/token)")
     if d.get("attention_dp", 1) > 1:

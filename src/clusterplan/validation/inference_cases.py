@@ -5,7 +5,8 @@
   (``ReplicaModel.offline_throughput`` with the published ``num_requests``: trtllm-bench reports
   total output tokens over the run's wall time, the last partial wave included).
 * ``inference_latency``: latency rows: AWS Neuron single-request TTFT and TPOT on Trainium2
-  (one prefill; one decode step).
+  (one prefill; one decode step). Rows with draft-model speculative decoding: the TTFT (a
+  prefill of target and draft); their TPOT needs an acceptance rate none of them publishes.
 * ``inference_server``: TensorRT-LLM online-serving rows at a request rate on H100, replayed
   through the request-level simulator. They join the serving calibration stage: fitted on the
   offline rows alone, the H100 step overhead came out at 10 ms (absorbing a TP-scaling error of
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from clusterplan.catalog import hardware_for, load_efficiency, load_model, load_system
 from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError
+from clusterplan.inference.acceleration import Speculation, serving_replica
 from clusterplan.inference.serving import ServingLoad, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import offline
@@ -67,6 +69,34 @@ def _buckets(notes: str, kind: str) -> tuple[int, ...]:
     return tuple(int(b) for b in found.group(1).split("/")) if found else ()
 
 
+def _speculation(row: dict[str, str]) -> Speculation | None:
+    """The row's draft-model speculative decoding ("fused speculation, draft Llama-3.2-1B-Instruct,
+    speculation length 7"), or None. The acceptance is not published with these rows; only their
+    TTFT is predicted (a prefill of target and draft, which no acceptance changes), so the spec
+    carries 0 and no TPOT case reads it (:func:`_not_modelled`)."""
+    text = row["speculative_decoding"].strip()
+    if not text or text.lower() == "no":
+        return None
+    draft = re.search(r"draft (\S+)", text)
+    length = re.search(r"speculation length (\d+)", text)
+    if draft is None or length is None:
+        raise ValueError(f"speculative decoding {text!r}: draft model or speculation length not stated")
+    return Speculation(method="draft", draft=draft.group(1).rstrip(",").lower(), tokens=int(length.group(1)),
+                       acceptance=0.0)
+
+
+def _baseline(row: dict[str, str]) -> dict[str, str]:
+    """The same publication's configuration without speculative decoding (same source group,
+    model, hardware, request shape and engine version; not superseded): a speculative row whose
+    notes say "same as baseline plus" the draft compiles the baseline's buckets."""
+    for other in _rows():
+        if (other["speculative_decoding"].strip().lower() in ("", "no") and "SUPERSEDED" not in other["notes"]
+                and all(other[key] == row[key] for key in ("source_group", "model", "hardware", "input_tokens",
+                                                             "output_tokens", "engine_version"))):
+            return other
+    return row
+
+
 def _replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
     model = load_model(_MODELS[row["model"].lower()])
     system = load_system(_SYSTEMS[row["hardware"]])
@@ -80,10 +110,15 @@ def _replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
         tp = chips  # Neuron counts TP in logical NeuronCores (4 per chip at LNC=2): 64 = 16 chips
     pp = int(row["pipeline_parallel"] or 1) if row["hardware"] != "Trainium2" else 1
     max_batch = int(row["max_batch_size_per_replica"]) if row["max_batch_size_per_replica"] else 2048
+    speculation = _speculation(row)
+    notes = _baseline(row)["notes"] if speculation is not None and not _buckets(row["notes"], "CE") else row["notes"]
     layout = {"tp": tp, **attention_dp_layout(row, model, chips // pp)}
     deployment = Deployment(**layout, pp=pp, weights=weights, kv_cache=kv, max_batch=max_batch,
                             kv_memory_fraction=_kv_fraction(row),
-                            prefill_buckets=_buckets(row["notes"], "CE"), decode_buckets=_buckets(row["notes"], "TG"))
+                            prefill_buckets=_buckets(notes, "CE"), decode_buckets=_buckets(notes, "TG"))
+    if speculation is not None:
+        return serving_replica(model, hardware, deployment, speculation=speculation,
+                               draft_model=load_model(speculation.draft or ""))
     return ReplicaModel(model, hardware, deployment)
 
 
@@ -151,16 +186,26 @@ def _case(table: str, row: dict[str, str], label: str, metric: str, published: f
                 predict=run)
 
 
-def _not_modelled(row: dict[str, str]) -> str | None:
-    """Why a latency row is outside the model, or None. Speculative decoding changes what one
-    decode step produces (a draft model, several tokens per target step) and is not modelled;
-    a superseded publication is replaced by the newer row of the same configuration, as in the
-    training tables (newest result per configuration)."""
-    speculative = row["speculative_decoding"].strip().lower()
-    if speculative and speculative != "no":
-        return f"speculative decoding ({row['speculative_decoding']}) is not modelled"
+def _not_modelled(row: dict[str, str], metric: str) -> str | None:
+    """Why a latency case is outside the model, or None. A superseded publication is replaced by
+    the newer row of the same configuration, as in the training tables (newest result per
+    configuration). Under speculative decoding the TTFT is a prefill of the target and the draft
+    and is modelled; the TPOT is the iteration time over the expected tokens per iteration, which
+    needs the per-token acceptance: the AWS tutorials publish none for Llama-3.2-1B drafting
+    Llama-3.3-70B / 3.1-405B on LLMPerf's prompts, nor does another publication for that pair
+    and workload that we know of, and it is not fitted to the row."""
     if "SUPERSEDED" in row["notes"]:
         return "superseded by a newer publication of the same configuration (newest row kept)"
+    if _weights(row["precision_weights"]) == "fp8" and "bfloat16 compute" in row["notes"]:
+        # Neuron's per-channel FP8 checkpoint: fp8 MLP weights, bf16 torch dtype, the modules of
+        # modules_to_not_convert.json left bf16. Run at fp8 throughout this row's TTFT comes out
+        # at -30 %, at bf16 throughout +11 %: neither is the deployment, so neither is reported.
+        return ("FP8 weights with bfloat16 compute and unquantized modules: a mixed weight/compute "
+                "format the step model does not express (it runs every block GEMM at the weights' format)")
+    speculative = row["speculative_decoding"].strip().lower()
+    if speculative and speculative != "no" and metric == "tpot_s":
+        return (f"speculative decoding ({row['speculative_decoding']}): no published acceptance rate for "
+                "this draft/target pair and workload (not fitted to the row)")
     return None
 
 
@@ -229,7 +274,7 @@ def inference_latency() -> list[Case]:
             if not value:
                 continue
             label = f"{row['row_id']} {row['model']} Trn2 {row['precision_weights']} {isl}/{osl} {metric[:4].upper()}"
-            reason = _not_modelled(row)
+            reason = _not_modelled(row, metric)
             if reason:
                 cases.append(Case("inference_latency", label, metric, float(value) / 1000.0, skip=reason,
                                   source=row["source"]))
@@ -240,11 +285,23 @@ def inference_latency() -> list[Case]:
                     return float(replica.single_request_ttft(isl))
                 return float(replica.decode_time(1, isl + osl // 2))
 
+            assumptions: tuple[str, ...] = (
+                "TTFT = one prefill of the prompt", "TPOT = one decode step at mid-generation",
+                "TP 64 logical NeuronCores = 16 chips",
+                "the row's compiled buckets: the prompt runs at its context-encoding bucket, "
+                "decode attention over its token-generation bucket")
+            if _speculation(row) is not None:
+                assumptions = (
+                    "TTFT = one prefill of the prompt by the target and by the draft (fused speculation "
+                    "encodes the context with both); no acceptance rate enters it",
+                    "the draft (the row's Llama-3.2-1B) on the same 16 chips, TP 16, at the target's "
+                    "weight format (the draft's format is not published; its prefill is ~1 % of the TTFT)",
+                    "TP 64 logical NeuronCores = 16 chips",
+                    "the compiled buckets of the same tutorial's run without speculation (its notes: 'same "
+                    "as baseline plus' the draft; the 405B tutorial's Scenario 2 compile command repeats "
+                    "them), for target and draft")
             cases.append(_case("inference_latency", row, label, metric, float(value) / 1000.0, predict,
-                               ("TTFT = one prefill of the prompt", "TPOT = one decode step at mid-generation",
-                                "TP 64 logical NeuronCores = 16 chips",
-                                "the row's compiled buckets: the prompt runs at its context-encoding bucket, "
-                                "decode attention over its token-generation bucket")))
+                               assumptions))
     return cases
 
 
