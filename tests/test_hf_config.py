@@ -83,9 +83,94 @@ def test_bad_config_values_name_the_key(tmp_path: Path, change: dict[str, object
 
 
 def test_what_the_spec_cannot_express_is_said(tmp_path: Path) -> None:
+    model = load_model(_write(tmp_path, {**LLAMA31_8B, "architectures": ["Qwen2ForCausalLM"],
+                                         "use_sliding_window": True, "sliding_window": 4096,
+                                         "attn_logit_softcapping": 50.0}))
+    assert "sliding-window attention" in model.notes and "soft-capping" in model.notes
+    assert model.sliding_window is None
+
+
+def test_a_mistral_sliding_window_covers_every_layer(tmp_path: Path) -> None:
+    # mistralai/Mistral-7B-v0.1 config.json: sliding_window 4096 on every layer
     model = load_model(_write(tmp_path, {**LLAMA31_8B, "architectures": ["MistralForCausalLM"],
                                          "sliding_window": 4096}))
-    assert "sliding-window attention" in model.notes
+    assert (model.sliding_window, model.window_layers) == (4096, 32)
+
+
+#: huggingface.co/openai/gpt-oss-120b/blob/main/config.json (trimmed: rope, quantization, eos keys).
+GPT_OSS_120B: dict[str, object] = {"architectures": ["GptOssForCausalLM"], "experts_per_token": 4, "head_dim": 64,
+                "hidden_act": "silu", "hidden_size": 2880, "intermediate_size": 2880,
+                "layer_types": ["sliding_attention", "full_attention"] * 18, "num_attention_heads": 64,
+                "num_experts_per_tok": 4, "num_hidden_layers": 36, "num_key_value_heads": 8,
+                "num_local_experts": 128, "sliding_window": 128, "swiglu_limit": 7.0,
+                "tie_word_embeddings": False, "vocab_size": 201088}
+#: huggingface.co/google/gemma-2-27b/blob/main/config.json (no layer_types: Gemma2Config alternates).
+GEMMA2_27B: dict[str, object] = {"architectures": ["Gemma2ForCausalLM"], "attn_logit_softcapping": 50.0,
+              "final_logit_softcapping": 30.0, "head_dim": 128, "hidden_act": "gelu_pytorch_tanh",
+              "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 4608, "intermediate_size": 36864,
+              "num_attention_heads": 32, "num_hidden_layers": 46, "num_key_value_heads": 16,
+              "query_pre_attn_scalar": 144, "sliding_window": 4096, "vocab_size": 256000}
+#: huggingface.co/google/gemma-3-27b-pt/blob/main/config.json: the decoder in text_config, its
+#: vocabulary and tied embeddings left to Gemma3TextConfig's defaults.
+GEMMA3_27B: dict[str, object] = {"architectures": ["Gemma3ForConditionalGeneration"],
+              "text_config": {"head_dim": 128, "hidden_size": 5376, "intermediate_size": 21504,
+                              "model_type": "gemma3_text", "num_attention_heads": 32, "num_hidden_layers": 62,
+                              "num_key_value_heads": 16, "query_pre_attn_scalar": 168,
+                              "sliding_window": 1024, "hidden_activation": "gelu_pytorch_tanh"},
+              "vision_config": {"hidden_size": 1152, "num_hidden_layers": 27}}
+#: huggingface.co/meta-llama/Llama-4-Maverick-17B-128E/blob/main/config.json text_config.
+LLAMA4_MAVERICK: dict[str, object] = {"architectures": ["Llama4ForConditionalGeneration"],
+                   "text_config": {"attention_chunk_size": 8192, "head_dim": 128, "hidden_act": "silu",
+                                   "hidden_size": 5120, "interleave_moe_layer_step": 2,
+                                   "intermediate_size": 8192, "intermediate_size_mlp": 16384,
+                                   "num_attention_heads": 40, "num_experts_per_tok": 1, "num_hidden_layers": 48,
+                                   "num_key_value_heads": 8, "num_local_experts": 128, "vocab_size": 202048,
+                                   "tie_word_embeddings": False}}
+WINDOWED = ("sliding_window", "full_attention_every", "window_layers", "attention_sinks", "moe_layers")
+
+
+@pytest.mark.parametrize(("config", "catalog"), [(GPT_OSS_120B, "gpt-oss-120b"), (GEMMA2_27B, "gemma-2-27b"),
+                                                 (GEMMA3_27B, "gemma-3-27b"),
+                                                 (LLAMA4_MAVERICK, "llama4-maverick")])
+def test_2026_configs_give_the_catalog_models(tmp_path: Path, config: dict[str, object], catalog: str) -> None:
+    model, reference = load_model(_write(tmp_path, config)), load_model(catalog)
+    assert model.total_params == reference.total_params
+    assert model.active_params == reference.active_params
+    assert {k: getattr(model, k) for k in COMPARED + WINDOWED} == {k: getattr(reference, k)
+                                                                   for k in COMPARED + WINDOWED}
+
+
+def test_llama4_chunked_attention_is_said(tmp_path: Path) -> None:
+    assert "chunked local attention" in load_model(_write(tmp_path, LLAMA4_MAVERICK)).notes
+
+
+@pytest.mark.parametrize("architecture", ["JambaForCausalLM", "Qwen3NextForCausalLM", "MambaForCausalLM",
+                                          "RwkvForCausalLM"])
+def test_hybrid_and_attention_free_architectures_are_refused(tmp_path: Path, architecture: str) -> None:
+    with pytest.raises(SpecError) as refused:
+        load_model(_write(tmp_path, {**LLAMA31_8B, "architectures": [architecture]}))
+    assert refused.value.field.endswith("architectures") and refused.value.value == architecture
+    assert "hybrid or attention-free" in refused.value.rule and "GptOssForCausalLM" in refused.value.rule
+
+
+def test_a_linear_attention_layer_type_is_refused(tmp_path: Path) -> None:
+    # Qwen/Qwen3-Next-80B-A3B config.json lists linear_attention and full_attention layer_types
+    config = {**LLAMA31_8B, "architectures": ["Qwen3ForCausalLM"],
+              "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"] * 8}
+    with pytest.raises(SpecError) as refused:
+        load_model(_write(tmp_path, config))
+    assert refused.value.field.endswith("layer_types") and refused.value.value == "linear_attention"
+    assert "sliding_attention" in refused.value.rule
+    result = CliRunner().invoke(app, ["train", "--model", _write(tmp_path, config), "--system", "dgx-h100",
+                                      "--chips", "8", "--seq", "4096", "--global-batch", "8"])
+    assert result.exit_code == 2 and "layer_types" in result.output and "Traceback" not in result.output
+
+
+def test_an_irregular_layer_pattern_is_refused(tmp_path: Path) -> None:
+    types = ["sliding_attention"] * 32
+    types[3] = types[10] = "full_attention"
+    with pytest.raises(SpecError, match="every n-th layer"):
+        load_model(_write(tmp_path, {**GPT_OSS_120B, "num_hidden_layers": 32, "layer_types": types}))
 
 
 def test_a_users_model_yaml_needs_no_source(tmp_path: Path) -> None:

@@ -3,9 +3,18 @@
 Each supported architecture maps the config's own values onto :class:`~clusterplan.specs.Model`
 with the field names of its ``transformers`` configuration class (``LlamaConfig``,
 ``MixtralConfig``, ``Qwen3MoeConfig``, ``DeepseekV3Config``, ``GptOssConfig``, ``Gemma2Config``,
-...). What the spec cannot express is named in the model's ``notes`` (sliding windows, attention
-sinks, logit soft-capping): the step model then counts full attention, an upper bound.
-An architecture outside the list is refused, naming ``architectures`` and the supported ones.
+``Gemma3TextConfig``, ``Llama4TextConfig``, ...); a multimodal config's decoder is its
+``text_config``. Sliding-window layers come from ``layer_types`` (``full_attention`` /
+``sliding_attention``, transformers >= 4.54) where the config has it, else from the
+architecture's fixed layout: Gemma 2 and gpt-oss alternate window and full layers starting with a
+window layer (``Gemma2Config``, ``GptOssConfig``), Gemma 3 makes every
+``sliding_window_pattern``-th layer global (``Gemma3TextConfig``, default 6), Mistral and Mixtral
+window every layer when ``sliding_window`` is set. What the spec cannot express is named in the
+model's ``notes`` (logit soft-capping, Llama 4's chunked attention, Qwen's ``use_sliding_window``):
+the step model then counts full attention, an upper bound. An architecture outside the list is
+refused, naming ``architectures`` and the supported ones; hybrid and attention-free models
+(state-space, recurrent, linear attention) are refused as such, and so is a ``layer_types`` value
+other than full or sliding attention.
 """
 
 from __future__ import annotations
@@ -109,20 +118,102 @@ def _gpt_oss(config: dict[str, Any], where: str) -> dict[str, Any]:
     spec["moe"] = {"experts": _int(config, "num_local_experts", where),
                    "top_k": _int(config, "num_experts_per_tok", where, config.get("experts_per_token")),
                    "expert_ffn_hidden_size": spec["ffn_hidden_size"]}
+    spec["attention_sinks"] = True  # GptOssAttention.sinks: one learned logit per head
     return spec
+
+
+def _gemma(vocab_size: int) -> Callable[[dict[str, Any], str], dict[str, Any]]:
+    """Gemma 2/3: the transformers defaults a published config may leave out (tied embeddings,
+    the vocabulary: ``Gemma2Config`` 256000, ``Gemma3TextConfig`` 262208)."""
+    def mapping(config: dict[str, Any], where: str) -> dict[str, Any]:
+        spec = _dense({"tie_word_embeddings": True, "vocab_size": vocab_size, **config}, where)
+        return spec
+    return mapping
+
+
+def _llama4(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """Llama 4 (``Llama4TextConfig``): routed experts of ``intermediate_size`` plus one shared
+    expert of the same width on every ``interleave_moe_layer_step``-th layer (layer ``i`` when
+    ``(i + 1) % step == 0``, or the explicit ``moe_layers``), a dense FFN of
+    ``intermediate_size_mlp`` on the others (transformers ``Llama4TextDecoderLayer``)."""
+    spec = _dense(config, where)
+    layers = spec["layers"]
+    step = _int(config, "interleave_moe_layer_step", where, 1)
+    moe_layers = config.get("moe_layers")
+    if moe_layers is not None and list(moe_layers) != list(range(step - 1, layers, step)):
+        raise SpecError(f"{where}:moe_layers", moe_layers, f"only every interleave_moe_layer_step={step}-th "
+                                                           "layer as MoE is modelled")
+    expert = _int(config, "intermediate_size", where)
+    dense = _int(config, "intermediate_size_mlp", where, expert)
+    spec["ffn_hidden_size"] = dense
+    spec["moe"] = {"experts": _int(config, "num_local_experts", where),
+                   "top_k": _int(config, "num_experts_per_tok", where), "shared_experts": 1,
+                   "expert_ffn_hidden_size": expert, "layer_interval": step,
+                   **({"dense_ffn_hidden_size": dense} if step > 1 else {})}
+    return spec
+
+
+#: ``layer_types`` values the spec expresses (transformers' names); Llama 4's
+#: ``chunked_attention`` is counted as full attention (named in the notes: attention_chunk_size).
+LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+
+#: Without ``layer_types``: every n-th layer is full attention (None: all are window layers when
+#: ``sliding_window`` is set); architectures not named here ignore ``sliding_window``.
+_WINDOW_EVERY: dict[str, int | None] = {
+    "Gemma2ForCausalLM": 2, "GptOssForCausalLM": 2, "Gemma3ForCausalLM": 6, "Gemma3ForConditionalGeneration": 6,
+    "MistralForCausalLM": None, "MixtralForCausalLM": None,
+}
+
+
+def _attention(config: dict[str, Any], architecture: str, layers: int, where: str) -> dict[str, Any]:
+    """``sliding_window`` and ``full_attention_every`` of a config (module doc)."""
+    types = config.get("layer_types")
+    if types is not None:
+        if not isinstance(types, list) or len(types) != layers:
+            raise SpecError(f"{where}:layer_types", types, f"must list one type for each of the {layers} layers")
+        for kind in types:
+            if kind not in LAYER_TYPES:
+                raise SpecError(f"{where}:layer_types", kind,
+                                "hybrid or linear-attention layers are not modelled; supported layer types: "
+                                + ", ".join(LAYER_TYPES))
+        full = [i for i, kind in enumerate(types) if kind != "sliding_attention"]
+        if len(full) == layers:
+            return {}
+        every = full[0] + 1 if full else None
+        if every is not None and full != list(range(every - 1, layers, every)):
+            raise SpecError(f"{where}:layer_types", types, "only every n-th layer full attention (the others "
+                                                           "sliding) is modelled")
+    elif architecture in _WINDOW_EVERY and config.get("sliding_window"):
+        every = _WINDOW_EVERY[architecture]
+        if architecture.startswith("Gemma3"):
+            every = _int(config, "sliding_window_pattern", where, every)
+        if every == 1:
+            return {}
+    else:
+        return {}
+    return {"sliding_window": _int(config, "sliding_window", where), "full_attention_every": every}
 
 
 #: ``architectures[0]`` -> the mapping of its config (transformers' class names).
 ARCHITECTURES: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
     "LlamaForCausalLM": _dense, "MistralForCausalLM": _dense, "Qwen2ForCausalLM": _dense,
-    "Qwen3ForCausalLM": _dense, "GemmaForCausalLM": _dense, "Gemma2ForCausalLM": _dense,
-    "Gemma3ForCausalLM": _dense, "MixtralForCausalLM": _mixtral, "Qwen2MoeForCausalLM": _qwen_moe,
+    "Qwen3ForCausalLM": _dense, "GemmaForCausalLM": _gemma(256000), "Gemma2ForCausalLM": _gemma(256000),
+    "Gemma3ForCausalLM": _gemma(262208), "Gemma3ForConditionalGeneration": _gemma(262208),
+    "MixtralForCausalLM": _mixtral, "Qwen2MoeForCausalLM": _qwen_moe,
     "Qwen3MoeForCausalLM": _qwen_moe, "DeepseekV2ForCausalLM": _deepseek, "DeepseekV3ForCausalLM": _deepseek,
-    "GptOssForCausalLM": _gpt_oss,
+    "GptOssForCausalLM": _gpt_oss, "Llama4ForConditionalGeneration": _llama4, "Llama4ForCausalLM": _llama4,
 }
 
+#: Hybrid and attention-free architectures (state-space, recurrent or linear-attention layers):
+#: refused as such, since every formula here is a transformer's.
+HYBRID = {"MambaForCausalLM", "Mamba2ForCausalLM", "FalconMambaForCausalLM", "JambaForCausalLM",
+          "Qwen3NextForCausalLM", "RwkvForCausalLM", "Zamba2ForCausalLM", "ZambaForCausalLM",
+          "NemotronHForCausalLM", "BambaForCausalLM", "FalconH1ForCausalLM", "GraniteMoeHybridForCausalLM",
+          "RecurrentGemmaForCausalLM", "MiniMaxForCausalLM", "Lfm2ForCausalLM"}
+
 #: What the spec does not express, by config key: the step model counts full attention instead.
-_NOT_MODELLED = {"sliding_window": "sliding-window attention", "layer_types": "per-layer attention types",
+_NOT_MODELLED = {"use_sliding_window": "sliding-window attention (use_sliding_window)",
+                 "attention_chunk_size": "chunked local attention (attention_chunk_size)",
                  "attn_logit_softcapping": "attention logit soft-capping"}
 
 
@@ -137,12 +228,17 @@ def model_spec(data: dict[str, Any], reference: str) -> dict[str, Any]:
     if not isinstance(architectures, list) or not architectures or not isinstance(architectures[0], str):
         raise SpecError(f"{reference}:architectures", architectures, "must be a list naming the model class")
     architecture = architectures[0]
+    if architecture in HYBRID:
+        raise SpecError(f"{reference}:architectures", architecture,
+                        "hybrid or attention-free (state-space, recurrent or linear-attention layers) models are "
+                        f"not modelled; supported: {', '.join(sorted(ARCHITECTURES))}")
     if architecture not in ARCHITECTURES:
         raise SpecError(f"{reference}:architectures", architecture,
                         f"unsupported (supported: {', '.join(sorted(ARCHITECTURES))})")
     text_config = data.get("text_config")
     config: dict[str, Any] = text_config if isinstance(text_config, dict) else data
     spec = ARCHITECTURES[architecture](config, reference)
+    spec.update(_attention(config, architecture, spec["layers"], reference))
     caveats = [text for key, text in _NOT_MODELLED.items() if config.get(key)]
     name = str(data.get("_name_or_path") or data.get("name_or_path") or reference).rstrip("/").split("/")[-1]
     if name.endswith(".json"):

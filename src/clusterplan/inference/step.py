@@ -60,7 +60,12 @@ step's large-batch GEMMs are compute-bound while its attention is KV-read bound,
 (``clusterplan calibrate``, serving stage); every other efficiency is the training fit. KV sizes
 follow the attention type:
 ``2 * layers * kv_heads * head_dim`` values per token for MHA/GQA/MQA, the compressed latent for
-MLA; fp8 KV halves them.
+MLA; fp8 KV halves them. Sliding-window layers (gpt-oss, Gemma 2/3) cache and read at most the
+window of a sequence and attend to at most the window per query (:meth:`Model.kv_positions`,
+:meth:`Model.attended_pairs`), so a step's attention and the analytic batch depend on each
+sequence's length, not only on the step's totals: such a model has no separable step terms
+(the simulator calls the step methods) and its per-request KV reservation in the simulator stays
+the full-length one (an upper bound).
 """
 
 from __future__ import annotations
@@ -168,6 +173,14 @@ def kv_bytes_per_token(model: Model, kv_cache: str) -> float:
     """KV-cache bytes one token occupies across all layers of the replica."""
     width = (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) if model.mla is not None else 2 * model.kv_size
     return float(model.layers * width * KV_BYTES[kv_cache])
+
+
+def kv_bytes_per_sequence(model: Model, kv_cache: str, length: Any) -> FloatArray:
+    """KV-cache bytes of one sequence of ``length`` tokens across all layers: full-attention
+    layers hold ``length`` tokens, sliding-window layers ``min(length, W)``
+    (:meth:`Model.kv_positions`)."""
+    result: FloatArray = kv_bytes_per_token(model, kv_cache) * model.kv_positions(length)
+    return result
 
 
 def padded(length: Any, buckets: tuple[int, ...]) -> Any:
@@ -472,8 +485,9 @@ class ReplicaModel:
     def step_terms(self) -> StepTerms | None:
         """This replica's step as separable terms (:class:`~clusterplan.inference.engine.StepTerms`);
         ``None`` for a static-shape deployment (buckets), whose padding is not separable: the
-        simulator then calls the step methods directly."""
-        if self.deployment.prefill_buckets or self.deployment.decode_buckets:
+        simulator then calls the step methods directly; likewise for a sliding-window model, whose
+        attention depends on each sequence's length (module doc)."""
+        if self.deployment.prefill_buckets or self.deployment.decode_buckets or self.model.window_layers:
             return None
         return StepTerms(self.token_time, self.sequence_time, self.seconds_per_pair, self.seconds_per_kv_token)
 
@@ -494,33 +508,49 @@ class ReplicaModel:
         tokens = np.asarray(tokens, dtype=np.float64)
         if self.deployment.prefill_buckets:
             tokens = np.where(np.asarray(context) == 0, padded(tokens, self.deployment.prefill_buckets), tokens)
-        return _seconds(self._step(tokens, tokens * (context + tokens / 2.0), context, 1.0))
+        return _seconds(self._step(tokens, self.model.attended_pairs(context, tokens),
+                                   self.model.kv_positions(context), 1.0))
 
     def decode_time(self, batch: Any, total_context: Any) -> Any:
         if self.deployment.decode_buckets:  # attention over each sequence's (mean) compiled length
             batch = np.asarray(batch, dtype=np.float64)
             total_context = batch * padded(np.asarray(total_context) / batch, self.deployment.decode_buckets)
-        return _seconds(self._step(batch, total_context, total_context, batch))
+        keys = self._decode_keys(batch, total_context)
+        return _seconds(self._step(batch, keys, keys, batch))
 
     def mixed_time(self, prefill_tokens: Any, prefill_context: Any, batch: Any, total_context: Any) -> Any:
         prefill = np.asarray(prefill_tokens, dtype=np.float64)
-        pairs = prefill * (np.asarray(prefill_context, dtype=np.float64) + prefill / 2.0) + total_context
-        return _seconds(self._step(prefill + batch, pairs, np.asarray(total_context) + prefill_context,
+        decode_keys = self._decode_keys(batch, total_context)
+        pairs = self.model.attended_pairs(prefill_context, prefill) + decode_keys
+        return _seconds(self._step(prefill + batch, pairs, decode_keys + self.model.kv_positions(prefill_context),
                                    np.asarray(batch, dtype=np.float64) + 1.0))
+
+    def _decode_keys(self, batch: Any, total_context: Any) -> Any:
+        """Keys a decode step attends to and reads (per layer, averaged): ``total_context``, or
+        with sliding windows ``batch`` sequences of the mean context, each capped at the window
+        on window layers (:meth:`Model.kv_positions`)."""
+        if not self.model.window_layers:
+            return total_context
+        batch = np.asarray(batch, dtype=np.float64)
+        mean = np.asarray(total_context, dtype=np.float64) / np.maximum(batch, 1.0)
+        return batch * self.model.kv_positions(mean)
 
     def kv_transfer_time(self, tokens: int) -> float:
         """Prefill-to-decode KV move over the scale-out network, all the replica's chips at once."""
         tier = self.hardware.system.tiers[-1]
-        return float(tokens * self.kv_per_token / (tier.effective_bandwidth * self.deployment.tp * self.deployment.pp)
-                     + tier.latency_s)
+        kv = float(kv_bytes_per_sequence(self.model, self.deployment.kv_cache, tokens))
+        # one sequence lives on one attention rank: its tp * pp chips send it in parallel
+        return float(kv / (tier.effective_bandwidth * self.deployment.tp * self.deployment.pp) + tier.latency_s)
 
     # ---- analytic steady state --------------------------------------------------------------
     def _cycle(self, batch: Any, isl: Any, osl: Any) -> tuple[Any, Any]:
         """Decode step and prefill of a batch that runs its ``osl`` steps together."""
-        mean_context = batch * (isl + osl / 2.0)
+        # keys per decode step, averaged over the osl steps (isl + osl/2 without windows)
+        mean_context = batch * (self.model.attended_pairs(isl, osl) / osl if self.model.window_layers
+                                else isl + osl / 2.0)
         decode = self._step(batch, mean_context, mean_context, batch)
         # prefill of the whole batch's prompts, in chunks that keep each step a good GEMM
-        prefill = self._step(batch * isl, isl * isl / 2.0 * batch, 0.0, batch)
+        prefill = self._step(batch * isl, self.model.attended_pairs(0.0, isl) * batch, 0.0, batch)
         return decode, prefill
 
     def offline_throughput(self, input_tokens: Any, output_tokens: Any, requests: Any = None) -> dict[str, FloatArray]:
@@ -536,7 +566,8 @@ class ReplicaModel:
         the steady state (an endless run). Per engine for a pipeline (requests split evenly)."""
         isl = np.asarray(input_tokens, dtype=np.float64)
         osl = np.asarray(output_tokens, dtype=np.float64)
-        batch = np.maximum(np.minimum(self.max_batch, np.floor(self.kv_capacity_tokens / (isl + osl))), 1.0)
+        batch = np.maximum(np.minimum(self.max_batch, np.floor(self.kv_capacity_tokens
+                                                                / self.model.kv_positions(isl + osl))), 1.0)
         decode, prefill = self._cycle(batch, isl, osl)
         cycle = osl * decode + prefill
         # every engine (pipeline micro-batch in flight) runs such a cycle at the same time

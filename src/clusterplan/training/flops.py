@@ -45,9 +45,22 @@ def attention_head_dims(model: Model) -> tuple[int, int]:
 
 
 def attention_core_flops(model: Model, seq_len: Any) -> FloatArray:
-    """Forward FLOPs per token of QK^T and AV over ``seq_len`` keys (no causal halving)."""
+    """Forward FLOPs per token of QK^T and AV of an average layer over ``seq_len`` keys (no
+    causal halving); a sliding-window layer over ``min(seq_len, W)`` keys, the band of the score
+    matrix it computes (:meth:`Model.kv_positions`)."""
     qk, av = attention_core_width(model)
-    result: FloatArray = 2.0 * np.asarray(seq_len, dtype=np.float64) * (qk + av)
+    result: FloatArray = 2.0 * model.kv_positions(seq_len) * (qk + av)
+    return result
+
+
+def causal_attention_core_flops(model: Model, seq_len: Any) -> FloatArray:
+    """Forward FLOPs per token of QK^T and AV that a causal (flash) kernel computes in an average
+    layer of a ``seq_len``-token sequence: the causal triangle, ``seq_len/2`` keys per query on
+    full layers (half of :func:`attention_core_flops`), ``W - W^2/(2 seq_len)`` on window layers
+    (:meth:`Model.attended_pairs`; FlashAttention-2 skips the blocks outside the band)."""
+    qk, av = attention_core_width(model)
+    seq = np.asarray(seq_len, dtype=np.float64)
+    result: FloatArray = 2.0 * model.attended_pairs(0.0, seq) / seq * (qk + av)
     return result
 
 

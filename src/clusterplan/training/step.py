@@ -147,7 +147,8 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     core_flops = fl.attention_core_flops(model, seq) * tokens / tp
     bf16_peak = hw.peak[1]
     flash_eff = eff.attention * attention_head_dim_factor(*fl.attention_head_dims(model), eff.matmul_dim_half)
-    flash_time = 0.5 * core_flops / (bf16_peak * flash_eff) + overhead
+    causal_flops = fl.causal_attention_core_flops(model, seq) * tokens / tp  # window layers: the band
+    flash_time = causal_flops / (bf16_peak * flash_eff) + overhead
     score_elements = model.attention_heads / tp * tokens * seq
     score_traffic = score_elements * (13.0 if model.dropout else 8.0)
     unfused = (core_flops / (bf16_peak * hw.matmul_eff[1])
