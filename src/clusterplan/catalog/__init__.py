@@ -10,6 +10,7 @@ from clusterplan.catalog.loader import (
     load_scenario,
     load_system,
     model_names,
+    scenario_names,
     system_names,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "load_scenario",
     "load_system",
     "model_names",
+    "scenario_names",
     "system_names",
 ]
