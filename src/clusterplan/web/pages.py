@@ -80,7 +80,7 @@ def _refusal(error: SpecError) -> str:
 
 #: Request field names whose form field is spelled otherwise.
 FORM_NAMES = {"seq_len": "seq", "demand_output_tokens_per_s": "demand", "slo_ttft_s": "slo_ttft",
-              "slo_tpot_s": "slo_tpot", "system": "systems"}
+              "slo_tpot_s": "slo_tpot", "system": "systems", "fleet": "scenario"}
 
 
 def refused_field(error: SpecError, names: Iterable[str], prefix: str = "") -> str | None:

@@ -337,19 +337,19 @@ def scenario_page(page: ScenarioPage, query: Mapping[str, str]) -> str:
             + "</fieldset><fieldset class='column'><legend>B</legend>" + _column_fields(page, b, "b_")
             + "</fieldset></div>" + _field("compare", "compare A with B", compare, ["on", "off"])
             + "<button type='submit'>plan</button></form>")
-    sides = [a, b] if compare == "on" else [a]
-    refusal: SpecError | None = None
-    prefix = ""
-    for values, side_prefix in zip(sides, ("", "b_"), strict=False):
+    sides = [(a, ""), (b, "b_")] if compare == "on" else [(a, "")]
+    refusal: tuple[SpecError, str] | None = None
+    waiting = False
+    for values, prefix in sides:
         try:
             build_request(page.kind, api_params(values))  # bad input: refused next to its field, now
         except SpecError as error:
-            refusal, prefix = error, side_prefix
-            break
-    if refusal is not None:
-        body = with_refusal(form, refusal, prefix) + "<div id='results' data-state='refused'></div>"
-    elif page.stream and not all(_remembered(page.kind, api_params(values)) for values in sides):
-        body = form + "<div id='results' data-state='pending'><p class='busy' id='progress'>computing\u2026</p></div>"
+            refusal = refusal or (error, prefix)
+            continue
+        waiting = waiting or (page.stream and not _remembered(page.kind, api_params(values)))
+    if waiting:  # the page's script streams the answer with its progress
+        shown = with_refusal(form, *refusal) if refusal is not None else form
+        body = shown + "<div id='results' data-state='pending'><p class='busy' id='progress'>computing\u2026</p></div>"
     else:
         columns, late = results(page, query)
         placed = ""
