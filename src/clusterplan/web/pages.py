@@ -24,7 +24,8 @@ font-size:.85em}input,select{padding:.2em}table{border-collapse:collapse;margin:
 padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}.refusal{color:#b00;
 font-weight:bold}.side{display:flex;gap:2em;flex-wrap:wrap}code.cmd{display:block;white-space:pre-wrap;
 background:#f4f4f4;padding:.5em}label .refusal{font-size:.95em;max-width:28em}
-.column{flex:1 1 480px;min-width:0}fieldset{border:1px solid #ccc;margin:.4em 0}fieldset form{margin:.3em 0}
+.column{flex:1 1 480px;min-width:0}fieldset{border:1px solid #ccc;margin:.4em 0;display:flex;
+flex-wrap:wrap;gap:.6em;align-items:end}form>.side{flex:1 1 100%;gap:1em}
 .busy{color:#555}.busy::before{content:'';display:inline-block;width:.9em;height:.9em;margin-right:.5em;
 border:2px solid #999;border-top-color:transparent;border-radius:50%;animation:spin 1s linear infinite;
 vertical-align:middle}@keyframes spin{to{transform:rotate(360deg)}}.downloads a{margin-right:.8em}"""
@@ -256,10 +257,12 @@ def serving_page(query: Mapping[str, str]) -> str:
     compare = ("<h2>best deployment per system</h2>"
                + _table(["system", "chip", "deployment", "chips", "facility MW", "$/M output tokens"], best_rows,
                         "compare"))
-    chart = {"data": [{"type": "bar", "name": "$/M output tokens", "x": chart_x, "y": chart_cost},
-                      {"type": "bar", "name": "facility MW", "x": chart_x, "y": chart_mw, "yaxis": "y2"}],
+    chart = {"data": [{"type": "bar", "name": "$/M output tokens", "x": chart_x, "y": chart_cost, "offsetgroup": 1},
+                      {"type": "bar", "name": "facility MW", "x": chart_x, "y": chart_mw, "yaxis": "y2",
+                       "offsetgroup": 2}],
              "layout": {"title": {"text": f"{values['model']} at {values['demand']} output tokens/s"},
-                        "barmode": "group", "height": 380, "yaxis": {"title": {"text": "$ per M output tokens"}},
+                        "barmode": "group", "height": 380, "legend": {"orientation": "h"},
+                        "yaxis": {"title": {"text": "$ per M output tokens"}},
                         "yaxis2": {"title": {"text": "facility MW"}, "overlaying": "y", "side": "right"}}}
     script = (f"<script src='/static/plotly.min.js'></script><script>Plotly.newPlot('chart', "
               f"{json.dumps(chart['data'])}, {json.dumps(chart['layout'])}, {{displaylogo: false}});</script>")

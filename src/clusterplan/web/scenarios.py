@@ -18,6 +18,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
+from clusterplan import units
 from clusterplan.api._base import Answer
 from clusterplan.catalog import load_scenario, scenario_names
 from clusterplan.errors import SpecError
@@ -115,7 +116,9 @@ def comparing(page: ScenarioPage, query: Mapping[str, str]) -> bool:
 # ---- answers, kept for the downloads and the next update ----------------------------------------
 _ANSWERS: OrderedDict[tuple[str, tuple[tuple[str, str], ...]], Answer] = OrderedDict()
 _LOCK = threading.Lock()
-_COMPUTE = threading.Lock()  # one scenario computed at a time (the searches use every core)
+#: One answer of each kind computed at a time (the searches use every core; a second request for
+#: the same answer waits for the first rather than computing it again).
+_COMPUTE = {kind: threading.Lock() for kind in QUESTIONS}
 
 
 def answer(kind: str, params: Mapping[str, str], progress: Callable[[str], None] | None = None) -> Answer:
@@ -126,7 +129,7 @@ def answer(kind: str, params: Mapping[str, str], progress: Callable[[str], None]
         if key in _ANSWERS:
             _ANSWERS.move_to_end(key)
             return _ANSWERS[key]
-    with _COMPUTE:
+    with _COMPUTE[kind]:
         with _LOCK:
             if key in _ANSWERS:
                 return _ANSWERS[key]
@@ -156,7 +159,17 @@ def _what_ifs(record: dict[str, Any]) -> str:
     given = record.get("overrides") or {}
     if not given:
         return "<p>as the scenario file has it</p>"
-    return "<p>what-if: " + html.escape(", ".join(f"{k} = {v}" for k, v in given.items())) + "</p>"
+
+    def text(value: Any) -> str:
+        if (isinstance(value, float) and not value.is_integer()) or isinstance(value, bool):
+            return str(value)
+        if isinstance(value, int | float) and abs(value) >= 1e4:
+            return units.format_count(value)
+        if isinstance(value, list):
+            return ",".join(text(item) for item in value)
+        return str(value) if not isinstance(value, float) else f"{value:g}"
+
+    return "<p>what-if: " + html.escape(", ".join(f"{k} = {text(v)}" for k, v in given.items())) + "</p>"
 
 
 def fleet_column(record: dict[str, Any], side: str) -> str:
