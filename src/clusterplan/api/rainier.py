@@ -4,20 +4,22 @@ plan the search picks, failures, serving at a chat SLO and the fleet ramp, as on
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 
 from clusterplan import units
-from clusterplan.api._base import Answer, Request
+from clusterplan.api._base import Answer, Request, demand_field, latency_field, tokens_field
 from clusterplan.catalog import hardware_for, load_model, load_scenario, load_system
 from clusterplan.catalog.loader import spec_error
 from clusterplan.errors import NoAnswerError, SpecError
 from clusterplan.reliability.failures import RecoverySettings, recovery_settings
 from clusterplan.specs import Chip, Plan, System
 from clusterplan.specs._base import Seconds, Spec, Watts
+from clusterplan.specs.plan import MAX_CHIPS
 from clusterplan.training.step import Hardware
 
 
@@ -166,10 +168,51 @@ def _positive_int(data: dict[str, Any], key: str, where: str) -> int:
     return value
 
 
-def rainier_record(scenario_name: str = "rainier", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Everything the Rainier report says, SI units. ``progress(text)`` is told each slow step."""
+def with_overrides(scenario: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The scenario mapping with what-if ``overrides`` applied (a copy; None keeps the file's
+    value): ``chips`` (the growth stages then become that one size unless ``growth`` is given),
+    ``growth`` (chip counts of the stages), the training job's ``tokens``, the serving
+    ``demand``/``slo_ttft``/``slo_tpot``, the failure model's ``recovery``/``checkpoint``/
+    ``failure_scale``, and ``frontier_runs`` and ``serving`` (False drops the section)."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if not given:
+        return scenario
+    data = copy.deepcopy(scenario)
+    if "chips" in given:
+        data["chips"] = given["chips"]
+        if "growth" not in given:
+            data["growth"] = []
+    if "growth" in given:
+        stages = [stage for stage in data.get("growth") or [] if isinstance(stage, dict)]
+        data["growth"] = [{"label": stages[i].get("label", f"stage {i + 1}") if i < len(stages) else f"stage {i + 1}",
+                           "chips": chips, "source": "what-if (web planner)"}
+                          for i, chips in enumerate(given["growth"])]
+    if "tokens" in given and isinstance(data.get("training"), dict):
+        data["training"]["tokens"] = given["tokens"]
+    if isinstance(data.get("serving"), dict):
+        for key in ("demand", "slo_ttft", "slo_tpot"):
+            if key in given:
+                data["serving"][key] = given[key]
+    failures: dict[str, Any] = {key: given[key] for key in ("recovery", "checkpoint") if key in given}
+    if "failure_scale" in given:  # on top of the scenario's own scale
+        prior = (data.get("reliability") or {}).get("failure_scale", 1.0)
+        prior = prior.get("value", 1.0) if isinstance(prior, dict) else prior
+        failures["failure_scale"] = float(prior if prior is not None else 1.0) * given["failure_scale"]
+    if failures:
+        data["reliability"] = {**(data.get("reliability") or {}), **failures}
+    if given.get("frontier_runs") is False:
+        data["frontier_runs"] = []
+    if given.get("serving") is False:
+        data.pop("serving", None)
+    return data
+
+
+def rainier_record(scenario_name: str = "rainier", progress: Callable[[str], None] | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the Rainier report says, SI units. ``progress(text)`` is told each slow step;
+    ``overrides``: what-if changes to the scenario (:func:`with_overrides`)."""
     step = progress or (lambda _text: None)
-    scenario = load_scenario(scenario_name)
+    scenario = with_overrides(load_scenario(scenario_name), overrides)
     check_scenario(scenario, scenario_name)  # the whole file, before 15-25 s of searches
     system = load_system(str(scenario.get("system", "")), "scenario.system")
     hardware = hardware_for(system)
@@ -517,9 +560,69 @@ def serving_section(serving: Any, hardware: Any, chips: int) -> dict[str, Any]:
 
 
 class RainierRequest(Request):
-    """A Rainier-style scenario: a built-in name (``rainier``) or, from the CLI, a YAML path."""
+    """A Rainier-style scenario: a built-in name (``rainier``) or, from the CLI, a YAML path;
+    the other fields are what-if changes to it (None: the scenario's value)."""
 
     scenario: str = "rainier"
+    chips: int | None = Field(None, ge=1, le=MAX_CHIPS, description="what-if: the cluster's chips (one stage)")
+    growth: tuple[int, ...] | None = Field(None, min_length=1, max_length=8,
+                                           description="what-if: the growth stages' chips, comma-separated")
+    tokens: float | None = Field(None, description="what-if: the training job's tokens (15T)")
+    demand: float | None = Field(None, description="what-if: serving demand, output tokens/s (10M)")
+    slo_ttft: float | None = Field(None, description="what-if: serving p99 TTFT (3s)")
+    slo_tpot: float | None = Field(None, description="what-if: serving p99 TPOT (60ms)")
+    recovery: Literal["spares", "wait", "elastic"] | None = Field(None, description="what-if: failure recovery")
+    checkpoint: Literal["sync", "async", "memory"] | None = Field(None, description="what-if: checkpointing")
+    failure_scale: float | None = Field(None, gt=0, le=100, allow_inf_nan=False,
+                                        description="what-if: every failure rate times this (1: the scenario's)")
+    frontier_runs: bool | None = Field(None, description="what-if: false leaves the frontier runs out (faster)")
+    serving: bool | None = Field(None, description="what-if: false leaves the serving search out (faster)")
+
+    @field_validator("growth", mode="before")
+    @classmethod
+    def _growth(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            from clusterplan.api._edge import csv_items
+
+            try:
+                return tuple(int(units.parse_count(item, "--growth")) for item in csv_items(value, "--growth"))
+            except SpecError:
+                raise SpecError("--growth", value, "must list chip counts, comma-separated, e.g. 500k,1M") from None
+        return value
+
+    @field_validator("growth")
+    @classmethod
+    def _stages(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        for chips in value or ():
+            if not 1 <= chips <= MAX_CHIPS:
+                raise SpecError("--growth", chips, f"each stage must be between 1 and {MAX_CHIPS:,} chips")
+        return value
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Any:
+        return tokens_field(value)
+
+    @field_validator("demand", mode="before")
+    @classmethod
+    def _demand(cls, value: Any) -> Any:
+        return demand_field(value)
+
+    @field_validator("slo_ttft", "slo_tpot", mode="before")
+    @classmethod
+    def _latency(cls, value: Any, info: Any) -> Any:
+        return latency_field(value, f"{info.field_name}_s")
+
+    def overrides(self) -> dict[str, Any]:
+        """The what-if fields given, as the scenario spells them."""
+        values = {name: getattr(self, name) for name in type(self).model_fields if name != "scenario"}
+        if values["failure_scale"] == 1.0:
+            values["failure_scale"] = None  # the scenario's rates
+        for section in ("frontier_runs", "serving"):
+            if values[section] is True:
+                values[section] = None  # the scenario's sections, as they are
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in values.items() if value is not None}
 
 
 class RainierAnswer(Answer):
@@ -537,7 +640,10 @@ class RainierAnswer(Answer):
 def answer(request: RainierRequest, progress: Callable[[str], None] | None = None) -> RainierAnswer:
     """Build the whole record (15-25 s of plan and serving searches, in worker processes where
     there are cores); ``progress(text)`` is told each slow step."""
-    record = rainier_record(request.scenario, progress=progress)
+    overrides = request.overrides()
+    record = rainier_record(request.scenario, progress=progress, overrides=overrides)
+    if overrides:
+        record["overrides"] = overrides
     training = record.get("training") or {}
     return RainierAnswer(record=record, scenario=str(record["scenario"]), system=record["system"],
                          chip=record["chip"], chips=record["chips"], peak_bf16_eflops=record["peak_bf16_eflops"],

@@ -11,6 +11,7 @@ from clusterplan.catalog.loader import (
     load_scenario,
     load_system,
     model_names,
+    scenario_names,
     system_names,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "load_scenario",
     "load_system",
     "model_names",
+    "scenario_names",
     "system_names",
 ]

@@ -295,6 +295,12 @@ def model_names() -> list[str]:
     return _names("models.yaml")
 
 
+def scenario_names() -> list[str]:
+    """The built-in scenarios (catalog/scenarios/*.yaml), by name."""
+    return sorted(p.name.removesuffix(".yaml") for p in
+                  resources.files("clusterplan.catalog").joinpath("scenarios").iterdir() if p.name.endswith(".yaml"))
+
+
 def load_scenario(reference: str, field: str = "scenario") -> dict[str, Any]:
     """A scenario YAML: a built-in name under catalog/scenarios/ or a path."""
     path = Path(reference).expanduser()
@@ -303,10 +309,7 @@ def load_scenario(reference: str, field: str = "scenario") -> dict[str, Any]:
     else:
         resource = resources.files("clusterplan.catalog").joinpath(f"scenarios/{reference}.yaml")
         if not resource.is_file():
-            built_in = sorted(p.name.removesuffix(".yaml") for p in
-                              resources.files("clusterplan.catalog").joinpath("scenarios").iterdir()
-                              if p.name.endswith(".yaml"))
-            raise SpecError(field, reference, f"unknown scenario (built-in: {', '.join(built_in)})")
+            raise SpecError(field, reference, f"unknown scenario (built-in: {', '.join(scenario_names())})")
         data = parse_yaml(resource.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise SpecError(field, reference, "a scenario must be a YAML mapping")

@@ -51,6 +51,11 @@ def fleet_table(console: Console, name: str, records: list[dict[str, Any]]) -> N
 def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> dict[str, str]:
     """Markdown and HTML report of a fleet timeline: where each company ends, the assumptions,
     the timeline table and charts of chips, power and capex by quarter."""
+    return write_report(fleet_document(name, records), directory, f"fleet-{name}")
+
+
+def fleet_document(name: str, records: list[dict[str, Any]]) -> Report:
+    """The fleet report as a document (``render_html`` of it is the HTML report)."""
     companies = sorted({r["company"] for r in records})
     quarters = sorted({r["quarter"] for r in records})
     report = Report(f"Fleet scenario: {name}", subtitle=f"{len(companies)} companies, {quarters[0]} to {quarters[-1]}"
@@ -97,7 +102,7 @@ def fleet_report(name: str, records: list[dict[str, Any]], directory: Path) -> d
                     if run.get("possible") else "does not fit")
             lines.append(f"| {r['company']} | {r['quarter']} | {text} |")
         report.add("Which training runs become possible when", "\n".join(lines))
-    return write_report(report, directory, f"fleet-{name}")
+    return report
 
 
 def describe_power(watts: float) -> str:

@@ -260,13 +260,20 @@ def rainier_report(record: dict[str, Any], directory: Any) -> dict[str, str]:
     the assumptions behind them, then the tables and charts."""
     from pathlib import Path
 
-    from clusterplan.report.documents import Report, write_report
+    from clusterplan.report.documents import write_report
+
+    return write_report(rainier_document(record), Path(directory), "rainier")
+
+
+def rainier_document(record: dict[str, Any]) -> Any:
+    """The Rainier report as a document (``render_html`` of it is the HTML report)."""
+    from clusterplan.report.documents import Report
 
     report = Report("Project Rainier", subtitle=str(record["description"]))
     _rainier_summary_figures(report, record)
     report.assumptions += _rainier_assumptions(record)
     _rainier_sections(report, record)
-    return write_report(report, Path(directory), "rainier")
+    return report
 
 
 def _rainier_summary_figures(report: Any, record: dict[str, Any]) -> None:

@@ -64,8 +64,9 @@ def build_request(kind: str, data: Mapping[str, Any]) -> BaseModel:
     values: dict[str, Any] = {}
     plan: dict[str, Any] = {}
     for raw_key, value in data.items():
-        key = ALIASES.get(raw_key.replace("-", "_"), raw_key.replace("-", "_"))
-        key = ALIASES.get(key, key)
+        key = raw_key.replace("-", "_")
+        if key not in fields:  # the CLI's spelling of a field (rainier's own ``demand`` stays)
+            key = ALIASES.get(key, key)
         if value is None or value == "":
             continue
         if key == "plan" and "plan" in fields and isinstance(value, Mapping):

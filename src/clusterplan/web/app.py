@@ -10,10 +10,10 @@ from functools import cache
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from clusterplan.errors import NoAnswerError, SpecError
-from clusterplan.web import pages
+from clusterplan.web import pages, scenarios
 from clusterplan.web.api import CLI_ONLY, QUESTIONS, ask, refusal
 
 
@@ -85,6 +85,39 @@ def create_app() -> FastAPI:
     @app.get("/failures", response_class=HTMLResponse)
     async def failures(request: Request) -> str:
         return pages.failures_page(dict(request.query_params))
+
+    for page in scenarios.PAGES.values():
+        def scenario_routes(page: scenarios.ScenarioPage = page) -> None:
+            kind = page.kind
+
+            def whole(request: Request) -> HTMLResponse:  # sync: FastAPI runs it off the event loop
+                return HTMLResponse(scenarios.scenario_page(page, dict(request.query_params)))
+
+            def partial(request: Request) -> Response:
+                return Response(scenarios.results_json(page, dict(request.query_params)),
+                                media_type="application/json")
+
+            def streamed(request: Request) -> StreamingResponse:
+                return StreamingResponse(scenarios.stream(page, dict(request.query_params)),
+                                         media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+            def download(request: Request, ext: str) -> Response:
+                if ext not in ("json", "csv", "html"):
+                    raise SpecError("download", ext, "must be download.json, download.csv or download.html")
+                text, media, filename = scenarios.download(kind, dict(request.query_params), ext)
+                return Response(text, media_type=media,
+                                headers={"Content-Disposition": f"attachment; filename=\"{filename}\""})
+
+            app.add_api_route(f"/{kind}", whole, methods=["GET"], response_class=HTMLResponse,
+                              include_in_schema=False, name=f"{kind}_page")
+            app.add_api_route(f"/{kind}/results", partial, methods=["GET"], include_in_schema=False,
+                              name=f"{kind}_results")
+            app.add_api_route(f"/{kind}/stream", streamed, methods=["GET"], include_in_schema=False,
+                              name=f"{kind}_stream")
+            app.add_api_route(f"/{kind}/download.{{ext}}", download, methods=["GET"], include_in_schema=False,
+                              name=f"{kind}_download")
+
+        scenario_routes()
 
     return app
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from clusterplan import units
@@ -22,14 +23,20 @@ form{display:flex;flex-wrap:wrap;gap:.6em;align-items:end;margin:1em 0}label{dis
 font-size:.85em}input,select{padding:.2em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;
 padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}.refusal{color:#b00;
 font-weight:bold}.side{display:flex;gap:2em;flex-wrap:wrap}code.cmd{display:block;white-space:pre-wrap;
-background:#f4f4f4;padding:.5em}"""
+background:#f4f4f4;padding:.5em}label .refusal{font-size:.95em;max-width:28em}
+.column{flex:1 1 480px;min-width:0}fieldset{border:1px solid #ccc;margin:.4em 0;display:flex;
+flex-wrap:wrap;gap:.6em;align-items:end}form>.side{flex:1 1 100%;gap:1em}
+.busy{color:#555}.busy::before{content:'';display:inline-block;width:.9em;height:.9em;margin-right:.5em;
+border:2px solid #999;border-top-color:transparent;border-radius:50%;animation:spin 1s linear infinite;
+vertical-align:middle}@keyframes spin{to{transform:rotate(360deg)}}.downloads a{margin-right:.8em}"""
 
 
 def layout(title: str, body: str, scripts: str = "") -> str:
     """A whole page: navigation, ``body``, and ``scripts`` (plotly.js served by this server)."""
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>clusterplan: {html.escape(title)}"
             f"</title><style>{STYLE}</style></head><body><nav><a href='/'>clusterplan</a><a href='/train'>Training</a>"
-            f"<a href='/serve'>Serving</a><a href='/failures'>Failures</a><a href='/docs'>API</a></nav>"
+            f"<a href='/serve'>Serving</a><a href='/failures'>Failures</a><a href='/fleet'>Fleet</a>"
+            f"<a href='/rainier'>Rainier</a><a href='/docs'>API</a></nav>"
             f"<h1>{html.escape(title)}</h1>{body}{scripts}</body></html>")
 
 
@@ -37,14 +44,31 @@ def index_page() -> str:
     return layout("Planner", "<ul><li><a href='/train'>Training</a>: the best parallel plans of a job</li>"
                   "<li><a href='/serve'>Serving</a>: deployments for a demand at a latency SLO</li>"
                   "<li><a href='/failures'>Failures</a>: goodput and the checkpoint interval</li>"
+                  "<li><a href='/fleet'>Fleet</a>: a fleet scenario quarter by quarter, two side by side</li>"
+                  "<li><a href='/rainier'>Rainier</a>: the Project Rainier report, what-ifs side by side</li>"
                   "<li><a href='/docs'>API</a>: the JSON endpoints under /api/</li></ul>")
 
 
-def _field(name: str, label: str, value: str, options: list[str] | None = None) -> str:
+#: The label of a select's empty option: the scenario's own value.
+DEFAULT_OPTION = "(scenario's)"
+
+
+def _field(name: str, label: str, value: str, options: list[str] | None = None, slider: str = "",
+           placeholder: str = "") -> str:
+    """One labelled form control (``data-field``: where a refusal of it is shown). ``slider``:
+    ``min,max,step`` makes it a range input (a what-if slider) showing its value."""
     if options is not None:
-        choices = "".join(f"<option{' selected' if o == value else ''}>{html.escape(o)}</option>" for o in options)
-        return f"<label>{label}<select name='{name}'>{choices}</select></label>"
-    return f"<label>{label}<input name='{name}' value='{html.escape(value, quote=True)}'></label>"
+        choices = "".join(f"<option value='{html.escape(o, quote=True)}'{' selected' if o == value else ''}>"
+                          f"{html.escape(o or DEFAULT_OPTION)}</option>" for o in options)
+        return f"<label data-field='{name}'>{label}<select name='{name}'>{choices}</select></label>"
+    if slider:
+        low, high, step = slider.split(",")
+        return (f"<label data-field='{name}'>{label} <output>{html.escape(value)}</output><input type='range' "
+                f"name='{name}' min='{low}' max='{high}' step='{step}' value='{html.escape(value, quote=True)}' "
+                "oninput='this.previousElementSibling.value=this.value'></label>")
+    hint = f" placeholder='{html.escape(placeholder, quote=True)}'" if placeholder else ""
+    return (f"<label data-field='{name}'>{label}<input name='{name}' "
+            f"value='{html.escape(value, quote=True)}'{hint}></label>")
 
 
 def _form(fields: str, action: str) -> str:
@@ -53,6 +77,38 @@ def _form(fields: str, action: str) -> str:
 
 def _refusal(error: SpecError) -> str:
     return f"<p class='refusal' role='alert'>error: {html.escape(str(error))}</p>"
+
+
+#: Request field names whose form field is spelled otherwise.
+FORM_NAMES = {"seq_len": "seq", "demand_output_tokens_per_s": "demand", "slo_ttft_s": "slo_ttft",
+              "slo_tpot_s": "slo_tpot", "system": "systems", "fleet": "scenario"}
+
+
+def refused_field(error: SpecError, names: Iterable[str], prefix: str = "") -> str | None:
+    """The form field (among ``names``) a refusal is about: ``--chips`` -> ``chips``,
+    ``scenario.serving.demand`` -> ``demand``, with the column's ``prefix`` (``b_``)."""
+    names = list(names)
+    key = str(error.field).lstrip("-").replace("-", "_").split(".")[-1].split("[")[0]
+    for candidate in (key, FORM_NAMES.get(key, key)):
+        if prefix + candidate in names:
+            return prefix + candidate
+    return None
+
+
+def refusal_span(error: SpecError) -> str:
+    return f"<span class='refusal' role='alert'>error: {html.escape(str(error))}</span>"
+
+
+def with_refusal(form: str, error: SpecError, prefix: str = "") -> str:
+    """``form`` with the one-line refusal next to the field it is about (under the form when it
+    is about none of its fields)."""
+    names = re.findall(r"<label data-field='([^']+)'>", form)
+    name = refused_field(error, names, prefix)
+    if name is None:
+        return form + _refusal(error)
+    start = form.index(f"<label data-field='{name}'>")
+    end = form.index("</label>", start)
+    return form[:end] + refusal_span(error) + form[end:]
 
 
 def _values(query: Mapping[str, str], defaults: dict[str, str]) -> dict[str, str]:
@@ -93,7 +149,7 @@ def training_page(query: Mapping[str, str]) -> str:
                                 "up_to": values["up_to"] == "on"})
         assert isinstance(answer, SearchAnswer)
     except SpecError as error:
-        return layout("Training", form + _refusal(error))
+        return layout("Training", with_refusal(form, error))
     best = answer.record["best"]
     try:
         chosen = max(0, min(int(values["plan"]), len(best) - 1))
@@ -139,26 +195,38 @@ def training_page(query: Mapping[str, str]) -> str:
     return layout("Training", form + summary + table + "<div id='chart' class='chart'></div>" + detail, script)
 
 
-SERVE_DEFAULTS = {"model": "llama3-70b", "systems": "dgx-h100,trn2", "demand": "1M", "slo_ttft": "2s",
+SERVE_DEFAULTS = {"model": "llama3-70b", "systems": "trn2,dgx-h100,dgx-b200", "demand": "1M", "slo_ttft": "2s",
                   "slo_tpot": "100ms", "input_tokens": "1000", "output_tokens": "200", "objective": "cost"}
 
 
+def _facility_mw(item: dict[str, Any]) -> float | None:
+    power = item.get("power_w")
+    return power.get("facility_w", 0.0) / 1e6 if isinstance(power, dict) else None
+
+
 def serving_page(query: Mapping[str, str]) -> str:
-    """The Serving page: capacity's ranked deployments for each system, side by side."""
+    """The Serving page: capacity's best deployment of each system in one table ($/M tokens,
+    chips, facility MW) with a chart, then each system's ranked deployments side by side."""
     values = _values(query, SERVE_DEFAULTS)
     form = _form("".join([
         _field("model", "model", values["model"], model_names()),
-        _field("systems", "systems (comma-separated)", values["systems"]),
+        _field("systems", "systems (comma-separated, up to 4)", values["systems"]),
         _field("demand", "demand (output tokens/s)", values["demand"]),
         _field("slo_ttft", "p99 TTFT", values["slo_ttft"]), _field("slo_tpot", "p99 TPOT", values["slo_tpot"]),
         _field("input_tokens", "input tokens", values["input_tokens"]),
         _field("output_tokens", "output tokens", values["output_tokens"]),
         _field("objective", "objective", values["objective"], ["cost", "chips", "power"])]), "/serve")
-    systems = [name.strip() for name in values["systems"].split(",") if name.strip()][:4]
+    systems = [name.strip() for name in values["systems"].split(",") if name.strip()]
     columns = []
+    best_rows: list[list[str]] = []
+    chart_x: list[str] = []
+    chart_cost: list[float | None] = []
+    chart_mw: list[float | None] = []
     try:
         if not systems:
             raise SpecError("systems", values["systems"], "must name at least one catalog system")
+        if len(systems) > 4:
+            raise SpecError("systems", values["systems"], "must name at most 4 systems")
         for system in systems:
             answer = ask("capacity", {"model": values["model"], "system": system, "demand": values["demand"],
                                       "slo_ttft": values["slo_ttft"], "slo_tpot": values["slo_tpot"],
@@ -168,13 +236,38 @@ def serving_page(query: Mapping[str, str]) -> str:
             rows = []
             for item in answer.record["ranked"]:
                 cost = item.get("usd_per_million_output_tokens")
+                mw = _facility_mw(item)
                 rows.append([html.escape(item["label"]), f"{item.get('replicas', 0):,}", f"{item.get('chips', 0):,}",
-                             f"{item.get('facility_mw', 0):.2f}", f"{cost:.3f}" if cost is not None else "-"])
+                             f"{mw:.2f}" if mw is not None else "-", f"{cost:.3f}" if cost is not None else "-"])
+            ranked = answer.record["ranked"]
+            if ranked:
+                best = ranked[0]
+                cost = best.get("usd_per_million_output_tokens")
+                mw = _facility_mw(best)
+                best_rows.append([html.escape(system), html.escape(answer.chip), html.escape(best["label"]),
+                                  f"{best.get('chips', 0):,}", f"{mw:.2f}" if mw is not None else "-",
+                                  f"{cost:.3f}" if cost is not None else "-"])
+                chart_x.append(system)
+                chart_cost.append(cost)
+                chart_mw.append(mw)
             columns.append(f"<div><h2>{html.escape(system)} ({html.escape(answer.chip)})</h2>"
                            + _table(["deployment", "replicas", "chips", "facility MW", "$/M tokens"], rows) + "</div>")
     except SpecError as error:
-        return layout("Serving", form + _refusal(error))
-    return layout("Serving", form + f"<div class='side'>{''.join(columns)}</div>")
+        return layout("Serving", with_refusal(form, error))
+    compare = ("<h2>best deployment per system</h2>"
+               + _table(["system", "chip", "deployment", "chips", "facility MW", "$/M output tokens"], best_rows,
+                        "compare"))
+    chart = {"data": [{"type": "bar", "name": "$/M output tokens", "x": chart_x, "y": chart_cost, "offsetgroup": 1},
+                      {"type": "bar", "name": "facility MW", "x": chart_x, "y": chart_mw, "yaxis": "y2",
+                       "offsetgroup": 2}],
+             "layout": {"title": {"text": f"{values['model']} at {values['demand']} output tokens/s"},
+                        "barmode": "group", "height": 380, "legend": {"orientation": "h"},
+                        "yaxis": {"title": {"text": "$ per M output tokens"}},
+                        "yaxis2": {"title": {"text": "facility MW"}, "overlaying": "y", "side": "right"}}}
+    script = (f"<script src='/static/plotly.min.js'></script><script>Plotly.newPlot('chart', "
+              f"{json.dumps(chart['data'])}, {json.dumps(chart['layout'])}, {{displaylogo: false}});</script>")
+    return layout("Serving", form + compare + "<div id='chart' class='chart'></div>"
+                  + f"<div class='side'>{''.join(columns)}</div>", script)
 
 
 FAILURE_DEFAULTS = {"model": "llama3-70b", "system": "dgx-h100", "chips": "1024", "tp": "8", "pp": "4",
@@ -195,7 +288,7 @@ def failures_page(query: Mapping[str, str]) -> str:
         answer = ask("reliability", values)
         assert isinstance(answer, ReliabilityAnswer)
     except SpecError as error:
-        return layout("Failures", form + _refusal(error))
+        return layout("Failures", with_refusal(form, error))
     record = answer.record
     rows = [["goodput", f"{100 * answer.goodput:.1f} %"],
             ["checkpoint interval", units.format_duration(answer.checkpoint_interval_s)],
@@ -203,4 +296,11 @@ def failures_page(query: Mapping[str, str]) -> str:
             ["interruptions per day", f"{answer.interruptions_per_day:.2f}"]]
     if record.get("time_to_train_s") is not None:
         rows.append(["time to train (with failures)", units.format_duration(record["time_to_train_s"])])
-    return layout("Failures", form + _table(["", ""], rows, "goodput"))
+    causes = record.get("rates_per_day_by_cause") or {}
+    chart = {"data": [{"type": "bar", "x": list(causes), "y": list(causes.values()), "name": "interruptions per day"}],
+             "layout": {"title": {"text": "interruptions per day by cause"}, "height": 360,
+                        "yaxis": {"title": {"text": "per day"}, "rangemode": "tozero"}}}
+    script = (f"<script src='/static/plotly.min.js'></script><script>Plotly.newPlot('chart', "
+              f"{json.dumps(chart['data'])}, {json.dumps(chart['layout'])}, {{displaylogo: false}});</script>")
+    return layout("Failures", form + _table(["", ""], rows, "goodput") + "<div id='chart' class='chart'></div>",
+                  script)
