@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import TaskID
 from rich.table import Table
 
 import clusterplan.cli._common as _common
 from clusterplan import units
+from clusterplan.api.sweep import DEFAULT_MAX_POINTS
 from clusterplan.cli._common import (
     _print_paths,
     clean_errors,
@@ -18,7 +20,6 @@ from clusterplan.cli._common import (
     output_file,
     write_or_refuse,
 )
-from clusterplan.errors import SpecError
 
 
 # ---- sweep ---------------------------------------------------------------------------------
@@ -71,11 +72,6 @@ def _sweep_table(out: Console, axes: list[str], rows: list[dict[str, Any]]) -> N
     out.print(table)
 
 
-#: Most points a sweep may have unless --max-points raises it: each point is a plan search, and
-#: the validated points (about 2 kB each) are all held in memory before the first one runs.
-DEFAULT_MAX_POINTS = 100_000
-
-
 @clean_errors
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(metavar="FILE.yaml", help="sweep file (see docs/sweep.md)")],
@@ -104,25 +100,31 @@ def sweep(
         TimeRemainingColumn,
     )
 
-    from clusterplan.distributed import make_executor
-    from clusterplan.sweep import load_sweep, run_sweep, write_parquet
+    from clusterplan.api.sweep import SweepRequest, prepare
+    from clusterplan.api.sweep import answer as sweep_answer
+    from clusterplan.sweep import write_parquet
 
-    if max_points < 1:
-        raise SpecError("--max-points", max_points, "must be >= 1")
-    runner = make_executor(executor, ray_address, workers)
-    plan = load_sweep(sweep_file, max_points=max_points)  # every point validated before anything runs
-    target = output_file(output if output is not None else sweep_file.with_suffix(".parquet"), "--output")
+    request = SweepRequest(sweep_file=sweep_file, output=output, executor=executor, ray_address=ray_address,
+                           workers=workers, max_points=max_points)
+    job = prepare(request)  # the executor's options and every point validated before anything runs
+    target = output_file(request.output_path, "--output")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=Console(stderr=True), transient=True)
-    with runner:
-        runner.start()  # a Ray cluster joined (or refused) before the progress bar shows
-        with progress:
-            task = progress.add_task(escape(f"sweep on {runner.describe()}"), total=len(plan.points))
-            rows = run_sweep(plan, runner, on_result=lambda _index, _row: progress.advance(task))
-    write_or_refuse("--output", target, lambda: write_parquet(rows, target))
+    tasks: list[TaskID] = []
+
+    def started(description: str, points: int) -> None:  # a Ray cluster joined (or refused) first
+        progress.start()
+        tasks.append(progress.add_task(escape(f"sweep on {description}"), total=points))
+
+    try:
+        answered = sweep_answer(request, job, on_start=started, on_result=lambda: progress.advance(tasks[0]))
+    finally:
+        if tasks:  # started: a refusal before it prints nothing but its line
+            progress.stop()
+    write_or_refuse("--output", target, lambda: write_parquet(answered.rows, target))
     if as_json:
-        emit_json({"sweep": str(sweep_file), "output": str(target), "plans": rows})
+        emit_json(answered.record)
         return
-    _sweep_table(_common.console, plan.varying_axes(), rows)
-    _print_paths(f"wrote {len(rows)} rows to", str(target))
+    _sweep_table(_common.console, answered.axes, answered.rows)
+    _print_paths(f"wrote {len(answered.rows)} rows to", str(target))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,7 +17,6 @@ from clusterplan.cli._common import (
     write_atomically,
     write_or_refuse,
 )
-from clusterplan.errors import SpecError
 from clusterplan.report.console import StepProgress
 
 if TYPE_CHECKING:
@@ -36,52 +36,45 @@ def validate(
 ) -> None:
     """Predict every published row with its own plan; print errors and MAPE per table, out of
     sample first (stored by the last `calibrate`, or recomputed with --cross-validate)."""
-    from clusterplan.catalog.loader import load_crossval
+    from clusterplan.api.validate import COMPUTED_NOW, STORED, ValidateRequest, predict, stored_crossval
+    from clusterplan.api.validate import validation_answer as answer
     from clusterplan.report.tables import validation_report
-    from clusterplan.validation.harness import run
-    from clusterplan.validation.registry import all_cases, known_tables
 
-    tables = known_tables()
-    for name in table or []:
-        if name not in tables:
-            raise SpecError("--table", name, f"unknown table (known: {', '.join(tables)})")
-    if workers is not None and workers < 1:
-        raise SpecError("--workers", workers, "must be >= 1")
-    results = []
+    request = ValidateRequest(tables=table, cross_validate=cross_validate, workers=workers)
     with StepProgress("validate") as bar:
-        for name in table or tables:
-            bar.step(f"predicting the rows of {name}")
-            results += run(all_cases([name]))
-    crossval: CrossValSummary | None
-    if cross_validate:
-        crossval = _cross_validate(table, workers)
-        origin = "computed now (--cross-validate)"
+        results = predict(request, progress=bar.step)
+    if request.cross_validate:
+        answered = answer(results, _cross_validate(request.tables, request.workers), COMPUTED_NOW)
     else:
-        crossval = load_crossval()
-        origin = "stored by the last `clusterplan calibrate` (recompute: --cross-validate)"
+        answered = answer(results, stored_crossval(), STORED)
     if markdown:
         from clusterplan.report.tables import validation_markdown
 
-        sys.stdout.write(validation_markdown(results, crossval))
+        sys.stdout.write(validation_markdown(answered.results, answered.crossval))
         return
-    validation_report(_common.console, results, as_json=as_json, show_skipped=show_skipped, emit=emit_json,
-                      crossval=crossval, crossval_origin=origin)
+    if as_json:
+        emit_json(answered.record)
+        return
+    validation_report(_common.console, answered.results, show_skipped=show_skipped, crossval=answered.crossval,
+                      crossval_origin=answered.crossval_origin)
 
 
-def _cross_validate(tables: list[str] | None, workers: int | None) -> CrossValSummary:
-    """Every cross-validation fold, with progress on stderr."""
-    from clusterplan.distributed import LocalExecutor
-    from clusterplan.validation.crossval import cross_validate, folds, summarise
-    from clusterplan.validation.registry import all_cases
+def _cross_validate(tables: Sequence[str] | None, workers: int | None) -> CrossValSummary:
+    """Every cross-validation fold (api/validate.py), with progress on stderr."""
+    from clusterplan.api.validate import cross_validation
 
-    total = len(folds(all_cases(tables)))
     with StepProgress("cross-validation") as bar:
-        bar.step(f"refitting with each of {total} folds left out")
+        total = 0
 
-        def done(fold: Any) -> None:
-            bar.step(f"refitted without {fold.name or 'nothing'} ({bar.steps}/{total})")
+        def start(folds: int) -> None:
+            nonlocal total
+            total = folds
+            bar.step(f"refitting with each of {total} folds left out")
 
-        return summarise(cross_validate(tables, LocalExecutor(workers), on_fold=done))
+        def done(name: str | None) -> None:
+            bar.step(f"refitted without {name or 'nothing'} ({bar.steps}/{total})")
+
+        return cross_validation(tables, workers, on_start=start, on_fold=done)
 
 
 # ---- calibrate -----------------------------------------------------------------------------
@@ -94,38 +87,21 @@ def calibrate(
 ) -> None:
     """Fit each chip family's kernel efficiencies on its published runs (writes efficiency.yaml)
     and cross-validate the fit (writes crossval.yaml: errors with each table and family left out)."""
-    import yaml
+    from clusterplan.api.validate import CalibrateRequest, calibration_answer, fit_efficiencies
 
-    from clusterplan.catalog.loader import CROSSVAL_FILE
-    from clusterplan.validation.calibrate import ALL_FAMILIES, efficiency_yaml
-    from clusterplan.validation.calibrate import calibrate as fit
-    from clusterplan.validation.registry import all_cases
-
-    if workers is not None and workers < 1:
-        raise SpecError("--workers", workers, "must be >= 1")
-    catalog = Path(__file__).parent.parent / "catalog"
-    target = output_file(output or catalog / "efficiency.yaml", "--output")  # before a minute of fitting
-    crossval_target = output_file(crossval_output or catalog / CROSSVAL_FILE, "--crossval-output")
-    calibration = fit(all_cases())
+    request = CalibrateRequest(output=output, crossval_output=crossval_output, workers=workers)
+    target = output_file(request.efficiency_path, "--output")  # before a minute of fitting
+    crossval_target = output_file(request.crossval_path, "--crossval-output")
     with StepProgress("calibrate") as bar:
-        for index, family in enumerate(ALL_FAMILIES, start=1):
-            bar.step(f"fitting {family} ({index}/{len(ALL_FAMILIES)})")
-            calibration.efficiency(family)
-    document = efficiency_yaml(calibration)
-    summary = _cross_validate(None, workers)
+        document = fit_efficiencies(progress=bar.step)
+    answered = calibration_answer(document, _cross_validate(None, request.workers))
     # Both files are written only once both are computed: nothing half-written.
-    header = ("# Physical kernel efficiencies per chip family, written by `clusterplan calibrate`\n"
-              "# (MAP fit on the published rows named in fitted_on; see docs/validation.md).\n")
-    efficiency_text = header + yaml.safe_dump(document, sort_keys=False, width=100)
-    crossval_header = ("# Cross-validated errors of the fit in efficiency.yaml, written by `clusterplan calibrate`:\n"
-                       "# each table, and each chip family, left out in turn (see docs/validation.md).\n")
-    crossval_text = crossval_header + yaml.safe_dump(summary.model_dump(mode="json"), sort_keys=False, width=100)
-    write_or_refuse("--output", target, lambda: write_atomically(target, efficiency_text))
-    write_or_refuse("--crossval-output", crossval_target, lambda: write_atomically(crossval_target, crossval_text))
-    families: list[dict[str, Any]] = document["families"]  # type: ignore[assignment]
-    for entry in families:
+    write_or_refuse("--output", target, lambda: write_atomically(target, answered.efficiency_text))
+    write_or_refuse("--crossval-output", crossval_target,
+                    lambda: write_atomically(crossval_target, answered.crossval_text))
+    for entry in answered.families:
         _common.console.print(f"[bold]{entry['family']}[/]: {entry['note']}")
-    for name, errors in summary.tables.items():
+    for name, errors in answered.crossval.tables.items():
         _common.console.print(f"{name}: in sample {errors.mape_pct} %, out of sample "
                               f"{errors.mape_out_of_sample_pct} %, family out {errors.mape_family_out_pct} %")
     _common.console.print(f"wrote {target} and {crossval_target}")
