@@ -33,7 +33,7 @@ def campus(
     under each allocation policy side by side (docs/campus.md)."""
     from clusterplan.api.campus import CampusRequest
     from clusterplan.api.campus import answer as campus_answer
-    from clusterplan.campus.output import campus_report, campus_table
+    from clusterplan.report.campus import campus_report, campus_table
 
     request = CampusRequest(scenario=scenario, days=days, policy=policy)
     if report_dir is not None:
