@@ -10,13 +10,13 @@ from pydantic import Field
 from clusterplan.api._base import Answer, Request
 from clusterplan.catalog import load_scenario
 from clusterplan.fleet.timeline import (
-    FleetScenario,
     backtest,
     check_envelopes,
     parse_scenario,
     reference_runs,
     timeline,
 )
+from clusterplan.specs.scenario import FleetScenario
 
 
 def fleet_scenario(reference: str) -> FleetScenario:

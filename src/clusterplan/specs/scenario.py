@@ -6,23 +6,27 @@ Only the schema lives here: every key known, every value's unit and range checke
 catalog or a planner (model and system names resolved, precisions the chip has, the ``fleet:``
 and ``reliability:`` sections) is checked by ``clusterplan/scenario.py: check_scenario``, and the
 campus section's defaults and cross-field rules by ``campus/scenario.py: parse_section``.
-The ``fleet:`` section's schema is ``fleet/timeline.py: FleetScenario``.
+A fleet scenario (:class:`FleetScenario`: companies, their capex per quarter and hardware mix; a
+file of its own or a Rainier-style scenario's ``fleet:`` section) is parsed, its system names
+resolved, by ``fleet/timeline.py: parse_scenario``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from clusterplan import units
 from clusterplan.specs._base import Seconds, Spec, Watts
 
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
-#: A count written with an optional suffix (``15T`` tokens, ``10M`` tokens/s), > 0.
-Count = Annotated[float, BeforeValidator(lambda v: units.parse_count(v, "count") if isinstance(v, str) else v),
-                  Field(gt=0, allow_inf_nan=False)]
+#: A count as scenario files write it (``15T``, ``1.4M``, ``131.8G``) or a number.
+SuffixedCount = Annotated[float, BeforeValidator(lambda v: units.parse_count(v, "count") if isinstance(v, str) else v)]
+#: A count written with an optional suffix (``15T`` tokens, ``10M`` tokens/s), > 0 and finite.
+Count = Annotated[SuffixedCount, Field(gt=0, allow_inf_nan=False)]
 Duration = Annotated[Seconds, Field(gt=0, allow_inf_nan=False)]
 MatmulPrecision = Literal["bf16", "fp8", "fp4"]
 _Values = tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...]
@@ -184,3 +188,121 @@ class CampusSimulation(Spec):
     headroom: float = Field(0.1, ge=0.0, le=1.0, allow_inf_nan=False)
     energy: Energy = Energy()
     source: str = ""
+
+
+# ---- a fleet scenario (its own file, or a Rainier-style scenario's fleet: section) -------------
+QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+
+
+def quarter_label(index: int) -> str:
+    """The quarter of ``quarter_index`` (inverse): 8101 -> '2025Q2'."""
+    return f"{index // 4}Q{index % 4 + 1}"
+
+
+def quarter_index(label: str) -> int:
+    match = QUARTER.match(label)
+    if match is None:
+        raise ValueError(f"quarter {label!r} must look like 2025Q3")
+    return int(match.group(1)) * 4 + int(match.group(2)) - 1
+
+
+class QuarterPlan(Spec):
+    quarter: str
+    capex_usd: float = Field(ge=0)
+    power_envelope_w: float | None = Field(default=None, gt=0, description="facility power cap (cumulative)")
+    source: str = Field(min_length=3)
+
+    @field_validator("capex_usd", mode="before")
+    @classmethod
+    def _money(cls, value: Any) -> Any:
+        return units.parse_count(value, "capex_usd") if isinstance(value, str) else value
+
+    @field_validator("power_envelope_w", mode="before")
+    @classmethod
+    def _power(cls, value: Any) -> Any:
+        return units.parse_power(value, "power_envelope_w") if isinstance(value, str) else value
+
+    @field_validator("quarter")
+    @classmethod
+    def _quarter(cls, value: str) -> str:
+        quarter_index(value)
+        return value
+
+
+class MixEntry(Spec):
+    start: str = Field(alias="from")
+    system: str
+    share: float = Field(gt=0, le=1)
+    source: str = Field(min_length=3)
+
+    @field_validator("start")
+    @classmethod
+    def _quarter(cls, value: str) -> str:
+        quarter_index(value)
+        return value
+
+
+class Company(Spec):
+    name: str
+    ai_share: float = Field(gt=0, le=1, description="share of capex spent on AI clusters")
+    ai_share_source: str = Field(min_length=3)
+    quarters: tuple[QuarterPlan, ...] = Field(min_length=1)
+    mix: tuple[MixEntry, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Company:
+        order = [quarter_index(q.quarter) for q in self.quarters]
+        for previous, current, plan in zip(order, order[1:], self.quarters[1:], strict=False):
+            if current <= previous:
+                raise ValueError(f"quarters out of order: {plan.quarter} does not follow the quarter before it")
+        return self
+
+    def mix_at(self, quarter: str) -> dict[str, float]:
+        """Systems and their capex shares in force in ``quarter`` (latest start wins per system)."""
+        index = quarter_index(quarter)
+        starts = sorted({quarter_index(entry.start) for entry in self.mix if quarter_index(entry.start) <= index})
+        if not starts:
+            return {}
+        latest = starts[-1]
+        shares = {entry.system: entry.share for entry in self.mix if quarter_index(entry.start) == latest}
+        total = sum(shares.values())
+        return {system: share / total for system, share in shares.items()}
+
+
+class ReferenceRun(Spec):
+    model: str
+    tokens: SuffixedCount = Field(gt=0)
+    seq_len: int = Field(ge=1)
+    global_batch: int = Field(ge=1)
+
+
+class Reported(Spec):
+    """A figure a company reported for a period, to backtest the timeline against."""
+
+    value: SuffixedCount = Field(gt=0)
+    source: str = Field(min_length=3)
+
+
+class Backtest(Spec):
+    """What was reported for one company and year (each figure sourced; any may be absent):
+    capex (purchases of property and equipment), facility gigawatts added, chips of one system
+    shipped (``chips_system``)."""
+
+    company: str
+    year: int = Field(ge=2000, le=2100)
+    capex_usd: Reported | None = None
+    gw_added: Reported | None = None
+    chips_shipped: Reported | None = None
+    chips_system: str | None = None
+
+
+class FleetScenario(Spec):
+    name: str
+    description: str = ""
+    companies: tuple[Company, ...] = Field(min_length=1)
+    reference_run: ReferenceRun | None = None
+    backtest: tuple[Backtest, ...] = ()
+    capex_to_online_quarters: int | None = Field(
+        default=None, ge=0, le=16,
+        description="quarters from capex to chips online (default: catalog/economics.yaml)")
+    source: str = Field(min_length=3)
