@@ -4,6 +4,7 @@ refuses bad input with the CLI's one line (SpecError: field, value, rule)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,3 +99,54 @@ def test_answers_are_frozen() -> None:
                                              plan=PlanOptions(seq_len=4096, global_batch=64)))
     with pytest.raises(ValueError):
         answer.step_time_s = 1.0  # type: ignore[misc]
+
+
+# ---- validate, calibrate, sweep: entry points in api/ too ------------------------------------------
+def test_validate_answer_is_the_cli_json(capsys: Any) -> None:
+    from clusterplan.api import validate
+
+    argv = ["validate", "--table", "megatron_sc21", "--json"]
+    answer = validate.answer(validate.ValidateRequest(tables=["megatron_sc21"]))
+    assert answer.to_json() == cli_json(capsys, argv)
+    assert answer.crossval_origin == validate.STORED and answer.results
+
+
+def test_validate_and_calibrate_requests_refuse_like_the_cli() -> None:
+    from clusterplan.api import validate
+
+    with pytest.raises(SpecError, match=r"^--table='nope': unknown table \(known: "):
+        validate.ValidateRequest(tables=["nope"], workers=0)  # the first refusal the CLI gives
+    with pytest.raises(SpecError, match=r"^--workers=0: must be >= 1$"):
+        validate.ValidateRequest(workers=0)
+    with pytest.raises(SpecError, match=r"^--workers=0: must be >= 1$"):
+        validate.CalibrateRequest(workers=0)
+
+
+def test_calibrate_writes_the_catalog_files_by_default() -> None:
+    """Without --output / --crossval-output, `calibrate` replaces the files the catalog loads."""
+    from clusterplan.api import validate
+    from clusterplan.catalog import loader
+
+    request = validate.CalibrateRequest()
+    catalog = Path(loader.__file__).parent
+    assert request.efficiency_path == catalog / "efficiency.yaml" and request.efficiency_path.is_file()
+    assert request.crossval_path == catalog / loader.CROSSVAL_FILE and request.crossval_path.is_file()
+    assert validate.CalibrateRequest(output=Path("e.yaml")).efficiency_path == Path("e.yaml")
+
+
+def test_sweep_answer_is_the_cli_json(capsys: Any, tmp_path: Path) -> None:
+    from clusterplan.api import sweep
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "sweep-small.yaml"
+    output = tmp_path / "rows.parquet"
+    request = sweep.SweepRequest(sweep_file=example, output=output, workers=1)
+    answer = sweep.answer(request, sweep.prepare(request))
+    cli = json.loads(cli_json(capsys, ["sweep", str(example), "--output", str(output), "--workers", "1", "--json"]))
+    ours = json.loads(answer.to_json())
+    for row in [*cli["plans"], *ours["plans"]]:
+        row.pop("search_time_s")  # wall-clock time
+    assert ours == cli and answer.axes
+    with pytest.raises(SpecError, match=r"^--max-points=0: must be >= 1$"):
+        sweep.SweepRequest(sweep_file=example, max_points=0)
+    with pytest.raises(SpecError, match=r"^--executor='slurm': must be local or ray$"):
+        sweep.prepare(sweep.SweepRequest(sweep_file=example, executor="slurm"))

@@ -234,3 +234,14 @@ def test_power_and_activity_match_the_models_they_vectorise() -> None:
     served = np.array([[1000.0 * 10]])  # 10 replicas at 1,000 output tok/s each
     mine = serving_activity(sizing, served, np.array([[160]]))
     assert mine[0, 0] == pytest.approx(reference(replica, 1000.0, 4000.0))
+
+
+def test_scenario_and_campus_training_jobs_share_one_spec() -> None:
+    """specs/scenario.py: the Rainier scenario's and the campus section's training jobs extend one
+    base, its fields first (the order a refusal lists the known keys in)."""
+    from clusterplan.specs.scenario import CampusTrainingJob, ScenarioTrainingJob, TrainingJob
+
+    shared = list(TrainingJob.model_fields)
+    assert shared == ["label", "model", "tokens", "seq_len", "global_batch", "precisions"]
+    for job in (CampusTrainingJob, ScenarioTrainingJob):
+        assert issubclass(job, TrainingJob) and list(job.model_fields)[:len(shared)] == shared

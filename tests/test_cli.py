@@ -73,7 +73,7 @@ def assert_refused(code: int, out: str, err: str, *needles: str) -> str:
 @pytest.fixture
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich wraps to the terminal (or $COLUMNS); make table tests independent of both."""
-    monkeypatch.setattr(cli, "console", Console(width=200))
+    monkeypatch.setattr(cli._common, "console", Console(width=200))
 
 
 # ---- train --json ---------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def test_catalog_tables(capsys, kind, names):
 
 @pytest.mark.parametrize(("kind", "name"), [("chips", "trainium2"), ("models", "llama3-405b")])
 def test_catalog_names_are_not_folded_at_80_columns(capsys, monkeypatch, kind, name):
-    monkeypatch.setattr(cli, "console", Console(width=80))
+    monkeypatch.setattr(cli._common, "console", Console(width=80))
     code, out, _ = run_cli(capsys, ["catalog", kind])
     assert code == 0
     assert name in out

@@ -93,7 +93,7 @@ def test_llama3_405b_pp16_gets_the_balanced_split(capsys, vp):
 
 
 def test_the_automatic_split_states_itself_in_the_table(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "console", Console(width=80))
+    monkeypatch.setattr(cli._common, "console", Console(width=80))
     code, out, err = run_cli(capsys, L405)
     assert code == 0, err
     assert "7+14x8+7 (balanced, chosen automatically)" in out
@@ -217,7 +217,7 @@ def test_invalid_alternatives_are_left_out(capsys):
 
 
 def test_the_table_names_the_most_influential_assumption(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "console", Console(width=80))
+    monkeypatch.setattr(cli._common, "console", Console(width=80))
     record = run_json(capsys, L405)
     top = record["assumed"][0]
     code, out, err = run_cli(capsys, L405)
@@ -404,7 +404,7 @@ def test_help_keeps_every_option_whole_at_80_columns(capsys, monkeypatch, comman
 
 
 def test_search_table_is_readable_at_80_columns(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "console", Console(width=80))
+    monkeypatch.setattr(cli._common, "console", Console(width=80))
     argv = ["search", "--model", "llama3-405b", "--system", "dgx-h100", "--chips", "16384", "--seq", "8192",
             "--global-batch", "2048", "--top", "3"]
     best = run_json(capsys, argv)["best"][0]["plan"]

@@ -119,3 +119,39 @@ def test_every_module_imports_in_a_fresh_interpreter() -> None:
 def test_validation_modules_import_alone(name: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+#: The planning layers (DESIGN.md, "Layers"): below the API and the interfaces.
+PLANNERS = ("training", "inference", "reliability", "campus", "fleet", "costs", "validation")
+#: What they never import: the API, and the interfaces that present its answers.
+ABOVE_PLANNERS = ("api", "cli", "report", "web")
+
+
+def _every_import(name: str, path: Path) -> set[str]:
+    """The modules ``name`` imports anywhere: at load, inside functions, under TYPE_CHECKING."""
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".") if is_package else name.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("planner", PLANNERS)
+def test_planners_never_import_the_api_or_the_interfaces(planner: str) -> None:
+    forbidden = tuple(f"clusterplan.{layer}" for layer in ABOVE_PLANNERS)
+    modules = {name: path for name, path in MODULES.items()
+               if name == f"clusterplan.{planner}" or name.startswith(f"clusterplan.{planner}.")}
+    assert modules, planner
+    upward = sorted(f"{name} imports {imported}" for name, path in modules.items()
+                    for imported in _every_import(name, path)
+                    if imported in forbidden or imported.startswith(tuple(f"{layer}." for layer in forbidden)))
+    assert not upward, upward

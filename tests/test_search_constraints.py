@@ -328,7 +328,7 @@ def test_no_plan_meeting_the_constraints_exits_1_with_the_reason(capsys: pytest.
 
 def test_terminal_shows_the_constraints_and_the_command_at_80_columns(capsys: pytest.CaptureFixture[str],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "console", Console(width=80))
+    monkeypatch.setattr(cli._common, "console", Console(width=80))
     argv = [*L8, "--max-chips", "256", "--deadline", "10d", "--top", "3"]
     best = run_json(capsys, argv)["best"][0]
     code, out, err = run_cli(capsys, argv)
@@ -377,7 +377,7 @@ def test_rainier_plans_print_as_commands_that_rerun(capsys: pytest.CaptureFixtur
     markdown = (directory / "rainier.md").read_text(encoding="utf-8")
     assert training["command"] in markdown and cheap["command"] in markdown
     assert "<pre><code>" in (directory / "rainier.html").read_text(encoding="utf-8")
-    monkeypatch.setattr(cli, "console", Console(width=80))
+    monkeypatch.setattr(cli._common, "console", Console(width=80))
     code, out, err = run_cli(capsys, ["rainier", "--scenario", str(scenario), "--report-dir", str(directory)])
     assert code == 0, err
     lines = out.splitlines()

@@ -182,7 +182,7 @@ def test_point_with_no_plan_gives_a_null_row(tmp_path: Path) -> None:
 
 def test_no_plan_point_in_the_summary_table(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "console", Console(width=200))
+    monkeypatch.setattr(cli._common, "console", Console(width=200))
     data = {**SMALL, "models": ["llama3-405b"], "systems": ["dgx-h100"], "chips": [8, 1024], "global_batch": [512]}
     code, out, err = run_cli(capsys, ["sweep", str(write(tmp_path, data)), "--workers", "1"])
     assert code == 0, err

@@ -12,13 +12,13 @@ from clusterplan import units
 from clusterplan.api._base import Answer, Request
 from clusterplan.catalog import load_scenario
 from clusterplan.fleet.timeline import (
-    FleetScenario,
     backtest,
     check_envelopes,
     parse_scenario,
     reference_runs,
     timeline,
 )
+from clusterplan.specs.scenario import FleetScenario
 
 
 def with_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -7,18 +7,17 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from clusterplan import units
 from clusterplan.api._base import Answer, Request, demand_field, latency_field, tokens_field
 from clusterplan.catalog import hardware_for, load_model, load_scenario, load_system
-from clusterplan.catalog.loader import spec_error
 from clusterplan.errors import NoAnswerError, SpecError
 from clusterplan.reliability.failures import RecoverySettings, recovery_settings
+from clusterplan.scenario import check_scenario  # the schema: specs/scenario.py
 from clusterplan.specs import Chip, Plan, System
-from clusterplan.specs._base import Seconds, Spec, Watts
 from clusterplan.specs.plan import MAX_CHIPS
 from clusterplan.training.step import Hardware
 
@@ -49,116 +48,6 @@ def cluster_totals(system: System, chip: Chip, chips: int) -> dict[str, Any]:
         "hbm_bytes": chips * chip.hbm_bytes,
         "hbm_bandwidth_bytes_per_s": chips * chip.hbm_bandwidth,
     }
-
-
-# ---- the scenario file, validated whole before anything is computed ---------------------------
-PositiveInt = Annotated[int, Field(strict=True, ge=1)]
-Tokens = Annotated[float, BeforeValidator(lambda v: units.parse_count(v, "tokens") if isinstance(v, str) else v),
-                   Field(gt=0, allow_inf_nan=False)]
-Duration = Annotated[Seconds, Field(gt=0, allow_inf_nan=False)]
-MatmulPrecision = Literal["bf16", "fp8", "fp4"]
-
-
-class GrowthStage(Spec):
-    label: str = ""
-    chips: PositiveInt
-    source: str = ""
-
-
-class Campus(Spec):
-    location: str = ""
-    capex_usd: Annotated[float, BeforeValidator(lambda v: units.parse_count(v, "capex_usd")
-                                                if isinstance(v, str) else v), Field(ge=0)] = 0.0
-    power_w: Annotated[Watts, Field(ge=0)] = 0.0
-    source: str = ""
-
-
-class TrainingJob(Spec):
-    """A training job the scenario searches a plan for (the report's, or a frontier run)."""
-
-    label: str | None = None
-    model: str
-    tokens: Tokens = 15e12
-    seq_len: PositiveInt
-    global_batch: PositiveInt
-    precisions: tuple[MatmulPrecision, ...] = Field(("bf16",), min_length=1)
-    objective: Literal["time", "cost", "energy"] = "time"
-    deadline: Duration = 90 * 86400.0
-    max_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)
-    routing_gini: float | None = Field(None, ge=0.0, lt=1.0)
-    overlap_ep: bool | None = None
-    mtp: int | None = Field(None, ge=0, le=8)
-
-
-class Serving(Spec):
-    model: str
-    input_tokens: PositiveInt
-    output_tokens: PositiveInt
-    slo_ttft: Duration = 3.0
-    slo_tpot: Duration = 0.06
-    demand: Tokens = 10e6
-    objective: Literal["cost", "chips", "power"] = "cost"
-    weights: tuple[MatmulPrecision, ...] = Field(("bf16", "fp8"), min_length=1)
-    kv_cache: tuple[Literal["bf16", "fp8"], ...] = Field(("bf16", "fp8"), min_length=1)
-
-
-class RainierScenario(Spec):
-    """A Rainier-style scenario file (catalog/scenarios/rainier.yaml): every key known, every
-    value checked, names resolved, before the report computes anything."""
-
-    name: str | None = None
-    description: str = ""
-    system: str
-    chips: PositiveInt
-    source: str = ""
-    growth: tuple[GrowthStage, ...] = ()
-    campus: Campus | None = None
-    training: TrainingJob | None = None
-    reliability: dict[str, Any] | None = None  # checked by check_recovery (the section's own parser)
-    serving: Serving | None = None
-    frontier_runs: tuple[TrainingJob, ...] = ()
-    fleet: dict[str, Any] | None = None
-    campus_simulation: dict[str, Any] | None = None  # checked by campus.run.check_section
-
-
-def check_recovery(data: dict[str, Any] | None) -> None:
-    """The scenario's ``reliability:`` section, checked with nothing computed, by the same parser
-    the report uses (:func:`recovery_settings`)."""
-    if data is not None:
-        recovery_settings(data, "scenario.reliability")
-
-
-def check_scenario(data: dict[str, Any], reference: str) -> RainierScenario:
-    """Validate a whole Rainier-style scenario first: its schema (unknown keys refused), its
-    units, the catalog names it uses, the precisions its chip has, and its ``fleet:`` section;
-    any problem is a one-line SpecError on ``scenario.<key>`` with nothing computed yet."""
-    from clusterplan.fleet.timeline import check_envelopes, parse_scenario
-
-    try:
-        scenario = RainierScenario.model_validate(data)
-    except ValidationError as error:
-        raise spec_error(error, "scenario", RainierScenario) from None
-    check_recovery(scenario.reliability)
-    system = load_system(scenario.system, "scenario.system")
-    chip = hardware_for(system).chip
-    jobs = [("scenario.training", scenario.training)] if scenario.training is not None else []
-    jobs += [(f"scenario.frontier_runs[{i}]", job) for i, job in enumerate(scenario.frontier_runs)]
-    for where, job in jobs:
-        assert job is not None
-        load_model(job.model, f"{where}.model")
-        for precision in job.precisions:
-            chip.require(precision, f"{where}.precisions")
-    if scenario.serving is not None:
-        load_model(scenario.serving.model, "scenario.serving.model")
-        for precision in scenario.serving.weights:
-            chip.require(precision, "scenario.serving.weights")
-    if scenario.fleet is not None:
-        check_envelopes(parse_scenario(scenario.fleet, f"{reference} (fleet:)"))
-    if scenario.campus_simulation is not None:
-        from clusterplan.campus.run import check_section
-
-        check_section(scenario.campus_simulation, data, chip)
-    return scenario
 
 
 def _positive_int(data: dict[str, Any], key: str, where: str) -> int:

@@ -1,8 +1,8 @@
 """``clusterplan campus``: a scenario's campus simulated hour by hour under each policy, and the
 records every output (terminal, JSON, Markdown, HTML) is printed from.
 
-Load and check the whole scenario first (``report/rainier.py: check_scenario``, which checks the
-``campus_simulation:`` section with :func:`check_section`), size once (``sizing.py``), simulate
+Load and check the whole scenario first (``scenario.py: check_scenario``, which checks the
+``campus_simulation:`` section with ``campus/scenario.py: check_section``), size once (``sizing.py``), simulate
 each policy (``simulate.py``), summarise per day and per run.
 """
 
@@ -18,33 +18,15 @@ import numpy as np
 
 from clusterplan.campus.scenario import (
     DEFAULT_PRICE_SHAPE,
-    CampusSimulation,
+    WHERE,
     check_days,
     check_policy,
-    default_section,
-    parse_section,
+    check_section,
 )
 from clusterplan.campus.simulate import FloatArray, PolicyRun, simulate
 from clusterplan.campus.sizing import Sizing, size_campus
-from clusterplan.catalog import hardware_for, load_economics, load_model, load_scenario, load_system
-from clusterplan.specs import Chip
-
-WHERE = "scenario.campus_simulation"
-
-
-def check_section(data: Any, scenario: dict[str, Any], chip: Chip) -> CampusSimulation:
-    """The campus section (or the default one built from ``serving:``/``training:``), its model
-    names and precisions checked against the chip, with nothing computed."""
-    section = parse_section(data if data is not None else default_section(scenario), WHERE)
-    for index, spec in enumerate(section.serving):
-        load_model(spec.model, f"{WHERE}.serving[{index}].model")
-        for precision in spec.weights:
-            chip.require(precision, f"{WHERE}.serving[{index}].weights")
-    for index, job in enumerate(section.training):
-        load_model(job.model, f"{WHERE}.training[{index}].model")
-        for precision in job.precisions:
-            chip.require(precision, f"{WHERE}.training[{index}].precisions")
-    return section
+from clusterplan.catalog import hardware_for, load_economics, load_scenario, load_system
+from clusterplan.specs.scenario import CampusSimulation
 
 
 @dataclass(frozen=True)
@@ -251,8 +233,8 @@ def campus_result(reference: str = "rainier", days: int = 7, policy: str = "all"
                   chips: int | None = None) -> CampusResult:
     """The campus of scenario ``reference`` over ``days`` under ``policy`` (or ``all``). ``chips``
     overrides the scenario's campus size (benchmarks)."""
-    from clusterplan.api.rainier import check_scenario
     from clusterplan.reliability.failures import recovery_settings
+    from clusterplan.scenario import check_scenario
 
     step = progress or (lambda _text: None)
     policies = check_policy(policy)

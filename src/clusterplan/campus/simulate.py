@@ -37,10 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from clusterplan.campus.scenario import HOURS_PER_MONTH, CampusSimulation
+from clusterplan.campus.scenario import HOURS_PER_MONTH
 from clusterplan.campus.sizing import Sizing
 from clusterplan.costs.power import WAITING_ACTIVITY
 from clusterplan.errors import SpecError
+from clusterplan.specs.scenario import CampusSimulation
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

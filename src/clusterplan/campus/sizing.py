@@ -27,12 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from clusterplan.campus.scenario import CampusSimulation, ServingModel, TrainingJob
 from clusterplan.catalog import load_economics, load_model
 from clusterplan.costs.power import cluster_power, training_activity
 from clusterplan.errors import NoAnswerError, SpecError
 from clusterplan.reliability.failures import RecoverySettings, checkpoint_costs, inputs_for, restart_seconds
 from clusterplan.reliability.model import closed_form
+from clusterplan.specs.scenario import CampusSimulation, CampusTrainingJob, ServingModel
 from clusterplan.training.step import Hardware
 
 #: Failure-free work over which each size's goodput is taken (the closed form's steady state;
@@ -163,7 +163,7 @@ def size_serving(spec: ServingModel, hardware: Hardware, where: str) -> ServingS
                          float(best.replica.peak_flops_per_chip), spec.slo_ttft, spec.slo_tpot, result.simulated)
 
 
-def level_limits(job: TrainingJob, campus_chips: int, unit: int) -> list[int]:
+def level_limits(job: CampusTrainingJob, campus_chips: int, unit: int) -> list[int]:
     """The chip limits a job's plan is searched at: max_chips, /2, /4, ... (``sizes`` of them) in
     whole allocation units of ``unit`` chips, none below min_chips."""
     top = min(job.max_chips or campus_chips, campus_chips)
@@ -175,7 +175,7 @@ def level_limits(job: TrainingJob, campus_chips: int, unit: int) -> list[int]:
     return limits
 
 
-def size_training(job: TrainingJob, hardware: Hardware, campus_chips: int, settings: RecoverySettings,
+def size_training(job: CampusTrainingJob, hardware: Hardware, campus_chips: int, settings: RecoverySettings,
                   where: str) -> TrainingSizing:
     """A training job's plans at its few sizes (plan search, cached by chip limit), each with its
     goodput under ``settings``, and its checkpoint and restore times for a resize."""

@@ -17,140 +17,18 @@ on that system.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from clusterplan import units
 from clusterplan.catalog import hardware_for, load_economics, load_system
 from clusterplan.catalog.loader import validation_message
 from clusterplan.costs.money import capex
 from clusterplan.costs.power import cluster_power
 from clusterplan.errors import SpecError
-from clusterplan.specs._base import Spec
-
-QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
-
-
-def quarter_label(index: int) -> str:
-    """The quarter of ``quarter_index`` (inverse): 8101 -> '2025Q2'."""
-    return f"{index // 4}Q{index % 4 + 1}"
-
-
-def quarter_index(label: str) -> int:
-    match = QUARTER.match(label)
-    if match is None:
-        raise ValueError(f"quarter {label!r} must look like 2025Q3")
-    return int(match.group(1)) * 4 + int(match.group(2)) - 1
-
-
-class QuarterPlan(Spec):
-    quarter: str
-    capex_usd: float = Field(ge=0)
-    power_envelope_w: float | None = Field(default=None, gt=0, description="facility power cap (cumulative)")
-    source: str = Field(min_length=3)
-
-    @field_validator("capex_usd", mode="before")
-    @classmethod
-    def _money(cls, value: Any) -> Any:
-        return units.parse_count(value, "capex_usd") if isinstance(value, str) else value
-
-    @field_validator("power_envelope_w", mode="before")
-    @classmethod
-    def _power(cls, value: Any) -> Any:
-        return units.parse_power(value, "power_envelope_w") if isinstance(value, str) else value
-
-    @field_validator("quarter")
-    @classmethod
-    def _quarter(cls, value: str) -> str:
-        quarter_index(value)
-        return value
-
-
-class MixEntry(Spec):
-    start: str = Field(alias="from")
-    system: str
-    share: float = Field(gt=0, le=1)
-    source: str = Field(min_length=3)
-
-    @field_validator("start")
-    @classmethod
-    def _quarter(cls, value: str) -> str:
-        quarter_index(value)
-        return value
-
-
-class Company(Spec):
-    name: str
-    ai_share: float = Field(gt=0, le=1, description="share of capex spent on AI clusters")
-    ai_share_source: str = Field(min_length=3)
-    quarters: tuple[QuarterPlan, ...] = Field(min_length=1)
-    mix: tuple[MixEntry, ...] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Company:
-        order = [quarter_index(q.quarter) for q in self.quarters]
-        for previous, current, plan in zip(order, order[1:], self.quarters[1:], strict=False):
-            if current <= previous:
-                raise ValueError(f"quarters out of order: {plan.quarter} does not follow the quarter before it")
-        return self
-
-    def mix_at(self, quarter: str) -> dict[str, float]:
-        """Systems and their capex shares in force in ``quarter`` (latest start wins per system)."""
-        index = quarter_index(quarter)
-        starts = sorted({quarter_index(entry.start) for entry in self.mix if quarter_index(entry.start) <= index})
-        if not starts:
-            return {}
-        latest = starts[-1]
-        shares = {entry.system: entry.share for entry in self.mix if quarter_index(entry.start) == latest}
-        total = sum(shares.values())
-        return {system: share / total for system, share in shares.items()}
-
-
-#: A count as scenario files write it (``15T``, ``1.4M``, ``131.8G``) or a number.
-Count = Annotated[float, BeforeValidator(lambda v: units.parse_count(v, "count") if isinstance(v, str) else v)]
-
-
-class ReferenceRun(Spec):
-    model: str
-    tokens: Count = Field(gt=0)
-    seq_len: int = Field(ge=1)
-    global_batch: int = Field(ge=1)
-
-
-class Reported(Spec):
-    """A figure a company reported for a period, to backtest the timeline against."""
-
-    value: Count = Field(gt=0)
-    source: str = Field(min_length=3)
-
-
-class Backtest(Spec):
-    """What was reported for one company and year (each figure sourced; any may be absent):
-    capex (purchases of property and equipment), facility gigawatts added, chips of one system
-    shipped (``chips_system``)."""
-
-    company: str
-    year: int = Field(ge=2000, le=2100)
-    capex_usd: Reported | None = None
-    gw_added: Reported | None = None
-    chips_shipped: Reported | None = None
-    chips_system: str | None = None
-
-
-class FleetScenario(Spec):
-    name: str
-    description: str = ""
-    companies: tuple[Company, ...] = Field(min_length=1)
-    reference_run: ReferenceRun | None = None
-    backtest: tuple[Backtest, ...] = ()
-    capex_to_online_quarters: int | None = Field(
-        default=None, ge=0, le=16,
-        description="quarters from capex to chips online (default: catalog/economics.yaml)")
-    source: str = Field(min_length=3)
+from clusterplan.specs.scenario import FleetScenario, quarter_index, quarter_label  # the schema
 
 
 def parse_scenario(data: Any, origin: str) -> FleetScenario:

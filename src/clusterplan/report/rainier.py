@@ -15,12 +15,12 @@ from clusterplan import units
 from clusterplan.api.rainier import (
     _billions,
     capex_reconciliation,
-    check_scenario,
     cluster_totals,
     rainier_record,
 )
 from clusterplan.reliability.failures import recovery_settings
 from clusterplan.report.tables import train_table
+from clusterplan.scenario import check_scenario
 from clusterplan.training.command import wrap_command
 from clusterplan.training.search import plan_label
 

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from clusterplan import units
 from clusterplan.specs import Chip, Model, System
-from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors, RowErrors
-from clusterplan.validation.harness import Result, by_table, fits_fraction, mape
+from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors
+from clusterplan.validation.harness import Result, by_table, mape
 
 
 def _share(part: float, total: float) -> str:
@@ -201,44 +201,6 @@ METRIC_NAMES = {"step_time_s": "step time", "tokens_per_s_per_chip": "tokens/s/c
                 "ttft_s": "TTFT", "tpot_s": "TPOT"}
 
 
-def validation_records(results: Sequence[Result], crossval: CrossValSummary | None = None,
-                       crossval_origin: str = "") -> dict[str, Any]:
-    """The --json record: per table the in-sample MAPE of the shipped fit and, with a
-    cross-validation, the out-of-sample MAPEs; per row the same errors."""
-    tables: dict[str, Any] = {}
-    out_of_sample = {(row.table, row.label): row for row in crossval.rows} if crossval else {}
-    for name, rows in by_table(results).items():
-        modelled = [r for r in rows if r.error is not None]
-        errors = crossval.tables.get(name) if crossval else None
-        tables[name] = {
-            "mape_pct": mape(rows),
-            "mape_out_of_sample_pct": errors.mape_out_of_sample_pct if errors else None,
-            "mape_family_out_pct": errors.mape_family_out_pct if errors else None,
-            "fits_fraction": _json_fraction(fits_fraction(rows)),
-            "max_abs_error_pct": max((100 * abs(r.error) for r in modelled if r.error is not None), default=math.nan),
-            "rows_modelled": len(modelled),
-            "rows_skipped": len(rows) - len(modelled),
-            "rows": [{
-                "label": r.case.label, "metric": r.case.metric, "published": r.case.published,
-                "predicted": r.predicted, "error_pct": None if r.error is None else 100 * r.error,
-                "skipped": r.case.skip, "assumptions": list(r.case.assumptions),
-                "memory_bytes_per_chip": r.memory_bytes, "fits": r.fits,
-                "source": r.case.source,
-                **_row_out_of_sample(out_of_sample.get((name, r.case.label))),
-            } for r in rows],
-        }
-    record: dict[str, Any] = {"tables": tables}
-    if crossval is not None:
-        record["cross_validation"] = crossval_origin
-        record["families"] = {name: family.model_dump(mode="json") for name, family in crossval.families.items()}
-    return record
-
-
-def _row_out_of_sample(row: RowErrors | None) -> dict[str, float | None]:
-    return {"error_out_of_sample_pct": row.error_out_of_sample_pct if row else None,
-            "error_family_out_pct": row.error_family_out_pct if row else None}
-
-
 def _borrowed(name: str, family: FamilyErrors) -> str:
     """The stages a family takes from other families: 'MoE from blackwell, hopper; ...'."""
     return "; ".join(f"{s.stage} from {', '.join(s.families) if s.families else 'the priors'}"
@@ -289,22 +251,14 @@ def crossval_tables(console: Console, results: Sequence[Result], crossval: Cross
                   "'in sample' is the shipped fit, which saw every row.[/]")
 
 
-def _json_fraction(value: float) -> float | None:
-    """Serving tables have no memory test: null in JSON rather than NaN."""
-    return None if math.isnan(value) else value
-
-
 def _fits_cell(rows: Sequence[Result]) -> str:
     checked = [r for r in rows if r.fits is not None]
     return f"{sum(bool(r.fits) for r in checked)}/{len(checked)}" if checked else "-"
 
 
-def validation_report(console: Console, results: Sequence[Result], *, as_json: bool, show_skipped: bool,
-                      emit: Callable[[Any], None], crossval: CrossValSummary | None = None,
-                      crossval_origin: str = "") -> None:
-    if as_json:
-        emit(validation_records(results, crossval, crossval_origin))
-        return
+def validation_report(console: Console, results: Sequence[Result], *, show_skipped: bool,
+                      crossval: CrossValSummary | None = None, crossval_origin: str = "") -> None:
+    """``validate`` in the terminal (its --json record: ``api/validate.py: validation_records``)."""
     summary = Table(title="clusterplan validate: mean absolute % error per table")
     for column in ("table (metric)", "rows modelled", "not modelled", "MAPE", "max |error|", "fits"):
         summary.add_column(column, justify="right" if column != "table (metric)" else "left")
