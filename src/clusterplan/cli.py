@@ -430,10 +430,12 @@ def catalog(
     shown = list(range(len(header)))
     if kind == "models" and console.width < 100:  # narrow: the columns that identify a model
         shown = [i for i, column in enumerate(header) if column not in ("ffn", "vocab")]
+    if kind == "chips" and console.width < 100:  # narrow: names and figures whole, family in --json
+        shown = [i for i, column in enumerate(header) if column != "family"]
     table = Table(title=f"clusterplan catalog: {kind}")
     for index in shown:
         # Names stay whole (greppable at any terminal width); number columns never break.
-        table.add_column(header[index], no_wrap=index == 0)
+        table.add_column(header[index], no_wrap=index == 0 or header[index] == "family")
     for row in rows:
         table.add_row(*(row[index] for index in shown))
     console.print(table)
@@ -958,9 +960,10 @@ def calibrate(
     import yaml
 
     from clusterplan.catalog.loader import CROSSVAL_FILE
-    from clusterplan.validation.calibrate import ALL_FAMILIES, efficiency_yaml
     from clusterplan.validation.calibrate import calibrate as fit
+    from clusterplan.validation.calibrate import efficiency_yaml
     from clusterplan.validation.registry import all_cases
+    from clusterplan.validation.stacks import ALL_FAMILIES
 
     if workers is not None and workers < 1:
         raise SpecError("--workers", workers, "must be >= 1")
