@@ -182,3 +182,12 @@ def test_reliability_json_bands_its_times_and_flags_failure_rates_beyond_the_stu
         assert bands[field] == pytest.approx(list(band.time(value)))
     flags = " ".join(str(f) for f in record["extrapolation"])  # type: ignore[attr-defined]
     assert "studies of up to 16,384 accelerators" in flags and "2.0x that" in flags
+
+
+def test_a_family_the_stored_calibration_predates_inherits_by_the_stack_rule() -> None:
+    rows = [_row("a", "hopper", 5.0), _row("b", "tpu-v5p", -5.0)]
+    found = regime(_summary(rows), "cdna4", "dense")  # not in the stored families
+    assert found.extrapolation[0].startswith("no published cdna4 dense training runs: efficiencies "
+                                             "inherited from hopper (same software stack")
+    gaudi = regime(_summary(rows), "gaudi3", "dense")
+    assert "inherited from hopper, tpu-v5p (no Gaudi SynapseAI family" in gaudi.extrapolation[0]

@@ -21,11 +21,17 @@ from clusterplan.errors import SpecError
 REQUIRED_CHIPS = [
     "a100-80gb", "h100-sxm", "h800", "h200", "b200", "b300", "gb200", "gb300",
     "trainium1", "trainium2", "trainium3", "tpu-v4", "tpu-v5e", "tpu-v5p", "mi300x",
+    # serving hardware (issue #17 part 6)
+    "a100-pcie-80gb", "h100-pcie", "h100-nvl", "gh200", "gh200-144gb", "l40s", "rtx-pro-6000",
+    "mi325x", "mi355x", "gaudi2", "gaudi3", "tpu-v6e", "tpu-v7",
 ]
 REQUIRED_SYSTEMS = [
     "dgx-a100", "dgx-h100", "dgx-h800", "dgx-h200", "dgx-b200", "dgx-b300",
     "gb200-nvl72", "gb300-nvl72", "trn1", "trn1n", "trn2", "trn2-ultraserver",
     "trn3-ultraserver", "tpu-v4", "tpu-v5e", "tpu-v5p", "mi300x",
+    "l40s-8gpu", "a100-pcie-8gpu", "h100-pcie-8gpu", "h100-nvl-8gpu", "gh200-nvl2", "gh200",
+    "rtx-pro-6000-server", "mi325x", "mi355x", "hls-gaudi2", "hls-gaudi3", "tpu-v6e", "tpu-v7",
+    "trn3-gen2-ultraserver",
 ]
 REQUIRED_MODELS = [
     *(f"megatron-sc21-gpt-{size}" for size in
@@ -43,6 +49,7 @@ REQUIRED_MODELS = [
 FAMILIES = {
     "ampere", "hopper", "blackwell", "trainium1", "trainium2", "trainium3",
     "tpu-v4", "tpu-v5e", "tpu-v5p", "cdna3",
+    "ada", "rtx-blackwell", "cdna4", "tpu-v6e", "tpu-v7", "gaudi2", "gaudi3",
 }
 
 

@@ -49,10 +49,12 @@ def catalog(
     shown = list(range(len(header)))
     if kind == "models" and _common.console.width < 100:  # narrow: the columns that identify a model
         shown = [i for i, column in enumerate(header) if column not in ("ffn", "vocab")]
+    if kind == "chips" and _common.console.width < 100:  # narrow: names and figures whole, family in --json
+        shown = [i for i, column in enumerate(header) if column != "family"]
     table = Table(title=f"clusterplan catalog: {kind}")
     for index in shown:
         # Names stay whole (greppable at any terminal width); number columns never break.
-        table.add_column(header[index], no_wrap=index == 0)
+        table.add_column(header[index], no_wrap=index == 0 or header[index] == "family")
     for row in rows:
         table.add_row(*(row[index] for index in shown))
     _common.console.print(table)

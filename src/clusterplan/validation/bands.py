@@ -29,6 +29,7 @@ import numpy as np
 
 from clusterplan.catalog.loader import load_crossval
 from clusterplan.specs.accuracy import CrossValSummary, RowErrors
+from clusterplan.validation.stacks import STACK_NAMES, STACKS
 
 #: Central share of the cross-validated errors a band covers.
 COVERAGE = 0.8
@@ -158,7 +159,7 @@ def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int 
                      "family left out (a transfer)")
         donors = _donors(summary, family, stage)
         flags.append(f"no published {family} {kind} runs: efficiencies inherited"
-                     + (f" from {', '.join(donors)}" if donors else " (priors)"))
+                     + (f" from {', '.join(donors)}{_stack_note(family, donors, kind)}" if donors else " (priors)"))
         largest = max((r.chips for r in stage_rows if r.chips), default=None)
         if chips is not None and largest is not None and chips > largest:
             flags.append(f"{chips:,} chips is {chips / largest:,.1f}x the largest validated {label} "
@@ -174,10 +175,28 @@ def _pct(value: float | None) -> float:
 
 
 def _donors(summary: CrossValSummary, family: str, stage: str) -> list[str]:
+    """The families whose fit ``family`` inherits at ``stage``: as the stored calibration records
+    them, else (a family the stored calibration predates) by calibrate.py's rule over the stored
+    rows: the families of its software stack with rows, else every family with rows."""
     record = summary.families.get(family)
-    if record is None:
+    if record is not None:
+        for source in record.stages:
+            if source.stage == stage:
+                return [f for f in source.families if f != family]
         return []
-    for source in record.stages:
-        if source.stage == stage:
-            return [f for f in source.families if f != family]
-    return []
+    with_rows = sorted({r.family for r in summary.rows if r.stage == stage and r.family != family})
+    same = [f for f in with_rows if STACKS.get(f) is not None and STACKS.get(f) == STACKS.get(family)]
+    return same or with_rows
+
+
+def _stack_note(family: str, donors: list[str], kind: str) -> str:
+    """Whether the inherited fit comes from the family's own software stack or, where no family
+    of its stack has published runs (Gaudi), from every family's rows."""
+    stack = STACKS.get(family)
+    if stack is None:
+        return ""
+    name = STACK_NAMES.get(stack, stack)
+    if all(STACKS.get(d) == stack for d in donors):
+        return f" (same software stack: {name})"
+    return (f" (no {name} family has published {kind} runs: one fit of every family's rows, "
+            "a transfer across software stacks)")

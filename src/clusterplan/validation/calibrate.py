@@ -27,6 +27,7 @@ from scipy.optimize import least_squares
 from clusterplan.costs.compute import Efficiency
 from clusterplan.validation.case import Case, higher_is_faster
 from clusterplan.validation.harness import mape, run
+from clusterplan.validation.stacks import ALL_FAMILIES, RESERVED_BYTES, STACKS
 
 #: (prior mean, prior sigma, lower, upper) per parameter.
 PRIORS: dict[str, tuple[float, float, float, float]] = {
@@ -77,18 +78,7 @@ INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "infe
 VALIDATION_ONLY_TABLES = frozenset({"megatron_sc21_table2_zero3", "mtnlg_2022", "llmfoundry_mpt", "bloom_176b",
                                     "palm_table3", "torchtitan"})
 
-#: Software stack of each chip family: a family without rows for a stage takes the stage's fit
-#: from the other families of its stack (GPUs share PyTorch/Megatron-LM, CUDA or ROCm; TPUs
-#: XLA/MaxText; Trainium the Neuron SDK).
-STACKS: dict[str, str] = {
-    "ampere": "gpu", "hopper": "gpu", "blackwell": "gpu", "cdna3": "gpu",
-    "trainium1": "neuron", "trainium2": "neuron", "trainium3": "neuron",
-    "tpu-v4": "tpu", "tpu-v5e": "tpu", "tpu-v5p": "tpu",
-}
-ALL_FAMILIES = tuple(STACKS)
-
-#: Runtime/communicator/allocator reserve per stack (not fitted: no memory data published).
-RESERVED_BYTES = {"gpu": 3.0 * 2**30, "tpu": 1.0 * 2**30, "neuron": 2.0 * 2**30}
+#: Software stacks (which families share fits): validation/stacks.py (STACKS, ALL_FAMILIES).
 
 def _reserve(family: str) -> float:
     return RESERVED_BYTES[STACKS[family]]

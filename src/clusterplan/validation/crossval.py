@@ -26,10 +26,11 @@ from typing import Literal
 from clusterplan.costs.compute import Efficiency
 from clusterplan.distributed import Executor, LocalExecutor
 from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors, RowErrors, StageRecord, TableErrors
-from clusterplan.validation.calibrate import ALL_FAMILIES, VALIDATION_ONLY_TABLES, Calibration, StageSource, stage_of
+from clusterplan.validation.calibrate import VALIDATION_ONLY_TABLES, Calibration, StageSource, stage_of
 from clusterplan.validation.case import Case, higher_is_faster
 from clusterplan.validation.harness import Result, by_table, mape, run_case
 from clusterplan.validation.registry import all_cases
+from clusterplan.validation.stacks import ALL_FAMILIES
 
 FoldKind = Literal["table", "family", "none"]
 
