@@ -209,10 +209,10 @@ class CalibrateAnswer(Answer):
 def fit_efficiencies(progress: Callable[[str], None] | None = None) -> dict[str, object]:
     """Each chip family's kernel efficiencies fitted on its published runs (MAP fit), as the
     efficiency.yaml document; ``progress(text)`` is told each family."""
-    from clusterplan.validation.calibrate import efficiency_yaml
-    from clusterplan.validation.stacks import ALL_FAMILIES
     from clusterplan.validation.calibrate import calibrate as fit
+    from clusterplan.validation.calibrate import efficiency_yaml
     from clusterplan.validation.registry import all_cases
+    from clusterplan.validation.stacks import ALL_FAMILIES
 
     step = progress or (lambda _text: None)
     calibration = fit(all_cases())
