@@ -22,16 +22,19 @@ AMPERE_TABLES = ["korthikanti2022", "megatron_sc21"]
 #: Issue #13's targets (8 % dense, 12 % MoE and serving) are not met everywhere yet:
 #: docs/validation.md says which and why.
 OUT_OF_SAMPLE_BOUNDS = {
-    "megatron_sc21": 5.5, "korthikanti2022": 4.0, "megatron_core_h100_2024": 7.0, "nemo_perf": 19.5,
-    "nemo_perf_moe": 11.5, "maxtext_tpu": 15.0, "neuron_trn": 57.0, "mlperf_training": 17.0,
-    "megatron_sc21_table2_zero3": 32.0, "mtnlg_2022": 25.0, "llmfoundry_mpt": 24.5, "bloom_176b": 34.0,
-    "palm_table3": 13.0,
-    # The bf16 LM head (issue #13, round 3) moved three fitted tables' out-of-sample error down
-    # (megatron_core_h100 9.0 -> 5.9 %, nemo_perf 21.7 -> 18.1 %, mlperf 16.7 -> 15.7 %) and
-    # raised Hopper's fitted fp8 GEMM efficiency, which these two FSDP + float8 rows (torchtitan
-    # keeps its output layer in bf16 too) already over-predicted: 16.1 -> 20.9 %.
-    "torchtitan": 22.0,
-    "inference_throughput": 8.5, "inference_latency": 15.0, "inference_server": 18.0,
+    # Kernel-level measurements anchor the matmul and HBM efficiencies (catalog/kernels.yaml,
+    # issue #13 round 4): out of sample the mean over tables went 17.98 -> 17.56 %, with a family
+    # left out 19.04 -> 18.11 %; these Ampere/Hopper tables moved up 0.4-0.9 points, maxtext_tpu
+    # (13.5 -> 10.7 %) and torchtitan (20.9 -> 12.9 %) down (docs/kernels.md).
+    "megatron_sc21": 6.0, "korthikanti2022": 4.5, "megatron_core_h100_2024": 7.5, "nemo_perf": 19.5,
+    # GPT-OSS-120B's true attention (128-token window on alternating layers, sinks) makes its one
+    # row faster still (+32.7 -> +41.3 %): the table's error is the small-expert MoE cost, not the
+    # attention (docs/moe.md).
+    "nemo_perf_moe": 13.5, "maxtext_tpu": 11.5, "neuron_trn": 52.5, "mlperf_training": 16.0,
+    "megatron_sc21_table2_zero3": 32.0, "mtnlg_2022": 25.0, "llmfoundry_mpt": 24.0, "bloom_176b": 34.0,
+    "palm_table3": 12.5, "torchtitan": 14.0,
+    # inference_latency gained the speculative Trainium2 row's TTFT (S0113, -21 %).
+    "inference_throughput": 9.0, "inference_latency": 16.0, "inference_server": 18.0,
 }
 
 
@@ -87,8 +90,14 @@ def test_a_family_without_rows_takes_its_software_stack_then_every_family() -> N
     assert calibration.donors("dense", "trainium2") == ("trainium1",)
     assert calibration.donors("dense", "tpu-v4") == ("ampere", "trainium1")  # no TPU rows: everyone's
     assert calibration.donors("MoE", "ampere") == ()  # no MoE rows anywhere: the priors
-    hopper = calibration.dense("hopper")[0]
-    assert hopper.family == "hopper" and hopper.matmul == calibration.dense("ampere")[0].matmul
+    hopper, ampere = calibration.dense("hopper")[0], calibration.dense("ampere")[0]
+    # Hopper borrows Ampere's fit: its own GEMM measurement times Ampere's realisation of its
+    # own, and Ampere's HBM efficiency (Hopper has no streaming measurement)
+    measured = calibration.anchors
+    realisation = ampere.matmul["bf16"] / measured["ampere"]["matmul.bf16"]
+    assert hopper.family == "hopper"
+    assert hopper.matmul["bf16"] == pytest.approx(measured["hopper"]["matmul.bf16"] * realisation, abs=2e-4)
+    assert hopper.hbm == pytest.approx(ampere.hbm, abs=2e-4) and hopper.attention == ampere.attention
 
 
 def test_a_held_out_fold_never_sees_its_rows() -> None:

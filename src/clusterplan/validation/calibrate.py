@@ -247,8 +247,9 @@ def anchored_names(names: Sequence[str], families: Sequence[str], anchors: Ancho
 
 def fit_dense(family: str, rows: Sequence[Case], anchors: Anchors | None = None) -> tuple[Efficiency, StageSource]:
     """MAP fit of the dense-training parameters on ``rows`` (one shared set, whatever families
-    the rows come from); labelled as ``family``."""
-    fit, source = fit_dense_shared(rows, anchors or {})
+    the rows come from); labelled as ``family``. ``anchors`` default to the catalog's kernel
+    measurements, as :class:`Calibration` uses them."""
+    fit, source = fit_dense_shared(rows, kernel_anchors() if anchors is None else anchors)
     return fit.efficiency(family), source
 
 
