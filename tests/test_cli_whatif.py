@@ -104,3 +104,15 @@ def test_bad_what_ifs_are_refused_naming_the_option(capsys: pytest.CaptureFixtur
     for needle in needles:
         assert needle in err, (needle, err)
     assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def test_rainier_table_with_what_ifs_names_them_first(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    code, out, err = run_cli(capsys, ["rainier", "--report-dir", str(tmp_path), "--chips", "100000",
+                                      "--slo-tpot", "50ms", "--failure-scale", "2", "--no-frontier-runs",
+                                      "--no-serving"])
+    assert code == 0, err
+    first = out.split("\nrainier: ")[0]
+    assert " ".join(first.split()) == ("what-if: --chips 100k, --slo-tpot 50.0ms, --failure-scale 2, "
+                                       "--no-frontier-runs, --no-serving")
+    assert "100,000" in out and "step time" in out
+    assert (tmp_path / "rainier.html").is_file()
