@@ -117,6 +117,15 @@ def test_fleet_and_validate_at_80_columns() -> None:
     assert_readable(invoke(VALIDATE))
 
 
+def test_fleet_what_ifs_at_80_columns() -> None:
+    argv = [*FLEET, "--capex-scale", "1.5", "--ai-share", "0.4", "--power-envelope-w", "2.2GW",
+            "--capex-to-online-quarters", "3"]
+    text = invoke(argv)
+    assert_readable(text)
+    assert text.startswith("what-if: --capex-scale 1.5, --ai-share 0.4, --power-envelope-w 2.20GW,")
+    assert_numbers_intact(text, [f"{r['chips']:,}" for r in json_of(argv)["quarters"]])
+
+
 def test_sweep_at_80_columns(tmp_path: Any) -> None:
     argv = ["sweep", "examples/sweep-small.yaml", "--workers", "1", "--output", str(tmp_path / "s.parquet")]
     text = invoke(argv)

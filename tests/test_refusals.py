@@ -204,14 +204,81 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str], mon
     assert (code, out, err) == (130, "", "error: aborted\n")
 
 
+#: The console script ``clusterplan`` (pyproject.toml [project.scripts]), run with an import hook
+#: that raises KeyboardInterrupt when the module named by argv[1] is first imported (argv[2]: the
+#: script's module:function, the rest its arguments): Ctrl-C at
+#: that instant of start-up, without timing.
+INTERRUPTED_IMPORT = """
+import importlib, sys
+interrupted, script = sys.argv[1:3]
+sys.argv = ["clusterplan", *sys.argv[3:]]
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == interrupted:
+            raise KeyboardInterrupt
+        return None
+module, _, function = script.partition(":")
+entry = importlib.import_module(module)
+sys.meta_path.insert(0, Interrupt())
+getattr(entry, function)()
+"""
+
+
+def _console_script() -> str:
+    import tomllib
+
+    with open(Path(__file__).parents[1] / "pyproject.toml", "rb") as stream:
+        return str(tomllib.load(stream)["project"]["scripts"]["clusterplan"])
+
+
+def test_the_installed_console_script_is_the_projects() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = tuple(entry_points(group="console_scripts", name="clusterplan"))
+    assert script.value == _console_script()  # else: pip install -e . again (make does, pyproject changed)
+
+
+@pytest.mark.parametrize("module", ["typer", "pydantic", "numpy", "rich.console", "clusterplan.cli._common",
+                                    "clusterplan.cli.train"])
+def test_ctrl_c_while_the_cli_is_still_importing(module: str) -> None:
+    """Ctrl-C during the CLI's imports (its first second or two): ``error: aborted``, exit code
+    130, no traceback, as once the command runs."""
+    entry = _console_script()
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT, module, entry], capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "error: aborted\n")
+
+
+def test_the_console_script_runs_the_cli() -> None:
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT, "no.such.module", _console_script()],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("Usage: ") and done.stderr == ""
+
+
 def _descendants(pid: int) -> list[int]:
     """Child processes of ``pid``, recursively (Linux /proc)."""
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        for child in map(int, children):
-            found += [child, *_descendants(child)]
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
     return found
+
+
+def _children(pid: int) -> list[int]:
+    """The direct child processes of ``pid`` (Linux /proc; none once it has gone)."""
+    try:
+        return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (0 once it has gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
@@ -220,20 +287,29 @@ def test_ctrl_c_during_a_process_pool_sweep(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group (parent and pool workers): one line, exit 130, no
     worker tracebacks, no process left behind, nothing written."""
     sweep = tmp_path / "sweep.yaml"
-    # Large enough that the pool is still searching when the signal comes, on any machine.
+    # 1,152 points, about half a minute of a two-worker pool on an idle machine. The signal comes
+    # once each worker has used 0.3 s of CPU: however loaded the machine, the pool is searching
+    # and far from done when it arrives (a wall-clock wait could see a starved test outlived).
     sweep.write_text(yaml.safe_dump({"models": ["llama3-8b", "llama3-70b", "llama3-405b"],
                                      "systems": ["dgx-h100", "trn2-ultraserver"],
                                      "chips": [64 * 2**k for k in range(12)], "seq_len": [4096, 8192],
-                                     "global_batch": [256, 512, 1024, 2048]}), encoding="utf-8")
+                                     "global_batch": [256, 512, 1024, 2048, 4096, 8192, 16384, 32768]}),
+                     encoding="utf-8")
     process = subprocess.Popen([*CLUSTERPLAN, "sweep", str(sweep), "--workers", "2"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and process.poll() is None and len(_descendants(process.pid)) < 3:
-            time.sleep(0.2)  # the forkserver and two workers: the pool is running
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and process.poll() is None:
+            # the pool's workers are forked by the forkserver, a child of the CLI (as is the
+            # resource tracker): grandchildren
+            workers = [worker for child in _children(process.pid) for worker in _children(child)]
+            if len(workers) >= 2 and all(_cpu_seconds(worker) >= 0.3 for worker in workers):
+                break
+            time.sleep(0.05)
         assert process.poll() is None, process.communicate()
+        assert len(workers) >= 2, workers
         workers = _descendants(process.pid)
-        time.sleep(1.0)
         os.killpg(process.pid, signal.SIGINT)
         raw_out, raw_err = process.communicate(timeout=60)
     finally:

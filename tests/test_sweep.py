@@ -3,6 +3,7 @@ Parquet output and JSON output."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,6 +189,27 @@ def test_no_plan_point_in_the_summary_table(tmp_path: Path, capsys: pytest.Captu
     assert code == 0, err
     assert "no plan fits" in out and "wrote 2 rows" in out
     assert [r["status"] for r in pq.read_table(tmp_path / "sweep.parquet").to_pylist()] == ["no plan", "ok"]
+
+
+@pytest.mark.parametrize("width", [80, 140])  # below 120 columns model and system share one
+def test_the_summary_table_is_report_sweeps(small_rows: list[dict[str, Any]], tmp_path: Path, width: int,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sweep` prints report/sweep.py's table of the rows (the CLI only presents them)."""
+    from clusterplan.report.sweep import sweep_plan, sweep_table
+
+    monkeypatch.setattr(cli._common, "console", Console(width=width))
+    code, out, err = run_cli(capsys, ["sweep", str(EXAMPLE), "--workers", "1", "--output",
+                                      str(tmp_path / "s.parquet")])
+    assert code == 0, err
+    expected = Console(width=width, record=True, file=io.StringIO())
+    sweep_table(expected, load_sweep(EXAMPLE).varying_axes(), small_rows)
+    table = expected.export_text()
+    assert out.startswith(table) and "best plan" in table
+    row = small_rows[0]
+    assert sweep_plan(row).startswith(f"TP{row['tp']} PP{row['pp']} ")
+    assert width < 120 or sweep_plan(row) in table  # at 80 columns the plan wraps
+    assert sweep_plan({"status": "no plan"}) == "[red]no plan fits[/]"
 
 
 def test_rows_come_back_in_point_order_whatever_the_completion_order(small_rows: list[dict[str, Any]]) -> None:

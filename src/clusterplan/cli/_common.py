@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar, get_origin
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
 from clusterplan.api._edge import (
@@ -32,6 +32,7 @@ from clusterplan.training.batch import DEFAULT_ROUTING_GINI
 console: Console = ReportConsole()
 P = ParamSpec("P")
 R = TypeVar("R")
+RequestT = TypeVar("RequestT", bound=BaseModel)
 SpecT = TypeVar("SpecT", bound=Spec)
 
 
@@ -172,6 +173,47 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def request_or_refuse(request_type: type[RequestT], **fields: Any) -> RequestT:
+    """The API request of the options given (an option left out, None, is not passed: the
+    request's default applies); a value its rules refuse is one line naming the option (the
+    field's ``--flag``), the value and the rule."""
+    given = {name: value for name, value in fields.items() if value is not None}
+    try:
+        return request_type(**given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else request_type.__name__
+        rule = str(first["msg"]).removeprefix("Value error, ")
+        raise SpecError(flag(field), given.get(field, first.get("input")), rule) from None
+
+
+def _shown_override(field: str, value: Any) -> str:
+    """One what-if of a record's ``overrides`` as the option that gives it (``--chips 100k``)."""
+    from clusterplan import units
+
+    if isinstance(value, bool):
+        return flag(field) if value else f"--no-{flag(field).removeprefix('--')}"
+    if field in ("slo_ttft", "slo_tpot"):
+        text = units.format_duration(value).replace(" ", "")
+    elif field == "power_envelope_w":
+        text = units.format_power(value).replace(" ", "")
+    elif isinstance(value, list):
+        text = ",".join(units.exact_count(item) for item in value)
+    elif isinstance(value, int | float) and field not in ("capex_scale", "ai_share", "failure_scale"):
+        text = units.exact_count(value)
+    else:
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{flag(field)} {text}"
+
+
+def print_overrides(record: dict[str, Any]) -> None:
+    """The what-ifs an answer was computed with, one line (nothing when there were none)."""
+    overrides = record.get("overrides") or {}
+    if overrides:
+        shown = ", ".join(_shown_override(field, value) for field, value in overrides.items())
+        console.print(f"what-if: {shown}", highlight=False, markup=False)
 
 
 def emit_json(record: Any) -> None:
