@@ -79,7 +79,8 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
                         min(input_tokens, output_tokens), "must be >= 1")
     replica = serving_replica(model, hardware, deployment, speculation=speculation, draft_model=draft_model,
                               prefix_cache_hit=prefix_cache_hit)
-    if input_tokens + output_tokens > replica.kv_capacity_tokens:
+    # a sliding-window model's request holds kv_positions(length) token-equivalents (serving doc)
+    if math.ceil(float(replica.kv_tokens(input_tokens + output_tokens))) > replica.kv_capacity_tokens:
         raise SpecError("--input-tokens", input_tokens,
                         f"a request of {input_tokens}+{output_tokens} tokens exceeds the replica's KV cache "
                         f"({replica.kv_capacity_tokens:,} tokens): use more chips per replica or an fp8 KV cache")

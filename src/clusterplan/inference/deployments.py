@@ -137,7 +137,8 @@ def _screen(model: Model, hardware: Hardware, deployment: Deployment, input_toke
         candidate.rejected = f"does not fit: {error.rule}"
         return candidate
     candidate.replica = replica
-    if input_tokens + output_tokens > replica.kv_capacity_tokens:
+    # a sliding-window model's request holds kv_positions(length) token-equivalents (serving doc)
+    if math.ceil(float(replica.kv_tokens(input_tokens + output_tokens))) > replica.kv_capacity_tokens:
         candidate.rejected = (f"KV cache ({replica.kv_capacity_tokens:,} tokens) cannot hold one "
                               f"{input_tokens}+{output_tokens}-token request")
         return candidate

@@ -64,8 +64,8 @@ MLA; fp8 KV halves them. Sliding-window layers (gpt-oss, Gemma 2/3) cache and re
 window of a sequence and attend to at most the window per query (:meth:`Model.kv_positions`,
 :meth:`Model.attended_pairs`), so a step's attention and the analytic batch depend on each
 sequence's length, not only on the step's totals: such a model has no separable step terms
-(the simulator calls the step methods) and its per-request KV reservation in the simulator stays
-the full-length one (an upper bound).
+(the simulator calls the step methods); the simulator reserves each request's KV as
+``kv_positions(prompt + output)`` token-equivalents (:meth:`ReplicaModel.kv_tokens`).
 """
 
 from __future__ import annotations
@@ -534,6 +534,17 @@ class ReplicaModel:
         batch = np.asarray(batch, dtype=np.float64)
         mean = np.asarray(total_context, dtype=np.float64) / np.maximum(batch, 1.0)
         return batch * self.model.kv_positions(mean)
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a sequence holds fewer KV positions than its length (sliding-window layers)."""
+        return self.model.window_layers > 0
+
+    def kv_tokens(self, length: Any) -> FloatArray:
+        """KV a sequence of ``length`` tokens holds, in tokens of ``kv_capacity_tokens`` (every
+        layer's KV per token): :meth:`Model.kv_positions`, the simulator's per-sequence KV
+        reservation (:mod:`~clusterplan.inference.serving`)."""
+        return self.model.kv_positions(length)
 
     def kv_transfer_time(self, tokens: int) -> float:
         """Prefill-to-decode KV move over the scale-out network, all the replica's chips at once."""
