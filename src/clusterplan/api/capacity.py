@@ -36,6 +36,9 @@ class CapacityRequest(Request):
     length_spread: float = 0.0
     seed: int = 0
     chip: str | None = None
+    speculative: str | None = Field(
+        None, description="speculative decoding on every candidate: draft=MODEL|mtp|eagle,tokens=K,acceptance=A")
+    prefix_cache_hit: float = Field(0.0, description="fraction of each prompt found in the prefix cache, 0 <= F < 1")
 
     @field_validator("demand_output_tokens_per_s", mode="before")
     @classmethod
@@ -96,11 +99,18 @@ def answer(request: CapacityRequest, progress: Callable[[int, int], None] | None
     for item in weight_formats:  # weights are the matmul precision; an fp8 KV cache is storage
         hardware.chip.require(item, "--weights")
     slo = Slo(ttft_p99_s=request.slo_ttft_s, tpot_p99_s=request.slo_tpot_s)
+    from clusterplan.inference.acceleration import check_prefix_cache_hit, parse_speculation
+
+    speculation = parse_speculation(request.speculative) if request.speculative is not None else None
+    draft_model = (load_model(speculation.draft, "--speculative")
+                   if speculation is not None and speculation.draft is not None else None)
+    prefix_cache_hit = check_prefix_cache_hit(request.prefix_cache_hit)
     result = search_deployments(spec_model, hardware, request.demand_output_tokens_per_s, slo, request.input_tokens,
                                 request.output_tokens, objective=request.objective, weights=weight_formats,
                                 kv_caches=kv_formats, max_chips_per_replica=request.max_chips_per_replica,
                                 max_batch=request.max_batch, top=request.top, requests=request.requests,
-                                length_spread=request.length_spread, seed=request.seed, progress=progress)
+                                length_spread=request.length_spread, seed=request.seed, progress=progress,
+                                speculation=speculation, draft_model=draft_model, prefix_cache_hit=prefix_cache_hit)
     rejected: dict[str, int] = {}
     for candidate in result.candidates:
         if candidate.rejected is not None:
@@ -110,6 +120,8 @@ def answer(request: CapacityRequest, progress: Callable[[int, int], None] | None
         "model": spec_model.name, "system": spec_system.name, "chip": hardware.chip.name,
         "objective": request.objective, "demand_output_tokens_per_s": request.demand_output_tokens_per_s,
         "slo": slo.model_dump(), "input_tokens": request.input_tokens, "output_tokens": request.output_tokens,
+        "speculation": speculation.model_dump() if speculation is not None else None,
+        "prefix_cache_hit": prefix_cache_hit,
         "candidates": len(result.candidates), "simulated": result.simulated, "rejected": rejected,
         "best": result.ranked[0].record(request.output_tokens),
         "ranked": [c.record(request.output_tokens) for c in result.ranked],

@@ -167,10 +167,13 @@ def answer(request: ServeRequest) -> ServeAnswer:
         replay = queued_at_zero(request.requests, request.input_tokens, request.output_tokens)
     from clusterplan.inference.acceleration import check_prefix_cache_hit, parse_speculation
 
-    speculation = parse_speculation(request.speculative) if request.speculative is not None else None
-    draft_model = (load_model(speculation.draft, "--speculative")
+    spec_option = request.origins.get("speculative", "--speculative")
+    speculation = (parse_speculation(str(request.speculative), spec_option)
+                   if request.speculative is not None else None)
+    draft_model = (load_model(speculation.draft, spec_option)
                    if speculation is not None and speculation.draft is not None else None)
-    prefix_cache_hit = check_prefix_cache_hit(request.prefix_cache_hit)
+    prefix_cache_hit = check_prefix_cache_hit(request.prefix_cache_hit,
+                                              request.origins.get("prefix_cache_hit", "--prefix-cache-hit"))
     try:
         record = serve_record(spec_model, hardware, deployment, request.input_tokens, request.output_tokens,
                               rate_per_s=rate, slo=slo, demand_output_tokens_per_s=request.demand_output_tokens_per_s,

@@ -38,6 +38,10 @@ def capacity(
     length_spread: Annotated[float, typer.Option(help="CV of lognormal request lengths (0 = fixed)")] = 0.0,
     seed: Annotated[int, typer.Option(help="random seed of the simulated workload")] = 0,
     chip: Annotated[str | None, typer.Option(help="override the system's chip (name or YAML)")] = None,
+    speculative: Annotated[str | None, typer.Option(
+        help="speculative decoding on every candidate: draft=MODEL|mtp|eagle,tokens=K,acceptance=A")] = None,
+    prefix_cache_hit: Annotated[float, typer.Option(
+        help="fraction of each prompt found in the prefix cache, 0 <= F < 1")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Search serving deployments (TP, PP, EP, weight and KV formats) for a demand at a p99
@@ -52,7 +56,8 @@ def capacity(
         model=model, system=system, demand_output_tokens_per_s=demand, slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot,
         input_tokens=input_tokens, output_tokens=output_tokens, objective=objective, weights=weights,
         kv_cache=kv_cache, max_chips_per_replica=max_chips_per_replica, max_batch=max_batch, top=top,
-        requests=requests, length_spread=length_spread, seed=seed, chip=chip)
+        requests=requests, length_spread=length_spread, seed=seed, chip=chip, speculative=speculative,
+        prefix_cache_hit=prefix_cache_hit)
     # The bar starts with the first simulation: a refusal before it prints nothing but its line.
     bar = Progress(console=Console(stderr=True), transient=True, disable=as_json)
     task = bar.add_task("simulating deployments at the SLO", total=None)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterplan.errors import NoAnswerError, SpecError
+from clusterplan.inference.acceleration import SPECULATIVE_OPTION, ServingReplica, Speculation, serving_replica
 from clusterplan.inference.capacity import Slo, plan_demand
 from clusterplan.inference.serving import ServingLoad, max_rate_at_slo
 from clusterplan.inference.step import Deployment, ReplicaModel
@@ -110,7 +111,8 @@ class Candidate:
 
     def record(self, output_tokens: int) -> dict[str, Any]:
         assert self.demand is not None and self.rate is not None and self.replica is not None
-        return {"deployment": self.deployment.model_dump(), "label": self.label(),
+        accelerated = self.replica.record() if isinstance(self.replica, ServingReplica) else {}
+        return {"deployment": self.deployment.model_dump(), "label": self.label(), **accelerated,
                 "chips_per_replica": self.deployment.chips,
                 "kv_capacity_tokens": self.replica.kv_capacity_tokens * self.replica.engines,
                 "kv_capacity_tokens_per_rank": (self.replica.kv_capacity_tokens * self.replica.engines
@@ -129,12 +131,17 @@ class SearchResult:
 
 
 def _screen(model: Model, hardware: Hardware, deployment: Deployment, input_tokens: int, output_tokens: int,
-            slo: Slo) -> Candidate:
+            slo: Slo, speculation: Speculation | None = None, draft_model: Model | None = None,
+            prefix_cache_hit: float = 0.0) -> Candidate:
     candidate = Candidate(deployment)
     try:
-        replica = ReplicaModel(model, hardware, deployment)
+        replica = serving_replica(model, hardware, deployment, speculation=speculation, draft_model=draft_model,
+                                  prefix_cache_hit=prefix_cache_hit)
     except SpecError as error:
-        candidate.rejected = f"does not fit: {error.rule}"
+        # e.g. speculative decoding with pipeline parallelism (not modelled): its own reason
+        pipelined = error.field == SPECULATIVE_OPTION and deployment.pp > 1
+        reason = "speculation with pp > 1" if pipelined else "does not fit"
+        candidate.rejected = f"{reason}: {error.rule}"
         return candidate
     candidate.replica = replica
     # a sliding-window model's request holds kv_positions(length) token-equivalents (serving doc)
@@ -158,8 +165,15 @@ def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_pe
                        weights: Iterable[str] = ("bf16", "fp8"), kv_caches: Iterable[str] = KV_FORMATS,
                        max_chips_per_replica: int = 64, max_batch: int = 2048, top: int = 5,
                        requests: int = 1000, length_spread: float = 0.0, seed: int = 0,
-                       progress: Callable[[int, int], None] | None = None) -> SearchResult:
+                       progress: Callable[[int, int], None] | None = None,
+                       speculation: Speculation | None = None, draft_model: Model | None = None,
+                       prefix_cache_hit: float = 0.0) -> SearchResult:
     """Rank deployments of ``model`` on ``hardware`` for a demand at ``slo`` (see module doc).
+
+    ``speculation`` (with its ``draft_model``) and ``prefix_cache_hit`` apply to every candidate
+    (:func:`~clusterplan.inference.acceleration.serving_replica`): the draft's weights and KV share
+    each candidate's memory, and pipeline-parallel candidates are rejected with speculation (not
+    modelled).
 
     Raises :class:`NoAnswerError` (exit code 1) naming the SLO when no deployment meets it, with the
     closest miss.
@@ -173,7 +187,8 @@ def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_pe
     if not deployments:
         raise NoAnswerError("--max-chips-per-replica", max_chips_per_replica,
                             f"no TP/PP layout of {model.name} fits in it on {hardware.system.name}")
-    candidates = [_screen(model, hardware, d, input_tokens, output_tokens, slo) for d in deployments]
+    candidates = [_screen(model, hardware, d, input_tokens, output_tokens, slo, speculation, draft_model,
+                          prefix_cache_hit) for d in deployments]
     viable = [c for c in candidates if c.rejected is None]
     for c in viable:
         assert c.replica is not None
