@@ -57,6 +57,9 @@ def serve(
     frontend: Annotated[str | None, typer.Option(
         help="server: latency behind an API server (fitted request latency added to TTFT); engine: "
              "engine-only benchmark, none added (default: server)")] = None,
+    stack: Annotated[str | None, typer.Option(
+        help="serving engine whose documented defaults fill the options not given: trtllm | vllm | sglang | "
+             "neuron (default: none, the defaults above)")] = None,
     input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
     output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
     rate: Annotated[float | None, typer.Option(help="simulate one replica at this many requests/s")] = None,
@@ -115,7 +118,7 @@ def serve(
     request = ServeRequest(
         model=model, system=system, tp=tp, pp=pp, ep=ep, attention_dp=attention_dp,
         chips_per_replica=chips_per_replica, weights=weights,
-        kv_cache=kv_cache, max_batch=max_batch, kv_memory_fraction=kv_memory_fraction, frontend=frontend,
+        kv_cache=kv_cache, max_batch=max_batch, kv_memory_fraction=kv_memory_fraction, frontend=frontend, stack=stack,
         prefill_buckets=prefill_buckets, decode_buckets=decode_buckets, input_tokens=input_tokens,
         output_tokens=output_tokens, rate_per_s=rate, trace=trace, batch=batch, offline=offline,
         slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, demand_output_tokens_per_s=demand, requests=requests,
