@@ -113,7 +113,8 @@ class Deployment(Spec):
     max_batch: int = Field(default=2048, ge=1, le=1_000_000, description="engine limit on batched sequences")
     kv_memory_fraction: float = Field(
         default=0.9, gt=0, le=1,
-        description="share of the HBM left after weights and runtime that the KV cache may take")
+        description="share of the HBM left after weights and runtime that the KV cache may take (with stack "
+        "vllm or sglang: share of the whole HBM for weights, runtime and KV, as those engines define it)")
     prefill_buckets: tuple[int, ...] = Field(
         default=(), description="static-shape engines (AWS Neuron): prompt lengths compiled for context "
         "encoding; a whole prompt is padded to the smallest that holds it")
