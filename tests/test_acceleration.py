@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,31 @@ def test_speculative_rows_model_the_ttft_and_list_the_tpot_without_an_acceptance
                            speculation=speculative.speculation.model_copy(update={"acceptance": 0.9}),
                            draft_model=speculative.draft_model)
     assert other.single_request_ttft(10000) == speculative.single_request_ttft(10000)
+
+
+# ---- the --deployment file (issue #17 leftovers) --------------------------------------------------
+def test_a_deployment_file_holds_speculation_and_prefix_caching(capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path) -> None:
+    line = [*SERVE, "--speculative", "draft=eagle,tokens=3,acceptance=0.7", "--prefix-cache-hit", "0.5", "--json"]
+    code, by_options, _ = run_cli(capsys, line)
+    assert code == 0
+    for text in ("speculative: draft=eagle,tokens=3,acceptance=0.7\n",
+                 "speculative:\n  draft: eagle\n  tokens: 3\n  acceptance: 0.7\n"):
+        path = tmp_path / "deploy.yaml"
+        path.write_text(text + "prefix_cache_hit: 0.5\n")
+        code, by_file, _ = run_cli(capsys, [*SERVE, "--deployment", str(path), "--json"])
+        assert code == 0 and by_file == by_options
+    # the options on the line override the file
+    code, override, _ = run_cli(capsys, [*SERVE, "--deployment", str(path), "--prefix-cache-hit", "0", "--json"])
+    assert code == 0 and "prefix_cache" not in json.loads(override) and "speculation" in json.loads(override)
+
+
+@pytest.mark.parametrize(("text", "field"), [("prefix_cache_hit: 1.5\n", "deploy.yaml:prefix_cache_hit"),
+                                             ("speculative: eagle\n", "deploy.yaml:speculative"),
+                                             ("speculativ: eagle\n", "deploy.yaml:speculativ")])
+def test_a_bad_serving_key_in_a_deployment_file_is_refused_under_its_name(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, field: str) -> None:
+    path = tmp_path / "deploy.yaml"
+    path.write_text(text)
+    code, out, err = run_cli(capsys, [*SERVE, "--deployment", str(path)])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and field in err, err

@@ -105,6 +105,8 @@ def test_capacity_cli_json(cli_run) -> None:  # type: ignore[no-untyped-def]
     (["--input-tokens", "0"], "--input-tokens"),
     (["--max-chips-per-replica", "0"], "--max-chips-per-replica"),
     (["--model", "gpt-7"], "--model"),
+    (["--speculative", "draft=eagle,tokens=0,acceptance=0.7"], "--speculative"),
+    (["--prefix-cache-hit", "1"], "--prefix-cache-hit"),
 ])
 def test_capacity_refuses_bad_input_in_one_line(cli_run, argv: list[str], flag: str) -> None:  # type: ignore[no-untyped-def]
     base = {"--model": "llama3-8b", "--system": "dgx-h100", "--demand": "1M", "--slo-ttft": "1000",
@@ -150,3 +152,42 @@ def test_workload_is_the_trace_flag(cli_run, tmp_path) -> None:  # type: ignore[
     trace.write_text("timestamp,input_tokens,output_tokens\n1.0,100,20\n0.5,200,10\n", encoding="utf-8")
     code, _, err = cli_run(["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--workload", str(trace)])
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+# ---- speculation and prefix caching on every candidate (issue #17 leftovers) ---------------------
+def test_capacity_applies_speculation_and_prefix_caching_to_every_candidate() -> None:
+    from clusterplan.inference.acceleration import Speculation
+
+    slow = Slo(ttft_p99_s=1.0, tpot_p99_s=0.02)  # a TPOT that speculation helps meet
+    spec = Speculation(method="draft", draft="llama-3.2-1b", tokens=4, acceptance=0.8)
+    kwargs = {**SMALL, "top": 2}
+    plain = search_deployments(LLAMA8B, H100, 1e5, slow, 2000, 200, **kwargs)
+    fast = search_deployments(LLAMA8B, H100, 1e5, slow, 2000, 200, speculation=spec,
+                              draft_model=load_model("llama-3.2-1b"), prefix_cache_hit=0.5, **kwargs)
+    best_plain, best_fast = plain.ranked[0], fast.ranked[0]
+    assert best_fast.replica is not None and best_plain.replica is not None
+    # the draft's memory counts: the same layout holds fewer KV tokens
+    plain_kv = {c.deployment: c.replica.kv_capacity_tokens for c in plain.candidates if c.replica is not None}
+    pairs = [(c.replica.kv_capacity_tokens, plain_kv[c.deployment]) for c in fast.candidates
+             if c.replica is not None and c.deployment in plain_kv]
+    assert pairs and all(fast_kv < kv for fast_kv, kv in pairs)
+    assert best_fast.alone_tpot_s < best_plain.alone_tpot_s and best_fast.alone_ttft_s < best_plain.alone_ttft_s
+    record = best_fast.record(200)
+    assert record["speculation"]["draft"] == "llama-3.2-1b" and record["prefix_cache"]["hit_fraction"] == 0.5
+    # speculation with pipeline parallelism is not modelled: those candidates are rejected
+    assert all(c.rejected and c.rejected.startswith("speculation with pp > 1")
+               for c in fast.candidates if c.deployment.pp > 1)
+
+
+def test_capacity_cli_takes_speculation_and_prefix_caching(cli_run) -> None:  # type: ignore[no-untyped-def]
+    base = ["capacity", "--model", "llama3-8b", "--system", "dgx-h100", "--demand", "2e5tok/s",
+            "--slo-ttft", "1000", "--slo-tpot", "50", "--requests", "200", "--max-chips-per-replica", "8",
+            "--top", "1"]
+    code, out, _ = cli_run([*base, "--json", "--speculative", "draft=eagle,tokens=3,acceptance=0.7",
+                            "--prefix-cache-hit", "0.5"])
+    assert code == 0
+    record = json.loads(out)
+    assert record["speculation"]["method"] == "eagle" and record["prefix_cache_hit"] == 0.5
+    assert record["best"]["speculation"]["tokens"] == 3
+    code, out, _ = cli_run([*base, "--speculative", "draft=eagle,tokens=3,acceptance=0.7"])
+    assert code == 0 and "every deployment with speculative decoding eagle" in out

@@ -4,6 +4,7 @@ Gemma 2/3), interleaved dense/MoE layers (Llama 4) and their Hugging Face config
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from typer.testing import CliRunner
 from clusterplan.catalog import hardware_for, load_model, load_system
 from clusterplan.cli import app
 from clusterplan.errors import SpecError
+from clusterplan.inference.serving import simulate
 from clusterplan.inference.step import Deployment, ReplicaModel, kv_bytes_per_sequence, kv_bytes_per_token
+from clusterplan.inference.workload import Workload, offline
 from clusterplan.specs import Model
 from clusterplan.specs.plan import Plan
 from clusterplan.training import flops as fl
@@ -167,3 +170,65 @@ def test_a_window_model_serves_in_the_simulator() -> None:
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["kv_capacity_tokens"] > 0
+
+
+# ---- sliding-window KV in the simulator (issue #17 leftovers) -------------------------------------
+class _Hidden:
+    """A step model showing only the protocol's required members (no ``windowed``/``kv_tokens``)."""
+
+    def __init__(self, replica: ReplicaModel) -> None:
+        self._r = replica
+        self.kv_capacity_tokens = replica.kv_capacity_tokens
+        self.max_batch = replica.max_batch
+        self.request_latency_s = replica.request_latency_s
+
+    def step_terms(self) -> object:
+        return self._r.step_terms()
+
+    def prefill_time(self, tokens: int, context: int) -> float:
+        return float(self._r.prefill_time(tokens, context))
+
+    def decode_time(self, batch: int, total_context: int) -> float:
+        return float(self._r.decode_time(batch, total_context))
+
+    def mixed_time(self, prefill_tokens: int, prefill_context: int, batch: int, total_context: int) -> float:
+        return float(self._r.mixed_time(prefill_tokens, prefill_context, batch, total_context))
+
+    def kv_transfer_time(self, tokens: int) -> float:
+        return self._r.kv_transfer_time(tokens)
+
+
+def _crowd(prompt: int, n: int = 40) -> Workload:
+    return offline(n, prompt, 8)
+
+
+def test_a_window_model_holds_more_sequences_in_the_simulator() -> None:
+    gemma = load_model("gemma-3-27b")  # 52 window layers of 1024, 10 full
+    windowed, full = _replica(gemma, tp=2), _replica(_without_windows(gemma), tp=2)
+    assert windowed.kv_capacity_tokens == full.kv_capacity_tokens
+    # requests long enough that the KV cache, not max_batch, limits the batch
+    prompt = windowed.kv_capacity_tokens // 12
+    work = _crowd(prompt)
+    w = simulate(windowed, work)
+    f = simulate(full, work)
+    assert f.stats["max_concurrent_sequences"] <= 12
+    assert w.stats["max_concurrent_sequences"] > 3 * f.stats["max_concurrent_sequences"]
+    assert w.stats["kv_utilisation_peak"] <= 1.0
+    # ... and a request longer than the whole cache at full length still fits with windows
+    long = Workload(np.array([0.0]), np.array([2 * full.kv_capacity_tokens]), np.array([2]))
+    with pytest.raises(SpecError):
+        simulate(full, long)
+    assert math.isfinite(simulate(windowed, long).percentile("ttft", 99))
+
+
+def test_without_windows_the_simulator_takes_the_full_length_path() -> None:
+    llama = load_model("llama-3.1-8b")
+    replica = _replica(llama)
+    assert not replica.windowed
+    work = _crowd(replica.kv_capacity_tokens // 12)
+    a, b = simulate(replica, work).record(), simulate(_Hidden(replica), work).record()  # type: ignore[arg-type]
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    # a window no shorter than any request reserves exactly the length
+    gemma = load_model("gemma-3-27b")
+    wide = _replica(_changed(gemma, sliding_window=1 << 20), tp=2)
+    assert float(wide.kv_tokens(4097)) == 4097.0

@@ -30,12 +30,16 @@ class CapacityRequest(Request):
     weights: str | None = Field(None, description="weight formats to consider, e.g. bf16,fp8")
     kv_cache: str = "bf16,fp8"
     max_chips_per_replica: int = 64
-    max_batch: int = 2048
+    max_batch: int | None = Field(None, description="engine batch limit (default 2048, or the stack's)")
     top: int = 5
     requests: int = 1000
     length_spread: float = 0.0
     seed: int = 0
     chip: str | None = None
+    speculative: str | None = Field(
+        None, description="speculative decoding on every candidate: draft=MODEL|mtp|eagle,tokens=K,acceptance=A")
+    prefix_cache_hit: float = Field(0.0, description="fraction of each prompt found in the prefix cache, 0 <= F < 1")
+    stack: str | None = Field(None, description="serving engine of every candidate: trtllm | vllm | sglang | neuron")
 
     @field_validator("demand_output_tokens_per_s", mode="before")
     @classmethod
@@ -73,7 +77,7 @@ def answer(request: CapacityRequest, progress: Callable[[int, int], None] | None
     for name, value in (("--input-tokens", request.input_tokens), ("--output-tokens", request.output_tokens),
                         ("--max-chips-per-replica", request.max_chips_per_replica),
                         ("--max-batch", request.max_batch), ("--top", request.top), ("--requests", request.requests)):
-        if value < 1:
+        if value is not None and value < 1:
             raise SpecError(name, value, "must be >= 1")
     if request.max_chips_per_replica > MAX_CHIPS:
         raise SpecError("--max-chips-per-replica", request.max_chips_per_replica, f"must be <= {MAX_CHIPS:,}")
@@ -83,6 +87,15 @@ def answer(request: CapacityRequest, progress: Callable[[int, int], None] | None
     if not 0.0 <= request.length_spread <= 3.0:
         raise SpecError("--length-spread", request.length_spread, "must be a coefficient of variation in [0, 3]")
     hardware = hardware_for(spec_system, spec_chip)
+    from clusterplan.inference.stacks import STACKS, stack_defaults
+
+    if request.stack is not None:
+        if request.stack not in STACKS:
+            raise SpecError("--stack", request.stack, f"must be one of {', '.join(STACKS)}")
+        try:  # the stack must run on the chip
+            stack_defaults(request.stack, hardware, 1, 1, 1)
+        except SpecError as error:
+            raise error.renamed("--stack") from None
     weights = request.weights
     if weights is None:  # the default: bf16, and fp8 where the chip has fp8 units
         weights = ",".join(p for p in ("bf16", "fp8") if p in hardware.chip.matmul_precisions())
@@ -96,11 +109,19 @@ def answer(request: CapacityRequest, progress: Callable[[int, int], None] | None
     for item in weight_formats:  # weights are the matmul precision; an fp8 KV cache is storage
         hardware.chip.require(item, "--weights")
     slo = Slo(ttft_p99_s=request.slo_ttft_s, tpot_p99_s=request.slo_tpot_s)
+    from clusterplan.inference.acceleration import check_prefix_cache_hit, parse_speculation
+
+    speculation = parse_speculation(request.speculative) if request.speculative is not None else None
+    draft_model = (load_model(speculation.draft, "--speculative")
+                   if speculation is not None and speculation.draft is not None else None)
+    prefix_cache_hit = check_prefix_cache_hit(request.prefix_cache_hit)
     result = search_deployments(spec_model, hardware, request.demand_output_tokens_per_s, slo, request.input_tokens,
                                 request.output_tokens, objective=request.objective, weights=weight_formats,
                                 kv_caches=kv_formats, max_chips_per_replica=request.max_chips_per_replica,
                                 max_batch=request.max_batch, top=request.top, requests=request.requests,
-                                length_spread=request.length_spread, seed=request.seed, progress=progress)
+                                length_spread=request.length_spread, seed=request.seed, progress=progress,
+                                speculation=speculation, draft_model=draft_model, prefix_cache_hit=prefix_cache_hit,
+                                stack=request.stack)
     rejected: dict[str, int] = {}
     for candidate in result.candidates:
         if candidate.rejected is not None:
@@ -110,6 +131,8 @@ def answer(request: CapacityRequest, progress: Callable[[int, int], None] | None
         "model": spec_model.name, "system": spec_system.name, "chip": hardware.chip.name,
         "objective": request.objective, "demand_output_tokens_per_s": request.demand_output_tokens_per_s,
         "slo": slo.model_dump(), "input_tokens": request.input_tokens, "output_tokens": request.output_tokens,
+        "speculation": speculation.model_dump() if speculation is not None else None,
+        "prefix_cache_hit": prefix_cache_hit, "stack": request.stack,
         "candidates": len(result.candidates), "simulated": result.simulated, "rejected": rejected,
         "best": result.ranked[0].record(request.output_tokens),
         "ranked": [c.record(request.output_tokens) for c in result.ranked],

@@ -37,6 +37,7 @@ class ServeRequest(Request):
     max_batch: int | None = None
     kv_memory_fraction: float | None = None
     frontend: str | None = None
+    stack: str | None = None
     prefill_buckets: tuple[int, ...] | None = None
     decode_buckets: tuple[int, ...] | None = None
     input_tokens: int = 1000
@@ -98,6 +99,7 @@ def answer(request: ServeRequest) -> ServeAnswer:
     """Latency and throughput of one replica; the rate it sustains at the SLO; the replicas,
     MW and $ per million tokens of the demand; simulated runs when a load is given."""
     from clusterplan.inference.capacity import Slo, serve_record
+    from clusterplan.inference.stacks import STACKS
     from clusterplan.inference.step import Deployment
     from clusterplan.inference.workload import closed_loop, from_trace
     from clusterplan.inference.workload import offline as queued_at_zero
@@ -107,11 +109,11 @@ def answer(request: ServeRequest) -> ServeAnswer:
     spec_chip = load_chip(request.chip, "--chip") if request.chip else None
     given = {name: getattr(request, name) for name in (
         "tp", "pp", "ep", "attention_dp", "weights", "kv_cache", "max_batch", "kv_memory_fraction", "frontend",
-        "prefill_buckets", "decode_buckets") if getattr(request, name) is not None}
+        "stack", "prefill_buckets", "decode_buckets") if getattr(request, name) is not None}
     options = {**request.deployment_file, **given}
     origins = {key: value for key, value in request.origins.items() if key not in given}
     for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8")),
-                          ("frontend", ("server", "engine"))):
+                          ("frontend", ("server", "engine")), ("stack", STACKS)):
         if name in options and options[name] not in allowed:
             raise SpecError(origins.get(name, flag(name)), options[name], f"must be one of {', '.join(allowed)}")
     for name in ("tp", "pp", "ep", "attention_dp", "max_batch"):
@@ -167,10 +169,13 @@ def answer(request: ServeRequest) -> ServeAnswer:
         replay = queued_at_zero(request.requests, request.input_tokens, request.output_tokens)
     from clusterplan.inference.acceleration import check_prefix_cache_hit, parse_speculation
 
-    speculation = parse_speculation(request.speculative) if request.speculative is not None else None
-    draft_model = (load_model(speculation.draft, "--speculative")
+    spec_option = request.origins.get("speculative", "--speculative")
+    speculation = (parse_speculation(str(request.speculative), spec_option)
+                   if request.speculative is not None else None)
+    draft_model = (load_model(speculation.draft, spec_option)
                    if speculation is not None and speculation.draft is not None else None)
-    prefix_cache_hit = check_prefix_cache_hit(request.prefix_cache_hit)
+    prefix_cache_hit = check_prefix_cache_hit(request.prefix_cache_hit,
+                                              request.origins.get("prefix_cache_hit", "--prefix-cache-hit"))
     try:
         record = serve_record(spec_model, hardware, deployment, request.input_tokens, request.output_tokens,
                               rate_per_s=rate, slo=slo, demand_output_tokens_per_s=request.demand_output_tokens_per_s,

@@ -306,9 +306,11 @@ def given_plan_options(values: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
-def spec_file(path: Path | None, spec_type: type[Spec], option: str) -> tuple[dict[str, Any], dict[str, str]]:
+def spec_file(path: Path | None, spec_type: type[Spec], option: str,
+              extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:
     """The fields of a YAML file of ``spec_type`` fields (``--plan``, ``--deployment``), and
-    the name each is refused under (``plan.yaml:zero``); unknown fields are refused."""
+    the name each is refused under (``plan.yaml:zero``); unknown fields are refused, except the
+    ``extra`` keys the command also takes from the file (returned as they are)."""
     if path is None:
         return {}, {}
     data = read_yaml(path, option)
@@ -316,7 +318,7 @@ def spec_file(path: Path | None, spec_type: type[Spec], option: str) -> tuple[di
         data = {}
     if not isinstance(data, dict):
         raise SpecError(option, str(path), f"expected a mapping of {spec_type.__name__} fields")
-    known = list(spec_type.model_fields)
+    known = [*spec_type.model_fields, *extra]
     for key, value in data.items():
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
@@ -324,6 +326,8 @@ def spec_file(path: Path | None, spec_type: type[Spec], option: str) -> tuple[di
             raise SpecError(f"{path.name}:{key}", value, f"unknown {spec_type.__name__} field{hint}")
     options = dict(data)
     for key, value in options.items():
+        if key in extra:
+            continue
         if isinstance(value, str) and get_origin(spec_type.model_fields[key].annotation) is tuple:
             options[key] = csv_items(value, f"{path.name}:{key}")  # a list written as a comma string
     return options, {key: f"{path.name}:{key}" for key in options}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +15,17 @@ from clusterplan.cli._common import (
     spec_file,
 )
 
+#: keys a ``--deployment`` file may hold beside the Deployment fields
+SERVING_KEYS = ("speculative", "prefix_cache_hit")
+
+
+def speculation_text(value: Any) -> str:
+    """A file's ``speculative:`` as the option's text: a ``draft=..,tokens=..,acceptance=..``
+    string as it is, a mapping of those keys joined into one (checked by the parser)."""
+    if isinstance(value, dict):
+        return ",".join(f"{key}={item}" for key, item in value.items())
+    return str(value)
+
 
 # ---- serve ---------------------------------------------------------------------------------
 @clean_errors
@@ -24,7 +35,8 @@ def serve(
     deployment_file: Annotated[Path | None, typer.Option(
         "--deployment", metavar="FILE.yaml",
         help="Deployment fields in YAML (tp, pp, ep, attention_dp, weights, kv_cache, max_batch, kv_memory_fraction, "
-        "frontend, buckets); options given on the line override them")] = None,
+        "frontend, buckets, stack) and speculative, prefix_cache_hit; options given on the line override them")
+    ] = None,
     tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica (default: 1)")] = None,
     pp: Annotated[int | None, typer.Option(help="pipeline parallelism of one replica (default: 1)")] = None,
     chips_per_replica: Annotated[
@@ -45,6 +57,9 @@ def serve(
     frontend: Annotated[str | None, typer.Option(
         help="server: latency behind an API server (fitted request latency added to TTFT); engine: "
              "engine-only benchmark, none added (default: server)")] = None,
+    stack: Annotated[str | None, typer.Option(
+        help="serving engine whose documented defaults fill the options not given: trtllm | vllm | sglang | "
+             "neuron (default: none, the defaults above)")] = None,
     input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
     output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
     rate: Annotated[float | None, typer.Option(help="simulate one replica at this many requests/s")] = None,
@@ -73,8 +88,8 @@ def serve(
     decode_replicas: Annotated[int | None, typer.Option(help="decode replicas (--scheduler disaggregated)")] = None,
     speculative: Annotated[str | None, typer.Option(
         help="speculative decoding: draft=MODEL|mtp|eagle,tokens=K,acceptance=A")] = None,
-    prefix_cache_hit: Annotated[float, typer.Option(
-        help="fraction of each prompt found in the prefix cache, 0 <= F < 1")] = 0.0,
+    prefix_cache_hit: Annotated[float | None, typer.Option(
+        help="fraction of each prompt found in the prefix cache, 0 <= F < 1 (default: 0)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Serve a model: one replica's latency and throughput, the request rate it sustains at a
@@ -86,17 +101,31 @@ def serve(
     from clusterplan.inference.step import Deployment
     from clusterplan.report.tables import serve_table
 
-    from_file, origins = spec_file(deployment_file, Deployment, "--deployment")
+    from_file, origins = spec_file(deployment_file, Deployment, "--deployment", extra=SERVING_KEYS)
+    # speculative decoding and prefix caching are serving settings, not layout: a file may hold
+    # them beside the Deployment fields; the options given on the line override them
+    if speculative is None and "speculative" in from_file:
+        speculative = speculation_text(from_file["speculative"])
+    else:
+        origins.pop("speculative", None)
+    if prefix_cache_hit is None and "prefix_cache_hit" in from_file:
+        from clusterplan.inference.acceleration import check_prefix_cache_hit
+
+        prefix_cache_hit = check_prefix_cache_hit(from_file["prefix_cache_hit"], origins["prefix_cache_hit"])
+    else:
+        origins.pop("prefix_cache_hit", None)
+    from_file = {key: value for key, value in from_file.items() if key not in SERVING_KEYS}
     request = ServeRequest(
         model=model, system=system, tp=tp, pp=pp, ep=ep, attention_dp=attention_dp,
         chips_per_replica=chips_per_replica, weights=weights,
-        kv_cache=kv_cache, max_batch=max_batch, kv_memory_fraction=kv_memory_fraction, frontend=frontend,
+        kv_cache=kv_cache, max_batch=max_batch, kv_memory_fraction=kv_memory_fraction, frontend=frontend, stack=stack,
         prefill_buckets=prefill_buckets, decode_buckets=decode_buckets, input_tokens=input_tokens,
         output_tokens=output_tokens, rate_per_s=rate, trace=trace, batch=batch, offline=offline,
         slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, demand_output_tokens_per_s=demand, requests=requests,
         length_spread=length_spread, seed=seed, chip=chip, scheduler=scheduler, admission=admission,
         replicas=replicas, router=router, prefill_replicas=prefill_replicas, decode_replicas=decode_replicas,
-        speculative=speculative, prefix_cache_hit=prefix_cache_hit, deployment_file=from_file, origins=origins)
+        speculative=speculative, prefix_cache_hit=0.0 if prefix_cache_hit is None else prefix_cache_hit,
+        deployment_file=from_file, origins=origins)
     record = serve_answer(request).record
     if as_json:
         emit_json(record)

@@ -57,6 +57,7 @@ from pydantic import Field, model_validator
 
 from clusterplan.errors import SpecError
 from clusterplan.inference.engine import StepTerms
+from clusterplan.inference.stacks import apply_stack
 from clusterplan.inference.step import Deployment, ReplicaModel, _seconds, weight_bytes
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
@@ -199,9 +200,7 @@ class ServingReplica(ReplicaModel):
             prefill_buckets=d.prefill_buckets, decode_buckets=d.decode_buckets))
         self.draft_weight_bytes_per_chip = extra_weights
         # the draft's weights and its KV of every sequence share the HBM left for the target's KV
-        chip = self.hardware.chip
-        free = chip.hbm_bytes - self.weight_bytes_per_chip - extra_weights - self.hardware.efficiency.reserved_bytes
-        usable = free * d.kv_memory_fraction
+        usable = self.kv_budget_bytes(self.weight_bytes_per_chip, extra_weights)
         per_token = self._kv_read_per_token_per_chip + self.draft._kv_read_per_token_per_chip
         if usable <= 0:
             raise SpecError(SPECULATIVE_OPTION, spec.draft or spec.method, "the target's and the draft's weights "
@@ -287,6 +286,8 @@ def serving_replica(model: Model, hardware: Hardware, deployment: Deployment, *,
                     prefix_cache_hit: float = 0.0) -> ReplicaModel:
     """The replica's step model: a plain :class:`ReplicaModel` without either mechanism (so the
     output is today's exactly), else a :class:`ServingReplica`."""
+    # an engine stack's defaults may depend on the speculation (SGLang's memory reserve)
+    deployment = apply_stack(deployment, hardware, speculation=speculation.method if speculation else None)[0]
     if speculation is None and not prefix_cache_hit:
         return ReplicaModel(model, hardware, deployment)
     return ServingReplica(model, hardware, deployment, speculation=speculation, draft_model=draft_model,

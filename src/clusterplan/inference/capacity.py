@@ -21,6 +21,7 @@ from clusterplan.costs.power import WAITING_ACTIVITY
 from clusterplan.errors import SpecError
 from clusterplan.inference.acceleration import ServingReplica, Speculation, serving_replica
 from clusterplan.inference.serving import ServingLoad, max_rate_at_slo, sample, simulate
+from clusterplan.inference.stacks import apply_stack
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import Workload
 from clusterplan.specs import Model
@@ -77,16 +78,21 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
     if input_tokens < 1 or output_tokens < 1:
         raise SpecError("--input-tokens" if input_tokens < 1 else "--output-tokens",
                         min(input_tokens, output_tokens), "must be >= 1")
+    # an engine stack (``deployment.stack``) fills the fields not set with its defaults, the neuron
+    # buckets from this request shape (inference/stacks.py)
+    deployment, stack = apply_stack(deployment, hardware, input_tokens, output_tokens,
+                                    speculation.method if speculation is not None else None)
     replica = serving_replica(model, hardware, deployment, speculation=speculation, draft_model=draft_model,
                               prefix_cache_hit=prefix_cache_hit)
-    if input_tokens + output_tokens > replica.kv_capacity_tokens:
+    # a sliding-window model's request holds kv_positions(length) token-equivalents (serving doc)
+    if math.ceil(float(replica.kv_tokens(input_tokens + output_tokens))) > replica.kv_capacity_tokens:
         raise SpecError("--input-tokens", input_tokens,
                         f"a request of {input_tokens}+{output_tokens} tokens exceeds the replica's KV cache "
                         f"({replica.kv_capacity_tokens:,} tokens): use more chips per replica or an fp8 KV cache")
     steady = replica.offline_throughput(input_tokens, output_tokens)
     record: dict[str, Any] = {
         "model": model.name, "system": hardware.system.name, "chip": hardware.chip.name,
-        "deployment": deployment.model_dump(), "chips_per_replica": deployment.chips,
+        "deployment": deployment.record(), "chips_per_replica": deployment.chips,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
         "weights_bytes_per_chip": replica.weight_bytes_per_chip,
         "kv_bytes_per_token": replica.kv_per_token,
@@ -96,6 +102,7 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
         # replica's tokens per chip
         "kv_capacity_tokens_per_rank": replica.kv_capacity_tokens * replica.engines // deployment.attention_dp,
         "kv_capacity_tokens_per_chip": replica.kv_capacity_tokens * replica.engines / deployment.chips,
+        **({"stack": stack} if stack is not None else {}),
         "single_request": {"ttft_s": replica.single_request_ttft(input_tokens),
                            "tpot_s": replica.decode_time(1, input_tokens + output_tokens // 2)},
         "saturated": {"batch": float(steady["batch"]),

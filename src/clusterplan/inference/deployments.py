@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterplan.errors import NoAnswerError, SpecError
+from clusterplan.inference.acceleration import SPECULATIVE_OPTION, ServingReplica, Speculation, serving_replica
 from clusterplan.inference.capacity import Slo, plan_demand
 from clusterplan.inference.serving import ServingLoad, max_rate_at_slo
+from clusterplan.inference.stacks import apply_stack
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.specs import Model
 from clusterplan.training.step import Hardware
@@ -54,7 +56,8 @@ def objective_value(objective: str, demand: dict[str, Any]) -> float:
 
 
 def candidate_deployments(model: Model, hardware: Hardware, weights: Iterable[str], kv_caches: Iterable[str],
-                          max_chips_per_replica: int, max_batch: int) -> list[Deployment]:
+                          max_chips_per_replica: int, max_batch: int | None,
+                          stack: str | None = None) -> list[Deployment]:
     """Every layout to consider: TP a power of two inside the scale-up domain that divides the
     attention heads, PP in 1/2/4/8, replicas of at most ``max_chips_per_replica`` chips; MoE
     models spread their experts over the replica's chips (EP = the largest divisor of the expert
@@ -82,7 +85,10 @@ def candidate_deployments(model: Model, hardware: Hardware, weights: Iterable[st
                     break
                 ep = max(e for e in range(1, dp + 1) if moe.experts % e == 0 and dp % e == 0)
                 layouts.append((dp, 1, pp, ep))
-    return [Deployment(attention_dp=dp, tp=tp, pp=pp, ep=ep, weights=weight, kv_cache=kv, max_batch=max_batch)
+    # max_batch None: the default (2048, or the stack's); a stack fills the fields not set
+    settings: dict[str, Any] = {**({"max_batch": max_batch} if max_batch is not None else {}),
+                                **({"stack": stack} if stack is not None else {})}
+    return [Deployment(attention_dp=dp, tp=tp, pp=pp, ep=ep, weights=weight, kv_cache=kv, **settings)
             for dp, tp, pp, ep in sorted(layouts, key=lambda x: (x[0] > 1, x[1], x[2], x[0]))
             for weight in weights for kv in kv_caches]
 
@@ -103,6 +109,8 @@ class Candidate:
     rate: float | None = None
     demand: dict[str, Any] | None = None
     score: float = math.inf
+    #: the engine stack's record (inference/stacks.py), when the deployment names one
+    stack: dict[str, Any] | None = None
 
     def label(self) -> str:
         d = self.deployment
@@ -110,7 +118,9 @@ class Candidate:
 
     def record(self, output_tokens: int) -> dict[str, Any]:
         assert self.demand is not None and self.rate is not None and self.replica is not None
-        return {"deployment": self.deployment.model_dump(), "label": self.label(),
+        accelerated = self.replica.record() if isinstance(self.replica, ServingReplica) else {}
+        stack = {"stack": self.stack} if self.stack is not None else {}
+        return {"deployment": self.deployment.record(), "label": self.label(), **accelerated, **stack,
                 "chips_per_replica": self.deployment.chips,
                 "kv_capacity_tokens": self.replica.kv_capacity_tokens * self.replica.engines,
                 "kv_capacity_tokens_per_rank": (self.replica.kv_capacity_tokens * self.replica.engines
@@ -129,15 +139,26 @@ class SearchResult:
 
 
 def _screen(model: Model, hardware: Hardware, deployment: Deployment, input_tokens: int, output_tokens: int,
-            slo: Slo) -> Candidate:
-    candidate = Candidate(deployment)
+            slo: Slo, speculation: Speculation | None = None, draft_model: Model | None = None,
+            prefix_cache_hit: float = 0.0) -> Candidate:
     try:
-        replica = ReplicaModel(model, hardware, deployment)
+        deployment, stack = apply_stack(deployment, hardware, input_tokens, output_tokens,
+                                        speculation.method if speculation is not None else None)
     except SpecError as error:
-        candidate.rejected = f"does not fit: {error.rule}"
+        return Candidate(deployment, rejected=f"stack: {error.rule}")
+    candidate = Candidate(deployment, stack=stack)
+    try:
+        replica = serving_replica(model, hardware, deployment, speculation=speculation, draft_model=draft_model,
+                                  prefix_cache_hit=prefix_cache_hit)
+    except SpecError as error:
+        # e.g. speculative decoding with pipeline parallelism (not modelled): its own reason
+        pipelined = error.field == SPECULATIVE_OPTION and deployment.pp > 1
+        reason = "speculation with pp > 1" if pipelined else "does not fit"
+        candidate.rejected = f"{reason}: {error.rule}"
         return candidate
     candidate.replica = replica
-    if input_tokens + output_tokens > replica.kv_capacity_tokens:
+    # a sliding-window model's request holds kv_positions(length) token-equivalents (serving doc)
+    if math.ceil(float(replica.kv_tokens(input_tokens + output_tokens))) > replica.kv_capacity_tokens:
         candidate.rejected = (f"KV cache ({replica.kv_capacity_tokens:,} tokens) cannot hold one "
                               f"{input_tokens}+{output_tokens}-token request")
         return candidate
@@ -155,10 +176,18 @@ def _screen(model: Model, hardware: Hardware, deployment: Deployment, input_toke
 def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_per_s: float, slo: Slo,
                        input_tokens: int, output_tokens: int, *, objective: str = "cost",
                        weights: Iterable[str] = ("bf16", "fp8"), kv_caches: Iterable[str] = KV_FORMATS,
-                       max_chips_per_replica: int = 64, max_batch: int = 2048, top: int = 5,
+                       max_chips_per_replica: int = 64, max_batch: int | None = 2048, top: int = 5,
                        requests: int = 1000, length_spread: float = 0.0, seed: int = 0,
-                       progress: Callable[[int, int], None] | None = None) -> SearchResult:
+                       progress: Callable[[int, int], None] | None = None,
+                       speculation: Speculation | None = None, draft_model: Model | None = None,
+                       prefix_cache_hit: float = 0.0, stack: str | None = None) -> SearchResult:
     """Rank deployments of ``model`` on ``hardware`` for a demand at ``slo`` (see module doc).
+
+    ``speculation`` (with its ``draft_model``) and ``prefix_cache_hit`` apply to every candidate
+    (:func:`~clusterplan.inference.acceleration.serving_replica`): the draft's weights and KV share
+    each candidate's memory, and pipeline-parallel candidates are rejected with speculation (not
+    modelled). ``stack`` names the engine every candidate runs (:mod:`~clusterplan.inference.stacks`:
+    its defaults fill the fields not set; ``max_batch`` None leaves the batch limit to it).
 
     Raises :class:`NoAnswerError` (exit code 1) naming the SLO when no deployment meets it, with the
     closest miss.
@@ -168,11 +197,12 @@ def search_deployments(model: Model, hardware: Hardware, demand_output_tokens_pe
         raise SpecError("--objective", objective, f"must be one of {', '.join(OBJECTIVES)}")
     if top < 1:
         raise SpecError("--top", top, "must be >= 1")
-    deployments = candidate_deployments(model, hardware, weights, kv_caches, max_chips_per_replica, max_batch)
+    deployments = candidate_deployments(model, hardware, weights, kv_caches, max_chips_per_replica, max_batch, stack)
     if not deployments:
         raise NoAnswerError("--max-chips-per-replica", max_chips_per_replica,
                             f"no TP/PP layout of {model.name} fits in it on {hardware.system.name}")
-    candidates = [_screen(model, hardware, d, input_tokens, output_tokens, slo) for d in deployments]
+    candidates = [_screen(model, hardware, d, input_tokens, output_tokens, slo, speculation, draft_model,
+                          prefix_cache_hit) for d in deployments]
     viable = [c for c in candidates if c.rejected is None]
     for c in viable:
         assert c.replica is not None

@@ -24,6 +24,9 @@ class StepModel(Protocol):
     # simulator serves them as members of the fleet.
     # Optional ``request_latency_s: float`` (default 0): latency outside the engine's steps
     # (server, tokenisation, streaming), added to every request's TTFT and end-to-end latency.
+    # Optional ``windowed: bool`` and ``kv_tokens(length) -> array``: a sliding-window model's KV
+    # per sequence of ``length`` tokens, in tokens of ``kv_capacity_tokens`` (below ``length``);
+    # the simulator reserves ``ceil(kv_tokens(prompt + output))`` per request.
     # Optional ``step_terms() -> StepTerms | None``: the step times below as separable terms,
     # which the simulator tabulates (``inference/steptimes.py``) instead of calling the methods.
 

@@ -16,7 +16,9 @@ import heapq
 import math
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +31,16 @@ _INF = math.inf
 class Requests:
     """Per-request state shared by the engines, as Python lists (fast scalar access in the loops)."""
 
-    def __init__(self, workload: Workload, cached: list[int] | None = None) -> None:
+    def __init__(self, workload: Workload, cached: list[int] | None = None,
+                 kv: list[int] | None = None) -> None:
         n = len(workload)
         self.n = n
         self.inp: list[int] = workload.input_tokens.tolist()
         self.out: list[int] = workload.output_tokens.tolist()
         self.need: list[int] = (workload.input_tokens + workload.output_tokens).tolist()
+        # KV reserved per sequence at its full length, in token-equivalents: ``need`` itself, or
+        # fewer for a sliding-window model (``kv_tokens`` of the step model; serving module doc)
+        self.kv: list[int] = kv if kv is not None else self.need
         self.issue: list[float] = workload.arrival_s.tolist()
         self.gen = [0] * n  # tokens generated when it last joined decode (or was preempted)
         self.join = [0] * n  # engine step count when it joined decode
@@ -58,6 +64,9 @@ class Config:
     prefill_budget: float
     chunk_tokens: int
     batch_timeout_s: float
+    #: sliding-window models: KV token-equivalents held by a sequence of a given length
+    #: (``None``: the length itself); utilisation then counts ``n * kv_tokens(total / n)``
+    kv_tokens: Callable[[float], float] | None = None
 
 
 class _Engine:
@@ -74,6 +83,7 @@ class _Engine:
         self.pf_budget = cfg.prefill_budget
         self.chunk = cfg.chunk_tokens
         self.timeout = cfg.batch_timeout_s
+        self.kv_tokens = cfg.kv_tokens
         self.ids = ids
         self.arr = arrivals
         self.final = final  # no more pushes will come
@@ -105,7 +115,7 @@ class _Engine:
         self.ts: list[float] = [0.0]  # step boundaries and the KV-token-seconds integral there
         self.kvc: list[float] = [0.0]
         self.kv_area = 0.0
-        self.kv_peak = 0
+        self.kv_peak: float = 0
         self.max_conc = 0
         self.busy = 0.0
         self.batch_sum = 0
@@ -157,7 +167,7 @@ class _Engine:
         R.done[r] = t
         R.fin[r] = -1
         del self.admitted[r]
-        self.reserved -= R.need[r]
+        self.reserved -= R.kv[r]
         self.n_adm -= 1
         self.n_done += 1
         self.last_done.append(t)
@@ -183,7 +193,7 @@ class _Engine:
                 self.prefill_queue.remove(r)
             self.pf_alloc -= R.inp[r] + R.gen[r]
         R.ready[r] = False
-        self.reserved -= R.need[r]
+        self.reserved -= R.kv[r]
         R.npre[r] += 1
         self.n_adm -= 1
         self.requeue.appendleft(r)
@@ -192,12 +202,21 @@ class _Engine:
         self.ts.append(t)
         self.kvc.append(self.kv_area)
 
+    def _held(self, total: float, n: int) -> Any:
+        """KV token-equivalents held by ``n`` sequences of ``total`` tokens together, sliding-window
+        model: ``n * kv_tokens(total / n)``, an upper bound on the sum over the sequences since
+        ``kv_tokens`` is concave (Jensen); the mean-context form of ``ReplicaModel._decode_keys``."""
+        assert self.kv_tokens is not None
+        return n * self.kv_tokens(total / n) if n else total
+
     def _step_done(self, t: float, dt: float, used: int, batch: int, decodes: bool = True) -> None:
         self.busy += dt
         self.steps += 1
         if decodes:
             self.it += 1
         self.batch_sum += batch
+        if self.kv_tokens is not None:
+            used = self._held(used, self.n_adm)
         self.kv_area += used * dt
         if used > self.kv_peak:
             self.kv_peak = used
@@ -222,6 +241,14 @@ class _Engine:
                 area += ctx * dt
                 it += 1
                 ctx += b
+        elif self.kv_tokens is not None:  # sliding windows: KV held below the context
+            decode, held = self.times.decode, self.kv_tokens
+            while it + 1 < target and t < limit:
+                dt = decode(b, ctx)
+                t += dt
+                area += b * held(ctx / b) * dt
+                it += 1
+                ctx += b
         else:
             decode = self.times.decode
             while it + 1 < target and t < limit:
@@ -235,7 +262,7 @@ class _Engine:
         self.busy += t - start_t
         self.steps += it - start_it
         self.batch_sum += b * (it - start_it)
-        peak = ctx - b
+        peak = ctx - b if self.kv_tokens is None else self._held(ctx - b, b)
         if peak > self.kv_peak:
             self.kv_peak = peak
         self.it, self.t, self.dec_ctx, self.kv_area = it, t, ctx, area
@@ -266,7 +293,7 @@ class Chunked(_Engine):
         q = R.inp[r] + R.gen[r]
         self.admitted[r] = None
         self.n_adm += 1
-        self.reserved += R.need[r]
+        self.reserved += R.kv[r]
         self.pf_alloc += q
         h = R.cached[r]
         R.left[r] = q - h
@@ -275,7 +302,7 @@ class Chunked(_Engine):
 
     def advance(self, t_limit: float) -> None:
         R = self.reqs
-        inp, need, gen, left, pdone = R.inp, R.need, R.gen, R.left, R.pdone
+        inp, kv, gen, left, pdone = R.inp, R.kv, R.gen, R.left, R.pdone
         ids, arr = self.ids, self.arr
         cap, B, reserve, chunk = self.cap, self.max_batch, self.reserve, self.chunk
         times = self.times
@@ -293,7 +320,7 @@ class Chunked(_Engine):
                 while self.nxt < self.cl_next and arr[self.nxt] <= t and self.n_adm < B:
                     r = ids[self.nxt]
                     if reserve:
-                        if self.reserved + need[r] > cap:
+                        if self.reserved + kv[r] > cap:
                             break
                     elif self.dec_ctx + self.pf_alloc + inp[r] + len(pq) + 1 > cap:
                         break
@@ -319,7 +346,7 @@ class Chunked(_Engine):
                 limit = t_limit
                 if self.nxt < self.cl_next and not requeue and self.n_adm < B:
                     r = ids[self.nxt]
-                    if (self.reserved + need[r] <= cap if reserve
+                    if (self.reserved + kv[r] <= cap if reserve
                             else self.dec_ctx + self.pf_alloc + inp[r] + 1 <= cap):
                         limit = min(limit, arr[self.nxt])
                 if self._decode_stretch(self.heap[0], limit):
@@ -369,7 +396,7 @@ class Continuous(_Engine):
 
     def advance(self, t_limit: float) -> None:
         R = self.reqs
-        inp, out, need, gen, ready = R.inp, R.out, R.need, R.gen, R.ready
+        inp, out, kv, gen, ready = R.inp, R.out, R.kv, R.gen, R.ready
         ids, arr, waiting, requeue = self.ids, self.arr, self.waiting, self.requeue
         cap, B, reserve, budget = self.cap, self.max_batch, self.reserve, self.pf_budget
         times = self.times
@@ -391,7 +418,7 @@ class Continuous(_Engine):
                     g = gen[r]
                     q = inp[r] + g
                     if reserve:
-                        if self.reserved + need[r] > cap:
+                        if self.reserved + kv[r] > cap:
                             break
                     elif self.dec_ctx + tokens + q + len(new) + 1 > cap:
                         break
@@ -411,7 +438,7 @@ class Continuous(_Engine):
                         fresh += q - h
                         cached += h
                         pairs += (q - h) * (h + (q - h) * 0.5)  # causal, each prompt over itself
-                    self.reserved += need[r]
+                    self.reserved += kv[r]
                     self.admitted[r] = None
                     self.n_adm += 1
                 if self.n_adm > self.max_conc:

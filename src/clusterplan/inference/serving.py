@@ -27,7 +27,15 @@ Conventions (all schedulers)
 * Prefix caching: a model with ``prefix_cache_hit = F`` has the first ``floor(F x prompt)``
   tokens of each prompt in its KV cache, so every scheduler prefills only the rest, as a
   continuation over that context (their attention reads it); the request's KV footprint is its
-  whole prompt plus output, as before (:mod:`~clusterplan.inference.acceleration`). Speculative
+  whole prompt plus output, as before (:mod:`~clusterplan.inference.acceleration`).
+* Sliding-window models (a step model with ``windowed`` and ``kv_tokens``, e.g. gpt-oss, Gemma):
+  a window layer keeps only the last W positions of a sequence (vLLM's sliding-window KV
+  manager; :meth:`~clusterplan.specs.Model.kv_positions`), so a request of ``prompt + output``
+  tokens reserves ``ceil(kv_tokens(prompt + output))`` token-equivalents, not its length, and
+  the one-request fit check uses the same. KV utilisation counts ``n * kv_tokens(total / n)``
+  over the ``n`` sequences holding ``total`` tokens (an upper bound, ``kv_tokens`` being
+  concave). Not windowed (yet): ``optimistic`` admission and preemption, which compare context
+  totals with the capacity (an upper bound on the KV), and the ``static`` batch's padded fit. Speculative
   decoding needs nothing here: the model's decode step is per token (iteration over expected
   tokens).
 * KV admission (``admission``): ``"reserve"`` (default) admits a request only if its prompt plus
@@ -359,9 +367,13 @@ def simulate(
     if max_batch is not None:
         engine_batch = min(engine_batch, _positive_int("max_batch", max_batch))
     need = workload.input_tokens + workload.output_tokens
-    reqs = Requests(workload, _cached_prompt_tokens(replica, workload))
+    kv_tokens = _kv_tokens(replica)
+    kv_need = need if kv_tokens is None else np.ceil(kv_tokens(need)).astype(need.dtype)
+    reqs = Requests(workload, _cached_prompt_tokens(replica, workload),
+                    None if kv_tokens is None else kv_need.tolist())
     cfg = Config(cap=cap, max_batch=engine_batch, reserve=admission == "reserve", prefill_budget=budget,
-                 chunk_tokens=int(chunk_tokens), batch_timeout_s=float(batch_timeout_s))
+                 chunk_tokens=int(chunk_tokens), batch_timeout_s=float(batch_timeout_s),
+                 kv_tokens=None if kv_tokens is None else (lambda x: float(kv_tokens(x))))
     table_tokens = int(chunk_tokens) if scheduler == "chunked" else int(min(budget, 65_536))
     times = StepTimes(replica, table_tokens, tables=step_tables)
     extra: dict[str, float] = {}
@@ -378,7 +390,7 @@ def simulate(
         pmodel = replica if prefill_model is None else prefill_model
         pcap, pbatch = _check_model("prefill_model", pmodel)
         _check_fit(workload.input_tokens, workload.input_tokens, pcap, "prompt")
-        _check_fit(workload.input_tokens, need, cap, "prompt + output")
+        _check_fit(workload.input_tokens, kv_need, cap, "prompt + output")
         if max_batch is not None:
             pbatch = min(pbatch, engine_batch)
         ptimes = times if pmodel is replica else StepTimes(pmodel, table_tokens, tables=step_tables)
@@ -390,7 +402,7 @@ def simulate(
         prefill_busy = busy * prefill_replicas * _engines(pmodel) * span if span > 0 else 0.0
         n_replicas = decode_replicas
     else:
-        _check_fit(workload.input_tokens, need, cap, "prompt + output")
+        _check_fit(workload.input_tokens, kv_need, cap, "prompt + output")
         # A pipeline-parallel replica keeps ``engines`` micro-batches in flight: fleet members.
         engines = run_fleet(reqs, workload, times, cfg, scheduler, replicas * _engines(replica), router)
         n_replicas = replicas
@@ -408,6 +420,16 @@ def _cached_prompt_tokens(model: StepModel, workload: Workload) -> list[int] | N
     from clusterplan.inference.acceleration import cached_tokens
 
     return [int(h) for h in cached_tokens(workload.input_tokens, hit)]
+
+
+def _kv_tokens(model: StepModel) -> Callable[[Any], Any] | None:
+    """The model's ``kv_tokens(length)`` (optional): KV token-equivalents a sequence of
+    ``length`` tokens holds, below ``length`` for a sliding-window model
+    (:meth:`clusterplan.specs.Model.kv_positions`); ``None`` when it is the length itself."""
+    kv_tokens: Callable[[Any], Any] | None = getattr(model, "kv_tokens", None)
+    if kv_tokens is None or not getattr(model, "windowed", False):
+        return None
+    return kv_tokens
 
 
 def _engines(model: StepModel) -> int:

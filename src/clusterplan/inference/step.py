@@ -64,8 +64,8 @@ MLA; fp8 KV halves them. Sliding-window layers (gpt-oss, Gemma 2/3) cache and re
 window of a sequence and attend to at most the window per query (:meth:`Model.kv_positions`,
 :meth:`Model.attended_pairs`), so a step's attention and the analytic batch depend on each
 sequence's length, not only on the step's totals: such a model has no separable step terms
-(the simulator calls the step methods) and its per-request KV reservation in the simulator stays
-the full-length one (an upper bound).
+(the simulator calls the step methods); the simulator reserves each request's KV as
+``kv_positions(prompt + output)`` token-equivalents (:meth:`ReplicaModel.kv_tokens`).
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ from clusterplan.costs import collectives as coll
 from clusterplan.costs.compute import OPERAND_BYTES, attention_head_dim_factor, grouped_gemm_time
 from clusterplan.errors import SpecError
 from clusterplan.inference.engine import StepTerms
+from clusterplan.inference.stacks import KV_BUDGET, apply_stack
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import PRECISION_CODES
@@ -112,7 +113,8 @@ class Deployment(Spec):
     max_batch: int = Field(default=2048, ge=1, le=1_000_000, description="engine limit on batched sequences")
     kv_memory_fraction: float = Field(
         default=0.9, gt=0, le=1,
-        description="share of the HBM left after weights and runtime that the KV cache may take")
+        description="share of the HBM left after weights and runtime that the KV cache may take (with stack "
+        "vllm or sglang: share of the whole HBM for weights, runtime and KV, as those engines define it)")
     prefill_buckets: tuple[int, ...] = Field(
         default=(), description="static-shape engines (AWS Neuron): prompt lengths compiled for context "
         "encoding; a whole prompt is padded to the smallest that holds it")
@@ -124,6 +126,11 @@ class Deployment(Spec):
         description="where latency is measured: behind an API server (the fitted per-request latency of "
         "server, tokenisation and streaming is added to TTFT, as in `vllm bench serve` or genai-perf) or "
         "at the engine (none added, as in `trtllm-bench` or an offline engine benchmark)")
+
+    stack: Literal["trtllm", "vllm", "sglang", "neuron"] | None = Field(
+        default=None,
+        description="serving engine whose documented defaults fill the fields not set here and fix what "
+        "kv_memory_fraction means (inference/stacks.py); None: the defaults above, as before")
 
     @field_validator("prefill_buckets", "decode_buckets")
     @classmethod
@@ -142,6 +149,11 @@ class Deployment(Spec):
         """``TP8 PP2 EP8``; with attention DP ``ADP8 TP1 EP8``."""
         parts = ([f"ADP{self.attention_dp}"] if self.attention_dp > 1 else []) + [f"TP{self.tp}"]
         return " ".join(parts + ([f"PP{self.pp}"] if self.pp > 1 else []) + ([f"EP{self.ep}"] if self.ep > 1 else []))
+
+    def record(self) -> dict[str, Any]:
+        """The fields for ``--json``; ``stack`` only when one is named (the output without a stack
+        stays as before)."""
+        return self.model_dump(exclude={"stack"} if self.stack is None else None)
 
     @property
     def moe_group(self) -> int:
@@ -260,6 +272,8 @@ class ReplicaModel:
     engines: int = field(init=False)
 
     def __post_init__(self) -> None:
+        # an engine stack fills the fields not set with its defaults (inference/stacks.py)
+        self.deployment = apply_stack(self.deployment, self.hardware)[0]
         d = self.deployment.validate_for(self.model)
         chip = self.hardware.chip
         self.max_batch = d.max_batch
@@ -269,8 +283,7 @@ class ReplicaModel:
         self.weight_bytes_per_chip = ((weight_bytes(self.model, d.weights) - routed) / (d.tp * d.pp)
                                       + routed / d.chips)
         self.kv_per_token = kv_bytes_per_token(self.model, d.kv_cache)
-        free = chip.hbm_bytes - self.weight_bytes_per_chip - self.hardware.efficiency.reserved_bytes
-        usable = free * d.kv_memory_fraction
+        usable = self.kv_budget_bytes(self.weight_bytes_per_chip)
         # K/V heads are split by TP only up to the number of KV heads (beyond, they replicate);
         # an MLA latent is shared by all heads, so every TP rank holds all of it. An attention-DP
         # rank holds the K/V of its own sequences only.
@@ -286,6 +299,19 @@ class ReplicaModel:
         self.engines = d.pp * d.attention_dp
         self.kv_capacity_tokens = int(usable / per_chip_kv / d.pp)
         self._kv_read_per_token_per_chip = per_chip_kv
+
+    def kv_budget_bytes(self, weight_bytes_per_chip: float, extra_bytes_per_chip: float = 0.0) -> float:
+        """Bytes per chip the KV cache may take: ``kv_memory_fraction`` of the memory left after the
+        weights and the runtime reserve (today's rule; TensorRT-LLM's
+        ``free_gpu_memory_fraction``), or for a stack whose fraction covers the whole device
+        (vLLM ``gpu_memory_utilization``, SGLang ``mem_fraction_static``) that share of the HBM
+        less the weights and the reserve (:mod:`~clusterplan.inference.stacks`).
+        ``extra_bytes_per_chip``: other weights sharing the memory (a speculative draft)."""
+        d = self.deployment
+        hbm, reserved = self.hardware.chip.hbm_bytes, self.hardware.efficiency.reserved_bytes
+        if d.stack is not None and KV_BUDGET[d.stack] == "total":
+            return float(d.kv_memory_fraction * hbm - weight_bytes_per_chip - extra_bytes_per_chip - reserved)
+        return float((hbm - weight_bytes_per_chip - extra_bytes_per_chip - reserved) * d.kv_memory_fraction)
 
     # ---- costs shared by every step ---------------------------------------------------------
     def _peak(self) -> float:
@@ -534,6 +560,17 @@ class ReplicaModel:
         batch = np.asarray(batch, dtype=np.float64)
         mean = np.asarray(total_context, dtype=np.float64) / np.maximum(batch, 1.0)
         return batch * self.model.kv_positions(mean)
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a sequence holds fewer KV positions than its length (sliding-window layers)."""
+        return self.model.window_layers > 0
+
+    def kv_tokens(self, length: Any) -> FloatArray:
+        """KV a sequence of ``length`` tokens holds, in tokens of ``kv_capacity_tokens`` (every
+        layer's KV per token): :meth:`Model.kv_positions`, the simulator's per-sequence KV
+        reservation (:mod:`~clusterplan.inference.serving`)."""
+        return self.model.kv_positions(length)
 
     def kv_transfer_time(self, tokens: int) -> float:
         """Prefill-to-decode KV move over the scale-out network, all the replica's chips at once."""

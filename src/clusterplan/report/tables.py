@@ -491,6 +491,11 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("chips per replica", str(record["chips_per_replica"]))
+    stack = record.get("stack")
+    if stack:
+        budget = "of the HBM" if stack["kv_budget"] == "total" else "of the HBM free after weights"
+        table.add_row("engine stack", f"{stack['name']}: KV fraction {d['kv_memory_fraction']:g} {budget}, "
+                      f"max batch {d['max_batch']}, {d['frontend']} latency")
     simulation = record.get("simulation")
     if simulation:
         table.add_row("simulated as", ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in simulation.items()
@@ -582,6 +587,17 @@ def capacity_table(console: Console, record: dict[str, Any]) -> None:
                       f"{row['requests_per_s_per_replica']:,.2f}", f"{row['replicas']:,}", f"{row['chips']:,}",
                       f"{row['power_w']['facility_w'] / 1e6:,.2f}", f"{usd:.3f}" if usd is not None else "n/a")
     console.print(table)
+    settings = []
+    spec = record.get("speculation")
+    if spec:
+        settings.append(f"speculative decoding {spec['draft'] or spec['method']}, K={spec['tokens']}, "
+                        f"acceptance {spec['acceptance']:g}")
+    if record.get("prefix_cache_hit"):
+        settings.append(f"{100 * record['prefix_cache_hit']:g} % of each prompt in the prefix cache")
+    if record.get("stack"):
+        settings.append(f"the {record['stack']} engine stack's defaults")
+    if settings:
+        console.print("every deployment with " + "; ".join(settings), highlight=False)
     rejected = ", ".join(f"{count} {reason}" for reason, count in sorted(record["rejected"].items()))
     console.print(f"{record['candidates']} deployments considered, {record['simulated']} simulated at the SLO "
                   "(the rest bounded out by their saturated throughput)"

@@ -115,11 +115,26 @@ def _replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
     layout = {"tp": tp, **attention_dp_layout(row, model, chips // pp)}
     deployment = Deployment(**layout, pp=pp, weights=weights, kv_cache=kv, max_batch=max_batch,
                             kv_memory_fraction=_kv_fraction(row),
-                            prefill_buckets=_buckets(notes, "CE"), decode_buckets=_buckets(notes, "TG"))
+                            prefill_buckets=_buckets(notes, "CE"), decode_buckets=_buckets(notes, "TG"),
+                            **_stack(row))
     if speculation is not None:
         return serving_replica(model, hardware, deployment, speculation=speculation,
                                draft_model=load_model(speculation.draft or ""))
     return ReplicaModel(model, hardware, deployment)
+
+
+def _stack(row: dict[str, str]) -> dict[str, str]:
+    """The row's engine stack from its ``serving_engine`` (inference/stacks.py), with the frontend
+    its ``benchmark_tool`` implies where it differs from the stack's: TensorRT-LLM rows run
+    ``trtllm`` (``trtllm-bench``: engine; the Triton rows were measured by an online client through
+    Triton's server: ``server``), the Neuron rows ``neuron``. The row's own fields (KV fraction,
+    batch limit, buckets) are given, so the stacks leave every prediction as it was."""
+    engine = row["serving_engine"]
+    if engine.startswith("TensorRT-LLM"):
+        return {"stack": "trtllm", **({"frontend": "server"} if "Triton" in engine else {})}
+    if "Neuron" in engine:
+        return {"stack": "neuron"}
+    return {}
 
 
 def attention_dp_layout(row: dict[str, str], model: Model, stage_chips: int) -> dict[str, int]:
