@@ -54,10 +54,13 @@ def test_every_family_has_a_fit_and_a_stored_record() -> None:
 
 
 def test_families_without_rows_inherit_their_stacks_fit() -> None:
-    # CUDA/ROCm families without rows share one fit of the CUDA families' rows (as cdna3 did).
-    cdna3 = load_efficiency("cdna3")
-    for family in ("ada", "rtx-blackwell", "cdna4"):
-        assert load_efficiency(family).matmul == cdna3.matmul
+    # CUDA/ROCm families without rows share one fit of the CUDA families' rows (as cdna3 does);
+    # those without a kernel-level measurement take it as fitted, cdna3 its own measured GEMM
+    # times the fit's realisation (docs/kernels.md).
+    ada = load_efficiency("ada")
+    for family in ("rtx-blackwell", "cdna4"):
+        assert load_efficiency(family).matmul == ada.matmul
+    assert load_efficiency("cdna3").matmul["bf16"] < ada.matmul["bf16"]  # MI300X measured 0.60 of peak
     # No Gaudi family has rows: one fit of every family's rows, and the note says whose.
     gaudi = load_efficiency("gaudi3")
     assert "tpu-v5p" in gaudi.note and "hopper" in gaudi.note and "trainium1" in gaudi.note
