@@ -38,7 +38,15 @@ BOUNDS = {
     # latency table at -21 %.
     "inference_latency": 15.5,
     "inference_server": 16.0,
+    # PENDING REFIT (NEW_TABLES_PENDING_REFIT): a generous regression bound, not an accuracy
+    # target. Before any fit on it, with the Hopper-transferred serving parameters, the table is
+    # at 31.4 % (MI300X Interactive +197 %, NVIDIA rows -17 to +11 %); the lead sets the bound
+    # from the refit that includes it.
+    "mlperf_inference": 40.0,
 }
+
+#: Tables added since the last `clusterplan calibrate`: their bounds above are placeholders.
+NEW_TABLES_PENDING_REFIT = frozenset({"mlperf_inference"})
 
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two
 #: single-request configurations without speculative decoding (TTFT and TPOT of each), and

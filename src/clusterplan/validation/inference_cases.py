@@ -463,15 +463,16 @@ def mlperf_inference() -> list[Case]:
         else:
             ttft, tpot = float(row["ttft_p99_limit_ms"]) / 1000.0, float(row["tpot_p99_limit_ms"]) / 1000.0
 
-            def predict(efficiency: Efficiency, row: dict[str, str] = row, isl: int = isl, osl: int = osl,
-                        replicas: int = replicas, ttft: float = ttft, tpot: float = tpot) -> float:
+            def predict_server(efficiency: Efficiency, row: dict[str, str] = row, isl: int = isl, osl: int = osl,
+                               replicas: int = replicas, ttft: float = ttft, tpot: float = tpot) -> float:
                 replica = _mlperf_replica(row, efficiency)
                 load = ServingLoad(rate_per_s=1.0, requests=mlperf_server_requests(replica.deployment.max_batch),
                                    input_tokens=isl, output_tokens=osl)
                 return replicas * max_rate_at_slo(replica, load, ttft, tpot) * osl
+            simulated = mlperf_server_requests(int(row["max_batch_size_per_replica"]))
             assumptions = (*common, f"Poisson arrivals; p99 TTFT <= {ttft:g} s and p99 TPOT <= {tpot:g} s "
-                           f"on {mlperf_server_requests(int(row['max_batch_size_per_replica']))} simulated requests per "
-                           "replica; rate within 5 %")
+                           f"on {simulated} simulated requests per replica; rate within 5 %")
+            predict = predict_server
         cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published, assumptions=assumptions,
                           source=row["source"], family=family, predict=predict))
     return cases
