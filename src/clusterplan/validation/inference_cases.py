@@ -369,12 +369,17 @@ def inference_server() -> list[Case]:
 
 # ---------------------------------------------------------------------------------------------- MLPerf Inference
 
-#: Mean prompt length of the llama2-70b benchmark's 24,576 OpenOrca (GPT-4 part) samples.
-#: ASSUMED: the reference implementation (mlcommons/inference language/llama2-70b/README.md)
-#: publishes the filter (prompts and answers of at most 1,024 tokens) and the mean *output* of
-#: the fp16 reference ("Tokens per sample: 294.45"), not the mean prompt; no published mean
-#: input length was found. To be replaced by a cited figure (docs/validation.md).
-MLPERF_LLAMA2_INPUT_TOKENS = 300
+#: Mean prompt length (Llama-2 tokens, ``tok_input_length``) of the llama2-70b benchmark's 24,576
+#: OpenOrca (GPT-4 part) samples, ``open_orca_gpt4_tokenized_llama.sampled_24576.pkl``:
+#: 5,463,976 tokens over 24,576 rows = 222.33 (min 48, max 1,021). Source: the length contract
+#: of github.com/FlashLab-MBZUAI/HBFSim @ 96cf1b37
+#: validation/calibration/h100-llama2-70b-calibration-protocol.json
+#: (``workload_evidence.lengths_csv.input_tokens``: its extractor sums the column of the
+#: MLCommons file, pinned by size and MD5 c247a315..., SHA-256 ec34d70f...). Not an MLCommons
+#: publication: MLCommons (mlcommons/inference language/llama2-70b/README.md) publishes the
+#: filter (prompts and answers of at most 1,024 tokens) and the mean *output* of the fp16
+#: reference ("Tokens per sample: 294.45"), not the mean prompt (docs/validation.md).
+MLPERF_LLAMA2_INPUT_TOKENS = round(5_463_976 / 24_576)  # 222
 
 #: Requests simulated per replica for a Server/Interactive row's rate search: several times the
 #: replica's batch limit, so that the queue reaches its steady state (a run no longer than the
@@ -451,7 +456,9 @@ def mlperf_inference() -> list[Case]:
             cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published,
                               skip=str(error).splitlines()[0], source=row["source"]))
             continue
-        common = (f"mean prompt {isl} tokens (ASSUMED, not published), mean output {osl} tokens "
+        common = (f"mean prompt {isl} tokens (the dataset's tok_input_length: 5,463,976 / 24,576, from a "
+                  "third-party length extraction, HBFSim; MLCommons publishes none), "
+                  f"mean output {osl} tokens "
                   "(the run's tokens/s over samples/s)", f"{replicas} replicas of TP{row['tensor_parallel']}, "
                   "load spread evenly", "lengths fixed at the means")
         if scenario == "offline":
