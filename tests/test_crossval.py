@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from clusterplan.catalog.loader import load_crossval
 from clusterplan.cli import app
 from clusterplan.validation.calibrate import PRIORS, Calibration, fit_dense
-from clusterplan.validation.cases import all_cases, known_tables
+from clusterplan.validation.cases import TABLES, all_cases, known_tables
 from clusterplan.validation.crossval import Fold, cross_validate, folds, predict_held_out, summarise
 from clusterplan.validation.harness import by_table, mape, run
 
@@ -35,6 +35,9 @@ OUT_OF_SAMPLE_BOUNDS = {
     "palm_table3": 12.5, "torchtitan": 14.0,
     # inference_latency gained the speculative Trainium2 row's TTFT (S0113, -21 %).
     "inference_throughput": 9.0, "inference_latency": 16.0, "inference_server": 18.0,
+    # PENDING REFIT: the MLPerf Inference table is new; crossval.yaml has no out-of-sample figure
+    # for it until the next `clusterplan calibrate`. Placeholder bound, to be set from that refit.
+    "mlperf_inference": 60.0,
 }
 
 
@@ -149,7 +152,7 @@ def test_validate_json_has_out_of_sample_and_fits_for_every_table() -> None:
     record = json.loads(result.output)
     for name, table in record["tables"].items():
         assert table["mape_out_of_sample_pct"] is not None, name
-        training = not name.startswith("inference")
+        training = name in TABLES  # serving tables (inference_*, mlperf_inference) have no memory check
         assert (table["fits_fraction"] is not None) == training, name
     assert record["cross_validation"].startswith("stored")
     assert "own_parameters" in record["families"]["hopper"]

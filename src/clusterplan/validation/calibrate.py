@@ -58,7 +58,7 @@ INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
     # Outside the engine: API server, tokenisation, first-token detokenisation and streaming.
     "serving_request_latency_ms": (1.0, 10.0, 0.0, 100.0),
 }
-INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server"})
+INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server", "mlperf_inference"})
 
 #: Validated, never fitted; their error is out of sample by construction. SC'21 Table 2's ZeRO-3
 #: rows ran DeepSpeed's 2021 implementation, whose gathers reached ~1/8 of the fabric's

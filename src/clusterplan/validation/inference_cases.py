@@ -28,7 +28,7 @@ from clusterplan.catalog import hardware_for, load_efficiency, load_model, load_
 from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError
 from clusterplan.inference.acceleration import Speculation, serving_replica
-from clusterplan.inference.serving import ServingLoad, sample, simulate
+from clusterplan.inference.serving import ServingLoad, max_rate_at_slo, sample, simulate
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import offline
 from clusterplan.specs import Model
@@ -367,10 +367,129 @@ def inference_server() -> list[Case]:
     return cases
 
 
+# ---------------------------------------------------------------------------------------------- MLPerf Inference
+
+#: Mean prompt length (Llama-2 tokens, ``tok_input_length``) of the llama2-70b benchmark's 24,576
+#: OpenOrca (GPT-4 part) samples, ``open_orca_gpt4_tokenized_llama.sampled_24576.pkl``:
+#: 5,463,976 tokens over 24,576 rows = 222.33 (min 48, max 1,021). Source: the length contract
+#: of github.com/FlashLab-MBZUAI/HBFSim @ 96cf1b37
+#: validation/calibration/h100-llama2-70b-calibration-protocol.json
+#: (``workload_evidence.lengths_csv.input_tokens``: its extractor sums the column of the
+#: MLCommons file, pinned by size and MD5 c247a315..., SHA-256 ec34d70f...). Not an MLCommons
+#: publication: MLCommons (mlcommons/inference language/llama2-70b/README.md) publishes the
+#: filter (prompts and answers of at most 1,024 tokens) and the mean *output* of the fp16
+#: reference ("Tokens per sample: 294.45"), not the mean prompt (docs/validation.md).
+MLPERF_LLAMA2_INPUT_TOKENS = round(5_463_976 / 24_576)  # 222
+
+#: Requests simulated per replica for a Server/Interactive row's rate search: several times the
+#: replica's batch limit, so that the queue reaches its steady state (a run no longer than the
+#: batch admits every request at once and never queues), within [3,000, 12,288] (each bisection
+#: step is one simulation of about 0.05 s). 1,500 requests overshot the 8x B200 Server row by
+#: +38 %; 6,000 and 12,000 agree within 7 %.
+def mlperf_server_requests(max_batch: int) -> int:
+    return min(12_288, max(3_000, 6 * max_batch))
+
+
+def _mlperf_rows() -> list[dict[str, str]]:
+    text = resources.files("clusterplan.validation").joinpath("tables/mlperf_inference.csv").read_text("utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def _mlperf_replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
+    """One serving replica of the row's submission: its TP, formats, batch limit and KV share
+    (the engine's free-memory fraction) from the submission's config. A KV cache dtype the config
+    leaves unset is fp8 with fp8 weights (TensorRT-LLM's fp8 recipe) and bf16 otherwise."""
+    model = load_model(row["model"])
+    system = load_system(row["hardware"])
+    hardware = Hardware(system=system, chip=hardware_for(system).chip, efficiency=efficiency)
+    weights = row["precision_weights"].lower()
+    kv = row["precision_kv"].lower() or ("fp8" if weights == "fp8" else "bf16")
+    deployment = Deployment(tp=int(row["tensor_parallel"]), weights=weights, kv_cache=kv,
+                            max_batch=int(row["max_batch_size_per_replica"]),
+                            kv_memory_fraction=float(row["kv_memory_fraction"]), frontend="engine")
+    return ReplicaModel(model, hardware, deployment)
+
+
+def _mlperf_output_tokens(row: dict[str, str]) -> int:
+    """The run's mean generated length: its published tokens/s over its samples/s (both from the
+    same mlperf_log_summary.txt; outputs end at EOS, so each engine's mean differs a little from
+    the reference's 294.45)."""
+    return round(float(row["result_tokens_per_s"]) / float(row["result_samples_per_s"]))
+
+
+def _mlperf_skip(row: dict[str, str]) -> str | None:
+    notes = row["notes"]
+    if notes.startswith("SKIP:"):
+        return notes.removeprefix("SKIP:").split("|")[0].strip()
+    if row["status"] != "available":
+        return f"{row['status']} system, not available"
+    return None
+
+
+def mlperf_inference() -> list[Case]:
+    """MLPerf Inference llama2-70b results (closed division, datacenter), whole-system tokens/s.
+
+    * Offline: replicas (accelerators / TP) x the replica's saturated output tokens/s at the
+      benchmark's mean lengths (``ReplicaModel.offline_throughput``, steady state: a run of
+      tens of thousands of samples over at least 10 minutes).
+    * Server / Interactive: replicas x the highest Poisson rate one replica sustains within the
+      scenario's p99 TTFT / TPOT limits (``max_rate_at_slo``, fixed-length requests) x the mean
+      output length.
+    """
+    cases = []
+    for row in _mlperf_rows():
+        scenario = row["scenario"]
+        label = (f"{row['row_id']} {row['round']} {row['submitter']} {row['accelerators']}x{row['accelerator']} "
+                 f"{scenario} TP{row['tensor_parallel'] or '?'} {row['precision_weights']}")
+        published = float(row["result_tokens_per_s"])
+        reason = _mlperf_skip(row)
+        if reason:
+            cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published, skip=reason,
+                              source=row["source"]))
+            continue
+        isl, osl = MLPERF_LLAMA2_INPUT_TOKENS, _mlperf_output_tokens(row)
+        replicas = int(row["accelerators"]) // int(row["tensor_parallel"])
+        try:
+            family = hardware_for(load_system(row["hardware"])).chip.family
+            _mlperf_replica(row, load_efficiency(family))
+        except (SpecError, ValidationError, KeyError, ValueError) as error:
+            cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published,
+                              skip=str(error).splitlines()[0], source=row["source"]))
+            continue
+        common = (f"mean prompt {isl} tokens (the dataset's tok_input_length: 5,463,976 / 24,576, from a "
+                  "third-party length extraction, HBFSim; MLCommons publishes none), "
+                  f"mean output {osl} tokens "
+                  "(the run's tokens/s over samples/s)", f"{replicas} replicas of TP{row['tensor_parallel']}, "
+                  "load spread evenly", "lengths fixed at the means")
+        if scenario == "offline":
+            def predict(efficiency: Efficiency, row: dict[str, str] = row, isl: int = isl, osl: int = osl,
+                        replicas: int = replicas) -> float:
+                replica = _mlperf_replica(row, efficiency)
+                return replicas * float(replica.offline_throughput(isl, osl)["output_tokens_per_s"])
+            assumptions = (*common, "saturated steady state")
+        else:
+            ttft, tpot = float(row["ttft_p99_limit_ms"]) / 1000.0, float(row["tpot_p99_limit_ms"]) / 1000.0
+
+            def predict_server(efficiency: Efficiency, row: dict[str, str] = row, isl: int = isl, osl: int = osl,
+                               replicas: int = replicas, ttft: float = ttft, tpot: float = tpot) -> float:
+                replica = _mlperf_replica(row, efficiency)
+                load = ServingLoad(rate_per_s=1.0, requests=mlperf_server_requests(replica.deployment.max_batch),
+                                   input_tokens=isl, output_tokens=osl)
+                return replicas * max_rate_at_slo(replica, load, ttft, tpot) * osl
+            simulated = mlperf_server_requests(int(row["max_batch_size_per_replica"]))
+            assumptions = (*common, f"Poisson arrivals; p99 TTFT <= {ttft:g} s and p99 TPOT <= {tpot:g} s "
+                           f"on {simulated} simulated requests per replica; rate within 5 %")
+            predict = predict_server
+        cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published, assumptions=assumptions,
+                          source=row["source"], family=family, predict=predict))
+    return cases
+
+
 INFERENCE_TABLES: dict[str, Callable[[], list[Case]]] = {
     "inference_throughput": inference_throughput,
     "inference_latency": inference_latency,
     "inference_server": inference_server,
+    "mlperf_inference": mlperf_inference,
 }
 
 
