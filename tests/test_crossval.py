@@ -35,9 +35,10 @@ OUT_OF_SAMPLE_BOUNDS = {
     "palm_table3": 12.5, "torchtitan": 14.0,
     # inference_latency gained the speculative Trainium2 row's TTFT (S0113, -21 %).
     "inference_throughput": 9.0, "inference_latency": 16.0, "inference_server": 18.0,
-    # PENDING REFIT: the MLPerf Inference table is new; crossval.yaml has no out-of-sample figure
-    # for it until the next `clusterplan calibrate`. Placeholder bound, to be set from that refit.
-    "mlperf_inference": 60.0,
+    # MLPerf Inference llama2-70b (new in round 4; joins the serving fit): 40.5 % out of sample,
+    # dominated by MI300X (+60 to +227 %: the cdna3 serving fit cannot reach it); the NVIDIA rows
+    # are at -3 to +35 % (docs/validation.md).
+    "mlperf_inference": 41.5,
 }
 
 
