@@ -114,16 +114,21 @@ def test_calibration_is_reproducible_and_improves_on_the_priors() -> None:
 
 
 def test_committed_efficiencies_are_what_calibrate_produces() -> None:
-    """`clusterplan calibrate` is reproducible: refitting gives the committed catalog values."""
-    from clusterplan.catalog import load_efficiency
-    from clusterplan.validation.calibrate import calibrate, efficiency_yaml
+    """`clusterplan calibrate` is reproducible: refitting gives the committed catalog values.
 
-    document = efficiency_yaml(calibrate(all_cases()))
-    for entry in document["families"]:  # type: ignore[union-attr]
-        committed = load_efficiency(entry["family"])
-        assert entry["matmul"] == pytest.approx(committed.matmul, rel=0.02), entry["family"]
-        assert entry["attention"] == pytest.approx(committed.attention, rel=0.02), entry["family"]
-        assert entry["hbm"] == pytest.approx(committed.hbm, rel=0.02), entry["family"]
+    The dense stage of every family is refitted (the MoE and serving stages hold it fixed and
+    are guarded by the stored cross-validation in tests/test_crossval.py; refitting the serving
+    stage simulates the MLPerf server runs thousands of times, minutes on two cores)."""
+    from clusterplan.catalog import load_efficiency
+    from clusterplan.validation.calibrate import calibrate
+    from clusterplan.validation.stacks import ALL_FAMILIES
+
+    calibration = calibrate(all_cases())
+    for family in ALL_FAMILIES:
+        refitted, committed = calibration.dense(family)[0], load_efficiency(family)
+        assert refitted.matmul == pytest.approx(committed.matmul, rel=0.02), family
+        assert refitted.attention == pytest.approx(committed.attention, rel=0.02), family
+        assert refitted.hbm == pytest.approx(committed.hbm, rel=0.02), family
 
 
 def _nemo_row(container: str, tokens: float, system: str = "DGX-GB200", mbs: str = "4") -> dict[str, str]:
