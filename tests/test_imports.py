@@ -25,6 +25,19 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
+def _imported(node: ast.Import | ast.ImportFrom, name: str, is_package: bool) -> set[str]:
+    """The modules (and possible submodules) one import statement of module ``name`` names,
+    relative imports resolved."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    base = node.module or ""
+    if node.level:
+        anchor = name.split(".") if is_package else name.split(".")[:-1]
+        anchor = anchor[: len(anchor) - (node.level - 1)]
+        base = ".".join([*anchor, *([base] if base else [])])
+    return {base, *(f"{base}.{alias.name}" for alias in node.names)}
+
+
 def _top_level_imports(name: str, path: Path) -> set[str]:
     """The clusterplan modules ``name`` imports when it loads (not inside functions, nor under
     ``if TYPE_CHECKING``)."""
@@ -45,16 +58,8 @@ def _top_level_imports(name: str, path: Path) -> set[str]:
                 visit(node.body)
                 for handler in node.handlers:
                     visit(handler.body)
-            elif isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = name.split(".") if is_package else name.split(".")[:-1]
-                    anchor = anchor[: len(anchor) - (node.level - 1)]
-                    base = ".".join([*anchor, *([base] if base else [])])
-                found.add(base)
-                found.update(f"{base}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                found.update(_imported(node, name, is_package))
 
     visit(tree.body)
     return {module for module in found if module in MODULES and module != name}
@@ -132,16 +137,8 @@ def _every_import(name: str, path: Path) -> set[str]:
     is_package = path.name == "__init__.py"
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = name.split(".") if is_package else name.split(".")[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join([*anchor, *([base] if base else [])])
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.update(_imported(node, name, is_package))
     return found
 
 
