@@ -360,7 +360,7 @@ BAD_INPUT = [
     pytest.param(_with(tp="3"), ("--chips", "8", "tp*pp*cp"), id="chips-not-divisible"),
     pytest.param(_with(chips="3", tp="3"), ("--tp", "3", "attention_heads"),
                  id="heads-not-divisible-by-tp"),
-    pytest.param(_with(chips="3", pp="3"), ("--pp", "3", "layers=32"),
+    pytest.param(_with(chips="6", pp="3", vp="2"), ("--pp", "3", "layers=32"),
                  id="layers-not-divisible-by-pp"),
     pytest.param(_with(chips="64", pp="64"), ("--pp", "64", "layers=32"), id="pp-exceeds-layers"),
     pytest.param(_with(chips="2", pp="2", vp="3"), ("--pp", "layers=32", "pp*vp"),

@@ -15,6 +15,7 @@ from rich.console import Console
 from cliutil import run_cli
 from clusterplan import cli
 from clusterplan.specs import Plan
+from clusterplan.specs.plan import balanced_layer_split
 from clusterplan.validation.cases import korthikanti2022
 from clusterplan.validation.harness import run_case
 from test_cli import assert_refused, train_result
@@ -115,6 +116,21 @@ def test_an_even_split_says_so(capsys):
     assert record["layer_split"]["chosen"] == "even"
     assert record["layer_split"]["split"] == "20+2x20+20"
     assert "first_stage_layers" not in record["plan"]
+
+
+def test_an_odd_remainder_gives_the_first_stage_the_extra_layer(capsys):
+    """DeepSeek-V3's 61 layers on PP16: middle stages of 4, the 5 left over as 3 + 2 (the last
+    stage also carries the LM head and loss), with the step timed on that split."""
+    code, out, _ = run_cli(capsys, ["train", "--model", "deepseek-v3", "--system", "dgx-h800",
+                                    "--chips", "2048", "--seq", "4096", "--global-batch", "2048",
+                                    "--pp", "16", "--ep", "64", "--precision", "fp8",
+                                    "--recompute", "full", "--json"])
+    record = json.loads(out)
+    assert record["layer_split"]["split"] == "3+14x4+2"
+    assert record["layer_split"]["chosen"] == "automatically"
+    assert balanced_layer_split(61, 16) == (3, 4, 2)
+    # With two virtual stages the two-layer last stage would be lighter by a whole chunk.
+    assert balanced_layer_split(61, 16, 2) is None
 
 
 @pytest.mark.parametrize(("vp", "needles"), [
@@ -330,7 +346,7 @@ def test_search_and_reliability_read_the_plan_file(capsys, tmp_path):
     ("tp: eight\n", ("plan.yaml:tp", "eight", "integer")),
     ("overlap_pp: maybe\n", ("plan.yaml:overlap_pp", "maybe", "boolean")),
     ("recompute_modules: [attn]\n", ("plan.yaml:recompute_modules", "attn", "core_attn")),
-    ("pp: 3\n", ("plan.yaml:pp", "3", "layers=32")),
+    ("pp: 3\nvp: 2\n", ("plan.yaml:pp", "3", "layers=32")),
     ("- tp\n", ("--plan", "plan.yaml", "mapping")),
     ("tp: [1\n", ("--plan", "plan.yaml", "YAML")),
 ])

@@ -38,17 +38,19 @@ PRECISION_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp8": 2, "fp4": 3}
 
 def balanced_layer_split(layers: int, pp: int, vp: int = 1) -> tuple[int, int, int] | None:
     """(first, middle, last) layers per pipeline rank: an even split when ``pp`` divides the
-    layers, else middle stages of ceil(layers/pp) with the remainder shared equally by the first
-    and last stage (Llama 3 405B; Megatron's embedding/loss-aware split). With interleaving
-    (``vp`` > 1) the middle stages must split into ``vp`` chunks and the first and last stages
-    may be lighter than a middle stage by fewer than ``vp`` layers. None if impossible."""
+    layers, else middle stages of ceil(layers/pp) with the remainder shared by the first and last
+    stage, an odd layer going to the first (Llama 3 405B ``7+14x8+7``; DeepSeek-V3 on PP16
+    ``3+14x4+2``; Megatron's embedding/loss-aware split: the last stage also carries the LM head
+    and loss). With interleaving (``vp`` > 1) the middle stages must split into ``vp`` chunks and
+    the first and last stages may be lighter than a middle stage by fewer than ``vp`` layers.
+    None if impossible."""
     if pp < 1 or pp > layers or vp < 1:
         return None
     split = _pipeline_split(layers, pp)
     if split is None or vp == 1:
         return split
-    first, middle, _ = split
-    if pp == 1 or middle % vp != 0 or first + vp <= middle:
+    first, middle, last = split
+    if pp == 1 or middle % vp != 0 or min(first, last) + vp <= middle:
         return None
     return split
 
@@ -60,8 +62,9 @@ def _pipeline_split(layers: int, pp: int) -> tuple[int, int, int] | None:
         return None
     middle = -(-layers // pp)
     rest = layers - (pp - 2) * middle
-    if rest >= 2 and rest % 2 == 0 and rest // 2 <= middle:
-        return rest // 2, middle, rest // 2
+    first, last = rest - rest // 2, rest // 2
+    if last >= 1 and first <= middle:
+        return first, middle, last
     return None
 
 
@@ -173,9 +176,9 @@ class Plan(Spec):
         split = balanced_layer_split(layers, self.pp, self.vp)
         if split is None:
             middle = -(-layers // self.pp)
-            chunks = (f", divisible by vp={self.vp}; the rest shared equally by the first and last "
+            chunks = (f", divisible by vp={self.vp}; the rest shared by the first and last "
                       "stage, each lighter by fewer than vp layers" if self.vp > 1 else
-                      "; the rest shared equally by the first and last stage")
+                      "; the rest shared by the first and last stage, at least one layer each")
             raise SpecError(
                 "pp", self.pp,
                 f"layers={layers} must be divisible by pp*vp={self.pp}*{self.vp}, or split in balance "
