@@ -198,3 +198,18 @@ def test_an_anchored_parameter_transfers_as_the_borrowers_measurement_times_the_
     # a reparameterisation: the family's own rows are described about as well either way
     assert ampere.matmul["bf16"] == pytest.approx(free.efficiency("ampere").matmul["bf16"], abs=0.03)
     assert free.anchored == frozenset() and free.efficiency("tpu-v4").matmul == free.efficiency("ampere").matmul
+
+
+def test_a_low_precision_gemm_transfers_relative_to_the_borrowers_own_bf16_measurement() -> None:
+    """A family whose bf16 GEMM is measured but not its fp8 one (MI300X) is taken to reach the
+    measured donors' fp8/bf16 ratio of its own bf16 fraction, not the donors' fp8 fraction; a
+    family with no measurement at all takes the donors' mean."""
+    from clusterplan.validation.calibrate import DenseFit
+
+    anchors = {"hopper": {"matmul.bf16": 0.80, "matmul.fp8": 0.70}, "cdna3": {"matmul.bf16": 0.60}}
+    fit = DenseFit(("matmul.bf16", "matmul.fp8"), (0.9, 0.95), frozenset({"matmul.bf16", "matmul.fp8"}),
+                   anchors, ("nemo_perf",), ("hopper",))
+    assert fit.measured("cdna3", "matmul.fp8") == pytest.approx(0.60 * 0.70 / 0.80)
+    assert fit.measured("cdna3", "matmul.bf16") == pytest.approx(0.60)
+    assert fit.measured("blackwell", "matmul.fp8") == pytest.approx(0.70)
+    assert fit.measured("hopper", "matmul.fp8") == pytest.approx(0.70)
