@@ -191,3 +191,24 @@ def test_collective_nodes_not_above_ranks() -> None:
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(ValidationError):
         KernelCatalog.model_validate({"entries": [{"chip": "h100-sxm", "kind": "power", "source": _SOURCE}]})
+
+
+def test_the_attention_span_half_is_what_the_catalogs_causal_curves_say(catalog: KernelCatalog) -> None:
+    """ATTENTION_SPAN_HALF is the mean half-rate span of the causal BF16/FP16 forward
+    FlashAttention-3 curves: each refitted here as e*s/(s + s_half) (least squares in log)."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    from clusterplan.costs.compute import ATTENTION_SPAN_HALF
+
+    halves = []
+    for entry in catalog.entries:
+        if (entry.kind == "attention" and entry.causal and entry.direction == "fwd"
+                and entry.implementation == "FlashAttention-3" and entry.precision in ("fp16", "bf16")):
+            span = np.array([p.seq_len for p in entry.points], dtype=float)
+            rate = np.array([p.fraction_of_peak for p in entry.points])
+            fit = least_squares(lambda x, s=span, y=rate: np.log(x[0] * s / (s + x[1]) / y), [0.6, 500.0],
+                                bounds=([0.0, 0.0], [2.0, 1e5]))
+            halves.append(fit.x[1])
+    assert len(halves) == 3
+    assert pytest.approx(float(np.mean(halves)), rel=0.05) == ATTENTION_SPAN_HALF

@@ -183,3 +183,27 @@ def test_full_recompute_keeping_qkv_skips_exactly_those_gemms() -> None:
     assert hfu_flops[0] - hfu_flops[1] == pytest.approx(model.layers * fl.qkv_projection_flops(model), rel=1e-9)
     with pytest.raises(SpecError, match="offload_qkv"):
         Plan(tp=2, dp=4, global_batch=8, seq_len=4096, recompute="selective", offload_qkv=True).validate_for(model)
+
+
+def test_fused_attention_slows_on_short_key_spans(llama_like: Model, hardware: Hardware) -> None:
+    """The attention core's time per FLOP follows the measured span curve: ring attention over
+    cp chunks runs each step on seq/cp keys, so CP4 at 8k tokens computes a quarter of the
+    FLOPs per chip at the rate of 2k-token spans; a sliding window's band runs at the window's."""
+    from clusterplan.costs.compute import attention_span_factor
+    from clusterplan.training.step import _layer_forward
+
+    def core(model: Model, **plan: Any) -> float:
+        validated = Plan(**plan).validate_for(model)
+        parts = _layer_forward(model, hardware, PlanBatch.from_plans([validated], model))
+        return float(parts["attention"][0]) - hardware.efficiency.kernel_overhead_s
+
+    whole = core(llama_like, dp=8, global_batch=8, seq_len=8192)
+    chunked = core(llama_like, cp=4, dp=2, global_batch=8, seq_len=8192)
+    expected = whole / 4 * float(attention_span_factor(8192) / attention_span_factor(2048))
+    assert chunked == pytest.approx(expected, rel=1e-9)
+    windowed = llama_like.model_copy(update={"sliding_window": 128})  # every layer a window layer
+    band = core(windowed, dp=8, global_batch=8, seq_len=8192)
+    band_flops = float(fl.causal_attention_core_flops(windowed, 8192.0))
+    full_flops = float(fl.causal_attention_core_flops(llama_like, 8192.0))
+    assert band == pytest.approx(whole * band_flops / full_flops
+                                 * float(attention_span_factor(8192) / attention_span_factor(128)), rel=1e-9)

@@ -82,6 +82,7 @@ class PlanOptions(BaseModel):
     capacity_factor: float | None = None
     routing_gini: float | None = None
     overlap_ep: bool | None = None
+    ep_dedup: bool | None = None
     ep_within_scale_up: bool | None = None
     mtp: int | None = None
     micro_batch: int | None = None

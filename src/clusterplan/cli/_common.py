@@ -246,6 +246,9 @@ RoutingGiniOption = Annotated[float | None, _plan_option(
     "routing_gini", "MoE: Gini of per-expert token load (0 = balanced)", default=str(DEFAULT_ROUTING_GINI))]
 OverlapEpOption = Annotated[bool | None, _plan_option(
     "overlap_ep", "MoE: overlap EP all-to-alls (DualPipe-style)", "--overlap-ep/--no-overlap-ep")]
+EpDedupOption = Annotated[bool | None, _plan_option(
+    "ep_dedup", "MoE: dispatch each token once per destination node, fp8 in fp8/fp4 plans (DeepEP, "
+    "HybridEP); off: flat all-to-all", "--ep-dedup/--no-ep-dedup")]
 EpWithinScaleUpOption = Annotated[bool | None, _plan_option(
     "ep_within_scale_up", "require EP x ETP inside one scale-up domain", "--ep-within-scale-up")]
 MtpOption = Annotated[int | None, _plan_option("mtp", "multi-token-prediction depth (DeepSeek-V3: 1)")]

@@ -11,6 +11,7 @@ import clusterplan.cli._common as _common
 from clusterplan.api._edge import SEARCH_AXES
 from clusterplan.cli._common import (
     CapacityFactorOption,
+    EpDedupOption,
     FlashAttentionOption,
     Fp8ParamsOption,
     FusedCrossEntropyOption,
@@ -80,6 +81,7 @@ def search(
     routing_gini: RoutingGiniOption = None,
     capacity_factor: CapacityFactorOption = None,
     overlap_ep: OverlapEpOption = None,
+    ep_dedup: EpDedupOption = None,
     mtp: MtpOption = None,
     max_tp: Annotated[int, typer.Option(help="largest TP degree to consider")] = 64,
     max_cp: Annotated[int, typer.Option(help="largest CP degree to consider")] = 32,

@@ -87,6 +87,10 @@ class Plan(Spec):
         "(0 = force-balanced, as in benchmarks)")
     overlap_ep: bool = Field(
         default=False, description="EP all-to-alls overlapped with another micro-batch's compute (DualPipe-style)")
+    ep_dedup: bool = Field(
+        default=True,
+        description="EP dispatch sends each token once per destination node and forwards it inside "
+        "(DeepEP, HybridEP), fp8 in fp8/fp4 plans; off: a flat all-to-all of every routed copy in bf16")
     ep_within_scale_up: bool = Field(
         default=False, description="require each EP x ETP group inside one scale-up domain")
     mtp: int = Field(default=0, ge=0, le=8, description="multi-token-prediction depth (DeepSeek-V3: 1)")

@@ -40,6 +40,7 @@ class PlanBatch:
     capacity_factor: FloatArray  # 0 = dropless
     routing_gini: FloatArray
     overlap_ep: IntArray
+    ep_dedup: IntArray
     mtp: IntArray
     micro_batch: IntArray
     global_batch: IntArray
@@ -94,7 +95,7 @@ class PlanBatch:
                 "ep": plan.ep, "etp": plan.etp,
                 "capacity_factor": plan.capacity_factor or 0.0,
                 "routing_gini": DEFAULT_ROUTING_GINI if plan.routing_gini is None else plan.routing_gini,
-                "overlap_ep": int(plan.overlap_ep), "mtp": plan.mtp,
+                "overlap_ep": int(plan.overlap_ep), "ep_dedup": int(plan.ep_dedup), "mtp": plan.mtp,
                 "micro_batch": plan.micro_batch, "global_batch": plan.global_batch,
                 "seq_len": plan.seq_len, "recompute": RECOMPUTE_CODES[plan.recompute],
                 "recompute_modules": sum({RECOMPUTE_MODULE_BITS[m] for m in plan.recompute_modules}),
@@ -125,7 +126,7 @@ class PlanBatch:
         """
         defaults: dict[str, object] = {
             "tp": 1, "pp": 1, "vp": 1, "cp": 1, "dp": 1, "ep": 1, "etp": 1, "capacity_factor": 0.0,
-            "routing_gini": DEFAULT_ROUTING_GINI, "overlap_ep": 0, "mtp": 0, "micro_batch": 1,
+            "routing_gini": DEFAULT_ROUTING_GINI, "overlap_ep": 0, "ep_dedup": 1, "mtp": 0, "micro_batch": 1,
             "recompute": 1, "recompute_modules": RECOMPUTE_MODULE_BITS["core_attn"], "sp": 1, "zero": 1,
             "precision": 1, "fp8_params": 0, "offload_layers": 0, "offload_qkv": 0, "loss_chunks": 1,
             "fused_cross_entropy": 0,

@@ -10,6 +10,7 @@ and the last bucket always); the optimizer is memory-bound. All inputs are array
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from clusterplan.costs.compute import (
     OPERAND_BYTES,
     Efficiency,
     attention_head_dim_factor,
+    attention_span_factor,
     gemm_time,
     grouped_gemm_time,
     matmul_eff_by_precision,
@@ -99,6 +101,20 @@ def elementwise_widths(model: Model, dropout: bool) -> tuple[float, float]:
     return replicated, 2.0 * (model.q_size + model.kv_size) + activation
 
 
+def permutation_width(model: Model) -> float:
+    """Elements per token and layer (averaged over layers) that MoE token permutation moves:
+    the permute gathers each of the ``top_k`` routed copies of the hidden state into expert
+    order (reads and writes ``top_k*h``) and the unpermute reads them back, weights them by the
+    router probabilities and scatter-adds them into the token (reads and writes about
+    ``top_k*h``): Megatron-Core ``moe/moe_utils.py`` ``permute``/``unpermute``, which every
+    token dispatcher calls. Memory-bound and independent of the expert width, so it weighs most
+    on small-expert models (Qwen3-30B-A3B: 4 x 8 x 2,048 elements against 6 x 2,048 x 768 x 8
+    expert FLOPs per token)."""
+    if model.moe is None:
+        return 0.0
+    return 4.0 * model.moe.top_k * model.hidden_size * model.moe_layers / model.layers
+
+
 def norm_width(model: Model, norms: float = 2.0) -> float:
     """Elements per token that ``norms`` norms read and write (2h each; a layer has two)."""
     return norms * 2.0 * model.hidden_size
@@ -148,7 +164,7 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     bf16_peak = hw.peak[1]
     flash_eff = eff.attention * attention_head_dim_factor(*fl.attention_head_dims(model), eff.matmul_dim_half)
     causal_flops = fl.causal_attention_core_flops(model, seq) * tokens / tp  # window layers: the band
-    flash_time = causal_flops / (bf16_peak * flash_eff) + overhead
+    flash_time = causal_flops / attention_span_rate(model, seq, batch.cp) / (bf16_peak * flash_eff) + overhead
     score_elements = model.attention_heads / tp * tokens * seq
     score_traffic = score_elements * (13.0 if model.dropout else 8.0)
     unfused = (core_flops / (bf16_peak * hw.matmul_eff[1])
@@ -160,7 +176,8 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     replicated, sharded = elementwise_widths(model, model.dropout)
     cast = np.where(batch.precision >= 2, 1.5 * (2 * h + out_in + ffn_width), 0.0)
     elementwise_bytes = ACTIVATION_BYTES * tokens * (
-        replicated / np.where(batch.sp == 1, tp, 1.0) + sharded / tp) + tokens * cast / tp
+        replicated / np.where(batch.sp == 1, tp, 1.0) + sharded / tp + permutation_width(model) / tp
+    ) + tokens * cast / tp
     elementwise = memory_time(elementwise_bytes, chip.hbm_bandwidth, eff.hbm)
     elementwise = elementwise + (KERNELS_PER_LAYER_FORWARD - 6.0) * overhead
     # The parts of it that selective recompute may re-run (recompute_modules layernorm, moe_act).
@@ -175,6 +192,24 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     gemms = attention_proj + ffn
     return {"gemm": gemms, "qkv": qkv, "attention": attention_core, "elementwise": elementwise,
             "norms": norms, "moe_activation": moe_activation}
+
+
+def attention_span_rate(model: Model, seq: FloatArray, cp: Any) -> FloatArray:
+    """Fused attention's rate on this plan's key spans relative to the fitted one
+    (:func:`~clusterplan.costs.compute.attention_span_factor`), weighted by each layer kind's
+    share of the causal FLOPs: a full layer attends over the sequence, cut into ``cp`` chunks by
+    ring attention (each step a chunk of queries against a chunk of keys); a window layer over
+    ``min(W, seq/cp)``."""
+    span = seq / np.asarray(cp, dtype=np.float64)
+    full_pairs = seq / 2.0
+    if model.window_layers == 0:
+        return attention_span_factor(span)
+    window = float(model.sliding_window or 0)
+    window_pairs = model.attended_pairs(0.0, seq) * model.layers / seq - model.full_attention_layers * full_pairs
+    full_work = model.full_attention_layers * full_pairs
+    seconds = full_work / attention_span_factor(span) + window_pairs / attention_span_factor(np.minimum(window, span))
+    result: FloatArray = (full_work + window_pairs) / seconds
+    return result
 
 
 def moe_imbalance(model: Model, batch: PlanBatch) -> FloatArray:
@@ -252,16 +287,34 @@ def _cp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
 
 
 def _ep_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
-    """MoE token dispatch and combine: two all-to-alls per MoE layer over the EP group (size ep,
-    stride etp: expert-TP innermost in the folded MoE placement), sized by the busiest rank."""
+    """MoE token dispatch and combine of one layer's forward: two all-to-alls over the EP group
+    (size ep, stride etp: expert-TP innermost in the folded MoE placement) on the system's tiers,
+    the busiest rank receiving (and returning) :func:`moe_imbalance` times the mean.
+
+    With ``ep_dedup`` (DeepEP's normal kernels, github.com/deepseek-ai/DeepEP; Megatron-Core's
+    flex dispatcher with DeepEP or HybridEP; DeepSeek-V3 report arXiv:2412.19437 section 3.2.2)
+    a token crosses each tier once per destination domain that holds one of its experts and is
+    forwarded inside it (:func:`~clusterplan.costs.collectives.expert_all_to_all_time`, the
+    formula serving uses); the dispatch is fp8 with one fp32 scale per 128 channels in fp8/fp4
+    plans (section 3.3: activations are quantised before dispatch), the combine bf16. Without
+    it, every one of the ``top_k`` routed copies goes to its expert's chip in bf16."""
     if model.moe is None:
         return np.zeros(len(batch))
+    moe, h = model.moe, model.hidden_size
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
     local_tokens = tokens / batch.tp
-    message = (local_tokens * model.moe.top_k * model.hidden_size * ACTIVATION_BYTES
-               * moe_imbalance(model, batch))
+    imbalance = moe_imbalance(model, batch)
     phases = coll.decompose(hw.system, batch.ep, batch.etp)
-    per_moe_layer = 2.0 * (coll.all_to_all_time(phases, message) + hw.efficiency.collective_overhead_s)
+    combine_bytes = h * ACTIVATION_BYTES
+    dispatch_bytes = np.where(batch.precision >= 2, h + 4.0 * math.ceil(h / 128), combine_bytes)
+
+    def both(dedup: bool, dispatch: Any) -> FloatArray:
+        return (coll.expert_all_to_all_time(phases, local_tokens, dispatch, moe.experts, moe.top_k, dedup, imbalance)
+                + coll.expert_all_to_all_time(phases, local_tokens, combine_bytes, moe.experts, moe.top_k, dedup,
+                                              imbalance))
+
+    moved = np.where(batch.ep_dedup == 1, both(True, dispatch_bytes), both(False, combine_bytes))
+    per_moe_layer = moved + 2.0 * hw.efficiency.collective_overhead_s
     result: FloatArray = np.where(batch.ep > 1, per_moe_layer * model.moe_layers / model.layers, 0.0)
     return result
 

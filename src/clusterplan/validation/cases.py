@@ -177,14 +177,32 @@ _NEMO_FUSED_CE_FROM = (26,)
 #: so its error is read correctly: the fitted MoE parameters absorb them. Megatron-Bridge
 #: scripts/performance/configs/qwen/qwen3_workload_base_configs.py at v0.5.0 (2026-06-16; the
 #: same settings at 067f987df0 for 26.08) and at ec5e8c3b0 (26.04) for the H100 235B row.
-_BLACKWELL_MXFP8_RECIPE = ("recipe overlaps the EP all-to-alls (moe_a2a_overlap) and runs FP8 attention, "
-                           "fused grouped-MLP kernels and full-iteration CUDA graphs: none credited")
+_BLACKWELL_MXFP8_RECIPE = ("recipe runs FP8 attention, fused grouped-MLP kernels and full-iteration CUDA graphs: "
+                           "not credited")
 _NEMO_RECIPE_UNMODELLED: dict[tuple[str, str], str] = {
     ("Qwen3_30B_a3B", "DGX-GB300"): _BLACKWELL_MXFP8_RECIPE,
     ("Qwen3_30B_a3B", "DGX-GB200"): _BLACKWELL_MXFP8_RECIPE,
     ("Qwen3_30B_a3B", "DGX-B300"): _BLACKWELL_MXFP8_RECIPE,
     ("Qwen3_235B_a22B", "DGX-GB200"): _BLACKWELL_MXFP8_RECIPE,
-    ("Qwen3_235B_a22B", "DGX-H100"): "recipe overlaps the EP all-to-alls (moe_a2a_overlap): not credited",
+}
+#: How a row's recipe dispatches tokens, (model, system) -> (de-duplicating dispatcher, EP
+#: all-to-alls overlapped): ``moe_flex_dispatcher_backend = "hybridep"`` (or DeepEP) sends a
+#: token once per destination node (Plan.ep_dedup), ``moe_token_dispatcher_type = "alltoall"``
+#: every routed copy; ``moe_a2a_overlap = True`` overlaps the all-to-alls with another
+#: micro-batch's compute (Plan.overlap_ep). Megatron-Bridge scripts/performance/configs/qwen/
+#: qwen3_workload_base_configs.py (at 01b2977e5: 30B on every system and 235B on GB200 hybridep,
+#: 235B on B200 and H100 alltoall, H100 235B moe_a2a_overlap) and the overlap of the Blackwell
+#: MXFP8 presets at v0.5.0 / 067f987df0 (26.06, 26.08). Rows not listed: the flat all-to-all, not
+#: overlapped (Megatron-Core's defaults).
+_NEMO_RECIPE_DISPATCH: dict[tuple[str, str], tuple[bool, bool]] = {
+    ("Qwen3_30B_a3B", "DGX-GB300"): (True, True),
+    ("Qwen3_30B_a3B", "DGX-GB200"): (True, True),
+    ("Qwen3_30B_a3B", "DGX-B300"): (True, True),
+    ("Qwen3_30B_a3B", "DGX-B200"): (True, False),
+    ("Qwen3_30B_a3B", "DGX-H100"): (True, False),
+    ("Qwen3_235B_a22B", "DGX-GB200"): (True, True),
+    ("Qwen3_235B_a22B", "DGX-B200"): (False, False),
+    ("Qwen3_235B_a22B", "DGX-H100"): (False, True),
 }
 
 
@@ -343,12 +361,13 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
         offload = _NEMO_RECIPE_OFFLOAD.get((name, row["system"], _first(row["precision"]).upper()), 0)
         fp8_params = precision == "fp8" and _version(row["nemo_container"])[:1] >= _NEMO_FP8_PARAMS_FROM
         fused_ce = _version(row["nemo_container"])[:1] >= _NEMO_FUSED_CE_FROM
+        dispatch = _NEMO_RECIPE_DISPATCH.get((name, row["system"]), (False, False))
 
         def build(row: dict[str, str] = row, tp: int = tp, pp: int = pp, cp: int = cp, vp: int = vp,
                   ep: int = ep, fsdp: int = fsdp, mb: int = mb, batch: int = batch, s: int = s,
                   precision: str = precision, gpus: int = gpus,
                   token_drop: bool = token_drop, offload: int = offload, fp8_params: bool = fp8_params,
-                  fused_ce: bool = fused_ce,
+                  fused_ce: bool = fused_ce, dispatch: tuple[bool, bool] = dispatch,
                   recompute_modules: tuple[str, ...] | None = recompute_modules) -> tuple[Model, System, Plan]:
             model = load_model(row["model"].replace("LLAMA", "llama").replace(" (tokendrop)", ""))
             system = load_system(_NEMO_SYSTEMS[row["system"]])
@@ -360,8 +379,10 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
             moe_settings: dict[str, object] = {}
             if model.moe is not None:
                 # Megatron-Bridge MoE benchmarks force-balance the routing (row notes): Gini 0.
+                dedup, overlap = dispatch
                 moe_settings = {"ep": ep, "routing_gini": 0.0,
-                                "capacity_factor": 1.0 if token_drop else None}
+                                "capacity_factor": 1.0 if token_drop else None,
+                                "ep_dedup": dedup, "overlap_ep": overlap}
             recompute: dict[str, object] = ({"recompute": "selective", "recompute_modules": recompute_modules}
                                             if recompute_modules else {"recompute": "none"})
             plan = Plan(tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, micro_batch=mb, global_batch=batch,
@@ -383,8 +404,14 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
             assumptions.append(f"activations of {offload} layers offloaded to host (the row's recipe; "
                                "transfer time not modelled)")
         if moe_rows:
+            dedup, overlap = dispatch
             assumptions += ["force-balanced routing (row notes): routing Gini 0", "expert TP 1",
-                            _NEMO_RECIPE_UNMODELLED.get((name, row["system"]), "EP all-to-all not overlapped")]
+                            ("de-duplicating dispatcher (recipe's HybridEP)" if dedup
+                             else "flat all-to-all dispatcher (recipe's alltoall or the default)"),
+                            "EP all-to-alls overlapped (recipe's moe_a2a_overlap)" if overlap
+                            else "EP all-to-alls not overlapped"]
+            if (name, row["system"]) in _NEMO_RECIPE_UNMODELLED:
+                assumptions.append(_NEMO_RECIPE_UNMODELLED[(name, row["system"])])
         out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"])
     return out.cases
 
