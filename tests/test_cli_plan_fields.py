@@ -125,6 +125,7 @@ def test_an_odd_remainder_gives_the_first_stage_the_extra_layer(capsys):
                                     "--chips", "2048", "--seq", "4096", "--global-batch", "2048",
                                     "--pp", "16", "--ep", "64", "--precision", "fp8",
                                     "--recompute", "full", "--json"])
+    assert code == 0
     record = json.loads(out)
     assert record["layer_split"]["split"] == "3+14x4+2"
     assert record["layer_split"]["chosen"] == "automatically"

@@ -258,8 +258,8 @@ GlobalBatchOption = Annotated[int | None, typer.Option(
     help="global batch (sequences per step); or global_batch in --plan")]
 RecomputeOption = Annotated[str | None, _plan_option("recompute", "none | selective | full")]
 RecomputeModulesOption = Annotated[str | None, _plan_option(
-    "recompute_modules", "what selective recompute re-runs: core_attn, layernorm, moe_act, elementwise "
-    "(comma-separated; Megatron --recompute-modules)")]
+    "recompute_modules", "what selective recompute re-runs: core_attn, layernorm, moe_act, elementwise, "
+    "mla_up_proj, mlp, moe, shared_experts (comma-separated; Megatron --recompute-modules)")]
 SpOption = Annotated[bool | None, _plan_option("sp", "sequence parallelism", "--sp/--no-sp",
                                                default="on when tp > 1")]
 ZeroOption = Annotated[int | None, _plan_option("zero", "ZeRO stage 0-3 (1 = distributed optimizer)")]

@@ -25,15 +25,54 @@ Recompute = Literal["none", "selective", "full"]
 #: ``elementwise`` every norm and activation function, keeping the projections' outputs and the
 #: layer input instead of their inputs (MaxText remat_policy 'minimal': jax
 #: save_only_these_names over the query/key/value, out_proj, mlpwi and mlpwo outputs).
-RecomputeModule = Literal["core_attn", "layernorm", "moe_act", "elementwise"]
+#: Megatron-Core's checkpointed submodules (megatron/core/transformer/transformer_config.py,
+#: ``recompute_modules``): ``mla_up_proj`` MLA's Q and KV up-projections and the RoPE/concat after
+#: them, whose per-head Q, K and V are discarded once the attention core has run and rebuilt from
+#: the kept latents in backward (multi_latent_attention.py, CheckpointWithoutOutput; MLA models
+#: only, as Megatron-Core requires); ``mlp`` a dense layer's whole MLP, keeping only its input
+#: (transformer_layer.py: MoE layers are skipped); ``moe`` a MoE layer's whole forward (router,
+#: dispatch, routed and shared experts, combine) from its input (moe/moe_layer.py; Megatron-Core
+#: forbids it with the EP all-to-all overlap); ``shared_experts`` the shared experts from their
+#: input (moe/moe_layer.py, shared_experts_compute).
+RecomputeModule = Literal["core_attn", "layernorm", "moe_act", "elementwise", "mla_up_proj", "mlp", "moe",
+                          "shared_experts"]
 #: The largest job the tools accept: two orders of magnitude beyond any planned cluster.
 MAX_CHIPS = 100_000_000
 
 RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
 #: Bit of each selective-recompute module in PlanBatch.recompute_modules.
-RECOMPUTE_MODULE_BITS: dict[str, int] = {"core_attn": 1, "layernorm": 2, "moe_act": 4, "elementwise": 8}
+RECOMPUTE_MODULE_BITS: dict[str, int] = {"core_attn": 1, "layernorm": 2, "moe_act": 4, "elementwise": 8,
+                                          "mla_up_proj": 16, "mlp": 32, "moe": 64, "shared_experts": 128}
 DEFAULT_RECOMPUTE_MODULES: tuple[RecomputeModule, ...] = ("core_attn",)
 PRECISION_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp8": 2, "fp4": 3}
+
+
+def check_recompute_modules(model: Model, modules: tuple[str, ...], overlap_ep: bool = False) -> None:
+    """Refuse selective-recompute modules that ``model`` has nothing for, or that do not combine
+    (SpecError on ``recompute_modules``): Plan validation and the search's shared settings."""
+    if model.mla is not None and "elementwise" in modules:
+        raise SpecError("recompute_modules", "elementwise", f"not modelled for MLA (model {model.name})")
+    for module in ("moe_act", "moe", "shared_experts"):
+        if model.moe is None and module in modules:
+            raise SpecError("recompute_modules", module, f"model {model.name} has no experts")
+    if model.mla is None and "mla_up_proj" in modules:
+        raise SpecError("recompute_modules", "mla_up_proj",
+                        f"only for multi-latent attention; model {model.name} has none "
+                        "(Megatron-Core refuses it too)")
+    if model.moe is not None and not model.moe.shared_experts and "shared_experts" in modules:
+        raise SpecError("recompute_modules", "shared_experts", f"model {model.name} has no shared experts")
+    if model.dense_ffn_layers == 0 and "mlp" in modules:
+        raise SpecError("recompute_modules", "mlp",
+                        f"model {model.name} has no dense MLP layers (mlp skips MoE layers; use moe)")
+    megatron_only = sorted({"mla_up_proj", "mlp", "moe", "shared_experts"} & set(modules))
+    if "elementwise" in modules and megatron_only:
+        raise SpecError("recompute_modules", ",".join(modules),
+                        f"elementwise (MaxText's policy) does not combine with Megatron-Core's "
+                        f"{', '.join(megatron_only)}")
+    if overlap_ep and "moe" in modules:
+        raise SpecError("recompute_modules", "moe",
+                        "re-runs the EP all-to-alls that overlap_ep overlaps (Megatron-Core refuses the two "
+                        "together)")
 
 
 def balanced_layer_split(layers: int, pp: int, vp: int = 1) -> tuple[int, int, int] | None:
@@ -223,10 +262,7 @@ class Plan(Spec):
         if self.recompute_modules != DEFAULT_RECOMPUTE_MODULES and self.recompute != "selective":
             raise SpecError("recompute_modules", ",".join(self.recompute_modules),
                             f"only apply with recompute='selective' (recompute is '{self.recompute}')")
-        if model.mla is not None and "elementwise" in self.recompute_modules:
-            raise SpecError("recompute_modules", "elementwise", f"not modelled for MLA (model {model.name})")
-        if model.moe is None and "moe_act" in self.recompute_modules:
-            raise SpecError("recompute_modules", "moe_act", f"model {model.name} has no experts")
+        check_recompute_modules(model, self.recompute_modules, self.overlap_ep)
         if self.fp8_params and self.precision != "fp8":
             raise SpecError("fp8_params", self.fp8_params, f"needs precision fp8 (is {self.precision})")
         if self.offload_qkv and self.recompute != "full":

@@ -96,14 +96,41 @@ def qkv_projection_flops(model: Model) -> float:
     return 2.0 * (model.attention_params - attention_core_width(model)[1] * model.hidden_size)
 
 
+def checkpointed_module_flops(model: Model) -> dict[str, float]:
+    """Forward matmul FLOPs per token, averaged over layers, that each of Megatron-Core's module
+    checkpoints re-runs (``recompute_modules``; megatron/core/transformer/transformer_config.py):
+    ``mla_up_proj`` MLA's Q (from the Q latent, or from the hidden state without one) and KV
+    up-projections (multi_latent_attention.py); ``mlp`` the dense layers' FFN; ``moe`` a MoE
+    layer's router and active routed and shared experts (moe/moe_layer.py); ``shared_experts``
+    the shared experts alone."""
+    h = model.hidden_size
+    mla_up = 0.0
+    if model.mla is not None:
+        m = model.mla
+        heads = model.attention_heads
+        mla_up = 2.0 * heads * ((m.q_lora_rank or h) * (m.qk_nope_head_dim + m.qk_rope_head_dim)
+                                + m.kv_lora_rank * (m.qk_nope_head_dim + m.v_head_dim))
+    per_width = 2.0 * model.ffn_matrices * h  # an FFN's FLOPs per unit of intermediate width
+    mlp = per_width * model.dense_ffn_size * model.dense_ffn_layers / model.layers
+    if model.moe is None:
+        return {"mla_up_proj": mla_up, "mlp": mlp, "moe": 0.0, "shared_experts": 0.0}
+    moe_share = model.moe_layers / model.layers
+    expert = model.moe.expert_ffn_hidden_size
+    shared = per_width * model.moe.shared_experts * expert * moe_share
+    moe = (per_width * model.moe.top_k * expert + 2.0 * h * model.moe.experts) * moe_share + shared
+    return {"mla_up_proj": mla_up, "mlp": mlp, "moe": moe, "shared_experts": shared}
+
+
 def hardware_flops_per_token(model: Model, seq_len: Any, recompute: Any, mtp: Any = 0,
-                             attention_recomputed: Any = None, qkv_kept: Any = 0) -> FloatArray:
+                             attention_recomputed: Any = None, qkv_kept: Any = 0,
+                             modules_rerun: Any = 0.0) -> FloatArray:
     """Model FLOPs plus recomputation (full re-runs every layer's forward; selective re-runs
     the attention core where ``attention_recomputed``, by default wherever recompute is
     selective: Korthikanti et al. 2022, section 5; the norms and activations it may also re-run
-    are memory-bound) plus multi-token-prediction modules (one layer and one LM head each, 3x
-    forward; not in model FLOPs, as DeepSeek-V3 reports). Full recompute that keeps the Q/K/V
-    projections (``qkv_kept``) does not re-run them."""
+    are memory-bound; and ``modules_rerun``, the forward FLOPs per token and layer of the other
+    checkpointed modules, :func:`checkpointed_module_flops`) plus multi-token-prediction modules
+    (one layer and one LM head each, 3x forward; not in model FLOPs, as DeepSeek-V3 reports).
+    Full recompute that keeps the Q/K/V projections (``qkv_kept``) does not re-run them."""
     recompute = np.asarray(recompute)
     attention = recompute == 1 if attention_recomputed is None else np.asarray(attention_recomputed)
     mtp_flops = 3.0 * np.asarray(mtp) * (layer_forward_flops(model, seq_len) + lm_head_flops(model))
@@ -111,7 +138,8 @@ def hardware_flops_per_token(model: Model, seq_len: Any, recompute: Any, mtp: An
         recompute == 2,
         model.layers * (layer_forward_flops(model, seq_len)
                         - np.where(np.asarray(qkv_kept) == 1, qkv_projection_flops(model), 0.0)),
-        np.where(attention, model.layers * attention_core_flops(model, seq_len), 0.0),
+        np.where(attention, model.layers * attention_core_flops(model, seq_len), 0.0)
+        + np.where(recompute == 1, model.layers * np.asarray(modules_rerun), 0.0),
     )
     result: FloatArray = model_flops_per_token(model, seq_len) + extra + mtp_flops
     return result

@@ -186,6 +186,32 @@ def recomputable_norms(model: Model) -> float:
     return model.moe_layers / model.layers if model.moe is not None else 0.0
 
 
+def checkpointed_module_widths(model: Model) -> dict[str, float]:
+    """Per-token widths, averaged over layers, of what Megatron-Core's module checkpoints
+    (``recompute_modules`` mlp, moe, shared_experts) stop keeping: the FFN intermediate width of
+    the dense MLPs (``mlp``: dense layers only, transformer_layer.py), of a MoE layer's routed
+    and shared experts (``moe``, moe/moe_layer.py) and of the shared experts alone
+    (``shared_experts``); and ``mlp_norm``, the dense layers' share, whose pre-FFN norm output
+    (fused into the MLP's first linear by the Transformer Engine spec) is then no longer kept."""
+    dense_share = model.dense_ffn_layers / model.layers
+    if model.moe is None:
+        return {"mlp": dense_share * model.dense_ffn_size, "mlp_norm": dense_share, "moe": 0.0,
+                "shared_experts": 0.0}
+    moe_share = model.moe_layers / model.layers
+    expert = model.moe.expert_ffn_hidden_size
+    return {"mlp": dense_share * model.dense_ffn_size, "mlp_norm": dense_share,
+            "moe": moe_share * (model.moe.top_k + model.moe.shared_experts) * expert,
+            "shared_experts": moe_share * model.moe.shared_experts * expert}
+
+
+def ffn_intermediate_bytes(model: Model, gemm_input: Any, width: Any) -> FloatArray:
+    """Bytes per token an FFN of intermediate ``width`` keeps for backward: the up-projection
+    output(s) in bf16 (two for a gated FFN) and the down-projection's input."""
+    result: FloatArray = np.asarray((4.0 if model.ffn_activation == "swiglu" else 2.0) * width
+                                    + gemm_input * width, dtype=np.float64)
+    return result
+
+
 def saved_gemm_input_bytes(batch: PlanBatch) -> FloatArray:
     """Bytes per element of a projection GEMM's input kept for backward: bf16 (2 B), the fp8
     copy (1 B) in fp8 plans, the NVFP4 copy (0.5625 B) in fp4 plans."""
@@ -220,9 +246,11 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     # Up-projection output(s) (the activation's input) and the down-projection's input.
     up_outputs = (4.0 if model.ffn_activation == "swiglu" else 2.0) * ffn_width
     ffn = up_outputs + gemm_input * ffn_width
+    dispatch: FloatArray | float = 0.0
     if model.moe is not None:
         # Routed tokens are also kept in the dispatch buffer (permuted copy of the input).
-        ffn = ffn + gemm_input * h * model.moe.top_k * model.moe_layers / model.layers
+        dispatch = gemm_input * h * model.moe.top_k * model.moe_layers / model.layers
+        ffn = ffn + dispatch
     flash = batch.flash == 1
     # The output projection's input: the attention output (bf16), which flash attention also
     # keeps; in fp8 the projection keeps its own 1 B copy, beside flash attention's bf16 one.
@@ -237,15 +265,31 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
         latents = 2.0 * (m.kv_lora_rank + m.qk_rope_head_dim + (m.q_lora_rank or 0))
         sharded = 2.0 * qk + attention_output * heads * m.v_head_dim + ffn + latents
         keys_values = 2.0 * qk + 2.0 * heads * m.v_head_dim
+        queries = 2.0 * qk
     else:
         sharded = 2.0 * model.q_size + attention_output * model.q_size + ffn  # Q, attention output, FFN
         keys_values = 2.0 * model.kv_size + 2.0 * model.kv_size  # K and V
+        queries = 2.0 * model.q_size
     # Selective recompute of the norms drops the separate norms' outputs (a MoE layer's FFN
     # input); of the MoE activation, the routed experts' activation output (the down-projection's
     # input).
     kept_replicated = replicated - np.where(batch.recomputes("layernorm"),
                                             gemm_input * h * recomputable_norms(model), 0.0)
-    kept_sharded = sharded - np.where(batch.recomputes("moe_act"), gemm_input * model.routed_ffn_width, 0.0)
+    moe = batch.recomputes("moe")  # the whole MoE layer, activation and shared experts included
+    kept_sharded = sharded - np.where(batch.recomputes("moe_act") & ~moe,
+                                      gemm_input * model.routed_ffn_width, 0.0)
+    # Megatron-Core's module checkpoints (checkpointed_module_widths): what each keeps is its
+    # input, which the layer keeps anyway; it drops the intermediates (and MLA's Q, K, V).
+    widths = checkpointed_module_widths(model)
+    mla_up_proj = batch.recomputes("mla_up_proj") & (model.mla is not None)  # MLA only (Plan refuses it else)
+    kept_replicated = kept_replicated - np.where(batch.recomputes("mlp"), gemm_input * h * widths["mlp_norm"], 0.0)
+    kept_sharded = kept_sharded - (
+        np.where(batch.recomputes("mlp"), ffn_intermediate_bytes(model, gemm_input, widths["mlp"]), 0.0)
+        + np.where(moe, ffn_intermediate_bytes(model, gemm_input, widths["moe"]) + dispatch, 0.0)
+        + np.where(batch.recomputes("shared_experts") & ~moe,
+                   ffn_intermediate_bytes(model, gemm_input, widths["shared_experts"]), 0.0)
+        + np.where(mla_up_proj, queries, 0.0))
+    kept_keys_values = np.where(mla_up_proj, 0.0, keys_values)
     # Selective recompute of every elementwise op (MaxText 'minimal') keeps the layer input and the
     # outputs of the attention and FFN output projections (3 x 2h) in place of the norm inputs and
     # outputs, drops the FFN down-projection's input (the activation is re-run from the kept
@@ -255,7 +299,7 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     kept_sharded = kept_sharded - np.where(elementwise, gemm_input * ffn_width, 0.0) - np.where(
         elementwise & batch.recomputes("core_attn"), attention_output * model.q_size, 0.0)
     replicated_div = np.where(batch.sp == 1, tp, 1.0)
-    per_token = kept_replicated / replicated_div + kept_sharded / tp + keys_values / kv_shards(model, tp)
+    per_token = kept_replicated / replicated_div + kept_sharded / tp + kept_keys_values / kv_shards(model, tp)
     per_score = 5.0 if model.dropout else 2.0
     scores = np.where(flash, 0.0, per_score * model.attention_heads * batch.seq_len / tp)
     scores_kept = (batch.recompute == 0) | ((batch.recompute == 1) & ~batch.recomputes("core_attn"))

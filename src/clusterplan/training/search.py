@@ -54,6 +54,7 @@ from clusterplan.specs.plan import (
     RECOMPUTE_CODES,
     RECOMPUTE_MODULE_BITS,
     balanced_layer_split,
+    check_recompute_modules,
 )
 from clusterplan.training import memory as mem
 from clusterplan.training.batch import DEFAULT_ROUTING_GINI, PlanBatch
@@ -457,6 +458,9 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
                         ("--top", top)):
         if value < 1:
             raise SpecError(name, value, "must be >= 1")
+    if "selective" in space.recompute:  # the modules every selective plan shares
+        check_recompute_modules(model, tuple(space.settings.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)),
+                                bool(space.settings.get("overlap_ep", False)))
     start = time.perf_counter()
     domain = 1 if space.any_shape else hardware.system.allocation_size
     budget = hardware.chip.hbm_bytes * max_memory_fraction

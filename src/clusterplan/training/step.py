@@ -153,8 +153,9 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     gated = model.ffn_matrices - 1  # up (+ gate) matrices
     dense_ffn = gemm(gated * model.dense_ffn_size / tp, h) + gemm(h, model.dense_ffn_size / tp)
     ffn = dense_ffn
+    moe_ffn = shared_ffn = np.zeros(len(batch))
     if model.moe is not None:
-        moe_ffn = _moe_ffn_forward(model, batch, gemm, tokens, tp, eff)
+        moe_ffn, shared_ffn = _moe_ffn_forward(model, batch, gemm, tokens, tp, eff)
         ffn = (model.dense_ffn_layers * dense_ffn + model.moe_layers * moe_ffn) / model.layers
 
     # Attention core: causal flash attention does half the score blocks; without flash the
@@ -186,12 +187,37 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
                          / np.where(batch.sp == 1, tp, 1.0), chip.hbm_bandwidth, eff.hbm)
              + separate_norms * overhead)
     routed_share = model.moe_layers / model.layers if model.moe is not None else 0.0
-    moe_activation = (memory_time(ACTIVATION_BYTES * tokens * activation_width(model, model.routed_ffn_width) / tp,
-                                  chip.hbm_bandwidth, eff.hbm) + routed_share * overhead)
+
+    def activation(width: float, share: float) -> FloatArray:
+        """The FFN activation kernel of intermediate ``width`` (per token, averaged over layers)
+        on ``share`` of the layers."""
+        result: FloatArray = (memory_time(ACTIVATION_BYTES * tokens * activation_width(model, width) / tp,
+                                          chip.hbm_bandwidth, eff.hbm) + share * overhead)
+        return result
+
+    moe_activation = activation(model.routed_ffn_width, routed_share)
+    # The parts Megatron-Core's module checkpoints re-run (recompute_modules mlp, moe,
+    # shared_experts, mla_up_proj): an FFN's GEMMs and activation on its share of the layers,
+    # and MLA's up-projections with the RoPE/concat building the per-head Q and K.
+    widths = mem.checkpointed_module_widths(model)
+    dense_share = model.dense_ffn_layers / model.layers
+    parts = {"dense_ffn": dense_share * dense_ffn + activation(widths["mlp"], dense_share),
+             "moe_ffn": routed_share * moe_ffn + activation(widths["moe"], routed_share),
+             "shared_experts": routed_share * shared_ffn + activation(widths["shared_experts"], routed_share),
+             "mla_up_proj": np.zeros(len(batch))}
+    if model.mla is not None:
+        m = model.mla
+        heads = model.attention_heads
+        qk = heads * (m.qk_nope_head_dim + m.qk_rope_head_dim)
+        up_projections = (gemm(qk / tp, m.q_lora_rank or h)
+                          + gemm(heads * (m.qk_nope_head_dim + m.v_head_dim) / tp, m.kv_lora_rank))
+        # RoPE and the concatenations read and write the per-head Q and K once each.
+        rope = memory_time(ACTIVATION_BYTES * tokens * 2.0 * 2.0 * qk / tp, chip.hbm_bandwidth, eff.hbm)
+        parts["mla_up_proj"] = up_projections + rope + 2 * overhead
 
     gemms = attention_proj + ffn
     return {"gemm": gemms, "qkv": qkv, "attention": attention_core, "elementwise": elementwise,
-            "norms": norms, "moe_activation": moe_activation}
+            "norms": norms, "moe_activation": moe_activation, **parts}
 
 
 def attention_span_rate(model: Model, seq: FloatArray, cp: Any) -> FloatArray:
@@ -232,10 +258,11 @@ def moe_imbalance(model: Model, batch: PlanBatch) -> FloatArray:
 
 
 def _moe_ffn_forward(model: Model, batch: PlanBatch, gemm: Any, tokens: FloatArray,
-                     tp: FloatArray, eff: Efficiency) -> FloatArray:
+                     tp: FloatArray, eff: Efficiency) -> tuple[FloatArray, FloatArray]:
     """Forward time of one MoE FFN on one chip: router, shared experts (TP-sharded like a dense
     FFN), routed experts as grouped GEMMs on the tokens this rank receives (sequence-parallel
-    tokens x top_k x imbalance, split over expert-TP), and the token permutations."""
+    tokens x top_k x imbalance, split over expert-TP), and the token permutations; and the
+    shared experts' GEMMs alone (0 without shared experts)."""
     assert model.moe is not None
     moe = model.moe
     h = model.hidden_size
@@ -250,11 +277,14 @@ def _moe_ffn_forward(model: Model, batch: PlanBatch, gemm: Any, tokens: FloatArr
               + gemm(h, width, m=visits, groups=groups, scale=grouped))
     router = gemm(moe.experts, h, m=local_tokens)
     time = routed + router + eff.moe_layer_overhead_s
+    shared_time = np.zeros_like(time)
     if moe.shared_experts:
         shared = moe.shared_experts * moe.expert_ffn_hidden_size
-        time = time + gemm(gated * shared / tp, h) + gemm(h, shared / tp)
+        up, down = gemm(gated * shared / tp, h), gemm(h, shared / tp)
+        time = time + up + down
+        shared_time = up + down
     result: FloatArray = time
-    return result
+    return result, shared_time
 
 
 def _tp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
@@ -377,13 +407,25 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     selective = (np.where(batch.recomputes("core_attn"), attention_core, 0.0)
                  + np.where(batch.recomputes("layernorm"), parts["norms"], 0.0)
                  + np.where(batch.recomputes("moe_act"), parts["moe_activation"], 0.0))
+    # Megatron-Core's module checkpoints re-run their module's whole forward from its kept input
+    # (a MoE layer's includes its shared experts, so those are not re-run twice).
+    rerun_moe = batch.recomputes("moe")
+    selective = selective + (np.where(batch.recomputes("mla_up_proj"), parts["mla_up_proj"], 0.0)
+                             + np.where(batch.recomputes("mlp"), parts["dense_ffn"], 0.0)
+                             + np.where(rerun_moe, parts["moe_ffn"], 0.0)
+                             + np.where(batch.recomputes("shared_experts") & ~rerun_moe, parts["shared_experts"], 0.0))
+    # Re-run FFNs repeat their TP collectives (an all-gather and a reduce-scatter with SP, half
+    # of a layer's) on their share of the layers; a re-run MoE layer its EP all-to-alls.
+    ffn_rerun_share = (np.where(batch.recomputes("mlp"), model.dense_ffn_layers / model.layers, 0.0)
+                       + np.where(rerun_moe, model.moe_layers / model.layers, 0.0))
     # Full recompute re-runs the whole forward, less the Q/K/V projections where their outputs
     # were kept in host memory (MaxText 'qkv_proj_offloaded'; the transfers overlap compute).
     full = compute_f - np.where(batch.offload_qkv == 1, parts["qkv"], 0.0)
     recompute = np.where(batch.recompute == 2, full, selective)
 
     tp_f = _tp_comm_forward(model, hw, batch)
-    tp_total = tp_f * (2.0 + (batch.recompute == 2))  # fwd, bwd (+ recomputed fwd)
+    # fwd, bwd (+ recomputed fwd, or the re-run FFNs' half of it)
+    tp_total = tp_f * (2.0 + (batch.recompute == 2) + 0.5 * ffn_rerun_share)
     gemm_cover = parts["gemm"] * (3.0 + (batch.recompute == 2))
     tp_exposed = np.where(batch.overlap_tp == 1, np.maximum(tp_total - gemm_cover, 0.0), tp_total)
     cp_f = _cp_comm_forward(model, hw, batch)
@@ -391,7 +433,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     cp_exposed = (np.maximum(cp_f - attention_core, 0.0)
                   + np.maximum(2.0 * cp_f - flash_bwd * attention_core, 0.0))
     layer_compute = compute_f + compute_b + recompute
-    ep_total = (2.0 + (batch.recompute == 2)) * _ep_comm_forward(model, hw, batch)
+    ep_total = (2.0 + (batch.recompute == 2) + rerun_moe) * _ep_comm_forward(model, hw, batch)
     # DualPipe-style schedules run one micro-batch's all-to-alls under another's compute.
     ep_exposed = np.where(batch.overlap_ep == 1, np.maximum(ep_total - layer_compute, 0.0), ep_total)
 
@@ -518,8 +560,13 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     chips = batch.chips.astype(np.float64)
     tokens_per_s_per_chip = tokens_per_step / step / chips
     model_flops = fl.model_flops_per_token(model, batch.seq_len) * tokens_per_s_per_chip
+    module_flops = fl.checkpointed_module_flops(model)
+    rerun_flops = (np.where(batch.recomputes("mla_up_proj"), module_flops["mla_up_proj"], 0.0)
+                   + np.where(batch.recomputes("mlp"), module_flops["mlp"], 0.0)
+                   + np.where(rerun_moe, module_flops["moe"], 0.0)
+                   + np.where(batch.recomputes("shared_experts") & ~rerun_moe, module_flops["shared_experts"], 0.0))
     hardware_flops = (fl.hardware_flops_per_token(model, batch.seq_len, batch.recompute, batch.mtp,
-                                                  batch.recomputes("core_attn"), batch.offload_qkv)
+                                                  batch.recomputes("core_attn"), batch.offload_qkv, rerun_flops)
                       * tokens_per_s_per_chip)
     peak = hw.peak[batch.precision]
     return StepEstimate(
