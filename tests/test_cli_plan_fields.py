@@ -121,10 +121,10 @@ def test_an_even_split_says_so(capsys):
 def test_an_odd_remainder_gives_the_first_stage_the_extra_layer(capsys):
     """DeepSeek-V3's 61 layers on PP16: middle stages of 4, the 5 left over as 3 + 2 (the last
     stage also carries the LM head and loss), with the step timed on that split."""
-    _, out, _ = run_cli(capsys, ["train", "--model", "deepseek-v3", "--system", "dgx-h800",
-                                    "--chips", "2048", "--seq", "4096", "--global-batch", "2048",
-                                    "--pp", "16", "--ep", "64", "--precision", "fp8",
-                                    "--recompute", "full", "--json"])
+    code, out, _ = run_cli(capsys, ["train", "--model", "deepseek-v3", "--system", "dgx-h800",
+                                       "--chips", "2048", "--seq", "4096", "--global-batch", "2048",
+                                       "--pp", "16", "--ep", "64", "--precision", "fp8",
+                                       "--recompute", "full", "--json"])
     assert code == 0
     record = json.loads(out)
     assert record["layer_split"]["split"] == "3+14x4+2"

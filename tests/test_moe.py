@@ -201,3 +201,35 @@ def test_recompute_modules_need_selective_recompute(qwen: Model, fields: dict[st
 def test_moe_activation_recompute_on_a_dense_model_is_refused() -> None:
     with pytest.raises(SpecError, match="has no experts"):
         _plan(load_model("llama3-8b"), dp=8, global_batch=64, seq_len=8192, recompute_modules=("moe_act",))
+
+
+def test_deduplicated_dispatch_moves_a_token_once_per_destination_node(qwen: Model) -> None:
+    """EP16 over two DGX H100 nodes: a flat all-to-all sends each token's 8 routed copies, half
+    of them over InfiniBand, in bf16; the de-duplicated dispatch (DeepEP/HybridEP) sends it once
+    to the other node if any of its experts lives there (1 - C(64,8)/C(128,8)), fp8 with one
+    fp32 scale per 128 channels in an fp8 plan; the combine returns bf16 once per node. The IB
+    tier sets the time (NVLink is 9x faster), so the ratio of the two is the ratio of IB bytes."""
+    from math import comb
+
+    from clusterplan.training.step import _ep_comm_forward
+
+    system = load_system("dgx-h100")
+    hardware = hardware_for(system)
+    # long sequences, so that the tiers' latency steps are negligible against the transfers
+    common = {"dp": 16, "ep": 16, "global_batch": 16, "seq_len": 262144, "routing_gini": 0.0}
+    overhead = 2.0 * hardware.efficiency.collective_overhead_s
+    share = qwen.moe_layers / qwen.layers
+    h = qwen.hidden_size
+
+    def moved(**fields: Any) -> float:
+        return float(_ep_comm_forward(qwen, hardware, _batch(qwen, **common, **fields))[0]) / share - overhead
+
+    flat = moved(ep_dedup=False, precision="fp8")
+    dedup_bf16 = moved(ep_dedup=True, precision="bf16")
+    dedup_fp8 = moved(ep_dedup=True, precision="fp8")
+    hit = 1.0 - comb(64, 8) / comb(128, 8)
+    flat_bytes = 2 * 8 * 0.5 * h * 2.0  # dispatch and combine, 8 copies, half cross, bf16
+    assert dedup_bf16 / flat == pytest.approx(2 * hit * h * 2.0 / flat_bytes, rel=1e-3)
+    fp8_token = h + 4 * (h // 128)
+    assert dedup_fp8 / dedup_bf16 == pytest.approx((fp8_token + 2.0 * h) / (4.0 * h), rel=1e-3)
+

@@ -127,7 +127,7 @@ class Plan(Spec):
     overlap_ep: bool = Field(
         default=False, description="EP all-to-alls overlapped with another micro-batch's compute (DualPipe-style)")
     ep_dedup: bool = Field(
-        default=True,
+        default=False,
         description="EP dispatch sends each token once per destination node and forwards it inside "
         "(DeepEP, HybridEP), fp8 in fp8/fp4 plans; off: a flat all-to-all of every routed copy in bf16")
     ep_within_scale_up: bool = Field(

@@ -126,7 +126,7 @@ class PlanBatch:
         """
         defaults: dict[str, object] = {
             "tp": 1, "pp": 1, "vp": 1, "cp": 1, "dp": 1, "ep": 1, "etp": 1, "capacity_factor": 0.0,
-            "routing_gini": DEFAULT_ROUTING_GINI, "overlap_ep": 0, "ep_dedup": 1, "mtp": 0, "micro_batch": 1,
+            "routing_gini": DEFAULT_ROUTING_GINI, "overlap_ep": 0, "ep_dedup": 0, "mtp": 0, "micro_batch": 1,
             "recompute": 1, "recompute_modules": RECOMPUTE_MODULE_BITS["core_attn"], "sp": 1, "zero": 1,
             "precision": 1, "fp8_params": 0, "offload_layers": 0, "offload_qkv": 0, "loss_chunks": 1,
             "fused_cross_entropy": 0,

@@ -302,7 +302,7 @@ def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batc
         routing_gini=DEFAULT_ROUTING_GINI if gini is None else float(gini),
         capacity_factor=float(fixed.get("capacity_factor") or 0.0),
         overlap_ep=int(fixed.get("overlap_ep", False)),
-        ep_dedup=int(fixed.get("ep_dedup", True)), mtp=int(fixed.get("mtp", 0)),
+        ep_dedup=int(fixed.get("ep_dedup", False)), mtp=int(fixed.get("mtp", 0)),
         recompute_modules=sum({RECOMPUTE_MODULE_BITS[m]
                                for m in fixed.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)}),
         # fp8 weights only exist in the fp8 plans of the search.

@@ -101,20 +101,6 @@ def elementwise_widths(model: Model, dropout: bool) -> tuple[float, float]:
     return replicated, 2.0 * (model.q_size + model.kv_size) + activation
 
 
-def permutation_width(model: Model) -> float:
-    """Elements per token and layer (averaged over layers) that MoE token permutation moves:
-    the permute gathers each of the ``top_k`` routed copies of the hidden state into expert
-    order (reads and writes ``top_k*h``) and the unpermute reads them back, weights them by the
-    router probabilities and scatter-adds them into the token (reads and writes about
-    ``top_k*h``): Megatron-Core ``moe/moe_utils.py`` ``permute``/``unpermute``, which every
-    token dispatcher calls. Memory-bound and independent of the expert width, so it weighs most
-    on small-expert models (Qwen3-30B-A3B: 4 x 8 x 2,048 elements against 6 x 2,048 x 768 x 8
-    expert FLOPs per token)."""
-    if model.moe is None:
-        return 0.0
-    return 4.0 * model.moe.top_k * model.hidden_size * model.moe_layers / model.layers
-
-
 def norm_width(model: Model, norms: float = 2.0) -> float:
     """Elements per token that ``norms`` norms read and write (2h each; a layer has two)."""
     return norms * 2.0 * model.hidden_size
@@ -177,8 +163,7 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     replicated, sharded = elementwise_widths(model, model.dropout)
     cast = np.where(batch.precision >= 2, 1.5 * (2 * h + out_in + ffn_width), 0.0)
     elementwise_bytes = ACTIVATION_BYTES * tokens * (
-        replicated / np.where(batch.sp == 1, tp, 1.0) + sharded / tp + permutation_width(model) / tp
-    ) + tokens * cast / tp
+        replicated / np.where(batch.sp == 1, tp, 1.0) + sharded / tp) + tokens * cast / tp
     elementwise = memory_time(elementwise_bytes, chip.hbm_bandwidth, eff.hbm)
     elementwise = elementwise + (KERNELS_PER_LAYER_FORWARD - 6.0) * overhead
     # The parts of it that selective recompute may re-run (recompute_modules layernorm, moe_act).
@@ -221,20 +206,28 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
 
 
 def attention_span_rate(model: Model, seq: FloatArray, cp: Any) -> FloatArray:
-    """Fused attention's rate on this plan's key spans relative to the fitted one
+    """Fused attention's rate on this plan's key spans relative to its rate on whole sequences
     (:func:`~clusterplan.costs.compute.attention_span_factor`), weighted by each layer kind's
-    share of the causal FLOPs: a full layer attends over the sequence, cut into ``cp`` chunks by
-    ring attention (each step a chunk of queries against a chunk of keys); a window layer over
-    ``min(W, seq/cp)``."""
-    span = seq / np.asarray(cp, dtype=np.float64)
+    share of the causal FLOPs: ring attention cuts a full layer's sequence into ``cp`` chunks
+    (each step a chunk of queries against a chunk of keys); a window layer attends over
+    ``min(W, seq/cp)``. Relative to the whole sequence because the fitted attention efficiency
+    describes the published rows' whole-sequence kernels: the measured span curve, applied to
+    the sequence length itself, moved no table's cross-validated error the right way (the
+    round-5 notes in docs/validation.md), while a sequence cut shorter is the same kernel on
+    shorter spans. 1 without CP or windows."""
+    cp = np.asarray(cp, dtype=np.float64)
+    span = seq / cp
+    whole = attention_span_factor(seq)
     full_pairs = seq / 2.0
     if model.window_layers == 0:
-        return attention_span_factor(span)
+        result: FloatArray = np.where(cp > 1, attention_span_factor(span) / whole, 1.0)
+        return result
     window = float(model.sliding_window or 0)
     window_pairs = model.attended_pairs(0.0, seq) * model.layers / seq - model.full_attention_layers * full_pairs
     full_work = model.full_attention_layers * full_pairs
-    seconds = full_work / attention_span_factor(span) + window_pairs / attention_span_factor(np.minimum(window, span))
-    result: FloatArray = (full_work + window_pairs) / seconds
+    seconds = (full_work / np.where(cp > 1, attention_span_factor(span) / whole, 1.0)
+               + window_pairs / (attention_span_factor(np.minimum(window, span)) / whole))
+    result = (full_work + window_pairs) / seconds
     return result
 
 
