@@ -55,6 +55,17 @@ def test_a_huge_option_value_is_not_echoed_whole(capsys: pytest.CaptureFixture[s
 
 
 # ---- a valid question answered no: exit code 1 ----------------------------------------------------
+@pytest.mark.parametrize(("option", "value"), [("--model", "~no-such-user-zz/m.yaml"), ("--system", "~0")])
+def test_a_home_directory_that_does_not_exist_is_one_line(capsys: pytest.CaptureFixture[str], option: str,
+                                                          value: str) -> None:
+    """``~user`` paths of unknown users (Path.expanduser raises RuntimeError) are refused, not a
+    traceback (found by test_fuzzed_command_lines_end_cleanly on a machine without HOME)."""
+    argv = ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8", "--seq", "2048",
+            "--global-batch", "8"]
+    argv[argv.index(option) + 1] = value
+    assert_refused(*run_cli(capsys, argv), option, value, "home directory")
+
+
 def test_a_plan_that_does_not_fit_prints_its_memory_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, TOO_BIG_70B)
     assert code == 1

@@ -212,7 +212,7 @@ def _spec_error(error: ValidationError) -> SpecError:
 
 def _reference(path: Path, reference: str) -> str:
     """A model/system given as a relative YAML path is relative to the sweep file."""
-    if reference.endswith((".yaml", ".yml")) and not Path(reference).expanduser().is_absolute():
+    if reference.endswith((".yaml", ".yml")) and not reference.startswith("~") and not Path(reference).is_absolute():
         return str(path.parent / reference)
     return reference
 

@@ -101,7 +101,7 @@ def rainier_record(scenario_name: str = "rainier", progress: Callable[[str], Non
     """Everything the Rainier report says, SI units. ``progress(text)`` is told each slow step;
     ``overrides``: what-if changes to the scenario (:func:`with_overrides`)."""
     step = progress or (lambda _text: None)
-    scenario = with_overrides(load_scenario(scenario_name), overrides)
+    scenario = with_overrides(load_scenario(scenario_name, "--scenario"), overrides)
     check_scenario(scenario, scenario_name)  # the whole file, before 15-25 s of searches
     system = load_system(str(scenario.get("system", "")), "scenario.system")
     hardware = hardware_for(system)

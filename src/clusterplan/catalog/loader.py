@@ -225,8 +225,17 @@ def _names(filename: str) -> list[str]:
     return [entry["name"] for entry in _catalog_text(filename)]
 
 
+def user_path(reference: str, field: str) -> Path:
+    """``reference`` as a path with ``~`` or ``~user`` expanded; a SpecError naming the field
+    when the home directory cannot be found (an unknown user, no HOME)."""
+    try:
+        return Path(reference).expanduser()
+    except RuntimeError:
+        raise SpecError(field, reference, "starts with ~ but names no home directory on this machine") from None
+
+
 def _resolve(spec_type: type[SpecT], filename: str, reference: str, field: str) -> SpecT:
-    path = Path(reference).expanduser()
+    path = user_path(reference, field)
     if reference.endswith((".yaml", ".yml")) or _is_file(path):
         data = read_yaml(path, field)
         if isinstance(data, list) and len(data) == 1:
@@ -267,7 +276,7 @@ def load_system(reference: str, field: str = "system") -> System:
 def load_model(reference: str, field: str = "model") -> Model:
     """A catalog model by name, a model file of the user's (YAML, no ``source:`` needed: the
     catalog's entries keep theirs), or a Hugging Face ``config.json`` (catalog/hf_config.py)."""
-    path = Path(reference).expanduser()
+    path = user_path(reference, field)
     if not (reference.endswith((".yaml", ".yml", ".json")) or _is_file(path)):
         return _resolve(Model, "models.yaml", reference, field)
     data = read_yaml(path, field)  # JSON is YAML: the one bounded loader for both
@@ -303,7 +312,7 @@ def scenario_names() -> list[str]:
 
 def load_scenario(reference: str, field: str = "scenario") -> dict[str, Any]:
     """A scenario YAML: a built-in name under catalog/scenarios/ or a path."""
-    path = Path(reference).expanduser()
+    path = user_path(reference, field)
     if reference.endswith((".yaml", ".yml")) or _is_file(path):
         data = read_yaml(path, field)
     else:
