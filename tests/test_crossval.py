@@ -30,15 +30,19 @@ OUT_OF_SAMPLE_BOUNDS = {
     # GPT-OSS-120B's true attention (128-token window on alternating layers, sinks) makes its one
     # row faster still (+32.7 -> +41.3 %): the table's error is the small-expert MoE cost, not the
     # attention (docs/moe.md).
-    "nemo_perf_moe": 13.5, "maxtext_tpu": 11.5, "neuron_trn": 52.5, "mlperf_training": 16.0,
+    "nemo_perf_moe": 13.0, "maxtext_tpu": 11.5, "neuron_trn": 52.5, "mlperf_training": 16.0,
     "megatron_sc21_table2_zero3": 32.0, "mtnlg_2022": 25.0, "llmfoundry_mpt": 24.0, "bloom_176b": 34.0,
-    "palm_table3": 12.5, "torchtitan": 14.0,
+    # Round 5: ring attention's shorter key spans slow the two H100 CP rows of nemo_perf; the
+    # refit raises Hopper's attention efficiency 0.27 -> 0.29 and the two torchtitan rows (8B,
+    # 8k tokens, already too fast) go +12/+14 -> +15/+17 % (docs/validation.md).
+    "palm_table3": 12.5, "torchtitan": 16.0,
     # inference_latency gained the speculative Trainium2 row's TTFT (S0113, -21 %).
     "inference_throughput": 9.0, "inference_latency": 16.0, "inference_server": 18.0,
     # MLPerf Inference llama2-70b (new in round 4; joins the serving fit): 40.5 % out of sample,
     # dominated by MI300X (+60 to +227 %: the cdna3 serving fit cannot reach it); the NVIDIA rows
-    # are at -3 to +35 % (docs/validation.md).
-    "mlperf_inference": 41.5,
+    # are at -3 to +35 % (docs/validation.md). 26.0 % since round 5 (MI300X's fp8 GEMM transferred
+    # relative to its measured bf16 one): MI300X +7 to +120 %.
+    "mlperf_inference": 27.0,
 }
 
 

@@ -24,8 +24,9 @@ BOUNDS = {
     # Issue #4's 12 %: 9.9 % since issue #13 (recipes' bf16 gradient reduction; the MLPerf rows
     # in the dense fit moved Hopper's parameters; 10.3 % out of sample, docs/moe.md).
     # 12.5 % since GPT-OSS-120B's sliding-window attention is modelled (its row +32.7 -> +41.3 %:
-    # the small-expert MoE cost it exposes is not modelled yet; docs/moe.md).
-    "nemo_perf_moe": 13.0,
+    # the small-expert MoE cost it exposes is not modelled yet; docs/moe.md). 12.0 % since round 5
+    # runs window layers at the attention kernel's measured short-span rate (GPT-OSS +38 %).
+    "nemo_perf_moe": 12.5,
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
     # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
@@ -37,11 +38,15 @@ BOUNDS = {
     # server rows 13.6 -> 15.4 % in sample, 16.6 -> 17.0 % out of sample; S0113's TTFT joined the
     # latency table at -21 %.
     "inference_latency": 15.5,
-    "inference_server": 16.0,
+    # Round 5: the refit after MI300X's fp8 GEMM transfer and the CP/window attention spans moved
+    # Hopper's serving HBM efficiency (0.87 -> 0.83) and the server rows 15.1 -> 16.5 % in sample;
+    # out of sample they went 17.0 -> 16.9 % (docs/validation.md).
+    "inference_server": 17.0,
     # A regression bound, not an accuracy target: 39.7 % in sample after the refit that includes
-    # it (with the sourced mean prompt of 222 tokens): hopper 17.7 %, blackwell 9.6 % (its own
-    # serving fit now), cdna3 119 % (MI300X Interactive +223 %; docs/validation.md).
-    "mlperf_inference": 40.5,
+    # it (with the sourced mean prompt of 222 tokens), 25.2 % since round 5 takes MI300X's fp8 GEMM
+    # as its measured bf16 one times Hopper's fp8/bf16 ratio (0.64 -> 0.49 of peak); MI300X
+    # Interactive is still the largest error (docs/validation.md).
+    "mlperf_inference": 26.0,
 }
 
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two
