@@ -139,26 +139,24 @@ def attention_head_dim_factor(qk_head_dim: Any, v_head_dim: Any, dim_half: float
     return rate / reference
 
 
-#: Key span (tokens) at which causal fused attention reaches half its long-sequence rate, and
-#: the span at which the fitted ``Efficiency.attention`` is defined. FlashAttention-3's causal
+#: Key span (tokens) at which causal fused attention reaches half its long-sequence rate.
+#: FlashAttention-3's causal
 #: BF16 forward on H100 (Shah et al. 2024, arXiv:2407.08608, section 4.1 figures; the curves in
 #: catalog/kernels.yaml) follows ``e * s / (s + s_half)`` within 5 % from 512 to 16k tokens with
 #: s_half 822, 603 and 685 tokens at head dimensions 64, 128 and 256 (their mean, 700, here;
 #: tests/test_kernels_catalog.py refits it from the catalog): short spans leave more of the work in
 #: partially masked diagonal blocks and in the per-block softmax rescaling and pipeline fill.
 ATTENTION_SPAN_HALF = 700.0
-ATTENTION_REFERENCE_SPAN = 4096.0
 
 
 def attention_span_factor(span: Any) -> FloatArray:
     """Fused causal attention's rate at key span ``span`` (tokens a query block attends over:
-    the sequence, its context-parallel chunk, or a sliding window) relative to its rate at
-    :data:`ATTENTION_REFERENCE_SPAN` tokens, where the fitted attention efficiency is defined:
-    ``s/(s + s_half)`` normalised there (:data:`ATTENTION_SPAN_HALF`). 0.87 at 2k tokens, 1.08
-    at 8k, 0.70 at 1k, 0.49 at 512, 0.18 for a 128-token window."""
+    the sequence, its context-parallel chunk, or a sliding window) as a fraction of its
+    long-sequence rate, ``s/(s + s_half)`` (:data:`ATTENTION_SPAN_HALF`); the step model uses
+    ratios of it (a cut span against the whole sequence): 2k against 8k tokens 0.81, a 128-token
+    window against 4k tokens 0.18."""
     s = np.maximum(np.asarray(span, dtype=np.float64), 1.0)
-    reference = ATTENTION_REFERENCE_SPAN / (ATTENTION_REFERENCE_SPAN + ATTENTION_SPAN_HALF)
-    result: FloatArray = s / (s + ATTENTION_SPAN_HALF) / reference
+    result: FloatArray = s / (s + ATTENTION_SPAN_HALF)
     return result
 
 
