@@ -45,9 +45,6 @@ class Efficiency(Spec):
         default=0.8, gt=0, le=1, description="HBM bandwidth fraction reached by decode steps (weights + KV)")
     inference_step_overhead_s: Seconds = Field(
         default=0.0, ge=0, description="fixed serving-engine cost per step: scheduling, sampling, launch")
-    inference_sequence_overhead_s: Seconds = Field(
-        default=0.0, ge=0, description="serving-engine cost per running sequence per step: its scheduling, "
-        "input preparation, sampling and detokenisation on the host")
     serving_request_latency_s: Seconds = Field(
         default=0.0, ge=0, description="per-request latency outside the engine's steps (API server, "
         "tokenisation, detokenising and streaming the first token): added to TTFT and end-to-end latency")

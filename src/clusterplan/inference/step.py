@@ -471,13 +471,11 @@ class ReplicaModel:
                         + self.hardware.efficiency.inference_step_overhead_s)
 
     def sequence_time(self, sequences: Any) -> Any:
-        """The LM head, on one row (the last token) per sequence that samples a token (it stays
-        bf16 in quantised checkpoints, module doc), and the engine's host work per running
-        sequence (``inference_sequence_overhead_s``, fitted: serving stage)."""
+        """The LM head, on one row (the last token) per sequence that samples a token; it stays
+        bf16 in quantised checkpoints (module doc)."""
         model = self.model
-        count = np.asarray(sequences, dtype=np.float64)
-        return _seconds(self._gemm(count, model.vocab_size / self.deployment.tp, model.hidden_size, precision="bf16")
-                        + count * self.hardware.efficiency.inference_sequence_overhead_s)
+        return _seconds(self._gemm(np.asarray(sequences, dtype=np.float64), model.vocab_size / self.deployment.tp,
+                                   model.hidden_size, precision="bf16"))
 
     @property
     def seconds_per_pair(self) -> float:

@@ -55,9 +55,6 @@ MOE_TABLES = frozenset({"nemo_perf_moe"})
 INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "inference_hbm": (0.8, 0.1, 0.3, 0.95),
     "inference_step_overhead_us": (500.0, 5000.0, 0.0, 50000.0),
-    # Host work per running sequence and step (scheduler bookkeeping, input tensors, sampling,
-    # detokenisation): tens of microseconds in Python engines, near zero in C++ ones.
-    "inference_sequence_overhead_us": (10.0, 50.0, 0.0, 1000.0),
     # Outside the engine: API server, tokenisation, first-token detokenisation and streaming.
     "serving_request_latency_ms": (1.0, 10.0, 0.0, 100.0),
 }
@@ -313,7 +310,6 @@ STAGE_FIELDS = {"grouped_matmul": ("grouped_matmul", 1.0, 4),
                 "moe_layer_overhead_us": ("moe_layer_overhead_s", 1e-6, 9),
                 "inference_hbm": ("inference_hbm", 1.0, 4),
                 "inference_step_overhead_us": ("inference_step_overhead_s", 1e-6, 9),
-                "inference_sequence_overhead_us": ("inference_sequence_overhead_s", 1e-6, 9),
                 "serving_request_latency_ms": ("serving_request_latency_s", 1e-3, 6)}
 
 
