@@ -167,6 +167,13 @@ def expert_hit_probability(experts: int, top_k: int, share: Any) -> FloatArray:
     return result
 
 
+def fp8_token_bytes(hidden: int) -> float:
+    """Bytes of one token's hidden state dispatched in FP8 with one fp32 scale per 128 channels
+    (DeepEP's normal and low-latency dispatch, github.com/deepseek-ai/DeepEP; DeepSeek-V3 report
+    arXiv:2412.19437 section 3.3: activations are quantised before the dispatch)."""
+    return float(hidden + 4.0 * math.ceil(hidden / 128))
+
+
 def expert_dispatch_bytes(phases: TierPhases, tokens: Any, token_bytes: float, experts: int, top_k: int,
                           dedup: bool = True) -> FloatArray:
     """Bytes per chip crossing each tier in one MoE dispatch (or its mirrored combine) over an EP

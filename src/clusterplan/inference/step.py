@@ -70,7 +70,6 @@ sequence's length, not only on the step's totals: such a model has no separable 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Literal
@@ -414,13 +413,12 @@ class ReplicaModel:
         return time + self.hardware.efficiency.moe_layer_overhead_s
 
     def dispatch_bytes_per_token(self) -> float:
-        """Bytes of one token's hidden state in the MoE dispatch: FP8 with one fp32 scale per 128
-        channels when the weights are fp8 or fp4 (DeepEP's normal and low-latency dispatch,
-        github.com/deepseek-ai/DeepEP; DeepSeek-V3 report arXiv:2412.19437 section 3.3), else
-        bf16. The combine returns bf16 (:attr:`COMBINE_BYTES` per channel)."""
+        """Bytes of one token's hidden state in the MoE dispatch: FP8 when the weights are fp8 or
+        fp4 (:func:`~clusterplan.costs.collectives.fp8_token_bytes`), else bf16. The combine
+        returns bf16 (:attr:`COMBINE_BYTES` per channel)."""
         h = self.model.hidden_size
         if self.deployment.weights in ("fp8", "fp4"):
-            return float(h * 1.0 + 4.0 * math.ceil(h / 128))
+            return coll.fp8_token_bytes(h)
         return float(h * COMBINE_BYTES)
 
     def _ep_phases(self) -> coll.TierPhases:

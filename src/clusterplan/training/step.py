@@ -10,7 +10,6 @@ and the last bucket always); the optimizer is memory-bound. All inputs are array
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,19 +214,15 @@ def attention_span_rate(model: Model, seq: FloatArray, cp: Any) -> FloatArray:
     the sequence length itself, moved no table's cross-validated error the right way (the
     round-5 notes in docs/validation.md), while a sequence cut shorter is the same kernel on
     shorter spans. 1 without CP or windows."""
-    cp = np.asarray(cp, dtype=np.float64)
-    span = seq / cp
+    span = seq / np.asarray(cp, dtype=np.float64)
     whole = attention_span_factor(seq)
-    full_pairs = seq / 2.0
+    chunked: FloatArray = attention_span_factor(span) / whole  # exactly 1 without CP
     if model.window_layers == 0:
-        result: FloatArray = np.where(cp > 1, attention_span_factor(span) / whole, 1.0)
-        return result
-    window = float(model.sliding_window or 0)
-    window_pairs = model.attended_pairs(0.0, seq) * model.layers / seq - model.full_attention_layers * full_pairs
-    full_work = model.full_attention_layers * full_pairs
-    seconds = (full_work / np.where(cp > 1, attention_span_factor(span) / whole, 1.0)
-               + window_pairs / (attention_span_factor(np.minimum(window, span)) / whole))
-    result = (full_work + window_pairs) / seconds
+        return chunked
+    full_work = model.full_attention_layers * seq / 2.0  # pairs per query, summed over layers
+    window_work = model.attended_pairs(0.0, seq) * model.layers / seq - full_work
+    windowed = attention_span_factor(np.minimum(float(model.sliding_window or 0), span)) / whole
+    result: FloatArray = (full_work + window_work) / (full_work / chunked + window_work / windowed)
     return result
 
 
@@ -329,7 +324,7 @@ def _ep_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
     imbalance = moe_imbalance(model, batch)
     phases = coll.decompose(hw.system, batch.ep, batch.etp)
     combine_bytes = h * ACTIVATION_BYTES
-    dispatch_bytes = np.where(batch.precision >= 2, h + 4.0 * math.ceil(h / 128), combine_bytes)
+    dispatch_bytes = np.where(batch.precision >= 2, coll.fp8_token_bytes(h), combine_bytes)
 
     def one(dedup: bool, token_bytes: Any) -> FloatArray:
         return coll.expert_all_to_all_time(phases, local_tokens, token_bytes, moe.experts, moe.top_k, dedup, imbalance)
