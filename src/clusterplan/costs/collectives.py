@@ -212,3 +212,32 @@ def expert_all_to_all_time(phases: TierPhases, tokens: Any, token_bytes: float, 
     per_tier = crossing * np.asarray(imbalance, dtype=np.float64) / phases.bandwidth + phases.steps * phases.latency
     result: FloatArray = np.where(phases.fan > 1.0, per_tier, 0.0).max(axis=0)
     return result
+
+
+#: Streaming multiprocessors a GPU's communication kernels occupy while they run beside compute:
+#: DeepSeek-V3's all-to-all kernels saturate InfiniBand and NVLink with 20 of the H800's 132 SMs
+#: (arXiv:2412.19437, sections 3.2.2 and 3.5.1). Other overlapped collectives (NCCL's channels,
+#: Transformer Engine's userbuffers, one SM per channel) are assumed to take as many.
+COMMUNICATION_UNITS = 20
+
+
+def overlap_compute_share(compute_units: int | None) -> float:
+    """Fraction of a chip's compute that overlapped communication takes while it runs:
+    :data:`COMMUNICATION_UNITS` of its SMs/CUs (H100 0.15, B200 0.14); 0 where collectives run
+    on engines of their own (``compute_units`` None: TPU ICI, Trainium, Gaudi)."""
+    if compute_units is None:
+        return 0.0
+    return min(COMMUNICATION_UNITS / compute_units, 0.5)
+
+
+def overlapped_exposure(comm: Any, cover: Any, share: float) -> FloatArray:
+    """Time that communication ``comm`` adds to the compute ``cover`` it overlaps.
+
+    While the collective runs it holds ``share`` of the compute units, so the compute beside it
+    proceeds at ``1 - share``: the pair takes ``max(comm, cover + share*comm)``, and the added
+    time is ``max(comm - cover, share*comm)``: what outlasts the compute, or, when the compute
+    hides it, the compute it slowed. ``share`` 0 is the ideal overlap ``max(comm - cover, 0)``.
+    """
+    comm_time = np.asarray(comm, dtype=np.float64)
+    result: FloatArray = np.maximum(comm_time - cover, share * comm_time)
+    return result

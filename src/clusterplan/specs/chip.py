@@ -28,6 +28,11 @@ class Chip(Spec):
     hbm_bytes: Bytes = Field(gt=0)
     hbm_bandwidth: Bandwidth = Field(gt=0)
     tdp_w: Watts = Field(gt=0)
+    compute_units: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="streaming multiprocessors (NVIDIA) or compute units (AMD): communication kernels "
+        "overlapping compute take some of them; None where collectives run on their own engines "
+        "(TPU, Trainium, Gaudi)")
     aliases: tuple[str, ...] = ()
     notes: str = ""
     source: str = Field(min_length=3)

@@ -171,9 +171,10 @@ class Plan(Spec):
         description="the logits and cross-entropy are computed this many token chunks at a time "
         "(MaxText num_vocab_tiling): only one chunk's logits are live")
     grad_reduce: Literal["fp32", "bf16"] = Field(
-        default="fp32",
-        description="gradient reduction dtype: Megatron reduces bf16 runs in fp32; 'bf16' is any "
-        "16-bit reduction (fp16 runs, --grad-reduce-in-bf16)",
+        default="bf16",
+        description="gradient buffer and reduction dtype: 'bf16' is any 16-bit one (the NeMo and "
+        "Megatron-Bridge performance recipes' grad_reduce_in_fp32=False, fp16 runs); 'fp32' is "
+        "Megatron-LM's default for bf16 runs and FSDP's fp32 reduce",
     )
     overlap_dp: bool = Field(default=True, description="DP reduction overlaps backward (bucketed)")
     overlap_tp: bool = Field(default=False, description="TP collectives overlapped with GEMMs")

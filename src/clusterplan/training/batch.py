@@ -130,7 +130,7 @@ class PlanBatch:
             "recompute": 1, "recompute_modules": RECOMPUTE_MODULE_BITS["core_attn"], "sp": 1, "zero": 1,
             "precision": 1, "fp8_params": 0, "offload_layers": 0, "offload_qkv": 0, "loss_chunks": 1,
             "fused_cross_entropy": 0,
-            "grad_reduce_bytes": 4,
+            "grad_reduce_bytes": 2,
             "overlap_dp": 1, "overlap_tp": 0, "overlap_pp": 1,
             "flash": 1,
         }

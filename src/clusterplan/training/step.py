@@ -359,7 +359,8 @@ def _lm_head(model: Model, hw: Hardware, batch: PlanBatch) -> tuple[FloatArray, 
     return head + loss, 2.0 * head + loss
 
 
-def zero3_unit_exposure(gather: Any, reduce: Any, forward: Any, backward: Any, units: Any) -> FloatArray:
+def zero3_unit_exposure(gather: Any, reduce: Any, forward: Any, backward: Any, units: Any,
+                        share: float = 0.0) -> FloatArray:
     """Exposed ZeRO-3 / FSDP communication of one micro-batch on one pipeline stage.
 
     Parameters are sharded by unit (a layer); before a unit runs, its parameters are all-gathered
@@ -372,9 +373,11 @@ def zero3_unit_exposure(gather: Any, reduce: Any, forward: Any, backward: Any, u
     backward)`` backward (the reduce-scatter of the previous unit shares the links with the
     next gather). The first unit's gather of each pass and the last reduce-scatter have nothing
     to hide behind. A small micro-batch shrinks the per-unit compute but not the gathers.
+    ``share``: the compute the hidden transfers take from the units they overlap
+    (:func:`~clusterplan.costs.collectives.overlapped_exposure`).
     """
-    steady = (np.maximum(np.asarray(gather) - forward, 0.0)
-              + np.maximum(np.asarray(gather) + reduce - backward, 0.0))
+    steady = (coll.overlapped_exposure(gather, forward, share)
+              + coll.overlapped_exposure(np.asarray(gather) + reduce, backward, share))
     result: FloatArray = 2.0 * np.asarray(gather) + reduce + (np.asarray(units) - 1.0) * steady
     return result
 
@@ -417,15 +420,18 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     # fwd, bwd (+ recomputed fwd, or the re-run FFNs' half of it)
     tp_total = tp_f * (2.0 + (batch.recompute == 2) + 0.5 * ffn_rerun_share)
     gemm_cover = parts["gemm"] * (3.0 + (batch.recompute == 2))
-    tp_exposed = np.where(batch.overlap_tp == 1, np.maximum(tp_total - gemm_cover, 0.0), tp_total)
+    # Overlapped communication holds some of the compute units while it runs (SM sharing).
+    share = coll.overlap_compute_share(hw.chip.compute_units)
+    tp_exposed = np.where(batch.overlap_tp == 1, coll.overlapped_exposure(tp_total, gemm_cover, share), tp_total)
     cp_f = _cp_comm_forward(model, hw, batch)
     # Ring attention overlaps each K/V hop with the attention block of the previous one.
-    cp_exposed = (np.maximum(cp_f - attention_core, 0.0)
-                  + np.maximum(2.0 * cp_f - flash_bwd * attention_core, 0.0))
+    cp_exposed = (coll.overlapped_exposure(cp_f, attention_core, share)
+                  + coll.overlapped_exposure(2.0 * cp_f, flash_bwd * attention_core, share))
     layer_compute = compute_f + compute_b + recompute
     ep_total = (2.0 + (batch.recompute == 2) + rerun_moe) * _ep_comm_forward(model, hw, batch)
     # DualPipe-style schedules run one micro-batch's all-to-alls under another's compute.
-    ep_exposed = np.where(batch.overlap_ep == 1, np.maximum(ep_total - layer_compute, 0.0), ep_total)
+    ep_exposed = np.where(batch.overlap_ep == 1, coll.overlapped_exposure(ep_total, layer_compute, share),
+                          ep_total)
 
     layer_time = layer_compute + tp_exposed + cp_exposed + ep_exposed
     head_f, head_b = _lm_head(model, hw, batch)
@@ -455,7 +461,8 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     chunk = stage_max / vp
     # The interleaved schedule can overlap sends with the next chunk's compute (Megatron-Core
     # --overlap-p2p-communication); 1F1B and older Megatron block on each send.
-    p2p_each = np.where((batch.vp > 1) & (batch.overlap_pp == 1), np.maximum(p2p - chunk, 0.0), p2p)
+    p2p_each = np.where((batch.vp > 1) & (batch.overlap_pp == 1), coll.overlapped_exposure(p2p, chunk, share),
+                        p2p)
     pp_exposed = np.where(single, 0.0, 2.0 * (micro_batches * vp + pp - 1.0) * p2p_each)
 
     # Data parallelism: gradients (and, ZeRO>=1, parameters) of this chip's stage. Dense
@@ -498,23 +505,26 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     # and the last bucket, stay exposed.
     grad_exposed = np.where(
         batch.overlap_dp == 1,
-        np.maximum(grad_comm - backward_last * (stage_layers - 1.0) / stage_layers,
-                   grad_comm / stage_layers),
+        grad_comm / stage_layers + coll.overlapped_exposure(
+            grad_comm * (stage_layers - 1.0) / stage_layers,
+            backward_last * (stage_layers - 1.0) / stage_layers, share),
         grad_comm,
     )
     forward_first = bottleneck_layers * compute_f
-    gather_exposed = np.where(batch.overlap_dp == 1, np.maximum(gather_comm - forward_first, 0.0),
+    gather_exposed = np.where(batch.overlap_dp == 1, coll.overlapped_exposure(gather_comm, forward_first, share),
                               gather_comm)
     # ZeRO-3 / FSDP: the stage's layers are the sharding units; every micro-batch gathers each
     # unit's parameters under the previous unit's compute (zero3_unit_exposure).
     zero3_per_micro_batch = np.where(
         batch.overlap_dp == 1,
         zero3_unit_exposure(zero3_gather / stage_layers, zero3_reduce / stage_layers, compute_f,
-                            compute_b + recompute, stage_layers),
+                            compute_b + recompute, stage_layers, share),
         2.0 * zero3_gather + zero3_reduce)
-    cross_replica_exposed = np.where(batch.overlap_dp == 1,
-                                     np.maximum(cross_replica - backward_last, cross_replica / stage_layers),
-                                     cross_replica)
+    cross_replica_exposed = np.where(
+        batch.overlap_dp == 1,
+        cross_replica / stage_layers + coll.overlapped_exposure(
+            cross_replica * (stage_layers - 1.0) / stage_layers, backward_last, share),
+        cross_replica)
     has_experts = expert_params > 0
     data_parallel = (replicas > 1) | (has_experts & (expert_replicas > 1))
     zero3 = data_parallel & (batch.zero >= 3)

@@ -92,7 +92,7 @@ def korthikanti2022() -> list[Case]:
                             global_batch=int(row["global_batch_size_seqs"]),
                             seq_len=int(row["seq_len_tokens"]), recompute=recompute,
                             sp=sp, zero=0, overlap_dp=False, flash_attention=False,
-                            overlap_pp=False)
+                            overlap_pp=False, grad_reduce="bf16")  # fp16 runs: 16-bit gradients
                 return model, system, plan
 
             label = f"{row['model']} {row['num_gpus']} GPUs, {'SP+selective' if sp else 'full recompute'}"
@@ -125,7 +125,8 @@ def megatron_core_h100_2024() -> list[Case]:
         def build(model: Model = model, tp: int = tp, pp: int = pp, dp: int = dp, batch: int = batch,
                   s: int = s) -> tuple[Model, System, Plan]:
             plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=1, global_batch=batch, seq_len=s,
-                        recompute="none", sp=True, zero=1, overlap_dp=True, overlap_tp=True)
+                        recompute="none", sp=True, zero=1, overlap_dp=True, overlap_tp=True,
+                        grad_reduce="fp32")  # Megatron-LM reduces bf16 runs in fp32
             return model, system, plan
 
         out.add(label, "step_time_s", step, build,
@@ -475,7 +476,8 @@ def maxtext_tpu() -> list[Case]:
                         global_batch=batch, seq_len=s, recompute=remat,
                         recompute_modules=_REMAT_MODULES.get(row["remat_policy"], ("core_attn",)),
                         sp=True, zero=3, dp_shard=chips_per_slice // tensor, overlap_dp=True,
-                        loss_chunks=tiles, offload_qkv=row["remat_policy"] == "qkv_proj_offloaded")
+                        loss_chunks=tiles, offload_qkv=row["remat_policy"] == "qkv_proj_offloaded",
+                        grad_reduce="fp32")  # MaxText keeps and reduces gradients in fp32
             return model, system, plan
 
         assumptions = ["FSDP (ZeRO-3) inside each ICI slice, data parallel across slices over DCN",

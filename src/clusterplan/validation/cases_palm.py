@@ -55,7 +55,7 @@ def palm_table3() -> list[Case]:
             system = _tpu_slice("tpu-v4", PALM_CHIPS_PER_POD)
             plan = Plan(tp=PALM_MODEL_PARALLEL, dp=dp, micro_batch=batch // dp, global_batch=batch, seq_len=seq,
                         recompute="full", sp=True, zero=3, dp_shard=PALM_CHIPS_PER_POD // PALM_MODEL_PARALLEL,
-                        overlap_dp=True)
+                        overlap_dp=True, grad_reduce="fp32")  # JAX/Pax: fp32 gradients
             return load_model("palm-540b"), system, plan
 
         out.add(label, "tokens_per_s_per_chip", published, build,
