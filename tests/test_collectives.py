@@ -81,3 +81,26 @@ def test_vectorised_decomposition_matches_one_at_a_time(switch_system: System) -
     single = [float(coll.all_reduce_time(coll.decompose(switch_system, g, s), 50 * MB)[0])
               for g, s in zip(sizes, strides, strict=True)]
     assert batch.tolist() == pytest.approx(single)
+
+
+def test_overlapped_communication_costs_what_outlasts_compute_or_the_compute_it_slows() -> None:
+    # 10 ms of compute beside 4 ms of communication holding 15 % of the SMs: the compute runs
+    # at 85 % for 4 ms, so the pair takes 10 + 0.15 * 4 ms.
+    assert float(coll.overlapped_exposure(4e-3, 10e-3, 0.15)) == pytest.approx(0.6e-3)
+    # Communication that outlasts the compute: only the excess shows.
+    assert float(coll.overlapped_exposure(30e-3, 10e-3, 0.15)) == pytest.approx(20e-3)
+    # share 0: the ideal overlap of earlier rounds.
+    assert float(coll.overlapped_exposure(4e-3, 10e-3, 0.0)) == 0.0
+    # Continuous at the crossover comm = cover / (1 - share).
+    cross = 10e-3 / 0.85
+    assert float(coll.overlapped_exposure(cross, 10e-3, 0.15)) == pytest.approx(cross - 10e-3)
+
+
+def test_communication_takes_twenty_sms_of_a_gpu_and_none_of_a_chip_with_collective_engines() -> None:
+    from clusterplan.catalog import load_chip
+
+    assert coll.overlap_compute_share(load_chip("h800").compute_units) == pytest.approx(20 / 132)
+    assert coll.overlap_compute_share(load_chip("b200").compute_units) == pytest.approx(20 / 148)
+    assert coll.overlap_compute_share(load_chip("a100-80gb").compute_units) == pytest.approx(20 / 108)
+    for name in ("tpu-v5p", "trainium2", "gaudi3"):
+        assert coll.overlap_compute_share(load_chip(name).compute_units) == 0.0

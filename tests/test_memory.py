@@ -21,7 +21,8 @@ def test_parameter_count_of_gpt_22b(gpt22b: Model) -> None:
 
 
 def test_model_state_is_18_bytes_per_param_without_distributed_optimizer(gpt22b: Model) -> None:
-    batch = _batch(gpt22b, global_batch=8, seq_len=2048, zero=0, dp=1)
+    # Megatron-LM's bf16 default: fp32 gradient buffer (grad_reduce_in_fp32).
+    batch = _batch(gpt22b, global_batch=8, seq_len=2048, zero=0, dp=1, grad_reduce="fp32")
     params = mem.stage_params(gpt22b, batch).worst
     state = mem.model_state_bytes(params, batch, mem.layer_params_per_chip(gpt22b, batch))
     total = state["weights"] + state["gradients"] + state["optimizer"]
@@ -30,7 +31,7 @@ def test_model_state_is_18_bytes_per_param_without_distributed_optimizer(gpt22b:
 
 
 def test_distributed_optimizer_is_6_plus_12_over_dp(gpt22b: Model) -> None:
-    batch = _batch(gpt22b, global_batch=8, seq_len=2048, zero=1, dp=8)
+    batch = _batch(gpt22b, global_batch=8, seq_len=2048, zero=1, dp=8, grad_reduce="fp32")
     params = mem.stage_params(gpt22b, batch).worst
     state = mem.model_state_bytes(params, batch, mem.layer_params_per_chip(gpt22b, batch))
     total = float((state["weights"] + state["gradients"] + state["optimizer"])[0])

@@ -91,6 +91,24 @@ def test_overlapping_the_dp_reduction_hides_it_behind_backward(llama_like: Model
     assert hidden.time_breakdown["dp_comm"][0] > 0  # the last bucket is never hidden
 
 
+def test_overlapped_tp_communication_slows_the_gemms_it_hides_behind(llama_like: Model, hardware: Hardware) -> None:
+    """Hidden TP collectives are not free on a GPU: Transformer Engine's userbuffers hold
+    TP_OVERLAP_UNITS of its SMs while they run, so the exposure is share x their time."""
+    from clusterplan.costs import collectives as coll
+
+    common = {"tp": 8, "global_batch": 8, "seq_len": 4096, "overlap_tp": True}
+    gpu = hardware.chip.model_copy(update={"compute_units": 132})
+    engines = hardware.chip.model_copy(update={"compute_units": None})
+    shared = _run(llama_like, Hardware(system=hardware.system, chip=gpu, efficiency=hardware.efficiency), **common)
+    free = _run(llama_like, Hardware(system=hardware.system, chip=engines, efficiency=hardware.efficiency), **common)
+    blocking = _run(llama_like, Hardware(system=hardware.system, chip=engines, efficiency=hardware.efficiency),
+                    **{**common, "overlap_tp": False})
+    assert free.time_breakdown["tp_comm"][0] == pytest.approx(0.0, abs=1e-12)  # NVLink hides it fully
+    share = coll.overlap_compute_share(132, coll.TP_OVERLAP_UNITS)
+    assert shared.time_breakdown["tp_comm"][0] == pytest.approx(share * blocking.time_breakdown["tp_comm"][0])
+    assert free.step_time[0] < shared.step_time[0] < blocking.step_time[0]
+
+
 def test_fp8_is_faster_than_bf16_but_not_twice(llama_like: Model, hardware: Hardware) -> None:
     bf16 = _run(llama_like, hardware, tp=2, dp=4, global_batch=64, seq_len=4096, precision="bf16")
     fp8 = _run(llama_like, hardware, tp=2, dp=4, global_batch=64, seq_len=4096, precision="fp8")
@@ -118,9 +136,11 @@ def test_context_parallelism_splits_activations_and_adds_ring_traffic(llama_like
 def test_memory_that_exceeds_hbm_does_not_fit(hardware: Hardware) -> None:
     big = Model(name="big", layers=96, hidden_size=12288, ffn_hidden_size=49152, attention_heads=96,
                 kv_heads=96, vocab_size=51200, ffn_activation="gelu", source="test")
-    result = _run(big, hardware, global_batch=1, seq_len=2048)
+    result = _run(big, hardware, global_batch=1, seq_len=2048, grad_reduce="fp32")
     assert not bool(result.fits[0])
     assert result.memory[0] > 18 * big.total_params  # 18 B/param alone exceeds 80 GB
+    sixteen_bit = _run(big, hardware, global_batch=1, seq_len=2048)  # the default 16-bit gradients
+    assert result.memory[0] - sixteen_bit.memory[0] == pytest.approx(2 * big.total_params)
 
 
 def test_mfu_is_model_flops_rate_over_peak(llama_like: Model, hardware: Hardware) -> None:

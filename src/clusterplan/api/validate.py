@@ -19,7 +19,7 @@ from pydantic import field_validator
 from clusterplan.api._base import Answer, Request
 from clusterplan.errors import SpecError
 from clusterplan.specs.accuracy import CrossValSummary, RowErrors
-from clusterplan.validation.harness import Result, by_table, fits_fraction, mape
+from clusterplan.validation.harness import Result, by_table, fits_fraction, fits_fraction_at_defaults, mape
 
 #: The catalog folder: where ``calibrate`` writes efficiency.yaml and crossval.yaml by default.
 CATALOG_DIR = Path(__file__).parent.parent / "catalog"
@@ -131,6 +131,7 @@ def validation_records(results: Sequence[Result], crossval: CrossValSummary | No
             "mape_out_of_sample_pct": errors.mape_out_of_sample_pct if errors else None,
             "mape_family_out_pct": errors.mape_family_out_pct if errors else None,
             "fits_fraction": _json_fraction(fits_fraction(rows)),
+            "fits_fraction_at_defaults": _json_fraction(fits_fraction_at_defaults(rows)),
             "max_abs_error_pct": max((100 * abs(r.error) for r in modelled if r.error is not None), default=math.nan),
             "rows_modelled": len(modelled),
             "rows_skipped": len(rows) - len(modelled),
@@ -139,6 +140,7 @@ def validation_records(results: Sequence[Result], crossval: CrossValSummary | No
                 "predicted": r.predicted, "error_pct": None if r.error is None else 100 * r.error,
                 "skipped": r.case.skip, "assumptions": list(r.case.assumptions),
                 "memory_bytes_per_chip": r.memory_bytes, "fits": r.fits,
+                "fits_at_defaults": r.fits_at_defaults,
                 "source": r.case.source,
                 **_row_out_of_sample(out_of_sample.get((name, r.case.label))),
             } for r in rows],

@@ -267,7 +267,8 @@ DpShardOption = Annotated[int | None, _plan_option(
     "dp_shard", "ZeRO sharding group (HSDP): shard over this many of the dp*cp replicas", default="dp*cp")]
 PrecisionOption = Annotated[str | None, _plan_option("precision", "bf16 | fp8 | fp4 matmuls")]
 GradReduceOption = Annotated[str | None, _plan_option(
-    "grad_reduce", "gradient reduction dtype: fp32 | bf16 (any 16-bit reduction)")]
+    "grad_reduce", "gradient buffer and reduction dtype: bf16 (any 16-bit one; NeMo's recipes) | fp32 "
+    "(Megatron-LM's bf16 default)")]
 OverlapDpOption = Annotated[bool | None, _plan_option(
     "overlap_dp", "overlap DP reduction with backward", "--overlap-dp/--no-overlap-dp")]
 OverlapTpOption = Annotated[bool | None, _plan_option(

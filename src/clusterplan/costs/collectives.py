@@ -216,18 +216,24 @@ def expert_all_to_all_time(phases: TierPhases, tokens: Any, token_bytes: float, 
 
 #: Streaming multiprocessors a GPU's communication kernels occupy while they run beside compute:
 #: DeepSeek-V3's all-to-all kernels saturate InfiniBand and NVLink with 20 of the H800's 132 SMs
-#: (arXiv:2412.19437, sections 3.2.2 and 3.5.1). Other overlapped collectives (NCCL's channels,
-#: Transformer Engine's userbuffers, one SM per channel) are assumed to take as many.
+#: (arXiv:2412.19437, sections 3.2.2 and 3.5.1). NCCL's collectives (DP reductions and gathers,
+#: the CP ring, pipeline sends) and the expert all-to-all are taken to need as many.
 COMMUNICATION_UNITS = 20
+#: Transformer Engine's TP overlap (userbuffers) runs its all-gathers as a ring exchange on the
+#: copy engines with 1 SM and its reduce-scatters (pipelined and bulk) on 16 SMs
+#: (``initialize_ub`` defaults: ``num_sm = 1 if method == "ring_exchange" else 16``,
+#: transformer_engine/pytorch/module/base.py): about 8 over a layer's collectives.
+TP_OVERLAP_UNITS = 8
 
 
-def overlap_compute_share(compute_units: int | None) -> float:
-    """Fraction of a chip's compute that overlapped communication takes while it runs:
-    :data:`COMMUNICATION_UNITS` of its SMs/CUs (H100 0.15, B200 0.14); 0 where collectives run
-    on engines of their own (``compute_units`` None: TPU ICI, Trainium, Gaudi)."""
+def overlap_compute_share(compute_units: int | None, units: int = COMMUNICATION_UNITS) -> float:
+    """Fraction of a chip's compute that an overlapped collective holding ``units`` SMs/CUs
+    takes while it runs (:data:`COMMUNICATION_UNITS`: H100 0.15, B200 0.14;
+    :data:`TP_OVERLAP_UNITS`: H100 0.06); 0 where collectives run on engines of their own
+    (``compute_units`` None: TPU ICI, Trainium, Gaudi)."""
     if compute_units is None:
         return 0.0
-    return min(COMMUNICATION_UNITS / compute_units, 0.5)
+    return min(units / compute_units, 0.5)
 
 
 def overlapped_exposure(comm: Any, cover: Any, share: float) -> FloatArray:

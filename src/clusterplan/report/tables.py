@@ -239,6 +239,9 @@ def crossval_tables(console: Console, results: Sequence[Result], crossval: Cross
     for row in _crossval_table_rows(results, crossval):
         summary.add_row(*row)
     console.print(summary)
+    at_defaults = _fits_at_defaults_note(results)
+    if at_defaults:
+        console.print(f"[dim]{at_defaults}[/]")
     families = Table(title="fitted parameters per chip family")
     for column in ("family", "own params", "own rows", "in sample", "family out", "stages from others"):
         families.add_column(column, justify="left" if column in ("family", "stages from others") else "right",
@@ -249,6 +252,21 @@ def crossval_tables(console: Console, results: Sequence[Result], crossval: Cross
     console.print(f"[dim]out of sample: {origin}. 'out of sample' refits with the table left out; "
                   "'family out' with each row's chip family left out (a chip never published); "
                   "'in sample' is the shipped fit, which saw every row.[/]")
+
+
+def _fits_at_defaults_note(results: Sequence[Result]) -> str:
+    """The tables whose printed plans fit less often when the settings only their recipes give
+    are left at the CLI's defaults (as a user who types the printed plan runs them)."""
+    parts = []
+    for name, rows in by_table(results).items():
+        checked = [r for r in rows if r.fits_at_defaults is not None]
+        fit = sum(bool(r.fits_at_defaults) for r in checked)
+        if checked and fit < sum(bool(r.fits) for r in checked):
+            parts.append(f"{name} {fit}/{len(checked)}")
+    if not parts:
+        return ""
+    return ("fits with the recipe-only settings (gradient dtype, recompute, offload) at the "
+            "CLI's defaults: " + ", ".join(parts) + ".")
 
 
 def _fits_cell(rows: Sequence[Result]) -> str:

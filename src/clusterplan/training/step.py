@@ -422,7 +422,9 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     gemm_cover = parts["gemm"] * (3.0 + (batch.recompute == 2))
     # Overlapped communication holds some of the compute units while it runs (SM sharing).
     share = coll.overlap_compute_share(hw.chip.compute_units)
-    tp_exposed = np.where(batch.overlap_tp == 1, coll.overlapped_exposure(tp_total, gemm_cover, share), tp_total)
+    tp_share = coll.overlap_compute_share(hw.chip.compute_units, coll.TP_OVERLAP_UNITS)
+    tp_exposed = np.where(batch.overlap_tp == 1, coll.overlapped_exposure(tp_total, gemm_cover, tp_share),
+                          tp_total)
     cp_f = _cp_comm_forward(model, hw, batch)
     # Ring attention overlaps each K/V hop with the attention block of the previous one.
     cp_exposed = (coll.overlapped_exposure(cp_f, attention_core, share)

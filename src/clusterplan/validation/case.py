@@ -42,6 +42,9 @@ class Case:
     devices_per_chip: int = 1  # plan devices per physical chip (NeuronCores per Trainium1)
     # Non-training rows (serving) predict their metric from the family's efficiencies.
     predict: Callable[[Efficiency], float] | None = None
+    # Plan fields the row does not print, taken from its recipe: a user who types the printed
+    # plan gets the CLI's defaults for them (the memory test at defaults, harness.Result).
+    recipe_fields: tuple[str, ...] = ()
 
 
 @dataclass
@@ -51,7 +54,7 @@ class _Builder:
 
     def add(self, label: str, metric: str, published: float, build: Callable[[], tuple[Model, System, Plan]],
             assumptions: tuple[str, ...] = (), source: str = "", chip: Chip | None = None,
-            devices_per_chip: int = 1) -> None:
+            devices_per_chip: int = 1, recipe_fields: tuple[str, ...] = ()) -> None:
         try:
             model, system, plan = build()
             plan.validate_for(model, plan.chips)
@@ -61,9 +64,12 @@ class _Builder:
                                    assumptions=assumptions))
             return
         family = chip.family if chip is not None else load_chip(system.chip).family
+        unknown = [name for name in recipe_fields if name not in Plan.model_fields]
+        if unknown:
+            raise ValueError(f"recipe_fields {unknown} are not Plan fields")
         self.cases.append(Case(self.table, label, metric, published, model, system, plan,
                                assumptions, source=source, family=family, chip=chip,
-                               devices_per_chip=devices_per_chip))
+                               devices_per_chip=devices_per_chip, recipe_fields=recipe_fields))
 
     def skip(self, label: str, metric: str, published: float, reason: str, source: str = "") -> None:
         self.cases.append(Case(self.table, label, metric, published, skip=reason, source=source))

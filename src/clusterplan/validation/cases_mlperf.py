@@ -122,5 +122,6 @@ def mlperf_training() -> list[Case]:
                         grad_reduce="bf16", overlap_dp=True, overlap_tp=True, overlap_pp=True)
             return model, system, plan
 
-        out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), source)
+        out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), source,
+                recipe_fields=("grad_reduce",))
     return out.cases

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from clusterplan.catalog import hardware_for, load_efficiency
 from clusterplan.costs.compute import Efficiency
+from clusterplan.specs import Plan
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, StepEstimate, estimate
 from clusterplan.validation.case import Case
@@ -22,6 +23,8 @@ class Result:
     predicted: float | None
     memory_bytes: float | None = None
     capacity_bytes: float | None = None
+    # Memory with the row's recipe-only settings (Case.recipe_fields) at the CLI's defaults.
+    memory_bytes_at_defaults: float | None = None
 
     @property
     def fits(self) -> bool | None:
@@ -29,6 +32,14 @@ class Result:
         if self.memory_bytes is None or self.capacity_bytes is None:
             return None
         return self.memory_bytes <= self.capacity_bytes
+
+    @property
+    def fits_at_defaults(self) -> bool | None:
+        """Whether the printed plan fits when the settings only the recipe gives are left at the
+        CLI's defaults, as a user who types the printed plan runs it (None: not a training row)."""
+        if self.memory_bytes_at_defaults is None or self.capacity_bytes is None:
+            return None
+        return self.memory_bytes_at_defaults <= self.capacity_bytes
 
     @property
     def error(self) -> float | None:
@@ -62,7 +73,13 @@ def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency) -> Resu
     hardware = Hardware(system=case.system, chip=chip, efficiency=efficiency(chip.family))
     batch = PlanBatch.from_plans([case.plan], case.model)
     result = estimate(case.model, hardware, batch)
-    return Result(case, metric_of(case, result), float(result.memory[0]), float(chip.hbm_bytes))
+    memory = float(result.memory[0])
+    at_defaults = memory
+    if case.recipe_fields:
+        defaults = {name: Plan.model_fields[name].default for name in case.recipe_fields}
+        plan = Plan.model_validate({**case.plan.model_dump(), **defaults})
+        at_defaults = float(estimate(case.model, hardware, PlanBatch.from_plans([plan], case.model)).memory[0])
+    return Result(case, metric_of(case, result), memory, float(chip.hbm_bytes), at_defaults)
 
 
 def run(cases: Sequence[Case], efficiency: EfficiencyLookup = load_efficiency) -> list[Result]:
@@ -73,6 +90,13 @@ def mape(results: Sequence[Result]) -> float:
     """Mean absolute percentage error over the rows that were modelled (nan if none)."""
     errors = [abs(r.error) for r in results if r.error is not None]
     return 100.0 * sum(errors) / len(errors) if errors else math.nan
+
+
+def fits_fraction_at_defaults(results: Sequence[Result]) -> float:
+    """Fraction of training rows whose printed plan fits with the recipe-only settings at the
+    CLI's defaults (NaN without training rows)."""
+    checked = [r.fits_at_defaults for r in results if r.fits_at_defaults is not None]
+    return sum(bool(f) for f in checked) / len(checked) if checked else math.nan
 
 
 def fits_fraction(results: Sequence[Result]) -> float:
