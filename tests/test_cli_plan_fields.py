@@ -279,7 +279,7 @@ def test_search_takes_the_shared_settings():
 
 NON_DEFAULT = [("--no-flash-attention", "flash_attention", False), ("--no-overlap-pp", "overlap_pp", False),
                ("--overlap-tp", "overlap_tp", True), ("--no-overlap-dp", "overlap_dp", False),
-               ("--grad-reduce=bf16", "grad_reduce", "bf16"), ("--zero=3", "zero", 3),
+               ("--grad-reduce=fp32", "grad_reduce", "fp32"), ("--zero=3", "zero", 3),
                ("--dp-shard=2", "dp_shard", 2), ("--recompute-modules=core_attn,layernorm", "recompute_modules",
                                                  ["core_attn", "layernorm"]),
                ("--no-sp", "sp", False), ("--precision=fp8", "precision", "fp8"), ("--mtp=1", "mtp", 1)]
@@ -324,12 +324,12 @@ def test_plan_file_holds_any_field_and_given_options_override_it(capsys, tmp_pat
 
 def test_search_and_reliability_read_the_plan_file(capsys, tmp_path):
     plan = tmp_path / "plan.yaml"
-    plan.write_text("flash_attention: false\noverlap_pp: false\ngrad_reduce: bf16\nzero: 1\n", "utf-8")
+    plan.write_text("flash_attention: false\noverlap_pp: false\ngrad_reduce: fp32\nzero: 1\n", "utf-8")
     found = run_json(capsys, ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "16",
                               "--seq", "4096", "--global-batch", "64", "--plan", str(plan), "--top", "3"])
     for best in found["best"]:
         assert (best["plan"]["flash_attention"], best["plan"]["overlap_pp"]) == (False, False)
-        assert (best["plan"]["grad_reduce"], best["plan"]["zero"], best["plan"]["cp"]) == ("bf16", 1, 1)
+        assert (best["plan"]["grad_reduce"], best["plan"]["zero"], best["plan"]["cp"]) == ("fp32", 1, 1)
     flash = run_json(capsys, ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "16",
                               "--seq", "4096", "--global-batch", "64", "--plan", str(plan), "--top", "1",
                               "--flash-attention"])

@@ -35,14 +35,18 @@ OUT_OF_SAMPLE_BOUNDS = {
     # Round 5: ring attention's shorter key spans slow the two H100 CP rows of nemo_perf; the
     # refit raises Hopper's attention efficiency 0.27 -> 0.29 and the two torchtitan rows (8B,
     # 8k tokens, already too fast) go +12/+14 -> +15/+17 % (docs/validation.md).
-    "palm_table3": 12.5, "torchtitan": 16.0,
+    # Round 6: overlapped collectives hold SMs (TE's TP overlap 8, NCCL and the expert
+    # all-to-all 20): the two torchtitan rows 15.6 -> 13.1 % (FSDP gathers behind compute slow it).
+    "palm_table3": 12.5, "torchtitan": 14.0,
     # inference_latency gained the speculative Trainium2 row's TTFT (S0113, -21 %).
     "inference_throughput": 9.0, "inference_latency": 16.0, "inference_server": 18.0,
     # MLPerf Inference llama2-70b (new in round 4; joins the serving fit): 40.5 % out of sample,
     # dominated by MI300X (+60 to +227 %: the cdna3 serving fit cannot reach it); the NVIDIA rows
     # are at -3 to +35 % (docs/validation.md). 26.0 % since round 5 (MI300X's fp8 GEMM transferred
-    # relative to its measured bf16 one): MI300X +24 to +132 %.
-    "mlperf_inference": 27.0,
+    # relative to its measured bf16 one): MI300X +24 to +132 %. 27.7 % since round 6: the SM
+    # sharing of overlapped collectives moves Hopper's fitted GEMM and attention efficiencies up,
+    # which MI300X borrows for its dense stage (Interactive +132 -> +148 %; docs/validation.md).
+    "mlperf_inference": 28.5,
 }
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from clusterplan.catalog import hardware_for, load_efficiency, load_system
+from clusterplan.costs import collectives as coll
 from clusterplan.specs import Model, Plan
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, StepEstimate, estimate, zero3_unit_exposure
@@ -111,7 +112,8 @@ def test_unit_exposure_grows_as_the_micro_batch_shrinks() -> None:
     assert exposed[1] < exposed[2] < exposed[3]
 
 
-def _sc21_zero3(gpus: int, micro_batch: int, slow_fabric: float = 1.0) -> StepEstimate:
+def _sc21_zero3(gpus: int, micro_batch: int, slow_fabric: float = 1.0,
+                compute_units: int | None = 108) -> StepEstimate:
     model = Model(name="gpt-175b", layers=96, hidden_size=12288, ffn_hidden_size=49152, attention_heads=96,
                   kv_heads=96, vocab_size=51200, ffn_activation="gelu", tied_embeddings=True, dropout=True,
                   source="SC21 section 5.3.2")
@@ -119,7 +121,8 @@ def _sc21_zero3(gpus: int, micro_batch: int, slow_fabric: float = 1.0) -> StepEs
     tiers = tuple(t.model_copy(update={"bandwidth": t.bandwidth / slow_fabric}) if t.size is None else t
                   for t in system.tiers)
     slow = system.model_copy(update={"tiers": tiers})
-    hw = Hardware(system=slow, chip=hardware_for(system).chip, efficiency=load_efficiency("ampere"))
+    chip = hardware_for(system).chip.model_copy(update={"compute_units": compute_units})
+    hw = Hardware(system=slow, chip=chip, efficiency=load_efficiency("ampere"))
     plan = Plan(dp=gpus, micro_batch=micro_batch, global_batch=1536, seq_len=2048, recompute="full",
                 sp=False, zero=3, flash_attention=False, grad_reduce="bf16").validate_for(model)
     return estimate(model, hw, PlanBatch.from_plans([plan], model))
@@ -127,10 +130,16 @@ def _sc21_zero3(gpus: int, micro_batch: int, slow_fabric: float = 1.0) -> StepEs
 
 def test_zero3_gathers_are_in_the_breakdown_and_become_exposed_with_small_micro_batches() -> None:
     # On the catalog's DGX A100 (8 x HDR per node) a 175B layer's gather (~33 ms) hides behind
-    # its compute even at micro-batch 1: only the first gathers show.
-    fast = [_sc21_zero3(g, 1536 // g) for g in (384, 768, 1536)]
-    first_only = [float(r.time_breakdown["zero3_comm"][0]) for r in fast]
+    # its compute even at micro-batch 1: with collectives that took no SMs only the first
+    # gathers would show; on the A100 every hidden gather and reduce-scatter also holds 20 of
+    # its 108 SMs, so each of the other 95 layers adds that share of its transfers.
+    ideal = [_sc21_zero3(g, 1536 // g, compute_units=None) for g in (384, 768, 1536)]
+    first_only = [float(r.time_breakdown["zero3_comm"][0]) for r in ideal]
     assert max(first_only) < 0.2 and min(first_only) > 0
+    fast = [_sc21_zero3(g, 1536 // g) for g in (384, 768, 1536)]
+    share = coll.overlap_compute_share(108)
+    for shared, alone in zip(fast, first_only, strict=True):
+        assert float(shared.time_breakdown["zero3_comm"][0]) == pytest.approx(alone * (1 + 95 * share), rel=1e-9)
     # On a fabric 8x slower the gathers outlast the compute of small micro-batches: the exposed
     # time grows as GPUs double and the micro-batch halves, and the step stops shrinking.
     slow = [_sc21_zero3(g, 1536 // g, slow_fabric=8.0) for g in (384, 768, 1536)]

@@ -45,8 +45,9 @@ BOUNDS = {
     # A regression bound, not an accuracy target: 39.7 % in sample after the refit that includes
     # it (with the sourced mean prompt of 222 tokens), 25.2 % since round 5 takes MI300X's fp8 GEMM
     # as its measured bf16 one times Hopper's fp8/bf16 ratio (0.64 -> 0.49 of peak); MI300X
-    # Interactive is still the largest error (docs/validation.md).
-    "mlperf_inference": 26.0,
+    # Interactive is still the largest error (docs/validation.md). 26.8 % since round 6 (SM sharing
+    # of overlapped collectives moved Hopper's fitted attention, which MI300X's dense stage borrows).
+    "mlperf_inference": 27.5,
 }
 
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two
