@@ -88,7 +88,7 @@ class SearchSpace:
     any_shape: bool = False  # False: whole scale-up domains, TP dividing one; True: any count and TP
     settings: dict[str, Any] = field(default_factory=lambda: {
         "overlap_tp": False, "overlap_dp": True, "overlap_pp": True, "flash_attention": True,
-        "grad_reduce": "bf16"})
+        "grad_reduce": Plan.model_fields["grad_reduce"].default})
 
     def validated(self) -> SearchSpace:
         for precision in self.precisions:
@@ -298,7 +298,7 @@ def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batc
         model, global_batch=global_batch, seq_len=seq_len, sp=1,
         overlap_tp=int(fixed.get("overlap_tp", True)), overlap_dp=int(fixed.get("overlap_dp", True)),
         overlap_pp=int(fixed.get("overlap_pp", True)), flash=int(fixed.get("flash_attention", True)),
-        grad_reduce_bytes=4 if fixed.get("grad_reduce", "bf16") == "fp32" else 2,
+        grad_reduce_bytes=4 if fixed.get("grad_reduce", Plan.model_fields["grad_reduce"].default) == "fp32" else 2,
         routing_gini=DEFAULT_ROUTING_GINI if gini is None else float(gini),
         capacity_factor=float(fixed.get("capacity_factor") or 0.0),
         overlap_ep=int(fixed.get("overlap_ep", False)),
