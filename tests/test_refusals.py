@@ -409,3 +409,21 @@ def test_fuzzed_command_lines_end_cleanly(capsys: pytest.CaptureFixture[str], ar
         assert len(lines[0]) < 1200, argv
     if code == 2:
         assert out == "", argv
+
+
+def test_a_plan_that_fits_with_a_setting_left_open_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """Llama 3.1 405B with FSDP over 64 GB200 pairs (TP2): 219 GiB of activations without
+    recompute; full recompute, left open, fits, and the one-line refusal says so with its cost."""
+    argv = ["train", "--model", "llama3-405b", "--system", "gb200-nvl72", "--chips", "128", "--tp", "2",
+            "--zero", "3", "--seq", "8192", "--global-batch", "64", "--precision", "fp8"]
+    code, _, err = run_cli(capsys, argv)
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "left open, `--recompute full` fits (step +" in err
+    # Given on the command line, it is not offered again: the general remedies remain.
+    code, _, err = run_cli(capsys, [*argv, "--recompute", "selective", "--no-flash-attention"])
+    assert code == 1 and "`--recompute full`" not in err and "try more chips" in err
+
+
+def test_a_plan_no_open_setting_rescues_gets_the_general_remedies(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, TOO_BIG_70B)
+    assert code == 1 and "left open" not in err and "try more chips" in err

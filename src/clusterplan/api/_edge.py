@@ -15,6 +15,7 @@ from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
 from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import MAX_CHIPS
+from clusterplan.training.command import plan_flag
 
 SpecT = TypeVar("SpecT", bound=Spec)
 
@@ -104,7 +105,8 @@ def build_plan(options: dict[str, Any], chips: int, model: Model | None = None,
 
 def does_not_fit(record: dict[str, Any]) -> str:
     """Why a train record's plan cannot run: memory per chip, the chip's HBM, the largest part,
-    and what may help (one line)."""
+    and what may help (one line): the fastest setting left open that makes it fit (from the
+    record's ``assumed`` list), else the general remedies."""
     plan = record["plan"]
     layout = " ".join(f"{name.upper()}{plan[name]}" for name in ("tp", "pp", "vp", "cp", "dp", "ep")
                       if name in ("tp", "pp", "dp") or plan.get(name, 1) > 1)
@@ -113,8 +115,23 @@ def does_not_fit(record: dict[str, Any]) -> str:
     return (f"does not fit in memory: {record['model']} {layout} needs "
             f"{units.format_bytes(record['memory_bytes_per_chip'])} per chip, {record['chip']} has "
             f"{units.format_bytes(record['memory_capacity_bytes'])} (largest: {largest} "
-            f"{units.format_bytes(parts[largest])}); try more chips, --zero, --tp/--pp, --recompute "
-            "or `clusterplan search`")
+            f"{units.format_bytes(parts[largest])}); {_fitting_setting(record)}")
+
+
+def _fitting_setting(record: dict[str, Any]) -> str:
+    """'left open, `--recompute full` fits (step +31 %); or try ...': the setting the user did
+    not give whose change fits in memory at the smallest step time (layer splits aside)."""
+    remedies = "try more chips, --zero, --tp/--pp, --recompute or `clusterplan search`"
+    fitting = [item for item in record.get("assumed", [])
+               if item.get("fits_memory_if_changed") and item["field"] != "layer_split"]
+    if not fitting:
+        return remedies
+    best = min(fitting, key=lambda item: item["step_time_s_if_changed"])
+    value = best["alternative"]
+    flag = plan_flag(best["field"])
+    option = (flag if value is True else "--no-" + flag[2:] if value is False
+              else f"{flag} {','.join(map(str, value)) if isinstance(value, list | tuple) else value}")
+    return (f"left open, `{option}` fits (step {100 * best['step_change']:+.0f} %); or {remedies}")
 
 
 
