@@ -217,7 +217,9 @@ def expert_all_to_all_time(phases: TierPhases, tokens: Any, token_bytes: float, 
 #: Streaming multiprocessors a GPU's communication kernels occupy while they run beside compute:
 #: DeepSeek-V3's all-to-all kernels saturate InfiniBand and NVLink with 20 of the H800's 132 SMs
 #: (arXiv:2412.19437, sections 3.2.2 and 3.5.1). NCCL's collectives (DP reductions and gathers,
-#: the CP ring, pipeline sends) and the expert all-to-all are taken to need as many.
+#: the CP ring, pipeline sends) and the expert all-to-all are taken to need as many (an NCCL
+#: all-gather on H100 launches 24 blocks; compute beside collectives runs 18.9 % slower on average
+#: on A100/H100/MI250/MI210, Lee et al. 2025, arXiv:2507.03114).
 COMMUNICATION_UNITS = 20
 #: Transformer Engine's TP overlap (userbuffers) runs its all-gathers as a ring exchange on the
 #: copy engines with 1 SM and its reduce-scatters (pipelined and bulk) on 16 SMs
