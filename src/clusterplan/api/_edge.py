@@ -15,7 +15,7 @@ from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
 from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import MAX_CHIPS
-from clusterplan.training.command import plan_flag
+from clusterplan.training.command import field_options
 
 SpecT = TypeVar("SpecT", bound=Spec)
 
@@ -127,11 +127,8 @@ def _fitting_setting(record: dict[str, Any]) -> str:
     if not fitting:
         return remedies
     best = min(fitting, key=lambda item: item["step_time_s_if_changed"])
-    value = best["alternative"]
-    flag = plan_flag(best["field"])
-    option = (flag if value is True else "--no-" + flag[2:] if value is False
-              else f"{flag} {','.join(map(str, value)) if isinstance(value, list | tuple) else value}")
-    return (f"left open, `{option}` fits (step {100 * best['step_change']:+.0f} %); or {remedies}")
+    option = " ".join(field_options(best["field"], best["alternative"]))
+    return f"left open, `{option}` fits (step {100 * best['step_change']:+.0f} %); or {remedies}"
 
 
 

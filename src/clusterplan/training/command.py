@@ -62,6 +62,16 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+def field_options(name: str, value: Any) -> list[str]:
+    """Plan field ``name`` at ``value`` as ``train`` options: ``--flag`` / ``--no-flag`` for a
+    switch (nothing for an off switch without a ``--no-`` form), else ``--flag value``."""
+    if isinstance(value, bool):
+        if not value and name in ON_ONLY:
+            return []
+        return [plan_flag(name) if value else "--no-" + plan_flag(name)[2:]]
+    return [plan_flag(name), _value(value)]
+
+
 def plan_options(plan: Plan) -> list[str]:
     """``plan`` as ``train`` options: the layout always, every other field that differs from
     the value ``train`` would assume (the Plan default; SP on when TP > 1)."""
@@ -72,11 +82,7 @@ def plan_options(plan: Plan) -> list[str]:
         value = getattr(plan, name)
         if name not in ALWAYS and (value is None or value == defaults[name]):
             continue
-        if isinstance(value, bool):
-            if value or name not in ON_ONLY:
-                argv.append(plan_flag(name) if value else "--no-" + plan_flag(name)[2:])
-            continue
-        argv += [plan_flag(name), _value(value)]
+        argv += field_options(name, value)
     return argv
 
 

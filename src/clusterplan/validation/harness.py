@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from clusterplan.catalog import hardware_for, load_efficiency
 from clusterplan.costs.compute import Efficiency
 from clusterplan.specs import Plan
+from clusterplan.training import memory as mem
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, StepEstimate, estimate
 from clusterplan.validation.case import Case
@@ -78,7 +79,9 @@ def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency) -> Resu
     if case.recipe_fields:
         defaults = {name: Plan.model_fields[name].default for name in case.recipe_fields}
         plan = Plan.model_validate({**case.plan.model_dump(), **defaults})
-        at_defaults = float(estimate(case.model, hardware, PlanBatch.from_plans([plan], case.model)).memory[0])
+        breakdown = mem.memory_breakdown(case.model, PlanBatch.from_plans([plan], case.model),
+                                         hardware.efficiency.reserved_bytes)
+        at_defaults = float(sum(float(part[0]) for part in breakdown.values()))
     return Result(case, metric_of(case, result), memory, float(chip.hbm_bytes), at_defaults)
 
 
