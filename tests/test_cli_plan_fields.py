@@ -213,6 +213,29 @@ def test_each_alternative_is_what_train_gives_with_it(capsys, field):
                                                                  rel=1e-12)
 
 
+QWEN235 = ["train", "--model", "qwen3-235b-a22b", "--system", "dgx-h100", "--chips", "256", "--pp", "8",
+           "--ep", "32", "--seq", "4096", "--global-batch", "1024", "--precision", "fp8"]
+
+
+def test_moe_plans_report_routing_skew_and_dispatch(capsys):
+    """An expert-parallel plan assumes balanced routing (as published runs) and Megatron's flat
+    all-to-all; ``assumed`` says what real-text skew (Gini 0.2), EP overlap and per-node
+    de-duplication would change, each equal to train run with it given."""
+    record = run_json(capsys, QWEN235)
+    assumed = {a["field"]: a for a in record["assumed"]}
+    assert (assumed["routing_gini"]["value"], assumed["routing_gini"]["alternative"]) == (0.0, 0.2)
+    assert assumed["routing_gini"]["step_change"] > 0
+    assert (assumed["overlap_ep"]["value"], assumed["ep_dedup"]["value"]) == (False, False)
+    assert assumed["overlap_ep"]["step_change"] < 0 and assumed["ep_dedup"]["step_change"] < 0
+    skewed = run_json(capsys, [*QWEN235, "--routing-gini", "0.2"])
+    assert skewed["step_time_s"] == pytest.approx(assumed["routing_gini"]["step_time_s_if_changed"], rel=1e-12)
+    balanced = run_json(capsys, [*QWEN235, "--routing-gini", "0"])
+    assert balanced["step_time_s"] == pytest.approx(record["step_time_s"], rel=1e-12)
+    assert "routing_gini" not in {a["field"] for a in balanced["assumed"]}
+    dense = {a["field"] for a in run_json(capsys, L405)["assumed"]}
+    assert dense.isdisjoint({"routing_gini", "overlap_ep", "ep_dedup"})
+
+
 def test_given_settings_are_not_assumed(capsys):
     record = run_json(capsys, [*L405, "--vp", "2", "--micro-batch", "1", "--recompute", "full", "--zero", "1",
                                "--flash-attention", "--no-overlap-tp", "--overlap-pp", "--grad-reduce", "fp32"])

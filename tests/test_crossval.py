@@ -163,6 +163,12 @@ def test_validate_json_has_out_of_sample_and_fits_for_every_table() -> None:
         assert table["mape_out_of_sample_pct"] is not None, name
         training = name in TABLES  # serving tables (inference_*, mlperf_inference) have no memory check
         assert (table["fits_fraction"] is not None) == training, name
+        assert table["mape_at_defaults_pct"] is not None, name
+        for row in table["rows"]:
+            if row["recipe_fields"]:
+                assert row["error_at_defaults_pct"] is not None or row["error_pct"] is None, row["label"]
+            else:
+                assert row["error_at_defaults_pct"] == row["error_pct"], row["label"]
     assert record["cross_validation"].startswith("stored")
     assert "own_parameters" in record["families"]["hopper"]
 

@@ -19,7 +19,14 @@ from pydantic import field_validator
 from clusterplan.api._base import Answer, Request
 from clusterplan.errors import SpecError
 from clusterplan.specs.accuracy import CrossValSummary, RowErrors
-from clusterplan.validation.harness import Result, by_table, fits_fraction, fits_fraction_at_defaults, mape
+from clusterplan.validation.harness import (
+    Result,
+    by_table,
+    fits_fraction,
+    fits_fraction_at_defaults,
+    mape,
+    mape_at_defaults,
+)
 
 #: The catalog folder: where ``calibrate`` writes efficiency.yaml and crossval.yaml by default.
 CATALOG_DIR = Path(__file__).parent.parent / "catalog"
@@ -79,7 +86,7 @@ def predict(request: ValidateRequest, progress: Callable[[str], None] | None = N
     results: list[Result] = []
     for name in request.tables or known_tables():
         step(f"predicting the rows of {name}")
-        results += run(all_cases([name]))
+        results += run(all_cases([name]), at_defaults=True)
     return tuple(results)
 
 
@@ -130,6 +137,7 @@ def validation_records(results: Sequence[Result], crossval: CrossValSummary | No
             "mape_pct": mape(rows),
             "mape_out_of_sample_pct": errors.mape_out_of_sample_pct if errors else None,
             "mape_family_out_pct": errors.mape_family_out_pct if errors else None,
+            "mape_at_defaults_pct": mape_at_defaults(rows),
             "fits_fraction": _json_fraction(fits_fraction(rows)),
             "fits_fraction_at_defaults": _json_fraction(fits_fraction_at_defaults(rows)),
             "max_abs_error_pct": max((100 * abs(r.error) for r in modelled if r.error is not None), default=math.nan),
@@ -141,6 +149,9 @@ def validation_records(results: Sequence[Result], crossval: CrossValSummary | No
                 "skipped": r.case.skip, "assumptions": list(r.case.assumptions),
                 "memory_bytes_per_chip": r.memory_bytes, "fits": r.fits,
                 "fits_at_defaults": r.fits_at_defaults,
+                "predicted_at_defaults": r.predicted if r.predicted_at_defaults is None else r.predicted_at_defaults,
+                "error_at_defaults_pct": None if r.error_at_defaults is None else 100 * r.error_at_defaults,
+                "recipe_fields": list(r.case.recipe_fields),
                 "source": r.case.source,
                 **_row_out_of_sample(out_of_sample.get((name, r.case.label))),
             } for r in rows],

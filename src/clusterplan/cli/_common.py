@@ -243,7 +243,8 @@ EtpOption = Annotated[int | None, _plan_option("etp", "expert tensor parallelism
 CapacityFactorOption = Annotated[float | None, _plan_option(
     "capacity_factor", "MoE: expert capacity factor (token dropping)", default="dropless")]
 RoutingGiniOption = Annotated[float | None, _plan_option(
-    "routing_gini", "MoE: Gini of per-expert token load (0 = balanced)", default=str(DEFAULT_ROUTING_GINI))]
+    "routing_gini", "MoE: Gini of per-expert token load (0 = balanced, as published runs; "
+    "0.2 = real-text skew)", default=str(DEFAULT_ROUTING_GINI))]
 OverlapEpOption = Annotated[bool | None, _plan_option(
     "overlap_ep", "MoE: overlap EP all-to-alls (DualPipe-style)", "--overlap-ep/--no-overlap-ep")]
 EpDedupOption = Annotated[bool | None, _plan_option(

@@ -12,7 +12,7 @@ from rich.table import Table
 from clusterplan import units
 from clusterplan.specs import Chip, Model, System
 from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors
-from clusterplan.validation.harness import Result, by_table, mape
+from clusterplan.validation.harness import Result, by_table, mape, mape_at_defaults
 
 
 def _share(part: float, total: float) -> str:
@@ -239,9 +239,9 @@ def crossval_tables(console: Console, results: Sequence[Result], crossval: Cross
     for row in _crossval_table_rows(results, crossval):
         summary.add_row(*row)
     console.print(summary)
-    at_defaults = _fits_at_defaults_note(results)
-    if at_defaults:
-        console.print(f"[dim]{at_defaults}[/]")
+    for note in (_fits_at_defaults_note(results), _errors_at_defaults_note(results)):
+        if note:
+            console.print(f"[dim]{note}[/]")
     families = Table(title="fitted parameters per chip family")
     for column in ("family", "own params", "own rows", "in sample", "family out", "stages from others"):
         families.add_column(column, justify="left" if column in ("family", "stages from others") else "right",
@@ -267,6 +267,22 @@ def _fits_at_defaults_note(results: Sequence[Result]) -> str:
         return ""
     return ("fits with the recipe-only settings (gradient dtype, recompute, offload) at the "
             "CLI's defaults: " + ", ".join(parts) + ".")
+
+
+def _errors_at_defaults_note(results: Sequence[Result]) -> str:
+    """In-sample error of the tables whose rows take settings from their recipes, with those
+    settings at the CLI's defaults instead (what a user who types the printed plan gets)."""
+    parts = []
+    for name, rows in by_table(results).items():
+        if not any(r.predicted_at_defaults is not None for r in rows):
+            continue
+        at_defaults, in_sample = mape_at_defaults(rows), mape(rows)
+        if f"{at_defaults:.1f}" != f"{in_sample:.1f}":
+            parts.append(f"{name} {at_defaults:.1f} %")
+    if not parts:
+        return ""
+    return ("in sample with the recipe-only settings (TP overlap, gradient dtype, recompute, "
+            "routing balance) at the CLI's defaults: " + ", ".join(parts) + ".")
 
 
 def _fits_cell(rows: Sequence[Result]) -> str:

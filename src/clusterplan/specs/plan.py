@@ -122,8 +122,8 @@ class Plan(Spec):
         description="expert capacity as a multiple of the balanced load (token dropping); None = dropless")
     routing_gini: float | None = Field(
         default=None, ge=0, lt=1,
-        description="Gini coefficient of the per-expert token load; None = the published default "
-        "(0 = force-balanced, as in benchmarks)")
+        description="Gini coefficient of the per-expert token load; None = 0, balanced, as published "
+        "training runs are (0.2: trained checkpoints routing real text, Ma et al. 2026)")
     overlap_ep: bool = Field(
         default=False, description="EP all-to-alls overlapped with another micro-batch's compute (DualPipe-style)")
     ep_dedup: bool = Field(

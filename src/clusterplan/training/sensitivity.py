@@ -1,10 +1,11 @@
 """Sensitivity of one plan to the settings its user left open.
 
 Every setting a user did not give (virtual stages, micro-batch, recompute, flash attention,
-overlaps, ZeRO, gradient-reduction dtype, sequence parallelism, the pipeline layer split) took
-a default. For each, one or two sensible alternatives are built as plans, the invalid ones
-(those that do not validate for the model) dropped, and all the rest timed by the estimator
-in one batch: the record says which assumption matters most.
+overlaps, ZeRO, gradient-reduction dtype, sequence parallelism, the pipeline layer split; for
+an expert-parallel MoE plan the routing skew, the EP overlap and the dispatcher) took a
+default. For each, one or two sensible alternatives are built as plans, the invalid ones (those
+that do not validate for the model) dropped, and all the rest timed by the estimator in one
+batch: the record says which assumption matters most.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from pydantic import ValidationError
 
 from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
-from clusterplan.training.batch import PlanBatch
+from clusterplan.training.batch import DEFAULT_ROUTING_GINI, REAL_TEXT_ROUTING_GINI, PlanBatch
 from clusterplan.training.step import Hardware, estimate
 
 #: The settings whose defaults are reported, in the order ties are listed.
 SETTINGS = ("vp", "micro_batch", "recompute", "flash_attention", "overlap_tp", "overlap_pp",
-            "overlap_dp", "sp", "zero", "grad_reduce", "layer_split")
+            "overlap_dp", "sp", "zero", "grad_reduce", "layer_split", "routing_gini", "overlap_ep", "ep_dedup")
 #: Given one of these, the layer split is the user's (not chosen automatically).
 SPLIT_FIELDS = ("first_stage_layers", "last_stage_layers")
 
@@ -77,6 +78,12 @@ def _alternatives(plan: Plan, model: Model) -> list[tuple[str, Any, Any, dict[st
     for zero in (plan.zero + 1, plan.zero - 1):
         if 0 <= zero <= 3:
             add("zero", plan.zero, zero)
+    if model.moe is not None and plan.ep > 1:
+        # Balanced routing (the default, as published runs) against real-text skew, and back.
+        gini = DEFAULT_ROUTING_GINI if plan.routing_gini is None else plan.routing_gini
+        add("routing_gini", gini, REAL_TEXT_ROUTING_GINI if gini == 0 else 0.0)
+        add("overlap_ep", plan.overlap_ep, not plan.overlap_ep)
+        add("ep_dedup", plan.ep_dedup, not plan.ep_dedup)
     if plan.pp > 1:
         first, middle, last = plan.stage_layers(model)
         for shift in (1, -1):

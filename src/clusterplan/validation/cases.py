@@ -174,10 +174,12 @@ _NEMO_FP8_PARAMS_FROM = (26,)
 #: and the perf overrides ``cross_entropy_fusion_impl = "te"`` (scripts/performance/utils/
 #: overrides.py _set_common_perf_overrides at ec5e8c3b0; perf_recipes/_common.py at 067f987df0).
 _NEMO_FUSED_CE_FROM = (26,)
-#: The memory settings above come from the recipes, not from the tables' columns: a user who
-#: types a row's printed plan gets the CLI's defaults for them (validate's fits at defaults).
+#: The memory settings above, the TP communication overlap (``tp_comm_overlap``) and the MoE rows'
+#: force-balanced routing come from the recipes and the tables' notes, not from the tables'
+#: columns: a user who types a row's printed plan gets the CLI's defaults for them (validate's
+#: fits and errors at defaults).
 _NEMO_RECIPE_FIELDS = ("grad_reduce", "fp8_params", "fused_cross_entropy", "recompute",
-                       "recompute_modules", "offload_layers")
+                       "recompute_modules", "offload_layers", "overlap_tp", "routing_gini")
 #: Optimisations a row's recipe turns on that the estimate does not credit, stated with the row
 #: so its error is read correctly: the fitted MoE parameters absorb them. Megatron-Bridge
 #: scripts/performance/configs/qwen/qwen3_workload_base_configs.py at v0.5.0 (2026-06-16; the
