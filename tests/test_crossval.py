@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from clusterplan.catalog.loader import load_crossval
 from clusterplan.cli import app
-from clusterplan.validation.calibrate import PRIORS, Calibration, fit_dense
+from clusterplan.validation.calibrate import DIFF_STEP, PRIORS, Calibration, _least_squares, fit_dense
 from clusterplan.validation.cases import TABLES, all_cases, known_tables
 from clusterplan.validation.crossval import Fold, cross_validate, folds, predict_held_out, summarise
 from clusterplan.validation.harness import by_table, mape, run
@@ -227,3 +228,20 @@ def test_a_low_precision_gemm_transfers_relative_to_the_borrowers_own_bf16_measu
     assert fit.measured("cdna3", "matmul.bf16") == pytest.approx(0.60)
     assert fit.measured("blackwell", "matmul.fp8") == pytest.approx(0.70)
     assert fit.measured("hopper", "matmul.fp8") == pytest.approx(0.70)
+
+
+def test_the_serving_fit_steps_over_the_simulators_event_noise() -> None:
+    """A simulated metric moves in small steps (admissions and batch compositions change): a
+    staircase of 0.2 % treads around a slope. A 0.1 % difference quotient sees flat treads and the
+    fit stops at its start; the serving stage's 3 % step sees the slope and finds the optimum."""
+    target = 0.9
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        tread = 0.002
+        return np.array([np.round((x[0] - target) / tread) * tread])
+
+    start, lower, upper = np.array([0.8]), np.array([0.3]), np.array([0.95])
+    stuck = _least_squares(residuals, start, lower, upper, DIFF_STEP["dense"])
+    found = _least_squares(residuals, start, lower, upper, DIFF_STEP["serving"])
+    assert abs(stuck[0] - start[0]) < 0.01
+    assert abs(found[0] - target) < 0.01

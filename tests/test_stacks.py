@@ -117,3 +117,23 @@ def test_capacity_runs_every_candidate_on_the_stack(capsys: pytest.CaptureFixtur
     code, _, err = run_cli(capsys, ["capacity", "--model", "llama3-8b", "--system", "dgx-h100", "--demand", "2e5",
                                     "--slo-ttft", "1000", "--slo-tpot", "50", "--stack", "neuron"])
     assert code == 2 and "--stack" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_stack_sets_the_kv_admission_unless_given(capsys: pytest.CaptureFixture[str]) -> None:
+    """vLLM admits optimistically and preempts; TensorRT-LLM reserves the whole output
+    (GUARANTEED_NO_EVICT). An offline run whose outputs outgrow the KV cache shows it: vLLM's
+    default admits more sequences, preempts some, and finishes sooner; ``--admission`` wins."""
+    run = [*SERVE, "--input-tokens", "128", "--output-tokens", "4096", "--offline", "--requests", "600"]
+    code, out, _ = run_cli(capsys, [*run, "--stack", "vllm"])
+    assert code == 0
+    vllm = json.loads(out)
+    assert vllm["stack"]["admission"] == "optimistic" and vllm["simulation"]["admission"] == "optimistic"
+    assert vllm["replay"]["preemptions"] > 0
+    code, out, _ = run_cli(capsys, [*run, "--stack", "vllm", "--admission", "reserve"])
+    reserved = json.loads(out)
+    assert "admission" not in reserved.get("simulation", {}) and reserved["replay"]["preemptions"] == 0
+    assert vllm["replay"]["mean_batch"] > reserved["replay"]["mean_batch"]
+    assert vllm["replay"]["output_tokens_per_s"] > reserved["replay"]["output_tokens_per_s"]
+    code, out, _ = run_cli(capsys, [*run, "--stack", "trtllm"])
+    trtllm = json.loads(out)
+    assert trtllm["stack"]["admission"] == "reserve" and trtllm["replay"]["preemptions"] == 0

@@ -54,7 +54,8 @@ class ServeRequest(Request):
     seed: int = 0
     chip: str | None = None
     scheduler: str = "chunked"
-    admission: str = "reserve"
+    admission: str | None = Field(
+        None, description="reserve | optimistic; None: the stack's (inference/stacks.py ADMISSION), else reserve")
     replicas: int = 1
     router: str = "round-robin"
     prefill_replicas: int | None = None
@@ -99,7 +100,7 @@ def answer(request: ServeRequest) -> ServeAnswer:
     """Latency and throughput of one replica; the rate it sustains at the SLO; the replicas,
     MW and $ per million tokens of the demand; simulated runs when a load is given."""
     from clusterplan.inference.capacity import Slo, serve_record
-    from clusterplan.inference.stacks import STACKS
+    from clusterplan.inference.stacks import ADMISSION, STACKS
     from clusterplan.inference.step import Deployment
     from clusterplan.inference.workload import closed_loop, from_trace
     from clusterplan.inference.workload import offline as queued_at_zero
@@ -152,7 +153,10 @@ def answer(request: ServeRequest) -> ServeAnswer:
         raise SpecError("--slo-ttft" if ttft_s is None else "--slo-tpot", None,
                         "give both --slo-ttft and --slo-tpot (p99 targets, e.g. 2s and 100ms)")
     slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s) if ttft_s is not None and tpot_s is not None else None
-    simulation = serve_simulation(request.scheduler, request.admission, request.replicas, request.router,
+    stack = options.get("stack")
+    admission = request.admission if request.admission is not None else (
+        ADMISSION[stack] if isinstance(stack, str) and stack in ADMISSION else "reserve")
+    simulation = serve_simulation(request.scheduler, admission, request.replicas, request.router,
                                   request.prefill_replicas, request.decode_replicas)
     rate, trace, batch = request.rate_per_s, request.trace, request.batch
     if sum(x is not None and x is not False for x in (rate, trace, batch, request.offline or None)) > 1:

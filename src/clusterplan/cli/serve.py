@@ -80,8 +80,9 @@ def serve(
     scheduler: Annotated[
         str, typer.Option(help="chunked (continuous batching + chunked prefill) | continuous | static | disaggregated")
     ] = "chunked",
-    admission: Annotated[str, typer.Option(help="reserve (whole output at admission) | optimistic (preempts)")
-                         ] = "reserve",
+    admission: Annotated[str | None, typer.Option(
+        help="reserve (whole output at admission) | optimistic (preempts); default: the --stack's "
+             "(trtllm, neuron: reserve; vllm, sglang: optimistic), else reserve")] = None,
     replicas: Annotated[int, typer.Option(help="replicas behind a router in the simulated runs")] = 1,
     router: Annotated[str, typer.Option(help="round-robin | least-loaded")] = "round-robin",
     prefill_replicas: Annotated[int | None, typer.Option(help="prefill replicas (--scheduler disaggregated)")] = None,

@@ -49,6 +49,18 @@ KV-cache memory fraction *means*; nothing here is fitted. Sources, each at a com
     ``max_context_length`` = the request's prompt and ``max_length`` = prompt + output when the
     request shape is known. KV budget and max batch as today's. Frontend ``server`` (vLLM on
     Neuron behind its API server).
+
+KV admission (``serve --admission``, when not given): ``trtllm`` reserves each request's whole
+output before admitting it (``CapacitySchedulerPolicy.GUARANTEED_NO_EVICT``, the default of
+TensorRT-LLM's PyTorch ``BindCapacityScheduler``, ``tensorrt_llm/_torch/pyexecutor/scheduler.py``;
+the published ``trtllm-bench`` rows behave like it, docs/serving.md); ``vllm`` admits
+optimistically and preempts (recomputes) when the KV blocks run out (vLLM V1
+``docs/configuration/optimization.md``, "Preemption": "vLLM can preempt requests to free up KV
+cache space for other requests. Preempted requests are recomputed when sufficient KV cache
+space becomes available again"); ``sglang`` admits on an estimate of the outputs still to come
+(``new_token_ratio``, 0.7 decaying to 0.1 of the remaining tokens) and retracts running requests
+when memory runs out, taken here as optimistic with preemption; ``neuron`` (vLLM on NxD
+Inference) gives each sequence slot a cache of the full compiled length, a reservation.
 """
 
 from __future__ import annotations
@@ -67,6 +79,9 @@ Stack = Literal["trtllm", "vllm", "sglang", "neuron"]
 #: ("total").
 KV_BUDGET: dict[str, Literal["free", "total"]] = {"trtllm": "free", "vllm": "total", "sglang": "total",
                                                    "neuron": "free"}
+#: KV admission each stack uses when ``--admission`` is not given (module doc).
+ADMISSION: dict[str, Literal["reserve", "optimistic"]] = {"trtllm": "reserve", "vllm": "optimistic",
+                                                          "sglang": "optimistic", "neuron": "reserve"}
 #: The chip vendors an engine runs on (others: refused).
 VENDORS = {"trtllm": ("NVIDIA",), "neuron": ("AWS",)}
 MIB = 2.0**20
@@ -95,7 +110,7 @@ class StackDefaults:
     def record(self, applied: tuple[str, ...]) -> dict[str, Any]:
         """For ``--json``: the stack, how its KV fraction is read, its defaults and which of them
         applied (the rest the user set)."""
-        return {"name": self.stack, "kv_budget": self.kv_budget,
+        return {"name": self.stack, "kv_budget": self.kv_budget, "admission": ADMISSION[self.stack],
                 "defaults": {key: list(v) if isinstance(v, tuple) else v for key, v in self.values.items()},
                 "applied": list(applied), "source": SOURCES[self.stack]}
 
