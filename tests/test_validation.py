@@ -40,22 +40,25 @@ BOUNDS = {
     # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
     # step model reaches 6.8 % (the 109 rows of TensorRT-LLM's current software stack; the 131
     # v0.14.0 rows are an older stack, as for the NeMo tables), 13.5 % and 13.4 %: all met;
-    # these bounds guard against regressions (docs/serving.md).
-    "inference_throughput": 8.0,
+    # these bounds guard against regressions (docs/serving.md). 5.6 % since round 7's serving fit
+    # converged (a 3 % finite-difference step over the simulator's event noise).
+    "inference_throughput": 6.5,
     # The kernel-anchored refit (Hopper matmul up, attention down; issue #13 round 4) moved the
     # server rows 13.6 -> 15.4 % in sample, 16.6 -> 17.0 % out of sample; S0113's TTFT joined the
     # latency table at -21 %.
     "inference_latency": 15.5,
     # Round 5: the refit after MI300X's fp8 GEMM transfer and the CP/window attention spans moved
     # Hopper's serving HBM efficiency (0.87 -> 0.83) and the server rows 15.1 -> 16.5 % in sample;
-    # out of sample they went 17.0 -> 16.9 % (docs/validation.md).
-    "inference_server": 17.0,
+    # out of sample they went 17.0 -> 16.9 % (docs/validation.md). 14.4 % in sample since round 7's
+    # serving fit converged.
+    "inference_server": 15.5,
     # A regression bound, not an accuracy target: 39.7 % in sample after the refit that includes
     # it (with the sourced mean prompt of 222 tokens), 25.2 % since round 5 takes MI300X's fp8 GEMM
     # as its measured bf16 one times Hopper's fp8/bf16 ratio (0.64 -> 0.49 of peak); MI300X
     # Interactive is still the largest error (docs/validation.md). 26.8 % since round 6 (SM sharing
     # of overlapped collectives moved Hopper's fitted attention, which MI300X's dense stage borrows).
-    "mlperf_inference": 27.5,
+    # 27.5 % since round 7: the converged Hopper serving fit makes its four rows 2 points faster.
+    "mlperf_inference": 28.5,
 }
 
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two

@@ -18,10 +18,10 @@ FloatArray = NDArray[np.float64]
 #: Gini coefficient of per-expert token loads a training plan assumes when none is given: 0,
 #: balanced. Published training runs are balanced by construction: NVIDIA's MoE benchmarks force
 #: the balance (Megatron-Bridge docs/performance-summary.md @ 067f987df0, MoE training note: "we
-#: force-balance the token distribution among experts") and DeepSeek-V3's auxiliary-loss-free balancing keeps the expert
-#: load balanced through training (DeepSeek-V3 report, section 2.1.2). Measured with the estimate
-#: at the CLI's defaults, the former default of 0.2 made the NeMo MoE rows 21.4 % off in sample
-#: (11.8 % with their balance); docs/validation.md, "Errors at the CLI's defaults".
+#: force-balance the token distribution among experts") and DeepSeek-V3's auxiliary-loss-free
+#: balancing keeps the expert load balanced through training (DeepSeek-V3 report, section
+#: 2.1.2). With the routing alone at the former default of 0.2, the NeMo MoE rows were 21.4 % off
+#: in sample (11.8 % with their balance; docs/validation.md, round 7).
 DEFAULT_ROUTING_GINI = 0.0
 #: The skew of trained checkpoints routing real text with no balancing term (GQA models
 #: 0.15-0.24; MLA models above 0.24): Ma et al., "Diagnosing Overhead in Dispatch Operations"
