@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -251,3 +252,18 @@ def test_the_serving_fit_steps_over_the_simulators_event_noise() -> None:
     found = _least_squares(residuals, start, lower, upper, DIFF_STEP["serving"])
     assert abs(stuck[0] - start[0]) < 0.01
     assert abs(found[0] - target) < 0.01
+
+
+def test_validate_names_the_tables_that_change_at_the_cli_defaults() -> None:
+    """Under the summary, one dim line each: the tables whose printed plans fit less often, and
+    those whose in-sample error moves, with the recipe-only settings at the CLI's defaults."""
+    result = CliRunner().invoke(app, ["validate", "--table", "mlperf_training", "--table", "nemo_perf",
+                                      "--table", "megatron_sc21"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "at the CLI's defaults" in line]
+    assert len(lines) == 2, lines
+    fits, errors = lines
+    assert fits.startswith("fits with the recipe-only settings") and "nemo_perf 19/23" in fits
+    assert "mlperf_training" not in fits  # all 21 fit either way
+    assert errors.startswith("in-sample error with the recipe-only settings")
+    assert re.search(r"mlperf_training \d+\.\d %", errors) and "megatron_sc21" not in errors

@@ -239,7 +239,8 @@ def crossval_tables(console: Console, results: Sequence[Result], crossval: Cross
     for row in _crossval_table_rows(results, crossval):
         summary.add_row(*row)
     console.print(summary)
-    for note in (_fits_at_defaults_note(results), _errors_at_defaults_note(results)):
+    for what, cell in (("fits", _fits_at_defaults_cell), ("in-sample error", _error_at_defaults_cell)):
+        note = _at_defaults_note(results, what, cell)
         if note:
             console.print(f"[dim]{note}[/]")
     families = Table(title="fitted parameters per chip family")
@@ -254,35 +255,29 @@ def crossval_tables(console: Console, results: Sequence[Result], crossval: Cross
                   "'in sample' is the shipped fit, which saw every row.[/]")
 
 
-def _fits_at_defaults_note(results: Sequence[Result]) -> str:
-    """The tables whose printed plans fit less often when the settings only their recipes give
-    are left at the CLI's defaults (as a user who types the printed plan runs them)."""
-    parts = []
-    for name, rows in by_table(results).items():
-        checked = [r for r in rows if r.fits_at_defaults is not None]
-        fit = sum(bool(r.fits_at_defaults) for r in checked)
-        if checked and fit < sum(bool(r.fits) for r in checked):
-            parts.append(f"{name} {fit}/{len(checked)}")
+def _at_defaults_note(results: Sequence[Result], what: str, cell: Callable[[Sequence[Result]], str | None]) -> str:
+    """One line naming the tables whose ``cell`` changes when the settings only their recipes
+    give are left at the CLI's defaults, as a user who types the printed plan runs them (the
+    cell is None where nothing changes)."""
+    parts = [f"{name} {text}" for name, rows in by_table(results).items() if (text := cell(rows))]
     if not parts:
         return ""
-    return ("fits with the recipe-only settings (gradient dtype, recompute, offload) at the "
-            "CLI's defaults: " + ", ".join(parts) + ".")
+    return f"{what} with the recipe-only settings at the CLI's defaults: " + ", ".join(parts) + "."
 
 
-def _errors_at_defaults_note(results: Sequence[Result]) -> str:
-    """In-sample error of the tables whose rows take settings from their recipes, with those
-    settings at the CLI's defaults instead (what a user who types the printed plan gets)."""
-    parts = []
-    for name, rows in by_table(results).items():
-        if not any(r.predicted_at_defaults is not None for r in rows):
-            continue
-        at_defaults, in_sample = mape_at_defaults(rows), mape(rows)
-        if f"{at_defaults:.1f}" != f"{in_sample:.1f}":
-            parts.append(f"{name} {at_defaults:.1f} %")
-    if not parts:
-        return ""
-    return ("in sample with the recipe-only settings (TP overlap, gradient dtype, recompute, "
-            "routing balance) at the CLI's defaults: " + ", ".join(parts) + ".")
+def _fits_at_defaults_cell(rows: Sequence[Result]) -> str | None:
+    """``fit/checked`` where fewer printed plans fit at the defaults than with their recipes."""
+    checked = [r for r in rows if r.fits_at_defaults is not None]
+    fit = sum(bool(r.fits_at_defaults) for r in checked)
+    return f"{fit}/{len(checked)}" if checked and fit < sum(bool(r.fits) for r in checked) else None
+
+
+def _error_at_defaults_cell(rows: Sequence[Result]) -> str | None:
+    """The in-sample MAPE at the defaults, where it differs from the recipes' (to 0.1 point)."""
+    if not any(r.predicted_at_defaults is not None for r in rows):
+        return None
+    at_defaults = f"{mape_at_defaults(rows):.1f}"
+    return f"{at_defaults} %" if at_defaults != f"{mape(rows):.1f}" else None
 
 
 def _fits_cell(rows: Sequence[Result]) -> str:
