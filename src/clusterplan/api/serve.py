@@ -153,9 +153,9 @@ def answer(request: ServeRequest) -> ServeAnswer:
         raise SpecError("--slo-ttft" if ttft_s is None else "--slo-tpot", None,
                         "give both --slo-ttft and --slo-tpot (p99 targets, e.g. 2s and 100ms)")
     slo = Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s) if ttft_s is not None and tpot_s is not None else None
-    stack = options.get("stack")
-    admission = request.admission if request.admission is not None else (
-        ADMISSION[stack] if isinstance(stack, str) and stack in ADMISSION else "reserve")
+    # the stack's documented admission where none is given (validated against STACKS above)
+    stack = str(options.get("stack", ""))
+    admission = request.admission if request.admission is not None else ADMISSION.get(stack, "reserve")
     simulation = serve_simulation(request.scheduler, admission, request.replicas, request.router,
                                   request.prefill_replicas, request.decode_replicas)
     rate, trace, batch = request.rate_per_s, request.trace, request.batch

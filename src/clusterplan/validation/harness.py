@@ -123,15 +123,18 @@ def run(cases: Sequence[Case], efficiency: EfficiencyLookup = load_efficiency,
 
 def mape(results: Sequence[Result]) -> float:
     """Mean absolute percentage error over the rows that were modelled (nan if none)."""
-    errors = [abs(r.error) for r in results if r.error is not None]
-    return 100.0 * sum(errors) / len(errors) if errors else math.nan
+    return _mean_abs_pct([r.error for r in results])
+
+
+def _mean_abs_pct(errors: Sequence[float | None]) -> float:
+    known = [abs(e) for e in errors if e is not None]
+    return 100.0 * sum(known) / len(known) if known else math.nan
 
 
 def mape_at_defaults(results: Sequence[Result]) -> float:
     """Mean absolute percentage error with every row's recipe-only settings at the CLI's
     defaults (``Result.error_at_defaults``; nan if no row was modelled)."""
-    errors = [abs(r.error_at_defaults) for r in results if r.error_at_defaults is not None]
-    return 100.0 * sum(errors) / len(errors) if errors else math.nan
+    return _mean_abs_pct([r.error_at_defaults for r in results])
 
 
 def fits_fraction_at_defaults(results: Sequence[Result]) -> float:
