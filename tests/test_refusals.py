@@ -412,14 +412,28 @@ def test_fuzzed_command_lines_end_cleanly(capsys: pytest.CaptureFixture[str], ar
 
 
 def test_a_plan_that_fits_with_a_setting_left_open_names_it(capsys: pytest.CaptureFixture[str]) -> None:
-    """Llama 3.1 405B with FSDP over 64 GB200 pairs (TP2): 219 GiB of activations without
-    recompute; full recompute, left open, fits, and the one-line refusal says so with its cost."""
-    argv = ["train", "--model", "llama3-405b", "--system", "gb200-nvl72", "--chips", "128", "--tp", "2",
-            "--zero", "3", "--seq", "8192", "--global-batch", "64", "--precision", "fp8"]
+    """Nemotron-4 340B on 128 H100 (NeMo 24.07's layout) with recompute given as none: 83.6 GiB
+    of 79.6; ZeRO-2, left open, fits, and the one-line refusal says so with its cost."""
+    argv = ["train", "--model", "nemotron-4-340b", "--system", "dgx-h100", "--chips", "128", "--tp", "8",
+            "--pp", "8", "--vp", "12", "--seq", "4096", "--global-batch", "32", "--precision", "fp8",
+            "--recompute", "none"]
     code, _, err = run_cli(capsys, argv)
     assert code == 1 and len(err.splitlines()) == 1
-    assert "left open, `--recompute full` fits (step +" in err
+    assert "left open, `--zero 2` fits (step +" in err
     # Given on the command line, it is not offered again: the general remedies remain.
+    code, _, err = run_cli(capsys, [*argv, "--zero", "1"])
+    assert code == 1 and "`--zero 2`" not in err and "try more chips" in err
+
+
+def test_recompute_left_open_is_chosen_rather_than_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """Llama 3.1 405B with FSDP over 64 GB200 pairs (TP2): 219 GiB of activations at the default
+    recompute; left open, the recompute that fits is chosen (training/recompute.py) and the
+    plan is answered; given, it is kept and the plan refused."""
+    argv = ["train", "--model", "llama3-405b", "--system", "gb200-nvl72", "--chips", "128", "--tp", "2",
+            "--zero", "3", "--seq", "8192", "--global-batch", "64", "--precision", "fp8"]
+    code, out, _ = run_cli(capsys, [*argv, "--json"])
+    record = strict_json(out)
+    assert code == 0 and record["fits_memory"] and record["recompute_chosen"]["chosen"] == "automatically"
     code, _, err = run_cli(capsys, [*argv, "--recompute", "selective", "--no-flash-attention"])
     assert code == 1 and "`--recompute full`" not in err and "try more chips" in err
 

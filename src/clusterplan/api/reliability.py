@@ -94,6 +94,7 @@ def answer(request: ReliabilityRequest, tokens_text: str | None = None) -> Relia
     from clusterplan.reliability.analysis import ReliabilityRequest as Job
     from clusterplan.reliability.analysis import analyse
     from clusterplan.reliability.failures import RecoverySettings
+    from clusterplan.training.recompute import recompute_for
     from clusterplan.training.summary import train_record
 
     if (request.tokens is None) == (request.duration_s is None):
@@ -114,13 +115,18 @@ def answer(request: ReliabilityRequest, tokens_text: str | None = None) -> Relia
     spec_model = load_model(request.model, "--model")
     spec_system = load_system(request.system, "--system")
     plan = build_plan(options, request.chips, spec_model, origins)
-    hardware_for(spec_system).chip.require(plan.precision, origins.get("precision", "--precision"))
+    hardware = hardware_for(spec_system)
+    hardware.chip.require(plan.precision, origins.get("precision", "--precision"))
+    # The plan as `train` would run it: recompute left open is chosen to fit.
+    plan, choice = recompute_for(spec_model, hardware, plan, request.plan.given())
     if settings.elastic and plan.dp < 2:
         raise SpecError("--elastic", True, f"needs >= 2 data-parallel replicas to go on without one (dp={plan.dp})")
     job = Job(spec_model, spec_system, plan, tokens=request.tokens, duration_s=request.duration_s,
               settings=settings, trials=request.trials, seed=request.seed)
     record = analyse(job).record()  # bad input is refused (exit 2) before the memory verdict
-    fit = train_record(spec_model, hardware_for(spec_system), plan, with_failures=False)
+    if choice is not None:
+        record["recompute_chosen"] = choice.record()
+    fit = train_record(spec_model, hardware, plan, with_failures=False)
     return ReliabilityAnswer(record=record, goodput=record["goodput"],
                              fits_memory=fit["fits_memory"], memory_record=None if fit["fits_memory"] else fit,
                              checkpoint_interval_s=record["checkpoint_interval_s"],

@@ -49,8 +49,11 @@ class TrainAnswer(Answer):
 
 def answer(request: TrainRequest) -> TrainAnswer:
     """Estimate the step; the settings left open are listed with what changing each would do
-    (``assumed``); ``layer_split`` when pp > 1. A plan that does not fit is answered (its
-    figures, ``fits_memory`` false): the CLI then ends with exit code 1."""
+    (``assumed``); ``layer_split`` when pp > 1. With recompute left open and the default not
+    fitting, the fastest recompute that fits is taken and stated (``recompute_chosen``). A plan
+    that does not fit is answered (its figures, ``fits_memory`` false): the CLI then ends with
+    exit code 1."""
+    from clusterplan.training.recompute import recompute_for
     from clusterplan.training.sensitivity import assumed_settings, layer_split_record
     from clusterplan.training.summary import train_record
 
@@ -65,7 +68,10 @@ def answer(request: TrainRequest) -> TrainAnswer:
         raise error.renamed(origins.get(error.field, flag(error.field))) from None
     hardware = hardware_for(spec_system, spec_chip)
     hardware.chip.require(plan.precision, origins.get("precision", "--precision"))
+    plan, choice = recompute_for(spec_model, hardware, plan, options)
     record = train_record(spec_model, hardware, plan, request.tokens)
+    if choice is not None:
+        record["recompute_chosen"] = choice.record()
     split_given = any(options.get(field) is not None for field in ("first_stage_layers", "last_stage_layers"))
     if plan.pp > 1:
         record["layer_split"] = layer_split_record(spec_model, plan, given=split_given)

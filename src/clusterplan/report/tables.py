@@ -81,6 +81,8 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
     if split:
         how = {"automatically": "balanced, chosen automatically", "given": "given", "even": "even"}
         summary.add_row("layers per stage", f"{split['split']} ({how[split['chosen']]})")
+    if record.get("recompute_chosen"):
+        summary.add_row("recompute", _recompute_chosen(record))
     console.print(summary)
     band_notes(console, record)
     assumed = record.get("assumed")
@@ -101,6 +103,14 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
         breakdown.add_row(name.replace("_", " "), cell, _share(value, step))
     console.print(breakdown)
     memory_table(console, record, title="memory per chip")
+
+
+def _recompute_chosen(record: dict[str, Any]) -> str:
+    """'selective core_attn,mlp (chosen automatically: the default needs 323.2 GiB)'."""
+    chosen = record["recompute_chosen"]
+    modules = ",".join(chosen["recompute_modules"])
+    return (f"{chosen['recompute']}{' ' + modules if modules else ''} (chosen automatically: the "
+            f"default needs {units.format_bytes(chosen['default_memory_bytes_per_chip'])})")
 
 
 def memory_table(console: Console, record: dict[str, Any], title: str | None = None) -> None:
@@ -458,6 +468,8 @@ def reliability_table(console: Console, record: dict[str, Any]) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("recovery", record["recovery_label"])
+    if record.get("recompute_chosen"):
+        table.add_row("recompute", _recompute_chosen(record))
     table.add_row("interruptions per day", f"{record['interruptions_per_day']:,.1f} unexpected + "
                   f"{record['planned_interruptions_per_day']:,.2f} planned")
     table.add_row("mean time between failures", units.format_duration(record["mtbf_s"]))

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
 from clusterplan.training.batch import DEFAULT_ROUTING_GINI, REAL_TEXT_ROUTING_GINI, PlanBatch
+from clusterplan.training.recompute import RECOMPUTE_FIELDS, recompute_for
 from clusterplan.training.step import Hardware, estimate
 
 #: The settings whose defaults are reported, in the order ties are listed.
@@ -98,9 +99,14 @@ def assumed_settings(model: Model, hardware: Hardware, plan: Plan, given: Collec
                      step_time_s: float) -> list[dict[str, Any]]:
     """For each setting in SETTINGS not in ``given`` (the Plan fields the user set), its value,
     an alternative and the step time (and memory) with it, most influential first. Alternatives
-    that do not validate for the model are left out; all others are timed in one batch."""
+    that do not validate for the model are left out; all others are timed in one batch, each
+    with the recompute `train` would choose for it when the recompute is open too."""
     split_given = any(field in given for field in SPLIT_FIELDS)
     open_settings = {s for s in SETTINGS if s not in given and not (s == "layer_split" and split_given)}
+    # With recompute open, `train` chooses it for each plan (training/recompute.py): every other
+    # alternative starts from the default recompute and gets the choice its own memory needs.
+    recompute_open = not any(field in given for field in RECOMPUTE_FIELDS)
+    default_recompute = {name: Plan.model_fields[name].default for name in ("recompute", "recompute_modules")}
     base = plan.model_dump()
     rows: list[tuple[str, Any, Any]] = []
     plans: list[Plan] = []
@@ -110,11 +116,16 @@ def assumed_settings(model: Model, hardware: Hardware, plan: Plan, given: Collec
         data = {**base, **update}
         if not split_given and setting != "layer_split":  # the split is redone for the new plan
             data.update(first_stage_layers=None, last_stage_layers=None)
+        chosen = recompute_open and setting != "recompute"
+        if chosen:
+            data.update(default_recompute)
         try:
             candidate = Plan.model_validate(data).with_balanced_split(model)
             candidate.validate_for(model, plan.chips).validate_placement(hardware.system.scale_up_size)
         except (SpecError, ValidationError):
             continue
+        if chosen:
+            candidate, _ = recompute_for(model, hardware, candidate, given)
         rows.append((setting, value, alternative))
         plans.append(candidate)
     if not plans:

@@ -11,6 +11,7 @@ from clusterplan.costs.compute import Efficiency
 from clusterplan.specs import Plan
 from clusterplan.training import memory as mem
 from clusterplan.training.batch import PlanBatch
+from clusterplan.training.recompute import least_recompute_that_fits
 from clusterplan.training.step import Hardware, StepEstimate, estimate
 from clusterplan.validation.case import Case
 
@@ -78,13 +79,19 @@ def metric_of(case: Case, result: StepEstimate) -> float:
 EfficiencyLookup = Callable[[str], Efficiency]
 
 
-def defaults_plan(case: Case) -> Plan | None:
+def defaults_plan(case: Case, hardware: Hardware | None = None) -> Plan | None:
     """The row's plan with its recipe-only settings (``Case.recipe_fields``) at the CLI's
-    defaults, or None where the row has none."""
-    if case.plan is None or not case.recipe_fields:
+    defaults, or None where the row has none. With ``hardware``, and the recompute among those
+    settings, the recompute is then the one ``clusterplan train`` chooses when it is left open:
+    the default if it fits, else the fastest escalation that fits (training/recompute.py)."""
+    if case.plan is None or case.model is None or not case.recipe_fields:
         return None
     defaults = {name: Plan.model_fields[name].default for name in case.recipe_fields}
-    return Plan.model_validate({**case.plan.model_dump(), **defaults})
+    plan = Plan.model_validate({**case.plan.model_dump(), **defaults})
+    if hardware is not None and "recompute" in case.recipe_fields:
+        choice = least_recompute_that_fits(case.model, hardware, plan)
+        plan = plan if choice is None else choice.plan
+    return plan
 
 
 def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency, at_defaults: bool = False) -> Result:
@@ -103,7 +110,7 @@ def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency, at_defa
     result = estimate(case.model, hardware, batch)
     memory = float(result.memory[0])
     memory_at_defaults, predicted_at_defaults = memory, None
-    plan = defaults_plan(case)
+    plan = defaults_plan(case, hardware)
     if plan is not None and at_defaults:
         defaults_result = estimate(case.model, hardware, PlanBatch.from_plans([plan], case.model))
         predicted_at_defaults = metric_of(case, defaults_result)
