@@ -285,8 +285,10 @@ class _Engine:
 
 
 class Chunked(_Engine):
-    """``chunked``: every step decodes all running sequences and prefills up to ``chunk`` prompt
-    tokens of admitted sequences, first come first served (Sarathi-Serve)."""
+    """``chunked``: every step decodes all running sequences and prefills admitted sequences,
+    first come first served, with the rest of a per-step budget of ``chunk`` tokens in which
+    each decoding sequence counts one (Sarathi-Serve's token budget; vLLM V1's
+    ``max_num_batched_tokens``; TensorRT-LLM's ``max_num_tokens``)."""
 
     def _admit(self, r: int) -> None:
         R = self.reqs
@@ -340,9 +342,10 @@ class Chunked(_Engine):
             if not reserve:  # preemption by recompute before a step would overflow the KV
                 while self.dec_ctx + self.pf_alloc > cap:
                     self._preempt_newest()
-            if not pq:
-                # Decode-only stretch: nothing but the context changes until the next finish or the
-                # next arrival that could be admitted.
+            if not pq or self.n_dec >= chunk:
+                # Decode-only stretch (nothing to prefill, or the decodes take the whole budget):
+                # nothing but the context changes until the next finish or the next arrival
+                # that could be admitted.
                 limit = t_limit
                 if self.nxt < self.cl_next and not requeue and self.n_adm < B:
                     r = ids[self.nxt]
@@ -351,12 +354,13 @@ class Chunked(_Engine):
                         limit = min(limit, arr[self.nxt])
                 if self._decode_stretch(self.heap[0], limit):
                     continue
-            # ---- one step: decode every running sequence, prefill up to ``chunk`` prompt tokens
-            budget = chunk
+            # ---- one step: decode every running sequence, prefill with the rest of the budget
+            room = chunk - self.n_dec if chunk > self.n_dec else 0
+            budget = room
             pf_ctx = 0
             pairs = 0.0
             pieces = 0
-            for r in pq:
+            for r in pq if room else ():
                 take = left[r] if left[r] < budget else budget
                 pf_ctx += pdone[r]
                 pairs += take * (pdone[r] + take * 0.5)  # causal, over its own sequence only
@@ -364,7 +368,7 @@ class Chunked(_Engine):
                 pieces += 1
                 if budget == 0:
                     break
-            pf_tokens = chunk - budget
+            pf_tokens = room - budget
             n_dec, dec_ctx = self.n_dec, self.dec_ctx
             if pf_tokens:
                 dt = times.pieces(pf_tokens, pairs, pieces, pf_ctx, n_dec, dec_ctx)
@@ -375,7 +379,7 @@ class Chunked(_Engine):
             self._step_done(t, dt, dec_ctx + self.pf_alloc, n_dec + pieces)
             self.dec_ctx += n_dec
             self._finish_bucket(t)
-            budget = chunk
+            budget = room
             for _ in range(pieces):
                 r = pq[0]
                 take = left[r] if left[r] < budget else budget

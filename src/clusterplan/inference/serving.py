@@ -55,10 +55,17 @@ Conventions (all schedulers)
 Schedulers
 ----------
 ``chunked`` (default; Sarathi-Serve, vLLM's and TensorRT-LLM's chunked prefill)
-    Waiting requests are admitted while KV and ``max_batch`` allow. Each step decodes every
-    running sequence and prefills up to ``chunk_tokens`` (8192) prompt tokens of admitted, not yet
-    prefilled sequences in admission order (a prompt longer than the chunk continues over several
-    steps); it is costed as a mixed step when it does both, else as a decode or prefill step.
+    Waiting requests are admitted while KV and ``max_batch`` allow. Each step has a budget of
+    ``chunk_tokens`` (8192) tokens in which every running sequence's decode counts one: it
+    decodes every running sequence and prefills the rest of the budget from admitted, not yet
+    prefilled sequences in admission order (a prompt longer than what is left continues over
+    several steps; when the decodes take the whole budget, nothing is prefilled). That is
+    Sarathi-Serve's token budget (Agrawal et al., OSDI 2024, stall-free batching: decodes first, then prefill
+    chunks up to the budget), vLLM V1's ``max_num_batched_tokens`` (running requests are
+    scheduled before waiting ones, a decode costing one token of the budget;
+    ``vllm/v1/core/sched/scheduler.py``) and TensorRT-LLM's ``max_num_tokens`` (a generation
+    request counts its one token, context chunks fill the rest). A step is costed as a mixed
+    step when it does both, else as a decode or prefill step.
 ``continuous`` (vLLM V0's default: iteration-level batching with prefill priority)
     Before each step, waiting requests are admitted while KV, ``max_batch`` and
     ``max_prefill_tokens`` allow; if any were, the step is a prefill step over all their prompts

@@ -144,8 +144,13 @@ _MOE_HINTS = ("qwen3", "gpt oss", "deepseek", "nemotron_3_nano", "mixtral", "kim
 #: GPT-OSS H100: GPT_OSS_120B_PRETRAIN_CONFIG_H100_BF16_V1 (V2 = V1 at GBS 1280) in
 #: Megatron-Bridge scripts/performance/configs/gpt_oss/gpt_oss_workload_base_configs.py at
 #: ec5e8c3b0 (2026-04-20, the 26.04 release), kept by the later flat perf_recipes/gpt_oss/h100.
+#: Nemotron-4 340B (NeMo 24.07): ``activations_checkpoint_granularity: selective`` (Megatron's
+#: core-attention recompute) in NeMo-Framework-Launcher launcher_scripts/conf/training/nemotron/
+#: nemotron_340b.yaml at 26e42fa9, the only 24.07 dense config that sets it (the GPT-3, Llama 2/3
+#: and Nemotron 8B/22B configs leave it null, and the launcher ships no 340B example script).
 _NEMO_RECIPE_RECOMPUTE: dict[tuple[str, str], tuple[str, ...]] = {
     ("GPT OSS 120B", "DGX-H100"): ("layernorm", "moe_act"),
+    ("Nemotron-340B", "DGX-H100"): ("core_attn",),
 }
 #: Activation offloading a row's recipe sets (model, system, precision as printed) -> layers whose
 #: activations go to host memory (Megatron --cpu-offloading-num-layers, weights stay): the FSDP

@@ -19,6 +19,7 @@ import csv
 import math
 import re
 from collections.abc import Callable
+from typing import Any
 from importlib import resources
 
 import numpy as np
@@ -417,6 +418,35 @@ def _mlperf_output_tokens(row: dict[str, str]) -> int:
     return round(float(row["result_tokens_per_s"]) / float(row["result_samples_per_s"]))
 
 
+#: The engine settings of a Server/Interactive row (columns ``max_num_tokens``, ``scheduler``,
+#: ``admission``), read from each submission's code and config:
+#:
+#: * NVIDIA v4.1 (TensorRT-LLM 0.10): the engines are built with ``max_num_tokens`` 16384
+#:   (``closed/NVIDIA/code/llama2-70b/tensorrt/builder.py``; the llama2-70b configs do not set
+#:   it), contexts are not chunked (``code/harness/harness_llm/llm_core.cc``: a
+#:   ``SchedulerConfig`` with the capacity policy only; prompts of at most 1,024 tokens fit the
+#:   budget whole), and the harness's capacity policy is ``max_util`` (``main_llm.cc``,
+#:   ``llm_utils.hpp``: ``kMAX_UTILIZATION``), which admits beyond the KV a whole output needs
+#:   and pauses requests when it runs out: ``optimistic``.
+#: * NVIDIA v5.1: ``max_num_tokens`` 3584 (Offline, Server) and 768 (Interactive),
+#:   ``enable_chunked_context``, ``batch_scheduler_policy`` ``max_util``
+#:   (``closed/NVIDIA/configs/<system>/<scenario>/llama2-70b.py``).
+#: * AMD v5.1 (vLLM 0.9, V0 engine): ``enable_chunked_prefill: False`` and
+#:   ``max_num_batched_tokens`` 40960 (``closed/AMD/code/llama2-70b-99/harness_llm/models/
+#:   llama2-70b/*_mi300x.yaml``): vLLM V0's prefill-first ``continuous`` scheduling with prefill
+#:   steps of up to 40,960 tokens, optimistic admission with preemption. Not modelled: its
+#:   multi-step scheduling (``num_scheduler_steps`` 8-11) and, for Server, the MLPerf decode-batch
+#:   targets of its ``VLLM_LLAMA2_MLPERF_*`` settings.
+#:
+#: Offline rows use the analytic steady state (``ReplicaModel.offline_throughput``), which these
+#: settings do not enter.
+def _mlperf_engine(row: dict[str, str]) -> dict[str, Any]:
+    scheduler, tokens = row["scheduler"], int(row["max_num_tokens"])
+    if scheduler == "chunked":
+        return {"scheduler": "chunked", "chunk_tokens": tokens, "admission": row["admission"]}
+    return {"scheduler": scheduler, "max_prefill_tokens": tokens, "admission": row["admission"]}
+
+
 def _mlperf_skip(row: dict[str, str]) -> str | None:
     notes = row["notes"]
     if notes.startswith("SKIP:"):
@@ -470,15 +500,23 @@ def mlperf_inference() -> list[Case]:
         else:
             ttft, tpot = float(row["ttft_p99_limit_ms"]) / 1000.0, float(row["tpot_p99_limit_ms"]) / 1000.0
 
+            engine = _mlperf_engine(row)
+
             def predict_server(efficiency: Efficiency, row: dict[str, str] = row, isl: int = isl, osl: int = osl,
-                               replicas: int = replicas, ttft: float = ttft, tpot: float = tpot) -> float:
+                               replicas: int = replicas, ttft: float = ttft, tpot: float = tpot,
+                               engine: dict[str, Any] = engine) -> float:
                 replica = _mlperf_replica(row, efficiency)
                 load = ServingLoad(rate_per_s=1.0, requests=mlperf_server_requests(replica.deployment.max_batch),
                                    input_tokens=isl, output_tokens=osl)
-                return replicas * max_rate_at_slo(replica, load, ttft, tpot) * osl
+                return replicas * max_rate_at_slo(replica, load, ttft, tpot, **engine) * osl
             simulated = mlperf_server_requests(int(row["max_batch_size_per_replica"]))
+            budget = (f"{engine['chunk_tokens']:,}-token step budget, decodes included"
+                      if engine["scheduler"] == "chunked" else
+                      f"prefill steps of up to {engine['max_prefill_tokens']:,} tokens, decodes paused")
             assumptions = (*common, f"Poisson arrivals; p99 TTFT <= {ttft:g} s and p99 TPOT <= {tpot:g} s "
-                           f"on {simulated} simulated requests per replica; rate within 5 %")
+                           f"on {simulated} simulated requests per replica; rate within 5 %",
+                           f"{engine['scheduler']} scheduler, {budget}; {engine['admission']} KV admission "
+                           "(the submission's config)")
             predict = predict_server
         cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published, assumptions=assumptions,
                           source=row["source"], family=family, predict=predict))
