@@ -19,8 +19,8 @@ import csv
 import math
 import re
 from collections.abc import Callable
-from typing import Any
 from importlib import resources
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
