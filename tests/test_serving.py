@@ -135,6 +135,8 @@ def test_only_one_way_to_simulate(cli_run: Cli) -> None:
     (["--admission", "greedy"], "--admission"),
     (["--scheduler", "disaggregated", "--replicas", "2"], "--replicas"),
     (["--scheduler", "disaggregated", "--prefill-replicas", "0"], "--prefill-replicas"),
+    (["--max-num-tokens", "0"], "--max-num-tokens"),
+    (["--scheduler", "static", "--max-num-tokens", "512"], "--max-num-tokens"),
 ])
 def test_serve_scheduler_refusals_are_one_line(cli_run: Cli, extra: list[str], field: str) -> None:
     code, out, err = cli_run([*H100, "--rate", "5", *extra])
@@ -155,6 +157,21 @@ def test_serve_default_run_is_unchanged_by_the_new_keys(cli_run: Cli) -> None:
     kv = run["kv_utilisation"]
     assert 0 < kv["mean"] <= kv["peak"] <= 1 and len(kv["series"]["value"]) == len(kv["series"]["time_s"]) == 200
     assert run["goodput_requests_per_s"] == pytest.approx(run["requests_per_s"])  # no SLO: every request
+
+
+def test_serve_takes_the_engines_token_budget(cli_run: Cli) -> None:
+    """``--max-num-tokens`` is the chunked step budget (decodes included) or the continuous
+    scheduler's prefill-step cap; a small budget paces the prompts, so TTFT grows."""
+    runs = {}
+    for scheduler, budget in (("chunked", None), ("chunked", 256), ("continuous", 256)):
+        args = [*H100, "--rate", "5", "--json", "--scheduler", scheduler]
+        code, out, err = cli_run(args + ([] if budget is None else ["--max-num-tokens", str(budget)]))
+        assert code == 0, err
+        runs[scheduler, budget] = json.loads(out)
+    assert runs["chunked", 256]["simulation"]["chunk_tokens"] == 256
+    assert runs["continuous", 256]["simulation"]["max_prefill_tokens"] == 256
+    assert (runs["chunked", 256]["simulated"]["ttft_s"]["p50"]
+            > runs["chunked", None]["simulated"]["ttft_s"]["p50"])
 
 
 def test_serve_fleet_and_disaggregated_runs(cli_run: Cli) -> None:

@@ -149,6 +149,22 @@ def test_long_prompt_is_prefilled_in_chunks() -> None:
     assert result.iterations == 5
 
 
+def test_decodes_count_in_the_step_budget() -> None:
+    """Sarathi-Serve's, vLLM V1's and TensorRT-LLM's budget: each decoding sequence takes one
+    token of it. r0 decodes from 0.1 (its 40-token prompt is one step); r1's 400-token prompt
+    then gets 100 - 1 = 99 tokens a step: 5 mixed steps (99 x 4 + 4), not 4 of 100."""
+    work = requests((0.0, 40, 20), (0.1, 400, 2))
+    result = simulate(Const(), work, "chunked", chunk_tokens=100)
+    assert result.first_token_s[1] == pytest.approx(P + 5 * M)
+    # Decodes that take the whole budget leave nothing for prompts until they end: r0 and r1
+    # (one-token prompts, one prefill step) decode 5 steps at 2 tokens of a 2-token budget, so r2,
+    # arrived during them, is prefilled alone after both finish.
+    work = requests((0.0, 1, 6), (0.0, 1, 6), (0.15, 1, 2))
+    result = simulate(Const(), work, "chunked", chunk_tokens=2)
+    assert result.finish_s[0] == result.finish_s[1] == pytest.approx(P + 5 * D)
+    assert result.first_token_s[2] == pytest.approx(2 * P + 5 * D)
+
+
 # ---------------------------------------------------------------------------------------------- batches
 
 
@@ -511,13 +527,15 @@ def reference(model: Linear, work: Workload, chunk: int | None, reserve: bool,
                 left[r] = p[r] + gen[r]
             preempt()
             decoding = [r for r in admitted if not left[r]]
-            room, pieces, pf_ctx = chunk, [], 0
+            # the step's budget holds one token per decoding sequence, prompts fill the rest
+            budget_left = max(chunk - len(decoding), 0)
+            room, pieces, pf_ctx = budget_left, [], 0
             for r in admitted:
                 if left[r] and room:
                     pieces.append((r, min(left[r], room)))
                     pf_ctx += p[r] + gen[r] - left[r]
                     room -= pieces[-1][1]
-            tokens = chunk - room
+            tokens = budget_left - room
             if tokens or decoding:
                 context = sum(p[r] + gen[r] for r in decoding)
                 if tokens and decoding:
@@ -538,7 +556,7 @@ def reference(model: Linear, work: Workload, chunk: int | None, reserve: bool,
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize(("chunk", "budget"), [(None, None), (None, 600), (300, None)])
+@pytest.mark.parametrize(("chunk", "budget"), [(None, None), (None, 600), (300, None), (6, None)])
 @pytest.mark.parametrize("reserve", [True, False])
 def test_matches_a_per_token_reference(seed: int, chunk: int | None, budget: int | None, reserve: bool) -> None:
     rng = np.random.default_rng(seed)

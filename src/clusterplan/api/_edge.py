@@ -226,8 +226,11 @@ def parse_buckets(value: str | None, field: str) -> tuple[int, ...]:
 
 
 def serve_simulation(scheduler: str, admission: str, replicas: int, router: str, prefill_replicas: int | None,
-                      decode_replicas: int | None) -> dict[str, Any]:
-    """``serve``'s simulator options, checked together; only those differing from the default."""
+                      decode_replicas: int | None, max_num_tokens: int | None = None) -> dict[str, Any]:
+    """``serve``'s simulator options, checked together; only those differing from the default.
+    ``max_num_tokens``, the engine's per-step token budget, is the chunked scheduler's
+    ``chunk_tokens`` (decodes included) and the prefill-step cap ``max_prefill_tokens`` of the
+    continuous and disaggregated ones."""
     from clusterplan.inference.serving import ADMISSIONS, SCHEDULERS
 
     if scheduler not in SCHEDULERS:
@@ -253,6 +256,13 @@ def serve_simulation(scheduler: str, admission: str, replicas: int, router: str,
                 raise SpecError(name, count, "only applies with --scheduler disaggregated")
     if scheduler != "chunked":
         options["scheduler"] = scheduler
+    if max_num_tokens is not None:
+        if isinstance(max_num_tokens, bool) or not isinstance(max_num_tokens, int) or max_num_tokens < 1:
+            raise SpecError("--max-num-tokens", max_num_tokens, "must be a whole number of tokens >= 1")
+        if scheduler == "static":
+            raise SpecError("--max-num-tokens", max_num_tokens,
+                            "does not apply with --scheduler static (a batch prefills whole)")
+        options["chunk_tokens" if scheduler == "chunked" else "max_prefill_tokens"] = max_num_tokens
     if admission != "reserve":
         options["admission"] = admission
     if replicas != 1:

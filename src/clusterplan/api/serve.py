@@ -56,6 +56,9 @@ class ServeRequest(Request):
     scheduler: str = "chunked"
     admission: str | None = Field(
         None, description="reserve | optimistic; None: the stack's (inference/stacks.py ADMISSION), else reserve")
+    max_num_tokens: int | None = Field(
+        None, description="engine's per-step token budget (chunked: decodes count one each; continuous and "
+        "disaggregated: prompt tokens of one prefill step); None: the simulator's 8192")
     replicas: int = 1
     router: str = "round-robin"
     prefill_replicas: int | None = None
@@ -157,7 +160,7 @@ def answer(request: ServeRequest) -> ServeAnswer:
     stack = str(options.get("stack", ""))
     admission = request.admission if request.admission is not None else ADMISSION.get(stack, "reserve")
     simulation = serve_simulation(request.scheduler, admission, request.replicas, request.router,
-                                  request.prefill_replicas, request.decode_replicas)
+                                  request.prefill_replicas, request.decode_replicas, request.max_num_tokens)
     rate, trace, batch = request.rate_per_s, request.trace, request.batch
     if sum(x is not None and x is not False for x in (rate, trace, batch, request.offline or None)) > 1:
         raise SpecError("--rate", rate, "give at most one of --rate, --trace, --batch, --offline")

@@ -83,6 +83,10 @@ def serve(
     admission: Annotated[str | None, typer.Option(
         help="reserve (whole output at admission) | optimistic (preempts); default: the --stack's "
              "(trtllm, neuron: reserve; vllm, sglang: optimistic), else reserve")] = None,
+    max_num_tokens: Annotated[int | None, typer.Option(
+        help="engine's per-step token budget (vLLM max_num_batched_tokens, TensorRT-LLM max_num_tokens): "
+             "chunked: decodes count one each, prompts fill the rest; continuous, disaggregated: prompt "
+             "tokens of one prefill step (default 8192)")] = None,
     replicas: Annotated[int, typer.Option(help="replicas behind a router in the simulated runs")] = 1,
     router: Annotated[str, typer.Option(help="round-robin | least-loaded")] = "round-robin",
     prefill_replicas: Annotated[int | None, typer.Option(help="prefill replicas (--scheduler disaggregated)")] = None,
@@ -124,7 +128,7 @@ def serve(
         output_tokens=output_tokens, rate_per_s=rate, trace=trace, batch=batch, offline=offline,
         slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, demand_output_tokens_per_s=demand, requests=requests,
         length_spread=length_spread, seed=seed, chip=chip, scheduler=scheduler, admission=admission,
-        replicas=replicas, router=router, prefill_replicas=prefill_replicas, decode_replicas=decode_replicas,
+        max_num_tokens=max_num_tokens, replicas=replicas, router=router, prefill_replicas=prefill_replicas, decode_replicas=decode_replicas,
         speculative=speculative, prefix_cache_hit=0.0 if prefix_cache_hit is None else prefix_cache_hit,
         deployment_file=from_file, origins=origins)
     record = serve_answer(request).record
