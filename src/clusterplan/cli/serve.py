@@ -128,7 +128,8 @@ def serve(
         output_tokens=output_tokens, rate_per_s=rate, trace=trace, batch=batch, offline=offline,
         slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, demand_output_tokens_per_s=demand, requests=requests,
         length_spread=length_spread, seed=seed, chip=chip, scheduler=scheduler, admission=admission,
-        max_num_tokens=max_num_tokens, replicas=replicas, router=router, prefill_replicas=prefill_replicas, decode_replicas=decode_replicas,
+        max_num_tokens=max_num_tokens, replicas=replicas, router=router, prefill_replicas=prefill_replicas,
+        decode_replicas=decode_replicas,
         speculative=speculative, prefix_cache_hit=0.0 if prefix_cache_hit is None else prefix_cache_hit,
         deployment_file=from_file, origins=origins)
     record = serve_answer(request).record
