@@ -496,10 +496,9 @@ def mlperf_inference() -> list[Case]:
                         replicas: int = replicas) -> float:
                 replica = _mlperf_replica(row, efficiency)
                 return replicas * float(replica.offline_throughput(isl, osl)["output_tokens_per_s"])
-            assumptions = (*common, "saturated steady state")
+            assumptions: tuple[str, ...] = (*common, "saturated steady state")
         else:
             ttft, tpot = float(row["ttft_p99_limit_ms"]) / 1000.0, float(row["tpot_p99_limit_ms"]) / 1000.0
-
             engine = _mlperf_engine(row)
 
             def predict_server(efficiency: Efficiency, row: dict[str, str] = row, isl: int = isl, osl: int = osl,
