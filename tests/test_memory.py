@@ -38,6 +38,21 @@ def test_distributed_optimizer_is_6_plus_12_over_dp(gpt22b: Model) -> None:
     assert total == pytest.approx((6 + 12 / 8) * gpt22b.total_params)
 
 
+def test_bf16_moments_make_adam_state_8_bytes(gpt22b: Model) -> None:
+    """Megatron-Core's precision-aware optimizer with bf16 moments: fp32 master (4 B) and two
+    2-byte moments, 8 B per parameter instead of 12, sharded the same way; weights and
+    gradients do not move."""
+    states = {}
+    for moments in ("fp32", "bf16"):
+        batch = _batch(gpt22b, global_batch=8, seq_len=2048, zero=1, dp=8, optimizer_moments=moments)
+        params = mem.stage_params(gpt22b, batch).worst
+        states[moments] = mem.model_state_bytes(params, batch, mem.layer_params_per_chip(gpt22b, batch))
+    assert float(states["fp32"]["optimizer"][0]) == pytest.approx(12 / 8 * gpt22b.total_params)
+    assert float(states["bf16"]["optimizer"][0]) == pytest.approx(8 / 8 * gpt22b.total_params)
+    for part in ("weights", "gradients"):
+        assert float(states["bf16"][part][0]) == float(states["fp32"][part][0])
+
+
 def test_tp_and_pp_shard_parameters_with_embedding_on_first_stage(gpt22b: Model) -> None:
     batch = _batch(gpt22b, tp=8, pp=4, global_batch=8, seq_len=2048)
     h, vocab = 6144, 51200

@@ -100,6 +100,7 @@ class PlanOptions(BaseModel):
     fused_cross_entropy: bool | None = None
     loss_chunks: int | None = None
     grad_reduce: str | None = None
+    optimizer_moments: str | None = None
     overlap_dp: bool | None = None
     overlap_tp: bool | None = None
     overlap_pp: bool | None = None

@@ -270,6 +270,9 @@ PrecisionOption = Annotated[str | None, _plan_option("precision", "bf16 | fp8 | 
 GradReduceOption = Annotated[str | None, _plan_option(
     "grad_reduce", "gradient buffer and reduction dtype: bf16 (any 16-bit one; NeMo's recipes) | fp32 "
     "(Megatron-LM's bf16 default)")]
+OptimizerMomentsOption = Annotated[str | None, _plan_option(
+    "optimizer_moments", "dtype of Adam's two moments: fp32 | bf16 (Megatron-Core --exp-avg-dtype/"
+    "--exp-avg-sq-dtype bf16 with --use-precision-aware-optimizer)")]
 OverlapDpOption = Annotated[bool | None, _plan_option(
     "overlap_dp", "overlap DP reduction with backward", "--overlap-dp/--no-overlap-dp")]
 OverlapTpOption = Annotated[bool | None, _plan_option(

@@ -176,6 +176,11 @@ class Plan(Spec):
         "Megatron-Bridge performance recipes' grad_reduce_in_fp32=False, fp16 runs); 'fp32' is "
         "Megatron-LM's default for bf16 runs and FSDP's fp32 reduce",
     )
+    optimizer_moments: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="dtype of Adam's two moments: 'bf16' is Megatron-Core's precision-aware optimizer "
+        "(--use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16, NVIDIA's "
+        "DeepSeek-V3 recipes); the fp32 master weights stay")
     overlap_dp: bool = Field(default=True, description="DP reduction overlaps backward (bucketed)")
     overlap_tp: bool = Field(default=False, description="TP collectives overlapped with GEMMs")
     overlap_pp: bool = Field(

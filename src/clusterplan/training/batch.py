@@ -33,6 +33,12 @@ REAL_TEXT_ROUTING_GINI = 0.2
 FLOAT_FIELDS = frozenset({"capacity_factor", "routing_gini"})
 
 
+def optimizer_state_bytes(moments: str) -> int:
+    """Adam's state per parameter: the fp32 master copy (4 B) and two moments of 4 B (fp32) or
+    2 B (bf16, Megatron-Core's precision-aware optimizer)."""
+    return 4 + 2 * (4 if moments == "fp32" else 2)
+
+
 @dataclass(frozen=True)
 class PlanBatch:
     """Plans as parallel arrays (one element per plan). Codes: recompute 0 none, 1 selective,
@@ -66,6 +72,7 @@ class PlanBatch:
     loss_chunks: IntArray
     fused_cross_entropy: IntArray
     grad_reduce_bytes: IntArray
+    optimizer_bytes: IntArray  # Adam state per parameter: fp32 master + the two moments
     overlap_dp: IntArray
     overlap_tp: IntArray
     overlap_pp: IntArray
@@ -115,6 +122,7 @@ class PlanBatch:
                 "offload_qkv": int(plan.offload_qkv),
                 "loss_chunks": plan.loss_chunks, "fused_cross_entropy": int(plan.fused_cross_entropy),
                 "grad_reduce_bytes": 4 if plan.grad_reduce == "fp32" else 2,
+                "optimizer_bytes": optimizer_state_bytes(plan.optimizer_moments),
                 "overlap_dp": int(plan.overlap_dp),
                 "overlap_tp": int(plan.overlap_tp),
                 "overlap_pp": int(plan.overlap_pp), "flash": int(plan.flash_attention),
@@ -140,6 +148,7 @@ class PlanBatch:
             "precision": 1, "fp8_params": 0, "offload_layers": 0, "offload_qkv": 0, "loss_chunks": 1,
             "fused_cross_entropy": 0,
             "grad_reduce_bytes": 2,
+            "optimizer_bytes": 12,
             "overlap_dp": 1, "overlap_tp": 0, "overlap_pp": 1,
             "flash": 1,
         }

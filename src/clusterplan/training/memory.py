@@ -2,14 +2,15 @@
 
 Model state follows Megatron-LM's theoretical memory model (``theoretical_memory_usage.py``,
 Korthikanti et al. 2022): bf16 weights (2 B/param), a gradient buffer and Adam with fp32 master
-weights and two moments (12 B), sharded by the distributed optimizer (ZeRO-1) over the
-``d = dp*cp`` replicas (or the ``dp_shard`` subgroup with hybrid sharding); ZeRO-2 also shards
-gradients, ZeRO-3 (FSDP) shards weights too. The gradient buffer has the reduction dtype:
-Megatron-Core's DDP allocates it in fp32 only with ``grad_reduce_in_fp32`` and otherwise in the
-parameter dtype (``distributed_data_parallel.py``: ``torch.float if grad_reduce_in_fp32 else
-param.dtype``), so 4 B or 2 B per parameter. fp8/fp4 plans keep an extra low-precision weight
-copy (1 B) beside the bf16 weights, or, with fp8 parameters (``--fp8-param-gather``), only the
-fp8 weights and their transposed (columnwise) copy (2 B).
+weights and two moments (12 B; 8 B with bf16 moments, ``Plan.optimizer_moments``), sharded by
+the distributed optimizer (ZeRO-1) over the ``d = dp*cp`` replicas (or the ``dp_shard`` subgroup
+with hybrid sharding); ZeRO-2 also shards gradients, ZeRO-3 (FSDP) shards weights too. The
+gradient buffer has the reduction dtype: Megatron-Core's DDP allocates it in fp32 only with
+``grad_reduce_in_fp32`` and otherwise in the parameter dtype (``distributed_data_parallel.py``:
+``torch.float if grad_reduce_in_fp32 else param.dtype``), so 4 B or 2 B per parameter. fp8/fp4
+plans keep an extra low-precision weight copy (1 B) beside the bf16 weights, or, with fp8
+parameters (``--fp8-param-gather``), only the fp8 weights and their transposed (columnwise) copy
+(2 B).
 
 Activations follow Korthikanti et al. 2022 (Table 2), generalised to GQA, gated FFNs, MoE and
 fp8, per layer and micro-batch; the first pipeline stage holds ``min(pp, m)`` micro-batches in
@@ -31,7 +32,6 @@ from clusterplan.training.batch import PlanBatch
 FloatArray = NDArray[np.float64]
 
 WEIGHT_BYTES = 2.0
-OPTIMIZER_BYTES = 12.0
 LOW_PRECISION_WEIGHT_BYTES = 1.0
 #: fp8 parameters (Megatron --fp8-param-gather): the fp8 weight (rowwise, for forward) and its
 #: columnwise copy (for the data-gradient GEMM), 1 B each; no bf16 copy.
@@ -171,7 +171,8 @@ def model_state_bytes(params: FloatArray, batch: PlanBatch, layer_params: FloatA
     weights = np.where(zero >= 3, sharded * weight_bytes + 2 * layer_params * weight_bytes,
                        params * weight_bytes)
     gradients = np.where(zero >= 2, sharded * grad_bytes, params * grad_bytes)
-    optimizer = np.where(zero >= 1, sharded * OPTIMIZER_BYTES, params * OPTIMIZER_BYTES)
+    state_bytes = batch.optimizer_bytes.astype(np.float64)
+    optimizer = np.where(zero >= 1, sharded * state_bytes, params * state_bytes)
     return {"weights": weights, "gradients": gradients, "optimizer": optimizer}
 
 

@@ -57,7 +57,7 @@ from clusterplan.specs.plan import (
     check_recompute_modules,
 )
 from clusterplan.training import memory as mem
-from clusterplan.training.batch import DEFAULT_ROUTING_GINI, PlanBatch
+from clusterplan.training.batch import DEFAULT_ROUTING_GINI, PlanBatch, optimizer_state_bytes
 from clusterplan.training.command import TrainTarget, format_tokens, train_command
 from clusterplan.training.step import Hardware, estimate
 from clusterplan.training.summary import train_record
@@ -299,6 +299,8 @@ def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batc
         overlap_tp=int(fixed.get("overlap_tp", True)), overlap_dp=int(fixed.get("overlap_dp", True)),
         overlap_pp=int(fixed.get("overlap_pp", True)), flash=int(fixed.get("flash_attention", True)),
         grad_reduce_bytes=4 if fixed.get("grad_reduce", Plan.model_fields["grad_reduce"].default) == "fp32" else 2,
+        optimizer_bytes=optimizer_state_bytes(fixed.get("optimizer_moments",
+                                                        Plan.model_fields["optimizer_moments"].default)),
         routing_gini=DEFAULT_ROUTING_GINI if gini is None else float(gini),
         capacity_factor=float(fixed.get("capacity_factor") or 0.0),
         overlap_ep=int(fixed.get("overlap_ep", False)),

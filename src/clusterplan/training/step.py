@@ -38,7 +38,9 @@ from clusterplan.training.batch import PlanBatch
 FloatArray = NDArray[np.float64]
 
 ACTIVATION_BYTES = 2.0  # bf16 activations and TP/CP/PP messages
-ADAM_TRAFFIC_BYTES = 4.0 + 12.0 + 12.0 + 2.0  # read grad, read+write master/m/v, write bf16 weight
+#: Adam's HBM traffic per parameter besides its state: read the fp32 gradient, write the bf16
+#: weight; the state (master copy and moments, PlanBatch.optimizer_bytes) is read and written.
+ADAM_GRAD_AND_WEIGHT_BYTES = 4.0 + 2.0
 KERNELS_PER_LAYER_FORWARD = 12.0  # norms, QKV, rope, attention, proj, adds, FFN GEMMs, activation
 BACKWARD_KERNEL_FACTOR = 2.0
 FLASH_BACKWARD_FACTOR = 2.5  # FlashAttention-2 backward: 5 matmuls vs 2 forward (Dao 2023)
@@ -539,7 +541,8 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     optimizer_params = np.where(batch.zero >= 1,
                                 dense_params / shard + expert_params / np.maximum(expert_replicas, 1.0),
                                 params.worst)
-    optimizer = (memory_time(optimizer_params * ADAM_TRAFFIC_BYTES, hw.chip.hbm_bandwidth, eff.hbm)
+    adam_traffic = ADAM_GRAD_AND_WEIGHT_BYTES + 2.0 * batch.optimizer_bytes
+    optimizer = (memory_time(optimizer_params * adam_traffic, hw.chip.hbm_bandwidth, eff.hbm)
                  + 20 * eff.kernel_overhead_s)
 
     compute_total = micro_batches * (bottleneck_layers * layer_compute + head_on_bottleneck)
