@@ -152,6 +152,13 @@ _NEMO_RECIPE_RECOMPUTE: dict[tuple[str, str], tuple[str, ...]] = {
     ("GPT OSS 120B", "DGX-H100"): ("layernorm", "moe_act"),
     ("Nemotron-340B", "DGX-H100"): ("core_attn",),
 }
+#: Rows whose recipe leaves the TP communication overlap off (model, system): the NeMo 24.07
+#: GPT-3 175B config sets ``ub_tp_comm_overlap: False`` (NeMo-Framework-Launcher
+#: launcher_scripts/conf/training/gpt3/175b.yaml at 26e42fa9; its H100 fp8 example
+#: examples/training/gpt/h100/175b_fp8_16node.sh does not override it), while the other 24.07
+#: configs with TP > 1 (GPT-3 20B, Llama 2/3 70B, Nemotron 8B/22B/340B) set it True. The newer
+#: Megatron-Bridge recipes overlap TP communication wherever TP > 1.
+_NEMO_RECIPE_NO_TP_OVERLAP: frozenset[tuple[str, str]] = frozenset({("GPT3-175B", "DGX-H100")})
 #: Activation offloading a row's recipe sets (model, system, precision as printed) -> layers whose
 #: activations go to host memory (Megatron --cpu-offloading-num-layers, weights stay): the FSDP
 #: Llama 3 70B FP8 current-scaling presets LLAMA3_70B_PRETRAIN_CONFIG_GB200_FP8_CS_V1 (40) and
@@ -376,12 +383,13 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
         fp8_params = precision == "fp8" and _version(row["nemo_container"])[:1] >= _NEMO_FP8_PARAMS_FROM
         fused_ce = _version(row["nemo_container"])[:1] >= _NEMO_FUSED_CE_FROM
         dispatch = _NEMO_RECIPE_DISPATCH.get((name, row["system"]), (False, False))
+        overlap_tp = (name, row["system"]) not in _NEMO_RECIPE_NO_TP_OVERLAP
 
         def build(row: dict[str, str] = row, tp: int = tp, pp: int = pp, cp: int = cp, vp: int = vp,
                   ep: int = ep, fsdp: int = fsdp, mb: int = mb, batch: int = batch, s: int = s,
                   precision: str = precision, gpus: int = gpus,
                   token_drop: bool = token_drop, offload: int = offload, fp8_params: bool = fp8_params,
-                  fused_ce: bool = fused_ce,
+                  fused_ce: bool = fused_ce, overlap_tp: bool = overlap_tp,
                   recompute_modules: tuple[str, ...] | None = recompute_modules) -> tuple[Model, System, Plan]:
             model = load_model(row["model"].replace("LLAMA", "llama").replace(" (tokendrop)", ""))
             system = load_system(_NEMO_SYSTEMS[row["system"]])
@@ -399,14 +407,14 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
                                             if recompute_modules else {"recompute": "none"})
             plan = Plan(tp=tp, pp=pp, vp=vp, cp=cp, dp=dp, micro_batch=mb, global_batch=batch,
                         seq_len=s, sp=tp > 1, zero=3 if fsdp > 1 else 1, **recompute,
-                        precision=precision, overlap_dp=True, overlap_tp=True, grad_reduce=_NEMO_GRAD_REDUCE,
+                        precision=precision, overlap_dp=True, overlap_tp=overlap_tp, grad_reduce=_NEMO_GRAD_REDUCE,
                         fp8_params=fp8_params, offload_layers=offload, fused_cross_entropy=fused_ce,
                         **layers, **moe_settings)
             return model, system, plan
 
         assumptions = [f"selective recompute of {', '.join(recompute_modules)} (the row's recipe)"
                        if recompute_modules else "no recompute (recipes' defaults; not printed)",
-                       "TP/DP comm overlap on",
+                       "TP/DP comm overlap on" if overlap_tp else "DP comm overlap on, TP overlap off (the recipe's)",
                        "bf16 gradient buffer and reduction (recipes' grad_reduce_in_fp32=False)"]
         if fp8_params:
             assumptions.append("fp8 parameters (recipe's fp8_param_gather)")
