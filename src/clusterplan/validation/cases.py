@@ -152,13 +152,15 @@ _NEMO_RECIPE_RECOMPUTE: dict[tuple[str, str], tuple[str, ...]] = {
     ("GPT OSS 120B", "DGX-H100"): ("layernorm", "moe_act"),
     ("Nemotron-340B", "DGX-H100"): ("core_attn",),
 }
-#: Rows whose recipe leaves the TP communication overlap off (model, system): the NeMo 24.07
-#: GPT-3 175B config sets ``ub_tp_comm_overlap: False`` (NeMo-Framework-Launcher
-#: launcher_scripts/conf/training/gpt3/175b.yaml at 26e42fa9; its H100 fp8 example
-#: examples/training/gpt/h100/175b_fp8_16node.sh does not override it), while the other 24.07
-#: configs with TP > 1 (GPT-3 20B, Llama 2/3 70B, Nemotron 8B/22B/340B) set it True. The newer
-#: Megatron-Bridge recipes overlap TP communication wherever TP > 1.
-_NEMO_RECIPE_NO_TP_OVERLAP: frozenset[tuple[str, str]] = frozenset({("GPT3-175B", "DGX-H100")})
+#: Rows whose recipe leaves the TP communication overlap off (model, system, GPUs): the NeMo
+#: 24.07 GPT-3 175B config, whose layout the 128-GPU row prints (TP4 PP8 VP6, micro-batch 1,
+#: batch 256), sets ``ub_tp_comm_overlap: False`` (NeMo-Framework-Launcher launcher_scripts/
+#: conf/training/gpt3/175b.yaml at 26e42fa9; its H100 fp8 example examples/training/gpt/h100/
+#: 175b_fp8_16node.sh does not override it), while the other 24.07 configs with TP > 1 (GPT-3
+#: 20B, Llama 2/3 70B, Nemotron 8B/22B/340B) set it True. The 512-GPU GPT-3 row (micro-batch 2,
+#: batch 2048) links its figure to NVIDIA's MLPerf submission, whose recipe overlaps TP
+#: (mlperf_training's TP_COMM_OVERLAP); the Megatron-Bridge recipes overlap it wherever TP > 1.
+_NEMO_RECIPE_NO_TP_OVERLAP: frozenset[tuple[str, str, int]] = frozenset({("GPT3-175B", "DGX-H100", 128)})
 #: Activation offloading a row's recipe sets (model, system, precision as printed) -> layers whose
 #: activations go to host memory (Megatron --cpu-offloading-num-layers, weights stay): the FSDP
 #: Llama 3 70B FP8 current-scaling presets LLAMA3_70B_PRETRAIN_CONFIG_GB200_FP8_CS_V1 (40) and
@@ -383,7 +385,7 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
         fp8_params = precision == "fp8" and _version(row["nemo_container"])[:1] >= _NEMO_FP8_PARAMS_FROM
         fused_ce = _version(row["nemo_container"])[:1] >= _NEMO_FUSED_CE_FROM
         dispatch = _NEMO_RECIPE_DISPATCH.get((name, row["system"]), (False, False))
-        overlap_tp = (name, row["system"]) not in _NEMO_RECIPE_NO_TP_OVERLAP
+        overlap_tp = (name, row["system"], gpus) not in _NEMO_RECIPE_NO_TP_OVERLAP
 
         def build(row: dict[str, str] = row, tp: int = tp, pp: int = pp, cp: int = cp, vp: int = vp,
                   ep: int = ep, fsdp: int = fsdp, mb: int = mb, batch: int = batch, s: int = s,
