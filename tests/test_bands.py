@@ -71,6 +71,18 @@ def test_a_family_without_rows_takes_the_transfer_errors_and_says_where_from() -
     assert any("largest validated training run of any family" in f for f in found.extrapolation)
 
 
+def test_a_family_whose_rows_only_validate_takes_their_band_and_still_says_it_inherits() -> None:
+    """Trainium2's AXLearn rows are validation only: its efficiencies still come from
+    Trainium1's fit, and its two rows (both 40 % too fast) are the band."""
+    rows = [_row("axlearn", "trainium2", -40.0, rate=False), _row("axlearn", "trainium2", -40.0, rate=False)]
+    rows += [_row("neuron_trn", "trainium1", 5.0)]
+    found = regime(_summary(rows), "trainium2", "dense")
+    assert found.band is not None and found.band.rows == 2
+    assert found.band.low == pytest.approx(1 / 0.6) and found.band.high == pytest.approx(1 / 0.6)
+    assert any(f.startswith("efficiencies inherited from trainium1") and "only measure that transfer" in f
+               for f in found.extrapolation)
+
+
 def test_stages_do_not_mix_and_too_few_rows_say_so() -> None:
     rows = [_row("a", "hopper", 5.0), _row("m", "hopper", 50.0, stage="MoE")]
     found = regime(_summary(rows), "hopper", "MoE")

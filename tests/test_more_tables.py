@@ -132,3 +132,34 @@ def test_torchtitan_models_the_h200_rows_and_lists_the_grand_teton_rows() -> Non
     assert plan is not None and (plan.dp, plan.micro_batch, plan.global_batch, plan.seq_len) == (32, 2, 64, 8192)
     assert (plan.zero, plan.precision, plan.fp8_params) == (3, "fp8", True)
     assert mape(run(cases)) < 30.0
+
+
+def _count(text: str) -> float:
+    """'3.5M' / '456K' / '1.3M' -> tokens/s."""
+    scale = {"K": 1e3, "M": 1e6}[text[-1]]
+    return float(text[:-1]) * scale
+
+
+def test_axlearn_rows_are_the_papers_steps_with_the_repositorys_plans() -> None:
+    """AXLearn (arXiv:2507.05411 v3, Table 3): eight AXLearn rows on H100, TPU v5p, Trainium2 and
+    B200, validation only. Each row's tokens per step (printed throughput x iteration time) is
+    its plan's global batch x sequence (4 Mi tokens for Llama 2, 16 Mi for Qwen3) within the
+    two printed digits, and its plan is the repository's mesh rule: ZeRO-3 over ``dp_shard``
+    chips, no TP, PP or gradient accumulation."""
+    from clusterplan.validation.cases_axlearn import axlearn_2025
+
+    rows, cases = _csv("axlearn_2025"), axlearn_2025()
+    assert "axlearn_2025" in TABLES and "axlearn_2025" in VALIDATION_ONLY_TABLES
+    assert len(rows) == len(cases) == 8 and all(c.skip is None for c in cases)
+    assert {c.family for c in cases} == {"hopper", "tpu-v5p", "trainium2", "blackwell"}
+    for row, case in zip(rows, cases, strict=True):
+        assert row["source"].startswith("arXiv:2507.05411v3") and "apple/axlearn @ 34aed43c" in row["plan_source"]
+        plan = case.plan
+        assert plan is not None and case.metric == "step_time_s"
+        tokens = _count(row["throughput_tokens_per_s_as_printed"]) * float(row["iteration_time_s"])
+        assert tokens == pytest.approx(plan.global_batch * plan.seq_len, rel=0.03)
+        assert (plan.tp, plan.pp, plan.zero, plan.micro_batches) == (1, 1, 3, 1)
+        assert plan.dp == int(row["chips"]) and plan.dp % (plan.dp_shard or plan.dp) == 0
+    trainium2 = [c for c in cases if c.family == "trainium2"]
+    assert len(trainium2) == 2 and all(c.system is not None and c.system.name == "trn2" for c in trainium2)
+    assert mape(run(cases)) < 27.0

@@ -148,6 +148,11 @@ def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int 
     if own:
         band = _band(own, [speed_ratio(r, _pct(r.error_out_of_sample_pct)) for r in own],
                      f"{len(own)} published {family} {kind} runs, each predicted with its table left out")
+        donors = _donors(summary, family, stage)
+        if not _fitted_on_own_rows(summary, family, stage) and donors:
+            # Its rows only validate (a validation-only table): they measure the transfer.
+            flags.append(f"efficiencies inherited from {', '.join(donors)}{_stack_note(family, donors, kind)}; "
+                         f"the {len(own)} published {family} {kind} runs only measure that transfer")
         largest = max((r.chips for r in own if r.chips), default=None)
         if chips is not None and largest is not None and chips > largest:
             flags.append(f"{chips:,} chips is {chips / largest:,.1f}x the largest validated {family} "
@@ -187,6 +192,15 @@ def _donors(summary: CrossValSummary, family: str, stage: str) -> list[str]:
     with_rows = sorted({r.family for r in summary.rows if r.stage == stage and r.family != family})
     same = [f for f in with_rows if STACKS.get(f) is not None and STACKS.get(f) == STACKS.get(family)]
     return same or with_rows
+
+
+def _fitted_on_own_rows(summary: CrossValSummary, family: str, stage: str) -> bool:
+    """Whether the stored calibration fitted ``family``'s ``stage`` on rows of its own (True
+    where the calibration predates the record: its rows were then all fitted)."""
+    record = summary.families.get(family)
+    if record is None:
+        return True
+    return any(source.stage == stage and family in source.families for source in record.stages)
 
 
 def _stack_note(family: str, donors: list[str], kind: str) -> str:

@@ -75,8 +75,10 @@ INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "infe
 #: Jean Zay's Omni-Path nodes, a network no fitted row uses. PaLM's one modelled row ran Google's
 #: 2022 Pathways/JAX stack with parallel attention + MLP blocks the time model costs as serial ones.
 #: torchtitan's rows ran PyTorch-native FSDP2 + torch.compile + torchao float8, another stack again.
+#: AXLearn's rows ran JAX/XLA SPMD on H100, TPU v5p, Trainium2 and B200 (validation/cases_axlearn.py):
+#: the only public Trainium2 runs, kept out of the fit so they measure it.
 VALIDATION_ONLY_TABLES = frozenset({"megatron_sc21_table2_zero3", "mtnlg_2022", "llmfoundry_mpt", "bloom_176b",
-                                    "palm_table3", "torchtitan"})
+                                    "palm_table3", "torchtitan", "axlearn_2025"})
 
 #: Software stacks (which families share fits): validation/stacks.py (STACKS, ALL_FAMILIES).
 

@@ -18,6 +18,7 @@ from clusterplan.validation.cases import (
     nemo_perf_moe,
     neuron_trn,
 )
+from clusterplan.validation.cases_axlearn import axlearn_2025
 from clusterplan.validation.cases_bloom import bloom_176b
 from clusterplan.validation.cases_llmfoundry import llmfoundry_mpt
 from clusterplan.validation.cases_mlperf import mlperf_training
@@ -43,6 +44,7 @@ TRAINING_TABLES: dict[str, Callable[[], list[Case]]] = {
     "bloom_176b": bloom_176b,
     "palm_table3": palm_table3,
     "torchtitan": torchtitan,
+    "axlearn_2025": axlearn_2025,
 }
 
 
