@@ -87,10 +87,13 @@ def _reserve(family: str) -> float:
 
 
 def stage_of(case: Case) -> str:
-    """Which calibration stage a case belongs to."""
+    """Which calibration stage a case belongs to: a mixture-of-experts training row is an MoE
+    row wherever it is tabled (the validation-only AXLearn table holds both kinds), so it is
+    predicted with its family's MoE parameters, as `validate` predicts it."""
     if case.table in INFERENCE_TABLES:
         return "serving"
-    return "MoE" if case.table in MOE_TABLES else "dense"
+    moe_model = case.model is not None and case.model.moe is not None
+    return "MoE" if case.table in MOE_TABLES or moe_model else "dense"
 
 
 def usable(cases: Sequence[Case]) -> list[Case]:
