@@ -44,13 +44,6 @@ class RecomputeChoice:
     memory_bytes: float
     capacity_bytes: float
 
-    @property
-    def setting(self) -> str:
-        """``full`` or ``selective core_attn,mlp``."""
-        if self.plan.recompute != "selective":
-            return self.plan.recompute
-        return f"selective {','.join(self.plan.recompute_modules)}"
-
     def record(self) -> dict[str, object]:
         """The ``recompute_chosen`` object of ``train --json``."""
         return {"recompute": self.plan.recompute,
@@ -86,12 +79,11 @@ def _admits(model: Model, plan: Plan, modules: tuple[str, ...]) -> bool:
     return True
 
 
-def least_recompute_that_fits(model: Model, hardware: Hardware, plan: Plan,
-                              capacity_bytes: float | None = None) -> RecomputeChoice | None:
-    """The fastest escalation of ``plan``'s recompute that fits ``capacity_bytes`` (default the
-    chip's HBM), or None when the plan fits as it is, or when nothing fits (the caller then
-    reports the plan as given). ``plan`` must carry the default recompute."""
-    capacity = float(hardware.chip.hbm_bytes if capacity_bytes is None else capacity_bytes)
+def least_recompute_that_fits(model: Model, hardware: Hardware, plan: Plan) -> RecomputeChoice | None:
+    """The fastest escalation of ``plan``'s recompute that fits the chip's HBM, or None when the
+    plan fits as it is, or when nothing fits (the caller then reports the plan as given).
+    ``plan`` must carry the default recompute."""
+    capacity = float(hardware.chip.hbm_bytes)
     current = estimate(model, hardware, PlanBatch.from_plans([plan], model))
     default_memory = float(current.memory[0])
     if default_memory <= capacity:
