@@ -382,6 +382,28 @@ def inference_server() -> list[Case]:
 #: reference ("Tokens per sample: 294.45"), not the mean prompt (docs/validation.md).
 MLPERF_LLAMA2_INPUT_TOKENS = round(5_463_976 / 24_576)  # 222
 
+#: Mean prompt length (Mixtral tokens, ``tok_input_len``) of the mixtral-8x7b benchmark's 15,000
+#: samples (5,000 each from OpenOrca, GSM8K and MBXP; mlcommons/inference
+#: language/mixtral-8x7b/README.md), ``09292024_mixtral_15k_mintoken2_v1.pkl``: 6,410,905 tokens
+#: over 15,000 rows = 427.39 (min 35, max 1,948). Source: the per-sample length summary of
+#: github.com/openshift-psap/performance-dashboard @ 67033bae mlperf-data/summaries/mixtral-8x7b.csv
+#: (its mlperf-data/original/generate_dataset_summaries.py copies the MLCommons file's
+#: ``tok_input_len`` column). The same repository's llama2-70b-99.csv sums to
+#: 5,463,976 over 24,576 rows, HBFSim's figure above. Not an MLCommons publication: MLCommons
+#: publishes the dataset, not its mean prompt.
+MLPERF_MIXTRAL_INPUT_TOKENS = round(6_410_905 / 15_000)  # 427
+
+#: Each benchmark's mean prompt (keyed by the table's ``model`` column) and how a case's
+#: assumptions cite it.
+MLPERF_INPUT_TOKENS: dict[str, int] = {"llama2-70b": MLPERF_LLAMA2_INPUT_TOKENS,
+                                       "mixtral-8x7b": MLPERF_MIXTRAL_INPUT_TOKENS}
+_MLPERF_INPUT_BASIS: dict[str, str] = {
+    "llama2-70b": "the dataset's tok_input_length: 5,463,976 / 24,576, from a third-party length extraction, "
+                  "HBFSim; MLCommons publishes none",
+    "mixtral-8x7b": "the dataset's tok_input_len: 6,410,905 / 15,000, from a third-party length summary, "
+                    "openshift-psap/performance-dashboard; MLCommons publishes none",
+}
+
 #: Requests simulated per replica for a Server/Interactive row's rate search: several times the
 #: replica's batch limit, so that the queue reaches its steady state (a run no longer than the
 #: batch admits every request at once and never queues), within [3,000, 12,288] (each bisection
@@ -411,10 +433,27 @@ def _mlperf_replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel
     return ReplicaModel(model, hardware, deployment)
 
 
+def _mlperf_input_tokens(row: dict[str, str]) -> int:
+    """The benchmark's mean prompt (``MLPERF_INPUT_TOKENS``); a KeyError for a benchmark without a
+    sourced mean, which the table reports as a skip."""
+    model = row["model"]
+    if model not in MLPERF_INPUT_TOKENS:
+        raise KeyError(f"no sourced mean prompt length for {model}")
+    return MLPERF_INPUT_TOKENS[model]
+
+
+def _mlperf_label(row: dict[str, str]) -> str:
+    """The case label. The llama2-70b rows keep the labels they had before other benchmarks joined
+    (crossval.yaml's records name them); other benchmarks name their model after the id."""
+    model = "" if row["model"] == "llama2-70b" else f" {row['model']}"
+    return (f"{row['row_id']}{model} {row['round']} {row['submitter']} {row['accelerators']}x{row['accelerator']} "
+            f"{row['scenario']} TP{row['tensor_parallel'] or '?'} {row['precision_weights']}")
+
+
 def _mlperf_output_tokens(row: dict[str, str]) -> int:
     """The run's mean generated length: its published tokens/s over its samples/s (both from the
     same mlperf_log_summary.txt; outputs end at EOS, so each engine's mean differs a little from
-    the reference's 294.45)."""
+    the reference's: 294.45 for llama2-70b, 145.9 for mixtral-8x7b)."""
     return round(float(row["result_tokens_per_s"]) / float(row["result_samples_per_s"]))
 
 
@@ -427,7 +466,10 @@ def _mlperf_output_tokens(row: dict[str, str]) -> int:
 #:   ``SchedulerConfig`` with the capacity policy only; prompts of at most 1,024 tokens fit the
 #:   budget whole), and the harness's capacity policy is ``max_util`` (``main_llm.cc``,
 #:   ``llm_utils.hpp``: ``kMAX_UTILIZATION``), which admits beyond the KV a whole output needs
-#:   and pauses requests when it runs out: ``optimistic``.
+#:   and pauses requests when it runs out: ``optimistic``. The mixtral-8x7b engines run the same
+#:   harness; their budget is 16384 (``configs/mixtral-8x7b/__init__.py``) or the 8192 a config
+#:   sets (H100 Offline, H200 Server), and their prompts (at most 2,048 tokens, ``--max_input_len``
+#:   in ``code/mixtral-8x7b/tensorrt/builder.py``) fit it whole.
 #: * NVIDIA v5.1: ``max_num_tokens`` 3584 (Offline, Server) and 768 (Interactive),
 #:   ``enable_chunked_context``, ``batch_scheduler_policy`` ``max_util``
 #:   (``closed/NVIDIA/configs/<system>/<scenario>/llama2-70b.py``).
@@ -436,7 +478,10 @@ def _mlperf_output_tokens(row: dict[str, str]) -> int:
 #:   llama2-70b/*_mi300x.yaml``): vLLM V0's prefill-first ``continuous`` scheduling with prefill
 #:   steps of up to 40,960 tokens, optimistic admission with preemption. Not modelled: its
 #:   multi-step scheduling (``num_scheduler_steps`` 8-11) and, for Server, the MLPerf decode-batch
-#:   targets of its ``VLLM_LLAMA2_MLPERF_*`` settings.
+#:   targets of its ``VLLM_LLAMA2_MLPERF_*`` settings. Its mixtral-8x7b yamls
+#:   (``closed/AMD/code/mixtral-8x7b/harness_llm/models/mixtral-8x7b/*.yaml``) are alike:
+#:   ``enable_chunked_prefill: False``, ``max_num_batched_tokens`` 51200 (Offline) and 32000
+#:   (Server), ``num_scheduler_steps`` 8-13 (not modelled either).
 #:
 #: Offline rows use the analytic steady state (``ReplicaModel.offline_throughput``), which these
 #: settings do not enter.
@@ -457,7 +502,8 @@ def _mlperf_skip(row: dict[str, str]) -> str | None:
 
 
 def mlperf_inference() -> list[Case]:
-    """MLPerf Inference llama2-70b results (closed division, datacenter), whole-system tokens/s.
+    """MLPerf Inference llama2-70b and mixtral-8x7b results (closed division, datacenter),
+    whole-system tokens/s, each at its benchmark's mean prompt (``MLPERF_INPUT_TOKENS``).
 
     * Offline: replicas (accelerators / TP) x the replica's saturated output tokens/s at the
       benchmark's mean lengths (``ReplicaModel.offline_throughput``, steady state: a run of
@@ -469,25 +515,24 @@ def mlperf_inference() -> list[Case]:
     cases = []
     for row in _mlperf_rows():
         scenario = row["scenario"]
-        label = (f"{row['row_id']} {row['round']} {row['submitter']} {row['accelerators']}x{row['accelerator']} "
-                 f"{scenario} TP{row['tensor_parallel'] or '?'} {row['precision_weights']}")
+        label = _mlperf_label(row)
         published = float(row["result_tokens_per_s"])
         reason = _mlperf_skip(row)
         if reason:
             cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published, skip=reason,
                               source=row["source"]))
             continue
-        isl, osl = MLPERF_LLAMA2_INPUT_TOKENS, _mlperf_output_tokens(row)
+        osl = _mlperf_output_tokens(row)
         replicas = int(row["accelerators"]) // int(row["tensor_parallel"])
         try:
+            isl = _mlperf_input_tokens(row)
             family = hardware_for(load_system(row["hardware"])).chip.family
             _mlperf_replica(row, load_efficiency(family))
         except (SpecError, ValidationError, KeyError, ValueError) as error:
             cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published,
                               skip=str(error).splitlines()[0], source=row["source"]))
             continue
-        common = (f"mean prompt {isl} tokens (the dataset's tok_input_length: 5,463,976 / 24,576, from a "
-                  "third-party length extraction, HBFSim; MLCommons publishes none), "
+        common = (f"mean prompt {isl} tokens ({_MLPERF_INPUT_BASIS[row['model']]}), "
                   f"mean output {osl} tokens "
                   "(the run's tokens/s over samples/s)", f"{replicas} replicas of TP{row['tensor_parallel']}, "
                   "load spread evenly", "lengths fixed at the means")
