@@ -163,3 +163,63 @@ def test_axlearn_rows_are_the_papers_steps_with_the_repositorys_plans() -> None:
     trainium2 = [c for c in cases if c.family == "trainium2"]
     assert len(trainium2) == 2 and all(c.system is not None and c.system.name == "trn2" for c in trainium2)
     assert mape(run(cases)) < 27.0
+
+
+def test_modelzoo_rows_are_the_readmes_qwen3_runs_with_their_commands_plans() -> None:
+    """Megatron-MoE-ModelZoo (best_practice/qwen3/readme.md at e865051): 13 Qwen3-235B-A22B rows
+    on H100, GB200 and GB300, fitted with the MoE stage; Qwen3-Next listed as not modelled. Each
+    plan is the row's columns and its command's settings; where the H100 table prints DP, expert
+    DP and gradient accumulation the plan derives the same. Megatron's FLOPs per token turn the
+    H100 rows' step times into their printed TFLOP/s within 2 %, so the TFLOP/s-only rows'
+    tokens/s are that count's inverse."""
+    from clusterplan.catalog import load_model
+    from clusterplan.validation.cases_modelzoo import REPO, megatron_flops_per_token, megatron_moe_modelzoo
+
+    rows, cases = _csv("megatron_moe_modelzoo"), megatron_moe_modelzoo()
+    assert "megatron_moe_modelzoo" in TABLES and "megatron_moe_modelzoo" not in VALIDATION_ONLY_TABLES
+    assert len(rows) == len(cases) == 14
+    assert [c.label[-6:-1] for c in cases if c.skip] == ["MZ-06"] and "linear-attention" in (cases[5].skip or "")
+    qwen = load_model("qwen3-235b-a22b")
+    # The count as Megatron-LM wrote it at 1e057005 (training.py num_floating_point_operations,
+    # GQA branch, per token): 12 l h q (1 + g/n) + 6 l q s (causal core) + 18 l h f k + 6 h V.
+    h, q, layers, f, k = 4096, 64 * 128, 94, 1536, 8
+    for s in (4096, 131072):
+        as_written = 12 * layers * h * q * (1 + 4 / 64) + 6 * layers * q * s + 18 * layers * h * f * k + 6 * h * 151936
+        assert megatron_flops_per_token(qwen, s, tp=4) == pytest.approx(as_written, rel=1e-12)
+    checked = 0
+    for row, case in zip(rows, cases, strict=True):
+        assert case.label.endswith(f"({row['row_id']})")
+        assert row["source"].startswith(f"{REPO} best_practice/qwen3/readme.md")
+        assert ", l." in row["source"] and case.source.startswith(row["source"]) and "e865051" in row["plan_source"]
+        plan = case.plan
+        if case.skip is not None:
+            continue
+        assert plan is not None and case.family in {"hopper", "blackwell"}
+        keys = ("tp", "cp", "ep", "pp", "vpp", "etp", "mbs", "gbs", "seq_len")
+        assert (plan.tp, plan.cp, plan.ep, plan.pp, plan.vp, plan.etp, plan.micro_batch, plan.global_batch,
+                plan.seq_len) == tuple(int(row[key]) for key in keys)
+        assert plan.chips == int(row["gpus"]) and plan.routing_gini == 0.0 and plan.sp == (plan.tp > 1)
+        assert plan.ep_dedup == (row["dispatcher"] in ("DeepEP", "HybridEP"))
+        # The overlap is stated, not credited (docs/moe.md); the de-duplicated dispatch is credited.
+        assert not plan.overlap_ep and plan.zero == (3 if row["fsdp"] == "On" else 1)
+        assert ("not credited" in " ".join(case.assumptions)) == (row["a2a_overlap"] == "1")
+        assert plan.recompute == row["recompute"] and plan.precision == row["precision"]
+        assert plan.fp8_params == (plan.precision == "fp8") and plan.grad_reduce == "fp32"
+        if plan.recompute == "selective":
+            assert ";".join(plan.recompute_modules) == row["recompute_modules"]
+        if plan.pp > 1:  # the embedding and the loss count as a layer each: 96 layers over PP
+            assert plan.first_stage_layers == plan.last_stage_layers == 96 // plan.pp - 1
+        if row["dp_as_printed"]:
+            assert plan.dp == int(row["dp_as_printed"]) and plan.micro_batches == int(row["ga_as_printed"])
+            assert plan.tp * plan.cp * plan.dp // (plan.ep * plan.etp) == int(row["edp_as_printed"])
+        flops = megatron_flops_per_token(qwen, plan.seq_len, plan.tp)
+        tflops = float(row["tflops_per_gpu"])
+        if row["step_time_s"]:
+            assert case.metric == "step_time_s" and case.published == float(row["step_time_s"])
+            tokens_per_gpu = plan.global_batch * plan.seq_len / (case.published * plan.chips)
+            assert tokens_per_gpu * flops / 1e12 == pytest.approx(tflops, rel=0.02)
+            checked += 1
+        else:
+            assert case.metric == "tokens_per_s_per_chip"
+            assert case.published * flops == pytest.approx(tflops * 1e12, rel=1e-12)
+    assert checked == 5

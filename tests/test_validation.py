@@ -71,9 +71,10 @@ BOUNDS = {
 #: only seven MoE rows measure the current NeMo software stack of their chip family; the
 #: MT-NLG paper prints three iteration times, BigScience's BLOOM README three, and PaLM's Table 3
 #: gives the layout of its own row only; torchtitan's benchmarks have two runs on a catalog chip (H200);
-#: AXLearn's Table 3 has eight AXLearn rows.
+#: AXLearn's Table 3 has eight AXLearn rows; the Megatron-MoE-ModelZoo Qwen3 readme 13 Qwen3-235B-A22B
+#: rows (its Qwen3-Next row has linear-attention layers).
 MIN_MODELLED = {"inference_latency": 4, "nemo_perf_moe": 7, "mtnlg_2022": 3, "bloom_176b": 3, "palm_table3": 1,
-                 "torchtitan": 2, "axlearn_2025": 8}
+                 "torchtitan": 2, "axlearn_2025": 8, "megatron_moe_modelzoo": 13}
 
 
 #: Every published training run ran, so its configuration fits in memory (issue #13): the

@@ -22,6 +22,7 @@ from clusterplan.validation.cases_axlearn import axlearn_2025
 from clusterplan.validation.cases_bloom import bloom_176b
 from clusterplan.validation.cases_llmfoundry import llmfoundry_mpt
 from clusterplan.validation.cases_mlperf import mlperf_training
+from clusterplan.validation.cases_modelzoo import megatron_moe_modelzoo
 from clusterplan.validation.cases_mtnlg import mtnlg_2022
 from clusterplan.validation.cases_palm import palm_table3
 from clusterplan.validation.cases_torchtitan import torchtitan
@@ -35,6 +36,7 @@ TRAINING_TABLES: dict[str, Callable[[], list[Case]]] = {
     "megatron_core_h100_2024": megatron_core_h100_2024,
     "nemo_perf": nemo_perf,
     "nemo_perf_moe": nemo_perf_moe,
+    "megatron_moe_modelzoo": megatron_moe_modelzoo,
     "maxtext_tpu": maxtext_tpu,
     "neuron_trn": neuron_trn,
     "megatron_sc21_table2_zero3": megatron_sc21_table2_zero3,

@@ -1,0 +1,204 @@
+"""NVIDIA's Megatron-Core MoE team's Qwen3 training results (the Megatron-MoE-ModelZoo repository,
+``best_practice/qwen3/readme.md`` at e865051): Qwen3-235B-A22B on 256 H100, on GB200 NVL72 and on
+GB300 NVL72, with the plan of every run.
+
+The H100 table prints step time and model TFLOP/s per GPU with the full plan (TP, CP, EP, PP,
+VPP, EP-DP, DP, FSDP, micro and global batch, recompute, dispatcher): those rows compare the
+step time. The H100 long-context table and the GB200/GB300 tables print TFLOP/s only; their
+plans come from the commands printed beside them. Those rows compare tokens/s per GPU: the
+TFLOP/s over the FLOPs per token that Megatron-LM's own throughput log counts
+(:func:`megatron_flops_per_token`), checked on the H100 rows that print both figures.
+
+Settings no column prints come from the repository's launch files (cited per row in the CSV's
+``plan_source``): ``model_configs/benchmarking/Qwen3-235B-A22B.yaml`` (sequence parallel,
+distributed optimizer with overlapped gradient reduce-scatter and parameter all-gather, TE
+fused cross-entropy, expert TP 1, the embedding and the loss each counted as a pipeline layer),
+``runtime_configs/benchmarking/runtime.conf`` (96 = 94 layers + embedding + loss, micro-batch
+1) and ``sbatch_benchmarking.sh`` (the dispatcher, ``--tp-comm-overlap`` for bf16, the MXFP8
+optimizer settings, A2A_OVERLAP). What the estimate cannot express (CUDA graphs, fine-grained
+activation offloading, manual GC) is stated with each row as not modelled.
+"""
+
+from __future__ import annotations
+
+import math
+
+from clusterplan.catalog import load_model, load_system
+from clusterplan.specs import Model, Plan, System
+from clusterplan.validation.case import Case, _Builder, _rows
+
+TABLE = "megatron_moe_modelzoo"
+REPO = "github.com/yanring/Megatron-MoE-ModelZoo @ e865051"
+#: Model-config ``--make-vocab-size-divisible-by`` (Qwen3-235B-A22B.yaml l.76): Megatron pads
+#: the tokenizer's vocabulary to a multiple of this times TP. 151,936 = 128 x 1187, so the padded
+#: vocabulary is config.json's 151,936 embedding rows for TP 1, 2 and 4 (Qwen's tokenizer has
+#: 151,643 regular tokens plus its special tokens, above 151,936 - 4 x 1187).
+VOCAB_DIVISIBLE_BY = 1187
+#: Megatron counts the embedding and the loss as one pipeline layer each
+#: (``--account-for-embedding-in-pipeline-split``, ``--account-for-loss-in-pipeline-split``:
+#: runtime.conf's 96 layers for the 94-layer model), so the first and last stage hold one
+#: transformer layer fewer than the others.
+PIPELINE_EXTRA_LAYERS = 2
+SKIP_HYBRID = ("Qwen3-Next-80B-A3B: hybrid Gated DeltaNet linear-attention / attention MoE with a shared "
+               "expert and MTP; linear-attention layers are not modelled")
+#: Plan settings no table column prints (the launch files give them): at the CLI's defaults a
+#: user who types the printed plan gets 16-bit gradient reduction, no TP overlap, an unfused
+#: cross-entropy and balanced routing.
+RECIPE_FIELDS: tuple[str, ...] = ("grad_reduce", "overlap_tp", "fused_cross_entropy", "routing_gini", "ep_dedup")
+#: The TFLOP/s-only tables print neither recompute nor the all-to-all overlap nor the MXFP8
+#: optimizer settings: their commands do.
+COMMAND_FIELDS = ("recompute", "recompute_modules", "fp8_params", "optimizer_moments")
+
+
+def padded_vocab(vocab: int, tp: int, divisible_by: int = VOCAB_DIVISIBLE_BY) -> int:
+    """Megatron's padded vocabulary: ``vocab`` rounded up to a multiple of ``divisible_by * tp``
+    (megatron/core/tokenizers/utils/build_tokenizer.py ``vocab_size_with_padding``)."""
+    multiple = divisible_by * tp
+    return math.ceil(vocab / multiple) * multiple
+
+
+def megatron_flops_per_token(model: Model, seq_len: int, tp: int = 1) -> float:
+    """Training FLOPs per token as Megatron-LM's throughput log counts them for a GQA model whose
+    every layer is a top-k routed SwiGLU MoE without shared experts (Qwen3 MoE):
+    ``num_floating_point_operations`` in megatron/training/training.py (NVIDIA/Megatron-LM at
+    1e057005, the H100 rows' code, and unchanged for this model at d98e8a64), divided by the
+    global batch's tokens.
+
+    Every GEMM counts 3 times (forward, data and weight gradients) at 2 FLOPs per multiply-add:
+    per layer the Q/K/V and output projections, the ``top_k`` experts' gate, up and down
+    projections, and the attention core over a causal mask (half of ``seq_len`` keys for the
+    scores and again for the values); once, the LM head over the padded vocabulary. Norms, the
+    router, rotary embeddings and the QK layernorm are not counted, as Megatron does not.
+    """
+    if model.moe is None or model.moe.shared_experts or model.moe.dense_layers or model.moe.layer_interval != 1:
+        raise ValueError(f"{model.name}: only every-layer MoE models without shared experts are counted here")
+    h = model.hidden_size
+    head_dim = model.head_dim or h // model.attention_heads
+    q = model.attention_heads * head_dim
+    kv = model.kv_heads * head_dim
+    projections = h * (q + 2 * kv) + q * h
+    experts = 3 * h * model.moe.expert_ffn_hidden_size * model.moe.top_k
+    core = q * seq_len  # causal: 2 GEMMs x seq/2 keys
+    head = h * padded_vocab(model.vocab_size, tp)
+    return 6.0 * (model.layers * (projections + experts + core) + head)
+
+
+def published_tokens_per_s(model: Model, tflops: float, seq_len: int, tp: int) -> float:
+    """Tokens/s per GPU of a row that prints only Megatron's model TFLOP/s per GPU."""
+    return tflops * 1e12 / megatron_flops_per_token(model, seq_len, tp)
+
+
+def stage_layers(layers: int, pp: int) -> dict[str, int]:
+    """First and last stage layers under Megatron's embedding- and loss-aware split (empty
+    without a pipeline): ``(layers + 2) / pp`` per stage, one fewer on the first and the last."""
+    if pp == 1:
+        return {}
+    per_stage, rest = divmod(layers + PIPELINE_EXTRA_LAYERS, pp)
+    if rest:
+        raise ValueError(f"{layers} layers + embedding + loss do not split over pp={pp}")
+    return {"first_stage_layers": per_stage - 1, "last_stage_layers": per_stage - 1}
+
+
+def _label(row: dict[str, str]) -> str:
+    plan = f"TP{row['tp']} CP{row['cp']} EP{row['ep']} PP{row['pp']} VPP{row['vpp']}"
+    extra = " FSDP" if row["fsdp"] == "On" else ""
+    overlap = " +1f1b overlap" if row["a2a_overlap"] == "1" else ""
+    return (f"{row['model_as_printed']} {row['gpu']} x{row['gpus']} {row['precision_as_printed']} s{row['seq_len']} "
+            f"{plan}{extra} MBS{row['mbs']} GBS{row['gbs']} {row['dispatcher']}{overlap} ({row['row_id']})")
+
+
+def _recompute_text(row: dict[str, str]) -> str:
+    printed = f" (printed: '{row['recompute_as_printed']}')" if row["recompute_as_printed"] else " (the command's)"
+    if row["recompute"] == "selective":
+        return f"selective recompute of {', '.join(row['recompute_modules'].split(';'))}" + printed
+    if row["recompute"] == "full":
+        return ("full recompute, assumed uniform over 1 layer (the readme's fallback flags; the row's command is "
+                "not published)" + printed)
+    return "no recompute" + (" (blank in the table; none in the scripts for this plan)"
+                             if row["table_as_printed"] == "H100" else " (none in the command)")
+
+
+def _assumptions(row: dict[str, str], model: Model, dp: int, metric_note: str) -> tuple[str, ...]:
+    tp, cp, ep, pp = (int(row[k]) for k in ("tp", "cp", "ep", "pp"))
+    split = stage_layers(model.layers, pp)
+    stages = (f", {split['first_stage_layers']}/{(model.layers + 2) // pp}/{split['last_stage_layers']} layers on "
+              "the first/middle/last stage (embedding and loss counted as layers)" if split else "")
+    fp8 = row["precision"] == "fp8"
+    dedup = row["dispatcher"] in ("DeepEP", "HybridEP")
+    if row["table_as_printed"] == "H100":
+        balance = ("force-balanced routing assumed (the table does not say; the repository's H100 commands pass "
+                   "--moe-router-force-load-balancing): routing Gini 0")
+    elif row["tflops_dropless"]:
+        balance = (f"force-balanced routing, the printed forced-balance figure (the readme: add "
+                   f"--moe-router-force-load-balancing): routing Gini 0; dropless: {row['tflops_dropless']} TFLOP/s")
+    else:
+        balance = "force-balanced routing (the command's --moe-router-force-load-balancing): routing Gini 0"
+    return (
+        f"TP{tp}" + (" with sequence parallelism (config --sequence-parallel)" if tp > 1 else "")
+        + f", CP{cp}, PP{pp} VPP{row['vpp']}{stages}, EP{ep} ETP1 (config), DP{dp}, expert DP {tp * cp * dp // ep}; "
+        f"micro-batch {row['mbs']}" + ("" if row["table_as_printed"] == "H100" else " (runtime.conf default)"),
+        "FSDP (printed 'On'): ZeRO-3 over the data-parallel ranks" if row["fsdp"] == "On" else
+        "distributed optimizer (ZeRO-1), gradient reduce-scatter and parameter all-gather overlapped (config)",
+        _recompute_text(row),
+        (f"{row['dispatcher']} dispatcher (--moe-token-dispatcher-type flex): each token sent once per destination "
+         "node (ep_dedup)" if dedup else "A2A dispatcher: flat all-to-all of every routed copy"),
+        ("EP all-to-alls overlapped with another micro-batch's compute (A2A_OVERLAP=1: "
+         "--overlap-moe-expert-parallel-comm --delay-wgrad-compute): stated, not credited (the model's overlap "
+         "hides them all; this table's H100 pair gains 11 %, docs/moe.md)" if row["a2a_overlap"] == "1"
+         else "EP all-to-alls not overlapped (A2A_OVERLAP=0)"),
+        balance,
+        ("MXFP8 modelled as fp8: fp8 parameters (--fp8-param-gather), bf16 Adam moments and fp32 main gradients "
+         "(--use-precision-aware-optimizer), no TP communication overlap (only bf16 runs get --tp-comm-overlap)"
+         if fp8 else "bf16 with fp32 gradient accumulation and reduction (Megatron's default for bf16), TP "
+         "communication overlap (--tp-comm-overlap, added for bf16)"),
+        "fused cross-entropy on bf16 logits (config --cross-entropy-fusion-impl te)",
+        metric_note,
+        f"not modelled: {row['not_modelled']}",
+    )
+
+
+def _plan(row: dict[str, str], model: Model, dp: int) -> Plan:
+    tp, pp, cp = int(row["tp"]), int(row["pp"]), int(row["cp"])
+    fp8 = row["precision"] == "fp8"
+    recompute: dict[str, object] = {"recompute": row["recompute"]}
+    if row["recompute"] == "selective":
+        recompute["recompute_modules"] = tuple(row["recompute_modules"].split(";"))
+    return Plan(tp=tp, pp=pp, vp=int(row["vpp"]), cp=cp, dp=dp, ep=int(row["ep"]), etp=int(row["etp"]),
+                ep_dedup=row["dispatcher"] in ("DeepEP", "HybridEP"),
+                routing_gini=0.0, micro_batch=int(row["mbs"]), global_batch=int(row["gbs"]),
+                seq_len=int(row["seq_len"]), sp=tp > 1, zero=3 if row["fsdp"] == "On" else 1,
+                precision=row["precision"], fp8_params=fp8, optimizer_moments="bf16" if fp8 else "fp32",
+                grad_reduce="fp32", overlap_dp=True, overlap_tp=not fp8, fused_cross_entropy=True,
+                **recompute, **stage_layers(model.layers, pp))
+
+
+def megatron_moe_modelzoo() -> list[Case]:
+    """Every row of the Qwen3 readme's four tables: step time where printed, else tokens/s per GPU
+    from the printed TFLOP/s; Qwen3-Next-80B-A3B listed as not modelled."""
+    out = _Builder(TABLE)
+    for row in _rows(TABLE):
+        label, source = _label(row), f"{row['source']}; plan: {row['plan_source']}"
+        if not row["model"]:
+            out.skip(label, "step_time_s", float(row["step_time_s"]), SKIP_HYBRID, source)
+            continue
+        model = load_model(row["model"])
+        gpus, tp, pp, cp = (int(row[k]) for k in ("gpus", "tp", "pp", "cp"))
+        dp = gpus // (tp * pp * cp)
+        seq, tflops = int(row["seq_len"]), float(row["tflops_per_gpu"])
+        if row["step_time_s"]:
+            metric, published = "step_time_s", float(row["step_time_s"])
+            note = f"step time as printed ({tflops:g} TFLOP/s per GPU printed beside it)"
+            fields = RECIPE_FIELDS
+        else:
+            metric, published = "tokens_per_s_per_chip", published_tokens_per_s(model, tflops, seq, tp)
+            flops = megatron_flops_per_token(model, seq, tp)
+            note = (f"tokens/s per GPU = the printed {tflops:g} TFLOP/s over Megatron's {flops / 1e9:.1f} GFLOP per "
+                    f"token at sequence {seq:,} (num_floating_point_operations)")
+            fields = RECIPE_FIELDS + COMMAND_FIELDS
+        assumptions = _assumptions(row, model, dp, note)
+
+        def build(row: dict[str, str] = row, model: Model = model, dp: int = dp) -> tuple[Model, System, Plan]:
+            return model, load_system(row["system"]), _plan(row, model, dp)
+
+        out.add(label, metric, published, build, assumptions, source, recipe_fields=fields)
+    return out.cases
