@@ -7,7 +7,7 @@ import pytest
 
 from clusterplan.catalog.loader import load_crossval
 from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors, RowErrors, StageRecord
-from clusterplan.validation.bands import COVERAGE, Band, regime, speed_ratio, weighted_quantiles
+from clusterplan.validation.bands import COVERAGE, Band, mfu_flags, regime, speed_ratio, weighted_quantiles
 
 
 def _row(table: str, family: str, error: float, *, stage: str = "dense", chips: int | None = 64,
@@ -203,3 +203,58 @@ def test_a_family_the_stored_calibration_predates_inherits_by_the_stack_rule() -
                                              "inherited from hopper (same software stack")
     gaudi = regime(_summary(rows), "gaudi3", "dense")
     assert "inherited from hopper, tpu-v5p (no Gaudi SynapseAI family" in gaudi.extrapolation[0]
+
+
+def _run(family: str, mfu: float, *, precision: str = "bf16", stage: str = "dense") -> RowErrors:
+    return _row("t", family, 1.0, stage=stage).model_copy(
+        update={"label": f"run at {mfu}", "precision": precision, "mfu_published": mfu})
+
+
+def test_an_mfu_above_every_published_run_of_the_regime_is_flagged() -> None:
+    summary = _summary([_run("hopper", 0.40), _run("hopper", 0.45), _run("hopper", 0.60, precision="fp8"),
+                        _run("hopper", 0.70, stage="MoE"), _run("ampere", 0.70)])
+    flags = mfu_flags(summary, "hopper", "dense", "bf16", 0.52)
+    assert len(flags) == 1
+    assert "MFU 52.0 % is above every published hopper dense training run at bf16" in flags[0]
+    assert "2 runs; highest 45.0 %, t: run at 0.45" in flags[0]
+    # At or below the highest published run, another precision or stage, no runs, serving: none.
+    assert mfu_flags(summary, "hopper", "dense", "bf16", 0.45) == ()
+    assert mfu_flags(summary, "hopper", "dense", "fp8", 0.52) == ()
+    assert mfu_flags(summary, "hopper", "MoE", "bf16", 0.52) == ()
+    assert mfu_flags(summary, "blackwell", "dense", "bf16", 0.90) == ()
+    assert mfu_flags(summary, "hopper", "serving", "bf16", 0.90) == ()
+    assert mfu_flags(None, "hopper", "dense", "bf16", 0.90) == ()
+
+
+def test_a_published_runs_mfu_is_its_own_throughput_over_the_peak() -> None:
+    """``published_mfu`` (speed ratio x predicted MFU) against the run's tokens/s computed by
+    hand from its published step time, on a step-time row (AXLearn) and a per-core row."""
+    from clusterplan.training.batch import PlanBatch
+    from clusterplan.training.step import estimate
+    from clusterplan.validation.harness import case_hardware, published_mfu
+    from clusterplan.validation.registry import all_cases
+
+    checked = 0
+    for case in all_cases(["axlearn_2025", "neuron_trn"]):
+        if case.skip is not None or case.plan is None or case.model is None:
+            continue
+        result = estimate(case.model, case_hardware(case), PlanBatch.from_plans([case.plan], case.model))
+        flops_per_token = float(result.model_flops_per_s_per_chip[0] / result.tokens_per_s_per_chip[0])
+        peak = float(result.model_flops_per_s_per_chip[0] / result.mfu[0])
+        if case.metric == "step_time_s":
+            chips = case.plan.chips
+            tokens_per_s_per_chip = case.plan.global_batch * case.plan.seq_len / (case.published * chips)
+        else:
+            assert case.metric == "tokens_per_s_per_chip"
+            tokens_per_s_per_chip = case.published / case.devices_per_chip
+        assert published_mfu(case) == pytest.approx(tokens_per_s_per_chip * flops_per_token / peak, rel=1e-9)
+        checked += 1
+    assert checked >= 30
+
+
+def test_the_stored_cross_validation_holds_each_training_runs_mfu() -> None:
+    rows = load_crossval().rows
+    training = [r for r in rows if r.stage != "serving"]
+    assert training and all(r.mfu_published is not None and r.precision is not None for r in training)
+    assert all(0.0 < (r.mfu_published or 0.0) < 1.0 for r in training)
+    assert all(r.mfu_published is None for r in rows if r.stage == "serving")

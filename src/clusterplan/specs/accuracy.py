@@ -50,6 +50,10 @@ class RowErrors(Spec):
     error_pct: float | None
     error_out_of_sample_pct: float | None
     error_family_out_pct: float | None
+    precision: str | None = Field(default=None, description="the run's matmul precision (training rows)")
+    mfu_published: float | None = Field(
+        default=None, ge=0, description="the published run's MFU: its speed with the model's FLOPs per "
+        "token, over the dense peak at its precision (training rows)")
 
 
 class CrossValSummary(Spec):

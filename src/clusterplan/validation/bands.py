@@ -17,7 +17,8 @@ default): a time T becomes [T * s_low, T * s_high], a rate R [R / s_high, R / s_
 rows the quantiles are rough; every band carries the number of rows it stands on.
 
 Extrapolation flags name every reason an answer is outside validated ground: inherited
-efficiencies, a job larger than the largest validated run of the regime, no rows at all.
+efficiencies, a job larger than the largest validated run of the regime, an MFU above every
+validated run's (:func:`mfu_flags`), no rows at all.
 """
 
 from __future__ import annotations
@@ -172,6 +173,28 @@ def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int 
     if band is None:
         flags.append(f"too few cross-validated {kind} rows for an error band")
     return Regime(family, stage, band, tuple(flags))
+
+
+def mfu_flags(summary: CrossValSummary | None, family: str, stage: str, precision: str, mfu: float) -> tuple[str, ...]:
+    """A flag where an estimate's MFU is above every published ``family`` run of ``stage`` at
+    ``precision`` in the validation tables (their MFU by this model's FLOP count, stored by
+    ``calibrate``): the plan is then predicted to run more efficiently than any run the model was
+    checked against, which is where a plan search finds the model's optimism first. Nothing
+    where no such run is stored."""
+    if summary is None or stage not in ("dense", "MoE"):
+        return ()
+    runs = [r for r in summary.rows if r.family == family and r.stage == stage and r.precision == precision
+            and r.mfu_published is not None]
+    if not runs:
+        return ()
+    top = max(runs, key=lambda r: r.mfu_published or 0.0)
+    highest = top.mfu_published or 0.0
+    if mfu <= highest:
+        return ()
+    kind = {"dense": "dense training", "MoE": "mixture-of-experts training"}[stage]
+    return (f"MFU {100 * mfu:.1f} % is above every published {family} {kind} run at {precision} "
+            f"({len(runs)} runs; highest {100 * highest:.1f} %, {top.table}: {top.label}): "
+            "an efficiency no validated run reached",)
 
 
 def _pct(value: float | None) -> float:

@@ -28,7 +28,7 @@ from clusterplan.distributed import Executor, LocalExecutor
 from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors, RowErrors, StageRecord, TableErrors
 from clusterplan.validation.calibrate import VALIDATION_ONLY_TABLES, Calibration, StageSource, stage_of
 from clusterplan.validation.case import Case, higher_is_faster
-from clusterplan.validation.harness import Result, by_table, mape, run_case
+from clusterplan.validation.harness import Result, by_table, mape, published_mfu, run_case
 from clusterplan.validation.registry import all_cases
 from clusterplan.validation.stacks import ALL_FAMILIES
 
@@ -190,9 +190,14 @@ def summarise(validation: CrossValidation) -> CrossValSummary:
     def chips(case: Case) -> int | None:
         return None if case.plan is None else max(case.plan.chips // case.devices_per_chip, 1)
 
+    def mfu(case: Case) -> float | None:
+        value = published_mfu(case)
+        return None if value is None else round(value, 4)
+
     rows = [RowErrors(table=a.case.table, label=a.case.label, family=a.case.family, stage=stage_of(a.case),
                       chips=chips(a.case), higher_is_faster=higher_is_faster(a.case.metric), error_pct=signed(a),
-                      error_out_of_sample_pct=signed(b), error_family_out_pct=signed(c))
+                      error_out_of_sample_pct=signed(b), error_family_out_pct=signed(c),
+                      precision=None if a.case.plan is None else a.case.plan.precision, mfu_published=mfu(a.case))
             for a, b, c in zip(validation.in_sample, validation.table_out, validation.family_out, strict=True)
             if a.error is not None]
     return CrossValSummary(tables=tables, families=families, rows=rows)

@@ -13,7 +13,7 @@ from clusterplan.training import memory as mem
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.recompute import least_recompute_that_fits
 from clusterplan.training.step import Hardware, StepEstimate, estimate
-from clusterplan.validation.case import Case
+from clusterplan.validation.case import Case, higher_is_faster
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,33 @@ def defaults_plan(case: Case, hardware: Hardware | None = None) -> Plan | None:
     return plan
 
 
+def case_hardware(case: Case, efficiency: EfficiencyLookup = load_efficiency) -> Hardware:
+    """The hardware of a training row with its family's efficiencies (the row must have a system)."""
+    assert case.system is not None
+    # Build from the catalog system itself: Hardware applies the family's collective multipliers
+    # to the tiers, so reusing another Hardware's system would apply them twice.
+    chip = case.chip if case.chip is not None else hardware_for(case.system).chip
+    return Hardware(system=case.system, chip=chip, efficiency=efficiency(chip.family))
+
+
+def published_mfu(case: Case) -> float | None:
+    """The MFU the published run reached, by this model's FLOP count: the predicted MFU times
+    the published over the predicted speed (None: not a training row with a plan). For one plan
+    MFU is proportional to speed, so the efficiencies of the prediction cancel; the figure
+    depends only on the model's FLOPs per token and the chip's dense peak at the row's
+    precision, as the MFU ``train`` reports does."""
+    if case.skip is not None or case.predict is not None or case.model is None or case.plan is None:
+        return None
+    if case.system is None or not math.isfinite(case.published) or case.published <= 0:
+        return None
+    result = estimate(case.model, case_hardware(case), PlanBatch.from_plans([case.plan], case.model))
+    predicted = metric_of(case, result)
+    if not predicted > 0:
+        return None
+    faster = case.published / predicted if higher_is_faster(case.metric) else predicted / case.published
+    return float(result.mfu[0]) * faster
+
+
 def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency, at_defaults: bool = False) -> Result:
     """Predict one row. ``at_defaults``: also run the printed plan with its recipe-only settings
     at the CLI's defaults (a second step estimate; the calibration's fits leave it off, the
@@ -102,10 +129,8 @@ def run_case(case: Case, efficiency: EfficiencyLookup = load_efficiency, at_defa
         return Result(case, case.predict(efficiency(case.family)))
     if case.skip is not None or case.model is None or case.system is None or case.plan is None:
         return Result(case, None)
-    # Build from the catalog system itself: Hardware applies the family's collective multipliers
-    # to the tiers, so reusing another Hardware's system would apply them twice.
-    chip = case.chip if case.chip is not None else hardware_for(case.system).chip
-    hardware = Hardware(system=case.system, chip=chip, efficiency=efficiency(chip.family))
+    hardware = case_hardware(case, efficiency)
+    chip = hardware.chip
     batch = PlanBatch.from_plans([case.plan], case.model)
     result = estimate(case.model, hardware, batch)
     memory = float(result.memory[0])
