@@ -258,3 +258,14 @@ def test_the_stored_cross_validation_holds_each_training_runs_mfu() -> None:
     assert training and all(r.mfu_published is not None and r.precision is not None for r in training)
     assert all(0.0 < (r.mfu_published or 0.0) < 1.0 for r in training)
     assert all(r.mfu_published is None for r in rows if r.stage == "serving")
+
+
+def test_an_overlapped_ep_plan_is_told_its_saving_is_an_upper_bound() -> None:
+    from clusterplan.validation.bands import EP_OVERLAP_FLAG
+
+    argv = ["train", "--model", "qwen3-30b-a3b", "--system", "dgx-h100", "--chips", "16", "--ep", "16", "--seq", "4096",
+            "--global-batch", "256", "--recompute", "none"]
+    plain, overlapped = _json(argv), _json([*argv, "--overlap-ep"])
+    assert EP_OVERLAP_FLAG in overlapped["extrapolation"]  # type: ignore[operator]
+    assert EP_OVERLAP_FLAG not in plain["extrapolation"]  # type: ignore[operator]
+    assert overlapped["step_time_s"] < plain["step_time_s"]  # type: ignore[operator]

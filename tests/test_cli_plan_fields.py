@@ -475,3 +475,30 @@ def test_search_refuses_activation_offload_with_the_reason(capsys):
     argv = ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8", "--seq", "4096",
             "--global-batch", "8", "--offload-layers", "4"]
     assert_refused(*run_cli(capsys, argv), "--offload-layers", "4", "pp=1")
+
+
+Q30 = ["--model", "qwen3-30b-a3b", "--system", "dgx-h100", "--chips", "8", "--seq", "4096", "--global-batch", "64"]
+
+
+def test_offloaded_modules_reach_train_and_search(capsys):
+    """``--offload-modules`` (Megatron-Core fine-grained activation offloading) lowers the memory
+    of the same plan in ``train``, and ``search`` shares it with every plan that does not
+    recompute in full (those keep nothing to offload)."""
+    plan = ["--ep", "8", "--recompute", "none"]
+    kept = run_json(capsys, ["train", *Q30, *plan])
+    offloaded = run_json(capsys, ["train", *Q30, *plan, "--offload-modules", "expert_fc1,moe_act"])
+    assert offloaded["plan"]["offload_modules"] == ["expert_fc1", "moe_act"]
+    assert offloaded["memory_bytes_per_chip"] < kept["memory_bytes_per_chip"]
+    assert offloaded["step_time_s"] == pytest.approx(kept["step_time_s"])  # the copies are not timed
+    found = run_json(capsys, ["search", *Q30, "--offload-modules", "moe_act", "--top", "20"])["best"]
+    assert found
+    for record in found:
+        expected = [] if record["plan"]["recompute"] == "full" else ["moe_act"]
+        assert record["plan"].get("offload_modules", []) == expected
+
+
+def test_offloaded_modules_are_refused_with_the_field_and_rule(capsys):
+    assert_refused(*run_cli(capsys, ["train", *Q30, "--ep", "8", "--offload-modules", "attn_proj"]),
+                   "--offload-modules", "attn_proj", "core_attn")
+    assert_refused(*run_cli(capsys, ["search", *Q30, "--recompute", "full", "--offload-modules", "moe_act"]),
+                   "offload_modules", "moe_act", "nothing is left to offload")

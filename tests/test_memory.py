@@ -206,3 +206,47 @@ def test_memory_settings_are_validated(llama_like: Model, plan: dict[str, object
 
     with pytest.raises(SpecError, match=field):
         Plan(global_batch=8, seq_len=4096, **plan).validate_for(llama_like)  # type: ignore[arg-type]
+
+
+def _small_moe() -> Model:
+    """Every layer a top-2 of 8 SwiGLU experts (Mixtral-like, small): h 1024, 8 heads of 128, 2 KV."""
+    return Model(name="moe-test", layers=4, hidden_size=1024, ffn_hidden_size=4096, attention_heads=8, kv_heads=2,
+                 vocab_size=32000, ffn_activation="swiglu",
+                 moe={"experts": 8, "top_k": 2, "expert_ffn_hidden_size": 2048}, source="test fixture")
+
+
+@pytest.mark.parametrize(("modules", "per_token"), [
+    # attn_norm and mlp_norm: each norm's bf16 input (2h); qkv_linear: the QKV input (the norm
+    # output, 2h in bf16); core_attn: Q (2q) and K, V (4kv); attn_proj: the attention output
+    # (2q, flash attention's bf16 copy); expert_fc1: the routed tokens (top_k x 2h); moe_act: the
+    # experts' gate and up outputs (top_k x 2 x 2f).
+    (("attn_norm",), 2 * 1024), (("mlp_norm",), 2 * 1024), (("qkv_linear",), 2 * 1024),
+    (("core_attn",), 2 * 1024 + 4 * 256), (("core_attn", "attn_proj"), 2 * 1024 + 4 * 256 + 2 * 1024),
+    (("expert_fc1",), 2 * 2 * 1024), (("moe_act",), 2 * 2 * 2 * 2048),
+])
+def test_offloaded_modules_leave_their_inputs_on_the_host(modules: tuple[str, ...], per_token: int) -> None:
+    """Megatron-Core's fine-grained activation offloading (``--offload-modules``): each named
+    submodule's input leaves device memory, nothing else does (bf16 plan, TP1, no recompute)."""
+    model = _small_moe()
+    common = {"global_batch": 1, "seq_len": 2048, "recompute": "none", "ep": 1}
+    kept = float(mem.activation_bytes_per_layer(model, _batch(model, **common))[0])
+    offloaded = float(mem.activation_bytes_per_layer(model, _batch(model, offload_modules=modules, **common))[0])
+    assert kept - offloaded == pytest.approx(2048 * per_token)
+
+
+@pytest.mark.parametrize(("plan", "rule"), [
+    ({"offload_modules": ("attn_proj",)}, "needs core_attn"),
+    ({"offload_modules": ("expert_fc1",), "model": "dense"}, "has no experts"),
+    ({"offload_modules": ("moe_act", "moe_act")}, "twice"),
+    ({"offload_modules": ("attn_norm",), "recompute": "full"}, "nothing is left to offload"),
+    ({"offload_modules": ("expert_fc1",), "recompute_modules": ("moe",)}, "whole MoE layer"),
+    ({"offload_modules": ("attn_norm",), "recompute_modules": ("core_attn", "elementwise")}, "elementwise"),
+])
+def test_offloaded_modules_are_refused_where_megatron_refuses_them(llama_like: Model, plan: dict[str, object],
+                                                                     rule: str) -> None:
+    from clusterplan.errors import SpecError
+
+    model = llama_like if plan.pop("model", None) == "dense" else _small_moe()
+    with pytest.raises(SpecError, match=rule) as refused:
+        Plan(global_batch=8, seq_len=4096, **plan).validate_for(model)  # type: ignore[arg-type]
+    assert refused.value.field == "offload_modules"

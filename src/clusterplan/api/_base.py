@@ -97,6 +97,7 @@ class PlanOptions(BaseModel):
     fp8_params: bool | None = None
     offload_qkv: bool | None = None
     offload_layers: int | None = None
+    offload_modules: tuple[str, ...] | None = None
     fused_cross_entropy: bool | None = None
     loss_chunks: int | None = None
     grad_reduce: str | None = None
@@ -114,6 +115,13 @@ class PlanOptions(BaseModel):
         from clusterplan.api._edge import csv_items
 
         return csv_items(value, "--recompute-modules") if isinstance(value, str) else value
+
+    @field_validator("offload_modules", mode="before")
+    @classmethod
+    def _offloaded(cls, value: Any) -> Any:
+        from clusterplan.api._edge import csv_items
+
+        return csv_items(value, "--offload-modules") if isinstance(value, str) else value
 
     def given(self) -> dict[str, Any]:
         """The fields given, in Plan order (those left None are not listed)."""

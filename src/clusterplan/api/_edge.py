@@ -144,7 +144,7 @@ SEARCH_SETTINGS = ("overlap_tp", "overlap_dp", "overlap_pp", "flash_attention", 
                    "recompute_modules",
                    "routing_gini", "capacity_factor", "overlap_ep", "ep_dedup",
                    "mtp", "fp8_params", "fused_cross_entropy",
-                   "loss_chunks", "offload_qkv")
+                   "loss_chunks", "offload_qkv", "offload_modules")
 #: Plan fields the search takes as lists of values to consider (comma-separated).
 SEARCH_AXES = ("precision", "recompute", "zero")
 

@@ -288,6 +288,9 @@ OffloadQkvOption = Annotated[bool | None, _plan_option(
     "--offload-qkv/--no-offload-qkv")]
 OffloadLayersOption = Annotated[int | None, _plan_option(
     "offload_layers", "layers whose activations go to host memory (Megatron --cpu-offloading-num-layers; pp=1)")]
+OffloadModulesOption = Annotated[str | None, _plan_option(
+    "offload_modules", "submodules whose inputs go to host memory: attn_norm, qkv_linear, core_attn, attn_proj, "
+    "mlp_norm, expert_fc1, moe_act (comma-separated; Megatron --offload-modules)")]
 FusedCrossEntropyOption = Annotated[bool | None, _plan_option(
     "fused_cross_entropy", "cross-entropy in place on the bf16 logits (TE parallel_cross_entropy)",
     "--fused-cross-entropy/--no-fused-cross-entropy")]
@@ -311,6 +314,8 @@ def given_plan_options(values: dict[str, Any]) -> dict[str, Any]:
             given[field] = value
     if isinstance(given.get("recompute_modules"), str):
         given["recompute_modules"] = csv_items(given["recompute_modules"], "--recompute-modules")
+    if isinstance(given.get("offload_modules"), str):
+        given["offload_modules"] = csv_items(given["offload_modules"], "--offload-modules")
     return given
 
 

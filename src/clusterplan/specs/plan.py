@@ -36,6 +36,17 @@ Recompute = Literal["none", "selective", "full"]
 #: input (moe/moe_layer.py, shared_experts_compute).
 RecomputeModule = Literal["core_attn", "layernorm", "moe_act", "elementwise", "mla_up_proj", "mlp", "moe",
                           "shared_experts"]
+#: Submodules whose *input* Megatron-Core's fine-grained activation offloading moves to host
+#: memory between forward and backward (``--fine-grained-activation-offloading --offload-modules``;
+#: megatron/core/transformer/transformer_config.py ``offload_modules``, NVIDIA/Megatron-LM at
+#: d98e8a64): ``attn_norm`` and ``mlp_norm`` the two norms' inputs, ``qkv_linear`` the QKV
+#: projection's input, ``core_attn`` the attention core's Q, K and V, ``attn_proj`` the attention
+#: output (Megatron-Core requires ``core_attn`` with it), ``expert_fc1`` the routed tokens entering
+#: the experts, ``moe_act`` the experts' up-projection outputs (MoE models only).
+OffloadModule = Literal["attn_norm", "qkv_linear", "core_attn", "attn_proj", "mlp_norm", "expert_fc1", "moe_act"]
+#: Bit of each offloaded submodule in PlanBatch.offload_modules.
+OFFLOAD_MODULE_BITS: dict[str, int] = {"attn_norm": 1, "qkv_linear": 2, "core_attn": 4, "attn_proj": 8,
+                                        "mlp_norm": 16, "expert_fc1": 32, "moe_act": 64}
 #: The largest job the tools accept: two orders of magnitude beyond any planned cluster.
 MAX_CHIPS = 100_000_000
 
@@ -73,6 +84,33 @@ def check_recompute_modules(model: Model, modules: tuple[str, ...], overlap_ep: 
         raise SpecError("recompute_modules", "moe",
                         "re-runs the EP all-to-alls that overlap_ep overlaps (Megatron-Core refuses the two "
                         "together)")
+
+
+def check_offload_modules(model: Model, modules: tuple[str, ...], recompute: str = "selective",
+                          recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES) -> None:
+    """Refuse offloaded submodules the model has nothing for, or that do not combine with the
+    recompute (SpecError on ``offload_modules``): Plan validation and the search's shared
+    settings (there ``recompute`` is each selective plan's; full-recompute plans drop them)."""
+    if len(set(modules)) != len(modules):
+        raise SpecError("offload_modules", ",".join(modules), "lists a module twice")
+    for module in ("expert_fc1", "moe_act"):
+        if module in modules and model.moe is None:
+            raise SpecError("offload_modules", module, f"model {model.name} has no experts")
+    if "attn_proj" in modules and "core_attn" not in modules:
+        raise SpecError("offload_modules", "attn_proj",
+                        "needs core_attn too: the projection's input is the attention core's output, which its "
+                        "backward needs (Megatron-Core refuses it alone)")
+    if recompute == "full" and modules:
+        raise SpecError("offload_modules", ",".join(modules),
+                        "full recompute keeps only each layer's input: nothing is left to offload")
+    if recompute == "selective" and "elementwise" in recompute_modules and modules:
+        raise SpecError("offload_modules", ",".join(modules),
+                        "elementwise recompute (MaxText's policy) does not combine with Megatron-Core's offloading")
+    inside_moe = sorted({"expert_fc1", "moe_act"} & set(modules))
+    if recompute == "selective" and "moe" in recompute_modules and inside_moe:
+        raise SpecError("offload_modules", ",".join(inside_moe),
+                        "recomputing the whole MoE layer (recompute_modules moe) keeps nothing inside it to offload "
+                        "(Megatron-Core refuses the two together)")
 
 
 def balanced_layer_split(layers: int, pp: int, vp: int = 1) -> tuple[int, int, int] | None:
@@ -161,6 +199,11 @@ class Plan(Spec):
         default=0, ge=0,
         description="layers whose activations are offloaded to host memory between forward and "
         "backward (Megatron --cpu-offloading-num-layers, activations only; needs pp=1)")
+    offload_modules: tuple[OffloadModule, ...] = Field(
+        default=(),
+        description="submodules whose inputs are offloaded to host memory between forward and backward "
+        "(Megatron-Core --fine-grained-activation-offloading --offload-modules): attn_norm, qkv_linear, "
+        "core_attn, attn_proj, mlp_norm, expert_fc1, moe_act; the copies overlap compute (not timed)")
     fused_cross_entropy: bool = Field(
         default=False,
         description="a cross-entropy kernel that reads the bf16 logits and overwrites them with their "
@@ -278,6 +321,7 @@ class Plan(Spec):
                             "activation offloading needs pp=1 (Megatron has no pipeline support for it)")
         if self.offload_layers >= model.layers:
             raise SpecError("offload_layers", self.offload_layers, f"must be below layers={model.layers}")
+        check_offload_modules(model, self.offload_modules, self.recompute, self.recompute_modules)
         if model.moe is None and self.ep != 1:
             raise SpecError("ep", self.ep, f"model {model.name} has no experts; ep must be 1")
         if model.moe is None and self.etp != 1:

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clusterplan.specs.model import Model
-from clusterplan.specs.plan import PRECISION_CODES, RECOMPUTE_CODES, RECOMPUTE_MODULE_BITS, Plan
+from clusterplan.specs.plan import OFFLOAD_MODULE_BITS, PRECISION_CODES, RECOMPUTE_CODES, RECOMPUTE_MODULE_BITS, Plan
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -43,7 +43,8 @@ def optimizer_state_bytes(moments: str) -> int:
 class PlanBatch:
     """Plans as parallel arrays (one element per plan). Codes: recompute 0 none, 1 selective,
     2 full; recompute_modules a bit mask of RECOMPUTE_MODULE_BITS (read only where recompute is
-    1); precision 0 fp32, 1 bf16, 2 fp8, 3 fp4. Layer counts are per pipeline rank."""
+    1); offload_modules a bit mask of OFFLOAD_MODULE_BITS; precision 0 fp32, 1 bf16, 2 fp8,
+    3 fp4. Layer counts are per pipeline rank."""
 
     tp: IntArray
     pp: IntArray
@@ -69,6 +70,7 @@ class PlanBatch:
     fp8_params: IntArray
     offload_layers: IntArray
     offload_qkv: IntArray
+    offload_modules: IntArray
     loss_chunks: IntArray
     fused_cross_entropy: IntArray
     grad_reduce_bytes: IntArray
@@ -93,6 +95,12 @@ class PlanBatch:
         """Where selective recompute re-runs ``module`` (a RECOMPUTE_MODULE_BITS key)."""
         selected = (self.recompute_modules & RECOMPUTE_MODULE_BITS[module]) != 0
         result: NDArray[np.bool_] = (self.recompute == 1) & selected
+        return result
+
+    def offloads(self, module: str) -> NDArray[np.bool_]:
+        """Where fine-grained activation offloading moves ``module``'s input to host memory (an
+        OFFLOAD_MODULE_BITS key)."""
+        result: NDArray[np.bool_] = (self.offload_modules & OFFLOAD_MODULE_BITS[module]) != 0
         return result
 
     @property
@@ -120,6 +128,7 @@ class PlanBatch:
                 "precision": PRECISION_CODES[plan.precision],
                 "fp8_params": int(plan.fp8_params), "offload_layers": plan.offload_layers,
                 "offload_qkv": int(plan.offload_qkv),
+                "offload_modules": sum({OFFLOAD_MODULE_BITS[m] for m in plan.offload_modules}),
                 "loss_chunks": plan.loss_chunks, "fused_cross_entropy": int(plan.fused_cross_entropy),
                 "grad_reduce_bytes": 4 if plan.grad_reduce == "fp32" else 2,
                 "optimizer_bytes": optimizer_state_bytes(plan.optimizer_moments),
@@ -145,7 +154,8 @@ class PlanBatch:
             "tp": 1, "pp": 1, "vp": 1, "cp": 1, "dp": 1, "ep": 1, "etp": 1, "capacity_factor": 0.0,
             "routing_gini": DEFAULT_ROUTING_GINI, "overlap_ep": 0, "ep_dedup": 0, "mtp": 0, "micro_batch": 1,
             "recompute": 1, "recompute_modules": RECOMPUTE_MODULE_BITS["core_attn"], "sp": 1, "zero": 1,
-            "precision": 1, "fp8_params": 0, "offload_layers": 0, "offload_qkv": 0, "loss_chunks": 1,
+            "precision": 1, "fp8_params": 0, "offload_layers": 0, "offload_qkv": 0, "offload_modules": 0,
+            "loss_chunks": 1,
             "fused_cross_entropy": 0,
             "grad_reduce_bytes": 2,
             "optimizer_bytes": 12,

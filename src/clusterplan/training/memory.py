@@ -264,11 +264,13 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
         heads = model.attention_heads
         qk = heads * (m.qk_nope_head_dim + m.qk_rope_head_dim)
         latents = 2.0 * (m.kv_lora_rank + m.qk_rope_head_dim + (m.q_lora_rank or 0))
-        sharded = 2.0 * qk + attention_output * heads * m.v_head_dim + ffn + latents
+        attention_width = float(heads * m.v_head_dim)
+        sharded = 2.0 * qk + attention_output * attention_width + ffn + latents
         keys_values = 2.0 * qk + 2.0 * heads * m.v_head_dim
         queries = 2.0 * qk
     else:
-        sharded = 2.0 * model.q_size + attention_output * model.q_size + ffn  # Q, attention output, FFN
+        attention_width = float(model.q_size)
+        sharded = 2.0 * model.q_size + attention_output * attention_width + ffn  # Q, attention output, FFN
         keys_values = 2.0 * model.kv_size + 2.0 * model.kv_size  # K and V
         queries = 2.0 * model.q_size
     # Selective recompute of the norms drops the separate norms' outputs (a MoE layer's FFN
@@ -299,6 +301,21 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     kept_replicated = np.where(elementwise, 3 * 2.0 * h + (2.0 * h if model.dropout else 0.0), kept_replicated)
     kept_sharded = kept_sharded - np.where(elementwise, gemm_input * ffn_width, 0.0) - np.where(
         elementwise & batch.recomputes("core_attn"), attention_output * model.q_size, 0.0)
+    # Fine-grained activation offloading (Plan.offload_modules) moves each named submodule's input
+    # to host memory between forward and backward: the norm inputs (2h each, bf16) and the QKV
+    # input of the replicated region; Q (and K, V), the attention output, the routed tokens and
+    # the experts' up-projection outputs of the sharded one.
+    kept_replicated = kept_replicated - (np.where(batch.offloads("attn_norm"), 2.0 * h, 0.0)
+                                         + np.where(batch.offloads("mlp_norm"), 2.0 * h, 0.0)
+                                         + np.where(batch.offloads("qkv_linear"), gemm_input * h, 0.0))
+    offloaded_qkv = batch.offloads("core_attn") & ~mla_up_proj
+    kept_sharded = kept_sharded - (np.where(offloaded_qkv, queries, 0.0)
+                                   + np.where(batch.offloads("attn_proj"), attention_output * attention_width, 0.0)
+                                   + np.where(batch.offloads("expert_fc1"), dispatch, 0.0)
+                                   + np.where(batch.offloads("moe_act"),
+                                              (4.0 if model.ffn_activation == "swiglu" else 2.0)
+                                              * model.routed_ffn_width, 0.0))
+    kept_keys_values = np.where(offloaded_qkv, 0.0, kept_keys_values)
     replicated_div = np.where(batch.sp == 1, tp, 1.0)
     per_token = kept_replicated / replicated_div + kept_sharded / tp + kept_keys_values / kv_shards(model, tp)
     per_score = 5.0 if model.dropout else 2.0

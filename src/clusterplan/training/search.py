@@ -50,10 +50,12 @@ from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
 from clusterplan.specs.plan import (
     DEFAULT_RECOMPUTE_MODULES,
+    OFFLOAD_MODULE_BITS,
     PRECISION_CODES,
     RECOMPUTE_CODES,
     RECOMPUTE_MODULE_BITS,
     balanced_layer_split,
+    check_offload_modules,
     check_recompute_modules,
 )
 from clusterplan.training import memory as mem
@@ -311,6 +313,9 @@ def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batc
         fp8_params=np.where(columns["precision"] == PRECISION_CODES["fp8"], int(fixed.get("fp8_params", False)), 0),
         # Kept Q/K/V projections only change what full recompute re-runs.
         offload_qkv=np.where(columns["recompute"] == RECOMPUTE_CODES["full"], int(fixed.get("offload_qkv", False)), 0),
+        # Full recompute keeps only each layer's input: nothing to offload (Plan refuses the two).
+        offload_modules=np.where(columns["recompute"] == RECOMPUTE_CODES["full"], 0,
+                                 sum({OFFLOAD_MODULE_BITS[m] for m in fixed.get("offload_modules", ())})),
         fused_cross_entropy=int(fixed.get("fused_cross_entropy", False)), loss_chunks=int(fixed.get("loss_chunks", 1)),
         **columns)
 
@@ -339,6 +344,8 @@ def _to_plan(columns: dict[str, IntArray], i: int, seq_len: int, global_batch: i
         settings.pop("fp8_params", None)
     if recompute != "full":
         settings.pop("offload_qkv", None)
+    else:
+        settings.pop("offload_modules", None)
     return Plan(
         tp=tp, pp=pp, vp=int(columns["vp"][i]), cp=int(columns["cp"][i]), dp=int(columns["dp"][i]),
         ep=int(columns["ep"][i]), micro_batch=int(columns["micro_batch"][i]), global_batch=global_batch,
@@ -463,6 +470,13 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
     if "selective" in space.recompute:  # the modules every selective plan shares
         check_recompute_modules(model, tuple(space.settings.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)),
                                 bool(space.settings.get("overlap_ep", False)))
+    offloaded = tuple(space.settings.get("offload_modules", ()))
+    if offloaded:
+        if set(space.recompute) <= {"full"}:
+            raise SpecError("offload_modules", ",".join(offloaded),
+                            "full recompute keeps only each layer's input: nothing is left to offload")
+        check_offload_modules(model, offloaded, "selective" if "selective" in space.recompute else "none",
+                              tuple(space.settings.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)))
     start = time.perf_counter()
     domain = 1 if space.any_shape else hardware.system.allocation_size
     budget = hardware.chip.hbm_bytes * max_memory_fraction

@@ -47,7 +47,7 @@ SKIP_HYBRID = ("Qwen3-Next-80B-A3B: hybrid Gated DeltaNet linear-attention / att
 RECIPE_FIELDS: tuple[str, ...] = ("grad_reduce", "overlap_tp", "fused_cross_entropy", "routing_gini", "ep_dedup")
 #: The TFLOP/s-only tables print neither recompute nor the all-to-all overlap nor the MXFP8
 #: optimizer settings: their commands do.
-COMMAND_FIELDS = ("recompute", "recompute_modules", "fp8_params", "optimizer_moments")
+COMMAND_FIELDS = ("recompute", "recompute_modules", "fp8_params", "optimizer_moments", "offload_modules")
 
 
 def padded_vocab(vocab: int, tp: int, divisible_by: int = VOCAB_DIVISIBLE_BY) -> int:
@@ -139,7 +139,9 @@ def _assumptions(row: dict[str, str], model: Model, dp: int, metric_note: str) -
         f"micro-batch {row['mbs']}" + ("" if row["table_as_printed"] == "H100" else " (runtime.conf default)"),
         "FSDP (printed 'On'): ZeRO-3 over the data-parallel ranks" if row["fsdp"] == "On" else
         "distributed optimizer (ZeRO-1), gradient reduce-scatter and parameter all-gather overlapped (config)",
-        _recompute_text(row),
+        _recompute_text(row) + (f"; the inputs of {', '.join(row['offload_modules'].split(';'))} offloaded to host "
+                                "(the command's --offload-modules; memory only, the copies' time not modelled)"
+                                if row["offload_modules"] else ""),
         (f"{row['dispatcher']} dispatcher (--moe-token-dispatcher-type flex): each token sent once per destination "
          "node (ep_dedup)" if dedup else "A2A dispatcher: flat all-to-all of every routed copy"),
         ("EP all-to-alls overlapped with another micro-batch's compute (A2A_OVERLAP=1: "
@@ -165,6 +167,7 @@ def _plan(row: dict[str, str], model: Model, dp: int) -> Plan:
         recompute["recompute_modules"] = tuple(row["recompute_modules"].split(";"))
     return Plan(tp=tp, pp=pp, vp=int(row["vpp"]), cp=cp, dp=dp, ep=int(row["ep"]), etp=int(row["etp"]),
                 ep_dedup=row["dispatcher"] in ("DeepEP", "HybridEP"),
+                offload_modules=tuple(m for m in row["offload_modules"].split(";") if m),
                 routing_gini=0.0, micro_batch=int(row["mbs"]), global_batch=int(row["gbs"]),
                 seq_len=int(row["seq_len"]), sp=tp > 1, zero=3 if row["fsdp"] == "On" else 1,
                 precision=row["precision"], fp8_params=fp8, optimizer_moments="bf16" if fp8 else "fp32",
