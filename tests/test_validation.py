@@ -38,7 +38,13 @@ BOUNDS = {
     # 12.5 % since GPT-OSS-120B's sliding-window attention is modelled (its row +32.7 -> +41.3 %:
     # the small-expert MoE cost it exposes is not modelled yet; docs/moe.md). 12.0 % since round 5
     # runs window layers at the attention kernel's measured short-span rate (GPT-OSS +38 %).
-    "nemo_perf_moe": 12.5,
+    # 16.8 % since round 9: the rows run their recipes' de-duplicating dispatch (HybridEP), which
+    # the Megatron-MoE-ModelZoo DeepEP rows validate; Qwen3-30B on two H100 nodes goes -8 -> +48 %
+    # (the small-expert H100 cost the flat all-to-all's extra bytes stood in for; docs/moe.md).
+    "nemo_perf_moe": 17.5,
+    # Megatron-MoE-ModelZoo (round 9, fitted in the MoE stage): 20.2 %; intra-node EP8 on H100
+    # -26/-37 %, long context -11 % (16k) to -40 % (128k) from Hopper's low fitted attention.
+    "megatron_moe_modelzoo": 21.0,
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
     # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
@@ -63,7 +69,9 @@ BOUNDS = {
     # of overlapped collectives moved Hopper's fitted attention, which MI300X's dense stage borrows).
     # 27.5 % since round 7: the converged Hopper serving fit makes its four rows 2 points faster.
     # 24.6 % since round 8: the rows run their configs' token budgets, schedulers and admission.
-    "mlperf_inference": 25.5,
+    # 21.2 % since round 9 over 22 rows: the ten mixtral-8x7b rows (NVIDIA H100/H200/GH200, AMD
+    # MI300X/MI325X) join the serving fit; the Hopper ones +8 to +20 % (MoE serving too fast).
+    "mlperf_inference": 22.0,
 }
 
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two
@@ -151,7 +159,9 @@ def test_fits_at_defaults_resets_only_the_recipe_fields(results_by_table: dict[s
 #: 7.4 % (10.6 % with the recipes' settings: without TP overlap its H100 rows lose the optimism
 #: of the fit), NeMo MoE 15.5 % (21.4 % when the default routing skew was 0.2; the rest is TP
 #: overlap and recompute), MLPerf 15.5 % (7.7 %: its rows need the recipes' TP overlap).
-MAX_MAPE_AT_DEFAULTS = {"nemo_perf": 8.5, "nemo_perf_moe": 17.0, "mlperf_training": 17.0}
+#: nemo_perf_moe 17.8 % since round 9 (its in-sample error rose with the recipes' dispatch credited;
+#: at the defaults the rows dispatch flat, as a user who types the printed plan gets).
+MAX_MAPE_AT_DEFAULTS = {"nemo_perf": 8.5, "nemo_perf_moe": 18.5, "mlperf_training": 17.0}
 
 
 @pytest.fixture(scope="module")
