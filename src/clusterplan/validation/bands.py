@@ -23,8 +23,10 @@ validated run's (:func:`mfu_flags`), no rows at all.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -208,10 +210,10 @@ EP_OVERLAP_FLAG = ("EP all-to-all overlap (overlap_ep) is credited in full: wher
                    "24 %; read its saving as an upper bound")
 
 
-def setting_flags(plan: dict[str, object]) -> tuple[str, ...]:
+def setting_flags(plan: Mapping[str, Any]) -> tuple[str, ...]:
     """Flags for plan settings whose modelled effect the published runs do not support in full
     (a training plan's JSON record, ``train_record(...)["plan"]``)."""
-    return (EP_OVERLAP_FLAG,) if plan.get("overlap_ep") and int(str(plan.get("ep", 1))) > 1 else ()
+    return (EP_OVERLAP_FLAG,) if plan.get("overlap_ep") and plan.get("ep", 1) > 1 else ()
 
 
 def _pct(value: float | None) -> float:
