@@ -220,8 +220,11 @@ def test_an_mfu_above_every_published_run_of_the_regime_is_flagged() -> None:
     # At or below the highest published run, another precision or stage, no runs, serving: none.
     assert mfu_flags(summary, "hopper", "dense", "bf16", 0.45) == ()
     assert mfu_flags(summary, "hopper", "dense", "fp8", 0.52) == ()
+    # A precision the family has no published run at is itself the flag.
+    unchecked = mfu_flags(summary, "hopper", "dense", "fp4", 0.10)
+    assert len(unchecked) == 1 and "no published hopper dense training run at fp4 (only bf16, fp8)" in unchecked[0]
     assert mfu_flags(summary, "hopper", "MoE", "bf16", 0.52) == ()
-    assert mfu_flags(summary, "blackwell", "dense", "bf16", 0.90) == ()
+    assert mfu_flags(summary, "blackwell", "dense", "bf16", 0.90) == ()  # no runs at all: the regime says so
     assert mfu_flags(summary, "hopper", "serving", "bf16", 0.90) == ()
     assert mfu_flags(None, "hopper", "dense", "bf16", 0.90) == ()
 

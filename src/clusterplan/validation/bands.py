@@ -181,19 +181,23 @@ def mfu_flags(summary: CrossValSummary | None, family: str, stage: str, precisio
     """A flag where an estimate's MFU is above every published ``family`` run of ``stage`` at
     ``precision`` in the validation tables (their MFU by this model's FLOP count, stored by
     ``calibrate``): the plan is then predicted to run more efficiently than any run the model was
-    checked against, which is where a plan search finds the model's optimism first. Nothing
-    where no such run is stored."""
+    checked against, which is where a plan search finds the model's optimism first. Where the
+    family has published runs of the stage only at other precisions, that is the flag (an fp8
+    plan on a chip whose published runs are all bf16); nothing where it has none (the regime's
+    own flags say so)."""
     if summary is None or stage not in ("dense", "MoE"):
         return ()
-    runs = [r for r in summary.rows if r.family == family and r.stage == stage and r.precision == precision
-            and r.mfu_published is not None]
+    kind = {"dense": "dense training", "MoE": "mixture-of-experts training"}[stage]
+    measured = [r for r in summary.rows if r.family == family and r.stage == stage and r.mfu_published is not None]
+    runs = [r for r in measured if r.precision == precision]
     if not runs:
-        return ()
+        others = sorted({r.precision for r in measured if r.precision})
+        return ((f"no published {family} {kind} run at {precision} (only {', '.join(others)}): its {precision} "
+                 "speed is the model's, unchecked",) if others else ())
     top = max(runs, key=lambda r: r.mfu_published or 0.0)
     highest = top.mfu_published or 0.0
     if mfu <= highest:
         return ()
-    kind = {"dense": "dense training", "MoE": "mixture-of-experts training"}[stage]
     return (f"MFU {100 * mfu:.1f} % is above every published {family} {kind} run at {precision} "
             f"({len(runs)} runs; highest {100 * highest:.1f} %, {top.table}: {top.label}): "
             "an efficiency no validated run reached",)
