@@ -205,11 +205,16 @@ def checkpointed_module_widths(model: Model) -> dict[str, float]:
             "shared_experts": moe_share * model.moe.shared_experts * expert}
 
 
+def up_projection_bytes(model: Model, width: Any) -> Any:
+    """Bytes per token of an FFN's up-projection output(s) of intermediate ``width`` in bf16 (gate
+    and up for a gated FFN): the activation's input."""
+    return (4.0 if model.ffn_activation == "swiglu" else 2.0) * width
+
+
 def ffn_intermediate_bytes(model: Model, gemm_input: Any, width: Any) -> FloatArray:
     """Bytes per token an FFN of intermediate ``width`` keeps for backward: the up-projection
     output(s) in bf16 (two for a gated FFN) and the down-projection's input."""
-    result: FloatArray = np.asarray((4.0 if model.ffn_activation == "swiglu" else 2.0) * width
-                                    + gemm_input * width, dtype=np.float64)
+    result: FloatArray = np.asarray(up_projection_bytes(model, width) + gemm_input * width, dtype=np.float64)
     return result
 
 
@@ -245,7 +250,7 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     replicated = 2.0 * 2 * h + gemm_input * h + gemm_input * h + (2.0 * h if model.dropout else 0.0)
     ffn_width = model.ffn_matmul_width
     # Up-projection output(s) (the activation's input) and the down-projection's input.
-    up_outputs = (4.0 if model.ffn_activation == "swiglu" else 2.0) * ffn_width
+    up_outputs = up_projection_bytes(model, ffn_width)
     ffn = up_outputs + gemm_input * ffn_width
     dispatch: FloatArray | float = 0.0
     if model.moe is not None:
@@ -300,7 +305,7 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
     elementwise = batch.recomputes("elementwise")
     kept_replicated = np.where(elementwise, 3 * 2.0 * h + (2.0 * h if model.dropout else 0.0), kept_replicated)
     kept_sharded = kept_sharded - np.where(elementwise, gemm_input * ffn_width, 0.0) - np.where(
-        elementwise & batch.recomputes("core_attn"), attention_output * model.q_size, 0.0)
+        elementwise & batch.recomputes("core_attn"), attention_output * attention_width, 0.0)
     # Fine-grained activation offloading (Plan.offload_modules) moves each named submodule's input
     # to host memory between forward and backward: the norm inputs (2h each, bf16) and the QKV
     # input of the replicated region; Q (and K, V), the attention output, the routed tokens and
@@ -313,8 +318,7 @@ def activation_bytes_per_layer(model: Model, batch: PlanBatch) -> FloatArray:
                                    + np.where(batch.offloads("attn_proj"), attention_output * attention_width, 0.0)
                                    + np.where(batch.offloads("expert_fc1"), dispatch, 0.0)
                                    + np.where(batch.offloads("moe_act"),
-                                              (4.0 if model.ffn_activation == "swiglu" else 2.0)
-                                              * model.routed_ffn_width, 0.0))
+                                              up_projection_bytes(model, model.routed_ffn_width), 0.0))
     kept_keys_values = np.where(offloaded_qkv, 0.0, kept_keys_values)
     replicated_div = np.where(batch.sp == 1, tp, 1.0)
     per_token = kept_replicated / replicated_div + kept_sharded / tp + kept_keys_values / kv_shards(model, tp)

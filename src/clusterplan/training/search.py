@@ -471,11 +471,10 @@ def search(model: Model, hardware: Hardware, chips: int, seq_len: int, global_ba
         check_recompute_modules(model, tuple(space.settings.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)),
                                 bool(space.settings.get("overlap_ep", False)))
     offloaded = tuple(space.settings.get("offload_modules", ()))
-    if offloaded:
-        if set(space.recompute) <= {"full"}:
-            raise SpecError("offload_modules", ",".join(offloaded),
-                            "full recompute keeps only each layer's input: nothing is left to offload")
-        check_offload_modules(model, offloaded, "selective" if "selective" in space.recompute else "none",
+    if offloaded:  # checked against the recompute of the plans that keep them (full-recompute plans drop them)
+        kept_by = ("selective" if "selective" in space.recompute else
+                   "none" if "none" in space.recompute else "full")
+        check_offload_modules(model, offloaded, kept_by,
                               tuple(space.settings.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)))
     start = time.perf_counter()
     domain = 1 if space.any_shape else hardware.system.allocation_size

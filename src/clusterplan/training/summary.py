@@ -68,11 +68,11 @@ def training_bands(model: Model, hardware: Hardware, chips: int, record: dict[st
 
     summary, stage = stored_crossval(), "MoE" if model.moe is not None else "dense"
     found = regime(summary, hardware.chip.family, stage, chips)
-    efficiency = mfu_flags(summary, hardware.chip.family, stage, record["plan"]["precision"], record["mfu"])
+    mfu = mfu_flags(summary, hardware.chip.family, stage, record["plan"]["precision"], record["mfu"])
     prices = price_flags(hardware.system, load_economics()) if "cost_per_chip_hour_usd" in record else ()
     return banded(found, {k: record[k] for k in BANDED_TIMES if k in record},
                   {k: record[k] for k in BANDED_RATES if k in record},
-                  efficiency + setting_flags(record["plan"]) + prices)
+                  mfu + setting_flags(record["plan"]) + prices)
 
 
 def _with_failures(model: Model, hardware: Hardware, plan: Plan, record: dict[str, Any]) -> dict[str, Any]:

@@ -83,11 +83,6 @@ def megatron_flops_per_token(model: Model, seq_len: int, tp: int = 1) -> float:
     return 6.0 * (model.layers * (projections + experts + core) + head)
 
 
-def published_tokens_per_s(model: Model, tflops: float, seq_len: int, tp: int) -> float:
-    """Tokens/s per GPU of a row that prints only Megatron's model TFLOP/s per GPU."""
-    return tflops * 1e12 / megatron_flops_per_token(model, seq_len, tp)
-
-
 def stage_layers(layers: int, pp: int) -> dict[str, int]:
     """First and last stage layers under Megatron's embedding- and loss-aware split (empty
     without a pipeline): ``(layers + 2) / pp`` per stage, one fewer on the first and the last."""
@@ -193,8 +188,9 @@ def megatron_moe_modelzoo() -> list[Case]:
             note = f"step time as printed ({tflops:g} TFLOP/s per GPU printed beside it)"
             fields = RECIPE_FIELDS
         else:
-            metric, published = "tokens_per_s_per_chip", published_tokens_per_s(model, tflops, seq, tp)
+            # Tokens/s per GPU of a row that prints only Megatron's model TFLOP/s per GPU.
             flops = megatron_flops_per_token(model, seq, tp)
+            metric, published = "tokens_per_s_per_chip", tflops * 1e12 / flops
             note = (f"tokens/s per GPU = the printed {tflops:g} TFLOP/s over Megatron's {flops / 1e9:.1f} GFLOP per "
                     f"token at sequence {seq:,} (num_floating_point_operations)")
             fields = RECIPE_FIELDS + COMMAND_FIELDS
