@@ -233,3 +233,49 @@ def test_deduplicated_dispatch_moves_a_token_once_per_destination_node(qwen: Mod
     fp8_token = h + 4 * (h // 128)
     assert dedup_fp8 / dedup_bf16 == pytest.approx((fp8_token + 2.0 * h) / (4.0 * h), rel=1e-3)
 
+
+
+def test_token_permutation_reads_and_writes_every_routed_copy(qwen: Model) -> None:
+    """Megatron-Core's permute and unpermute pass every routed copy's bf16 hidden state through
+    HBM once each way; the flat all-to-all with several local experts also sorts and unsorts the
+    received chunks; the de-duplicating (flex) dispatcher does not."""
+    from clusterplan.training.step import Hardware, moe_permutation_forward
+
+    hardware = hardware_for(load_system("dgx-h100"))
+    hw = Hardware(hardware.system, hardware.chip, hardware.efficiency)
+    eff, chip = hw.efficiency, hw.chip
+    assert qwen.moe is not None
+    fields = dict(dp=16, global_batch=64, seq_len=4096, routing_gini=0.0)
+    flat = _batch(qwen, ep=16, **fields)  # 128 / 16 = 8 local experts
+    dedup = _batch(qwen, ep=16, ep_dedup=True, **fields)
+    no_ep = _batch(qwen, ep=1, **fields)
+    copies = 4096 * qwen.moe.top_k  # micro-batch 1, tp 1, balanced routing
+    one_pass = 2.0 * copies * qwen.hidden_size * 2.0 / (chip.hbm_bandwidth * eff.hbm) + eff.kernel_overhead_s
+    share = qwen.moe_layers / qwen.layers
+    assert float(moe_permutation_forward(qwen, hw, flat)[0]) == pytest.approx(4 * one_pass * share, rel=1e-12)
+    assert float(moe_permutation_forward(qwen, hw, dedup)[0]) == pytest.approx(2 * one_pass * share, rel=1e-12)
+    assert float(moe_permutation_forward(qwen, hw, no_ep)[0]) == pytest.approx(2 * one_pass * share, rel=1e-12)
+    dense = load_model("llama3-8b")
+    assert float(moe_permutation_forward(dense, hw, _batch(dense, dp=8, global_batch=64, seq_len=4096))[0]) == 0.0
+
+
+def test_grouped_gemm_pays_a_launch_per_local_expert(qwen: Model) -> None:
+    """Transformer Engine's grouped GEMM runs one GEMM per local expert: each microsecond of
+    per-expert cost adds 2 GEMMs x local experts x 3 passes (forward, two backward) per MoE layer
+    and micro-batch, so halving EP (twice the local experts) doubles it."""
+    from clusterplan.training.step import Hardware
+
+    hardware = hardware_for(load_system("dgx-h100"))
+    base_eff = hardware.efficiency.model_copy(update={"expert_gemm_overhead_s": 0.0})
+    more_eff = hardware.efficiency.model_copy(update={"expert_gemm_overhead_s": 1e-6})
+
+    def extra(ep: int) -> float:
+        batch = _batch(qwen, dp=16, ep=ep, global_batch=64, seq_len=4096, routing_gini=0.0)
+        base = estimate(qwen, Hardware(hardware.system, hardware.chip, base_eff), batch)
+        more = estimate(qwen, Hardware(hardware.system, hardware.chip, more_eff), batch)
+        return float(more.time_breakdown["compute"][0] - base.time_breakdown["compute"][0])
+
+    micro_batches = 64 / 16
+    for ep in (8, 16):
+        local = 128 / ep
+        assert extra(ep) == pytest.approx(1e-6 * 2 * local * 3 * qwen.moe_layers * micro_batches, rel=1e-9)

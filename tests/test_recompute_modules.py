@@ -111,7 +111,7 @@ def test_modules_compose(deepseek: Model) -> None:
 ])
 def test_each_module_re_runs_its_forward(model_name: str, module: str) -> None:
     """Recompute time: the module's forward part, once per layer and micro-batch, more compute
-    (a ``moe`` re-run also repeats the EP all-to-alls); a slower step and more hardware FLOPs."""
+    (a ``moe`` re-run also repeats the token permutations and EP all-to-alls); a slower step and more hardware FLOPs."""
     model = load_model(model_name)
     base_fields = _fields(model)
     with_module = _fields(model, recompute_modules=("core_attn", module))
@@ -122,6 +122,8 @@ def test_each_module_re_runs_its_forward(model_name: str, module: str) -> None:
     part = {"mla_up_proj": "mla_up_proj", "mlp": "dense_ffn", "moe": "moe_ffn",
             "shared_experts": "shared_experts"}[module]
     rerun = float(parts[part][0])
+    if module == "moe":  # a re-run MoE layer also permutes its tokens again
+        rerun += float(parts["moe_permutation"][0])
     assert rerun > 0
     extra = float(more.time_breakdown["compute"][0] - base.time_breakdown["compute"][0])
     assert extra == pytest.approx(rerun * model.layers * float(batch.micro_batches[0]), rel=1e-9)

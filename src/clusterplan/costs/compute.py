@@ -40,7 +40,11 @@ class Efficiency(Spec):
         description="MoE grouped-GEMM efficiency relative to `matmul` (ragged per-expert shapes)")
     moe_layer_overhead_s: Seconds = Field(
         default=0.0, ge=0,
-        description="fixed cost per MoE layer and pass: routing, token permutation, dispatch sync")
+        description="fixed cost per MoE layer and pass: routing, dispatch sync, host-device syncs")
+    expert_gemm_overhead_s: Seconds = Field(
+        default=0.0, ge=0,
+        description="training's fixed cost per local expert and grouped GEMM: Transformer Engine's "
+        "grouped GEMM issues one cuBLAS GEMM per expert (multi-stream)")
     inference_hbm: float = Field(
         default=0.8, gt=0, le=1, description="HBM bandwidth fraction reached by decode steps (weights + KV)")
     inference_step_overhead_s: Seconds = Field(

@@ -203,7 +203,8 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
 
     gemms = attention_proj + ffn
     return {"gemm": gemms, "qkv": qkv, "attention": attention_core, "elementwise": elementwise,
-            "norms": norms, "moe_activation": moe_activation, **parts}
+            "norms": norms, "moe_activation": moe_activation,
+            "moe_permutation": moe_permutation_forward(model, hw, batch), **parts}
 
 
 def attention_span_rate(model: Model, seq: FloatArray, cp: Any) -> FloatArray:
@@ -263,8 +264,13 @@ def _moe_ffn_forward(model: Model, batch: PlanBatch, gemm: Any, tokens: FloatArr
     visits = local_tokens * moe.top_k * moe_imbalance(model, batch) * etp
     width = moe.expert_ffn_hidden_size / etp
     grouped = eff.grouped_matmul
+    # Transformer Engine's grouped GEMM runs one cuBLAS GEMM per local expert on a few streams
+    # (nvte_multi_stream_cublas_gemm, "for now, we only have multi-stream cublas backend"), so
+    # each of the two GEMMs pays a fixed cost per local expert (backward's two per GEMM double it
+    # with the rest of the layer).
     routed = (gemm(gated * width, h, m=visits, groups=groups, scale=grouped)
-              + gemm(h, width, m=visits, groups=groups, scale=grouped))
+              + gemm(h, width, m=visits, groups=groups, scale=grouped)
+              + 2.0 * groups * eff.expert_gemm_overhead_s)
     router = gemm(moe.experts, h, m=local_tokens)
     time = routed + router + eff.moe_layer_overhead_s
     shared_time = np.zeros_like(time)
@@ -275,6 +281,34 @@ def _moe_ffn_forward(model: Model, batch: PlanBatch, gemm: Any, tokens: FloatArr
         shared_time = up + down
     result: FloatArray = time
     return result, shared_time
+
+
+def moe_permutation_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
+    """Forward time of one average layer's MoE token permutations on one chip (memory-bound).
+
+    Megatron-Core's dispatchers (megatron/core/transformer/moe/token_dispatcher.py) copy every
+    routed token copy into per-expert order before the experts and back after them: ``permute``
+    and ``unpermute`` (fused or not, one read and one write of each copy's hidden state), and the
+    flat all-to-all dispatcher with more than one local expert also sorts the received chunks by
+    local expert and unsorts them (``sort_chunks_by_idxs``, "Permutation 2"); the flex (DeepEP,
+    HybridEP) dispatcher permutes the received tokens once each way. Backward moves the
+    gradients through the same passes once. Each pass reads and writes the bf16 hidden state of
+    the rows this rank's experts receive (the routed GEMMs' ``visits``). The bytes, unlike the
+    GEMMs, do not shrink with the experts' width: fine-grained experts (Qwen3-30B-A3B's 768)
+    spend relatively most on them, and lower GEMM precision does not speed them up."""
+    if model.moe is None:
+        return np.zeros(len(batch))
+    moe = model.moe
+    tp = batch.tp.astype(np.float64)
+    tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
+    visits = tokens / tp * moe.top_k * moe_imbalance(model, batch) * batch.etp.astype(np.float64)
+    local_experts = moe.experts / batch.ep.astype(np.float64)
+    sorts = (batch.ep > 1) & (batch.ep_dedup == 0) & (local_experts > 1)
+    passes = 2.0 + np.where(sorts, 2.0, 0.0)
+    traffic = passes * 2.0 * visits * model.hidden_size * ACTIVATION_BYTES
+    per_layer = memory_time(traffic, hw.chip.hbm_bandwidth, hw.efficiency.hbm) + passes * hw.efficiency.kernel_overhead_s
+    result: FloatArray = per_layer * model.moe_layers / model.layers
+    return result
 
 
 def _tp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray:
@@ -393,10 +427,12 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     micro_batches = batch.micro_batches.astype(np.float64)
 
     parts = _layer_forward(model, hw, batch)
-    compute_f = parts["gemm"] + parts["attention"] + parts["elementwise"]
+    permutation = parts["moe_permutation"]
+    compute_f = parts["gemm"] + parts["attention"] + parts["elementwise"] + permutation
     attention_core = parts["attention"]
     flash_bwd = np.where(batch.flash == 1, FLASH_BACKWARD_FACTOR, 2.0)
-    compute_b = 2.0 * parts["gemm"] + flash_bwd * attention_core + 2.0 * parts["elementwise"]
+    compute_b = (2.0 * parts["gemm"] + flash_bwd * attention_core + 2.0 * parts["elementwise"]
+                 + permutation)
     # Recomputation re-runs forward work inside backward: all of it (full), or the selected
     # modules (selective; Megatron --recompute-modules).
     selective = (np.where(batch.recomputes("core_attn"), attention_core, 0.0)
@@ -407,7 +443,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     rerun_moe = batch.recomputes("moe")
     selective = selective + (np.where(batch.recomputes("mla_up_proj"), parts["mla_up_proj"], 0.0)
                              + np.where(batch.recomputes("mlp"), parts["dense_ffn"], 0.0)
-                             + np.where(rerun_moe, parts["moe_ffn"], 0.0)
+                             + np.where(rerun_moe, parts["moe_ffn"] + permutation, 0.0)
                              + np.where(batch.recomputes("shared_experts") & ~rerun_moe, parts["shared_experts"], 0.0))
     # Re-run FFNs repeat their TP collectives (an all-gather and a reduce-scatter with SP, half
     # of a layer's) on their share of the layers; a re-run MoE layer its EP all-to-alls.

@@ -48,6 +48,9 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
 MOE_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "grouped_matmul": (0.8, 0.2, 0.2, 1.0),
     "moe_layer_overhead_us": (100.0, 300.0, 0.0, 5000.0),
+    # One cuBLAS GEMM launch per local expert (Transformer Engine's multi-stream grouped GEMM):
+    # a few microseconds of host launch each.
+    "expert_gemm_overhead_us": (5.0, 10.0, 0.0, 200.0),
 }
 MOE_TABLES = frozenset({"nemo_perf_moe"})
 
@@ -322,6 +325,7 @@ def fit_dense_shared(rows: Sequence[Case], anchors: Anchors) -> tuple[DenseFit, 
 #: Efficiency field, scale and rounding of each staged prior (microsecond priors are stored in seconds).
 STAGE_FIELDS = {"grouped_matmul": ("grouped_matmul", 1.0, 4),
                 "moe_layer_overhead_us": ("moe_layer_overhead_s", 1e-6, 9),
+                "expert_gemm_overhead_us": ("expert_gemm_overhead_s", 1e-6, 9),
                 "inference_hbm": ("inference_hbm", 1.0, 4),
                 "inference_step_overhead_us": ("inference_step_overhead_s", 1e-6, 9),
                 "serving_request_latency_ms": ("serving_request_latency_s", 1e-3, 6)}
