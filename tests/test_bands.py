@@ -272,3 +272,19 @@ def test_an_overlapped_ep_plan_is_told_its_saving_is_an_upper_bound() -> None:
     assert EP_OVERLAP_FLAG in overlapped["extrapolation"]  # type: ignore[operator]
     assert EP_OVERLAP_FLAG not in plain["extrapolation"]  # type: ignore[operator]
     assert overlapped["step_time_s"] < plain["step_time_s"]  # type: ignore[operator]
+
+
+def test_wide_ep_runs_band_attention_dp_answers_only_and_flag_them() -> None:
+    """The attention-DP, wide-EP serving runs (MLPerf deepseek-r1) are not a dense model's
+    regime: a serving answer without attention DP is banded without them; one with it is banded
+    with them and told their range of predicted over published speed."""
+    from clusterplan.validation.bands import WIDE_EP_TABLE
+
+    rows = [_row("mlperf_inference", "blackwell", e, stage="serving", chips=None) for e in (-5.0, 0.0, 10.0)]
+    rows += [_row(WIDE_EP_TABLE, "blackwell", e, stage="serving", chips=None) for e in (130.0, 330.0)]
+    dense = regime(_summary(rows), "blackwell", "serving")
+    assert dense.band is not None and dense.band.rows == 3 and dense.band.high < 1.2
+    assert not any("wide EP" in flag for flag in dense.extrapolation)
+    wide = regime(_summary(rows), "blackwell", "serving", attention_dp=True)
+    assert wide.band is not None and wide.band.rows == 5 and wide.band.high > 2.0
+    assert any("predicted 2.3-4.3x too fast" in flag for flag in wide.extrapolation)

@@ -252,3 +252,44 @@ def test_a_finite_offline_run_ends_with_a_partial_wave() -> None:
     together = r.offline_throughput(*shapes)["output_tokens_per_s"]
     apart = [float(r.offline_throughput(i, o, n)["output_tokens_per_s"]) for i, o, n in zip(*shapes, strict=True)]
     np.testing.assert_allclose(together, apart)
+
+
+def test_moe_rows_are_expanded_and_gathered_through_hbm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused MoE kernels copy each routed row out before the experts and gather-reduce it
+    after: two passes, each reading and writing the bf16 hidden state of every row the busiest
+    rank receives (4096 tokens x top-8 over 8 balanced EP ranks: 4096 rows, times the busiest
+    rank's excess)."""
+    import clusterplan.inference.step as inference_step
+    from clusterplan.inference.step import expected_max_rank_load
+
+    r = _efficiency(replica("qwen3-235b-a22b", tp=8, ep=8, weights="fp8", kv_cache="fp8"),
+                    kernel_overhead_s=0.0, moe_layer_overhead_s=0.0, inference_hbm=1.0)
+    tokens = np.array(4096.0)
+    with_copies = float(r._moe_ffn_time(tokens))
+    monkeypatch.setattr(inference_step, "permutation_bytes", lambda *args, **kwargs: 0.0)
+    without = float(r._moe_ffn_time(tokens))
+    rows = float(expected_max_rank_load(tokens, 8, 128, 8))
+    assert rows == pytest.approx(4096.0, rel=0.2)
+    assert with_copies - without == pytest.approx(2 * 2 * rows * 4096 * 2.0 / 3.35e12, rel=1e-9)
+
+
+def test_mla_decodes_in_the_weight_absorbed_form() -> None:
+    """DeepSeek-V3 prompts attend with 192-dim QK and 128-dim V heads (81,920 FLOPs per pair and
+    layer); decoding sequences attend each head's query against the cached 512 + 64 latent and
+    produce 512 values (278,528): 3.4x the FLOPs, each at its head dimensions' efficiency. GQA
+    models decode as they prefill."""
+    from clusterplan.costs.compute import attention_head_dim_factor
+
+    r = replica("deepseek-v3", system="dgx-h200", tp=8, weights="fp8", kv_cache="fp8")
+    dim_half = r.hardware.efficiency.matmul_dim_half
+    flops_ratio = (2 * 128 * (576 + 512)) / (2 * 128 * (192 + 128))
+    assert flops_ratio == pytest.approx(278_528 / 81_920)
+    rate_ratio = attention_head_dim_factor(576, 512, dim_half) / attention_head_dim_factor(192, 128, dim_half)
+    assert r.seconds_per_decode_pair / r.seconds_per_pair == pytest.approx(flops_ratio / float(rate_ratio), rel=1e-9)
+    llama = replica("llama3-70b", tp=4)
+    assert llama.seconds_per_decode_pair == llama.seconds_per_pair
+    # A decode step's FLOP-bound attention uses the decode rate: 64 sequences x 4,000 keys.
+    keys = 64 * 4000.0
+    base = float(r.token_time(64.0) + r.sequence_time(64.0))
+    attention = max(r.seconds_per_decode_pair * keys, r.seconds_per_kv_token * keys)
+    assert float(r.decode_time(64, keys)) == pytest.approx(base + attention, rel=1e-12)

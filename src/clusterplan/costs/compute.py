@@ -161,6 +161,17 @@ def attention_span_factor(span: Any) -> FloatArray:
     return result
 
 
+def permutation_bytes(routed_rows: Any, hidden_size: float, passes: Any, element_bytes: float = 2.0) -> FloatArray:
+    """HBM bytes of ``passes`` MoE token permutations over ``routed_rows`` routed token copies:
+    each pass (a permute into per-expert order, its inverse, a sort of received chunks) reads and
+    writes every copy's hidden state once. Megatron-Core's dispatchers run 2 or 4 such passes a
+    direction (``training.step.moe_permutation_forward``); serving engines' fused MoE kernels
+    expand the rows before the expert GEMMs and gather-reduce them after (TensorRT-LLM's
+    ``expandInputRows`` and ``finalizeMoeRouting`` kernels): 2."""
+    result: FloatArray = np.asarray(passes, dtype=np.float64) * 2.0 * routed_rows * hidden_size * element_bytes
+    return result
+
+
 def memory_time(traffic_bytes: Any, hbm_bandwidth: float, hbm_eff: float) -> FloatArray:
     """Time of memory-bound (elementwise, normalisation, optimizer) kernels."""
     result: FloatArray = np.asarray(traffic_bytes, dtype=np.float64) / (hbm_bandwidth * hbm_eff)

@@ -222,7 +222,8 @@ class ServingReplica(ReplicaModel):
         b = np.asarray(batch, dtype=np.float64)
         context = np.asarray(total_context, dtype=np.float64)
         width = spec.tokens + 1.0
-        verify = self._step(b * width, width * context + b * width * width / 2.0, context, b * width)
+        # the K + 1 verified tokens of each sequence attend as decoding tokens (the generation kernels)
+        verify = self._step(b * width, 0.0, context, b * width, width * context + b * width * width / 2.0)
         return _seconds(spec.tokens * np.asarray(draft.decode_time(b, context)) + verify)
 
     def decode_time(self, batch: Any, total_context: Any) -> Any:

@@ -188,8 +188,10 @@ def serving_bands(hardware: Hardware, record: dict[str, Any], times: tuple[str, 
 
     costed = any(path.startswith(("demand.", "best.")) for path in _values(record, times))
     prices = price_flags(hardware.system, load_economics()) if costed else ()
-    return banded(regime(stored_crossval(), hardware.chip.family, "serving"), _values(record, times),
-                  _values(record, rates), prices)
+    deployment = record.get("deployment") or (record.get("best") or {}).get("deployment") or {}
+    attention_dp = int(deployment.get("attention_dp", 1)) > 1
+    return banded(regime(stored_crossval(), hardware.chip.family, "serving", attention_dp=attention_dp),
+                  _values(record, times), _values(record, rates), prices)
 
 
 def _unit_replicas(options: dict[str, Any]) -> int:

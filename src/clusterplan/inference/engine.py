@@ -55,16 +55,20 @@ class StepModel(Protocol):
 class StepTerms:
     """A step model whose every step time is
 
-    ``token_time(n) + sequence_time(s) + max(seconds_per_pair * pairs, seconds_per_kv_token * read)``
+    ``token_time(n) + sequence_time(s) + max(seconds_per_pair * pairs + seconds_per_decode_pair
+    * decode_pairs, seconds_per_kv_token * read)``
 
-    for ``n`` new tokens, ``s`` sampled sequences, ``pairs`` attention query-key pairs and
-    ``read`` cached tokens read. ``token_time`` and ``sequence_time`` take NumPy arrays. The
-    steps of :class:`StepModel` map onto it as: decode ``(b, C)`` -> ``n = s = b``,
-    ``pairs = read = C``; prefill ``(P, c)`` -> ``n = P``, ``s = 1``, ``pairs = P (c + P/2)``
-    (causal), ``read = c``; mixed ``(P, c, b, C)`` -> ``n = P + b``, ``s = b + 1``,
-    ``pairs = P (c + P/2) + C``, ``read = C + c``."""
+    for ``n`` new tokens, ``s`` sampled sequences, ``pairs`` query-key pairs of prompts,
+    ``decode_pairs`` of decoding sequences and ``read`` cached tokens read. ``token_time`` and
+    ``sequence_time`` take NumPy arrays. The steps of :class:`StepModel` map onto it as: decode
+    ``(b, C)`` -> ``n = s = b``, ``decode_pairs = read = C``; prefill ``(P, c)`` -> ``n = P``,
+    ``s = 1``, ``pairs = P (c + P/2)`` (causal), ``read = c``; mixed ``(P, c, b, C)`` ->
+    ``n = P + b``, ``s = b + 1``, ``pairs = P (c + P/2)``, ``decode_pairs = C``, ``read = C + c``."""
 
     token_time: Callable[[Any], Any]
     sequence_time: Callable[[Any], Any]
     seconds_per_pair: float
     seconds_per_kv_token: float
+    #: per query-key pair of a decoding sequence (``None``: ``seconds_per_pair``); multi-head
+    #: latent attention decodes in the weight-absorbed form, which costs more per pair
+    seconds_per_decode_pair: float | None = None

@@ -79,7 +79,13 @@ from numpy.typing import NDArray
 from pydantic import Field, field_validator
 
 from clusterplan.costs import collectives as coll
-from clusterplan.costs.compute import OPERAND_BYTES, attention_head_dim_factor, grouped_gemm_time
+from clusterplan.costs.compute import (
+    OPERAND_BYTES,
+    attention_head_dim_factor,
+    grouped_gemm_time,
+    memory_time,
+    permutation_bytes,
+)
 from clusterplan.errors import SpecError
 from clusterplan.inference.engine import StepTerms
 from clusterplan.inference.stacks import KV_BUDGET, apply_stack
@@ -410,7 +416,12 @@ class ReplicaModel:
         if moe.shared_experts:
             shared = moe.shared_experts * moe.expert_ffn_hidden_size
             time = time + self._gemm(tokens, gated * shared / d.tp, h) + self._gemm(tokens, h, shared / d.tp)
-        return time + self.hardware.efficiency.moe_layer_overhead_s
+        # The fused MoE kernels' row expansion before the experts and gather-reduce after them.
+        eff = self.hardware.efficiency
+        traffic = permutation_bytes(visits, h, 2.0, ACTIVATION_BYTES)
+        permutation = (memory_time(traffic, self.hardware.chip.hbm_bandwidth, eff.inference_hbm)
+                       + 2.0 * eff.kernel_overhead_s)
+        return time + permutation + eff.moe_layer_overhead_s
 
     def dispatch_bytes_per_token(self) -> float:
         """Bytes of one token's hidden state in the MoE dispatch: FP8 when the weights are fp8 or
@@ -475,18 +486,36 @@ class ReplicaModel:
         return _seconds(self._gemm(np.asarray(sequences, dtype=np.float64), model.vocab_size / self.deployment.tp,
                                    model.hidden_size, precision="bf16"))
 
-    @property
-    def seconds_per_pair(self) -> float:
-        """Fused attention's FLOP-bound time per query-key pair (QK^T and AV, all layers; a
-        stage's layers on its ``tp`` chips, the ``pp`` stages in turn)."""
-        mla = self.model.mla
-        width = self.model.q_size if mla is None else self.model.attention_heads * (
-            mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim) / 2
-        flops = 4.0 * width * self.model.layers
+    def _seconds_per_pair_at(self, qk_head_dim: float, v_head_dim: float) -> float:
+        """FLOP-bound time per query-key pair of heads of these dimensions (QK^T and AV, all
+        layers; a stage's layers on its ``tp`` chips, the ``pp`` stages in turn)."""
+        flops = 2.0 * self.model.attention_heads * (qk_head_dim + v_head_dim) * self.model.layers
         eff = self.hardware.efficiency
-        attention = eff.attention * attention_head_dim_factor(*fl.attention_head_dims(self.model), eff.matmul_dim_half)
+        attention = eff.attention * attention_head_dim_factor(qk_head_dim, v_head_dim, eff.matmul_dim_half)
         peak = self.hardware.peak[PRECISION_CODES[self.deployment.kv_cache]]  # fp8 KV: fp8 attention
         return float(flops / self.deployment.tp / (peak * attention))
+
+    @property
+    def seconds_per_pair(self) -> float:
+        """Fused attention's FLOP-bound time per query-key pair of a prompt (prefill)."""
+        if self.model.mla is None:
+            return self._seconds_per_pair_at(self.model.d_head, self.model.d_head)
+        return self._seconds_per_pair_at(*fl.attention_head_dims(self.model))
+
+    @property
+    def seconds_per_decode_pair(self) -> float:
+        """Fused attention's FLOP-bound time per query-key pair of a decoding sequence. Equal to
+        :attr:`seconds_per_pair` except with multi-head latent attention, which engines decode in
+        the weight-absorbed form (DeepSeek-V2, arXiv:2405.04434 section 2.1.3; FlashMLA's and
+        TensorRT-LLM's generation kernels): each head's query meets the cached latent itself, QK^T
+        over ``kv_lora_rank + qk_rope_head_dim`` (576 for DeepSeek-V3) and AV over
+        ``kv_lora_rank`` (512), 3.4x the prompt form's 192 + 128 FLOPs per pair, in exchange for
+        reading only the latent. Prompts keep the un-absorbed form, whose K and V are expanded
+        once per token."""
+        mla = self.model.mla
+        if mla is None:
+            return self.seconds_per_pair
+        return self._seconds_per_pair_at(mla.kv_lora_rank + mla.qk_rope_head_dim, mla.kv_lora_rank)
 
     @property
     def seconds_per_kv_token(self) -> float:
@@ -513,14 +542,17 @@ class ReplicaModel:
         attention depends on each sequence's length (module doc)."""
         if self.deployment.prefill_buckets or self.deployment.decode_buckets or self.model.window_layers:
             return None
-        return StepTerms(self.token_time, self.sequence_time, self.seconds_per_pair, self.seconds_per_kv_token)
+        return StepTerms(self.token_time, self.sequence_time, self.seconds_per_pair, self.seconds_per_kv_token,
+                         self.seconds_per_decode_pair)
 
-    def _step(self, new_tokens: Any, pairs: Any, kv_tokens_read: Any, sequences: Any) -> Any:
+    def _step(self, new_tokens: Any, pairs: Any, kv_tokens_read: Any, sequences: Any, decode_pairs: Any = 0.0) -> Any:
         """Time of a step that runs ``new_tokens`` through the model, attends over ``pairs``
-        query-key pairs, reads ``kv_tokens_read`` cached tokens and samples ``sequences``
-        tokens: the sum of its kernels (module doc)."""
-        attention = np.maximum(self.seconds_per_pair * np.asarray(pairs, dtype=np.float64),
-                               self.seconds_per_kv_token * np.asarray(kv_tokens_read, dtype=np.float64))
+        query-key pairs of prompts and ``decode_pairs`` of decoding sequences, reads
+        ``kv_tokens_read`` cached tokens and samples ``sequences`` tokens: the sum of its kernels
+        (module doc)."""
+        flops_bound = (self.seconds_per_pair * np.asarray(pairs, dtype=np.float64)
+                       + self.seconds_per_decode_pair * np.asarray(decode_pairs, dtype=np.float64))
+        attention = np.maximum(flops_bound, self.seconds_per_kv_token * np.asarray(kv_tokens_read, dtype=np.float64))
         return self.token_time(new_tokens) + self.sequence_time(sequences) + attention
 
     # ---- the StepModel protocol -------------------------------------------------------------
@@ -540,14 +572,14 @@ class ReplicaModel:
             batch = np.asarray(batch, dtype=np.float64)
             total_context = batch * padded(np.asarray(total_context) / batch, self.deployment.decode_buckets)
         keys = self._decode_keys(batch, total_context)
-        return _seconds(self._step(batch, keys, keys, batch))
+        return _seconds(self._step(batch, 0.0, keys, batch, keys))
 
     def mixed_time(self, prefill_tokens: Any, prefill_context: Any, batch: Any, total_context: Any) -> Any:
         prefill = np.asarray(prefill_tokens, dtype=np.float64)
         decode_keys = self._decode_keys(batch, total_context)
-        pairs = self.model.attended_pairs(prefill_context, prefill) + decode_keys
+        pairs = self.model.attended_pairs(prefill_context, prefill)
         return _seconds(self._step(prefill + batch, pairs, decode_keys + self.model.kv_positions(prefill_context),
-                                   np.asarray(batch, dtype=np.float64) + 1.0))
+                                   np.asarray(batch, dtype=np.float64) + 1.0, decode_keys))
 
     def _decode_keys(self, batch: Any, total_context: Any) -> Any:
         """Keys a decode step attends to and reads (per layer, averaged): ``total_context``, or
@@ -583,7 +615,7 @@ class ReplicaModel:
         # keys per decode step, averaged over the osl steps (isl + osl/2 without windows)
         mean_context = batch * (self.model.attended_pairs(isl, osl) / osl if self.model.window_layers
                                 else isl + osl / 2.0)
-        decode = self._step(batch, mean_context, mean_context, batch)
+        decode = self._step(batch, 0.0, mean_context, batch, mean_context)
         # prefill of the whole batch's prompts, in chunks that keep each step a good GEMM
         prefill = self._step(batch * isl, self.model.attended_pairs(0.0, isl) * batch, 0.0, batch)
         return decode, prefill

@@ -5,7 +5,8 @@ iteration, hundreds of thousands of times per run. :class:`~clusterplan.inferenc
 computes each with NumPy, which costs ~40 us per scalar call (NumPy's per-call overhead, not
 arithmetic), so a run of 20,000 requests would spend most of its time there. A model that states
 its steps as :class:`~clusterplan.inference.engine.StepTerms` (``token_time(n) +
-sequence_time(s) + max(seconds_per_pair * pairs, seconds_per_kv_token * read)``) is instead
+sequence_time(s) + max(seconds_per_pair * pairs + seconds_per_decode_pair * decode_pairs,
+seconds_per_kv_token * read)``) is instead
 tabulated: ``token_time`` and ``sequence_time`` are evaluated once per count, in a few array calls
 (grown by doubling when a run needs larger counts), and every decode, prefill and mixed step is two
 list reads, two products and a ``max``, with no interpolation: the tables give the model's own
@@ -72,9 +73,11 @@ class StepTimes:
         if not isinstance(terms, StepTerms):
             return
         self.per_pair = terms.seconds_per_pair
+        self.per_decode_pair = (terms.seconds_per_pair if terms.seconds_per_decode_pair is None
+                                else terms.seconds_per_decode_pair)
         self.per_read = terms.seconds_per_kv_token
         # a decode step reads every cached token and attends over each once: one slope
-        self.decode_slope = max(self.per_pair, self.per_read)
+        self.decode_slope = max(self.per_decode_pair, self.per_read)
         self._tokens = _Table(terms.token_time, self.max_batch + max(int(prefill_tokens), 1) + 1)
         self._sequences = _Table(terms.sequence_time, self.max_batch + 2)
         self.tabled = True  # the probes below must read the tables, not the model
@@ -134,10 +137,9 @@ class StepTimes:
         sequence only. A model called directly sees the pieces as one prompt of ``tokens`` (its
         step methods take one), which over-counts their attention."""
         if self.tabled:
-            pairs = pairs + context
             read = read + context
-            attention = self.per_pair * pairs if self.per_pair * pairs > self.per_read * read \
-                else self.per_read * read
+            flops_bound = self.per_pair * pairs + self.per_decode_pair * context
+            attention = flops_bound if flops_bound > self.per_read * read else self.per_read * read
             return self._tokens(tokens + batch) + self._sequences(sequences + batch) + attention
         if batch:
             return self.model.mixed_time(tokens, read, batch, context)

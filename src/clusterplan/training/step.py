@@ -27,6 +27,7 @@ from clusterplan.costs.compute import (
     matmul_eff_by_precision,
     memory_time,
     peak_by_precision,
+    permutation_bytes,
 )
 from clusterplan.specs.chip import Chip
 from clusterplan.specs.model import Model
@@ -305,8 +306,9 @@ def moe_permutation_forward(model: Model, hw: Hardware, batch: PlanBatch) -> Flo
     local_experts = moe.experts / batch.ep.astype(np.float64)
     sorts = (batch.ep > 1) & (batch.ep_dedup == 0) & (local_experts > 1)
     passes = 2.0 + np.where(sorts, 2.0, 0.0)
-    traffic = passes * 2.0 * visits * model.hidden_size * ACTIVATION_BYTES
-    per_layer = memory_time(traffic, hw.chip.hbm_bandwidth, hw.efficiency.hbm) + passes * hw.efficiency.kernel_overhead_s
+    traffic = permutation_bytes(visits, model.hidden_size, passes, ACTIVATION_BYTES)
+    eff = hw.efficiency
+    per_layer = memory_time(traffic, hw.chip.hbm_bandwidth, eff.hbm) + passes * eff.kernel_overhead_s
     result: FloatArray = per_layer * model.moe_layers / model.layers
     return result
 

@@ -137,16 +137,38 @@ def stored_crossval() -> CrossValSummary | None:
     return load_crossval()
 
 
-def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int | None = None) -> Regime:
-    """The band and extrapolation flags of an estimate for ``family`` at ``stage`` on ``chips``."""
+#: The validation-only serving table of attention-DP, wide-EP deployments (MLPerf deepseek-r1;
+#: validation/inference_cases.py): it bands attention-DP answers only, whose deployments it
+#: measures, and tells them how far off those runs are (its errors are not a dense model's).
+WIDE_EP_TABLE = "mlperf_inference_wide_ep"
+
+
+def wide_ep_flags(summary: CrossValSummary | None) -> tuple[str, ...]:
+    """What an attention-DP serving answer is told: the published attention-DP, wide-EP runs'
+    range of predicted over published speed."""
+    rows = [r for r in summary.rows if r.table == WIDE_EP_TABLE and r.error_out_of_sample_pct is not None] \
+        if summary is not None else []
+    if not rows:
+        return ("attention DP with wide EP: no published run of such a deployment is modelled",)
+    ratios = sorted(speed_ratio(r, _pct(r.error_out_of_sample_pct)) for r in rows)
+    return (f"attention DP with wide EP: the {len(rows)} published runs of such deployments (MLPerf "
+            f"deepseek-r1, TensorRT-LLM) are predicted {ratios[0]:.1f}-{ratios[-1]:.1f}x too fast: rank "
+            "synchronisation, prefill balancing and unquantized MLA projections are not modelled",)
+
+
+def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int | None = None,
+           attention_dp: bool = False) -> Regime:
+    """The band and extrapolation flags of an estimate for ``family`` at ``stage`` on ``chips``;
+    ``attention_dp``: a serving answer whose deployment runs attention data-parallel (banded with
+    the published runs of such deployments, :data:`WIDE_EP_TABLE`, and flagged)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
     if summary is None:
         return Regime(family, stage, None, ("no cross-validation stored: run `clusterplan calibrate`",))
-    flags: list[str] = []
+    flags: list[str] = list(wide_ep_flags(summary)) if attention_dp and stage == "serving" else []
     label = "training" if stage != "serving" else "serving"
     kind = {"dense": "dense training", "MoE": "mixture-of-experts training", "serving": "serving"}[stage]
-    stage_rows = [r for r in summary.rows if r.stage == stage]
+    stage_rows = [r for r in summary.rows if r.stage == stage and (attention_dp or r.table != WIDE_EP_TABLE)]
     own = [r for r in stage_rows if r.family == family and r.error_out_of_sample_pct is not None]
     if own:
         band = _band(own, [speed_ratio(r, _pct(r.error_out_of_sample_pct)) for r in own],

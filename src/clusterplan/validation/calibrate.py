@@ -61,7 +61,8 @@ INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
     # Outside the engine: API server, tokenisation, first-token detokenisation and streaming.
     "serving_request_latency_ms": (1.0, 10.0, 0.0, 100.0),
 }
-INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server", "mlperf_inference"})
+INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server", "mlperf_inference",
+                              "mlperf_inference_wide_ep"})
 
 #: Validated, never fitted; their error is out of sample by construction. SC'21 Table 2's ZeRO-3
 #: rows ran DeepSpeed's 2021 implementation, whose gathers reached ~1/8 of the fabric's
@@ -80,8 +81,10 @@ INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "infe
 #: torchtitan's rows ran PyTorch-native FSDP2 + torch.compile + torchao float8, another stack again.
 #: AXLearn's rows ran JAX/XLA SPMD on H100, TPU v5p, Trainium2 and B200 (validation/cases_axlearn.py):
 #: the only public Trainium2 runs, kept out of the fit so they measure it.
+#: MLPerf's deepseek-r1 rows ran attention-DP, wide-EP engines the serving step does not represent
+#: (validation/inference_cases.py, MLPERF_WIDE_EP_TABLE).
 VALIDATION_ONLY_TABLES = frozenset({"megatron_sc21_table2_zero3", "mtnlg_2022", "llmfoundry_mpt", "bloom_176b",
-                                    "palm_table3", "torchtitan", "axlearn_2025"})
+                                    "palm_table3", "torchtitan", "axlearn_2025", "mlperf_inference_wide_ep"})
 
 #: Software stacks (which families share fits): validation/stacks.py (STACKS, ALL_FAMILIES).
 

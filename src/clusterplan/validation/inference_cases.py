@@ -393,15 +393,41 @@ MLPERF_LLAMA2_INPUT_TOKENS = round(5_463_976 / 24_576)  # 222
 #: publishes the dataset, not its mean prompt.
 MLPERF_MIXTRAL_INPUT_TOKENS = round(6_410_905 / 15_000)  # 427
 
+#: Mean prompt length (DeepSeek-R1 tokens, ``tok_input_len``) of the deepseek-r1 benchmark's
+#: 4,388 samples, ``mlperf_deepseek_r1_dataset_4388_fp8_eval.pkl`` (the performance sample count
+#: of mlcommons/inference loadgen/mlperf.conf): 3,527,036 tokens over 4,388 rows = 803.79 (min 52,
+#: max 3,140: the ``max_input_len`` of NVIDIA's v5.1 engines). Source: the same
+#: performance-dashboard @ 67033bae, mlperf-data/summaries/deepseek-r1.csv (its generator copies
+#: ``tok_input_len``). Its reference outputs (``tok_ref_output_len``) average 4,043.4 tokens; the
+#: MLCommons checker's reference is 3,886.2274 tokens per sample (tools/submission/
+#: submission_checker/constants.py, ``TOKENS_PER_SAMPLE``, bounded at x0.9 and x1.1). Each row
+#: runs at its own mean output (:func:`_mlperf_output_tokens`).
+MLPERF_DEEPSEEK_R1_INPUT_TOKENS = round(3_527_036 / 4_388)  # 804
+
+#: Mean prompt length (Llama 3.1 tokens, ``tok_input_len``) of the llama3.1-405b benchmark's
+#: 8,313 samples, ``mlperf_llama3.1_405b_dataset_8313_processed_fp16_eval.pkl`` (the performance
+#: sample count of loadgen/mlperf.conf): 78,380,323 tokens over 8,313 rows = 9,428.64 (min 476, max
+#: 19,988: under the ``max_input_len`` 20000 of NVIDIA's v5.1 engines). Source: performance-dashboard
+#: @ 67033bae mlperf-data/summaries/llama3-1-405b.csv (its generator copies ``tok_input_len``). Its
+#: reference outputs average 684.68 tokens, the MLCommons checker's ``TOKENS_PER_SAMPLE`` (x1.1
+#: upper bound).
+MLPERF_LLAMA31_405B_INPUT_TOKENS = round(78_380_323 / 8_313)  # 9429
+
 #: Each benchmark's mean prompt (keyed by the table's ``model`` column) and how a case's
 #: assumptions cite it.
 MLPERF_INPUT_TOKENS: dict[str, int] = {"llama2-70b": MLPERF_LLAMA2_INPUT_TOKENS,
-                                       "mixtral-8x7b": MLPERF_MIXTRAL_INPUT_TOKENS}
+                                       "mixtral-8x7b": MLPERF_MIXTRAL_INPUT_TOKENS,
+                                       "deepseek-r1": MLPERF_DEEPSEEK_R1_INPUT_TOKENS,
+                                       "llama3.1-405b": MLPERF_LLAMA31_405B_INPUT_TOKENS}
 _MLPERF_INPUT_BASIS: dict[str, str] = {
     "llama2-70b": "the dataset's tok_input_length: 5,463,976 / 24,576, from a third-party length extraction, "
                   "HBFSim; MLCommons publishes none",
     "mixtral-8x7b": "the dataset's tok_input_len: 6,410,905 / 15,000, from a third-party length summary, "
                     "openshift-psap/performance-dashboard; MLCommons publishes none",
+    "deepseek-r1": "the dataset's tok_input_len: 3,527,036 / 4,388, from a third-party length summary, "
+                   "openshift-psap/performance-dashboard; MLCommons publishes none",
+    "llama3.1-405b": "the dataset's tok_input_len: 78,380,323 / 8,313, from a third-party length summary, "
+                     "openshift-psap/performance-dashboard; MLCommons publishes none",
 }
 
 #: Requests simulated per replica for a Server/Interactive row's rate search: several times the
@@ -418,16 +444,52 @@ def _mlperf_rows() -> list[dict[str, str]]:
     return list(csv.DictReader(text.splitlines()))
 
 
+def _mlperf_layout(row: dict[str, str]) -> dict[str, int]:
+    """The replica layout of a row: ``tensor_parallel`` is the submission's tensor parallelism,
+    the chips of one pipeline stage. Three optional columns (empty: 1, the layout of the rows
+    before them): ``pipeline_parallel``, the config's ``pipeline_parallelism`` (a replica is
+    ``tensor_parallel x pipeline_parallel`` chips); ``attention_dp``, the ranks over which the
+    config runs attention data-parallel (TensorRT-LLM's ``enable_attention_dp``: each of the
+    ``tensor_parallel`` ranks holds whole attention for its own sequences, attention TP =
+    ``tensor_parallel / attention_dp``); ``expert_parallel``, the config's
+    ``moe_expert_parallelism``. A ValueError for a layout that does not divide."""
+    tp = int(row["tensor_parallel"])
+    pp = int(row.get("pipeline_parallel") or 1)
+    adp = int(row.get("attention_dp") or 1)
+    ep = int(row.get("expert_parallel") or 1)
+    if min(pp, adp, ep) < 1 or tp % adp != 0:
+        raise ValueError(f"attention_dp {adp} must divide tensor_parallel {tp} (pipeline_parallel {pp}, "
+                         f"expert_parallel {ep}: each at least 1)")
+    return {"attention_dp": adp, "tp": tp // adp, "pp": pp, "ep": ep}
+
+
+def _mlperf_replica_chips(row: dict[str, str]) -> int:
+    """Chips of one replica: ``tensor_parallel x pipeline_parallel``."""
+    return int(row["tensor_parallel"]) * int(row.get("pipeline_parallel") or 1)
+
+
+def _mlperf_layout_label(row: dict[str, str]) -> str:
+    """``TP8`` as before; a row with PP, attention DP or EP adds them (``TP2 PP2``, ``TP8 ADP8 EP8``)."""
+    extra = [f"{name}{row.get(column)}" for name, column in (("PP", "pipeline_parallel"), ("ADP", "attention_dp"),
+                                                             ("EP", "expert_parallel"))
+             if (row.get(column) or "1") != "1"]
+    return " ".join([f"TP{row['tensor_parallel'] or '?'}", *extra])
+
+
 def _mlperf_replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel:
-    """One serving replica of the row's submission: its TP, formats, batch limit and KV share
-    (the engine's free-memory fraction) from the submission's config. A KV cache dtype the config
-    leaves unset is fp8 with fp8 weights (TensorRT-LLM's fp8 recipe) and bf16 otherwise."""
+    """One serving replica of the row's submission: its TP (and PP, attention DP, EP: see
+    :func:`_mlperf_layout`), formats, batch limit and KV share (the engine's free-memory fraction)
+    from the submission's config. A KV cache dtype the config leaves unset is fp8 with fp8
+    weights (TensorRT-LLM's fp8 recipe) and bf16 otherwise. ``max_batch_size_per_replica`` is the
+    engine's limit (:class:`~clusterplan.inference.step.Deployment` ``max_batch``): with attention
+    DP, per attention-DP rank (each rank schedules its own batch); with PP, per micro-batch in
+    flight (each an engine of ``ReplicaModel``)."""
     model = load_model(row["model"])
     system = load_system(row["hardware"])
     hardware = Hardware(system=system, chip=hardware_for(system).chip, efficiency=efficiency)
     weights = row["precision_weights"].lower()
     kv = row["precision_kv"].lower() or ("fp8" if weights == "fp8" else "bf16")
-    deployment = Deployment(tp=int(row["tensor_parallel"]), weights=weights, kv_cache=kv,
+    deployment = Deployment(**_mlperf_layout(row), weights=weights, kv_cache=kv,
                             max_batch=int(row["max_batch_size_per_replica"]),
                             kv_memory_fraction=float(row["kv_memory_fraction"]), frontend="engine")
     return ReplicaModel(model, hardware, deployment)
@@ -447,13 +509,14 @@ def _mlperf_label(row: dict[str, str]) -> str:
     (crossval.yaml's records name them); other benchmarks name their model after the id."""
     model = "" if row["model"] == "llama2-70b" else f" {row['model']}"
     return (f"{row['row_id']}{model} {row['round']} {row['submitter']} {row['accelerators']}x{row['accelerator']} "
-            f"{row['scenario']} TP{row['tensor_parallel'] or '?'} {row['precision_weights']}")
+            f"{row['scenario']} {_mlperf_layout_label(row)} {row['precision_weights']}")
 
 
 def _mlperf_output_tokens(row: dict[str, str]) -> int:
     """The run's mean generated length: its published tokens/s over its samples/s (both from the
     same mlperf_log_summary.txt; outputs end at EOS, so each engine's mean differs a little from
-    the reference's: 294.45 for llama2-70b, 145.9 for mixtral-8x7b)."""
+    the reference's: 294.45 for llama2-70b, 145.9 for mixtral-8x7b, 3,886.2 for deepseek-r1,
+    684.68 for llama3.1-405b)."""
     return round(float(row["result_tokens_per_s"]) / float(row["result_samples_per_s"]))
 
 
@@ -482,6 +545,15 @@ def _mlperf_output_tokens(row: dict[str, str]) -> int:
 #:   (``closed/AMD/code/mixtral-8x7b/harness_llm/models/mixtral-8x7b/*.yaml``) are alike:
 #:   ``enable_chunked_prefill: False``, ``max_num_batched_tokens`` 51200 (Offline) and 32000
 #:   (Server), ``num_scheduler_steps`` 8-13 (not modelled either).
+#: * NVIDIA v5.1 deepseek-r1 (TensorRT-LLM PyTorch backend behind the harness's endpoint):
+#:   ``max_num_tokens`` 4608 (Offline; 6656 on GB300) and 3456 (Server),
+#:   ``enable_chunked_context`` False with prompts of at most ``max_input_len`` 3140 tokens, which
+#:   fit the budget whole (``chunked`` with that budget, as the v4.1 rows), ``max_util``
+#:   (``closed/NVIDIA/configs/<system>/<scenario>/deepseek-r1.py``); the budget is per
+#:   attention-DP rank, each rank an engine of the simulated fleet.
+#: * NVIDIA v5.1 llama3.1-405b (TensorRT-LLM engines): runtime ``max_num_tokens`` 1024-2048,
+#:   ``enable_chunked_context`` True, ``max_util``
+#:   (``closed/NVIDIA/configs/<system>/<scenario>/llama3_1-405b.py``).
 #:
 #: Offline rows use the analytic steady state (``ReplicaModel.offline_throughput``), which these
 #: settings do not enter.
@@ -501,40 +573,76 @@ def _mlperf_skip(row: dict[str, str]) -> str | None:
     return None
 
 
-def mlperf_inference() -> list[Case]:
-    """MLPerf Inference llama2-70b and mixtral-8x7b results (closed division, datacenter),
-    whole-system tokens/s, each at its benchmark's mean prompt (``MLPERF_INPUT_TOKENS``).
+#: The MLPerf rows whose replicas run attention data-parallel with wide expert parallelism
+#: (deepseek-r1 on TensorRT-LLM's WIDEEP MoE backend): a validation-only table of their own.
+#: Their engines synchronise every attention-DP rank at every MoE layer, balance prefills across
+#: ranks (``attention_dp_config``) and keep the NVFP4 checkpoint's MLA projections and router
+#: unquantized; the step model has none of that and predicts these rows 2.3-4.3x too fast (its
+#: decode step at 154 sequences a rank: 31 ms against the Server run's 66 ms mean TPOT). Fitted,
+#: they would move Blackwell's three serving parameters, which describe none of it, and with
+#: them every Blackwell serving answer; measured here, they say how far off such answers are.
+MLPERF_WIDE_EP_TABLE = "mlperf_inference_wide_ep"
 
-    * Offline: replicas (accelerators / TP) x the replica's saturated output tokens/s at the
+
+def _mlperf_table(row: dict[str, str]) -> str:
+    return MLPERF_WIDE_EP_TABLE if int(row.get("attention_dp") or 1) > 1 else "mlperf_inference"
+
+
+def mlperf_inference_wide_ep() -> list[Case]:
+    """The MLPerf Inference rows served with attention DP and wide EP (:data:`MLPERF_WIDE_EP_TABLE`),
+    predicted as :func:`mlperf_inference` predicts its rows; validation only."""
+    return _mlperf_cases(MLPERF_WIDE_EP_TABLE)
+
+
+def mlperf_inference() -> list[Case]:
+    """MLPerf Inference llama2-70b, mixtral-8x7b and llama3.1-405b results (closed division,
+    datacenter), whole-system tokens/s, each at its benchmark's mean prompt
+    (``MLPERF_INPUT_TOKENS``); deepseek-r1's attention-DP rows are :func:`mlperf_inference_wide_ep`.
+
+    * Offline: replicas (accelerators / (TP x PP)) x the replica's saturated output tokens/s at the
       benchmark's mean lengths (``ReplicaModel.offline_throughput``, steady state: a run of
-      tens of thousands of samples over at least 10 minutes).
+      thousands to tens of thousands of samples over at least 10 minutes). A replica with
+      attention DP (``attention_dp``) or PP (``pipeline_parallel``) is that many engines, each
+      with its own batch.
     * Server / Interactive: replicas x the highest Poisson rate one replica sustains within the
       scenario's p99 TTFT / TPOT limits (``max_rate_at_slo``, fixed-length requests) x the mean
       output length.
     """
+    return _mlperf_cases("mlperf_inference")
+
+
+def _mlperf_cases(table: str) -> list[Case]:
+    """The cases of ``table``'s rows of the MLPerf Inference CSV (:func:`_mlperf_table`)."""
     cases = []
     for row in _mlperf_rows():
+        if _mlperf_table(row) != table:
+            continue
         scenario = row["scenario"]
         label = _mlperf_label(row)
         published = float(row["result_tokens_per_s"])
         reason = _mlperf_skip(row)
         if reason:
-            cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published, skip=reason,
+            cases.append(Case(table, label, "output_tokens_per_s", published, skip=reason,
                               source=row["source"]))
             continue
         osl = _mlperf_output_tokens(row)
-        replicas = int(row["accelerators"]) // int(row["tensor_parallel"])
         try:
+            replicas = int(row["accelerators"]) // _mlperf_replica_chips(row)
             isl = _mlperf_input_tokens(row)
             family = hardware_for(load_system(row["hardware"])).chip.family
             _mlperf_replica(row, load_efficiency(family))
         except (SpecError, ValidationError, KeyError, ValueError) as error:
-            cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published,
+            cases.append(Case(table, label, "output_tokens_per_s", published,
                               skip=str(error).splitlines()[0], source=row["source"]))
             continue
+        layout = _mlperf_layout(row)
+        shape = f"TP{row['tensor_parallel']}" + (f" PP{layout['pp']}" if layout["pp"] > 1 else "")
+        if layout["attention_dp"] > 1 or layout["ep"] > 1:
+            shape = (f"{layout['attention_dp']} attention-DP ranks of TP{layout['tp']}, experts over EP{layout['ep']} "
+                     f"({shape} in the config)")
         common = (f"mean prompt {isl} tokens ({_MLPERF_INPUT_BASIS[row['model']]}), "
                   f"mean output {osl} tokens "
-                  "(the run's tokens/s over samples/s)", f"{replicas} replicas of TP{row['tensor_parallel']}, "
+                  "(the run's tokens/s over samples/s)", f"{replicas} replicas of {shape}, "
                   "load spread evenly", "lengths fixed at the means")
         if scenario == "offline":
             def predict(efficiency: Efficiency, row: dict[str, str] = row, isl: int = isl, osl: int = osl,
@@ -550,10 +658,12 @@ def mlperf_inference() -> list[Case]:
                                replicas: int = replicas, ttft: float = ttft, tpot: float = tpot,
                                engine: dict[str, Any] = engine) -> float:
                 replica = _mlperf_replica(row, efficiency)
-                load = ServingLoad(rate_per_s=1.0, requests=mlperf_server_requests(replica.deployment.max_batch),
+                # the replica's batch limit: every attention-DP rank's (engines = attention_dp)
+                load = ServingLoad(rate_per_s=1.0, requests=mlperf_server_requests(replica.max_batch * replica.engines),
                                    input_tokens=isl, output_tokens=osl)
                 return replicas * max_rate_at_slo(replica, load, ttft, tpot, **engine) * osl
-            simulated = mlperf_server_requests(int(row["max_batch_size_per_replica"]))
+            simulated = mlperf_server_requests(int(row["max_batch_size_per_replica"]) * layout["attention_dp"]
+                                               * layout["pp"])
             budget = (f"{engine['chunk_tokens']:,}-token step budget, decodes included"
                       if engine["scheduler"] == "chunked" else
                       f"prefill steps of up to {engine['max_prefill_tokens']:,} tokens, decodes paused")
@@ -562,7 +672,7 @@ def mlperf_inference() -> list[Case]:
                            f"{engine['scheduler']} scheduler, {budget}; {engine['admission']} KV admission "
                            "(the submission's config)")
             predict = predict_server
-        cases.append(Case("mlperf_inference", label, "output_tokens_per_s", published, assumptions=assumptions,
+        cases.append(Case(table, label, "output_tokens_per_s", published, assumptions=assumptions,
                           source=row["source"], family=family, predict=predict))
     return cases
 
@@ -572,6 +682,7 @@ INFERENCE_TABLES: dict[str, Callable[[], list[Case]]] = {
     "inference_latency": inference_latency,
     "inference_server": inference_server,
     "mlperf_inference": mlperf_inference,
+    MLPERF_WIDE_EP_TABLE: mlperf_inference_wide_ep,
 }
 
 
