@@ -167,18 +167,20 @@ def test_axlearn_rows_are_the_papers_steps_with_the_repositorys_plans() -> None:
 
 def test_modelzoo_rows_are_the_readmes_qwen3_runs_with_their_commands_plans() -> None:
     """Megatron-MoE-ModelZoo (best_practice/qwen3/readme.md at e865051): 13 Qwen3-235B-A22B rows
-    on H100, GB200 and GB300, fitted with the MoE stage; Qwen3-Next listed as not modelled. Each
-    plan is the row's columns and its command's settings; where the H100 table prints DP, expert
-    DP and gradient accumulation the plan derives the same. Megatron's FLOPs per token turn the
-    H100 rows' step times into their printed TFLOP/s within 2 %, so the TFLOP/s-only rows'
-    tokens/s are that count's inverse."""
+    on H100, GB200 and GB300, fitted with the MoE stage; Qwen3-Next listed as not modelled; and
+    the DeepSeek-V3 GB200 guide's final row (its own test below). Each plan is the row's columns
+    and its command's settings; where the H100 table prints DP, expert DP and gradient
+    accumulation the plan derives the same. Megatron's FLOPs per token turn the H100 rows' step
+    times into their printed TFLOP/s within 2 %, so the TFLOP/s-only rows' tokens/s are that
+    count's inverse."""
     from clusterplan.catalog import load_model
-    from clusterplan.validation.cases_modelzoo import REPO, megatron_flops_per_token, megatron_moe_modelzoo
+    from clusterplan.validation.cases_modelzoo import GUIDE, REPO, megatron_flops_per_token, megatron_moe_modelzoo
 
     rows, cases = _csv("megatron_moe_modelzoo"), megatron_moe_modelzoo()
     assert "megatron_moe_modelzoo" in TABLES and "megatron_moe_modelzoo" not in VALIDATION_ONLY_TABLES
-    assert len(rows) == len(cases) == 14
+    assert len(rows) == len(cases) == 15
     assert [c.label[-6:-1] for c in cases if c.skip] == ["MZ-06"] and "linear-attention" in (cases[5].skip or "")
+    assert [row["row_id"] for row in rows if row["source"].startswith(GUIDE)] == ["MZ-15"]
     qwen = load_model("qwen3-235b-a22b")
     # The count as Megatron-LM wrote it at 1e057005 (training.py num_floating_point_operations,
     # GQA branch, per token): 12 l h q (1 + g/n) + 6 l q s (causal core) + 18 l h f k + 6 h V.
@@ -189,8 +191,12 @@ def test_modelzoo_rows_are_the_readmes_qwen3_runs_with_their_commands_plans() ->
     checked = 0
     for row, case in zip(rows, cases, strict=True):
         assert case.label.endswith(f"({row['row_id']})")
-        assert row["source"].startswith(f"{REPO} best_practice/qwen3/readme.md")
-        assert ", l." in row["source"] and case.source.startswith(row["source"]) and "e865051" in row["plan_source"]
+        qwen_row = row["source"].startswith(REPO)
+        if qwen_row:
+            assert row["source"].startswith(f"{REPO} best_practice/qwen3/readme.md") and "e865051" in row["plan_source"]
+        else:
+            assert row["source"].startswith(GUIDE) and GUIDE in row["plan_source"]
+        assert ", l." in row["source"] and case.source.startswith(row["source"])
         plan = case.plan
         if case.skip is not None:
             continue
@@ -207,6 +213,9 @@ def test_modelzoo_rows_are_the_readmes_qwen3_runs_with_their_commands_plans() ->
         assert plan.fp8_params == (plan.precision == "fp8") and plan.grad_reduce == "fp32"
         if plan.recompute == "selective":
             assert ";".join(plan.recompute_modules) == row["recompute_modules"]
+        if not qwen_row:
+            continue
+        assert row["vocab_divisible_by"] == "1187" and not row["pp_layout"]
         if plan.pp > 1:  # the embedding and the loss count as a layer each: 96 layers over PP
             assert plan.first_stage_layers == plan.last_stage_layers == 96 // plan.pp - 1
         if row["dp_as_printed"]:
@@ -223,3 +232,79 @@ def test_modelzoo_rows_are_the_readmes_qwen3_runs_with_their_commands_plans() ->
             assert case.metric == "tokens_per_s_per_chip"
             assert case.published * flops == pytest.approx(tflops * 1e12, rel=1e-12)
     assert checked == 5
+
+
+def test_megatron_flops_per_token_of_deepseek_v3_by_hand() -> None:
+    """DeepSeek-V3 as Megatron-LM counts it at effebd81f4 (training.py num_floating_point_operations,
+    the multi-latent-attention branch; the command of the GB200 guide's reproduce guide), per token
+    at sequence 4,096, TP 1, no MTP. h 7168, 128 heads, q LoRA rank 1536, KV LoRA rank 512, QK head
+    dims 128 + 64 (RoPE), V head dim 128; 3 dense layers of FFN 18432, 58 MoE layers of top-8 plus
+    1 shared expert of FFN 2048; the vocabulary padded to a multiple of 3232: 40 x 3232 = 129,280
+    (DeepSeek-V3's tokenizer has about 128K entries: above 39 x 3232 = 126,048)."""
+    from clusterplan.catalog import load_model
+    from clusterplan.validation.cases_modelzoo import megatron_flops_per_token
+
+    # Attention, per layer (Megatron's standard_self_attn_term without its 3 x 2):
+    q_term = 1536 * (7168 + 128 * (128 + 64) + 1)  # q LoRA down + up, q norm: 48,760,320
+    kv_term = 512 * (7168 + 128 * (128 + 128) + 1) + 7168 * 64  # kv LoRA down + up, kv norm, RoPE key: 20,906,496
+    o_proj = 128 * 128 * 7168  # 117,440,512
+    core = 4096 * 128 * (128 + 64) / 2 + 4096 * 128 * 128 / 2  # causal scores and values: 83,886,080
+    attention = q_term + kv_term + o_proj + core
+    assert attention == 270_993_408
+    # FFN: expansion 12 x h x (ffn x 3/2 x dense share + (moe_ffn x topk + shared) x 3/2 x MoE share), x 61 layers.
+    ffn = 12 * 61 * 7168 * (18432 * 1.5 * 3 / 61 + 2048 * 8 * 1.5 * 58 / 61 + 2048 * 1.5 * 58 / 61)
+    assert ffn == pytest.approx(6 * 24_178_065_408, rel=1e-12)
+    logits = 3 * 2 * 7168 * 129280
+    per_token = 6 * 61 * attention + ffn + logits
+    assert per_token == pytest.approx(249_812_054_016, rel=1e-12)
+    deepseek = load_model("deepseek-v3")
+    assert megatron_flops_per_token(deepseek, 4096, tp=1, divisible_by=3232) == pytest.approx(per_token, rel=1e-12)
+
+
+def test_pipeline_layout_of_the_deepseek_v3_guide() -> None:
+    """``Et|(tt|)*30L`` over PP8: 32 virtual stages, stage i on rank i mod 8; rank 0 holds the
+    embedding + 1 layer and three 2-layer stages (7), ranks 1-6 four 2-layer stages (8), rank 7
+    three 2-layer stages and the loss (6): 7 + 6 x 8 + 6 = 61."""
+    from clusterplan.validation.cases_modelzoo import layout_stage_layers, layout_stages
+
+    stages = layout_stages("Et|(tt|)*30L")
+    assert stages == ["Et"] + ["tt"] * 30 + ["L"]
+    assert layout_stage_layers("Et|(tt|)*30L", 61, 8, 4) == {"first_stage_layers": 7, "last_stage_layers": 6}
+    # Megatron's documented example (61 layers + 1 MTP layer, PP16 VPP2) unrolls the same way; MTP is refused.
+    assert len(layout_stages("Et*3|(tt|)*29,m|L")) == 32 and layout_stages("Et*3|(tt|)*29,m|L")[0] == "Ettt"
+    with pytest.raises(ValueError, match="MTP"):
+        layout_stage_layers("Et*3|(tt|)*29,m|L", 61, 16, 2)
+    with pytest.raises(ValueError, match="virtual stages"):
+        layout_stage_layers("Et|(tt|)*30L", 61, 8, 2)
+    with pytest.raises(ValueError, match="even middle"):
+        layout_stage_layers("Et|ttt|(tt|)*29L", 61, 8, 4)
+
+
+def test_modelzoo_deepseek_v3_row_is_the_gb200_guides_final_run() -> None:
+    """NVIDIA's DeepSeek-V3 GB200 guide (Megatron-LM @ 79e8592bb7): 970.01 TFLOP/s per GPU on 256
+    GB200, MXFP8, HybridEP; the plan of its reproduce guide's launch script: TP1 PP8 VPP4 EP32,
+    MBS1 GBS2048 (DP32, 64 micro-batches), seq 4096, selective recompute of mlp and moe_act,
+    fp8 parameters, bf16 Adam moments, fp32 main gradients, the layout's 7/8/6 split, no MTP."""
+    from clusterplan.validation.cases_modelzoo import megatron_flops_per_token, megatron_moe_modelzoo
+
+    case = next(c for c in megatron_moe_modelzoo() if c.label.endswith("(MZ-15)"))
+    assert case.skip is None and case.metric == "tokens_per_s_per_chip" and case.family == "blackwell"
+    assert case.model is not None and case.model.name == "deepseek-v3"
+    assert case.published == pytest.approx(970.01e12 / 249_812_054_016, rel=1e-12)
+    assert case.published == pytest.approx(3883.0, abs=0.5)
+    assert case.published * megatron_flops_per_token(case.model, 4096, 1, 3232) == pytest.approx(970.01e12)
+    assert case.system is not None and case.system.name == "gb200-nvl72"
+    plan = case.plan
+    assert plan is not None and plan.chips == 256
+    assert (plan.tp, plan.pp, plan.vp, plan.cp, plan.dp, plan.ep, plan.etp) == (1, 8, 4, 1, 32, 32, 1)
+    assert (plan.micro_batch, plan.global_batch, plan.micro_batches, plan.seq_len) == (1, 2048, 64, 4096)
+    assert (plan.first_stage_layers, plan.last_stage_layers) == (7, 6)
+    assert plan.stage_layers(case.model) == (7, 8, 6)
+    assert plan.recompute == "selective" and plan.recompute_modules == ("mlp", "moe_act")
+    assert (plan.precision, plan.fp8_params, plan.optimizer_moments, plan.grad_reduce) == ("fp8", True, "bf16", "fp32")
+    assert plan.ep_dedup and not plan.overlap_ep and plan.routing_gini == 0.0 and plan.mtp == 0
+    assert plan.zero == 1 and plan.overlap_dp and plan.fused_cross_entropy
+    text = " ".join(case.assumptions)
+    for stated in ("Et|(tt|)*30L", "approximated", "no multi-token prediction", "CUDA graphs", "effebd81f4",
+                   "249.8 GFLOP", "129,280"):
+        assert stated in text, stated

@@ -80,9 +80,13 @@ BOUNDS = {
 #: MT-NLG paper prints three iteration times, BigScience's BLOOM README three, and PaLM's Table 3
 #: gives the layout of its own row only; torchtitan's benchmarks have two runs on a catalog chip (H200);
 #: AXLearn's Table 3 has eight AXLearn rows; the Megatron-MoE-ModelZoo Qwen3 readme 13 Qwen3-235B-A22B
-#: rows (its Qwen3-Next row has linear-attention layers).
+#: rows (its Qwen3-Next row has linear-attention layers), and that table adds the final DeepSeek-V3 row
+#: of NVIDIA's GB200 guide (Megatron-LM @ 79e8592bb7): 14.
 MIN_MODELLED = {"inference_latency": 4, "nemo_perf_moe": 7, "mtnlg_2022": 3, "bloom_176b": 3, "palm_table3": 1,
-                 "torchtitan": 2, "axlearn_2025": 8, "megatron_moe_modelzoo": 13}
+                 "torchtitan": 2, "axlearn_2025": 8, "megatron_moe_modelzoo": 14,
+                 # MLPerf Inference v5.1's six deepseek-r1 rows: NVIDIA's own B200, GB200 and GB300
+                 # Offline and Server submissions (partners' repeats of those systems not added)
+                 "mlperf_inference_wide_ep": 6}
 
 
 #: Every published training run ran, so its configuration fits in memory (issue #13): the

@@ -1,27 +1,37 @@
-"""NVIDIA's Megatron-Core MoE team's Qwen3 training results (the Megatron-MoE-ModelZoo repository,
+"""Published Megatron-Core MoE training runs with the plan of every run, fitted in the MoE stage.
+
+NVIDIA's Megatron-Core MoE team's Qwen3 training results (the Megatron-MoE-ModelZoo repository,
 ``best_practice/qwen3/readme.md`` at e865051): Qwen3-235B-A22B on 256 H100, on GB200 NVL72 and on
-GB300 NVL72, with the plan of every run.
+GB300 NVL72. The H100 table prints step time and model TFLOP/s per GPU with the full plan (TP, CP,
+EP, PP, VPP, EP-DP, DP, FSDP, micro and global batch, recompute, dispatcher): those rows compare
+the step time. The H100 long-context table and the GB200/GB300 tables print TFLOP/s only; their
+plans come from the commands printed beside them.
 
-The H100 table prints step time and model TFLOP/s per GPU with the full plan (TP, CP, EP, PP,
-VPP, EP-DP, DP, FSDP, micro and global batch, recompute, dispatcher): those rows compare the
-step time. The H100 long-context table and the GB200/GB300 tables print TFLOP/s only; their
-plans come from the commands printed beside them. Those rows compare tokens/s per GPU: the
-TFLOP/s over the FLOPs per token that Megatron-LM's own throughput log counts
-(:func:`megatron_flops_per_token`), checked on the H100 rows that print both figures.
+NVIDIA's DeepSeek-V3 guide, "Optimizing DeepSeek-V3 Training Performance on NVIDIA GB200 NVL72"
+(NVIDIA/Megatron-LM at 79e8592bb7, ``docs/discussions/deepseek-v3-gb200-optimization/``, removed
+by the next commit as a draft being updated): the final row of its optimization history, 970.01
+TFLOP/s per GPU on 256 GB200, with the launch script of its reproduce guide as the plan.
 
-Settings no column prints come from the repository's launch files (cited per row in the CSV's
-``plan_source``): ``model_configs/benchmarking/Qwen3-235B-A22B.yaml`` (sequence parallel,
+The TFLOP/s-only rows compare tokens/s per GPU: the TFLOP/s over the FLOPs per token that
+Megatron-LM's own throughput log counts (:func:`megatron_flops_per_token`), checked on the H100
+rows that print both figures.
+
+Settings no Qwen3 column prints come from the ModelZoo's launch files (cited per row in the
+CSV's ``plan_source``): ``model_configs/benchmarking/Qwen3-235B-A22B.yaml`` (sequence parallel,
 distributed optimizer with overlapped gradient reduce-scatter and parameter all-gather, TE
 fused cross-entropy, expert TP 1, the embedding and the loss each counted as a pipeline layer),
 ``runtime_configs/benchmarking/runtime.conf`` (96 = 94 layers + embedding + loss, micro-batch
 1) and ``sbatch_benchmarking.sh`` (the dispatcher, ``--tp-comm-overlap`` for bf16, the MXFP8
-optimizer settings, A2A_OVERLAP). What the estimate cannot express (CUDA graphs, fine-grained
-activation offloading, manual GC) is stated with each row as not modelled.
+optimizer settings, A2A_OVERLAP). The DeepSeek-V3 row's come from its launch script, whose
+``--pipeline-model-parallel-layout`` places the layers (:func:`layout_stage_layers`). What the
+estimate cannot express (CUDA graphs, fine-grained activation offloading, manual GC) is stated
+with each row as not modelled.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 from clusterplan.catalog import load_model, load_system
 from clusterplan.specs import Model, Plan, System
@@ -29,10 +39,15 @@ from clusterplan.validation.case import Case, _Builder, _rows
 
 TABLE = "megatron_moe_modelzoo"
 REPO = "github.com/yanring/Megatron-MoE-ModelZoo @ e865051"
+#: The DeepSeek-V3 GB200 guide: its last commit before its removal (3c1b98efdc).
+GUIDE = "github.com/NVIDIA/Megatron-LM @ 79e8592bb7"
+#: The Megatron-LM commit the guide's reproduce guide runs (l.87): the FLOP count of its row.
+GUIDE_CODE = "effebd81f4"
 #: Model-config ``--make-vocab-size-divisible-by`` (Qwen3-235B-A22B.yaml l.76): Megatron pads
 #: the tokenizer's vocabulary to a multiple of this times TP. 151,936 = 128 x 1187, so the padded
 #: vocabulary is config.json's 151,936 embedding rows for TP 1, 2 and 4 (Qwen's tokenizer has
-#: 151,643 regular tokens plus its special tokens, above 151,936 - 4 x 1187).
+#: 151,643 regular tokens plus its special tokens, above 151,936 - 4 x 1187). Each row's CSV
+#: ``vocab_divisible_by`` gives its own run's value (the DeepSeek-V3 command's 3232).
 VOCAB_DIVISIBLE_BY = 1187
 #: Megatron counts the embedding and the loss as one pipeline layer each
 #: (``--account-for-embedding-in-pipeline-split``, ``--account-for-loss-in-pipeline-split``:
@@ -57,30 +72,53 @@ def padded_vocab(vocab: int, tp: int, divisible_by: int = VOCAB_DIVISIBLE_BY) ->
     return math.ceil(vocab / multiple) * multiple
 
 
-def megatron_flops_per_token(model: Model, seq_len: int, tp: int = 1) -> float:
-    """Training FLOPs per token as Megatron-LM's throughput log counts them for a GQA model whose
-    every layer is a top-k routed SwiGLU MoE without shared experts (Qwen3 MoE):
-    ``num_floating_point_operations`` in megatron/training/training.py (NVIDIA/Megatron-LM at
-    1e057005, the H100 rows' code, and unchanged for this model at d98e8a64), divided by the
-    global batch's tokens.
+def megatron_flops_per_token(model: Model, seq_len: int, tp: int = 1,
+                             divisible_by: int = VOCAB_DIVISIBLE_BY) -> float:
+    """Training FLOPs per token as Megatron-LM's throughput log counts them for a MoE model with
+    GQA or multi-latent attention, optional leading dense layers and shared experts, and no
+    multi-token prediction: ``num_floating_point_operations`` in megatron/training/training.py
+    (NVIDIA/Megatron-LM at 1e057005, the Qwen3 H100 rows' code, and unchanged for these models at
+    d98e8a64 and at effebd81f4, the DeepSeek-V3 row's code), divided by the global batch's tokens.
 
     Every GEMM counts 3 times (forward, data and weight gradients) at 2 FLOPs per multiply-add:
-    per layer the Q/K/V and output projections, the ``top_k`` experts' gate, up and down
-    projections, and the attention core over a causal mask (half of ``seq_len`` keys for the
-    scores and again for the values); once, the LM head over the padded vocabulary. Norms, the
-    router, rotary embeddings and the QK layernorm are not counted, as Megatron does not.
+    per layer the attention projections and the attention core over a causal mask (half of
+    ``seq_len`` keys for the scores and again for the values); the FFN of each layer (SwiGLU:
+    gate, up and down projections), the dense width on the leading dense layers, the ``top_k``
+    routed plus the shared experts on the MoE layers; once, the LM head over the padded
+    vocabulary. GQA counts the Q/K/V and output projections. MLA (Megatron's
+    ``--multi-latent-attention`` branch) counts the query down- and up-projections (with a
+    query LoRA rank: ``q_lora_rank * (h + n * (d_nope + d_rope) + 1)``, the ``+ 1`` for the
+    query norm as Megatron writes it), the KV down- and up-projections ``kv_lora_rank * (h + n *
+    (d_nope + d_v) + 1)``, the shared RoPE key ``h * d_rope``, the output projection ``n * d_v *
+    h`` and the core ``s/2 * n * (d_nope + d_rope)`` plus ``s/2 * n * d_v``. Norms (bar MLA's
+    ``+ 1``), the router and rotary embeddings are not counted, as Megatron does not.
     """
-    if model.moe is None or model.moe.shared_experts or model.moe.dense_layers or model.moe.layer_interval != 1:
-        raise ValueError(f"{model.name}: only every-layer MoE models without shared experts are counted here")
+    moe = model.moe
+    if moe is None or moe.layer_interval != 1 or model.ffn_activation != "swiglu":
+        raise ValueError(f"{model.name}: only SwiGLU MoE models whose layers after the dense ones are all MoE "
+                         "are counted here")
     h = model.hidden_size
-    head_dim = model.head_dim or h // model.attention_heads
-    q = model.attention_heads * head_dim
-    kv = model.kv_heads * head_dim
-    projections = h * (q + 2 * kv) + q * h
-    experts = 3 * h * model.moe.expert_ffn_hidden_size * model.moe.top_k
-    core = q * seq_len  # causal: 2 GEMMs x seq/2 keys
-    head = h * padded_vocab(model.vocab_size, tp)
-    return 6.0 * (model.layers * (projections + experts + core) + head)
+    mla = model.mla
+    core: float
+    if mla is None:
+        head_dim = model.head_dim or h // model.attention_heads
+        q = model.attention_heads * head_dim
+        kv = model.kv_heads * head_dim
+        projections = h * (q + 2 * kv) + q * h
+        core = q * seq_len  # causal: 2 GEMMs x seq/2 keys
+    else:
+        n, d_nope, d_rope, d_v = model.attention_heads, mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim
+        query = (h * n * (d_nope + d_rope) if mla.q_lora_rank is None
+                 else mla.q_lora_rank * (h + n * (d_nope + d_rope) + 1))
+        key_value = mla.kv_lora_rank * (h + n * (d_nope + d_v) + 1) + h * d_rope
+        projections = query + key_value + n * d_v * h
+        core = seq_len * n * (d_nope + d_rope + d_v) / 2  # causal: seq/2 keys for scores and values
+    # SwiGLU: 3 matrices per FFN; the dense layers at their own width, the MoE layers' routed and
+    # shared experts at the expert width.
+    routed_and_shared = moe.expert_ffn_hidden_size * (moe.top_k + moe.shared_experts)
+    ffn = 3 * h * (model.dense_ffn_layers * model.dense_ffn_size + model.moe_layers * routed_and_shared)
+    head = h * padded_vocab(model.vocab_size, tp, divisible_by)
+    return 6.0 * (model.layers * (projections + core) + ffn + head)
 
 
 def stage_layers(layers: int, pp: int) -> dict[str, int]:
@@ -92,6 +130,54 @@ def stage_layers(layers: int, pp: int) -> dict[str, int]:
     if rest:
         raise ValueError(f"{layers} layers + embedding + loss do not split over pp={pp}")
     return {"first_stage_layers": per_stage - 1, "last_stage_layers": per_stage - 1}
+
+
+def layout_stages(layout: str) -> list[str]:
+    """The virtual pipeline stages of a Megatron ``--pipeline-model-parallel-layout`` string, each
+    as its layer characters (``E`` embedding, ``t`` transformer layer, ``m`` MTP layer, ``L``
+    loss): stages split at ``|``, ``(...)*n`` and ``x*n`` repeat, commas are cosmetic
+    (docs/source/api-guide/pipeline_parallel_layout.md at effebd81f4)."""
+    text = layout.replace(",", "")
+    while "(" in text:
+        expanded = re.sub(r"\(([^()]*)\)\*(\d+)", lambda m: m.group(1) * int(m.group(2)), text)
+        if expanded == text:
+            raise ValueError(f"layout {layout!r}: unbalanced or unrepeated parentheses")
+        text = expanded
+    text = re.sub(r"(.)\*(\d+)", lambda m: m.group(1) * int(m.group(2)), text)
+    stages = text.split("|")
+    unknown = set(text) - set("EtmL|")
+    if unknown:
+        raise ValueError(f"layout {layout!r}: unknown layer characters {sorted(unknown)}")
+    return stages
+
+
+def layout_stage_layers(layout: str, layers: int, pp: int, vp: int) -> dict[str, int]:
+    """First and last pipeline ranks' transformer layers under a Megatron layout: virtual stage
+    ``i`` runs on pipeline rank ``i mod pp`` (Megatron's PipelineParallelLayerLayout), so a rank
+    holds stages ``rank, rank + pp, ...``. The Plan takes a first, a last and an even middle
+    count: a layout whose middle ranks differ, that has MTP layers, or that puts the embedding
+    elsewhere than the first virtual stage or the loss elsewhere than the last, is refused."""
+    stages = layout_stages(layout)
+    if len(stages) != pp * vp:
+        raise ValueError(f"layout {layout!r}: {len(stages)} virtual stages, not pp*vp = {pp}*{vp}")
+    joined = "".join(stages)
+    if "m" in joined:
+        raise ValueError(f"layout {layout!r}: MTP layers are not in this table's runs")
+    if joined.count("E") != 1 or joined.count("L") != 1 or "E" not in stages[0] or "L" not in stages[-1]:
+        raise ValueError(f"layout {layout!r}: the embedding must open the first stage, the loss the last")
+    per_rank = [sum(stage.count("t") for stage in stages[rank::pp]) for rank in range(pp)]
+    if sum(per_rank) != layers or len(set(per_rank[1:-1])) > 1:
+        raise ValueError(f"layout {layout!r}: ranks hold {per_rank} of {layers} layers (an even middle needed)")
+    return {"first_stage_layers": per_rank[0], "last_stage_layers": per_rank[-1]}
+
+
+def row_stage_layers(row: dict[str, str], layers: int) -> dict[str, int]:
+    """The row's pipeline split: its printed layout where it has one, else the embedding- and
+    loss-aware even split."""
+    pp, vp = int(row["pp"]), int(row["vpp"])
+    if row["pp_layout"]:
+        return layout_stage_layers(row["pp_layout"], layers, pp, vp)
+    return stage_layers(layers, pp)
 
 
 def _label(row: dict[str, str]) -> str:
@@ -154,6 +240,42 @@ def _assumptions(row: dict[str, str], model: Model, dp: int, metric_note: str) -
     )
 
 
+def _guide_assumptions(row: dict[str, str], model: Model, dp: int, metric_note: str) -> tuple[str, ...]:
+    """The DeepSeek-V3 GB200 guide's row: its plan is the reproduce guide's launch script."""
+    tp, cp, ep, pp, vp = (int(row[k]) for k in ("tp", "cp", "ep", "pp", "vpp"))
+    split = row_stage_layers(row, model.layers)
+    first, last = split["first_stage_layers"], split["last_stage_layers"]
+    middle = (model.layers - first - last) // (pp - 2)
+    dense = model.dense_ffn_layers
+    return (
+        f"TP{tp}, CP{cp}, PP{pp} VPP{vp}, EP{ep} ETP{row['etp']}, DP{dp}, expert DP {tp * cp * dp // ep}; "
+        f"micro-batch {row['mbs']}, global batch {row['gbs']} (the guide's text and the launch script)",
+        f"pipeline layout {row['pp_layout']} (--pipeline-model-parallel-layout): {pp * vp} virtual stages, stage i "
+        f"on pipeline rank i mod {pp}, so {first}/{middle}/{last} layers on the first/middle/last rank, the "
+        "embedding on the first and the loss on the last; approximated: the model spreads a rank's layers evenly "
+        f"over its {vp} chunks (the first rank's first chunk holds the embedding and 1 layer, the last rank's last "
+        f"chunk the loss alone) and times every layer as the mean of the {dense} dense and {model.moe_layers} MoE "
+        "layers (the dense ones run on the first two ranks)",
+        "distributed optimizer (ZeRO-1), gradient reduce-scatter and parameter all-gather overlapped "
+        "(--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather)",
+        _recompute_text(row) + f": the {dense} dense layers' MLP and the routed experts' activation "
+        "(--recompute-granularity selective --recompute-modules moe_act mlp)",
+        f"{row['dispatcher']} dispatcher (--moe-token-dispatcher-type flex --moe-flex-dispatcher-backend hybridep): "
+        f"each token sent once per destination node (ep_dedup); each EP{ep} group inside one NVLink domain (the "
+        "reproduce guide places 32 GPUs, 8 nodes, in each rack)",
+        "EP all-to-alls not overlapped (no --overlap-moe-expert-parallel-comm; the guide, section 3.2: the 1F1B "
+        "all-to-all overlap was not used on GB200)",
+        "force-balanced routing (the command's --moe-router-force-load-balancing): routing Gini 0",
+        "MXFP8 (--fp8-recipe mxfp8) modelled as fp8: fp8 parameters (--fp8-param-gather), bf16 Adam moments, fp32 "
+        "main gradients and master weights (--use-precision-aware-optimizer --main-grads-dtype fp32 "
+        f"--main-params-dtype fp32 --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16); TP{tp}: no TP communication",
+        "fused cross-entropy on bf16 logits (--cross-entropy-loss-fusion --cross-entropy-fusion-impl te)",
+        "no multi-token prediction (no --mtp-num-layers in the command, no 'm' in the layout)",
+        metric_note,
+        f"not modelled: {row['not_modelled']}",
+    )
+
+
 def _plan(row: dict[str, str], model: Model, dp: int) -> Plan:
     tp, pp, cp = int(row["tp"]), int(row["pp"]), int(row["cp"])
     fp8 = row["precision"] == "fp8"
@@ -167,12 +289,13 @@ def _plan(row: dict[str, str], model: Model, dp: int) -> Plan:
                 seq_len=int(row["seq_len"]), sp=tp > 1, zero=3 if row["fsdp"] == "On" else 1,
                 precision=row["precision"], fp8_params=fp8, optimizer_moments="bf16" if fp8 else "fp32",
                 grad_reduce="fp32", overlap_dp=True, overlap_tp=not fp8, fused_cross_entropy=True,
-                **recompute, **stage_layers(model.layers, pp))
+                **recompute, **row_stage_layers(row, model.layers))
 
 
 def megatron_moe_modelzoo() -> list[Case]:
-    """Every row of the Qwen3 readme's four tables: step time where printed, else tokens/s per GPU
-    from the printed TFLOP/s; Qwen3-Next-80B-A3B listed as not modelled."""
+    """Every row of the Qwen3 readme's four tables and the DeepSeek-V3 GB200 guide's final row:
+    step time where printed, else tokens/s per GPU from the printed TFLOP/s; Qwen3-Next-80B-A3B
+    listed as not modelled."""
     out = _Builder(TABLE)
     for row in _rows(TABLE):
         label, source = _label(row), f"{row['source']}; plan: {row['plan_source']}"
@@ -189,12 +312,20 @@ def megatron_moe_modelzoo() -> list[Case]:
             fields = RECIPE_FIELDS
         else:
             # Tokens/s per GPU of a row that prints only Megatron's model TFLOP/s per GPU.
-            flops = megatron_flops_per_token(model, seq, tp)
+            divisible_by = int(row["vocab_divisible_by"])
+            flops = megatron_flops_per_token(model, seq, tp, divisible_by)
             metric, published = "tokens_per_s_per_chip", tflops * 1e12 / flops
+            counted = ""
+            if row["source"].startswith(GUIDE):
+                vocab = padded_vocab(model.vocab_size, tp, divisible_by)
+                counted = (f" at {GUIDE_CODE}, the reproduce guide's code: multi-latent attention, "
+                           f"{model.dense_ffn_layers} dense and {model.moe_layers} MoE layers, LM head over the "
+                           f"{vocab:,}-entry padded vocabulary (--make-vocab-size-divisible-by {divisible_by}), no MTP")
             note = (f"tokens/s per GPU = the printed {tflops:g} TFLOP/s over Megatron's {flops / 1e9:.1f} GFLOP per "
-                    f"token at sequence {seq:,} (num_floating_point_operations)")
+                    f"token at sequence {seq:,} (num_floating_point_operations{counted})")
             fields = RECIPE_FIELDS + COMMAND_FIELDS
-        assumptions = _assumptions(row, model, dp, note)
+        guide_row = row["source"].startswith(GUIDE)
+        assumptions = (_guide_assumptions if guide_row else _assumptions)(row, model, dp, note)
 
         def build(row: dict[str, str] = row, model: Model = model, dp: int = dp) -> tuple[Model, System, Plan]:
             return model, load_system(row["system"]), _plan(row, model, dp)
