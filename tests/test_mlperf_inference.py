@@ -13,6 +13,7 @@ from clusterplan.validation.inference_cases import (
     _mlperf_replica,
     _mlperf_rows,
     mlperf_inference,
+    mlperf_inference_long_prompts,
     mlperf_inference_wide_ep,
     mlperf_server_requests,
 )
@@ -45,7 +46,7 @@ NEW_BENCHMARKS = {"deepseek-r1": 6, "llama3.1-405b": 8}
 def _all_mlperf() -> list:  # type: ignore[type-arg]
     """Every row of the MLPerf Inference CSV as a case: the fitted table and the validation-only
     attention-DP, wide-EP one."""
-    return mlperf_inference() + mlperf_inference_wide_ep()
+    return mlperf_inference() + mlperf_inference_wide_ep() + mlperf_inference_long_prompts()
 
 
 def test_attention_dp_rows_are_a_validation_only_table() -> None:
@@ -61,6 +62,20 @@ def test_attention_dp_rows_are_a_validation_only_table() -> None:
     assert not any("ADP" in c.label for c in mlperf_inference())
     assert MLPERF_WIDE_EP_TABLE in VALIDATION_ONLY_TABLES and MLPERF_WIDE_EP_TABLE in SERVING_STAGE
     assert MLPERF_WIDE_EP_TABLE in INFERENCE_TABLES
+
+
+def test_long_prompt_latency_rows_are_validated_not_fitted() -> None:
+    """llama3.1-405b's Server and Interactive rows (p99 TTFT set by prompts up to 19,988 tokens)
+    are a validation-only table; its Offline rows stay in the fit."""
+    from clusterplan.validation.calibrate import VALIDATION_ONLY_TABLES
+    from clusterplan.validation.inference_cases import MLPERF_LONG_PROMPT_TABLE
+
+    long = mlperf_inference_long_prompts()
+    assert long and all("llama3.1-405b" in c.label and "offline" not in c.label for c in long)
+    assert all(any("validated, not fitted" in a for a in c.assumptions) for c in long if c.skip is None)
+    assert MLPERF_LONG_PROMPT_TABLE in VALIDATION_ONLY_TABLES
+    fitted_405b = [c for c in mlperf_inference() if "llama3.1-405b" in c.label]
+    assert fitted_405b and all("offline" in c.label for c in fitted_405b)
 
 
 def test_table_is_registered_and_joins_the_serving_fit() -> None:

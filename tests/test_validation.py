@@ -86,7 +86,10 @@ MIN_MODELLED = {"inference_latency": 4, "nemo_perf_moe": 7, "mtnlg_2022": 3, "bl
                  "torchtitan": 2, "axlearn_2025": 8, "megatron_moe_modelzoo": 14,
                  # MLPerf Inference v5.1's six deepseek-r1 rows: NVIDIA's own B200, GB200 and GB300
                  # Offline and Server submissions (partners' repeats of those systems not added)
-                 "mlperf_inference_wide_ep": 6}
+                 "mlperf_inference_wide_ep": 6,
+                 # llama3.1-405b Server and Interactive on B200, GB200 and GB300 (the GB200
+                 # Interactive row listed, not modelled)
+                 "mlperf_inference_long_prompts": 4}
 
 
 #: Every published training run ran, so its configuration fits in memory (issue #13): the
