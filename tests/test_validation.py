@@ -41,9 +41,12 @@ BOUNDS = {
     # 16.8 % since round 9: the rows run their recipes' de-duplicating dispatch (HybridEP), which
     # the Megatron-MoE-ModelZoo DeepEP rows validate; Qwen3-30B on two H100 nodes goes -8 -> +48 %
     # (the small-expert H100 cost the flat all-to-all's extra bytes stood in for; docs/moe.md).
-    "nemo_perf_moe": 17.5,
+    # 14.2 % since round 10: MoE token permutations and a per-local-expert grouped-GEMM cost
+    # (out of sample 18.6 -> 15.7 %; docs/moe.md).
+    "nemo_perf_moe": 15.0,
     # Megatron-MoE-ModelZoo (round 9, fitted in the MoE stage): 20.2 %; intra-node EP8 on H100
     # -26/-37 %, long context -11 % (16k) to -40 % (128k) from Hopper's low fitted attention.
+    # 20.2 % since round 10 over 14 rows (DeepSeek-V3 on 256 GB200 joined).
     "megatron_moe_modelzoo": 21.0,
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
@@ -71,7 +74,8 @@ BOUNDS = {
     # 24.6 % since round 8: the rows run their configs' token budgets, schedulers and admission.
     # 21.2 % since round 9 over 22 rows: the ten mixtral-8x7b rows (NVIDIA H100/H200/GH200, AMD
     # MI300X/MI325X) join the serving fit; the Hopper ones +8 to +20 % (MoE serving too fast).
-    "mlperf_inference": 22.0,
+    # 19.0 % since round 10 over 25 rows (llama3.1-405b Offline on B200, GB200, GB300 joined).
+    "mlperf_inference": 20.0,
 }
 
 #: Fewest modelled rows per table; the Trainium2 latency table publishes only two
@@ -167,8 +171,11 @@ def test_fits_at_defaults_resets_only_the_recipe_fields(results_by_table: dict[s
 #: of the fit), NeMo MoE 15.5 % (21.4 % when the default routing skew was 0.2; the rest is TP
 #: overlap and recompute), MLPerf 15.5 % (7.7 %: its rows need the recipes' TP overlap).
 #: nemo_perf_moe 17.8 % since round 9 (its in-sample error rose with the recipes' dispatch credited;
-#: at the defaults the rows dispatch flat, as a user who types the printed plan gets).
-MAX_MAPE_AT_DEFAULTS = {"nemo_perf": 8.5, "nemo_perf_moe": 18.5, "mlperf_training": 17.0}
+#: at the defaults the rows dispatch flat, as a user who types the printed plan gets). 23.9 % since
+#: round 10 (14.2 % with the recipes' settings): the flat all-to-all the defaults dispatch with
+#: also sorts and unsorts the received chunks (two more permutation passes a direction), while the
+#: fit, on the recipes' de-duplicating dispatch, took the per-layer cost down (Hopper 219 -> 160 us).
+MAX_MAPE_AT_DEFAULTS = {"nemo_perf": 8.5, "nemo_perf_moe": 24.5, "mlperf_training": 17.0}
 
 
 @pytest.fixture(scope="module")
