@@ -288,3 +288,17 @@ def test_wide_ep_runs_band_attention_dp_answers_only_and_flag_them() -> None:
     wide = regime(_summary(rows), "blackwell", "serving", attention_dp=True)
     assert wide.band is not None and wide.band.rows == 5 and wide.band.high > 2.0
     assert any("predicted 2.3-4.3x too fast" in flag for flag in wide.extrapolation)
+
+
+def test_per_second_rates_are_rates_and_seconds_are_times() -> None:
+    """Serving throughput (``output_tokens_per_s``) is a rate although its name ends in ``_s``;
+    TTFT, TPOT and step times are times. The stored rows say the same."""
+    from clusterplan.validation.case import higher_is_faster
+
+    assert higher_is_faster("output_tokens_per_s") and higher_is_faster("tokens_per_s_per_chip")
+    assert higher_is_faster("model_tflops_per_chip")
+    assert not any(higher_is_faster(m) for m in ("step_time_s", "ttft_s", "tpot_s"))
+    stored = load_crossval()
+    assert stored is not None
+    throughput = [r for r in stored.rows if r.table in ("inference_throughput", "mlperf_inference")]
+    assert throughput and all(r.higher_is_faster for r in throughput)

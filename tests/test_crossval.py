@@ -73,7 +73,7 @@ OUT_OF_SAMPLE_BOUNDS = {
     # 20.7 % since round 10 over 25 rows (llama3.1-405b Offline joined; the MoE serving rows
     # expand and gather their routed rows through HBM).
     "mlperf_inference": 21.5,
-    # Round 10, validation only: MLPerf deepseek-r1 with attention DP and wide EP, 2.3-4.3x too
+    # Round 10, validation only: MLPerf deepseek-r1 with attention DP and wide EP, 2.5-4.7x too
     # fast (255 %: a regression bound, docs/serving.md); llama3.1-405b Server and Interactive
     # (p99 TTFT set by prompts up to 19,988 tokens), 16.9 %.
     "mlperf_inference_wide_ep": 265.0, "mlperf_inference_long_prompts": 18.0,

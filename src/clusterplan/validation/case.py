@@ -20,9 +20,9 @@ METRICS = ("step_time_s", "tokens_per_s_per_chip", "model_tflops_per_chip")
 
 
 def higher_is_faster(metric: str) -> bool:
-    """Whether a larger value of ``metric`` means a faster run (rates) or a slower one (times,
-    whose names end in ``_s``)."""
-    return not metric.endswith("_s")
+    """Whether a larger value of ``metric`` means a faster run (rates: per second, or TFLOP/s)
+    or a slower one (times, whose names end in ``_s``: ``step_time_s``, ``ttft_s``)."""
+    return "_per_s" in metric or not metric.endswith("_s")
 
 
 @dataclass(frozen=True)

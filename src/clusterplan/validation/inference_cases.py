@@ -577,8 +577,8 @@ def _mlperf_skip(row: dict[str, str]) -> str | None:
 #: (deepseek-r1 on TensorRT-LLM's WIDEEP MoE backend): a validation-only table of their own.
 #: Their engines synchronise every attention-DP rank at every MoE layer, balance prefills across
 #: ranks (``attention_dp_config``) and keep the NVFP4 checkpoint's MLA projections and router
-#: unquantized; the step model has none of that and predicts these rows 2.3-4.3x too fast (its
-#: decode step at 154 sequences a rank: 31 ms against the Server run's 66 ms mean TPOT). Fitted,
+#: unquantized; the step model has none of that and predicts these rows 2.5-4.7x too fast (its
+#: decode step at 154 sequences a rank: 27 ms against the Server run's 66 ms mean TPOT). Fitted,
 #: they would move Blackwell's three serving parameters, which describe none of it, and with
 #: them every Blackwell serving answer; measured here, they say how far off such answers are.
 MLPERF_WIDE_EP_TABLE = "mlperf_inference_wide_ep"
