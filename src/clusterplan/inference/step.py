@@ -498,8 +498,6 @@ class ReplicaModel:
     @property
     def seconds_per_pair(self) -> float:
         """Fused attention's FLOP-bound time per query-key pair of a prompt (prefill)."""
-        if self.model.mla is None:
-            return self._seconds_per_pair_at(self.model.d_head, self.model.d_head)
         return self._seconds_per_pair_at(*fl.attention_head_dims(self.model))
 
     @property
