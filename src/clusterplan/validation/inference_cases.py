@@ -34,6 +34,7 @@ from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import offline
 from clusterplan.specs import Model
 from clusterplan.training.step import Hardware
+from clusterplan.validation.bands import WIDE_EP_TABLE
 from clusterplan.validation.case import Case
 from clusterplan.validation.cases import stack_epochs
 
@@ -581,7 +582,7 @@ def _mlperf_skip(row: dict[str, str]) -> str | None:
 #: decode step at 154 sequences a rank: 27 ms against the Server run's 66 ms mean TPOT). Fitted,
 #: they would move Blackwell's three serving parameters, which describe none of it, and with
 #: them every Blackwell serving answer; measured here, they say how far off such answers are.
-MLPERF_WIDE_EP_TABLE = "mlperf_inference_wide_ep"
+MLPERF_WIDE_EP_TABLE = WIDE_EP_TABLE  # named where the bands read it (validation/bands.py)
 
 #: The MLPerf benchmarks whose Server and Interactive rows are validated, not fitted, and why: the
 #: rate a latency-bound run sustains is set by its p99 TTFT, and where the prompts spread over a
