@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from clusterplan.specs._base import Bytes, Seconds, Spec
 from clusterplan.specs.chip import PRECISIONS, Chip
@@ -61,8 +61,24 @@ class Efficiency(Spec):
     scale_out_collectives: float = Field(
         default=1.0, gt=0, le=2,
         description="multiplier on the catalog efficiency of the scale-out tier, capped at 1")
+    sustained_clock: dict[str, float] = Field(
+        default_factory=dict,
+        description="per chip of the family: the tensor throughput it sustains under its power limit, "
+        "relative to its datasheet peak, as a ratio to the family's reference chip (1.0 where absent)")
     fitted_on: list[str] = Field(default_factory=list)
     note: str = ""
+
+    @field_validator("sustained_clock")
+    @classmethod
+    def _plausible_clock(cls, value: dict[str, float]) -> dict[str, float]:
+        for chip, ratio in value.items():
+            if not 0.5 <= ratio <= 1.5:
+                raise ValueError(f"sustained_clock.{chip} must be in [0.5, 1.5] (got {ratio})")
+        return value
+
+    def sustained_for(self, chip: str) -> float:
+        """The chip's sustained-clock ratio (1.0: its datasheet peak, as the reference chip)."""
+        return self.sustained_clock.get(chip, 1.0)
 
     def matmul_for(self, precision: str) -> float:
         """Efficiency at a precision; a precision without its own fit uses the nearest wider one."""

@@ -324,8 +324,9 @@ class ReplicaModel:
 
     @property
     def peak_flops_per_chip(self) -> float:
-        """Dense peak FLOP/s of one chip at the weights' precision."""
-        return self._peak()
+        """Dense datasheet peak FLOP/s of one chip at the weights' precision (the MFU reference;
+        step times run at the sustained peak, :class:`~clusterplan.training.step.Hardware`)."""
+        return float(self.hardware.rated_peak[PRECISION_CODES[self.deployment.weights]])
 
     def _matmul_eff(self) -> float:
         return float(self.hardware.matmul_eff[PRECISION_CODES[self.deployment.weights]])

@@ -66,11 +66,16 @@ class Hardware:
     system: System
     chip: Chip
     efficiency: Efficiency
+    #: the datasheet's dense peak FLOP/s per precision code (MFU is taken against it)
+    rated_peak: FloatArray = field(init=False)
+    #: the peak the kernels' times run at: the datasheet's times the chip's sustained-clock ratio
     peak: FloatArray = field(init=False)
     matmul_eff: FloatArray = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "peak", peak_by_precision(self.chip))
+        rated = peak_by_precision(self.chip)
+        object.__setattr__(self, "rated_peak", rated)
+        object.__setattr__(self, "peak", rated * self.efficiency.sustained_for(self.chip.name))
         object.__setattr__(self, "matmul_eff", matmul_eff_by_precision(self.efficiency))
         object.__setattr__(self, "system", _with_collective_efficiency(self.system, self.efficiency))
 
@@ -611,7 +616,7 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     hardware_flops = (fl.hardware_flops_per_token(model, batch.seq_len, batch.recompute, batch.mtp,
                                                   batch.recomputes("core_attn"), batch.offload_qkv, rerun_flops)
                       * tokens_per_s_per_chip)
-    peak = hw.peak[batch.precision]
+    peak = hw.rated_peak[batch.precision]
     return StepEstimate(
         step_time=step,
         time_breakdown=time_breakdown,

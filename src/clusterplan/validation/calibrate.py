@@ -18,6 +18,7 @@ family has any). That one rule produces the shipped parameters and is what
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -148,11 +149,47 @@ class StageSource:
                 f"{self.mape_after:.1f}%{anchored}")
 
 
+#: Rows a chip needs in a fit before its sustained clock is fitted (one row is a per-row factor).
+SUSTAINED_MIN_ROWS = 2
+#: Prior of a chip's sustained-clock ratio to its family's reference chip: the datasheet peaks
+#: are taken at boost clocks that power limits hold to different degrees (Blackwell: 1000 W B200,
+#: 1200 W GB200, 1400 W GB300 against one 148/160-SM die), a tenth either way.
+SUSTAINED_PRIOR: tuple[float, float, float, float] = (1.0, 0.20, 0.6, 1.4)
+SUSTAINED = "sustained."
+
+
+def case_chip(case: Case) -> str:
+    """The catalog chip a row runs on (its override, else its system's chip)."""
+    if case.chip is not None:
+        return case.chip.name
+    return case.system.chip if case.system is not None else ""
+
+
+def sustained_chips(cases: Sequence[Case]) -> list[str]:
+    """The chips whose sustained clock a fit on ``cases`` frees: in a family where at least two
+    chips have :data:`SUSTAINED_MIN_ROWS` rows, each of those chips (a family of one chip has
+    nothing to tell its clock from its kernel efficiencies). Each ratio has the prior
+    :data:`SUSTAINED_PRIOR`; the family's efficiencies are then per sustained clock."""
+    by_family: dict[str, Counter[str]] = {}
+    for case in cases:
+        by_family.setdefault(case.family, Counter())[case_chip(case)] += 1
+    freed: list[str] = []
+    for counts in by_family.values():
+        enough = [chip for chip, rows in counts.items() if rows >= SUSTAINED_MIN_ROWS]
+        if len(enough) >= 2:
+            freed += enough
+    return sorted(freed)
+
+
 def _names(cases: Sequence[Case]) -> list[str]:
     precisions = {case.plan.precision for case in cases if case.plan is not None}
     names = ["matmul.bf16"] + [f"matmul.{p}" for p in ("fp8", "fp4") if p in precisions]
     return [*names, "attention", "hbm", "matmul_dim_half", "kernel_overhead_us", "collective_overhead_us",
-            "scale_up_collectives", "scale_out_collectives"]
+            "scale_up_collectives", "scale_out_collectives", *(SUSTAINED + c for c in sustained_chips(cases))]
+
+
+def _prior(name: str) -> tuple[float, float, float, float]:
+    return SUSTAINED_PRIOR if name.startswith(SUSTAINED) else PRIORS[name]
 
 
 def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[str],
@@ -167,8 +204,16 @@ def _efficiency(family: str, names: list[str], values: np.ndarray, tables: list[
         collective_overhead_s=round(float(params["collective_overhead_us"]) * 1e-6, 9),
         scale_up_collectives=round(float(params["scale_up_collectives"]), 4),
         scale_out_collectives=round(float(params["scale_out_collectives"]), 4),
+        sustained_clock={key.removeprefix(SUSTAINED): round(float(v), 4) for key, v in params.items()
+                         if key.startswith(SUSTAINED) and _chip_family(key.removeprefix(SUSTAINED)) == family},
         reserved_bytes=_reserve(family), fitted_on=tables, note=note,
     )
+
+
+def _chip_family(name: str) -> str:
+    from clusterplan.catalog import load_chip
+
+    return load_chip(name).family
 
 
 def _signed_log_ratio(cases: Sequence[Case], predicted: np.ndarray) -> np.ndarray:
@@ -297,7 +342,7 @@ def fit_dense_shared(rows: Sequence[Case], anchors: Anchors) -> tuple[DenseFit, 
     tables = sorted({c.table for c in rows})
     families = tuple(sorted({c.family for c in rows}))
     anchored = anchored_names(names, families, anchors)
-    prior = {n: REALISATION_PRIOR if n in anchored else PRIORS[n] for n in names}
+    prior = {n: REALISATION_PRIOR if n in anchored else _prior(n) for n in names}
     start = np.array([prior[n][0] for n in names])
 
     def shared(values: np.ndarray) -> DenseFit:
