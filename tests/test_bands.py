@@ -302,3 +302,25 @@ def test_per_second_rates_are_rates_and_seconds_are_times() -> None:
     assert stored is not None
     throughput = [r for r in stored.rows if r.table in ("inference_throughput", "mlperf_inference")]
     assert throughput and all(r.higher_is_faster for r in throughput)
+
+
+def test_a_chip_without_a_fitted_sustained_clock_is_flagged_where_its_family_has_some() -> None:
+    from clusterplan.costs.compute import Efficiency
+    from clusterplan.validation.bands import clock_flags
+
+    fitted = Efficiency(family="blackwell", matmul={"bf16": 0.7}, attention=0.5, hbm=0.8, kernel_overhead_s=0.0,
+                        reserved_bytes=0.0, sustained_clock={"gb200": 0.83, "gb300": 1.01})
+    assert clock_flags("gb200", fitted) == ()
+    (flag,) = clock_flags("b300", fitted)
+    assert flag.startswith("b300: no published blackwell run") and "0.83-1.01" in flag
+    assert clock_flags("b300", fitted.model_copy(update={"sustained_clock": {}})) == ()
+
+
+def test_sustained_clock_ratios_are_bounded() -> None:
+    from pydantic import ValidationError
+
+    from clusterplan.costs.compute import Efficiency
+
+    with pytest.raises(ValidationError, match="sustained_clock.gb200"):
+        Efficiency(family="blackwell", matmul={"bf16": 0.7}, attention=0.5, hbm=0.8, kernel_overhead_s=0.0,
+                   reserved_bytes=0.0, sustained_clock={"gb200": 2.0})

@@ -227,3 +227,21 @@ def test_fused_attention_slows_on_short_key_spans(llama_like: Model, hardware: H
     full_flops = float(fl.causal_attention_core_flops(llama_like, 8192.0))
     assert band == pytest.approx(whole * band_flops / full_flops
                                  * float(attention_span_factor(8192) / attention_span_factor(128)), rel=1e-9)
+
+
+def test_a_sustained_clock_speeds_the_compute_not_the_memory_or_the_mfu_reference(
+        llama_like: Model, hardware: Hardware) -> None:
+    """Efficiency.sustained_clock scales the peak the kernels run at (GEMMs and attention), not
+    HBM-bound work, and MFU stays against the datasheet peak."""
+    faster = Hardware(system=hardware.system, chip=hardware.chip,
+                      efficiency=hardware.efficiency.model_copy(
+                          update={"sustained_clock": {hardware.chip.name: 1.25}}))
+    assert faster.peak == pytest.approx(1.25 * hardware.rated_peak)
+    assert hardware.peak == pytest.approx(hardware.rated_peak)
+    plan = {"tp": 2, "dp": 4, "global_batch": 64, "seq_len": 4096}
+    base, quick = _run(llama_like, hardware, **plan), _run(llama_like, faster, **plan)
+    speedup = float(base.time_breakdown["compute"][0] / quick.time_breakdown["compute"][0])
+    assert 1.0 < speedup < 1.25  # the memory-bound kernels do not follow the clock
+    rate = float(fl.model_flops_per_token(llama_like, 4096)) * quick.tokens_per_s_per_chip[0]
+    assert quick.mfu[0] == pytest.approx(rate / float(hardware.rated_peak[1]))
+    assert quick.mfu[0] > base.mfu[0]

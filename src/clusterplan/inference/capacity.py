@@ -27,7 +27,7 @@ from clusterplan.inference.workload import Workload
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
 from clusterplan.training.step import Hardware
-from clusterplan.validation.bands import Banded, banded, regime, stored_crossval
+from clusterplan.validation.bands import Banded, banded, clock_flags, regime, stored_crossval
 
 
 class Slo(Spec):
@@ -191,7 +191,8 @@ def serving_bands(hardware: Hardware, record: dict[str, Any], times: tuple[str, 
     deployment = record.get("deployment") or (record.get("best") or {}).get("deployment") or {}
     attention_dp = int(deployment.get("attention_dp", 1)) > 1
     return banded(regime(stored_crossval(), hardware.chip.family, "serving", attention_dp=attention_dp),
-                  _values(record, times), _values(record, rates), prices)
+                  _values(record, times), _values(record, rates),
+                  clock_flags(hardware.chip.name, hardware.efficiency) + prices)
 
 
 def _unit_replicas(options: dict[str, Any]) -> int:

@@ -7,7 +7,15 @@ from typing import Any
 from clusterplan.specs import Model, Plan
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, StepEstimate, estimate
-from clusterplan.validation.bands import Banded, banded, mfu_flags, regime, setting_flags, stored_crossval
+from clusterplan.validation.bands import (
+    Banded,
+    banded,
+    clock_flags,
+    mfu_flags,
+    regime,
+    setting_flags,
+    stored_crossval,
+)
 
 
 def plan_record(plan: Plan) -> dict[str, Any]:
@@ -72,7 +80,8 @@ def training_bands(model: Model, hardware: Hardware, chips: int, record: dict[st
     prices = price_flags(hardware.system, load_economics()) if "cost_per_chip_hour_usd" in record else ()
     return banded(found, {k: record[k] for k in BANDED_TIMES if k in record},
                   {k: record[k] for k in BANDED_RATES if k in record},
-                  mfu + setting_flags(record["plan"]) + prices)
+                  mfu + setting_flags(record["plan"]) + clock_flags(hardware.chip.name, hardware.efficiency)
+                  + prices)
 
 
 def _with_failures(model: Model, hardware: Hardware, plan: Plan, record: dict[str, Any]) -> dict[str, Any]:

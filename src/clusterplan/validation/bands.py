@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from clusterplan.catalog.loader import load_crossval
+from clusterplan.costs.compute import Efficiency
 from clusterplan.specs.accuracy import CrossValSummary, RowErrors
 from clusterplan.validation.stacks import STACK_NAMES, STACKS
 
@@ -234,6 +235,19 @@ def mfu_flags(summary: CrossValSummary | None, family: str, stage: str, precisio
 EP_OVERLAP_FLAG = ("EP all-to-all overlap (overlap_ep) is credited in full: where a published pair isolates it "
                    "(Qwen3-235B-A22B on 256 H100, Megatron-MoE-ModelZoo) it saves 11 % of the step, the model "
                    "24 %; read its saving as an upper bound")
+
+
+def clock_flags(chip: str, efficiency: Efficiency) -> tuple[str, ...]:
+    """A flag where the family's calibration measured its chips' sustained clocks
+    (``Efficiency.sustained_clock``) but not this chip's: its tensor throughput is then the
+    datasheet's, where the family's chips on record hold their datasheets to the range stated."""
+    fitted = efficiency.sustained_clock
+    if not fitted or chip in fitted:
+        return ()
+    low, high = min(fitted.values()), max(fitted.values())
+    return (f"{chip}: no published {efficiency.family} run on this chip in the dense fit, so its "
+            f"sustained clock is taken at its datasheet's (the family's chips on record were "
+            f"fitted at {low:.2f}-{high:.2f} of theirs)",)
 
 
 def setting_flags(plan: Mapping[str, Any]) -> tuple[str, ...]:
