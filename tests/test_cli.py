@@ -599,3 +599,21 @@ def test_random_integers_succeed_or_are_refused_cleanly(capsys, sizes):
             record["step_time_s"], rel=1e-9)
     else:
         assert_refused(code, out, err)
+
+
+def test_train_states_the_chips_fitted_sustained_clock(capsys):
+    """A GB200 estimate runs its kernels at GB200's fitted sustained clock and says so (JSON
+    field and a table row); an H100 one, whose family fits none, at the datasheet's, silently."""
+    from clusterplan.catalog import load_efficiency
+
+    plan = ["--model", "llama3-8b", "--chips", "8", "--precision", "fp8", "--global-batch", "64", "--seq", "8192"]
+    code, out, _ = run_cli(capsys, ["train", *plan, "--system", "gb200-nvl72", "--json"])
+    assert code == 0
+    fitted = load_efficiency("blackwell").sustained_clock["gb200"]
+    assert json.loads(out)["sustained_clock"] == fitted != 1.0
+    code, out, _ = run_cli(capsys, ["train", *plan, "--system", "gb200-nvl72"])
+    assert code == 0 and f"{fitted:.2f} of the datasheet's" in out
+    code, out, _ = run_cli(capsys, ["train", *plan, "--system", "dgx-h100", "--json"])
+    assert code == 0 and json.loads(out)["sustained_clock"] == 1.0
+    code, out, _ = run_cli(capsys, ["train", *plan, "--system", "dgx-h100"])
+    assert "sustained clock" not in out

@@ -50,6 +50,9 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
     summary.add_row(f"MFU / HFU (of {mfu_basis(plan['precision'])})",
                     f"{100 * record['mfu']:.1f} % / {100 * record['hfu']:.1f} %"
                     + _band(record, "mfu", lambda v: f"{100 * v:.0f} %"))
+    clock = record.get("sustained_clock", 1.0)
+    if clock != 1.0:
+        summary.add_row("sustained clock (fitted)", f"{clock:.2f} of the datasheet's")
     fits = "[green]fits[/]" if record["fits_memory"] else "[red]does NOT fit[/]"
     summary.add_row("memory per chip", f"{units.format_bytes(record['memory_bytes_per_chip'])} of "
                     f"{units.format_bytes(record['memory_capacity_bytes'])} ({fits})")

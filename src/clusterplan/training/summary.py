@@ -51,6 +51,8 @@ def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | N
         "time_breakdown_s": {k: float(v[0]) for k, v in result.time_breakdown.items()},
         "model_params": model.total_params,
         "model_active_params": model.active_params,
+        # the chip's fitted sustained-clock ratio the kernels ran at (Efficiency.sustained_clock)
+        "sustained_clock": hardware.efficiency.sustained_for(hardware.chip.name),
     }
     if tokens is not None:
         record["tokens"] = tokens
