@@ -321,6 +321,6 @@ def test_sustained_clock_ratios_are_bounded() -> None:
 
     from clusterplan.costs.compute import Efficiency
 
-    with pytest.raises(ValidationError, match="sustained_clock.gb200"):
+    with pytest.raises(ValidationError, match=r"sustained_clock\.gb200"):
         Efficiency(family="blackwell", matmul={"bf16": 0.7}, attention=0.5, hbm=0.8, kernel_overhead_s=0.0,
                    reserved_bytes=0.0, sustained_clock={"gb200": 2.0})
