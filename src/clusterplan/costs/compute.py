@@ -63,8 +63,8 @@ class Efficiency(Spec):
         description="multiplier on the catalog efficiency of the scale-out tier, capped at 1")
     sustained_clock: dict[str, float] = Field(
         default_factory=dict,
-        description="per chip of the family: the tensor throughput it sustains under its power limit, "
-        "relative to its datasheet peak, as a ratio to the family's reference chip (1.0 where absent)")
+        description="per chip of the family: the fraction of its datasheet peak its tensor units sustain "
+        "under its power limit (the fitted clock ratio; 1.0, the datasheet's, where absent)")
     fitted_on: list[str] = Field(default_factory=list)
     note: str = ""
 
@@ -77,7 +77,7 @@ class Efficiency(Spec):
         return value
 
     def sustained_for(self, chip: str) -> float:
-        """The chip's sustained-clock ratio (1.0: its datasheet peak, as the reference chip)."""
+        """The chip's sustained-clock ratio (1.0: its datasheet peak, where none was fitted)."""
         return self.sustained_clock.get(chip, 1.0)
 
     def matmul_for(self, precision: str) -> float:

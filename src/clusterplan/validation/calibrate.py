@@ -151,18 +151,21 @@ class StageSource:
 
 #: Rows a chip needs in a fit before its sustained clock is fitted (one row is a per-row factor).
 SUSTAINED_MIN_ROWS = 2
-#: Prior of a chip's sustained-clock ratio to its family's reference chip: the datasheet peaks
-#: are taken at boost clocks that power limits hold to different degrees (Blackwell: 1000 W B200,
-#: 1200 W GB200, 1400 W GB300 against one 148/160-SM die), a tenth either way.
+#: Prior of a chip's sustained-clock ratio (its datasheet peak's share that it sustains): the
+#: datasheet peaks are taken at boost clocks that power limits hold to different degrees
+#: (Blackwell: 1000 W B200, 1200 W GB200, 1400 W GB300 on 148/160-SM dies), a fifth either way.
 SUSTAINED_PRIOR: tuple[float, float, float, float] = (1.0, 0.20, 0.6, 1.4)
 SUSTAINED = "sustained."
 
 
 def case_chip(case: Case) -> str:
-    """The catalog chip a row runs on (its override, else its system's chip)."""
+    """The catalog name of the chip a row runs on (its override, else its system's chip): the
+    name ``Hardware`` looks its sustained clock up by."""
+    from clusterplan.catalog import load_chip
+
     if case.chip is not None:
         return case.chip.name
-    return case.system.chip if case.system is not None else ""
+    return load_chip(case.system.chip).name if case.system is not None else ""
 
 
 def sustained_chips(cases: Sequence[Case]) -> list[str]:
