@@ -617,3 +617,11 @@ def test_train_states_the_chips_fitted_sustained_clock(capsys):
     assert code == 0 and json.loads(out)["sustained_clock"] == 1.0
     code, out, _ = run_cli(capsys, ["train", *plan, "--system", "dgx-h100"])
     assert "sustained clock" not in out
+
+
+def test_serve_states_the_chips_fitted_sustained_clock(capsys):
+    from clusterplan.catalog import load_efficiency
+
+    code, out, _ = run_cli(capsys, ["serve", "--model", "llama3-8b", "--system", "gb200-nvl72", "--json"])
+    assert code == 0
+    assert json.loads(out)["sustained_clock"] == load_efficiency("blackwell").sustained_clock["gb200"] != 1.0

@@ -92,6 +92,8 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
     steady = replica.offline_throughput(input_tokens, output_tokens)
     record: dict[str, Any] = {
         "model": model.name, "system": hardware.system.name, "chip": hardware.chip.name,
+        # the chip's fitted sustained-clock ratio its prefill and decode kernels ran at
+        "sustained_clock": hardware.efficiency.sustained_for(hardware.chip.name),
         "deployment": deployment.record(), "chips_per_replica": deployment.chips,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
         "weights_bytes_per_chip": replica.weight_bytes_per_chip,
