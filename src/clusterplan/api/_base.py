@@ -106,6 +106,7 @@ class PlanOptions(BaseModel):
     overlap_tp: bool | None = None
     overlap_pp: bool | None = None
     flash_attention: bool | None = None
+    attention_kernel: str | None = None
     first_stage_layers: int | None = None
     last_stage_layers: int | None = None
 

@@ -140,7 +140,8 @@ def csv_items(value: str, field: str) -> tuple[str, ...]:
 
 
 #: Plan fields every searched plan shares (options and --plan); the search enumerates the rest.
-SEARCH_SETTINGS = ("overlap_tp", "overlap_dp", "overlap_pp", "flash_attention", "grad_reduce", "optimizer_moments",
+SEARCH_SETTINGS = ("overlap_tp", "overlap_dp", "overlap_pp", "flash_attention", "attention_kernel", "grad_reduce",
+                   "optimizer_moments",
                    "recompute_modules",
                    "routing_gini", "capacity_factor", "overlap_ep", "ep_dedup",
                    "mtp", "fp8_params", "fused_cross_entropy",

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from clusterplan.costs.attention import kernel_rates
 from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError, shorten, show
 from clusterplan.specs import Chip, Model, System
@@ -347,6 +348,15 @@ def hardware_for(system: System, chip: Chip | None = None) -> Hardware:
 
 
 @cache
+def attention_kernel_rates(family: str) -> dict[str, float]:
+    """Each named attention kernel's rate relative to the family's reference kernel, measured
+    on the family's catalog chips (:func:`clusterplan.costs.attention.kernel_rates`); empty
+    where the catalog has no such measurements."""
+    chips = [name for name in chip_names() if load_chip(name).family == family]
+    return kernel_rates(load_kernels(), chips)
+
+
+@cache
 def load_economics() -> Economics:
     """The energy and money assumptions of catalog/economics.yaml."""
     return build(Economics, _catalog_text("economics.yaml"), "economics", "catalog/economics.yaml")
@@ -405,6 +415,7 @@ def check_kernel_entry(index: int, entry: KernelEntry) -> None:
                             f"achieved / catalog peak of {entry.chip} is {implied:.4f}")
 
 
+@cache
 @cache
 def load_kernels() -> KernelCatalog:
     """The public kernel-level measurements of catalog/kernels.yaml, each entry checked against

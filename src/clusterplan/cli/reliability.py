@@ -9,6 +9,7 @@ import typer
 import clusterplan.cli._common as _common
 from clusterplan.api._edge import does_not_fit
 from clusterplan.cli._common import (
+    AttentionKernelOption,
     CapacityFactorOption,
     CpOption,
     DpOption,
@@ -90,6 +91,7 @@ def reliability(
     overlap_dp: OverlapDpOption = None,
     overlap_pp: OverlapPpOption = None,
     flash_attention: FlashAttentionOption = None,
+    attention_kernel: AttentionKernelOption = None,
     fp8_params: Fp8ParamsOption = None,
     offload_layers: OffloadLayersOption = None,
     offload_modules: OffloadModulesOption = None,

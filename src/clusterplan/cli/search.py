@@ -10,6 +10,7 @@ import typer
 import clusterplan.cli._common as _common
 from clusterplan.api._edge import SEARCH_AXES
 from clusterplan.cli._common import (
+    AttentionKernelOption,
     CapacityFactorOption,
     EpDedupOption,
     FlashAttentionOption,
@@ -70,6 +71,7 @@ def search(
     top: Annotated[int, typer.Option(help="how many plans to list")] = 10,
     up_to: Annotated[bool, typer.Option("--up-to/--exact", help="use at most --chips (any count) or exactly")] = False,
     flash_attention: FlashAttentionOption = None,
+    attention_kernel: AttentionKernelOption = None,
     fp8_params: Fp8ParamsOption = None,
     offload_layers: OffloadLayersOption = None,
     offload_modules: OffloadModulesOption = None,

@@ -53,6 +53,10 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
     clock = record.get("sustained_clock", 1.0)
     if clock != 1.0:
         summary.add_row("sustained clock (fitted)", f"{clock:.2f} of the datasheet's")
+    kernel_rate = record.get("attention_kernel_rate", 1.0)
+    if kernel_rate != 1.0:
+        summary.add_row(f"attention kernel ({record['attention_kernel']})",
+                        f"{kernel_rate:.2f}x the rate of cuDNN's (measured)")
     fits = "[green]fits[/]" if record["fits_memory"] else "[red]does NOT fit[/]"
     summary.add_row("memory per chip", f"{units.format_bytes(record['memory_bytes_per_chip'])} of "
                     f"{units.format_bytes(record['memory_capacity_bytes'])} ({fits})")

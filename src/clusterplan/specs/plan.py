@@ -18,6 +18,9 @@ from clusterplan.specs.chip import Precision
 from clusterplan.specs.model import Model
 
 Recompute = Literal["none", "selective", "full"]
+#: The fused-attention library (costs/attention.py); codes in this order, 0 = auto.
+AttentionKernel = Literal["auto", "flash1", "flash2", "cudnn", "flash3"]
+ATTENTION_KERNEL_CODES: dict[str, int] = {"auto": 0, "flash1": 1, "flash2": 2, "cudnn": 3, "flash3": 4}
 #: What selective recompute re-runs in backward (Megatron-Core ``--recompute-modules``):
 #: ``core_attn`` the attention core (Korthikanti et al. 2022, section 5; Megatron's default),
 #: ``layernorm`` the norms that are separate kernels (a MoE layer's pre-FFN norm; Megatron-Core
@@ -229,6 +232,11 @@ class Plan(Spec):
     overlap_pp: bool = Field(
         default=True, description="pipeline sends overlapped with compute (interleaved schedule)")
     flash_attention: bool = Field(default=True, description="fused attention (no s x s scores kept)")
+    attention_kernel: AttentionKernel = Field(
+        default="auto",
+        description="the fused-attention library: flash1 (FlashAttention 1.x), flash2 (FlashAttention-2, "
+        "PyTorch SDPA's flash backend), cudnn (Transformer Engine's fused attention on Hopper and later), flash3 "
+        "(FlashAttention-3); auto: the chip family's reference kernel (cudnn)")
     first_stage_layers: int | None = Field(default=None, ge=0)
     last_stage_layers: int | None = Field(default=None, ge=0)
 

@@ -10,7 +10,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clusterplan.specs.model import Model
-from clusterplan.specs.plan import OFFLOAD_MODULE_BITS, PRECISION_CODES, RECOMPUTE_CODES, RECOMPUTE_MODULE_BITS, Plan
+from clusterplan.specs.plan import (
+    ATTENTION_KERNEL_CODES,
+    OFFLOAD_MODULE_BITS,
+    PRECISION_CODES,
+    RECOMPUTE_CODES,
+    RECOMPUTE_MODULE_BITS,
+    Plan,
+)
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -79,6 +86,7 @@ class PlanBatch:
     overlap_tp: IntArray
     overlap_pp: IntArray
     flash: IntArray
+    attention_kernel: IntArray  # ATTENTION_KERNEL_CODES (specs/plan.py); 0 = auto
     layers_first: IntArray
     layers_middle: IntArray
     layers_last: IntArray
@@ -135,6 +143,7 @@ class PlanBatch:
                 "overlap_dp": int(plan.overlap_dp),
                 "overlap_tp": int(plan.overlap_tp),
                 "overlap_pp": int(plan.overlap_pp), "flash": int(plan.flash_attention),
+                "attention_kernel": ATTENTION_KERNEL_CODES[plan.attention_kernel],
                 "layers_first": first,
                 "layers_middle": middle, "layers_last": last,
             }
@@ -160,7 +169,7 @@ class PlanBatch:
             "grad_reduce_bytes": 2,
             "optimizer_bytes": 12,
             "overlap_dp": 1, "overlap_tp": 0, "overlap_pp": 1,
-            "flash": 1,
+            "flash": 1, "attention_kernel": 0,
         }
         merged = {**defaults, **arrays}
         unknown = set(merged) - {f.name for f in fields(cls)}

@@ -49,6 +49,7 @@ from clusterplan.costs.power import WAITING_ACTIVITY
 from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
 from clusterplan.specs.plan import (
+    ATTENTION_KERNEL_CODES,
     DEFAULT_RECOMPUTE_MODULES,
     OFFLOAD_MODULE_BITS,
     PRECISION_CODES,
@@ -300,6 +301,7 @@ def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batc
         model, global_batch=global_batch, seq_len=seq_len, sp=1,
         overlap_tp=int(fixed.get("overlap_tp", True)), overlap_dp=int(fixed.get("overlap_dp", True)),
         overlap_pp=int(fixed.get("overlap_pp", True)), flash=int(fixed.get("flash_attention", True)),
+        attention_kernel=ATTENTION_KERNEL_CODES[fixed.get("attention_kernel", "auto")],
         grad_reduce_bytes=4 if fixed.get("grad_reduce", Plan.model_fields["grad_reduce"].default) == "fp32" else 2,
         optimizer_bytes=optimizer_state_bytes(fixed.get("optimizer_moments",
                                                         Plan.model_fields["optimizer_moments"].default)),

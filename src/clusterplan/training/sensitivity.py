@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from clusterplan.errors import SpecError
@@ -22,7 +23,7 @@ from clusterplan.training.recompute import RECOMPUTE_FIELDS, recompute_for
 from clusterplan.training.step import Hardware, estimate
 
 #: The settings whose defaults are reported, in the order ties are listed.
-SETTINGS = ("vp", "micro_batch", "recompute", "flash_attention", "overlap_tp", "overlap_pp",
+SETTINGS = ("vp", "micro_batch", "recompute", "flash_attention", "attention_kernel", "overlap_tp", "overlap_pp",
             "overlap_dp", "sp", "zero", "grad_reduce", "layer_split", "routing_gini", "overlap_ep", "ep_dedup")
 #: Given one of these, the layer split is the user's (not chosen automatically).
 SPLIT_FIELDS = ("first_stage_layers", "last_stage_layers")
@@ -47,7 +48,7 @@ def layer_split_record(model: Model, plan: Plan, given: bool) -> dict[str, Any]:
             "stages": plan.pp, "split": split_text(first, middle, last, plan.pp), "chosen": chosen}
 
 
-def _alternatives(plan: Plan, model: Model) -> list[tuple[str, Any, Any, dict[str, Any]]]:
+def _alternatives(plan: Plan, model: Model, hardware: Hardware) -> list[tuple[str, Any, Any, dict[str, Any]]]:
     """(setting, value, alternative, Plan fields to change) for every setting in SETTINGS."""
     out: list[tuple[str, Any, Any, dict[str, Any]]] = []
 
@@ -68,6 +69,9 @@ def _alternatives(plan: Plan, model: Model) -> list[tuple[str, Any, Any, dict[st
                 update["recompute_modules"] = Plan.model_fields["recompute_modules"].default
             add("recompute", plan.recompute, level, **update)
     add("flash_attention", plan.flash_attention, not plan.flash_attention)
+    if plan.flash_attention and np.ptp(hardware.attention_rates) > 0:
+        # The FlashAttention-2 path of PyTorch-native stacks against the family's reference.
+        add("attention_kernel", plan.attention_kernel, "flash2" if plan.attention_kernel != "flash2" else "auto")
     if plan.tp > 1:
         add("overlap_tp", plan.overlap_tp, not plan.overlap_tp)
         add("sp", plan.sp, not plan.sp)
@@ -110,7 +114,7 @@ def assumed_settings(model: Model, hardware: Hardware, plan: Plan, given: Collec
     base = plan.model_dump()
     rows: list[tuple[str, Any, Any]] = []
     plans: list[Plan] = []
-    for setting, value, alternative, update in _alternatives(plan, model):
+    for setting, value, alternative, update in _alternatives(plan, model, hardware):
         if setting not in open_settings:
             continue
         data = {**base, **update}

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clusterplan.costs import collectives as coll
+from clusterplan.costs.attention import rate_by_code
 from clusterplan.costs.compute import (
     OPERAND_BYTES,
     Efficiency,
@@ -71,8 +72,15 @@ class Hardware:
     #: the peak the kernels' times run at: the datasheet's times the chip's sustained-clock ratio
     peak: FloatArray = field(init=False)
     matmul_eff: FloatArray = field(init=False)
+    #: each attention kernel's rate relative to the family's reference one, by kernel code
+    #: (:mod:`clusterplan.costs.attention`; measured, all 1.0 for a family without measurements)
+    attention_rates: FloatArray = field(init=False)
 
     def __post_init__(self) -> None:
+        # Deferred: the catalog loader builds Hardware, so it imports this module.
+        from clusterplan.catalog.loader import attention_kernel_rates
+
+        object.__setattr__(self, "attention_rates", rate_by_code(attention_kernel_rates(self.chip.family)))
         rated = peak_by_precision(self.chip)
         object.__setattr__(self, "rated_peak", rated)
         object.__setattr__(self, "peak", rated * self.efficiency.sustained_for(self.chip.name))
@@ -156,7 +164,8 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     seq = batch.seq_len.astype(np.float64)
     core_flops = fl.attention_core_flops(model, seq) * tokens / tp
     bf16_peak = hw.peak[1]
-    flash_eff = eff.attention * attention_head_dim_factor(*fl.attention_head_dims(model), eff.matmul_dim_half)
+    flash_eff = (eff.attention * hw.attention_rates[batch.attention_kernel]
+                 * attention_head_dim_factor(*fl.attention_head_dims(model), eff.matmul_dim_half))
     causal_flops = fl.causal_attention_core_flops(model, seq) * tokens / tp  # window layers: the band
     flash_time = causal_flops / attention_span_rate(model, seq, batch.cp) / (bf16_peak * flash_eff) + overhead
     score_elements = model.attention_heads / tp * tokens * seq

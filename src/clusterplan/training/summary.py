@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from clusterplan.specs import Model, Plan
+from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, StepEstimate, estimate
 from clusterplan.validation.bands import (
     Banded,
+    attention_kernel_flags,
     banded,
     clock_flags,
     mfu_flags,
@@ -53,6 +55,10 @@ def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | N
         "model_active_params": model.active_params,
         # the chip's fitted sustained-clock ratio the kernels ran at (Efficiency.sustained_clock)
         "sustained_clock": hardware.efficiency.sustained_for(hardware.chip.name),
+        # the fused-attention library and its measured rate against the family's reference one
+        "attention_kernel": plan.attention_kernel if plan.flash_attention else "unfused",
+        "attention_kernel_rate": (float(hardware.attention_rates[ATTENTION_KERNEL_CODES[plan.attention_kernel]])
+                                  if plan.flash_attention else 1.0),
     }
     if tokens is not None:
         record["tokens"] = tokens
@@ -83,6 +89,7 @@ def training_bands(model: Model, hardware: Hardware, chips: int, record: dict[st
     return banded(found, {k: record[k] for k in BANDED_TIMES if k in record},
                   {k: record[k] for k in BANDED_RATES if k in record},
                   mfu + setting_flags(record["plan"]) + clock_flags(hardware.chip.name, hardware.efficiency)
+                  + attention_kernel_flags(record["attention_kernel"], hardware)
                   + prices)
 
 

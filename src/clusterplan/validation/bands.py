@@ -33,6 +33,7 @@ import numpy as np
 from clusterplan.catalog.loader import load_crossval
 from clusterplan.costs.compute import Efficiency
 from clusterplan.specs.accuracy import CrossValSummary, RowErrors
+from clusterplan.training.step import Hardware
 from clusterplan.validation.stacks import STACK_NAMES, STACKS
 
 #: Central share of the cross-validated errors a band covers.
@@ -248,6 +249,15 @@ def clock_flags(chip: str, efficiency: Efficiency) -> tuple[str, ...]:
     return (f"{chip}: no published {efficiency.family} run on this chip in the dense fit, so its "
             f"sustained clock is taken at its datasheet's (the family's chips on record were "
             f"fitted at {low:.2f}-{high:.2f} of theirs)",)
+
+
+def attention_kernel_flags(kernel: str, hardware: Hardware) -> tuple[str, ...]:
+    """A flag where a fused-attention library was named for a chip family on which the catalog
+    has no measurements of it (catalog/kernels.yaml): it then runs at the family's fitted rate."""
+    if kernel in ("auto", "unfused") or float(np.ptp(hardware.attention_rates)) > 0:
+        return ()
+    return (f"attention_kernel={kernel}: catalog/kernels.yaml has no {hardware.chip.family} measurements "
+            "of the attention libraries, so it runs at the family's fitted attention rate",)
 
 
 def setting_flags(plan: Mapping[str, Any]) -> tuple[str, ...]:

@@ -47,6 +47,12 @@ class Case:
     recipe_fields: tuple[str, ...] = ()
 
 
+#: How a row's assumptions name its fused-attention library (Plan.attention_kernel).
+ATTENTION_TEXT = {"auto": "the chip family's reference library", "flash1": "FlashAttention 1.x",
+                  "flash2": "FlashAttention-2", "cudnn": "cuDNN fused attention via Transformer Engine",
+                  "flash3": "FlashAttention-3"}
+
+
 @dataclass
 class _Builder:
     table: str

@@ -17,7 +17,7 @@ from clusterplan.catalog import load_chip, load_model, load_system
 from clusterplan.errors import SpecError
 from clusterplan.specs import Chip, FabricTier, Model, Plan, System
 from clusterplan.specs.plan import balanced_layer_split
-from clusterplan.validation.case import METRICS, Case, _Builder, _rows, higher_is_faster
+from clusterplan.validation.case import ATTENTION_TEXT, METRICS, Case, _Builder, _rows, higher_is_faster
 
 __all__ = ["METRICS", "Case", "_Builder", "_rows", "higher_is_faster"]
 
@@ -126,12 +126,15 @@ def megatron_core_h100_2024() -> list[Case]:
                   s: int = s) -> tuple[Model, System, Plan]:
             plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=1, global_batch=batch, seq_len=s,
                         recompute="none", sp=True, zero=1, overlap_dp=True, overlap_tp=True,
-                        grad_reduce="fp32")  # Megatron-LM reduces bf16 runs in fp32
+                        grad_reduce="fp32",  # Megatron-LM reduces bf16 runs in fp32
+                        attention_kernel="cudnn")
             return model, system, plan
 
         out.add(label, "step_time_s", step, build,
                 ("micro-batch 1, no interleaving, no recompute (not printed)",
-                 "TP/DP overlap on, distributed optimizer (README flags)"), row["source"])
+                 "TP/DP overlap on, distributed optimizer (README flags)",
+                 "attention: cuDNN via Transformer Engine (mid-2024 containers, TE 1.6-1.7, prefer it on Hopper; "
+                 "inferred, docs/attention-kernels.md)"), row["source"])
     return out.cases
 
 
@@ -193,7 +196,20 @@ _NEMO_FUSED_CE_FROM = (26,)
 #: columns: a user who types a row's printed plan gets the CLI's defaults for them (validate's
 #: fits and errors at defaults).
 _NEMO_RECIPE_FIELDS = ("grad_reduce", "fp8_params", "fused_cross_entropy", "recompute",
-                       "recompute_modules", "offload_layers", "overlap_tp", "routing_gini", "ep_dedup")
+                       "recompute_modules", "offload_layers", "overlap_tp", "routing_gini", "ep_dedup",
+                       "attention_kernel")
+#: NeMo's Framework Launcher set NVTE_FUSED_ATTN=0 up to 24.07 (launcher_scripts/conf/config.yaml,
+#: removed in 04b8d098 "enable fused attention", 2024-08-29), so Transformer Engine ran
+#: flash-attn 2; the GPT-3 175B example re-enabled cuDNN (95c77b59). Later releases and
+#: Megatron-Bridge leave TE's default, cuDNN on Hopper and Blackwell (docs/attention-kernels.md).
+_NEMO_CUDNN_FROM = (24, 9)
+
+
+def _nemo_attention_kernel(model: str, container: str) -> str:
+    """The fused-attention library of a NeMo performance row (``_NEMO_CUDNN_FROM``)."""
+    if _version(container) < _NEMO_CUDNN_FROM and "gpt3" not in model.lower():
+        return "flash2"
+    return "cudnn"
 #: Optimisations a row's recipe turns on that the estimate does not credit, stated with the row
 #: so its error is read correctly: the fitted MoE parameters absorb them. Megatron-Bridge
 #: scripts/performance/configs/qwen/qwen3_workload_base_configs.py at v0.5.0 (2026-06-16; the
@@ -389,13 +405,15 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
         fused_ce = _version(row["nemo_container"])[:1] >= _NEMO_FUSED_CE_FROM
         dispatch = _NEMO_RECIPE_DISPATCH.get((name, row["system"]), (False, False))
         overlap_tp = (name, row["system"], gpus) not in _NEMO_RECIPE_NO_TP_OVERLAP
+        kernel = _nemo_attention_kernel(name, row["nemo_container"])
 
         def build(row: dict[str, str] = row, tp: int = tp, pp: int = pp, cp: int = cp, vp: int = vp,
                   ep: int = ep, fsdp: int = fsdp, mb: int = mb, batch: int = batch, s: int = s,
                   precision: str = precision, gpus: int = gpus,
                   token_drop: bool = token_drop, offload: int = offload, fp8_params: bool = fp8_params,
                   fused_ce: bool = fused_ce, overlap_tp: bool = overlap_tp, dedup: bool = dispatch[0],
-                  recompute_modules: tuple[str, ...] | None = recompute_modules) -> tuple[Model, System, Plan]:
+                  recompute_modules: tuple[str, ...] | None = recompute_modules,
+                  kernel: str = kernel) -> tuple[Model, System, Plan]:
             model = load_model(row["model"].replace("LLAMA", "llama").replace(" (tokendrop)", ""))
             system = load_system(_NEMO_SYSTEMS[row["system"]])
             dp = gpus // (tp * pp * cp)
@@ -414,13 +432,14 @@ def _nemo(table: str, moe_rows: bool) -> list[Case]:
                         seq_len=s, sp=tp > 1, zero=3 if fsdp > 1 else 1, **recompute,
                         precision=precision, overlap_dp=True, overlap_tp=overlap_tp, grad_reduce=_NEMO_GRAD_REDUCE,
                         fp8_params=fp8_params, offload_layers=offload, fused_cross_entropy=fused_ce,
-                        **layers, **moe_settings)
+                        attention_kernel=kernel, **layers, **moe_settings)
             return model, system, plan
 
         assumptions = [f"selective recompute of {', '.join(recompute_modules)} (the row's recipe)"
                        if recompute_modules else "no recompute (recipes' defaults; not printed)",
                        "TP/DP comm overlap on" if overlap_tp else "DP comm overlap on, TP overlap off (the recipe's)",
-                       "bf16 gradient buffer and reduction (recipes' grad_reduce_in_fp32=False)"]
+                       "bf16 gradient buffer and reduction (recipes' grad_reduce_in_fp32=False)",
+                       f"attention: {ATTENTION_TEXT[kernel]} (the release's launcher; docs/attention-kernels.md)"]
         if fp8_params:
             assumptions.append("fp8 parameters (recipe's fp8_param_gather)")
         if fused_ce:

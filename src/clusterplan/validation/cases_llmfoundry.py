@@ -104,17 +104,22 @@ def llmfoundry_mpt() -> list[Case]:
         ]
         if precision == "fp8":
             assumptions.append("amp_fp8: Transformer Engine fp8 GEMMs")
+        kernel = "flash2" if gpu == "h100_80gb" else "auto"
         if gpu == "h100_80gb":
             assumptions.append("network not printed: 8 x 400 Gb/s per node (DGX H100) assumed")
+            assumptions.append("attention: FlashAttention-2 (flash-attn 2.4.2, or llm-foundry's Triton kernel of the "
+                               "same class, taken at its rate; docs/attention-kernels.md)")
         else:
             assumptions.append("'1600 Gbps node-node (RoCE)' = 200 Gb/s per GPU, as the DGX A100's; NVLink 3 assumed")
 
         def build(size: str = size, gpu: str = gpu, gpus: int = gpus, mb: int = mb,
                   batch: int = batch, seq: int = seq, zero: int = zero, precision: str = precision,
-                  checkpointing: bool = checkpointing, grad_reduce: str = grad_reduce) -> tuple[Model, System, Plan]:
+                  checkpointing: bool = checkpointing, grad_reduce: str = grad_reduce,
+                  kernel: str = kernel) -> tuple[Model, System, Plan]:
             plan = Plan(tp=1, pp=1, dp=gpus, micro_batch=mb, global_batch=batch, seq_len=seq,
                         recompute="full" if checkpointing else "none", sp=False, zero=zero,
-                        precision=precision, grad_reduce=grad_reduce, overlap_dp=True, flash_attention=True)
+                        precision=precision, grad_reduce=grad_reduce, overlap_dp=True, flash_attention=True,
+                        attention_kernel=kernel)
             return mpt_model(size), llmfoundry_system(gpu), plan
 
         out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), row["source"])

@@ -22,6 +22,7 @@ import statistics
 
 from clusterplan.catalog import load_model, load_system
 from clusterplan.specs import Model, Plan, System
+from clusterplan.validation.case import ATTENTION_TEXT
 from clusterplan.validation.cases import Case, _Builder, _rows
 
 SEQ_LEN = 2048
@@ -64,6 +65,13 @@ def training_tokens_per_s_per_chip(tokens: list[float], minutes: list[float], gl
     rates = [t / (m * 60.0 * training_share(t / SEQ_LEN, global_batch) * chips)
              for t, m in zip(tokens, minutes, strict=True)]
     return statistics.median(rates)
+
+
+#: The fused-attention library of NVIDIA's GPT-3 submissions by round (docs/attention-kernels.md:
+#: v3.0 Transformer Engine 0.8 with flash-attn 1.0.5; v3.1 flash-attn 2.0.8, which TE at
+#: 09ba8427 tried before its cuDNN backend; v4.0 on, TE >= 1.6 preferring cuDNN on Hopper).
+#: Other vendors' rows keep ``auto`` (their chips have no attention-library measurements).
+MLPERF_ATTENTION = {"v3.0": "flash1", "v3.1": "flash2"}
 
 
 def mlperf_training() -> list[Case]:
@@ -113,13 +121,20 @@ def mlperf_training() -> list[Case]:
             "v4.0 conf; assumed for v3.x)",
         ]
 
+        nvidia = row["accelerator"].startswith("NVIDIA")
+        kernel = MLPERF_ATTENTION.get(row["mlperf_round"], "cudnn") if nvidia else "auto"
+        if nvidia:
+            assumptions.append(f"attention: {ATTENTION_TEXT[kernel]} (the round's container; "
+                               "docs/attention-kernels.md)")
+
         def build(system_name: str = system_name, tp: int = tp, pp: int = pp, vp: int = vp, mb: int = mb,
-                  batch: int = batch, chips: int = chips) -> tuple[Model, System, Plan]:
+                  batch: int = batch, chips: int = chips, kernel: str = kernel) -> tuple[Model, System, Plan]:
             model = load_model("gpt3-175b").model_copy(update={"dropout": False})
             system = load_system(system_name)
             plan = Plan(tp=tp, pp=pp, vp=vp, dp=chips // (tp * pp), micro_batch=mb, global_batch=batch,
                         seq_len=SEQ_LEN, recompute="none", sp=True, zero=1, precision="fp8",
-                        grad_reduce="bf16", overlap_dp=True, overlap_tp=True, overlap_pp=True)
+                        grad_reduce="bf16", overlap_dp=True, overlap_tp=True, overlap_pp=True,
+                        attention_kernel=kernel)
             return model, system, plan
 
         out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), source,

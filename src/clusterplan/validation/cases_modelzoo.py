@@ -272,6 +272,7 @@ def _guide_assumptions(row: dict[str, str], model: Model, dp: int, metric_note: 
         "fused cross-entropy on bf16 logits (--cross-entropy-loss-fusion --cross-entropy-fusion-impl te)",
         "no multi-token prediction (no --mtp-num-layers in the command, no 'm' in the layout)",
         metric_note,
+        "attention: cuDNN fused attention via Transformer Engine (NVTE_FUSED_ATTN=1 or TE's default)",
         f"not modelled: {row['not_modelled']}",
     )
 
@@ -289,6 +290,7 @@ def _plan(row: dict[str, str], model: Model, dp: int) -> Plan:
                 seq_len=int(row["seq_len"]), sp=tp > 1, zero=3 if row["fsdp"] == "On" else 1,
                 precision=row["precision"], fp8_params=fp8, optimizer_moments="bf16" if fp8 else "fp32",
                 grad_reduce="fp32", overlap_dp=True, overlap_tp=not fp8, fused_cross_entropy=True,
+                attention_kernel="cudnn",  # NVTE_FUSED_ATTN=1 / TE's default (docs/attention-kernels.md)
                 **recompute, **row_stage_layers(row, model.layers))
 
 

@@ -41,13 +41,15 @@ def torchtitan() -> list[Case]:
             "bf16 parameters gathered, fp32 gradient reduce-scatter (FSDP2 mixed-precision defaults)"
             + ("; float8 tensorwise GEMMs with float8 all-gather of the weights (fp8 parameters)" if fp8 else ""),
             "torch.compile fusions not credited",
+            "attention: FlashAttention-2 (PyTorch SDPA's flash backend; cuDNN SDPA was opt-in in the pinned "
+            "nightly, docs/attention-kernels.md)",
         )
 
         def build(row: dict[str, str] = row, fsdp: int = fsdp, batch: int = batch, seq: int = seq, local: int = local,
                   fp8: bool = fp8) -> tuple[Model, System, Plan]:
             plan = Plan(tp=1, pp=1, dp=fsdp, micro_batch=local, global_batch=batch, seq_len=seq,
                         recompute="selective", sp=False, zero=3, precision="fp8" if fp8 else "bf16",
-                        fp8_params=fp8, grad_reduce="fp32", overlap_dp=True)
+                        fp8_params=fp8, grad_reduce="fp32", overlap_dp=True, attention_kernel="flash2")
             return load_model(TORCHTITAN_MODELS[row["model"]]), load_system("dgx-h200"), plan
 
         out.add(label, "tokens_per_s_per_chip", published, build, assumptions, row["source"])

@@ -1,0 +1,100 @@
+"""Which fused-attention kernel a stack runs, and how fast each runs relative to the others.
+
+On one chip the same causal attention runs at very different fractions of the tensor peak
+depending on the library: on H100 (BF16, causal, head dimension 128, 4k-16k tokens)
+FlashAttention-2 reaches 0.33 of the peak, cuDNN's fused attention 0.53 and FlashAttention-3 0.61
+(Shah et al. 2024, arXiv:2407.08608, section 4.1 figures), and FlashAttention 1.x 0.43 of
+FlashAttention-2's rate (Dao 2023, arXiv:2307.08691, H100 figure; ``catalog/kernels.yaml``).
+Published runs used different ones (``docs/attention-kernels.md``: MLPerf v3.0 FlashAttention
+1.0.5; NeMo 24.07, MLPerf v3.1 and PyTorch SDPA's flash backend FlashAttention-2; Transformer
+Engine's cuDNN backend on Hopper from TE 1.2), so one fitted attention efficiency per chip
+family cannot serve them all.
+
+The model keeps the family's fitted ``Efficiency.attention`` as the rate of its *reference* kernel
+and scales it for a named kernel by the ratio of the two kernels' measured rates on a chip of the
+family: measured ratios, not fitted ones. The reference is cuDNN, which every current NVIDIA stack
+selects on Hopper and Blackwell (Transformer Engine >= 1.2 prefers it on compute capability 9.0
+and newer) and which ``auto`` means. A family without measurements of both kernels (every family
+but Hopper today) runs every named kernel at its fitted rate, and answers say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from clusterplan.specs.kernels import AttentionEntry, KernelCatalog
+from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
+
+#: Plan/deployment values in code order (``PlanBatch.attention_kernel``); ``auto`` is the
+#: family's reference kernel.
+ATTENTION_KERNELS: tuple[str, ...] = tuple(ATTENTION_KERNEL_CODES)
+
+#: The catalog ``implementation`` each kernel name stands for.
+IMPLEMENTATIONS = {"flash1": "FlashAttention-1", "flash2": "FlashAttention-2", "cudnn": "cuDNN",
+                   "flash3": "FlashAttention-3"}
+
+#: The kernel a family's fitted ``Efficiency.attention`` is the rate of.
+REFERENCE_KERNEL = "cudnn"
+
+#: Head dimension and shortest sequence of the points compared: the long-sequence plateau at
+#: the head dimension the fitted efficiency is quoted at (``ATTENTION_REFERENCE_HEAD_DIM``).
+RATE_HEAD_DIM = 128
+RATE_MIN_SEQ = 4096
+
+#: Which curves a ratio is taken from, most relevant first: training runs causal forward and
+#: backward passes; a pair of kernels measured in several of these uses the first.
+COMPARISONS: tuple[tuple[str, bool], ...] = (
+    ("fwd", True), ("fwd_bwd", True), ("fwd", False), ("fwd_bwd", False), ("bwd", False))
+
+
+def _plateau(entry: AttentionEntry) -> float:
+    """Mean fraction of peak over the entry's points at ``RATE_MIN_SEQ`` tokens or more."""
+    values = [point.fraction_of_peak for point in entry.points if point.seq_len >= RATE_MIN_SEQ]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def kernel_rates(catalog: KernelCatalog, chips: Iterable[str]) -> dict[str, float]:
+    """Each named kernel's rate relative to the reference kernel's on ``chips`` (one family's
+    catalog chips), from BF16/FP16 curves at head dimension 128: the ratio of the two kernels'
+    mean long-sequence fractions of peak in the first comparison of :data:`COMPARISONS` that
+    measured both. A kernel never measured beside the reference is rated through one that was
+    (FlashAttention-1 against FlashAttention-2 in the FlashAttention-2 paper's H100 figure, then
+    FlashAttention-2 against cuDNN in the FlashAttention-3 paper's). Kernels the family's chips
+    have no such chain for are left out; empty when the reference itself was never measured.
+    The backward pass takes the forward ratio (the FlashAttention-3 paper's backward bars give
+    FlashAttention-2 0.62 and FlashAttention-3 1.08 of cuDNN at 4k-16k tokens, its causal
+    forward bars 0.62 and 1.13: within 5 %)."""
+    wanted = set(chips)
+    plateaus: dict[tuple[str, bool], dict[str, list[float]]] = {}
+    for entry in catalog.entries:
+        if (isinstance(entry, AttentionEntry) and entry.chip in wanted and entry.head_dim == RATE_HEAD_DIM
+                and entry.precision in ("fp16", "bf16")):
+            by_kernel = plateaus.setdefault((entry.direction, entry.causal), {})
+            by_kernel.setdefault(entry.implementation, []).append(_plateau(entry))
+    means = {key: {name: float(np.mean(values)) for name, values in by_kernel.items()}
+             for key, by_kernel in plateaus.items()}
+    rates = {IMPLEMENTATIONS[REFERENCE_KERNEL]: 1.0}
+    if not any(IMPLEMENTATIONS[REFERENCE_KERNEL] in curves for curves in means.values()):
+        return {}
+    changed = True
+    while changed:  # rate each kernel from the first comparison holding it and a rated one
+        changed = False
+        for implementation in IMPLEMENTATIONS.values():
+            if implementation in rates:
+                continue
+            for key in COMPARISONS:
+                curves = means.get(key, {})
+                known = [name for name in rates if name in curves]
+                if implementation in curves and known:
+                    rates[implementation] = rates[known[0]] * curves[implementation] / curves[known[0]]
+                    changed = True
+                    break
+    return {name: round(rates[implementation], 4) for name, implementation in IMPLEMENTATIONS.items()
+            if implementation in rates}
+
+
+def rate_by_code(rates: dict[str, float]) -> np.ndarray:
+    """Rates indexed by ``ATTENTION_KERNEL_CODES`` (``auto`` and an unmeasured family: 1.0)."""
+    return np.array([1.0 if name == "auto" else rates.get(name, 1.0) for name in ATTENTION_KERNELS])
