@@ -37,6 +37,7 @@ class ServeRequest(Request):
     max_batch: int | None = None
     kv_memory_fraction: float | None = None
     frontend: str | None = None
+    attention_kernel: str | None = None
     stack: str | None = None
     prefill_buckets: tuple[int, ...] | None = None
     decode_buckets: tuple[int, ...] | None = None
@@ -107,17 +108,19 @@ def answer(request: ServeRequest) -> ServeAnswer:
     from clusterplan.inference.step import Deployment
     from clusterplan.inference.workload import closed_loop, from_trace
     from clusterplan.inference.workload import offline as queued_at_zero
+    from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
 
     spec_model = load_model(request.model, "--model")
     spec_system = load_system(request.system, "--system")
     spec_chip = load_chip(request.chip, "--chip") if request.chip else None
     given = {name: getattr(request, name) for name in (
         "tp", "pp", "ep", "attention_dp", "weights", "kv_cache", "max_batch", "kv_memory_fraction", "frontend",
-        "stack", "prefill_buckets", "decode_buckets") if getattr(request, name) is not None}
+        "attention_kernel", "stack", "prefill_buckets", "decode_buckets") if getattr(request, name) is not None}
     options = {**request.deployment_file, **given}
     origins = {key: value for key, value in request.origins.items() if key not in given}
     for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8")),
-                          ("frontend", ("server", "engine")), ("stack", STACKS)):
+                          ("frontend", ("server", "engine")), ("stack", STACKS),
+                          ("attention_kernel", tuple(ATTENTION_KERNEL_CODES))):
         if name in options and options[name] not in allowed:
             raise SpecError(origins.get(name, flag(name)), options[name], f"must be one of {', '.join(allowed)}")
     for name in ("tp", "pp", "ep", "attention_dp", "max_batch"):

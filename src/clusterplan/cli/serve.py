@@ -57,6 +57,9 @@ def serve(
     frontend: Annotated[str | None, typer.Option(
         help="server: latency behind an API server (fitted request latency added to TTFT); engine: "
              "engine-only benchmark, none added (default: server)")] = None,
+    attention_kernel: Annotated[str | None, typer.Option(
+        help="prefill's fused-attention library: flash1 | flash2 | cudnn | flash3 | auto (the chip family's "
+             "reference, cudnn; --stack trtllm: flash3 on Hopper)")] = None,
     stack: Annotated[str | None, typer.Option(
         help="serving engine whose documented defaults fill the options not given: trtllm | vllm | sglang | "
              "neuron (default: none, the defaults above)")] = None,
@@ -124,6 +127,7 @@ def serve(
         model=model, system=system, tp=tp, pp=pp, ep=ep, attention_dp=attention_dp,
         chips_per_replica=chips_per_replica, weights=weights,
         kv_cache=kv_cache, max_batch=max_batch, kv_memory_fraction=kv_memory_fraction, frontend=frontend, stack=stack,
+        attention_kernel=attention_kernel,
         prefill_buckets=prefill_buckets, decode_buckets=decode_buckets, input_tokens=input_tokens,
         output_tokens=output_tokens, rate_per_s=rate, trace=trace, batch=batch, offline=offline,
         slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, demand_output_tokens_per_s=demand, requests=requests,

@@ -27,7 +27,14 @@ from clusterplan.inference.workload import Workload
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
 from clusterplan.training.step import Hardware
-from clusterplan.validation.bands import Banded, banded, clock_flags, regime, stored_crossval
+from clusterplan.validation.bands import (
+    Banded,
+    attention_kernel_flags,
+    banded,
+    clock_flags,
+    regime,
+    stored_crossval,
+)
 
 
 class Slo(Spec):
@@ -94,6 +101,8 @@ def serve_record(model: Model, hardware: Hardware, deployment: Deployment, input
         "model": model.name, "system": hardware.system.name, "chip": hardware.chip.name,
         # the chip's fitted sustained-clock ratio its prefill and decode kernels ran at
         "sustained_clock": hardware.efficiency.sustained_for(hardware.chip.name),
+        # the prefill attention library's measured rate against the family's reference one
+        "attention_kernel_rate": replica.attention_kernel_rate,
         "deployment": deployment.record(), "chips_per_replica": deployment.chips,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
         "weights_bytes_per_chip": replica.weight_bytes_per_chip,
@@ -194,7 +203,8 @@ def serving_bands(hardware: Hardware, record: dict[str, Any], times: tuple[str, 
     attention_dp = int(deployment.get("attention_dp", 1)) > 1
     return banded(regime(stored_crossval(), hardware.chip.family, "serving", attention_dp=attention_dp),
                   _values(record, times), _values(record, rates),
-                  clock_flags(hardware.chip.name, hardware.efficiency) + prices)
+                  clock_flags(hardware.chip.name, hardware.efficiency)
+                  + attention_kernel_flags(str(deployment.get("attention_kernel", "auto")), hardware) + prices)
 
 
 def _unit_replicas(options: dict[str, Any]) -> int:

@@ -14,7 +14,9 @@ KV-cache memory fraction *means*; nothing here is fitted. Sources, each at a com
     ``(HBM - weights - runtime reserve) x fraction``. Max batch: 2048, the engine limit the
     validation rows already assume (``validation/inference_cases.py``; not re-verified here
     against a TensorRT-LLM commit). Frontend ``engine``: its standard benchmark, ``trtllm-bench``,
-    drives the engine in-process (no API server).
+    drives the engine in-process (no API server). Prefill attention: its own context FMHA, rated
+    as FlashAttention-3 on a family whose attention libraries were measured
+    (:data:`TRTLLM_ATTENTION`).
 ``vllm``
     KV budget: ``gpu_memory_utilization``, the share of the *whole* device memory the instance may
     use for weights, activations and KV together, default 0.9 (vllm-project/vllm
@@ -69,6 +71,8 @@ from dataclasses import dataclass, field
 from math import log2
 from typing import Any, Literal
 
+import numpy as np
+
 from clusterplan.errors import SpecError
 from clusterplan.training.step import Hardware
 
@@ -82,13 +86,21 @@ KV_BUDGET: dict[str, Literal["free", "total"]] = {"trtllm": "free", "vllm": "tot
 #: KV admission each stack uses when ``--admission`` is not given (module doc).
 ADMISSION: dict[str, Literal["reserve", "optimistic"]] = {"trtllm": "reserve", "vllm": "optimistic",
                                                           "sglang": "optimistic", "neuron": "reserve"}
+#: TensorRT-LLM's context (prefill) attention on Hopper: its own fmha_v2 kernels, warp-specialised
+#: TMA + GMMA ones on sm90 (NVIDIA/TensorRT-LLM ``cpp/kernels/fmha_v2/src/fmha/warpspec/``), the
+#: design of FlashAttention-3; the fmha_v2 README's example run (head dim 128, causal, 1k tokens,
+#: fp16, warp_spec) prints 468.94 TFLOP/s, where the FlashAttention-3 paper measures 423 for
+#: FlashAttention-3 and 410 for cuDNN at that shape on H100: rated as FlashAttention-3
+#: (docs/attention-kernels.md, section 7).
+TRTLLM_ATTENTION = "flash3"
 #: The chip vendors an engine runs on (others: refused).
 VENDORS = {"trtllm": ("NVIDIA",), "neuron": ("AWS",)}
 MIB = 2.0**20
 GIB = 2.0**30
 SOURCES = {
     "trtllm": "TensorRT-LLM docs/source/examples/kvcacheconfig.md @ e355779 (free_gpu_memory_fraction 0.9 "
-              "of the memory free after weights); trtllm-bench: engine",
+              "of the memory free after weights); trtllm-bench: engine; context FMHA (fmha_v2, warp-specialised "
+              "on sm90) at FlashAttention-3's rate",
     "vllm": "vLLM vllm/config/cache.py @ c1d8642 (gpu_memory_utilization 0.9 of the total); "
             "vllm/engine/arg_utils.py @ 99d7eb5 (max_num_seqs 1024 >= 70 GiB non-A100, else 256); "
             "vllm bench serve: server",
@@ -167,6 +179,8 @@ def stack_defaults(stack: str, hardware: Hardware, tp: int, pp: int, attention_d
     values: dict[str, Any] = {}
     if stack == "trtllm":
         values = {"kv_memory_fraction": 0.9, "max_batch": 2048, "frontend": "engine"}
+        if float(np.ptp(hardware.attention_rates)) > 0:  # a family whose libraries were measured
+            values["attention_kernel"] = TRTLLM_ATTENTION
     elif stack == "vllm":
         large = chip.hbm_bytes >= 70 * GIB and "a100" not in chip.name.lower()
         values = {"kv_memory_fraction": 0.9, "max_batch": 1024 if large else 256, "frontend": "server"}

@@ -91,7 +91,7 @@ from clusterplan.inference.engine import StepTerms
 from clusterplan.inference.stacks import KV_BUDGET, apply_stack
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
-from clusterplan.specs.plan import PRECISION_CODES
+from clusterplan.specs.plan import ATTENTION_KERNEL_CODES, PRECISION_CODES, AttentionKernel
 from clusterplan.training import flops as fl
 from clusterplan.training import memory as mem
 from clusterplan.training.step import ACTIVATION_BYTES, Hardware, elementwise_widths
@@ -132,6 +132,11 @@ class Deployment(Spec):
         "server, tokenisation and streaming is added to TTFT, as in `vllm bench serve` or genai-perf) or "
         "at the engine (none added, as in `trtllm-bench` or an offline engine benchmark)")
 
+    attention_kernel: AttentionKernel = Field(
+        default="auto",
+        description="the prompt's (prefill's) fused-attention library, at its measured rate relative to the "
+        "family's reference (costs/attention.py): flash1 | flash2 | cudnn | flash3; auto: the reference "
+        "(cudnn); decode attention keeps the reference rate")
     stack: Literal["trtllm", "vllm", "sglang", "neuron"] | None = Field(
         default=None,
         description="serving engine whose documented defaults fill the fields not set here and fix what "
@@ -487,24 +492,34 @@ class ReplicaModel:
         return _seconds(self._gemm(np.asarray(sequences, dtype=np.float64), model.vocab_size / self.deployment.tp,
                                    model.hidden_size, precision="bf16"))
 
-    def _seconds_per_pair_at(self, qk_head_dim: float, v_head_dim: float) -> float:
+    def _seconds_per_pair_at(self, qk_head_dim: float, v_head_dim: float, kernel_rate: float = 1.0) -> float:
         """FLOP-bound time per query-key pair of heads of these dimensions (QK^T and AV, all
-        layers; a stage's layers on its ``tp`` chips, the ``pp`` stages in turn)."""
+        layers; a stage's layers on its ``tp`` chips, the ``pp`` stages in turn), with an
+        attention library at ``kernel_rate`` of the family's reference one."""
         flops = 2.0 * self.model.attention_heads * (qk_head_dim + v_head_dim) * self.model.layers
         eff = self.hardware.efficiency
-        attention = eff.attention * attention_head_dim_factor(qk_head_dim, v_head_dim, eff.matmul_dim_half)
+        attention = (eff.attention * kernel_rate
+                     * attention_head_dim_factor(qk_head_dim, v_head_dim, eff.matmul_dim_half))
         peak = self.hardware.peak[PRECISION_CODES[self.deployment.kv_cache]]  # fp8 KV: fp8 attention
         return float(flops / self.deployment.tp / (peak * attention))
 
     @property
     def seconds_per_pair(self) -> float:
-        """Fused attention's FLOP-bound time per query-key pair of a prompt (prefill)."""
-        return self._seconds_per_pair_at(*fl.attention_head_dims(self.model))
+        """Fused attention's FLOP-bound time per query-key pair of a prompt (prefill), with the
+        deployment's attention library (``Deployment.attention_kernel``)."""
+        return self._seconds_per_pair_at(*fl.attention_head_dims(self.model), self.attention_kernel_rate)
+
+    @property
+    def attention_kernel_rate(self) -> float:
+        """The prefill attention library's measured rate relative to the family's reference."""
+        return float(self.hardware.attention_rates[ATTENTION_KERNEL_CODES[self.deployment.attention_kernel]])
 
     @property
     def seconds_per_decode_pair(self) -> float:
-        """Fused attention's FLOP-bound time per query-key pair of a decoding sequence. Equal to
-        :attr:`seconds_per_pair` except with multi-head latent attention, which engines decode in
+        """Fused attention's FLOP-bound time per query-key pair of a decoding sequence, at the
+        family's reference attention rate whatever the prefill library (decode kernels are the
+        engines' own split-K ones). The prompt's pair time except with multi-head latent
+        attention, which engines decode in
         the weight-absorbed form (DeepSeek-V2, arXiv:2405.04434 section 2.1.3; FlashMLA's and
         TensorRT-LLM's generation kernels): each head's query meets the cached latent itself, QK^T
         over ``kv_lora_rank + qk_rope_head_dim`` (576 for DeepSeek-V3) and AV over
@@ -512,8 +527,8 @@ class ReplicaModel:
         reading only the latent. Prompts keep the un-absorbed form, whose K and V are expanded
         once per token."""
         mla = self.model.mla
-        if mla is None:
-            return self.seconds_per_pair
+        if mla is None:  # decode kernels (split-K, XQA) are not the prefill library: the reference rate
+            return self._seconds_per_pair_at(*fl.attention_head_dims(self.model))
         return self._seconds_per_pair_at(mla.kv_lora_rank + mla.qk_rope_head_dim, mla.kv_lora_rank)
 
     @property

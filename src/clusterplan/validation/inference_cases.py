@@ -30,6 +30,7 @@ from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError
 from clusterplan.inference.acceleration import Speculation, serving_replica
 from clusterplan.inference.serving import ServingLoad, max_rate_at_slo, sample, simulate
+from clusterplan.inference.stacks import TRTLLM_ATTENTION
 from clusterplan.inference.step import Deployment, ReplicaModel
 from clusterplan.inference.workload import offline
 from clusterplan.specs import Model
@@ -490,9 +491,13 @@ def _mlperf_replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel
     hardware = Hardware(system=system, chip=hardware_for(system).chip, efficiency=efficiency)
     weights = row["precision_weights"].lower()
     kv = row["precision_kv"].lower() or ("fp8" if weights == "fp8" else "bf16")
+    # TensorRT-LLM's context FMHA at FlashAttention-3's rate where the family's libraries were
+    # measured (inference/stacks.py TRTLLM_ATTENTION); other engines at the reference
+    trtllm = row["engine"].startswith("TensorRT-LLM") and float(np.ptp(hardware.attention_rates)) > 0
     deployment = Deployment(**_mlperf_layout(row), weights=weights, kv_cache=kv,
                             max_batch=int(row["max_batch_size_per_replica"]),
-                            kv_memory_fraction=float(row["kv_memory_fraction"]), frontend="engine")
+                            kv_memory_fraction=float(row["kv_memory_fraction"]), frontend="engine",
+                            attention_kernel=TRTLLM_ATTENTION if trtllm else "auto")
     return ReplicaModel(model, hardware, deployment)
 
 

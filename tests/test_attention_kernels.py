@@ -1,0 +1,230 @@
+"""The fused-attention library as a plan setting (costs/attention.py): measured rates from
+catalog/kernels.yaml, applied to the attention core only, stated in answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clusterplan.catalog import load_kernels, load_model, load_system
+from clusterplan.catalog.loader import attention_kernel_rates, hardware_for
+from clusterplan.costs.attention import IMPLEMENTATIONS, RATE_MIN_SEQ, kernel_rates
+from clusterplan.specs import Plan
+from clusterplan.specs.kernels import AttentionEntry, KernelCatalog
+from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
+from clusterplan.training.batch import PlanBatch
+from clusterplan.training.sensitivity import assumed_settings
+from clusterplan.training.step import _layer_forward, estimate
+from tests.cliutil import run_cli
+from tests.test_cli import assert_refused
+
+
+def _plateau(implementation: str, direction: str, causal: bool) -> float:
+    """Mean TFLOP/s of the H100 head-dim-128 curve at 4k tokens and more, by hand."""
+    (entry,) = [e for e in load_kernels().entries
+                if isinstance(e, AttentionEntry) and e.chip == "h100-sxm" and e.implementation == implementation
+                and e.direction == direction and e.causal == causal and e.head_dim == 128
+                and e.precision == "fp16"]
+    return float(np.mean([p.tflops for p in entry.points if p.seq_len >= RATE_MIN_SEQ]))
+
+
+def test_hopper_rates_are_the_papers_causal_forward_ratios() -> None:
+    """FlashAttention-2 and -3 against cuDNN from the FlashAttention-3 paper's causal forward
+    bars; FlashAttention-1 through FlashAttention-2 in the FlashAttention-2 paper's H100
+    forward+backward bars (the only figure that has both)."""
+    rates = attention_kernel_rates("hopper")
+    cudnn = _plateau("cuDNN", "fwd", True)
+    assert rates["cudnn"] == 1.0
+    assert rates["flash2"] == pytest.approx(_plateau("FlashAttention-2", "fwd", True) / cudnn, abs=2e-3)
+    assert rates["flash3"] == pytest.approx(_plateau("FlashAttention-3", "fwd", True) / cudnn, abs=2e-3)
+    fa1_over_fa2 = _plateau("FlashAttention-1", "fwd_bwd", True) / _plateau("FlashAttention-2", "fwd_bwd", True)
+    assert rates["flash1"] == pytest.approx(rates["flash2"] * fa1_over_fa2, abs=2e-3)
+    assert rates["flash1"] < rates["flash2"] < rates["cudnn"] < rates["flash3"]
+    # The backward bars agree with the forward ratio within 5 % (the docstring's claim).
+    backward = _plateau("FlashAttention-2", "bwd", False) / _plateau("cuDNN", "bwd", False)
+    assert backward == pytest.approx(rates["flash2"], rel=0.05)
+
+
+def test_a_family_without_measurements_has_no_rates() -> None:
+    assert attention_kernel_rates("trainium2") == {}
+    assert attention_kernel_rates("ampere") == {}
+
+
+def test_a_kernel_with_no_chain_to_the_reference_is_left_out() -> None:
+    """Without the cuDNN curves, nothing is rated; without a FlashAttention-2 curve beside
+    FlashAttention-1's, FlashAttention-1 is not rated."""
+    entries = load_kernels().entries
+    no_cudnn = KernelCatalog(entries=tuple(e for e in entries if getattr(e, "implementation", "") != "cuDNN"))
+    assert kernel_rates(no_cudnn, ["h100-sxm"]) == {}
+    no_fa2_pair = KernelCatalog(entries=tuple(
+        e for e in entries if not (getattr(e, "implementation", "") == "FlashAttention-2"
+                                   and getattr(e, "direction", "") == "fwd_bwd")))
+    rates = kernel_rates(no_fa2_pair, ["h100-sxm"])
+    assert "flash1" not in rates and set(rates) == set(IMPLEMENTATIONS) - {"flash1"}
+
+
+def _attention(system: str, kernel: str, **plan: Any) -> tuple[float, float]:
+    """(attention core forward time, step time) of a Llama-3-8B plan with this kernel."""
+    model = load_model("llama3-8b")
+    hardware = hardware_for(load_system(system))
+    fields = {"tp": 1, "dp": 8, "global_batch": 64, "seq_len": 8192, **plan}
+    batch = PlanBatch.from_plans([Plan(**fields, attention_kernel=kernel).validate_for(model)], model)
+    return float(_layer_forward(model, hardware, batch)["attention"][0]), float(
+        estimate(model, hardware, batch).step_time[0])
+
+
+def test_the_kernel_scales_only_the_attention_core_by_its_measured_rate() -> None:
+    """Attention time less its fixed kernel cost goes as 1/rate: the flash2 - cudnn and flash3 -
+    cudnn differences stand in the ratio (1/r2 - 1)/(1/r3 - 1); auto is cudnn."""
+    rates = attention_kernel_rates("hopper")
+    times = {kernel: _attention("dgx-h100", kernel) for kernel in ("auto", "flash1", "flash2", "cudnn", "flash3")}
+    assert times["auto"] == times["cudnn"]
+    core = {kernel: value[0] for kernel, value in times.items()}
+    expected = (1 / rates["flash2"] - 1) / (1 / rates["flash3"] - 1)
+    assert (core["flash2"] - core["cudnn"]) / (core["flash3"] - core["cudnn"]) == pytest.approx(expected, rel=1e-9)
+    steps = [times[k][1] for k in ("flash1", "flash2", "cudnn", "flash3")]
+    assert steps == sorted(steps, reverse=True)  # slower library, slower step
+    # Nothing but the attention core moves: the step difference is the core's, forward and
+    # backward (backward 2.5x forward), over every layer and micro-batch.
+    assert steps[1] - steps[2] > 0
+
+
+def test_unfused_attention_ignores_the_kernel() -> None:
+    assert _attention("dgx-h100", "flash2", flash_attention=False) == _attention(
+        "dgx-h100", "cudnn", flash_attention=False)
+
+
+def test_a_family_without_measurements_runs_every_kernel_at_its_fitted_rate() -> None:
+    assert _attention("trn2-ultraserver", "flash2") == _attention("trn2-ultraserver", "auto")
+
+
+def test_search_shares_the_kernel_across_plans(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "64", "--seq", "8192",
+            "--global-batch", "512", "--top", "1", "--json"]
+    code, out, _ = run_cli(capsys, args)
+    assert code == 0
+    code2, slower, _ = run_cli(capsys, [*args, "--attention-kernel", "flash2"])
+    assert code2 == 0
+
+    def best(text: str) -> float:
+        return float(json.loads(text)["best"][0]["step_time_s"])
+
+    assert best(slower) > best(out)
+
+
+def test_train_states_the_kernel_and_its_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = ["--model", "llama3-8b", "--chips", "8", "--global-batch", "64", "--seq", "8192"]
+    code, out, _ = run_cli(capsys, ["train", *plan, "--system", "dgx-h100", "--attention-kernel", "flash2", "--json"])
+    assert code == 0
+    record = json.loads(out)
+    assert record["attention_kernel"] == "flash2"
+    assert record["attention_kernel_rate"] == attention_kernel_rates("hopper")["flash2"]
+    assert not any("attention_kernel" in line for line in record.get("extrapolation", []))
+    code, out, _ = run_cli(capsys, ["train", *plan, "--system", "dgx-h100", "--attention-kernel", "flash2"])
+    assert code == 0 and "attention kernel (flash2)" in out and "the rate of cuDNN's" in out
+    code, out, _ = run_cli(capsys, ["train", *plan, "--system", "dgx-h100", "--json"])
+    assert json.loads(out)["attention_kernel"] == "auto" and json.loads(out)["attention_kernel_rate"] == 1.0
+    code, out, _ = run_cli(capsys, ["train", *plan, "--system", "dgx-h100", "--no-flash-attention", "--json"])
+    assert json.loads(out)["attention_kernel"] == "unfused"
+
+
+def test_a_named_kernel_without_measurements_is_flagged(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = ["--model", "llama3-8b", "--chips", "64", "--global-batch", "64", "--seq", "8192"]
+    code, out, _ = run_cli(capsys, ["train", *plan, "--system", "trn2-ultraserver", "--attention-kernel", "flash2",
+                                    "--json"])
+    assert code == 0
+    flags = json.loads(out)["extrapolation"]
+    assert any(line.startswith("attention_kernel=flash2: catalog/kernels.yaml has no trainium2") for line in flags)
+
+
+@pytest.mark.parametrize("value", ["fa2", "FLASH2", "", "cudnn9"])
+def test_a_bad_kernel_is_refused_in_one_line(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    code, out, err = run_cli(capsys, ["train", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "8",
+                                      "--global-batch", "64", "--seq", "8192", "--attention-kernel", value])
+    assert_refused(code, out, err, "--attention-kernel", "flash2")
+
+
+def test_sensitivity_reports_the_kernel_where_it_matters() -> None:
+    """An open kernel is reported on Hopper (FlashAttention-2 against the reference), not on a
+    family where every library runs at the same rate."""
+    model = load_model("llama3-8b")
+    plan = Plan(tp=1, dp=8, global_batch=64, seq_len=8192).validate_for(model)
+
+    def settings(system: str) -> dict[str, Any]:
+        hardware = hardware_for(load_system(system))
+        step = float(estimate(model, hardware, PlanBatch.from_plans([plan], model)).step_time[0])
+        return {item["field"]: item for item in assumed_settings(model, hardware, plan, set(), step)}
+
+    hopper = settings("dgx-h100")
+    assert hopper["attention_kernel"]["value"] == "auto"
+    assert hopper["attention_kernel"]["alternative"] == "flash2"
+    assert hopper["attention_kernel"]["step_time_s_if_changed"] > 0
+    assert "attention_kernel" not in settings("trn2-ultraserver")
+
+
+def test_published_rows_name_their_library() -> None:
+    """The tagging of docs/attention-kernels.md: NeMo 24.07 FlashAttention-2 (GPT-3 175B cuDNN),
+    later NeMo cuDNN; MLPerf v3.0 FlashAttention-1, v3.1 FlashAttention-2, v4.x cuDNN."""
+    from clusterplan.validation.cases import nemo_perf
+    from clusterplan.validation.cases_mlperf import mlperf_training
+
+    kernels: dict[str, str] = {}
+    for case in [*nemo_perf(), *mlperf_training()]:
+        if case.plan is not None:
+            kernels[case.label] = case.plan.attention_kernel
+    nemo_2407 = {label: k for label, k in kernels.items() if "NeMo 24.07" in label}
+    assert nemo_2407 and all(k == ("cudnn" if "gpt3" in label.lower() else "flash2") for label, k in nemo_2407.items())
+    assert all(k == "cudnn" for label, k in kernels.items() if "NeMo 2" in label and "NeMo 24.07" not in label)
+    assert {k for label, k in kernels.items() if label.startswith("v3.0") and "NVIDIA" in label} == {"flash1"}
+    assert {k for label, k in kernels.items() if label.startswith("v3.1") and "NVIDIA" in label} == {"flash2"}
+    assert {k for label, k in kernels.items() if label.startswith("v4.") and "H100" in label} == {"cudnn"}
+    assert set(ATTENTION_KERNEL_CODES) >= set(kernels.values())
+
+
+def test_serving_prefill_takes_the_library_and_decode_does_not() -> None:
+    """The prompt's pair time goes as 1/rate; a decoding sequence's stays at the reference."""
+    from clusterplan.inference.step import Deployment, ReplicaModel
+
+    model = load_model("llama3-70b")
+    hardware = hardware_for(load_system("dgx-h100"))
+    rates = attention_kernel_rates("hopper")
+
+    def replica(kernel: str) -> ReplicaModel:
+        return ReplicaModel(model, hardware, Deployment(tp=8, attention_kernel=kernel))
+
+    reference, fast = replica("auto"), replica("flash3")
+    assert fast.attention_kernel_rate == rates["flash3"]
+    assert reference.seconds_per_pair / fast.seconds_per_pair == pytest.approx(rates["flash3"], rel=1e-12)
+    assert fast.seconds_per_decode_pair == reference.seconds_per_decode_pair == reference.seconds_per_pair
+
+
+def test_the_trtllm_stack_rates_its_context_attention_where_libraries_were_measured(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from clusterplan.inference.stacks import TRTLLM_ATTENTION
+
+    base = ["serve", "--model", "llama3-70b", "--tp", "8", "--stack", "trtllm", "--json"]
+    code, out, _ = run_cli(capsys, [*base, "--system", "dgx-h100"])
+    assert code == 0
+    record = json.loads(out)
+    assert record["deployment"]["attention_kernel"] == TRTLLM_ATTENTION == "flash3"
+    assert record["attention_kernel_rate"] == attention_kernel_rates("hopper")["flash3"]
+    code, out, _ = run_cli(capsys, [*base, "--system", "dgx-b200"])
+    record = json.loads(out)
+    assert record["deployment"]["attention_kernel"] == "auto" and record["attention_kernel_rate"] == 1.0
+    assert not any("attention_kernel" in line for line in record["extrapolation"])
+    # A library the user names wins over the stack's.
+    code, out, _ = run_cli(capsys, [*base, "--system", "dgx-h100", "--attention-kernel", "flash2"])
+    assert json.loads(out)["deployment"]["attention_kernel"] == "flash2"
+
+
+def test_serve_refuses_a_bad_library_and_flags_an_unmeasured_one(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, ["serve", "--model", "llama3-8b", "--system", "dgx-h100",
+                                      "--attention-kernel", "fa3"])
+    assert_refused(code, out, err, "--attention-kernel", "flash3")
+    code, out, _ = run_cli(capsys, ["serve", "--model", "llama3-8b", "--system", "trn2-ultraserver", "--tp", "4",
+                                    "--attention-kernel", "flash2", "--json"])
+    assert code == 0
+    assert any(line.startswith("attention_kernel=flash2") for line in json.loads(out)["extrapolation"])
