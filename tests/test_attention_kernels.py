@@ -228,3 +228,13 @@ def test_serve_refuses_a_bad_library_and_flags_an_unmeasured_one(capsys: pytest.
                                     "--attention-kernel", "flash2", "--json"])
     assert code == 0
     assert any(line.startswith("attention_kernel=flash2") for line in json.loads(out)["extrapolation"])
+
+
+@pytest.mark.parametrize("stack", ["vllm", "sglang"])
+def test_vllm_and_sglang_default_to_flashattention3_on_hopper(stack: str) -> None:
+    from clusterplan.inference.stacks import stack_defaults
+
+    hopper = stack_defaults(stack, hardware_for(load_system("dgx-h100")), tp=8, pp=1, attention_dp=1)
+    assert hopper.values["attention_kernel"] == "flash3"
+    blackwell = stack_defaults(stack, hardware_for(load_system("dgx-b200")), tp=8, pp=1, attention_dp=1)
+    assert "attention_kernel" not in blackwell.values

@@ -404,12 +404,14 @@ SERVE = ["serve", "--model", "llama3-8b", "--system", "dgx-h100", "--requests", 
 def test_deployment_file_holds_any_field_and_given_options_override_it(capsys, tmp_path):
     deployment = tmp_path / "deployment.yaml"
     deployment.write_text("tp: 2\nweights: fp8\nkv_cache: fp8\nmax_batch: 64\nkv_memory_fraction: 0.5\n"
-                          "prefill_buckets: [2048, 4096]\ndecode_buckets: 4096,8192\nfrontend: engine\n", "utf-8")
+                          "prefill_buckets: [2048, 4096]\ndecode_buckets: 4096,8192\nfrontend: engine\n"
+                          "attention_kernel: flash2\n", "utf-8")
     record = run_json(capsys, [*SERVE, "--deployment", str(deployment)])
     assert record["deployment"] == {"tp": 2, "pp": 1, "ep": 1, "attention_dp": 1, "weights": "fp8", "kv_cache": "fp8",
                                     "max_batch": 64,
                                     "kv_memory_fraction": 0.5, "prefill_buckets": [2048, 4096],
-                                    "decode_buckets": [4096, 8192], "frontend": "engine"}
+                                    "decode_buckets": [4096, 8192], "frontend": "engine",
+                                    "attention_kernel": "flash2"}
     overridden = run_json(capsys, [*SERVE, "--deployment", str(deployment), "--tp", "4", "--kv-cache", "bf16",
                                    "--kv-memory-fraction", "0.8", "--max-batch", "128"])
     assert {k: overridden["deployment"][k] for k in ("tp", "weights", "kv_cache", "kv_memory_fraction",

@@ -16,7 +16,8 @@ KV-cache memory fraction *means*; nothing here is fitted. Sources, each at a com
     against a TensorRT-LLM commit). Frontend ``engine``: its standard benchmark, ``trtllm-bench``,
     drives the engine in-process (no API server). Prefill attention: its own context FMHA, rated
     as FlashAttention-3 on a family whose attention libraries were measured
-    (:data:`TRTLLM_ATTENTION`).
+    (:data:`TRTLLM_ATTENTION`); vLLM and SGLang run FlashAttention-3 there too
+    (:data:`ENGINE_ATTENTION`).
 ``vllm``
     KV budget: ``gpu_memory_utilization``, the share of the *whole* device memory the instance may
     use for weights, activations and KV together, default 0.9 (vllm-project/vllm
@@ -93,6 +94,14 @@ ADMISSION: dict[str, Literal["reserve", "optimistic"]] = {"trtllm": "reserve", "
 #: FlashAttention-3 and 410 for cuDNN at that shape on H100: rated as FlashAttention-3
 #: (docs/attention-kernels.md, section 7).
 TRTLLM_ATTENTION = "flash3"
+#: Each engine's default prefill library on a family whose libraries were measured (Hopper):
+#: TensorRT-LLM above; vLLM's FLASH_ATTN backend (its default on sm90) runs FlashAttention-3 on
+#: compute capability 9 (``get_flash_attn_version``: ``fa_version = 3 if device_capability.major
+#: == 9``, vllm ``vllm/attention/utils/fa_utils.py`` @ 0fa99d44; since PR #12093, v0.7); SGLang
+#: picks ``attention_backend = "fa3"`` on Hopper with CUDA >= 12.3 (``server_args.py``
+#: ``_handle_attention_backend_compatibility`` @ 469c63e5; for Llama/Qwen since v0.4.6, every MHA
+#: model since PR #17425). Neuron runs its own kernels on Trainium, whose libraries are unmeasured.
+ENGINE_ATTENTION = {"trtllm": TRTLLM_ATTENTION, "vllm": "flash3", "sglang": "flash3"}
 #: The chip vendors an engine runs on (others: refused).
 VENDORS = {"trtllm": ("NVIDIA",), "neuron": ("AWS",)}
 MIB = 2.0**20
@@ -103,9 +112,9 @@ SOURCES = {
               "on sm90) at FlashAttention-3's rate",
     "vllm": "vLLM vllm/config/cache.py @ c1d8642 (gpu_memory_utilization 0.9 of the total); "
             "vllm/engine/arg_utils.py @ 99d7eb5 (max_num_seqs 1024 >= 70 GiB non-A100, else 256); "
-            "vllm bench serve: server",
+            "vllm bench serve: server; FlashAttention-3 on Hopper (fa_utils.py @ 0fa99d44)",
     "sglang": "SGLang python/sglang/srt/server_args.py _handle_gpu_memory_settings, v0.5 (PR #10975): "
-              "mem_fraction_static = (M - reserved) / M; sglang.bench_serving: server",
+              "mem_fraction_static = (M - reserved) / M; sglang.bench_serving: server; fa3 on Hopper",
     "neuron": "NxD Inference modules/autobucketing.py @ 11b342a generate_buckets(128, max_length); "
               "vLLM on Neuron: server",
 }
@@ -179,8 +188,6 @@ def stack_defaults(stack: str, hardware: Hardware, tp: int, pp: int, attention_d
     values: dict[str, Any] = {}
     if stack == "trtllm":
         values = {"kv_memory_fraction": 0.9, "max_batch": 2048, "frontend": "engine"}
-        if float(np.ptp(hardware.attention_rates)) > 0:  # a family whose libraries were measured
-            values["attention_kernel"] = TRTLLM_ATTENTION
     elif stack == "vllm":
         large = chip.hbm_bytes >= 70 * GIB and "a100" not in chip.name.lower()
         values = {"kv_memory_fraction": 0.9, "max_batch": 1024 if large else 256, "frontend": "server"}
@@ -193,6 +200,8 @@ def stack_defaults(stack: str, hardware: Hardware, tp: int, pp: int, attention_d
         if input_tokens is not None and output_tokens is not None:
             values["prefill_buckets"] = generate_buckets(128, input_tokens)
             values["decode_buckets"] = generate_buckets(128, input_tokens + output_tokens)
+    if stack in ENGINE_ATTENTION and float(np.ptp(hardware.attention_rates)) > 0:
+        values["attention_kernel"] = ENGINE_ATTENTION[stack]  # a family whose libraries were measured
     return StackDefaults(stack, KV_BUDGET[stack], values)
 
 
