@@ -138,5 +138,5 @@ def mlperf_training() -> list[Case]:
             return model, system, plan
 
         out.add(label, "tokens_per_s_per_chip", published, build, tuple(assumptions), source,
-                recipe_fields=("grad_reduce", "overlap_tp"))
+                recipe_fields=("grad_reduce", "overlap_tp", "attention_kernel"))
     return out.cases

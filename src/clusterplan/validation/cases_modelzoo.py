@@ -59,7 +59,8 @@ SKIP_HYBRID = ("Qwen3-Next-80B-A3B: hybrid Gated DeltaNet linear-attention / att
 #: Plan settings no table column prints (the launch files give them): at the CLI's defaults a
 #: user who types the printed plan gets 16-bit gradient reduction, no TP overlap, an unfused
 #: cross-entropy and balanced routing.
-RECIPE_FIELDS: tuple[str, ...] = ("grad_reduce", "overlap_tp", "fused_cross_entropy", "routing_gini", "ep_dedup")
+RECIPE_FIELDS: tuple[str, ...] = ("grad_reduce", "overlap_tp", "fused_cross_entropy", "routing_gini", "ep_dedup",
+                                 "attention_kernel")
 #: The TFLOP/s-only tables print neither recompute nor the all-to-all overlap nor the MXFP8
 #: optimizer settings: their commands do.
 COMMAND_FIELDS = ("recompute", "recompute_modules", "fp8_params", "optimizer_moments", "offload_modules")
