@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.cliutil import run_cli
+from tests.test_cli import assert_refused
 
 from clusterplan.catalog import load_kernels, load_model, load_system
 from clusterplan.catalog.loader import attention_kernel_rates, hardware_for
@@ -18,8 +20,6 @@ from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.sensitivity import assumed_settings
 from clusterplan.training.step import _layer_forward, estimate
-from tests.cliutil import run_cli
-from tests.test_cli import assert_refused
 
 
 def _plateau(implementation: str, direction: str, causal: bool) -> float:
@@ -176,7 +176,9 @@ def test_published_rows_name_their_library() -> None:
         if case.plan is not None:
             kernels[case.label] = case.plan.attention_kernel
     nemo_2407 = {label: k for label, k in kernels.items() if "NeMo 24.07" in label}
-    assert nemo_2407 and all(k == ("cudnn" if "gpt3" in label.lower() else "flash2") for label, k in nemo_2407.items())
+    assert nemo_2407 and all(k == ("cudnn" if "gpt3-175b" in label.lower() else "flash2")
+                             for label, k in nemo_2407.items())
+    assert {k for label, k in nemo_2407.items() if "GPT3-5B" in label or "GPT3-20B" in label} == {"flash2"}
     assert all(k == "cudnn" for label, k in kernels.items() if "NeMo 2" in label and "NeMo 24.07" not in label)
     assert {k for label, k in kernels.items() if label.startswith("v3.0") and "NVIDIA" in label} == {"flash1"}
     assert {k for label, k in kernels.items() if label.startswith("v3.1") and "NVIDIA" in label} == {"flash2"}

@@ -200,14 +200,15 @@ _NEMO_RECIPE_FIELDS = ("grad_reduce", "fp8_params", "fused_cross_entropy", "reco
                        "attention_kernel")
 #: NeMo's Framework Launcher set NVTE_FUSED_ATTN=0 up to 24.07 (launcher_scripts/conf/config.yaml,
 #: removed in 04b8d098 "enable fused attention", 2024-08-29), so Transformer Engine ran
-#: flash-attn 2; the GPT-3 175B example re-enabled cuDNN (95c77b59). Later releases and
+#: flash-attn 2; the GPT-3 175B example alone re-enabled cuDNN (95c77b59,
+#: examples/training/gpt/h100/175b_fp8_16node.sh). Later releases and
 #: Megatron-Bridge leave TE's default, cuDNN on Hopper and Blackwell (docs/attention-kernels.md).
 _NEMO_CUDNN_FROM = (24, 9)
 
 
 def _nemo_attention_kernel(model: str, container: str) -> str:
     """The fused-attention library of a NeMo performance row (``_NEMO_CUDNN_FROM``)."""
-    if _version(container) < _NEMO_CUDNN_FROM and "gpt3" not in model.lower():
+    if _version(container) < _NEMO_CUDNN_FROM and "gpt3-175b" not in model.lower():
         return "flash2"
     return "cudnn"
 #: Optimisations a row's recipe turns on that the estimate does not credit, stated with the row
