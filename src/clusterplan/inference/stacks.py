@@ -72,8 +72,6 @@ from dataclasses import dataclass, field
 from math import log2
 from typing import Any, Literal
 
-import numpy as np
-
 from clusterplan.errors import SpecError
 from clusterplan.training.step import Hardware
 
@@ -200,7 +198,7 @@ def stack_defaults(stack: str, hardware: Hardware, tp: int, pp: int, attention_d
         if input_tokens is not None and output_tokens is not None:
             values["prefill_buckets"] = generate_buckets(128, input_tokens)
             values["decode_buckets"] = generate_buckets(128, input_tokens + output_tokens)
-    if stack in ENGINE_ATTENTION and float(np.ptp(hardware.attention_rates)) > 0:
+    if stack in ENGINE_ATTENTION and hardware.attention_kernels_measured:
         values["attention_kernel"] = ENGINE_ATTENTION[stack]  # a family whose libraries were measured
     return StackDefaults(stack, KV_BUDGET[stack], values)
 

@@ -87,6 +87,11 @@ class Hardware:
         object.__setattr__(self, "matmul_eff", matmul_eff_by_precision(self.efficiency))
         object.__setattr__(self, "system", _with_collective_efficiency(self.system, self.efficiency))
 
+    @property
+    def attention_kernels_measured(self) -> bool:
+        """Whether the family's attention libraries were measured, so that naming one matters."""
+        return bool(np.ptp(self.attention_rates) > 0)
+
 
 @dataclass(frozen=True)
 class StepEstimate:

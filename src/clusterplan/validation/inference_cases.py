@@ -493,7 +493,7 @@ def _mlperf_replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel
     kv = row["precision_kv"].lower() or ("fp8" if weights == "fp8" else "bf16")
     # TensorRT-LLM's context FMHA at FlashAttention-3's rate where the family's libraries were
     # measured (inference/stacks.py TRTLLM_ATTENTION); other engines at the reference
-    trtllm = row["engine"].startswith("TensorRT-LLM") and float(np.ptp(hardware.attention_rates)) > 0
+    trtllm = row["engine"].startswith("TensorRT-LLM") and hardware.attention_kernels_measured
     deployment = Deployment(**_mlperf_layout(row), weights=weights, kv_cache=kv,
                             max_batch=int(row["max_batch_size_per_replica"]),
                             kv_memory_fraction=float(row["kv_memory_fraction"]), frontend="engine",
