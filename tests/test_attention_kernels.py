@@ -86,10 +86,7 @@ def test_the_kernel_scales_only_the_attention_core_by_its_measured_rate() -> Non
     expected = (1 / rates["flash2"] - 1) / (1 / rates["flash3"] - 1)
     assert (core["flash2"] - core["cudnn"]) / (core["flash3"] - core["cudnn"]) == pytest.approx(expected, rel=1e-9)
     steps = [times[k][1] for k in ("flash1", "flash2", "cudnn", "flash3")]
-    assert steps == sorted(steps, reverse=True)  # slower library, slower step
-    # Nothing but the attention core moves: the step difference is the core's, forward and
-    # backward (backward 2.5x forward), over every layer and micro-batch.
-    assert steps[1] - steps[2] > 0
+    assert steps == sorted(steps, reverse=True) and len(set(steps)) == 4  # slower library, slower step
 
 
 def test_unfused_attention_ignores_the_kernel() -> None:

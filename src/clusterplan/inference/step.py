@@ -91,7 +91,7 @@ from clusterplan.inference.engine import StepTerms
 from clusterplan.inference.stacks import KV_BUDGET, apply_stack
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
-from clusterplan.specs.plan import ATTENTION_KERNEL_CODES, PRECISION_CODES, AttentionKernel
+from clusterplan.specs.plan import PRECISION_CODES, AttentionKernel
 from clusterplan.training import flops as fl
 from clusterplan.training import memory as mem
 from clusterplan.training.step import ACTIVATION_BYTES, Hardware, elementwise_widths
@@ -512,7 +512,7 @@ class ReplicaModel:
     @property
     def attention_kernel_rate(self) -> float:
         """The prefill attention library's measured rate relative to the family's reference."""
-        return float(self.hardware.attention_rates[ATTENTION_KERNEL_CODES[self.deployment.attention_kernel]])
+        return self.hardware.attention_rate(self.deployment.attention_kernel)
 
     @property
     def seconds_per_decode_pair(self) -> float:

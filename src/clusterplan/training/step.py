@@ -32,6 +32,7 @@ from clusterplan.costs.compute import (
 )
 from clusterplan.specs.chip import Chip
 from clusterplan.specs.model import Model
+from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
 from clusterplan.specs.system import System
 from clusterplan.training import flops as fl
 from clusterplan.training import memory as mem
@@ -86,6 +87,10 @@ class Hardware:
         object.__setattr__(self, "peak", rated * self.efficiency.sustained_for(self.chip.name))
         object.__setattr__(self, "matmul_eff", matmul_eff_by_precision(self.efficiency))
         object.__setattr__(self, "system", _with_collective_efficiency(self.system, self.efficiency))
+
+    def attention_rate(self, kernel: str) -> float:
+        """A named attention library's measured rate relative to the family's reference one."""
+        return float(self.attention_rates[ATTENTION_KERNEL_CODES[kernel]])
 
     @property
     def attention_kernels_measured(self) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from clusterplan.specs import Model, Plan
-from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.step import Hardware, StepEstimate, estimate
 from clusterplan.validation.bands import (
@@ -57,8 +56,7 @@ def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | N
         "sustained_clock": hardware.efficiency.sustained_for(hardware.chip.name),
         # the fused-attention library and its measured rate against the family's reference one
         "attention_kernel": plan.attention_kernel if plan.flash_attention else "unfused",
-        "attention_kernel_rate": (float(hardware.attention_rates[ATTENTION_KERNEL_CODES[plan.attention_kernel]])
-                                  if plan.flash_attention else 1.0),
+        "attention_kernel_rate": hardware.attention_rate(plan.attention_kernel) if plan.flash_attention else 1.0,
     }
     if tokens is not None:
         record["tokens"] = tokens
