@@ -98,3 +98,24 @@ def kernel_rates(catalog: KernelCatalog, chips: Iterable[str]) -> dict[str, floa
 def rate_by_code(rates: dict[str, float]) -> np.ndarray:
     """Rates indexed by ``ATTENTION_KERNEL_CODES`` (``auto`` and an unmeasured family: 1.0)."""
     return np.array([1.0 if name == "auto" else rates.get(name, 1.0) for name in ATTENTION_KERNELS])
+
+
+def reference_fraction(catalog: KernelCatalog, chips: Iterable[str]) -> float | None:
+    """The reference kernel's measured rate on ``chips`` as the step model uses it: the causal
+    forward-and-backward attention FLOPs per second of one layer (backward 2.5x the forward's
+    FLOPs, :data:`clusterplan.training.step.FLASH_BACKWARD_FACTOR`) as a fraction of the BF16
+    peak, at head dimension 128 and ``RATE_MIN_SEQ`` tokens or more. Taken from a causal
+    forward-and-backward curve of the reference itself if the catalog has one, else from each
+    kernel that has one divided by that kernel's rate (:func:`kernel_rates`), averaged. On H100:
+    FlashAttention-2's fwd+bwd 0.313 of peak (Dao 2023, H100 figure) over its rate 0.622, and
+    FlashAttention-1's 0.134 over 0.266, both 0.50: cuDNN's causal forward (0.534, Shah et al.
+    2024) times FlashAttention-2's fwd+bwd-over-forward ratio. None where no such curve exists.
+    """
+    wanted = set(chips)
+    rates = kernel_rates(catalog, wanted)
+    name_of = {implementation: name for name, implementation in IMPLEMENTATIONS.items()}
+    values = [_plateau(entry) / rates[name_of[entry.implementation]] for entry in catalog.entries
+              if isinstance(entry, AttentionEntry) and entry.chip in wanted and entry.direction == "fwd_bwd"
+              and entry.causal and entry.head_dim == RATE_HEAD_DIM and entry.precision in ("fp16", "bf16")
+              and name_of.get(entry.implementation) in rates]
+    return round(float(np.mean(values)), 4) if values else None

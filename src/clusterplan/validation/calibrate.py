@@ -263,13 +263,25 @@ def kernel_anchors() -> dict[str, dict[str, float]]:
 
     ``matmul.<precision>`` is the best GEMM of any of the family's chips at that precision
     (fp16 counts as bf16: the same tensor peak), the large-GEMM asymptote the parameter means;
-    ``hbm`` the best streaming bandwidth fraction. Attention is not anchored: which kernel
-    (FlashAttention-2 or -3, cuDNN) a published run used is rarely printed, and the measured
-    curves differ by 1.5x between them on one chip.
+    ``hbm`` the best streaming bandwidth fraction; ``attention`` the reference attention
+    kernel's causal forward-and-backward fraction of the BF16 peak
+    (:func:`clusterplan.costs.attention.reference_fraction`). Attention is anchored since every
+    published row names its attention library (``Plan.attention_kernel``, round 12) and the
+    libraries' measured ratios put each row on the reference kernel's scale: before that, which
+    of curves 1.5x apart a row ran was unknown.
     """
     from clusterplan.catalog import load_chip, load_kernels
+    from clusterplan.catalog.loader import chip_names
+    from clusterplan.costs.attention import reference_fraction
 
     anchors: dict[str, dict[str, float]] = {}
+    by_family: dict[str, list[str]] = {}
+    for chip in chip_names():
+        by_family.setdefault(load_chip(chip).family, []).append(chip)
+    for family, chips in by_family.items():
+        measured = reference_fraction(load_kernels(), chips)
+        if measured is not None:
+            anchors.setdefault(family, {})["attention"] = measured
     for entry in load_kernels().entries:
         family = load_chip(entry.chip).family
         if entry.kind == "gemm":
