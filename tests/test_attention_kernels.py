@@ -11,15 +11,16 @@ import pytest
 from tests.cliutil import run_cli
 from tests.test_cli import assert_refused
 
-from clusterplan.catalog import load_kernels, load_model, load_system
-from clusterplan.catalog.loader import attention_kernel_rates, hardware_for
-from clusterplan.costs.attention import IMPLEMENTATIONS, RATE_MIN_SEQ, kernel_rates
+from clusterplan.catalog import load_chip, load_kernels, load_model, load_system
+from clusterplan.catalog.loader import attention_kernel_rates, chip_names, hardware_for
+from clusterplan.costs.attention import IMPLEMENTATIONS, RATE_MIN_SEQ, kernel_rates, reference_fraction
 from clusterplan.specs import Plan
 from clusterplan.specs.kernels import AttentionEntry, KernelCatalog
 from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.sensitivity import assumed_settings
 from clusterplan.training.step import _layer_forward, estimate
+from clusterplan.validation.calibrate import kernel_anchors
 
 
 def _plateau(implementation: str, direction: str, causal: bool) -> float:
@@ -237,3 +238,58 @@ def test_vllm_and_sglang_default_to_flashattention3_on_hopper(stack: str) -> Non
     assert hopper.values["attention_kernel"] == "flash3"
     blackwell = stack_defaults(stack, hardware_for(load_system("dgx-b200")), tp=8, pp=1, attention_dp=1)
     assert "attention_kernel" not in blackwell.values
+
+
+def _fraction(implementation: str, direction: str, causal: bool) -> float:
+    """The same plateau as a fraction of the catalog's BF16 peak."""
+    (entry,) = [e for e in load_kernels().entries
+                if isinstance(e, AttentionEntry) and e.chip == "h100-sxm" and e.implementation == implementation
+                and e.direction == direction and e.causal == causal and e.head_dim == 128
+                and e.precision == "fp16"]
+    return float(np.mean([p.fraction_of_peak for p in entry.points if p.seq_len >= RATE_MIN_SEQ]))
+
+
+def test_the_reference_kernel_is_anchored_at_its_forward_times_the_measured_fwd_bwd_ratio() -> None:
+    """Hopper's cuDNN is measured forward only; the fwd+bwd curves of FlashAttention-1 and -2
+    over their rates both give cuDNN's causal forward fraction times FlashAttention-2's
+    fwd+bwd-over-forward ratio (0.50 of the BF16 peak). That is what calibration anchors the
+    fitted ``attention`` to; a family without attention curves is not anchored."""
+    chips = [name for name in chip_names() if load_chip(name).family == "hopper"]
+    measured = reference_fraction(load_kernels(), chips)
+    by_hand = (_fraction("cuDNN", "fwd", True) * _fraction("FlashAttention-2", "fwd_bwd", True)
+               / _fraction("FlashAttention-2", "fwd", True))
+    assert measured == pytest.approx(by_hand, abs=2e-3)
+    assert 0.45 < by_hand < 0.55
+    anchors = kernel_anchors()
+    assert anchors["hopper"]["attention"] == measured
+    assert all("attention" not in anchors.get(family, {}) for family in ("ampere", "cdna3", "trainium2"))
+    assert reference_fraction(load_kernels(), ["mi300x"]) is None
+
+
+def _b200(implementation: str, direction: str) -> float:
+    (entry,) = [e for e in load_kernels().entries
+                if isinstance(e, AttentionEntry) and e.chip == "b200" and e.implementation == implementation
+                and e.direction == direction and e.causal and e.head_dim == 128]
+    return float(np.mean([p.tflops for p in entry.points if p.seq_len >= RATE_MIN_SEQ])) / 2250.0
+
+
+def test_blackwell_measures_cudnn_and_flashattention2_from_the_flashattention4_paper() -> None:
+    """B200 (arXiv:2603.05451): FlashAttention-2 at its causal forward ratio to cuDNN 9.13, and
+    the reference anchored at cuDNN's causal forward and backward combined by their FLOPs (the
+    backward 2.5x the forward's): 0.53 and 0.46 of the peak, 0.48 together. FlashAttention-1 and
+    -3 do not run on Blackwell: not rated, and naming them is flagged."""
+    rates = attention_kernel_rates("blackwell")
+    assert set(rates) == {"cudnn", "flash2"}
+    assert rates["flash2"] == pytest.approx(_b200("FlashAttention-2", "fwd") / _b200("cuDNN", "fwd"), abs=2e-3)
+    forward, backward = _b200("cuDNN", "fwd"), _b200("cuDNN", "bwd")
+    by_hand = 3.5 / (1.0 / forward + 2.5 / backward)
+    assert kernel_anchors()["blackwell"]["attention"] == pytest.approx(by_hand, abs=2e-4)
+    assert 0.45 < by_hand < 0.50 < forward
+    hardware = hardware_for(load_system("dgx-b200"))
+    assert hardware.attention_kernel_measured("flash2") and not hardware.attention_kernel_measured("flash3")
+    assert hardware.attention_rate("flash3") == 1.0
+    from clusterplan.validation.bands import attention_kernel_flags
+
+    assert attention_kernel_flags("flash2", hardware) == ()
+    (flag,) = attention_kernel_flags("flash3", hardware)
+    assert flag.startswith("attention_kernel=flash3: catalog/kernels.yaml has no blackwell measurement")

@@ -14,8 +14,10 @@ The model keeps the family's fitted ``Efficiency.attention`` as the rate of its 
 and scales it for a named kernel by the ratio of the two kernels' measured rates on a chip of the
 family: measured ratios, not fitted ones. The reference is cuDNN, which every current NVIDIA stack
 selects on Hopper and Blackwell (Transformer Engine >= 1.2 prefers it on compute capability 9.0
-and newer) and which ``auto`` means. A family without measurements of both kernels (every family
-but Hopper today) runs every named kernel at its fitted rate, and answers say so.
+and newer) and which ``auto`` means. A kernel without measurements beside the reference on the
+family (every kernel off Hopper and Blackwell; FlashAttention-1 and -3 on Blackwell) runs at the
+fitted rate, and answers say so. The reference's own measured rate (:func:`reference_fraction`)
+is what calibration anchors the fitted ``Efficiency.attention`` to (``validation/calibrate.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ REFERENCE_KERNEL = "cudnn"
 #: the head dimension the fitted efficiency is quoted at (``ATTENTION_REFERENCE_HEAD_DIM``).
 RATE_HEAD_DIM = 128
 RATE_MIN_SEQ = 4096
+
+#: Backward FLOPs over forward FLOPs of fused attention (5 GEMMs against 2; Dao 2023, as the
+#: FlashAttention benchmarks count them and ``training.step.FLASH_BACKWARD_FACTOR`` times them).
+BACKWARD_FLOPS = 2.5
 
 #: Which curves a ratio is taken from, most relevant first: training runs causal forward and
 #: backward passes; a pair of kernels measured in several of these uses the first.
@@ -102,20 +108,31 @@ def rate_by_code(rates: dict[str, float]) -> np.ndarray:
 
 def reference_fraction(catalog: KernelCatalog, chips: Iterable[str]) -> float | None:
     """The reference kernel's measured rate on ``chips`` as the step model uses it: the causal
-    forward-and-backward attention FLOPs per second of one layer (backward 2.5x the forward's
-    FLOPs, :data:`clusterplan.training.step.FLASH_BACKWARD_FACTOR`) as a fraction of the BF16
-    peak, at head dimension 128 and ``RATE_MIN_SEQ`` tokens or more. Taken from a causal
-    forward-and-backward curve of the reference itself if the catalog has one, else from each
-    kernel that has one divided by that kernel's rate (:func:`kernel_rates`), averaged. On H100:
-    FlashAttention-2's fwd+bwd 0.313 of peak (Dao 2023, H100 figure) over its rate 0.622, and
-    FlashAttention-1's 0.134 over 0.266, both 0.50: cuDNN's causal forward (0.534, Shah et al.
-    2024) times FlashAttention-2's fwd+bwd-over-forward ratio. None where no such curve exists.
+    forward-and-backward attention FLOPs per second of one layer (backward
+    :data:`BACKWARD_FLOPS` times the forward's FLOPs) as a fraction of the BF16 peak, at head
+    dimension 128 and ``RATE_MIN_SEQ`` tokens or more. From the first of: the reference's own
+    causal fwd+bwd curve; its causal forward and backward curves, combined by their FLOPs
+    (``(1 + b) / (1/fwd + b/bwd)``); each other kernel's causal fwd+bwd curve over that kernel's
+    rate (:func:`kernel_rates`), averaged. B200 (FlashAttention-4 paper): cuDNN 9.13's causal
+    forward 0.53 and backward 0.46 of peak, 0.48 together. H100: only the third applies,
+    FlashAttention-2's fwd+bwd 0.313 (Dao 2023) over its rate 0.622 and FlashAttention-1's 0.134
+    over 0.266, both 0.50 (cuDNN's causal forward 0.534, Shah et al. 2024, times FlashAttention-2's
+    fwd+bwd-over-forward ratio). None where none of them exists.
     """
     wanted = set(chips)
+    causal: dict[tuple[str, str], list[float]] = {}
+    for entry in catalog.entries:
+        if (isinstance(entry, AttentionEntry) and entry.chip in wanted and entry.causal
+                and entry.head_dim == RATE_HEAD_DIM and entry.precision in ("fp16", "bf16")):
+            causal.setdefault((entry.implementation, entry.direction), []).append(_plateau(entry))
+    plateau = {key: float(np.mean(values)) for key, values in causal.items()}
+    reference = IMPLEMENTATIONS[REFERENCE_KERNEL]
+    if (reference, "fwd_bwd") in plateau:
+        return round(plateau[(reference, "fwd_bwd")], 4)
+    if (reference, "fwd") in plateau and (reference, "bwd") in plateau:
+        forward, backward = plateau[(reference, "fwd")], plateau[(reference, "bwd")]
+        return round((1.0 + BACKWARD_FLOPS) / (1.0 / forward + BACKWARD_FLOPS / backward), 4)
     rates = kernel_rates(catalog, wanted)
-    name_of = {implementation: name for name, implementation in IMPLEMENTATIONS.items()}
-    values = [_plateau(entry) / rates[name_of[entry.implementation]] for entry in catalog.entries
-              if isinstance(entry, AttentionEntry) and entry.chip in wanted and entry.direction == "fwd_bwd"
-              and entry.causal and entry.head_dim == RATE_HEAD_DIM and entry.precision in ("fp16", "bf16")
-              and name_of.get(entry.implementation) in rates]
-    return round(float(np.mean(values)), 4) if values else None
+    through = [plateau[(implementation, "fwd_bwd")] / rates[name] for name, implementation in IMPLEMENTATIONS.items()
+               if name in rates and (implementation, "fwd_bwd") in plateau]
+    return round(float(np.mean(through)), 4) if through else None

@@ -198,8 +198,8 @@ def stack_defaults(stack: str, hardware: Hardware, tp: int, pp: int, attention_d
         if input_tokens is not None and output_tokens is not None:
             values["prefill_buckets"] = generate_buckets(128, input_tokens)
             values["decode_buckets"] = generate_buckets(128, input_tokens + output_tokens)
-    if stack in ENGINE_ATTENTION and hardware.attention_kernels_measured:
-        values["attention_kernel"] = ENGINE_ATTENTION[stack]  # a family whose libraries were measured
+    if stack in ENGINE_ATTENTION and hardware.attention_kernel_measured(ENGINE_ATTENTION[stack]):
+        values["attention_kernel"] = ENGINE_ATTENTION[stack]  # a family where the engine's library was measured
     return StackDefaults(stack, KV_BUDGET[stack], values)
 
 

@@ -68,7 +68,7 @@ def _alternatives(plan: Plan, model: Model, hardware: Hardware) -> list[tuple[st
                 update["recompute_modules"] = Plan.model_fields["recompute_modules"].default
             add("recompute", plan.recompute, level, **update)
     add("flash_attention", plan.flash_attention, not plan.flash_attention)
-    if plan.flash_attention and hardware.attention_kernels_measured:
+    if plan.flash_attention and hardware.attention_kernel_measured("flash2"):
         # The FlashAttention-2 path of PyTorch-native stacks against the family's reference.
         add("attention_kernel", plan.attention_kernel, "flash2" if plan.attention_kernel != "flash2" else "auto")
     if plan.tp > 1:

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clusterplan.costs import collectives as coll
-from clusterplan.costs.attention import rate_by_code
+from clusterplan.costs.attention import BACKWARD_FLOPS, rate_by_code
 from clusterplan.costs.compute import (
     OPERAND_BYTES,
     Efficiency,
@@ -46,7 +46,7 @@ ACTIVATION_BYTES = 2.0  # bf16 activations and TP/CP/PP messages
 ADAM_GRAD_AND_WEIGHT_BYTES = 4.0 + 2.0
 KERNELS_PER_LAYER_FORWARD = 12.0  # norms, QKV, rope, attention, proj, adds, FFN GEMMs, activation
 BACKWARD_KERNEL_FACTOR = 2.0
-FLASH_BACKWARD_FACTOR = 2.5  # FlashAttention-2 backward: 5 matmuls vs 2 forward (Dao 2023)
+FLASH_BACKWARD_FACTOR = BACKWARD_FLOPS  # FlashAttention-2 backward: 5 matmuls vs 2 forward (Dao 2023)
 
 
 def _with_collective_efficiency(system: System, eff: Efficiency) -> System:
@@ -92,10 +92,13 @@ class Hardware:
         """A named attention library's measured rate relative to the family's reference one."""
         return float(self.attention_rates[ATTENTION_KERNEL_CODES[kernel]])
 
-    @property
-    def attention_kernels_measured(self) -> bool:
-        """Whether the family's attention libraries were measured, so that naming one matters."""
-        return bool(np.ptp(self.attention_rates) > 0)
+    def attention_kernel_measured(self, kernel: str) -> bool:
+        """Whether ``kernel`` has a measured rate on this family (``auto`` is the reference);
+        an unmeasured one runs at the reference's rate (Blackwell has cuDNN and FlashAttention-2
+        curves, but FlashAttention-1 and -3 do not run on it)."""
+        from clusterplan.catalog.loader import attention_kernel_rates
+
+        return kernel == "auto" or kernel in attention_kernel_rates(self.chip.family)
 
 
 @dataclass(frozen=True)

@@ -254,10 +254,10 @@ def clock_flags(chip: str, efficiency: Efficiency) -> tuple[str, ...]:
 def attention_kernel_flags(kernel: str, hardware: Hardware) -> tuple[str, ...]:
     """A flag where a fused-attention library was named for a chip family on which the catalog
     has no measurements of it (catalog/kernels.yaml): it then runs at the family's fitted rate."""
-    if kernel in ("auto", "unfused") or hardware.attention_kernels_measured:
+    if kernel == "unfused" or hardware.attention_kernel_measured(kernel):
         return ()
-    return (f"attention_kernel={kernel}: catalog/kernels.yaml has no {hardware.chip.family} measurements "
-            "of the attention libraries, so it runs at the family's fitted attention rate",)
+    return (f"attention_kernel={kernel}: catalog/kernels.yaml has no {hardware.chip.family} measurement "
+            "of this attention library, so it runs at the family's fitted attention rate",)
 
 
 def setting_flags(plan: Mapping[str, Any]) -> tuple[str, ...]:
