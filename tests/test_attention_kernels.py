@@ -184,6 +184,20 @@ def test_published_rows_name_their_library() -> None:
     assert set(ATTENTION_KERNEL_CODES) >= set(kernels.values())
 
 
+def test_llm_foundry_rows_name_flash_attention_2_only_where_it_was_installed() -> None:
+    """The 2024-01 large-scale H100 table's sweep ran flash-attn 2.4.2 for 1b/3b/7b/70b and the
+    Triton kernel for 13b/30b; the 2023-10 H100 tables ran the Triton kernel (flash-attn 1.0.9
+    installed), FA1-class (docs/attention-kernels.md section 6); A100 rows take the reference."""
+    from clusterplan.validation.cases_llmfoundry import llmfoundry_mpt
+
+    tagged = {(c.label, c.plan.attention_kernel) for c in llmfoundry_mpt() if c.plan is not None}
+    flash2 = {label for label, kernel in tagged if kernel == "flash2"}
+    assert flash2 and all(" x h100_80gb" in label and int(label.split(", ")[1].split(" x ")[0]) >= 128
+                          and not label.startswith(("MPT 13b", "MPT 30b")) for label in flash2)
+    assert {kernel for label, kernel in tagged if "a100" in label} == {"auto"}
+    assert {kernel for label, kernel in tagged if "h100" in label and label not in flash2} == {"flash1"}
+
+
 def test_serving_prefill_takes_the_library_and_decode_does_not() -> None:
     """The prompt's pair time goes as 1/rate; a decoding sequence's stays at the reference."""
     from clusterplan.inference.step import Deployment, ReplicaModel
