@@ -23,12 +23,11 @@ from clusterplan.training.step import _layer_forward, estimate
 from clusterplan.validation.calibrate import kernel_anchors
 
 
-def _plateau(implementation: str, direction: str, causal: bool) -> float:
-    """Mean TFLOP/s of the H100 head-dim-128 curve at 4k tokens and more, by hand."""
+def _plateau(implementation: str, direction: str, causal: bool, chip: str = "h100-sxm") -> float:
+    """Mean TFLOP/s of the chip's head-dim-128 curve at 4k tokens and more, by hand."""
     (entry,) = [e for e in load_kernels().entries
-                if isinstance(e, AttentionEntry) and e.chip == "h100-sxm" and e.implementation == implementation
-                and e.direction == direction and e.causal == causal and e.head_dim == 128
-                and e.precision == "fp16"]
+                if isinstance(e, AttentionEntry) and e.chip == chip and e.implementation == implementation
+                and e.direction == direction and e.causal == causal and e.head_dim == 128]
     return float(np.mean([p.tflops for p in entry.points if p.seq_len >= RATE_MIN_SEQ]))
 
 
@@ -254,15 +253,6 @@ def test_vllm_and_sglang_default_to_flashattention3_on_hopper(stack: str) -> Non
     assert "attention_kernel" not in blackwell.values
 
 
-def _fraction(implementation: str, direction: str, causal: bool) -> float:
-    """The same plateau as a fraction of the catalog's BF16 peak."""
-    (entry,) = [e for e in load_kernels().entries
-                if isinstance(e, AttentionEntry) and e.chip == "h100-sxm" and e.implementation == implementation
-                and e.direction == direction and e.causal == causal and e.head_dim == 128
-                and e.precision == "fp16"]
-    return float(np.mean([p.fraction_of_peak for p in entry.points if p.seq_len >= RATE_MIN_SEQ]))
-
-
 def test_the_reference_kernel_is_anchored_at_its_forward_times_the_measured_fwd_bwd_ratio() -> None:
     """Hopper's cuDNN is measured forward only; the fwd+bwd curves of FlashAttention-1 and -2
     over their rates both give cuDNN's causal forward fraction times FlashAttention-2's
@@ -270,8 +260,8 @@ def test_the_reference_kernel_is_anchored_at_its_forward_times_the_measured_fwd_
     fitted ``attention`` to; a family without attention curves is not anchored."""
     chips = [name for name in chip_names() if load_chip(name).family == "hopper"]
     measured = reference_fraction(load_kernels(), chips)
-    by_hand = (_fraction("cuDNN", "fwd", True) * _fraction("FlashAttention-2", "fwd_bwd", True)
-               / _fraction("FlashAttention-2", "fwd", True))
+    by_hand = (_plateau("cuDNN", "fwd", True) * _plateau("FlashAttention-2", "fwd_bwd", True)
+               / _plateau("FlashAttention-2", "fwd", True)) / 989.4
     assert measured == pytest.approx(by_hand, abs=2e-3)
     assert 0.45 < by_hand < 0.55
     anchors = kernel_anchors()
@@ -281,10 +271,8 @@ def test_the_reference_kernel_is_anchored_at_its_forward_times_the_measured_fwd_
 
 
 def _b200(implementation: str, direction: str) -> float:
-    (entry,) = [e for e in load_kernels().entries
-                if isinstance(e, AttentionEntry) and e.chip == "b200" and e.implementation == implementation
-                and e.direction == direction and e.causal and e.head_dim == 128]
-    return float(np.mean([p.tflops for p in entry.points if p.seq_len >= RATE_MIN_SEQ])) / 2250.0
+    """A causal B200 plateau as a fraction of the 2.25 PFLOP/s bf16 peak."""
+    return _plateau(implementation, direction, True, chip="b200") / 2250.0
 
 
 def test_blackwell_measures_cudnn_and_flashattention2_from_the_flashattention4_paper() -> None:
