@@ -92,7 +92,7 @@ ADMISSION: dict[str, Literal["reserve", "optimistic"]] = {"trtllm": "reserve", "
 #: FlashAttention-3 and 410 for cuDNN at that shape on H100: rated as FlashAttention-3
 #: (docs/attention-kernels.md, section 7).
 TRTLLM_ATTENTION = "flash3"
-#: Each engine's default prefill library on a family whose libraries were measured (Hopper):
+#: Each engine's default prefill library on a family where that library was measured (Hopper):
 #: TensorRT-LLM above; vLLM's FLASH_ATTN backend (its default on sm90) runs FlashAttention-3 on
 #: compute capability 9 (``get_flash_attn_version``: ``fa_version = 3 if device_capability.major
 #: == 9``, vllm ``vllm/attention/utils/fa_utils.py`` @ 0fa99d44; since PR #12093, v0.7); SGLang
