@@ -270,6 +270,21 @@ def test_the_reference_kernel_is_anchored_at_its_forward_times_the_measured_fwd_
     assert reference_fraction(load_kernels(), ["mi300x"]) is None
 
 
+def test_the_reference_fraction_prefers_the_references_own_curves() -> None:
+    """The reference's own fwd+bwd curve wins over its forward/backward pair, which wins over
+    the other libraries' fwd+bwd curves through their rates; without any, None."""
+    entries = load_kernels().entries
+    (forward,) = [e for e in entries if isinstance(e, AttentionEntry) and e.chip == "b200"
+                  and e.implementation == "cuDNN" and e.direction == "fwd"]
+    own = forward.model_copy(update={"direction": "fwd_bwd", "points": tuple(
+        point.model_copy(update={"fraction_of_peak": 0.4}) for point in forward.points)})
+    assert reference_fraction(KernelCatalog(entries=(*entries, own)), ["b200"]) == 0.4
+    pair_only = reference_fraction(load_kernels(), ["b200"])
+    assert pair_only is not None and pair_only != 0.4
+    no_cudnn = KernelCatalog(entries=tuple(e for e in entries if getattr(e, "implementation", "") != "cuDNN"))
+    assert reference_fraction(no_cudnn, ["b200", "h100-sxm"]) is None
+
+
 def _b200(implementation: str, direction: str) -> float:
     """A causal B200 plateau as a fraction of the 2.25 PFLOP/s bf16 peak."""
     return _plateau(implementation, direction, True, chip="b200") / 2250.0
