@@ -348,12 +348,17 @@ def hardware_for(system: System, chip: Chip | None = None) -> Hardware:
 
 
 @cache
+def family_chips(family: str) -> tuple[str, ...]:
+    """The catalog chips of a family (its kernel measurements are any of theirs)."""
+    return tuple(name for name in chip_names() if load_chip(name).family == family)
+
+
+@cache
 def attention_kernel_rates(family: str) -> dict[str, float]:
     """Each named attention kernel's rate relative to the family's reference kernel, measured
     on the family's catalog chips (:func:`clusterplan.costs.attention.kernel_rates`); empty
     where the catalog has no such measurements."""
-    chips = [name for name in chip_names() if load_chip(name).family == family]
-    return kernel_rates(load_kernels(), chips)
+    return kernel_rates(load_kernels(), family_chips(family))
 
 
 @cache

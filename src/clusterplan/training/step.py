@@ -76,12 +76,16 @@ class Hardware:
     #: each attention kernel's rate relative to the family's reference one, by kernel code
     #: (:mod:`clusterplan.costs.attention`; measured, all 1.0 for a family without measurements)
     attention_rates: FloatArray = field(init=False)
+    #: the kernels with a measured rate on the family (the reference included; none without measurements)
+    attention_measured: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         # Deferred: the catalog loader builds Hardware, so it imports this module.
         from clusterplan.catalog.loader import attention_kernel_rates
 
-        object.__setattr__(self, "attention_rates", rate_by_code(attention_kernel_rates(self.chip.family)))
+        rates = attention_kernel_rates(self.chip.family)
+        object.__setattr__(self, "attention_rates", rate_by_code(rates))
+        object.__setattr__(self, "attention_measured", frozenset(rates))
         rated = peak_by_precision(self.chip)
         object.__setattr__(self, "rated_peak", rated)
         object.__setattr__(self, "peak", rated * self.efficiency.sustained_for(self.chip.name))
@@ -96,9 +100,7 @@ class Hardware:
         """Whether ``kernel`` has a measured rate on this family (``auto`` is the reference);
         an unmeasured one runs at the reference's rate (Blackwell has cuDNN and FlashAttention-2
         curves, but FlashAttention-1 and -3 do not run on it)."""
-        from clusterplan.catalog.loader import attention_kernel_rates
-
-        return kernel == "auto" or kernel in attention_kernel_rates(self.chip.family)
+        return kernel == "auto" or kernel in self.attention_measured
 
 
 @dataclass(frozen=True)

@@ -271,15 +271,12 @@ def kernel_anchors() -> dict[str, dict[str, float]]:
     of curves 1.5x apart a row ran was unknown.
     """
     from clusterplan.catalog import load_chip, load_kernels
-    from clusterplan.catalog.loader import chip_names
+    from clusterplan.catalog.loader import chip_names, family_chips
     from clusterplan.costs.attention import reference_fraction
 
     anchors: dict[str, dict[str, float]] = {}
-    by_family: dict[str, list[str]] = {}
-    for chip in chip_names():
-        by_family.setdefault(load_chip(chip).family, []).append(chip)
-    for family, chips in by_family.items():
-        measured = reference_fraction(load_kernels(), chips)
+    for family in sorted({load_chip(chip).family for chip in chip_names()}):
+        measured = reference_fraction(load_kernels(), family_chips(family))
         if measured is not None:
             anchors.setdefault(family, {})["attention"] = measured
     for entry in load_kernels().entries:

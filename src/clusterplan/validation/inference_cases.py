@@ -491,9 +491,9 @@ def _mlperf_replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaModel
     hardware = Hardware(system=system, chip=hardware_for(system).chip, efficiency=efficiency)
     weights = row["precision_weights"].lower()
     kv = row["precision_kv"].lower() or ("fp8" if weights == "fp8" else "bf16")
-    # TensorRT-LLM's context FMHA at FlashAttention-3's rate (inference/stacks.py TRTLLM_ATTENTION;
-    # 1.0 of the fitted rate on a family without measurements); other engines at the reference
-    trtllm = row["engine"].startswith("TensorRT-LLM")
+    # TensorRT-LLM's context FMHA at FlashAttention-3's rate where that was measured on the family,
+    # as `--stack trtllm` does (inference/stacks.py TRTLLM_ATTENTION); other engines at the reference
+    trtllm = row["engine"].startswith("TensorRT-LLM") and hardware.attention_kernel_measured(TRTLLM_ATTENTION)
     deployment = Deployment(**_mlperf_layout(row), weights=weights, kv_cache=kv,
                             max_batch=int(row["max_batch_size_per_replica"]),
                             kv_memory_fraction=float(row["kv_memory_fraction"]), frontend="engine",
