@@ -13,7 +13,13 @@ from tests.test_cli import assert_refused
 
 from clusterplan.catalog import load_chip, load_kernels, load_model, load_system
 from clusterplan.catalog.loader import attention_kernel_rates, chip_names, hardware_for
-from clusterplan.costs.attention import IMPLEMENTATIONS, RATE_MIN_SEQ, kernel_rates, reference_fraction
+from clusterplan.costs.attention import (
+    IMPLEMENTATIONS,
+    RATE_MIN_SEQ,
+    kernel_rates,
+    reference_fraction,
+    reference_kernel,
+)
 from clusterplan.specs import Plan
 from clusterplan.specs.kernels import AttentionEntry, KernelCatalog
 from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
@@ -50,7 +56,7 @@ def test_hopper_rates_are_the_papers_causal_forward_ratios() -> None:
 
 def test_a_family_without_measurements_has_no_rates() -> None:
     assert attention_kernel_rates("trainium2") == {}
-    assert attention_kernel_rates("ampere") == {}
+    assert attention_kernel_rates("cdna3") == {}
 
 
 def test_a_kernel_with_no_chain_to_the_reference_is_left_out() -> None:
@@ -186,14 +192,14 @@ def test_published_rows_name_their_library() -> None:
 def test_llm_foundry_rows_name_flash_attention_2_only_where_it_was_installed() -> None:
     """The 2024-01 large-scale H100 table's sweep ran flash-attn 2.4.2 for 1b/3b/7b/70b and the
     Triton kernel for 13b/30b; the 2023-10 H100 tables ran the Triton kernel (flash-attn 1.0.9
-    installed), FA1-class (docs/attention-kernels.md section 6); A100 rows take the reference."""
+    installed), FA1-class (docs/attention-kernels.md section 6), as the 2023-10 A100 tables did."""
     from clusterplan.validation.cases_llmfoundry import llmfoundry_mpt
 
     tagged = {(c.label, c.plan.attention_kernel) for c in llmfoundry_mpt() if c.plan is not None}
     flash2 = {label for label, kernel in tagged if kernel == "flash2"}
     assert flash2 and all(" x h100_80gb" in label and int(label.split(", ")[1].split(" x ")[0]) >= 128
                           and not label.startswith(("MPT 13b", "MPT 30b")) for label in flash2)
-    assert {kernel for label, kernel in tagged if "a100" in label} == {"auto"}
+    assert {kernel for label, kernel in tagged if "a100" in label} == {"flash1"}
     assert {kernel for label, kernel in tagged if "h100" in label and label not in flash2} == {"flash1"}
 
 
@@ -266,7 +272,7 @@ def test_the_reference_kernel_is_anchored_at_its_forward_times_the_measured_fwd_
     assert 0.45 < by_hand < 0.55
     anchors = kernel_anchors()
     assert anchors["hopper"]["attention"] == measured
-    assert all("attention" not in anchors.get(family, {}) for family in ("ampere", "cdna3", "trainium2"))
+    assert all("attention" not in anchors.get(family, {}) for family in ("cdna3", "trainium2"))
     assert reference_fraction(load_kernels(), ["mi300x"]) is None
 
 
@@ -310,3 +316,44 @@ def test_blackwell_measures_cudnn_and_flashattention2_from_the_flashattention4_p
     assert attention_kernel_flags("flash2", hardware) == ()
     (flag,) = attention_kernel_flags("flash3", hardware)
     assert flag.startswith("attention_kernel=flash3: catalog/kernels.yaml has no blackwell measurement")
+
+
+def test_ampere_takes_flashattention2_as_its_reference_from_the_flashattention2_paper() -> None:
+    """On A100 Transformer Engine prefers FlashAttention (FusedAttention only from sm90) and
+    PyTorch SDPA's flash backend is FlashAttention-2, so ``auto`` is FlashAttention-2 there and
+    the fitted attention is anchored at its own causal fwd+bwd bars (Dao 2023, A100 figure:
+    173/182/189 TFLOP/s at 4k-16k, 0.58 of 312); FlashAttention-1 is its ratio of those bars
+    (76/80/83, 0.44), cuDNN unmeasured there and flagged when named."""
+    assert reference_kernel("ampere") == "flash2"
+    assert {reference_kernel(f) for f in ("hopper", "blackwell", "cdna3", "trainium2")} == {"cudnn"}
+    fa2 = _plateau("FlashAttention-2", "fwd_bwd", True, chip="a100-80gb")
+    fa1 = _plateau("FlashAttention-1", "fwd_bwd", True, chip="a100-80gb")
+    assert fa2 == pytest.approx((173 + 182 + 189) / 3)
+    rates = attention_kernel_rates("ampere")
+    assert rates == {"flash2": 1.0, "flash1": pytest.approx(fa1 / fa2, abs=2e-4)}
+    assert 0.40 < rates["flash1"] < 0.48
+    assert kernel_anchors()["ampere"]["attention"] == pytest.approx(fa2 / 312.0, abs=2e-4)
+    # The Triton kernel llm-foundry copied runs at FlashAttention-1's pace (why its rows are flash1).
+    triton = _plateau("FlashAttention Triton", "fwd_bwd", True, chip="a100-80gb")
+    assert triton / fa1 == pytest.approx(0.97, abs=0.01)
+    hardware = hardware_for(load_system("dgx-a100"))
+    assert hardware.attention_reference == "flash2"
+    assert hardware.attention_rate("auto") == hardware.attention_rate("flash2") == 1.0
+    assert hardware.attention_rate("cudnn") == 1.0 and not hardware.attention_kernel_measured("cudnn")
+    from clusterplan.validation.bands import attention_kernel_flags
+
+    (flag,) = attention_kernel_flags("cudnn", hardware)
+    assert flag.startswith("attention_kernel=cudnn: catalog/kernels.yaml has no ampere measurement")
+
+
+def test_ampere_states_its_reference_and_offers_flashattention1(capsys: pytest.CaptureFixture[str]) -> None:
+    """The table names the reference a rate is relative to; the sensitivity on Ampere compares the
+    reference with FlashAttention-1 (FlashAttention-2 is the reference there)."""
+    plan = ["--model", "llama3-8b", "--chips", "8", "--global-batch", "64", "--seq", "8192", "--system", "dgx-a100"]
+    code, out, _ = run_cli(capsys, ["train", *plan, "--attention-kernel", "flash1"])
+    assert code == 0 and "attention kernel (flash1)" in out and "the rate of FlashAttention-2's" in out
+    code, out, _ = run_cli(capsys, ["train", *plan, "--json"])
+    record = json.loads(out)
+    assert record["attention_reference_kernel"] == "flash2"
+    (kernel,) = [item for item in record["assumed"] if item["field"] == "attention_kernel"]
+    assert kernel["alternative"] == "flash1" and kernel["step_time_s_if_changed"] > record["step_time_s"]

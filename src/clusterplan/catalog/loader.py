@@ -15,7 +15,7 @@ from typing import Any, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from clusterplan.costs.attention import kernel_rates
+from clusterplan.costs.attention import kernel_rates, reference_kernel
 from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError, shorten, show
 from clusterplan.specs import Chip, Model, System
@@ -355,10 +355,11 @@ def family_chips(family: str) -> tuple[str, ...]:
 
 @cache
 def attention_kernel_rates(family: str) -> dict[str, float]:
-    """Each named attention kernel's rate relative to the family's reference kernel, measured
-    on the family's catalog chips (:func:`clusterplan.costs.attention.kernel_rates`); empty
-    where the catalog has no such measurements."""
-    return kernel_rates(load_kernels(), family_chips(family))
+    """Each named attention kernel's rate relative to the family's reference kernel
+    (:func:`clusterplan.costs.attention.reference_kernel`), measured on the family's catalog chips
+    (:func:`clusterplan.costs.attention.kernel_rates`); empty where the catalog has no such
+    measurements."""
+    return kernel_rates(load_kernels(), family_chips(family), reference_kernel(family))
 
 
 @cache

@@ -283,7 +283,7 @@ FlashAttentionOption = Annotated[bool | None, _plan_option(
     "flash_attention", "fused attention (no s x s scores kept)", "--flash-attention/--no-flash-attention")]
 AttentionKernelOption = Annotated[str | None, _plan_option(
     "attention_kernel", "fused-attention library: flash1 | flash2 | cudnn | flash3 | auto (the chip family's "
-    "reference, cudnn; measured rates: catalog/kernels.yaml)", "--attention-kernel")]
+    "reference: cudnn, flash2 on Ampere; measured rates: catalog/kernels.yaml)", "--attention-kernel")]
 Fp8ParamsOption = Annotated[bool | None, _plan_option(
     "fp8_params", "fp8 plans keep the weights in fp8 (Megatron --fp8-param-gather)", "--fp8-params/--no-fp8-params")]
 OffloadQkvOption = Annotated[bool | None, _plan_option(

@@ -59,7 +59,7 @@ def serve(
              "engine-only benchmark, none added (default: server)")] = None,
     attention_kernel: Annotated[str | None, typer.Option(
         help="prefill's fused-attention library: flash1 | flash2 | cudnn | flash3 | auto (the chip family's "
-             "reference, cudnn; --stack trtllm: flash3 on Hopper)")] = None,
+             "reference: cudnn, flash2 on Ampere; --stack trtllm: flash3 on Hopper)")] = None,
     stack: Annotated[str | None, typer.Option(
         help="serving engine whose documented defaults fill the options not given: trtllm | vllm | sglang | "
              "neuron (default: none, the defaults above)")] = None,

@@ -12,12 +12,15 @@ family cannot serve them all.
 
 The model keeps the family's fitted ``Efficiency.attention`` as the rate of its *reference* kernel
 and scales it for a named kernel by the ratio of the two kernels' measured rates on a chip of the
-family: measured ratios, not fitted ones. The reference is cuDNN, which every current NVIDIA stack
-selects on Hopper and Blackwell (Transformer Engine >= 1.2 prefers it on compute capability 9.0
-and newer) and which ``auto`` means. A kernel without measurements beside the reference on the
-family (every kernel off Hopper and Blackwell; FlashAttention-1 and -3 on Blackwell) runs at the
-fitted rate, and answers say so. The reference's own measured rate (:func:`reference_fraction`)
-is what calibration anchors the fitted ``Efficiency.attention`` to (``validation/calibrate.py``).
+family: measured ratios, not fitted ones. The reference is the library a family's stacks select
+when none is named, which ``auto`` means (:func:`reference_kernel`): cuDNN on Hopper and
+Blackwell (Transformer Engine >= 1.2 prefers it on compute capability 9.0 and newer) and on
+families without measurements; FlashAttention-2 on Ampere, where Transformer Engine gives
+FlashAttention the preference and PyTorch SDPA's flash backend is FlashAttention-2. A kernel
+without measurements beside the reference on the family (cuDNN on Ampere; FlashAttention-1 and
+-3 on Blackwell; every kernel on TPU, Trainium and CDNA3) runs at the fitted rate, and answers
+say so. The reference's own measured rate (:func:`reference_fraction`) is what calibration
+anchors the fitted ``Efficiency.attention`` to (``validation/calibrate.py``).
 """
 
 from __future__ import annotations
@@ -37,8 +40,21 @@ ATTENTION_KERNELS: tuple[str, ...] = tuple(ATTENTION_KERNEL_CODES)
 IMPLEMENTATIONS = {"flash1": "FlashAttention-1", "flash2": "FlashAttention-2", "cudnn": "cuDNN",
                    "flash3": "FlashAttention-3"}
 
-#: The kernel a family's fitted ``Efficiency.attention`` is the rate of.
-REFERENCE_KERNEL = "cudnn"
+#: The kernel a family's fitted ``Efficiency.attention`` is the rate of, and what ``auto`` runs:
+#: cuDNN's fused attention, which Transformer Engine prefers from compute capability 9.0
+#: (``get_attention_backend``: "Disabling FlashAttention to give FusedAttention preference on
+#: Hopper+", transformer_engine/pytorch/attention/dot_product_attention/utils.py), except where
+#: :data:`REFERENCE_KERNELS` names another.
+DEFAULT_REFERENCE_KERNEL = "cudnn"
+#: Families whose stacks select another library by default: on Ampere (sm80) Transformer Engine
+#: keeps FlashAttention (flash-attn 2) ahead of cuDNN, as PyTorch SDPA's flash backend and
+#: vLLM's FlashAttention backend do (both FlashAttention-2 there).
+REFERENCE_KERNELS: dict[str, str] = {"ampere": "flash2"}
+
+
+def reference_kernel(family: str) -> str:
+    """The library ``auto`` means on ``family`` and whose rate its fitted attention efficiency is."""
+    return REFERENCE_KERNELS.get(family, DEFAULT_REFERENCE_KERNEL)
 
 #: Head dimension and shortest sequence of the points compared: the long-sequence plateau at
 #: the head dimension the fitted efficiency is quoted at (``ATTENTION_REFERENCE_HEAD_DIM``).
@@ -61,9 +77,10 @@ def _plateau(entry: AttentionEntry) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def kernel_rates(catalog: KernelCatalog, chips: Iterable[str]) -> dict[str, float]:
-    """Each named kernel's rate relative to the reference kernel's on ``chips`` (one family's
-    catalog chips), from BF16/FP16 curves at head dimension 128: the ratio of the two kernels'
+def kernel_rates(catalog: KernelCatalog, chips: Iterable[str],
+                 reference: str = DEFAULT_REFERENCE_KERNEL) -> dict[str, float]:
+    """Each named kernel's rate relative to the ``reference`` kernel's on ``chips`` (one family's
+    catalog chips; :func:`reference_kernel`), from BF16/FP16 curves at head dimension 128: the ratio of the two kernels'
     mean long-sequence fractions of peak in the first comparison of :data:`COMPARISONS` that
     measured both. A kernel never measured beside the reference is rated through one that was
     (FlashAttention-1 against FlashAttention-2 in the FlashAttention-2 paper's H100 figure, then
@@ -81,8 +98,8 @@ def kernel_rates(catalog: KernelCatalog, chips: Iterable[str]) -> dict[str, floa
             by_kernel.setdefault(entry.implementation, []).append(_plateau(entry))
     means = {key: {name: float(np.mean(values)) for name, values in by_kernel.items()}
              for key, by_kernel in plateaus.items()}
-    rates = {IMPLEMENTATIONS[REFERENCE_KERNEL]: 1.0}
-    if not any(IMPLEMENTATIONS[REFERENCE_KERNEL] in curves for curves in means.values()):
+    rates = {IMPLEMENTATIONS[reference]: 1.0}
+    if not any(IMPLEMENTATIONS[reference] in curves for curves in means.values()):
         return {}
     changed = True
     while changed:  # rate each kernel from the first comparison holding it and a rated one
@@ -106,8 +123,9 @@ def rate_by_code(rates: dict[str, float]) -> np.ndarray:
     return np.array([1.0 if name == "auto" else rates.get(name, 1.0) for name in ATTENTION_KERNELS])
 
 
-def reference_fraction(catalog: KernelCatalog, chips: Iterable[str]) -> float | None:
-    """The reference kernel's measured rate on ``chips`` as the step model uses it: the causal
+def reference_fraction(catalog: KernelCatalog, chips: Iterable[str],
+                       reference: str = DEFAULT_REFERENCE_KERNEL) -> float | None:
+    """The ``reference`` kernel's measured rate on ``chips`` as the step model uses it: the causal
     forward-and-backward attention FLOPs per second of one layer (backward
     :data:`BACKWARD_FLOPS` times the forward's FLOPs) as a fraction of the BF16 peak, at head
     dimension 128 and ``RATE_MIN_SEQ`` tokens or more. From the first of: the reference's own
@@ -117,7 +135,8 @@ def reference_fraction(catalog: KernelCatalog, chips: Iterable[str]) -> float | 
     forward 0.53 and backward 0.46 of peak, 0.48 together. H100: only the third applies,
     FlashAttention-2's fwd+bwd 0.313 (Dao 2023) over its rate 0.622 and FlashAttention-1's 0.134
     over 0.266, both 0.50 (cuDNN's causal forward 0.534, Shah et al. 2024, times FlashAttention-2's
-    fwd+bwd-over-forward ratio). None where none of them exists.
+    fwd+bwd-over-forward ratio). A100 (reference FlashAttention-2): its own causal fwd+bwd curve,
+    0.58 (Dao 2023, A100 figure). None where none of them exists.
     """
     wanted = set(chips)
     causal: dict[tuple[str, str], list[float]] = {}
@@ -126,13 +145,13 @@ def reference_fraction(catalog: KernelCatalog, chips: Iterable[str]) -> float | 
                 and entry.head_dim == RATE_HEAD_DIM and entry.precision in ("fp16", "bf16")):
             causal.setdefault((entry.implementation, entry.direction), []).append(_plateau(entry))
     plateau = {key: float(np.mean(values)) for key, values in causal.items()}
-    reference = IMPLEMENTATIONS[REFERENCE_KERNEL]
-    if (reference, "fwd_bwd") in plateau:
-        return round(plateau[(reference, "fwd_bwd")], 4)
-    if (reference, "fwd") in plateau and (reference, "bwd") in plateau:
-        forward, backward = plateau[(reference, "fwd")], plateau[(reference, "bwd")]
+    own = IMPLEMENTATIONS[reference]
+    if (own, "fwd_bwd") in plateau:
+        return round(plateau[(own, "fwd_bwd")], 4)
+    if (own, "fwd") in plateau and (own, "bwd") in plateau:
+        forward, backward = plateau[(own, "fwd")], plateau[(own, "bwd")]
         return round((1.0 + BACKWARD_FLOPS) / (1.0 / forward + BACKWARD_FLOPS / backward), 4)
-    rates = kernel_rates(catalog, wanted)
+    rates = kernel_rates(catalog, wanted, reference)
     through = [plateau[(implementation, "fwd_bwd")] / rates[name] for name, implementation in IMPLEMENTATIONS.items()
                if name in rates and (implementation, "fwd_bwd") in plateau]
     return round(float(np.mean(through)), 4) if through else None

@@ -136,7 +136,7 @@ class Deployment(Spec):
         default="auto",
         description="the prompt's (prefill's) fused-attention library, at its measured rate relative to the "
         "family's reference (costs/attention.py): flash1 | flash2 | cudnn | flash3; auto: the reference "
-        "(cudnn); decode attention keeps the reference rate")
+        "(cudnn; flash2 on Ampere); decode attention keeps the reference rate")
     stack: Literal["trtllm", "vllm", "sglang", "neuron"] | None = Field(
         default=None,
         description="serving engine whose documented defaults fill the fields not set here and fix what "

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clusterplan import units
-from clusterplan.costs.attention import IMPLEMENTATIONS, REFERENCE_KERNEL
+from clusterplan.costs.attention import DEFAULT_REFERENCE_KERNEL, IMPLEMENTATIONS
 from clusterplan.specs import Chip, Model, System
 from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors
 from clusterplan.validation.harness import Result, by_table, mape, mape_at_defaults
@@ -57,7 +57,9 @@ def train_table(console: Console, record: dict[str, Any]) -> None:
     kernel_rate = record.get("attention_kernel_rate", 1.0)
     if kernel_rate != 1.0:
         summary.add_row(f"attention kernel ({record['attention_kernel']})",
-                        f"{kernel_rate:.2f}x the rate of {IMPLEMENTATIONS[REFERENCE_KERNEL]}'s (measured)")
+                        f"{kernel_rate:.2f}x the rate of "
+                        f"{IMPLEMENTATIONS[record.get('attention_reference_kernel', DEFAULT_REFERENCE_KERNEL)]}'s "
+                        "(measured)")
     fits = "[green]fits[/]" if record["fits_memory"] else "[red]does NOT fit[/]"
     summary.add_row("memory per chip", f"{units.format_bytes(record['memory_bytes_per_chip'])} of "
                     f"{units.format_bytes(record['memory_capacity_bytes'])} ({fits})")

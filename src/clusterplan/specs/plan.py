@@ -236,7 +236,7 @@ class Plan(Spec):
         default="auto",
         description="the fused-attention library: flash1 (FlashAttention 1.x), flash2 (FlashAttention-2, "
         "PyTorch SDPA's flash backend), cudnn (Transformer Engine's fused attention on Hopper and later), flash3 "
-        "(FlashAttention-3); auto: the chip family's reference kernel (cudnn)")
+        "(FlashAttention-3); auto: the chip family's reference kernel (cudnn; flash2 on Ampere)")
     first_stage_layers: int | None = Field(default=None, ge=0)
     last_stage_layers: int | None = Field(default=None, ge=0)
 

@@ -68,9 +68,11 @@ def _alternatives(plan: Plan, model: Model, hardware: Hardware) -> list[tuple[st
                 update["recompute_modules"] = Plan.model_fields["recompute_modules"].default
             add("recompute", plan.recompute, level, **update)
     add("flash_attention", plan.flash_attention, not plan.flash_attention)
-    if plan.flash_attention and hardware.attention_kernel_measured("flash2"):
-        # The FlashAttention-2 path of PyTorch-native stacks against the family's reference.
-        add("attention_kernel", plan.attention_kernel, "flash2" if plan.attention_kernel != "flash2" else "auto")
+    # The FlashAttention-2 path of PyTorch-native stacks against the family's reference; where
+    # FlashAttention-2 is the reference (Ampere), the FlashAttention-1 stacks that preceded it.
+    other = "flash2" if hardware.attention_reference != "flash2" else "flash1"
+    if plan.flash_attention and hardware.attention_kernel_measured(other):
+        add("attention_kernel", plan.attention_kernel, other if plan.attention_kernel != other else "auto")
     if plan.tp > 1:
         add("overlap_tp", plan.overlap_tp, not plan.overlap_tp)
         add("sp", plan.sp, not plan.sp)

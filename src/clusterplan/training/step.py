@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clusterplan.costs import collectives as coll
-from clusterplan.costs.attention import BACKWARD_FLOPS, rate_by_code
+from clusterplan.costs.attention import BACKWARD_FLOPS, rate_by_code, reference_kernel
 from clusterplan.costs.compute import (
     OPERAND_BYTES,
     Efficiency,
@@ -95,6 +95,11 @@ class Hardware:
     def attention_rate(self, kernel: str) -> float:
         """A named attention library's measured rate relative to the family's reference one."""
         return float(self.attention_rates[ATTENTION_KERNEL_CODES[kernel]])
+
+    @property
+    def attention_reference(self) -> str:
+        """The attention library ``auto`` means on this family (costs/attention.py)."""
+        return reference_kernel(self.chip.family)
 
     def attention_kernel_measured(self, kernel: str) -> bool:
         """Whether ``kernel`` has a measured rate on this family (``auto`` is the reference);

@@ -57,6 +57,8 @@ def train_record(model: Model, hardware: Hardware, plan: Plan, tokens: float | N
         # the fused-attention library and its measured rate against the family's reference one
         "attention_kernel": plan.attention_kernel if plan.flash_attention else "unfused",
         "attention_kernel_rate": hardware.attention_rate(plan.attention_kernel) if plan.flash_attention else 1.0,
+        # the library `auto` means on this family, which the rate is relative to
+        "attention_reference_kernel": hardware.attention_reference,
     }
     if tokens is not None:
         record["tokens"] = tokens

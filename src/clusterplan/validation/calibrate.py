@@ -272,11 +272,11 @@ def kernel_anchors() -> dict[str, dict[str, float]]:
     """
     from clusterplan.catalog import load_chip, load_kernels
     from clusterplan.catalog.loader import chip_names, family_chips
-    from clusterplan.costs.attention import reference_fraction
+    from clusterplan.costs.attention import reference_fraction, reference_kernel
 
     anchors: dict[str, dict[str, float]] = {}
     for family in sorted({load_chip(chip).family for chip in chip_names()}):
-        measured = reference_fraction(load_kernels(), family_chips(family))
+        measured = reference_fraction(load_kernels(), family_chips(family), reference_kernel(family))
         if measured is not None:
             anchors.setdefault(family, {})["attention"] = measured
     for entry in load_kernels().entries:

@@ -69,22 +69,23 @@ def mpt_model(size: str) -> Model:
                  tied_embeddings=True, source=MPT_SOURCE.replace("<size>", size))
 
 
-#: The H100 tables' attention kernels (docs/attention-kernels.md, section 6). The large-scale
+#: The tables' attention kernels (docs/attention-kernels.md, section 6). The H100 large-scale
 #: table (llm-foundry 5e85bd62d, 2024-01) ran ``sweep.py``: ``--attn_impl flash`` (flash-attn
 #: 2.4.2, the ``gpu-flash2`` extra ``submit_benchmarks.py`` installs) for 1b/3b/7b/70b and
-#: ``--attn_impl triton`` for 13b/30b. The other H100 tables (b2a43a147, 2023-10) ran
-#: ``submit_benchmarks.py``'s default ``--attn_impl triton`` with the ``gpu`` extra
-#: (flash-attn 1.0.9, no FlashAttention-2). ``triton`` is llm-foundry's copy of
-#: HazyResearch's ``flash_attn_triton.py`` ("FlashAttention Triton"), which the FlashAttention-2
-#: paper's A100 figure times at 0.96 of FlashAttention-1 (causal, head dim 128, 4k-16k tokens:
-#: 74/78/80 against 76/80/83 TFLOP/s): it is taken at FlashAttention-1's H100 rate, unmeasured
-#: on H100 itself.
+#: ``--attn_impl triton`` for 13b/30b. The other tables, H100 and A100 alike (b2a43a147,
+#: 2023-10, which re-ran the A100 tables too), ran ``submit_benchmarks.py``'s default
+#: ``--attn_impl triton`` with the ``gpu`` extra (flash-attn 1.0.9, no FlashAttention-2).
+#: ``triton`` is llm-foundry's copy of HazyResearch's ``flash_attn_triton.py`` ("FlashAttention
+#: Triton"), which the FlashAttention-2 paper's A100 figure times at 0.97 of FlashAttention-1
+#: (causal, head dim 128, 4k-16k tokens: 74/78/80 against 76/80/83 TFLOP/s; catalog/kernels.yaml):
+#: it is taken at FlashAttention-1's rate, measured on A100 and H100 (the Triton kernel itself
+#: only on A100).
 LARGE_SCALE_TRITON_SIZES = frozenset({"13b", "30b"})
 ATTENTION_ASSUMPTION = {
     "flash2": "attention: FlashAttention-2 (flash-attn 2.4.2, sweep.py's --attn_impl flash; "
               "docs/attention-kernels.md)",
     "flash1": "attention: llm-foundry's FlashAttention-Triton kernel (attn_impl triton), taken at "
-              "FlashAttention-1's rate (0.96 of it on A100; unmeasured on H100; docs/attention-kernels.md)",
+              "FlashAttention-1's rate (0.97 of it on A100; docs/attention-kernels.md)",
 }
 
 
@@ -92,6 +93,12 @@ def h100_attention_kernel(table: str, size: str) -> str:
     """The H100 row's attention kernel by its table and model size (:data:`ATTENTION_ASSUMPTION`)."""
     large_scale = "Large Scale" in table
     return "flash2" if large_scale and size not in LARGE_SCALE_TRITON_SIZES else "flash1"
+
+
+def attention_kernel(table: str, size: str, gpu: str) -> str:
+    """A row's attention kernel: the H100 tables' by :func:`h100_attention_kernel`; the A100
+    tables (2023-10, the Triton default) ``flash1``."""
+    return h100_attention_kernel(table, size) if gpu == "h100_80gb" else "flash1"
 
 
 def llmfoundry_mpt() -> list[Case]:
@@ -129,12 +136,12 @@ def llmfoundry_mpt() -> list[Case]:
         ]
         if precision == "fp8":
             assumptions.append("amp_fp8: Transformer Engine fp8 GEMMs")
-        kernel = h100_attention_kernel(row["hardware_as_printed"], size) if gpu == "h100_80gb" else "auto"
+        kernel = attention_kernel(row["hardware_as_printed"], size, gpu)
         if gpu == "h100_80gb":
             assumptions.append("network not printed: 8 x 400 Gb/s per node (DGX H100) assumed")
-            assumptions.append(ATTENTION_ASSUMPTION[kernel])
         else:
             assumptions.append("'1600 Gbps node-node (RoCE)' = 200 Gb/s per GPU, as the DGX A100's; NVLink 3 assumed")
+        assumptions.append(ATTENTION_ASSUMPTION[kernel])
 
         def build(size: str = size, gpu: str = gpu, gpus: int = gpus, mb: int = mb,
                   batch: int = batch, seq: int = seq, zero: int = zero, precision: str = precision,
