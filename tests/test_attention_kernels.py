@@ -12,17 +12,19 @@ from tests.cliutil import run_cli
 from tests.test_cli import assert_refused
 
 from clusterplan.catalog import load_chip, load_kernels, load_model, load_system
-from clusterplan.catalog.loader import attention_kernel_rates, chip_names, hardware_for
+from clusterplan.catalog.loader import attention_head_dim_ratios, attention_kernel_rates, chip_names, hardware_for
 from clusterplan.costs.attention import (
     IMPLEMENTATIONS,
     RATE_MIN_SEQ,
     kernel_rates,
+    measured_head_dim_ratio,
     reference_fraction,
     reference_kernel,
 )
 from clusterplan.specs import Plan
 from clusterplan.specs.kernels import AttentionEntry, KernelCatalog
 from clusterplan.specs.plan import ATTENTION_KERNEL_CODES
+from clusterplan.training import flops as fl
 from clusterplan.training.batch import PlanBatch
 from clusterplan.training.sensitivity import assumed_settings
 from clusterplan.training.step import _layer_forward, estimate
@@ -357,3 +359,70 @@ def test_ampere_states_its_reference_and_offers_flashattention1(capsys: pytest.C
     assert record["attention_reference_kernel"] == "flash2"
     (kernel,) = [item for item in record["assumed"] if item["field"] == "attention_kernel"]
     assert kernel["alternative"] == "flash1" and kernel["step_time_s_if_changed"] > record["step_time_s"]
+
+
+def test_head_dimension_ratios_are_each_librarys_measured_ones() -> None:
+    """A100 (Dao 2023's A100 figure, causal fwd+bwd, 4k-16k tokens): FlashAttention-2 at head
+    dimension 64 runs at 0.90 of its 128 rate and FlashAttention-1 at 1.16; H100 FlashAttention-3
+    (causal forward, Shah et al. 2024) at 0.75 (64) and 1.05 (256). ``auto`` takes the
+    reference's; a library measured at 128 only has none."""
+    ampere = attention_head_dim_ratios("ampere")
+    fa2 = _plateau_at("FlashAttention-2", 64, "a100-80gb") / _plateau_at("FlashAttention-2", 128, "a100-80gb")
+    fa1 = _plateau_at("FlashAttention-1", 64, "a100-80gb") / _plateau_at("FlashAttention-1", 128, "a100-80gb")
+    assert ampere["flash2"] == {64: pytest.approx(fa2, abs=1e-4), 128: 1.0} == ampere["auto"]
+    assert ampere["flash1"][64] == pytest.approx(fa1, abs=1e-4)
+    assert 0.85 < fa2 < 0.95 < 1.1 < fa1 < 1.2
+    hopper = attention_head_dim_ratios("hopper")
+    assert set(hopper) == {"flash3"}  # cuDNN, the reference, is measured at 128 only
+    assert hopper["flash3"][64] == pytest.approx(0.753, abs=2e-3)
+    assert hopper["flash3"][256] == pytest.approx(1.047, abs=2e-3)
+    assert attention_head_dim_ratios("blackwell") == {}
+
+
+def _plateau_at(implementation: str, head_dim: int, chip: str) -> float:
+    (entry,) = [e for e in load_kernels().entries
+                if isinstance(e, AttentionEntry) and e.chip == chip and e.implementation == implementation
+                and e.direction == "fwd_bwd" and e.causal and e.head_dim == head_dim]
+    return float(np.mean([p.tflops for p in entry.points if p.seq_len >= RATE_MIN_SEQ]))
+
+
+def test_a_measured_ratio_is_interpolated_inside_its_range_only() -> None:
+    ratios = {64: 0.75, 128: 1.0, 256: 1.05}
+    assert measured_head_dim_ratio(ratios, 128, 128) == 1.0
+    assert measured_head_dim_ratio(ratios, 64, 64) == 0.75
+    # MLA's un-absorbed prompt (QK 192, V 128): the FLOP-weighted 160, a third of the way to 256 in log2
+    expected = 1.0 + 0.05 * (np.log2(160) - 7.0)
+    assert measured_head_dim_ratio(ratios, 192, 128) == pytest.approx(expected)
+    assert measured_head_dim_ratio(ratios, 576, 512) is None
+    assert measured_head_dim_ratio({64: 0.9, 128: 1.0}, 256, 256) is None
+    assert measured_head_dim_ratio({}, 64, 64) is None
+
+
+def test_the_step_takes_the_librarys_head_dimension_rate_where_measured() -> None:
+    """On A100 a head-dim-64 model's flash1 attention core is the reference's times the two
+    libraries' rate and head-dimension ratios; an unmeasured library (cuDNN) runs as the
+    reference; on Hopper cuDNN keeps the GEMM-like loss and FlashAttention-3 its own ratio."""
+    a100 = hardware_for(load_system("dgx-a100"))
+    rates = a100.attention_dim_rates(64, 64)
+    code = ATTENTION_KERNEL_CODES
+    assert rates[code["auto"]] == rates[code["flash2"]] == rates[code["cudnn"]] == pytest.approx(0.9044, abs=1e-4)
+    assert rates[code["flash1"]] == pytest.approx(1.1548, abs=1e-4)
+    h100 = hardware_for(load_system("dgx-h100"))
+    from clusterplan.costs.compute import attention_head_dim_factor
+
+    gemm_like = float(attention_head_dim_factor(64, 64, h100.efficiency.matmul_dim_half))
+    hopper = h100.attention_dim_rates(64, 64)
+    assert hopper[code["cudnn"]] == hopper[code["flash2"]] == pytest.approx(gemm_like)
+    assert hopper[code["flash3"]] == pytest.approx(0.7529, abs=1e-4)
+    assert all(h100.attention_dim_rates(128, 128) == 1.0)
+    model = load_model("gpt-oss-20b")  # 64 heads of 64
+    assert fl.attention_head_dims(model) == (64, 64)
+
+    def core(kernel: str) -> float:
+        plan = Plan(tp=1, dp=8, global_batch=64, seq_len=8192, attention_kernel=kernel).validate_for(model)
+        return float(_layer_forward(model, a100, PlanBatch.from_plans([plan], model))["attention"][0])
+
+    overhead = a100.efficiency.kernel_overhead_s
+    ratio = (core("flash1") - overhead) / (core("auto") - overhead)
+    expected = (1.0 * rates[code["flash2"]]) / (attention_kernel_rates("ampere")["flash1"] * rates[code["flash1"]])
+    assert ratio == pytest.approx(expected, rel=1e-9)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from clusterplan.costs.attention import kernel_rates, reference_kernel
+from clusterplan.costs.attention import head_dim_ratios, kernel_rates, reference_kernel
 from clusterplan.costs.compute import Efficiency
 from clusterplan.errors import SpecError, shorten, show
 from clusterplan.specs import Chip, Model, System
@@ -360,6 +360,14 @@ def attention_kernel_rates(family: str) -> dict[str, float]:
     (:func:`clusterplan.costs.attention.kernel_rates`); empty where the catalog has no such
     measurements."""
     return kernel_rates(load_kernels(), family_chips(family), reference_kernel(family))
+
+
+@cache
+def attention_head_dim_ratios(family: str) -> dict[str, dict[int, float]]:
+    """Each attention kernel's measured rate by head dimension over its rate at 128 on the
+    family's catalog chips (:func:`clusterplan.costs.attention.head_dim_ratios`); kernels
+    measured at head dimension 128 only are left out."""
+    return head_dim_ratios(load_kernels(), family_chips(family), reference_kernel(family))
 
 
 @cache

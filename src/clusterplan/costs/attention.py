@@ -155,3 +155,48 @@ def reference_fraction(catalog: KernelCatalog, chips: Iterable[str],
     through = [plateau[(implementation, "fwd_bwd")] / rates[name] for name, implementation in IMPLEMENTATIONS.items()
                if name in rates and (implementation, "fwd_bwd") in plateau]
     return round(float(np.mean(through)), 4) if through else None
+
+
+def head_dim_ratios(catalog: KernelCatalog, chips: Iterable[str],
+                    reference: str = DEFAULT_REFERENCE_KERNEL) -> dict[str, dict[int, float]]:
+    """Each named kernel's measured long-sequence rate at other head dimensions over its rate at
+    :data:`RATE_HEAD_DIM` on ``chips``: per kernel, {head dim: ratio}, 128 included at 1.0, from
+    BF16/FP16 curves of one pass and masking measured at both dimensions (the first of
+    :data:`COMPARISONS` that holds the pair); ``auto`` takes the ``reference`` kernel's. Kernels
+    with no other head dimension measured are left out. The libraries differ: on A100 (Dao 2023,
+    A100 figure, causal fwd+bwd, 4k-16k tokens) FlashAttention-2 at head dimension 64 runs at 0.90
+    of its 128 rate, FlashAttention-1 at 1.16 (its tiles were sized for 64); on H100
+    FlashAttention-3's causal forward at 64 and 256 runs at 0.75 and 1.05 of 128 (Shah et al.
+    2024). A GEMM-like loss from the family's ``matmul_dim_half``
+    (:func:`~clusterplan.costs.compute.attention_head_dim_factor`) stands in where none is measured."""
+    wanted = set(chips)
+    plateaus: dict[tuple[str, str, bool], dict[int, list[float]]] = {}
+    for entry in catalog.entries:
+        if isinstance(entry, AttentionEntry) and entry.chip in wanted and entry.precision in ("fp16", "bf16"):
+            by_dim = plateaus.setdefault((entry.implementation, entry.direction, entry.causal), {})
+            by_dim.setdefault(entry.head_dim, []).append(_plateau(entry))
+    ratios: dict[str, dict[int, float]] = {}
+    for name, implementation in IMPLEMENTATIONS.items():
+        for direction, causal in COMPARISONS:
+            means = {dim: float(np.mean(values))
+                     for dim, values in plateaus.get((implementation, direction, causal), {}).items()}
+            if RATE_HEAD_DIM in means and len(means) > 1:
+                ratios[name] = {dim: round(value / means[RATE_HEAD_DIM], 4) for dim, value in sorted(means.items())}
+                break
+    if reference in ratios:
+        ratios["auto"] = ratios[reference]
+    return ratios
+
+
+def measured_head_dim_ratio(ratios: dict[int, float], qk_head_dim: float, v_head_dim: float) -> float | None:
+    """A kernel's measured rate at these head dimensions over its rate at 128 (``ratios`` from
+    :func:`head_dim_ratios`): interpolated in log2 of the head dimension at the FLOP-weighted
+    mean of the QK and V dimensions (the two GEMMs' FLOPs are proportional to them); None
+    outside the measured range."""
+    if not ratios:
+        return None
+    dims = sorted(ratios)
+    mean_dim = (qk_head_dim + v_head_dim) / 2.0
+    if not dims[0] <= mean_dim <= dims[-1]:
+        return None
+    return float(np.interp(np.log2(mean_dim), np.log2(dims), [ratios[d] for d in dims]))

@@ -81,7 +81,6 @@ from pydantic import Field, field_validator
 from clusterplan.costs import collectives as coll
 from clusterplan.costs.compute import (
     OPERAND_BYTES,
-    attention_head_dim_factor,
     grouped_gemm_time,
     memory_time,
     permutation_bytes,
@@ -91,7 +90,7 @@ from clusterplan.inference.engine import StepTerms
 from clusterplan.inference.stacks import KV_BUDGET, apply_stack
 from clusterplan.specs import Model
 from clusterplan.specs._base import Spec
-from clusterplan.specs.plan import PRECISION_CODES, AttentionKernel
+from clusterplan.specs.plan import ATTENTION_KERNEL_CODES, PRECISION_CODES, AttentionKernel
 from clusterplan.training import flops as fl
 from clusterplan.training import memory as mem
 from clusterplan.training.step import ACTIVATION_BYTES, Hardware, elementwise_widths
@@ -492,14 +491,16 @@ class ReplicaModel:
         return _seconds(self._gemm(np.asarray(sequences, dtype=np.float64), model.vocab_size / self.deployment.tp,
                                    model.hidden_size, precision="bf16"))
 
-    def _seconds_per_pair_at(self, qk_head_dim: float, v_head_dim: float, kernel_rate: float = 1.0) -> float:
+    def _seconds_per_pair_at(self, qk_head_dim: float, v_head_dim: float, kernel: str = "auto") -> float:
         """FLOP-bound time per query-key pair of heads of these dimensions (QK^T and AV, all
-        layers; a stage's layers on its ``tp`` chips, the ``pp`` stages in turn), with an
-        attention library at ``kernel_rate`` of the family's reference one."""
+        layers; a stage's layers on its ``tp`` chips, the ``pp`` stages in turn), with attention
+        library ``kernel`` at its measured rate relative to the family's reference one and at
+        these head dimensions (``Hardware.attention_dim_rates``)."""
         flops = 2.0 * self.model.attention_heads * (qk_head_dim + v_head_dim) * self.model.layers
         eff = self.hardware.efficiency
-        attention = (eff.attention * kernel_rate
-                     * attention_head_dim_factor(qk_head_dim, v_head_dim, eff.matmul_dim_half))
+        code = ATTENTION_KERNEL_CODES[kernel]
+        attention = (eff.attention * self.hardware.attention_rate(kernel)
+                     * self.hardware.attention_dim_rates(qk_head_dim, v_head_dim)[code])
         peak = self.hardware.peak[PRECISION_CODES[self.deployment.kv_cache]]  # fp8 KV: fp8 attention
         return float(flops / self.deployment.tp / (peak * attention))
 
@@ -507,7 +508,7 @@ class ReplicaModel:
     def seconds_per_pair(self) -> float:
         """Fused attention's FLOP-bound time per query-key pair of a prompt (prefill), with the
         deployment's attention library (``Deployment.attention_kernel``)."""
-        return self._seconds_per_pair_at(*fl.attention_head_dims(self.model), self.attention_kernel_rate)
+        return self._seconds_per_pair_at(*fl.attention_head_dims(self.model), self.deployment.attention_kernel)
 
     @property
     def attention_kernel_rate(self) -> float:

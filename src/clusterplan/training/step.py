@@ -17,7 +17,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from clusterplan.costs import collectives as coll
-from clusterplan.costs.attention import BACKWARD_FLOPS, rate_by_code, reference_kernel
+from clusterplan.costs.attention import (
+    ATTENTION_KERNELS,
+    BACKWARD_FLOPS,
+    measured_head_dim_ratio,
+    rate_by_code,
+    reference_kernel,
+)
 from clusterplan.costs.compute import (
     OPERAND_BYTES,
     Efficiency,
@@ -78,14 +84,17 @@ class Hardware:
     attention_rates: FloatArray = field(init=False)
     #: the kernels with a measured rate on the family (the reference included; none without measurements)
     attention_measured: frozenset[str] = field(init=False)
+    #: each kernel's measured rate by head dimension over its rate at 128 (costs/attention.head_dim_ratios)
+    attention_head_dims: dict[str, dict[int, float]] = field(init=False)
 
     def __post_init__(self) -> None:
         # Deferred: the catalog loader builds Hardware, so it imports this module.
-        from clusterplan.catalog.loader import attention_kernel_rates
+        from clusterplan.catalog.loader import attention_head_dim_ratios, attention_kernel_rates
 
         rates = attention_kernel_rates(self.chip.family)
         object.__setattr__(self, "attention_rates", rate_by_code(rates))
         object.__setattr__(self, "attention_measured", frozenset(rates))
+        object.__setattr__(self, "attention_head_dims", attention_head_dim_ratios(self.chip.family))
         rated = peak_by_precision(self.chip)
         object.__setattr__(self, "rated_peak", rated)
         object.__setattr__(self, "peak", rated * self.efficiency.sustained_for(self.chip.name))
@@ -95,6 +104,22 @@ class Hardware:
     def attention_rate(self, kernel: str) -> float:
         """A named attention library's measured rate relative to the family's reference one."""
         return float(self.attention_rates[ATTENTION_KERNEL_CODES[kernel]])
+
+    def attention_dim_rates(self, qk_head_dim: float, v_head_dim: float) -> FloatArray:
+        """Each attention kernel's rate at these head dimensions over its rate at 128, by kernel
+        code: the kernel's measured ratio where the family's catalog has it at other head
+        dimensions and these lie in the measured range (:func:`measured_head_dim_ratio`), else
+        the GEMM-like loss of :func:`attention_head_dim_factor` with the family's fitted
+        ``matmul_dim_half``. A kernel never measured on the family runs as the reference does."""
+        fallback = float(attention_head_dim_factor(qk_head_dim, v_head_dim, self.efficiency.matmul_dim_half))
+
+        def rate(kernel: str) -> float:
+            measured = measured_head_dim_ratio(self.attention_head_dims.get(kernel, {}), qk_head_dim, v_head_dim)
+            return fallback if measured is None else measured
+
+        reference = rate("auto")
+        return np.array([rate(name) if name == "auto" or name in self.attention_measured else reference
+                         for name in ATTENTION_KERNELS])
 
     @property
     def attention_reference(self) -> str:
@@ -185,7 +210,7 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
     core_flops = fl.attention_core_flops(model, seq) * tokens / tp
     bf16_peak = hw.peak[1]
     flash_eff = (eff.attention * hw.attention_rates[batch.attention_kernel]
-                 * attention_head_dim_factor(*fl.attention_head_dims(model), eff.matmul_dim_half))
+                 * hw.attention_dim_rates(*fl.attention_head_dims(model))[batch.attention_kernel])
     causal_flops = fl.causal_attention_core_flops(model, seq) * tokens / tp  # window layers: the band
     flash_time = causal_flops / attention_span_rate(model, seq, batch.cp) / (bf16_peak * flash_eff) + overhead
     score_elements = model.attention_heads / tp * tokens * seq
