@@ -86,6 +86,8 @@ class Hardware:
     attention_measured: frozenset[str] = field(init=False)
     #: each kernel's measured rate by head dimension over its rate at 128 (costs/attention.head_dim_ratios)
     attention_head_dims: dict[str, dict[int, float]] = field(init=False)
+    #: attention_dim_rates by (qk, v) head dimensions, filled on first use (serving steps ask per step)
+    _dim_rates: dict[tuple[float, float], FloatArray] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Deferred: the catalog loader builds Hardware, so it imports this module.
@@ -95,6 +97,7 @@ class Hardware:
         object.__setattr__(self, "attention_rates", rate_by_code(rates))
         object.__setattr__(self, "attention_measured", frozenset(rates))
         object.__setattr__(self, "attention_head_dims", attention_head_dim_ratios(self.chip.family))
+        object.__setattr__(self, "_dim_rates", {})
         rated = peak_by_precision(self.chip)
         object.__setattr__(self, "rated_peak", rated)
         object.__setattr__(self, "peak", rated * self.efficiency.sustained_for(self.chip.name))
@@ -111,6 +114,9 @@ class Hardware:
         dimensions and these lie in the measured range (:func:`measured_head_dim_ratio`), else
         the GEMM-like loss of :func:`attention_head_dim_factor` with the family's fitted
         ``matmul_dim_half``. A kernel never measured on the family runs as the reference does."""
+        key = (float(qk_head_dim), float(v_head_dim))
+        if key in self._dim_rates:
+            return self._dim_rates[key]
         fallback = float(attention_head_dim_factor(qk_head_dim, v_head_dim, self.efficiency.matmul_dim_half))
 
         def rate(kernel: str) -> float:
@@ -118,8 +124,11 @@ class Hardware:
             return fallback if measured is None else measured
 
         reference = rate("auto")
-        return np.array([rate(name) if name == "auto" or name in self.attention_measured else reference
-                         for name in ATTENTION_KERNELS])
+        rates = np.array([rate(name) if name == "auto" or name in self.attention_measured else reference
+                          for name in ATTENTION_KERNELS])
+        rates.setflags(write=False)
+        self._dim_rates[key] = rates
+        return rates
 
     @property
     def attention_reference(self) -> str:
