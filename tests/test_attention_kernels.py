@@ -426,3 +426,23 @@ def test_the_step_takes_the_librarys_head_dimension_rate_where_measured() -> Non
     ratio = (core("flash1") - overhead) / (core("auto") - overhead)
     expected = (1.0 * rates[code["flash2"]]) / (attention_kernel_rates("ampere")["flash1"] * rates[code["flash1"]])
     assert ratio == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_borrower_takes_the_attention_fraction_of_donors_with_its_reference_library() -> None:
+    """A family without an attention curve borrows the measured donors' mean fraction of peak,
+    but a fraction of FlashAttention-2 (Ampere's reference) is not one of cuDNN: with Ampere and
+    Hopper as donors, MI300X (reference cuDNN) takes Hopper's; with Ampere alone, Ampere's."""
+    from clusterplan.validation.calibrate import DenseFit
+
+    anchors = kernel_anchors()
+    names = ("attention",)
+
+    def borrowed(donors: tuple[str, ...]) -> float:
+        return DenseFit(names, (1.0,), frozenset(names), anchors, (), donors).measured("cdna3", "attention")
+
+    assert borrowed(("ampere", "hopper")) == anchors["hopper"]["attention"]
+    assert borrowed(("ampere", "blackwell", "hopper")) == pytest.approx(
+        (anchors["hopper"]["attention"] + anchors["blackwell"]["attention"]) / 2)
+    assert borrowed(("ampere",)) == anchors["ampere"]["attention"]
+    assert DenseFit(names, (1.0,), frozenset(names), anchors, (), ("hopper",)).measured(
+        "ampere", "attention") == anchors["ampere"]["attention"]  # its own measurement first

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
+from clusterplan.costs.attention import reference_kernel
 from clusterplan.costs.compute import Efficiency
 from clusterplan.validation.case import Case, higher_is_faster
 from clusterplan.validation.harness import mape, run
@@ -272,7 +273,7 @@ def kernel_anchors() -> dict[str, dict[str, float]]:
     """
     from clusterplan.catalog import load_chip, load_kernels
     from clusterplan.catalog.loader import chip_names, family_chips
-    from clusterplan.costs.attention import reference_fraction, reference_kernel
+    from clusterplan.costs.attention import reference_fraction
 
     anchors: dict[str, dict[str, float]] = {}
     for family in sorted({load_chip(chip).family for chip in chip_names()}):
@@ -321,11 +322,18 @@ class DenseFit:
         measurement times the measured donors' ratio of the two (a chip that reaches half its bf16
         peak is not taken to reach the donors' fraction of its fp8 peak: MI300X's bf16 GEMM
         measures 0.60 of peak against H100's 0.80, and its fp8 one would otherwise be read as
-        H100's 0.71); else the measured donors' mean."""
+        H100's 0.71); else the measured donors' mean. Attention fractions are of each family's
+        reference library (``costs/attention.reference_kernel``), so the mean takes only donors
+        with the same reference where one is measured (A100's FlashAttention-2 0.58 is not a
+        cuDNN fraction)."""
         own = self.anchors.get(family, {})
         if name in own:
             return own[name]
-        donors = [self.anchors[d] for d in self.donors if name in self.anchors.get(d, {})]
+        measured = [d for d in self.donors if name in self.anchors.get(d, {})]
+        if name == "attention":
+            alike = [d for d in measured if reference_kernel(d) == reference_kernel(family)]
+            measured = alike or measured
+        donors = [self.anchors[d] for d in measured]
         donor_mean = float(np.mean([d[name] for d in donors]))
         paired = [d for d in donors if BF16_GEMM in d]
         if name.startswith("matmul.") and name != BF16_GEMM and BF16_GEMM in own and paired:
