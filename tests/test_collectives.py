@@ -37,16 +37,38 @@ def test_group_of_one_costs_nothing(switch_system: System) -> None:
     assert float(coll.all_reduce_time(phases, 100 * MB)[0]) == 0.0
 
 
-def test_latency_term_counts_tree_steps_on_switches() -> None:
-    system = System(name="s", chip="c", chips_per_node=8, source="test", tiers=[
+def _two_switch_tiers() -> System:
+    return System(name="s", chip="c", chips_per_node=8, source="test", tiers=[
         {"name": "a", "topology": "switch", "size": 8, "bandwidth": 1e12, "latency_s": 1e-6,
          "efficiency": 1.0, "source": "test"},
         {"name": "b", "topology": "switch", "size": None, "bandwidth": 1e12, "latency_s": 1e-5,
          "efficiency": 1.0, "source": "test"},
     ])
-    phases = coll.decompose(system, 64, 1)
-    # tiny message: latency only; 3 steps (log2 8) inside, 3 steps (log2 8 nodes) outside
-    assert float(coll.reduce_scatter_time(phases, 1.0)[0]) == pytest.approx(3e-6 + 3e-5, rel=1e-3)
+
+
+def test_reduce_scatter_latency_counts_every_ring_hop_at_the_tier_it_crosses() -> None:
+    # 64 ranks in 8 nodes: a flat ring makes 63 hops, 56 inside nodes and 7 between them, as
+    # NCCL's tuner counts them (nsteps - nInterSteps intra-node, nNodes - 1 network).
+    phases = coll.decompose(_two_switch_tiers(), 64, 1)
+    assert phases.ring_steps[:, 0].tolist() == [56.0, 7.0]
+    assert float(coll.reduce_scatter_time(phases, 1.0)[0]) == pytest.approx(56e-6 + 7e-5, rel=1e-3)
+    assert float(coll.all_gather_time(phases, 1.0)[0]) == pytest.approx(56e-6 + 7e-5, rel=1e-3)
+
+
+def test_strided_ring_hops_all_cross_the_network() -> None:
+    # 16 ranks at stride 8 (one per node, as DP beside TP 8): 15 network hops, none inside.
+    phases = coll.decompose(_two_switch_tiers(), 16, 8)
+    assert phases.ring_steps[:, 0].tolist() == [0.0, 15.0]
+
+
+def test_all_reduce_takes_the_cheaper_of_the_ring_and_the_tree() -> None:
+    phases = coll.decompose(_two_switch_tiers(), 64, 1)
+    # tiny message: the tree's 3 steps (log2 8) inside and 3 (log2 8 nodes) outside, twice,
+    # beat the ring's 2 x (56 + 7) hops.
+    assert float(coll.all_reduce_time(phases, 1.0)[0]) == pytest.approx(2 * (3e-6 + 3e-5), rel=1e-3)
+    # two ranks: ring and tree both take one step each way.
+    pair = coll.decompose(_two_switch_tiers(), 2, 1)
+    assert float(coll.all_reduce_time(pair, 1.0)[0]) == pytest.approx(2 * 1e-6, rel=1e-3)
 
 
 def test_torus_row_gets_one_dimension_and_full_torus_gets_all(torus_system: System) -> None:

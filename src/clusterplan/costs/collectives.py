@@ -7,8 +7,14 @@ inside each tier on the data left by the tier below, then the mirrored all-gathe
 (Thakur et al. 2005; NCCL's NVLS/tree and Megatron's hierarchical schemes follow this shape).
 Each tier phase costs ``bytes*(g_t-1)/g_t / bandwidth_t + steps_t * latency_t``.
 
-Switched tiers (NVLink, InfiniBand, EFA, NeuronSwitch) take ``2*ceil(log2 g_t)`` latency steps
-(tree/recursive algorithms that NCCL picks for latency-bound sizes). Torus tiers (Trainium
+Latency steps differ by collective. NCCL runs reduce-scatter and all-gather as a ring over all
+``g`` members (its only algorithm for them on multi-GPU nodes; PAT needs one GPU per node), so
+a switched tier takes one step per ring hop whose endpoints first meet at that tier:
+``(g_t - 1) * g / (n_t)`` of the ``g - 1`` hops, e.g. 448 NVLink and 63 network hops for 512
+GPUs in 64 nodes; NCCL's own cost model charges the same ``nsteps - nInterSteps`` intra-node and
+``nInterSteps = nNodes - 1`` network hops (``src/graph/tuning.cc``, ``ncclTopoTuneModel``).
+An all-reduce takes the cheaper of that ring twice and a tree's ``2*ceil(log2 g_t)`` steps per
+tier (NCCL picks the faster; trees win at scale), as does the all-to-all. Torus tiers (Trainium
 NeuronLink, TPU ICI) run bidirectional rings along each dimension the group spans: they achieve
 ``k/d`` of the tier bandwidth when the group spans ``k`` of the ``d`` dimensions and take
 ``sum(dim_len - 1)`` steps, which is why a sub-torus group is slower than a full one.
@@ -35,8 +41,9 @@ class TierPhases:
     fan: FloatArray  # g_t: members joined at this tier (1 = tier not used)
     before: FloatArray  # product of fans of inner tiers (data shrink factor for RS)
     bandwidth: FloatArray  # achieved bytes/s per chip at this tier for this group
-    steps: FloatArray  # latency steps of one reduce-scatter (or all-gather) at this tier
+    steps: FloatArray  # tree latency steps of half an all-reduce at this tier
     latency: FloatArray  # seconds per step
+    ring_steps: FloatArray  # ring hops of one reduce-scatter (or all-gather) at this tier
 
 
 def _domain_sizes(system: System, group_span: Any) -> list[Any]:
@@ -80,7 +87,12 @@ def decompose(system: System, size: Any, stride: Any) -> TierPhases:
             steps[index] = np.ceil(np.log2(np.maximum(fan_t, 1.0)))
         inner_members = members
         inner_domain = float(tier.size) if tier.size is not None else inner_domain
-    return TierPhases(fan=fan, before=before, bandwidth=bandwidth, steps=steps, latency=latency)
+    # A flat ring's hops whose endpoints first share a tier-t domain: (fan_t - 1) per tier-t
+    # domain, of which the group has g / (before_t * fan_t). Torus tiers already count ring hops.
+    torus = np.array([[tier.topology == "torus"] for tier in tiers])
+    ring_steps = np.where(torus, steps, (fan - 1.0) * g / (before * fan))
+    return TierPhases(fan=fan, before=before, bandwidth=bandwidth, steps=steps, latency=latency,
+                      ring_steps=ring_steps)
 
 
 def _torus_usage(dims: tuple[int, ...], unit: float, stride: Any, fan: Any) -> tuple[Any, Any]:
@@ -103,23 +115,36 @@ def _torus_usage(dims: tuple[int, ...], unit: float, stride: Any, fan: Any) -> t
     return fraction, ring_steps
 
 
-def reduce_scatter_time(phases: TierPhases, message_bytes: Any) -> FloatArray:
-    """Hierarchical reduce-scatter of ``message_bytes`` per chip (its full, unsharded buffer)."""
+def _transfer_time(phases: TierPhases, message_bytes: Any) -> FloatArray:
+    """Bandwidth time of a hierarchical reduce-scatter (or all-gather) of ``message_bytes``."""
     data = np.asarray(message_bytes, dtype=np.float64) / phases.before
     fan = phases.fan
-    per_tier = data * (fan - 1.0) / fan / phases.bandwidth + phases.steps * phases.latency
-    result: FloatArray = np.where(fan > 1.0, per_tier, 0.0).sum(axis=0)
+    result: FloatArray = np.where(fan > 1.0, data * (fan - 1.0) / fan / phases.bandwidth, 0.0).sum(axis=0)
     return result
 
 
+def _latency_time(phases: TierPhases, steps: FloatArray) -> FloatArray:
+    result: FloatArray = np.where(phases.fan > 1.0, steps * phases.latency, 0.0).sum(axis=0)
+    return result
+
+
+def reduce_scatter_time(phases: TierPhases, message_bytes: Any) -> FloatArray:
+    """Reduce-scatter of ``message_bytes`` per chip (its full, unsharded buffer): the
+    hierarchical bandwidth time plus one latency per ring hop (module docstring)."""
+    return _transfer_time(phases, message_bytes) + _latency_time(phases, phases.ring_steps)
+
+
 def all_gather_time(phases: TierPhases, message_bytes: Any) -> FloatArray:
-    """Hierarchical all-gather producing ``message_bytes`` per chip: the mirror of reduce-scatter."""
+    """All-gather producing ``message_bytes`` per chip: the mirror of reduce-scatter."""
     return reduce_scatter_time(phases, message_bytes)
 
 
 def all_reduce_time(phases: TierPhases, message_bytes: Any) -> FloatArray:
-    """Reduce-scatter then all-gather (bandwidth-optimal all-reduce)."""
-    return 2.0 * reduce_scatter_time(phases, message_bytes)
+    """Reduce-scatter then all-gather (bandwidth-optimal), with the latency of the cheaper of
+    the ring and the tree (NCCL's tuner picks by the same alpha-beta comparison)."""
+    latency = np.minimum(_latency_time(phases, phases.ring_steps), _latency_time(phases, phases.steps))
+    result: FloatArray = 2.0 * (_transfer_time(phases, message_bytes) + latency)
+    return result
 
 
 def all_to_all_time(phases: TierPhases, message_bytes: Any) -> FloatArray:

@@ -387,9 +387,10 @@ def _tp_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
     message = tokens * model.hidden_size * ACTIVATION_BYTES
     phases = coll.decompose(hw.system, batch.tp, np.ones_like(batch.tp))
-    # 2 all-gathers + 2 reduce-scatters (SP) move the same bytes as 2 all-reduces (no SP): both
-    # are 4 reduce-scatter phases; SP issues twice the calls.
-    moved = 4.0 * coll.reduce_scatter_time(phases, message)
+    # 2 all-gathers + 2 reduce-scatters (SP) move the same bytes as 2 all-reduces (no SP); the
+    # all-reduces may take the tree's latency, and SP issues twice the calls.
+    moved = np.where(batch.sp == 1, 4.0 * coll.reduce_scatter_time(phases, message),
+                     2.0 * coll.all_reduce_time(phases, message))
     calls = np.where(batch.sp == 1, 4.0, 2.0) * hw.efficiency.collective_overhead_s
     result: FloatArray = np.where(batch.tp > 1, moved + calls, 0.0)
     return result
@@ -598,7 +599,8 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
         # An all-reduce is a reduce-scatter and an all-gather; an all-gather mirrors a reduce-scatter.
         grads = coll.reduce_scatter_time(phases, group_params * batch.grad_reduce_bytes)
         weights = coll.all_gather_time(phases, group_params * mem.WEIGHT_BYTES)
-        grad_comm = grad_comm + np.where(batch.zero == 0, 2.0 * grads, grads)
+        grad_comm = grad_comm + np.where(batch.zero == 0, coll.all_reduce_time(
+            phases, group_params * batch.grad_reduce_bytes), grads)
         gather_comm = gather_comm + np.where(batch.zero >= 1, weights, 0.0)
         # ZeRO-3 gathers weights for forward and again for backward and reduce-scatters gradients
         # every micro-batch (zero3_unit_exposure).
