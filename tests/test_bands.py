@@ -83,6 +83,19 @@ def test_a_family_whose_rows_only_validate_takes_their_band_and_still_says_it_in
                for f in found.extrapolation)
 
 
+def test_a_band_that_leaves_out_the_estimate_says_which_way_it_is_biased() -> None:
+    # Every run 40 % slower than predicted (rates 1/1.4 of the prediction): the range sits
+    # above every predicted time, and the answer says so.
+    slow = [_row("t", "hopper", 40.0), _row("t", "hopper", 60.0), _row("u", "hopper", 50.0)]
+    flags = regime(_summary(slow), "hopper", "dense").extrapolation
+    assert any("range excludes the estimate" in f and "slower than predicted" in f and "1.4" in f for f in flags)
+    fast = [_row("t", "hopper", -20.0), _row("u", "hopper", -30.0)]
+    flags = regime(_summary(fast), "hopper", "dense").extrapolation
+    assert any("faster than predicted" in f for f in flags)
+    mixed = [_row("t", "hopper", -20.0), _row("u", "hopper", 30.0)]
+    assert not any("excludes" in f for f in regime(_summary(mixed), "hopper", "dense").extrapolation)
+
+
 def test_stages_do_not_mix_and_too_few_rows_say_so() -> None:
     rows = [_row("a", "hopper", 5.0), _row("m", "hopper", 50.0, stage="MoE")]
     found = regime(_summary(rows), "hopper", "MoE")

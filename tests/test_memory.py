@@ -91,14 +91,46 @@ def test_full_recompute_stores_layer_inputs_for_all_in_flight_microbatches(gpt22
 
 
 def test_interleaving_adds_the_megatron_memory_penalty(gpt22b: Model) -> None:
+    # pp 4, vp 2, 16 micro-batches: Megatron-Core's first rank runs 2 (pp - 1) + (vp - 1) pp = 10
+    # warm-up forwards, groups of pp micro-batches per chunk, and holds 11 chunk forwards at its
+    # peak: 7 of chunk 0 (one embedding output each) and 4 of chunk 1, of 6 layers each; that is
+    # Korthikanti et al.'s pp * (1 + (pp - 1)/(pp vp)) = 5.5 stages of 12 layers.
     common = {"tp": 8, "pp": 4, "global_batch": 16, "seq_len": 2048, "recompute": "selective"}
     plain = mem.activation_bytes(gpt22b, _batch(gpt22b, **common))["first"][0]
     interleaved = mem.activation_bytes(gpt22b, _batch(gpt22b, vp=2, **common))["first"][0]
     layer = 34 * 2048 * 6144 / 8
-    embedding = 4 * 2048 * 6144 / 8
+    embedding = 2048 * 6144 / 8
     penalty = 1 + (4 - 1) / (4 * 2)
-    assert float(interleaved - embedding) == pytest.approx(float(plain - embedding) * penalty)
-    assert float(plain) == pytest.approx(12 * 4 * layer + embedding)
+    assert float(plain) == pytest.approx(12 * 4 * layer + 4 * embedding)
+    assert float(interleaved) == pytest.approx(12 * 4 * penalty * layer + 7 * embedding)
+
+
+def test_the_last_rank_of_an_interleaved_pipeline_holds_a_chunk_per_warmup_forward(gpt22b: Model) -> None:
+    # The last rank runs (vp - 1) pp = 4 warm-up forwards (none without interleaving), so it
+    # holds 5 chunk forwards of 6 layers, not one 12-layer stage as under 1F1B.
+    common = {"tp": 8, "pp": 4, "global_batch": 16, "seq_len": 2048, "recompute": "selective"}
+    layer = 34 * 2048 * 6144 / 8
+    logits = mem.logit_bytes(gpt22b, _batch(gpt22b, **common))[0]
+    plain = mem.activation_bytes(gpt22b, _batch(gpt22b, **common))["last"][0]
+    interleaved = mem.activation_bytes(gpt22b, _batch(gpt22b, vp=2, **common))["last"][0]
+    assert float(plain - logits) == pytest.approx(12 * layer)
+    assert float(interleaved - logits) == pytest.approx(5 * 6 * layer)
+
+
+def test_an_embedding_aware_split_holds_its_light_first_chunk_most_often(gpt22b: Model) -> None:
+    # 46 layers over pp 4 x vp 2 with the embedding and loss counted as layers (Megatron's
+    # account_for_embedding/loss_in_pipeline_split): chunks of 6, the first rank 5 + 6 and the
+    # last 6 + 5. The first rank's 11 held forwards are 7 of its 5-layer chunk 0 and 4 of chunk
+    # 1: 59 layers, where spreading its 11 layers evenly over the chunks would give 60.5.
+    model = gpt22b.model_copy(update={"layers": 46})
+    batch = _batch(model, tp=8, pp=4, vp=2, global_batch=16, seq_len=2048, recompute="selective",
+                   first_stage_layers=11, last_stage_layers=11)
+    layer = 34 * 2048 * 6144 / 8
+    embedding = 2048 * 6144 / 8
+    acts = mem.activation_bytes(model, batch)
+    assert float(acts["first"][0]) == pytest.approx((7 * 5 + 4 * 6) * layer + 7 * embedding)
+    logits = mem.logit_bytes(model, batch)[0]
+    assert float(acts["last"][0] - logits) == pytest.approx((4 * 6 + 1 * 5) * layer)
 
 
 def test_fewer_microbatches_than_stages_hold_fewer_activations(gpt22b: Model) -> None:

@@ -285,7 +285,8 @@ AttentionKernelOption = Annotated[str | None, _plan_option(
     "attention_kernel", "fused-attention library: flash1 | flash2 | cudnn | flash3 | auto (the chip family's "
     "reference: cudnn, flash2 on Ampere; measured rates: catalog/kernels.yaml)", "--attention-kernel")]
 Fp8ParamsOption = Annotated[bool | None, _plan_option(
-    "fp8_params", "fp8 plans keep the weights in fp8 (Megatron --fp8-param-gather)", "--fp8-params/--no-fp8-params")]
+    "fp8_params", "fp8/fp4 plans keep the weights in fp8/NVFP4 (Megatron --fp8-param-gather, "
+    "--fp4-param-gather)", "--fp8-params/--no-fp8-params")]
 OffloadQkvOption = Annotated[bool | None, _plan_option(
     "offload_qkv", "full recompute keeps the Q/K/V projections in host memory (MaxText qkv_proj_offloaded)",
     "--offload-qkv/--no-offload-qkv")]

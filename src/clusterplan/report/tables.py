@@ -302,6 +302,24 @@ def _error_at_defaults_cell(rows: Sequence[Result]) -> str | None:
     return f"{at_defaults} %" if at_defaults != f"{mape(rows):.1f}" else None
 
 
+def memory_tested(rows: Sequence[Result]) -> list[Result]:
+    """Rows of a memory-only table (no published speed: the Megatron-Bridge recipes): modelled,
+    with a memory estimate and no error."""
+    return [r for r in rows if r.case.skip is None and r.error is None and r.fits is not None]
+
+
+def _memory_table(console: Console, name: str, rows: Sequence[Result]) -> None:
+    """A memory-only table: each configuration's predicted memory per chip against its HBM."""
+    table = Table(title=f"{name} (memory only: each configuration ran, so it fits)")
+    for column in ("row", "memory GiB", "HBM GiB", "fits"):
+        table.add_column(column, justify="left" if column == "row" else "right")
+    for r in rows:
+        assert r.memory_bytes is not None and r.capacity_bytes is not None
+        verdict = "yes" if r.fits else "[red]no[/]"
+        table.add_row(r.case.label, f"{r.memory_bytes / 2**30:.1f}", f"{r.capacity_bytes / 2**30:.1f}", verdict)
+    console.print(table)
+
+
 def _fits_cell(rows: Sequence[Result]) -> str:
     checked = [r for r in rows if r.fits is not None]
     return f"{sum(bool(r.fits) for r in checked)}/{len(checked)}" if checked else "-"
@@ -316,6 +334,16 @@ def validation_report(console: Console, results: Sequence[Result], *, show_skipp
     for name, rows in by_table(results).items():
         modelled = [r for r in rows if r.error is not None]
         worst = max((abs(r.error) for r in modelled if r.error is not None), default=math.nan)
+        tested = memory_tested(rows)
+        if tested and not modelled:
+            _memory_table(console, name, tested)
+            skipped = [r for r in rows if r.case.skip is not None]
+            if show_skipped and skipped:
+                console.print(f"[dim]{name}: {len(skipped)} rows not modelled:[/]")
+                for r in skipped:
+                    console.print(f"[dim]  - {r.case.label}: {r.case.skip}[/]")
+            summary.add_row(f"{name} (memory)", str(len(tested)), str(len(skipped)), "-", "-", _fits_cell(rows))
+            continue
         kinds = sorted({METRIC_NAMES[r.case.metric] for r in modelled})
         table = Table(title=f"{name}" + (f" ({kinds[0]})" if len(kinds) == 1 else ""))
         _, memory = units.format_column([r.memory_bytes for r in modelled], "bytes", prefix="Gi", missing="")
@@ -354,10 +382,26 @@ def validation_markdown(results: Sequence[Result], crossval: CrossValSummary | N
     for name, rows in tables.items():
         modelled = [r for r in rows if r.error is not None]
         worst = max((abs(r.error) for r in modelled if r.error is not None), default=math.nan)
+        tested = memory_tested(rows)
+        if tested and not modelled:
+            lines.append(f"| {name} | memory only | {len(tested)} | {len(rows) - len(tested)} | - | - | "
+                         f"{_fits_cell(rows)} |")
+            continue
         metrics = ", ".join(sorted({METRIC_NAMES[r.case.metric] for r in rows}))
         lines.append(f"| {name} | {metrics} | {len(modelled)} | {len(rows) - len(modelled)} | "
                      f"{mape(rows):.1f} % | {100 * worst:.1f} % | {_fits_cell(rows)} |")
     for name, rows in tables.items():
+        tested = memory_tested(rows)
+        if tested and not any(r.error is not None for r in rows):
+            lines += ["", f"### {name}", "", "Memory only: each configuration ran, so it fits.", "",
+                      "| row | memory GiB | HBM GiB | fits |", "|---|---:|---:|---|"]
+            lines += [f"| {r.case.label} | {(r.memory_bytes or 0) / 2**30:.1f} | {(r.capacity_bytes or 0) / 2**30:.1f} "
+                      f"| {'yes' if r.fits else '**no**'} |" for r in tested]
+            skipped = [r for r in rows if r.case.skip is not None]
+            if skipped:
+                lines += ["", f"Rows not modelled ({len(skipped)}):", ""]
+                lines += [f"- {r.case.label}: {r.case.skip}" for r in skipped]
+            continue
         lines += ["", f"### {name}", "", "| row | metric | published | predicted | error |",
                   "|---|---|---:|---:|---:|"]
         for r in rows:

@@ -192,8 +192,9 @@ class Plan(Spec):
     precision: Precision = "bf16"
     fp8_params: bool = Field(
         default=False,
-        description="fp8 plans keep the weights themselves in fp8 (Megatron --fp8-param-gather): no "
-        "bf16 copy beside the fp8 one; the fp32 master copy stays in the optimizer")
+        description="fp8 (and fp4) plans keep the weights themselves in fp8 (NVFP4) (Megatron "
+        "--fp8-param-gather, --fp4-param-gather): no bf16 copy beside the quantized one; the fp32 master "
+        "copy stays in the optimizer")
     offload_qkv: bool = Field(
         default=False,
         description="full recompute keeps the Q/K/V projection outputs, offloaded to host memory, and "
@@ -320,8 +321,8 @@ class Plan(Spec):
             raise SpecError("recompute_modules", ",".join(self.recompute_modules),
                             f"only apply with recompute='selective' (recompute is '{self.recompute}')")
         check_recompute_modules(model, self.recompute_modules, self.overlap_ep)
-        if self.fp8_params and self.precision != "fp8":
-            raise SpecError("fp8_params", self.fp8_params, f"needs precision fp8 (is {self.precision})")
+        if self.fp8_params and self.precision not in ("fp8", "fp4"):
+            raise SpecError("fp8_params", self.fp8_params, f"needs precision fp8 or fp4 (is {self.precision})")
         if self.offload_qkv and self.recompute != "full":
             raise SpecError("offload_qkv", self.offload_qkv, f"needs recompute='full' (is '{self.recompute}')")
         if self.offload_layers and self.pp != 1:

@@ -52,6 +52,10 @@ LOGIT_BYTES = 4.0
 #: gradient (Transformer Engine ``parallel_cross_entropy``: saves the bf16 input, computes in
 #: fp32 inside the kernel; transformer_engine/pytorch/cross_entropy.py).
 FUSED_LOGIT_BYTES = 2.0
+#: NVFP4 parameters (Megatron-Core ``fp4_param``, ``--fp4-param-gather``; Megatron-Bridge's
+#: NVFP4 recipes set it, training/mixed_precision.py): the NVFP4 weight and its columnwise copy,
+#: :data:`FP4_SAVED_INPUT_BYTES` each, as fp8 parameters keep two fp8 copies; no bf16 copy.
+FP4_PARAM_BYTES = 2.0 * FP4_SAVED_INPUT_BYTES
 COMM_BUFFER_BYTES = 2.0  # bf16 all-gather/reduce-scatter buffers of one layer's activation (TP only)
 
 
@@ -147,9 +151,11 @@ def expert_data_parallel(batch: PlanBatch) -> FloatArray:
 
 def weight_bytes_per_param(batch: PlanBatch) -> FloatArray:
     """Bytes of model weights per parameter: bf16 (2 B), plus a 1 B low-precision copy in fp8/fp4
-    plans, or 2 B for fp8 parameters (fp8 weight and its columnwise copy, no bf16 copy)."""
+    plans; with low-precision parameters (``Plan.fp8_params``) no bf16 copy, only the quantized
+    weight and its columnwise copy: 2 B in fp8, 1.125 B in NVFP4."""
     low_precision = batch.precision >= 2
-    result: FloatArray = np.where(low_precision & (batch.fp8_params == 1), FP8_PARAM_BYTES,
+    quantized = np.where(batch.precision == 3, FP4_PARAM_BYTES, FP8_PARAM_BYTES)
+    result: FloatArray = np.where(low_precision & (batch.fp8_params == 1), quantized,
                                   WEIGHT_BYTES + np.where(low_precision, LOW_PRECISION_WEIGHT_BYTES, 0.0))
     return result
 
@@ -351,26 +357,73 @@ def logit_bytes(model: Model, batch: PlanBatch) -> FloatArray:
     return result
 
 
+def in_flight_chunks(batch: PlanBatch, last_rank: bool) -> list[FloatArray]:
+    """Forward passes of each model chunk whose activations the first (or last) pipeline rank
+    holds at its peak, one array per chunk ``c < vp`` (zero beyond a plan's own ``vp``).
+
+    Megatron-Core's schedules (megatron/core/pipeline_parallel/schedules.py): rank ``r`` of
+    ``pp`` runs ``W = pp - r - 1`` warm-up forwards before its first backward with 1F1B, and
+    ``W = 2 (pp - r - 1) + (vp - 1) G`` with the interleaved schedule, whose forwards take the
+    chunks in turn for groups of ``G`` micro-batches (``microbatch_group_size_per_vp_stage``,
+    default ``pp``); with the steady state's next forward, ``min(W + 1, micro_batches * vp)``
+    chunk forwards are held at the peak. Without interleaving that is ``min(pp, micro_batches)``
+    on the first rank and 1 on the last; interleaved, the last rank holds ``(vp - 1) pp + 1``
+    chunks, not one (the Korthikanti et al. 2022 factor ``1 + (pp - 1)/(pp vp)`` is the first
+    rank's count over equal chunks)."""
+    pp = batch.pp.astype(np.float64)
+    vp = batch.vp.astype(np.float64)
+    rank = pp - 1.0 if last_rank else np.zeros_like(pp)
+    group = pp
+    warmup = np.where(vp > 1, 2.0 * (pp - rank - 1.0) + (vp - 1.0) * group, pp - rank - 1.0)
+    held = np.minimum(warmup + 1.0, batch.micro_batches.astype(np.float64) * vp)
+    rounds = np.floor(held / (group * vp))
+    rest = held - rounds * group * vp
+    chunks: list[FloatArray] = []
+    for chunk in range(int(np.max(batch.vp, initial=1))):
+        count = rounds * group + np.clip(rest - chunk * group, 0.0, group)
+        chunks.append(np.where(chunk < vp, count, 0.0))
+    return chunks
+
+
+def chunk_layers(batch: PlanBatch, layers: Any, chunk: int, last_rank: bool) -> FloatArray:
+    """Layers in model chunk ``chunk`` of the first (or last) pipeline rank: a middle rank's
+    chunk size ``layers_middle / vp`` on every chunk but the edge one (chunk 0 of the first
+    rank, which also holds the embedding; the last chunk of the last rank, which holds the
+    loss), which takes what the rank's ``layers`` leave (Megatron's embedding/loss-aware split
+    and layouts such as DeepSeek-V3's ``Et|(tt|)*30mL``). Ranks whose count is not of that form
+    spread their layers evenly."""
+    vp = batch.vp.astype(np.float64)
+    total = np.asarray(layers, dtype=np.float64)
+    size = batch.layers_middle / vp
+    edge = total - (vp - 1.0) * size
+    regular = (edge >= 0.0) & (edge <= size)
+    edge_chunk = vp - 1.0 if last_rank else np.zeros_like(vp)
+    result: FloatArray = np.where(regular, np.where(chunk == edge_chunk, edge, size), total / vp)
+    return result
+
+
 def activation_bytes(model: Model, batch: PlanBatch) -> dict[str, FloatArray]:
     """Activation bytes of the first and last stage chips (in-flight micro-batches included)."""
     h = model.hidden_size
     tp = batch.tp.astype(np.float64)
-    pp = batch.pp.astype(np.float64)
     tokens = (batch.micro_batch * batch.seq_len / batch.cp).astype(np.float64)
     full_layer = activation_bytes_per_layer(model, batch)
     layer_input = tokens * 2.0 * h / np.where(batch.sp == 1, tp, 1.0)
     stored = np.where(batch.recompute == 2, layer_input, full_layer)
     # Full recompute re-materialises one layer at a time during backward.
     working = np.where(batch.recompute == 2, full_layer, 0.0)
-    in_flight = np.minimum(pp, batch.micro_batches.astype(np.float64))
-    interleave = np.where(batch.vp > 1, 1.0 + (pp - 1.0) / (pp * batch.vp), 1.0)
+    held: dict[str, FloatArray] = {}
+    for name, last_rank, layers in (("first", False, resident_layers(batch, batch.layers_first)),
+                                    ("last", True, batch.layers_last)):
+        counts = in_flight_chunks(batch, last_rank)
+        held[name] = sum((count * chunk_layers(batch, layers, c, last_rank) for c, count in enumerate(counts)),
+                         np.zeros(len(batch)))
+        if name == "first":
+            first_chunk_forwards = counts[0]
     # Embedding output kept for backward (Megatron: s*b*h per micro-batch in flight).
-    embedding = tokens * h * np.where(batch.sp == 1, 1.0 / tp, 1.0) * in_flight
-    layers_first = resident_layers(batch, batch.layers_first)
-    first: FloatArray = np.asarray(layers_first * stored * in_flight * interleave + working + embedding,
-                                   dtype=np.float64)
-    last_layers = np.asarray(batch.layers_last * stored * np.where(batch.vp > 1, interleave, 1.0) + working,
-                             dtype=np.float64)
+    embedding = tokens * h * np.where(batch.sp == 1, 1.0 / tp, 1.0) * first_chunk_forwards
+    first: FloatArray = np.asarray(held["first"] * stored + working + embedding, dtype=np.float64)
+    last_layers = np.asarray(held["last"] * stored + working, dtype=np.float64)
     last: FloatArray = np.where(batch.pp == 1, first, last_layers) + logit_bytes(model, batch)
     return {"first": first, "last": last}
 

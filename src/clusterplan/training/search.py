@@ -311,8 +311,8 @@ def _batch(model: Model, columns: dict[str, IntArray], seq_len: int, global_batc
         ep_dedup=int(fixed.get("ep_dedup", False)), mtp=int(fixed.get("mtp", 0)),
         recompute_modules=sum({RECOMPUTE_MODULE_BITS[m]
                                for m in fixed.get("recompute_modules", DEFAULT_RECOMPUTE_MODULES)}),
-        # fp8 weights only exist in the fp8 plans of the search.
-        fp8_params=np.where(columns["precision"] == PRECISION_CODES["fp8"], int(fixed.get("fp8_params", False)), 0),
+        # Quantized weights only exist in the fp8 and fp4 plans of the search.
+        fp8_params=np.where(columns["precision"] >= PRECISION_CODES["fp8"], int(fixed.get("fp8_params", False)), 0),
         # Kept Q/K/V projections only change what full recompute re-runs.
         offload_qkv=np.where(columns["recompute"] == RECOMPUTE_CODES["full"], int(fixed.get("offload_qkv", False)), 0),
         # Full recompute keeps only each layer's input: nothing to offload (Plan refuses the two).

@@ -198,7 +198,23 @@ def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int 
                          f"run of any family ({largest:,} chips)")
     if band is None:
         flags.append(f"too few cross-validated {kind} rows for an error band")
+    else:
+        flags += bias_flags(band)
     return Regime(family, stage, band, tuple(flags))
+
+
+def bias_flags(band: Band) -> tuple[str, ...]:
+    """A flag where the band leaves out the estimate itself: the cross-validated runs it stands
+    on were (at least in its central ``COVERAGE``) all slower, or all faster, than predicted, so
+    the point estimate is biased for this regime and the range is the better answer."""
+    if band.low > 1.0:
+        direction, low, high = "slower", band.low, band.high
+    elif band.high < 1.0:
+        direction, low, high = "faster", 1.0 / band.high, 1.0 / band.low
+    else:
+        return ()
+    return (f"the range excludes the estimate: the published runs it stands on ran {low:.2f}x to "
+            f"{high:.2f}x {direction} than predicted; plan on the range, not the point",)
 
 
 def mfu_flags(summary: CrossValSummary | None, family: str, stage: str, precision: str, mfu: float) -> tuple[str, ...]:

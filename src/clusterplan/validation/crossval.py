@@ -53,9 +53,10 @@ class Fold:
 
 
 def folds(cases: Sequence[Case]) -> list[Fold]:
-    """A fold per table and per chip family that has modelled rows (validation-only tables
-    included: their fold refits what the full fit fits, and predicts them)."""
-    rows = [c for c in cases if c.skip is None]
+    """A fold per table and per chip family that has modelled rows with a published value
+    (validation-only tables included: their fold refits what the full fit fits, and predicts
+    them); memory-only tables (no published speed, cases_mbridge.py) have nothing to predict."""
+    rows = [c for c in cases if c.skip is None and math.isfinite(c.published)]
     tables = sorted({c.table for c in rows})
     families = sorted({c.family for c in rows})
     return [Fold("none"), *(Fold("table", t) for t in tables), *(Fold("family", f) for f in families)]

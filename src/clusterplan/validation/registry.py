@@ -21,6 +21,7 @@ from clusterplan.validation.cases import (
 from clusterplan.validation.cases_axlearn import axlearn_2025
 from clusterplan.validation.cases_bloom import bloom_176b
 from clusterplan.validation.cases_llmfoundry import llmfoundry_mpt
+from clusterplan.validation.cases_mbridge import megatron_bridge_recipes
 from clusterplan.validation.cases_mlperf import mlperf_training
 from clusterplan.validation.cases_modelzoo import megatron_moe_modelzoo
 from clusterplan.validation.cases_mtnlg import mtnlg_2022
@@ -47,6 +48,7 @@ TRAINING_TABLES: dict[str, Callable[[], list[Case]]] = {
     "palm_table3": palm_table3,
     "torchtitan": torchtitan,
     "axlearn_2025": axlearn_2025,
+    "megatron_bridge_recipes": megatron_bridge_recipes,
 }
 
 
