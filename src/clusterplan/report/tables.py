@@ -13,7 +13,7 @@ from clusterplan import units
 from clusterplan.costs.attention import DEFAULT_REFERENCE_KERNEL, IMPLEMENTATIONS
 from clusterplan.specs import Chip, Model, System
 from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors
-from clusterplan.validation.harness import Result, by_table, mape, mape_at_defaults
+from clusterplan.validation.harness import Result, by_table, mape, mape_at_defaults, memory_tested
 
 
 def _share(part: float, total: float) -> str:
@@ -300,12 +300,6 @@ def _error_at_defaults_cell(rows: Sequence[Result]) -> str | None:
         return None
     at_defaults = f"{mape_at_defaults(rows):.1f}"
     return f"{at_defaults} %" if at_defaults != f"{mape(rows):.1f}" else None
-
-
-def memory_tested(rows: Sequence[Result]) -> list[Result]:
-    """Rows of a memory-only table (no published speed: the Megatron-Bridge recipes): modelled,
-    with a memory estimate and no error."""
-    return [r for r in rows if r.case.skip is None and r.error is None and r.fits is not None]
 
 
 def _memory_table(console: Console, name: str, rows: Sequence[Result]) -> None:

@@ -182,6 +182,12 @@ def fits_fraction(results: Sequence[Result]) -> float:
     return sum(checked) / len(checked) if checked else math.nan
 
 
+def memory_tested(rows: Sequence[Result]) -> list[Result]:
+    """Rows of a memory-only table (no published speed: the Megatron-Bridge recipes,
+    ``registry.MEMORY_ONLY_TABLES``): modelled, with a memory estimate and no error."""
+    return [r for r in rows if r.case.skip is None and r.error is None and r.fits is not None]
+
+
 def by_table(results: Sequence[Result]) -> dict[str, list[Result]]:
     tables: dict[str, list[Result]] = {}
     for result in results:
