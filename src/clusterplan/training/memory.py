@@ -357,19 +357,29 @@ def logit_bytes(model: Model, batch: PlanBatch) -> FloatArray:
     return result
 
 
-def in_flight_chunks(batch: PlanBatch, last_rank: bool) -> list[FloatArray]:
-    """Forward passes of each model chunk whose activations the first (or last) pipeline rank
-    holds at its peak, one array per chunk ``c < vp`` (zero beyond a plan's own ``vp``).
+@dataclass(frozen=True)
+class InFlight:
+    """Chunk forwards a pipeline rank holds at its peak: all of them, and those of its edge chunk
+    (chunk 0 of the first rank, the last chunk of the last rank)."""
+
+    chunks: FloatArray
+    edge_chunks: FloatArray
+
+
+def in_flight_chunks(batch: PlanBatch, last_rank: bool) -> InFlight:
+    """Forward passes of model chunks whose activations the first (or last) pipeline rank holds
+    at its peak.
 
     Megatron-Core's schedules (megatron/core/pipeline_parallel/schedules.py): rank ``r`` of
     ``pp`` runs ``W = pp - r - 1`` warm-up forwards before its first backward with 1F1B, and
     ``W = 2 (pp - r - 1) + (vp - 1) G`` with the interleaved schedule, whose forwards take the
     chunks in turn for groups of ``G`` micro-batches (``microbatch_group_size_per_vp_stage``,
     default ``pp``); with the steady state's next forward, ``min(W + 1, micro_batches * vp)``
-    chunk forwards are held at the peak. Without interleaving that is ``min(pp, micro_batches)``
-    on the first rank and 1 on the last; interleaved, the last rank holds ``(vp - 1) pp + 1``
-    chunks, not one (the Korthikanti et al. 2022 factor ``1 + (pp - 1)/(pp vp)`` is the first
-    rank's count over equal chunks)."""
+    chunk forwards are held at the peak, chunk ``c`` receiving ``R G + clip(F - R G vp - c G,
+    0, G)`` of ``F`` of them after ``R`` full rounds. Without interleaving that is
+    ``min(pp, micro_batches)`` on the first rank and 1 on the last; interleaved, the last rank
+    holds ``(vp - 1) pp + 1`` chunks, not one (Korthikanti et al. 2022's factor ``1 + (pp -
+    1)/(pp vp)`` is the first rank's count over equal chunks)."""
     pp = batch.pp.astype(np.float64)
     vp = batch.vp.astype(np.float64)
     rank = pp - 1.0 if last_rank else np.zeros_like(pp)
@@ -378,28 +388,28 @@ def in_flight_chunks(batch: PlanBatch, last_rank: bool) -> list[FloatArray]:
     held = np.minimum(warmup + 1.0, batch.micro_batches.astype(np.float64) * vp)
     rounds = np.floor(held / (group * vp))
     rest = held - rounds * group * vp
-    chunks: list[FloatArray] = []
-    for chunk in range(int(np.max(batch.vp, initial=1))):
-        count = rounds * group + np.clip(rest - chunk * group, 0.0, group)
-        chunks.append(np.where(chunk < vp, count, 0.0))
-    return chunks
+    edge = vp - 1.0 if last_rank else np.zeros_like(vp)
+    return InFlight(chunks=held, edge_chunks=rounds * group + np.clip(rest - edge * group, 0.0, group))
 
 
-def chunk_layers(batch: PlanBatch, layers: Any, chunk: int, last_rank: bool) -> FloatArray:
-    """Layers in model chunk ``chunk`` of the first (or last) pipeline rank: a middle rank's
-    chunk size ``layers_middle / vp`` on every chunk but the edge one (chunk 0 of the first
-    rank, which also holds the embedding; the last chunk of the last rank, which holds the
-    loss), which takes what the rank's ``layers`` leave (Megatron's embedding/loss-aware split
-    and layouts such as DeepSeek-V3's ``Et|(tt|)*30mL``). Ranks whose count is not of that form
-    spread their layers evenly."""
+def held_layers(batch: PlanBatch, layers: Any, last_rank: bool) -> tuple[FloatArray, FloatArray]:
+    """Layer activations the first (or last) pipeline rank holds at its peak, and its held
+    forwards of chunk 0 (one embedding output each on the first rank).
+
+    A chunk carries a middle rank's ``layers_middle / vp`` layers, except the rank's edge chunk
+    (chunk 0 of the first rank, which also holds the embedding; the last chunk of the last rank,
+    which holds the loss), which takes what the rank's ``layers`` leave: Megatron's
+    embedding/loss-aware split and layouts such as DeepSeek-V3's ``Et|(tt|)*30mL``. A rank whose
+    count is not of that form spreads its layers evenly over its chunks."""
+    flight = in_flight_chunks(batch, last_rank)
     vp = batch.vp.astype(np.float64)
     total = np.asarray(layers, dtype=np.float64)
     size = batch.layers_middle / vp
     edge = total - (vp - 1.0) * size
     regular = (edge >= 0.0) & (edge <= size)
-    edge_chunk = vp - 1.0 if last_rank else np.zeros_like(vp)
-    result: FloatArray = np.where(regular, np.where(chunk == edge_chunk, edge, size), total / vp)
-    return result
+    result: FloatArray = np.where(regular, size * flight.chunks + (edge - size) * flight.edge_chunks,
+                                  total / vp * flight.chunks)
+    return result, flight.edge_chunks
 
 
 def activation_bytes(model: Model, batch: PlanBatch) -> dict[str, FloatArray]:
@@ -412,18 +422,12 @@ def activation_bytes(model: Model, batch: PlanBatch) -> dict[str, FloatArray]:
     stored = np.where(batch.recompute == 2, layer_input, full_layer)
     # Full recompute re-materialises one layer at a time during backward.
     working = np.where(batch.recompute == 2, full_layer, 0.0)
-    held: dict[str, FloatArray] = {}
-    for name, last_rank, layers in (("first", False, resident_layers(batch, batch.layers_first)),
-                                    ("last", True, batch.layers_last)):
-        counts = in_flight_chunks(batch, last_rank)
-        held[name] = sum((count * chunk_layers(batch, layers, c, last_rank) for c, count in enumerate(counts)),
-                         np.zeros(len(batch)))
-        if name == "first":
-            first_chunk_forwards = counts[0]
-    # Embedding output kept for backward (Megatron: s*b*h per micro-batch in flight).
+    first_held, first_chunk_forwards = held_layers(batch, resident_layers(batch, batch.layers_first), False)
+    last_held, _ = held_layers(batch, batch.layers_last, True)
+    # Embedding output kept for backward (Megatron: s*b*h per chunk-0 forward in flight).
     embedding = tokens * h * np.where(batch.sp == 1, 1.0 / tp, 1.0) * first_chunk_forwards
-    first: FloatArray = np.asarray(held["first"] * stored + working + embedding, dtype=np.float64)
-    last_layers = np.asarray(held["last"] * stored + working, dtype=np.float64)
+    first: FloatArray = np.asarray(first_held * stored + working + embedding, dtype=np.float64)
+    last_layers = np.asarray(last_held * stored + working, dtype=np.float64)
     last: FloatArray = np.where(batch.pp == 1, first, last_layers) + logit_bytes(model, batch)
     return {"first": first, "last": last}
 
