@@ -10,11 +10,12 @@ Each tier phase costs ``bytes*(g_t-1)/g_t / bandwidth_t + steps_t * latency_t``.
 Latency steps differ by collective. NCCL runs reduce-scatter and all-gather as a ring over all
 ``g`` members (its only algorithm for them on multi-GPU nodes; PAT needs one GPU per node), so
 a switched tier takes one step per ring hop whose endpoints first meet at that tier:
-``(g_t - 1) * g / (n_t)`` of the ``g - 1`` hops, e.g. 448 NVLink and 63 network hops for 512
-GPUs in 64 nodes; NCCL's own cost model charges the same ``nsteps - nInterSteps`` intra-node and
-``nInterSteps = nNodes - 1`` network hops (``src/graph/tuning.cc``, ``ncclTopoTuneModel``).
-An all-reduce takes the cheaper of that ring twice and a tree's ``2*ceil(log2 g_t)`` steps per
-tier (NCCL picks the faster; trees win at scale), as does the all-to-all. Torus tiers (Trainium
+``(g_t - 1) * g / (g_1 * ... * g_t)`` of the ``g - 1`` hops, e.g. 448 NVLink and 63 network hops
+for 512 GPUs in 64 nodes; NCCL's own cost model charges the same ``nsteps - nInterSteps``
+intra-node and ``nInterSteps = nNodes - 1`` network hops (``src/graph/tuning.cc``,
+``ncclTopoTuneModel``). An all-reduce takes the cheaper latency of that ring twice and of a
+tree's ``2*ceil(log2 g_t)`` steps per tier (NCCL's tuner picks the faster; trees win at scale);
+the all-to-all keeps the tree's steps. Torus tiers (Trainium
 NeuronLink, TPU ICI) run bidirectional rings along each dimension the group spans: they achieve
 ``k/d`` of the tier bandwidth when the group spans ``k`` of the ``d`` dimensions and take
 ``sum(dim_len - 1)`` steps, which is why a sub-torus group is slower than a full one.
