@@ -95,9 +95,9 @@ def pipeline_split(model: Model, row: dict[str, str]) -> tuple[int | None, int |
     return None, None
 
 
-#: Recipe settings that change memory and that no Plan field expresses: a recipe with one is
-#: listed as not modelled, the setting named.
 def unmodelled(row: dict[str, str]) -> str | None:
+    """The recipe setting that changes memory and that no Plan field expresses (None if none):
+    such a recipe is listed as not modelled, the setting named."""
     if row["optimizer"] != "adam":
         return f"optimizer {row['optimizer']} (one moment buffer, not Adam's two)"
     if row["moe_paged_stash"] == "True":
