@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -85,7 +86,8 @@ OUT_OF_SAMPLE_BOUNDS = {
     # Round 13: with the reference anchored (Hopper attention 0.32 -> 0.43), FlashAttention-2 runs
     # at 0.27 of peak (the FlashAttention-2 paper's H100 fwd+bwd: 0.31): both rows -4/-3 ->
     # +9/+11 % (too fast), 3.7 -> 9.8 %.
-    "palm_table3": 12.5, "torchtitan": 11.0,
+    # Round 15: reduce-scatter/all-gather at NCCL's ring latency (FSDP over 32-64 H200): 9.8 -> 8.0 %.
+    "palm_table3": 12.5, "torchtitan": 9.0,
     # AXLearn (JAX/XLA; new in round 8, validation only): 25.5 %, its two Trainium2 rows -32 and
     # -44 % (too fast: Trainium2 borrows Trainium1's fit), Qwen3-30B-A3B on B200 -51 %.
     "axlearn_2025": 26.5,
@@ -100,7 +102,9 @@ OUT_OF_SAMPLE_BOUNDS = {
     # Round 13: Hopper's refit with attention anchored (kernel cost 14 -> 20 us; its serving fit's
     # decode HBM 0.81 -> 0.87): inference_throughput 8.3 -> 7.0 %, inference_latency 15.1 ->
     # 15.3 %, inference_server 17.2 -> 16.2 %.
-    "inference_throughput": 8.0, "inference_latency": 16.0, "inference_server": 17.5,
+    # Round 15 (the ring latency, Hopper refit: serving step overhead 0.40 -> 0.38 ms):
+    # inference_latency 15.3 -> 14.0 %, inference_server 16.2 -> 16.5 %.
+    "inference_throughput": 8.0, "inference_latency": 15.0, "inference_server": 17.5,
     # MLPerf Inference llama2-70b (new in round 4; joins the serving fit): 40.5 % out of sample,
     # dominated by MI300X (+60 to +227 %: the cdna3 serving fit cannot reach it); the NVIDIA rows
     # are at -3 to +35 % (docs/validation.md). 26.0 % since round 5 (MI300X's fp8 GEMM transferred
@@ -222,6 +226,9 @@ def test_the_stored_cross_validation_is_current_and_covers_every_table() -> None
     results = by_table(run(all_cases()))
     assert set(stored.tables) == set(known_tables())
     for name, rows in results.items():
+        if name in MEMORY_ONLY_TABLES:  # no published speed: nothing to be current about
+            assert stored.tables[name].mape_pct is None and math.isnan(mape(rows)), name
+            continue
         assert stored.tables[name].mape_pct == pytest.approx(mape(rows), abs=0.05), name
         assert stored.tables[name].mape_out_of_sample_pct is not None, name
     assert stored.families["trainium2"].own_parameters < stored.families["trainium1"].own_parameters
