@@ -319,6 +319,29 @@ def _fits_cell(rows: Sequence[Result]) -> str:
     return f"{sum(bool(r.fits) for r in checked)}/{len(checked)}" if checked else "-"
 
 
+def not_modelled(rows: Sequence[Result], tested: Sequence[Result]) -> list[Result]:
+    """Rows with no error that are not memory tests: the rows listed with their skip reason."""
+    return [r for r in rows if r.error is None and r not in tested]
+
+
+def _error_table(console: Console, name: str, modelled: Sequence[Result]) -> None:
+    """A table of published against predicted, with each row's error and memory per chip."""
+    kinds = sorted({METRIC_NAMES[r.case.metric] for r in modelled})
+    table = Table(title=f"{name}" + (f" ({kinds[0]})" if len(kinds) == 1 else ""))
+    _, memory = units.format_column([r.memory_bytes for r in modelled], "bytes", prefix="Gi", missing="")
+    columns = ["row", *(["metric"] if len(kinds) > 1 else []), "published", "predicted", "error", "memory GiB"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("row", "metric") else "right")
+    for r, cell in zip(modelled, memory, strict=True):
+        assert r.error is not None
+        colour = "green" if abs(r.error) <= 0.05 else "yellow" if abs(r.error) <= 0.10 else "red"
+        table.add_row(r.case.label, *([METRIC_NAMES[r.case.metric]] if len(kinds) > 1 else []),
+                      _fmt(r.case.metric, r.case.published), _fmt(r.case.metric, r.predicted),
+                      f"[{colour}]{100 * r.error:+.1f} %[/]",
+                      cell if r.fits is not False else f"[red]{cell} >HBM[/]")
+    console.print(table)
+
+
 def validation_report(console: Console, results: Sequence[Result], *, show_skipped: bool,
                       crossval: CrossValSummary | None = None, crossval_origin: str = "") -> None:
     """``validate`` in the terminal (its --json record: ``api/validate.py: validation_records``)."""
@@ -328,39 +351,22 @@ def validation_report(console: Console, results: Sequence[Result], *, show_skipp
     for name, rows in by_table(results).items():
         modelled = [r for r in rows if r.error is not None]
         worst = max((abs(r.error) for r in modelled if r.error is not None), default=math.nan)
-        tested = memory_tested(rows)
-        if tested and not modelled:
+        tested = memory_tested(rows) if not modelled else []
+        skipped = not_modelled(rows, tested)
+        if tested:
             _memory_table(console, name, tested)
-            skipped = [r for r in rows if r.case.skip is not None]
-            if show_skipped and skipped:
-                console.print(f"[dim]{name}: {len(skipped)} rows not modelled:[/]")
-                for r in skipped:
-                    console.print(f"[dim]  - {r.case.label}: {r.case.skip}[/]")
-            summary.add_row(f"{name} (memory)", str(len(tested)), str(len(skipped)), "-", "-", _fits_cell(rows))
-            continue
-        kinds = sorted({METRIC_NAMES[r.case.metric] for r in modelled})
-        table = Table(title=f"{name}" + (f" ({kinds[0]})" if len(kinds) == 1 else ""))
-        _, memory = units.format_column([r.memory_bytes for r in modelled], "bytes", prefix="Gi", missing="")
-        columns = ["row", *(["metric"] if len(kinds) > 1 else []), "published", "predicted", "error",
-                   "memory GiB"]
-        for column in columns:
-            table.add_column(column, justify="left" if column in ("row", "metric") else "right")
-        for r, cell in zip(modelled, memory, strict=True):
-            assert r.error is not None
-            colour = "green" if abs(r.error) <= 0.05 else "yellow" if abs(r.error) <= 0.10 else "red"
-            table.add_row(r.case.label, *([METRIC_NAMES[r.case.metric]] if len(kinds) > 1 else []),
-                          _fmt(r.case.metric, r.case.published), _fmt(r.case.metric, r.predicted),
-                          f"[{colour}]{100 * r.error:+.1f} %[/]",
-                          cell if r.fits is not False else f"[red]{cell} >HBM[/]")
-        console.print(table)
-        skipped = [r for r in rows if r.error is None]
+        else:
+            _error_table(console, name, modelled)
         if show_skipped and skipped:
             console.print(f"[dim]{name}: {len(skipped)} rows not modelled:[/]")
             for r in skipped:
                 console.print(f"[dim]  - {r.case.label}: {r.case.skip}[/]")
-        metrics = ", ".join(sorted({METRIC_NAMES[r.case.metric] for r in rows}))
-        summary.add_row(f"{name} ({metrics})", str(len(modelled)), str(len(skipped)), f"{mape(rows):.1f} %",
-                        f"{100 * worst:.1f} %", _fits_cell(rows))
+        if tested:
+            summary.add_row(f"{name} (memory)", str(len(tested)), str(len(skipped)), "-", "-", _fits_cell(rows))
+        else:
+            metrics = ", ".join(sorted({METRIC_NAMES[r.case.metric] for r in rows}))
+            summary.add_row(f"{name} ({metrics})", str(len(modelled)), str(len(skipped)), f"{mape(rows):.1f} %",
+                            f"{100 * worst:.1f} %", _fits_cell(rows))
     console.print(summary)
     if crossval is not None:
         crossval_tables(console, results, crossval, crossval_origin)
@@ -385,25 +391,19 @@ def validation_markdown(results: Sequence[Result], crossval: CrossValSummary | N
         lines.append(f"| {name} | {metrics} | {len(modelled)} | {len(rows) - len(modelled)} | "
                      f"{mape(rows):.1f} % | {100 * worst:.1f} % | {_fits_cell(rows)} |")
     for name, rows in tables.items():
-        tested = memory_tested(rows)
-        if tested and not any(r.error is not None for r in rows):
+        tested = memory_tested(rows) if not any(r.error is not None for r in rows) else []
+        if tested:
             lines += ["", f"### {name}", "", "Memory only: each configuration ran, so it fits.", "",
                       "| row | memory GiB | HBM GiB | fits |", "|---|---:|---:|---|"]
             lines += [f"| {r.case.label} | {(r.memory_bytes or 0) / 2**30:.1f} | {(r.capacity_bytes or 0) / 2**30:.1f} "
                       f"| {'yes' if r.fits else '**no**'} |" for r in tested]
-            skipped = [r for r in rows if r.case.skip is not None]
-            if skipped:
-                lines += ["", f"Rows not modelled ({len(skipped)}):", ""]
-                lines += [f"- {r.case.label}: {r.case.skip}" for r in skipped]
-            continue
-        lines += ["", f"### {name}", "", "| row | metric | published | predicted | error |",
-                  "|---|---|---:|---:|---:|"]
-        for r in rows:
-            if r.error is None:
-                continue
-            lines.append(f"| {r.case.label} | {METRIC_NAMES[r.case.metric]} | {_fmt(r.case.metric, r.case.published)} "
-                         f"| {_fmt(r.case.metric, r.predicted)} | {100 * r.error:+.1f} % |")
-        skipped = [r for r in rows if r.error is None]
+        else:
+            lines += ["", f"### {name}", "", "| row | metric | published | predicted | error |",
+                      "|---|---|---:|---:|---:|"]
+            lines += [f"| {r.case.label} | {METRIC_NAMES[r.case.metric]} | {_fmt(r.case.metric, r.case.published)} "
+                      f"| {_fmt(r.case.metric, r.predicted)} | {100 * r.error:+.1f} % |"
+                      for r in rows if r.error is not None]
+        skipped = not_modelled(rows, tested)
         if skipped:
             lines += ["", f"Rows not modelled ({len(skipped)}):", ""]
             lines += [f"- {r.case.label}: {r.case.skip}" for r in skipped]
