@@ -23,6 +23,7 @@ from clusterplan.validation.cases_bloom import bloom_176b
 from clusterplan.validation.cases_llmfoundry import llmfoundry_mpt
 from clusterplan.validation.cases_mbridge import megatron_bridge_recipes
 from clusterplan.validation.cases_mlperf import mlperf_training
+from clusterplan.validation.cases_mlperf_llama import mlperf_training_llama31
 from clusterplan.validation.cases_modelzoo import megatron_moe_modelzoo
 from clusterplan.validation.cases_mtnlg import mtnlg_2022
 from clusterplan.validation.cases_palm import palm_table3
@@ -42,6 +43,7 @@ TRAINING_TABLES: dict[str, Callable[[], list[Case]]] = {
     "neuron_trn": neuron_trn,
     "megatron_sc21_table2_zero3": megatron_sc21_table2_zero3,
     "mlperf_training": mlperf_training,
+    "mlperf_training_llama31": mlperf_training_llama31,
     "mtnlg_2022": mtnlg_2022,
     "llmfoundry_mpt": llmfoundry_mpt,
     "bloom_176b": bloom_176b,
