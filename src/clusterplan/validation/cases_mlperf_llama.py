@@ -19,8 +19,10 @@ events; there an evaluated sample costs a third of a trained one (forward only; 
 configured), as in the GPT-3 table (:mod:`cases_mlperf`), which matches the logged evaluation time
 of the identically configured IBM/CoreWeave GB200 runs to half a per cent of the run.
 
-The rows are fitted like the GPT-3 table's (NVIDIA's NeMo/Megatron-Core stack on H100, H200,
-B200, B300, GB200 and GB300); its out-of-sample error is that of the refit without it.
+Validation only (calibrate.VALIDATION_ONLY_TABLES): no efficiency is fitted on it, so every
+row's error is out of sample, a test set of NVIDIA's NeMo/Megatron-Core stack on H100, H200,
+B200, B300, GB200 and GB300 that no fit has seen (why it is not fitted: docs/validation.md,
+round 16).
 """
 
 from __future__ import annotations
