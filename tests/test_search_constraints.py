@@ -110,6 +110,44 @@ def test_no_plan_on_time_says_which_plan_came_closest() -> None:
     assert f"{fastest['time_to_train_s'] / DAY:.1f} days" in found.unmet
 
 
+def test_a_limit_inside_or_below_the_best_plans_band_is_named_at_risk() -> None:
+    """The constraints rank by the point estimate; the band (cross-validated errors) says whether
+    the limit holds at the model's measured error: inside the band it may be missed, below its
+    low end it is missed at every error the band covers, above its high end it is safe."""
+    record = {"bands": {"time_to_train_s": [80 * DAY, 100 * DAY], "cost_usd": [10e6, 12e6]}}
+    inside = Constraints(deadline_s=90 * DAY, budget_usd=50e6).at_risk(record)
+    assert inside == ["the deadline of 90.0 days: the best plan's range (80.0 days to 100.0 days) straddles it; "
+                      "it may be missed"]
+    below = Constraints(deadline_s=200 * DAY, budget_usd=9e6).at_risk(record)
+    assert below == ["the budget of $9.0M: the best plan's range ($10.0M to $12.0M) lies beyond it; missed at every "
+                     "cross-validated error"]
+    assert Constraints(deadline_s=100 * DAY, budget_usd=12e6).at_risk(record) == []
+    assert Constraints(deadline_s=DAY).at_risk({}) == []  # no band, no verdict
+    assert Constraints().at_risk(record) == []
+
+
+def test_the_search_record_and_cli_name_the_limits_at_risk(capsys: pytest.CaptureFixture[str]) -> None:
+    """A deadline the best plan meets at its estimate but not at the top of its band."""
+    model, hw = load_model("llama3-8b"), hardware_for(load_system("dgx-h100"))
+    free = search(model, hw, 64, 8192, 512, top=1, tokens=1e12).best[0]
+    low, high = free["bands"]["time_to_train_s"]
+    assert low < high
+    deadline = (max(low, free["time_to_train_s"]) + high) / 2
+    days = f"{deadline / DAY:.6f}d"
+    record = run_json(capsys, ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "64", "--seq",
+                               "8192", "--global-batch", "512", "--tokens", "1T", "--deadline", days, "--top", "1"])
+    assert len(record["at_risk"]) == 1 and record["at_risk"][0].startswith("the deadline of ")
+    assert "it may be missed" in record["at_risk"][0]
+    code, out, _ = run_cli(capsys, ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "64",
+                                    "--seq", "8192", "--global-batch", "512", "--tokens", "1T", "--deadline", days,
+                                    "--top", "1"])
+    assert code == 0 and "at risk: the deadline of " in out.replace("\n", " ")
+    safe = run_json(capsys, ["search", "--model", "llama3-8b", "--system", "dgx-h100", "--chips", "64", "--seq",
+                             "8192", "--global-batch", "512", "--tokens", "1T", "--deadline", f"{2 * high / DAY}d",
+                             "--top", "1"])
+    assert safe["at_risk"] == []
+
+
 def test_constraints_need_tokens_and_positive_values() -> None:
     model, hw = load_model("llama3-8b"), hardware_for(load_system("dgx-h100"))
     with pytest.raises(SpecError, match="--tokens"):

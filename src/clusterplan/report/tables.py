@@ -446,6 +446,8 @@ def search_table(console: Console, result: Any) -> None:
     if limits:
         console.print(f"constraints: {limits}; {result.plans_meeting_constraints:,} timed plans meet them",
                       highlight=False)
+        for risk in result.constraints.at_risk(best):
+            console.print(f"at risk: {risk}", highlight=False)
     if "command" in best:
         from clusterplan.training.command import wrap_command
 

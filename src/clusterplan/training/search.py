@@ -45,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from clusterplan import units
 from clusterplan.costs.power import WAITING_ACTIVITY
 from clusterplan.errors import SpecError
 from clusterplan.specs import Model, Plan
@@ -106,6 +107,11 @@ class SearchSpace:
         return self
 
 
+def _usd(value: float) -> str:
+    """Dollars as the constraints read them: ``$50M``."""
+    return f"${units.format_count(value, 1).replace(' ', '')}"
+
+
 @dataclass(frozen=True)
 class Constraints:
     """What a plan must meet to be ranked (None: no limit). ``deadline_s`` bounds the
@@ -135,6 +141,25 @@ class Constraints:
 
     def record(self) -> dict[str, Any]:
         return {"deadline_s": self.deadline_s, "budget_usd": self.budget_usd, "max_chips": self.max_chips}
+
+    def at_risk(self, record: dict[str, Any]) -> list[str]:
+        """Where a plan that meets the deadline or budget at its point estimate does not at its
+        error band (``record["bands"]``: the cross-validated errors of its regime,
+        validation/bands.py): the limit inside the band (it may be missed) or below it (it is
+        missed at every error the band covers). Empty when the bands clear every limit."""
+        bands = record.get("bands", {})
+        risks = []
+        for limit, figure, what, fmt in ((self.deadline_s, "time_to_train_s", "deadline", units.format_duration),
+                                         (self.budget_usd, "cost_usd", "budget", _usd)):
+            band = bands.get(figure)
+            if limit is None or not band or band[1] <= limit:
+                continue
+            low, high = band
+            where = ("lies beyond" if low > limit else "straddles")
+            verdict = ("missed at every cross-validated error" if low > limit else "it may be missed")
+            risks.append(f"the {what} of {fmt(limit)}: the best plan's range ({fmt(low)} to {fmt(high)}) "
+                         f"{where} it; {verdict}")
+        return risks
 
 
 @dataclass(frozen=True)
@@ -168,6 +193,7 @@ class SearchResult:
         if self.best:  # the headline is the best plan: its bands and flags at the top level too
             out.update({key: self.best[0][key] for key in ("bands", "band_basis", "band_coverage", "extrapolation")
                         if key in self.best[0]})
+            out["at_risk"] = self.constraints.at_risk(self.best[0])
         return out
 
 
@@ -591,16 +617,11 @@ def _meets(constraints: Constraints, run_cost: _RunCost, step: NDArray[np.float6
 
 def _unmet(constraints: Constraints, closest: dict[str, dict[str, Any]], tokens: float | None) -> str:
     """Why no plan met the constraints, naming the plan that came closest."""
-    from clusterplan import units
 
     def plan(record: dict[str, Any]) -> str:
         return f"{plan_label(record['plan'])} on {record['chips']:,} chips"
 
-    def days(seconds: float) -> str:
-        return units.format_duration(seconds)
-
-    def usd(value: float) -> str:
-        return f"${units.format_count(value, 1).replace(' ', '')}"
+    days, usd = units.format_duration, _usd
 
     amount = format_tokens(tokens or 0.0)
     cap = f" on at most {constraints.max_chips:,} chips" if constraints.max_chips is not None else ""
