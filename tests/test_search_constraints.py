@@ -116,10 +116,10 @@ def test_a_limit_inside_or_below_the_best_plans_band_is_named_at_risk() -> None:
     low end it is missed at every error the band covers, above its high end it is safe."""
     record = {"bands": {"time_to_train_s": [80 * DAY, 100 * DAY], "cost_usd": [10e6, 12e6]}}
     inside = Constraints(deadline_s=90 * DAY, budget_usd=50e6).at_risk(record)
-    assert inside == ["the deadline of 90.0 days: the best plan's range (80.0 days to 100.0 days) straddles it; "
+    assert inside == ["the deadline of 90.0 days: the plan's range (80.0 days to 100.0 days) straddles it; "
                       "it may be missed"]
     below = Constraints(deadline_s=200 * DAY, budget_usd=9e6).at_risk(record)
-    assert below == ["the budget of $9.0M: the best plan's range ($10.0M to $12.0M) lies beyond it; missed at every "
+    assert below == ["the budget of $9.0M: the plan's range ($10.0M to $12.0M) lies beyond it; missed at every "
                      "cross-validated error"]
     assert Constraints(deadline_s=100 * DAY, budget_usd=12e6).at_risk(record) == []
     assert Constraints(deadline_s=DAY).at_risk({}) == []  # no band, no verdict
@@ -412,6 +412,10 @@ def test_rainier_plans_print_as_commands_that_rerun(capsys: pytest.CaptureFixtur
     record = run_json(capsys, ["rainier", "--scenario", str(scenario), "--report-dir", str(directory)])
     training, cheap = record["training"], record["training_fewest_chip_hours"]
     assert cheap["time_to_train_s"] <= 30 * DAY
+    # The plan is chosen on its point estimate; its band's verdict on the deadline rides with it.
+    assert cheap["at_risk"] == Constraints(deadline_s=30 * DAY).at_risk(cheap)
+    low, high = cheap["bands"]["time_to_train_s"]
+    assert bool(cheap["at_risk"]) == (high > 30 * DAY)
     markdown = (directory / "rainier.md").read_text(encoding="utf-8")
     assert training["command"] in markdown and cheap["command"] in markdown
     assert "<pre><code>" in (directory / "rainier.html").read_text(encoding="utf-8")

@@ -80,6 +80,8 @@ def rainier_table(console: Console, record: dict[str, Any]) -> None:
                 f"(of the {cheap['plan']['precision']} dense peak), "
                 f"{units.format_duration(cheap['time_to_train_s'])} and {units.format_count(cheap['chip_hours'])} "
                 f"chip-hours (vs {units.format_count(training['chip_hours'])})")
+            for risk in cheap.get("at_risk", []):
+                console.print(f"at risk: {risk}", highlight=False)
             _print_command(console, "rerun it:", cheap)
 
 
@@ -391,7 +393,9 @@ def _rainier_sections(report: Any, record: dict[str, Any]) -> None:
         if cheap is not None and "command" in cheap:
             commands += (f"\n\nFewest chip-hours within the {units.format_duration(record['deadline_s'])} deadline "
                          f"({cheap['chips']:,} chips, {plan_label(cheap['plan'])}, "
-                         f"{cheap['time_to_train_s'] / 86400:.1f} days):\n\n```\n{cheap['command']}\n```")
+                         f"{cheap['time_to_train_s'] / 86400:.1f} days)"
+                         + "".join(f"; at risk: {risk}" for risk in cheap.get("at_risk", []))
+                         + f":\n\n```\n{cheap['command']}\n```")
         report.add("Training plan", f"{training['model']} on {training['chips']:,} chips ({plan_label(plan)}): step "
                    f"{training['step_time_s']:.2f} s, MFU {100 * training['mfu']:.1f} % of the {plan['precision']} "
                    f"dense peak, {training['time_to_train_s'] / 86400:.1f} days for "

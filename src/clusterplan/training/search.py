@@ -157,7 +157,7 @@ class Constraints:
             low, high = band
             where = ("lies beyond" if low > limit else "straddles")
             verdict = ("missed at every cross-validated error" if low > limit else "it may be missed")
-            risks.append(f"the {what} of {fmt(limit)}: the best plan's range ({fmt(low)} to {fmt(high)}) "
+            risks.append(f"the {what} of {fmt(limit)}: the plan's range ({fmt(low)} to {fmt(high)}) "
                          f"{where} it; {verdict}")
         return risks
 
