@@ -85,7 +85,7 @@ INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "infe
 #: the only public Trainium2 runs, kept out of the fit so they measure it.
 #: The Megatron-Bridge recipes are memory tests with no published speed (cases_mbridge.py).
 #: MLPerf Training v5.x Llama 3.1 (cases_mlperf_llama.py) is a test set: fitted, its 8B rows at
-#: 72-512 GPUs (steps of 85-220 ms, 23-80 ms of them outside 3x the logged forward) pulled
+#: 16-512 GPUs (steps of 85-580 ms, 19-71 ms more than 3.2 logged forwards) pulled
 #: Blackwell's per-kernel cost from 6 to 43 us and its MoE layer cost to zero, a step cost the
 #: model lacks absorbed by a parameter that means something else (docs/validation.md, round 16).
 #: MLPerf's deepseek-r1 rows ran attention-DP, wide-EP engines the serving step does not represent;

@@ -33,13 +33,12 @@ from clusterplan.catalog import load_model, load_system
 from clusterplan.specs import Model, Plan, System
 from clusterplan.validation.case import ATTENTION_TEXT
 from clusterplan.validation.cases import Case, _Builder, _rows
+from clusterplan.validation.cases_mlperf import EVAL_COST
 
 TABLE = "mlperf_training_llama31"
 SEQ_LEN = 8192
 #: The 405B benchmark's tokenizer: Mixtral 8x22B's (v3), 32,768 tokens.
 MIXTRAL_VOCAB = 32768
-#: An evaluated sample costs this fraction of a trained one (forward of forward + backward).
-EVAL_COST = 1.0 / 3.0
 BENCHMARK_MODELS = {"llama31_405b": "llama3-405b", "llama31_8b": "llama3-8b"}
 #: Accelerator as the systems JSON names it -> catalog system. B200/B300 hosts are 8 GPUs on NVLink
 #: with a 400 or 800 Gb/s NIC per GPU, as DGX B200/B300; GB200/GB300 are NVL72 racks.
