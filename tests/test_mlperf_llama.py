@@ -96,7 +96,7 @@ def test_the_throughput_agrees_with_the_logged_step_times() -> None:
     """NeMo's callbacks log every step's time (MLLOG ``tracked_stats`` ``train_step_time``); GBS x
     8192 / (its median x chips) is the same throughput measured without the run-level arithmetic
     (the evaluation subtraction, warm-up, the 1/3 charge). They agree within 1-2 % on most rows;
-    Cisco's 128-GPU runs lose 11 % between steps (their median step is faster than their mean)."""
+    Cisco's 128-GPU runs lose 11 % outside their median steps."""
     ratios = []
     for row in _rows():
         if not row["train_step_time_s_median"]:
