@@ -34,7 +34,7 @@ from clusterplan.costs.compute import Efficiency
 from clusterplan.validation import registry
 from clusterplan.validation.calibrate import VALIDATION_ONLY_TABLES
 from clusterplan.validation.case import Case
-from clusterplan.validation.harness import run_case
+from clusterplan.validation.harness import by_table, mape, run
 
 DEFAULT_GRID = (0.85, 0.9, 0.95, 1.0, 1.05, 1.1)
 
@@ -66,17 +66,16 @@ def scaled(efficiency: Efficiency, bf16: float, low: float) -> Efficiency:
 
 def score(cases: Sequence[Case], family: str, efficiency: Efficiency) -> Scores:
     """Each table's MAPE and mean signed error with ``efficiency`` for ``family``."""
-    errors: dict[str, list[float]] = {}
 
     def lookup(name: str) -> Efficiency:
         return efficiency if name == family else load_efficiency(name)
 
-    for case in cases:
-        result = run_case(case, lookup)
-        if result.error is not None:
-            errors.setdefault(case.table, []).append(100.0 * result.error)
-    return {table: TableScore(statistics.fmean(abs(e) for e in values), statistics.fmean(values), len(values))
-            for table, values in sorted(errors.items())}
+    scores = {}
+    for table, results in sorted(by_table(run(cases, lookup)).items()):
+        errors = [100.0 * r.error for r in results if r.error is not None]
+        if errors:
+            scores[table] = TableScore(mape(results), statistics.fmean(errors), len(errors))
+    return scores
 
 
 def fitted_mean(scores: Scores) -> float:

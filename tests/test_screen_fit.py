@@ -40,9 +40,16 @@ def test_slower_gemms_make_a_step_time_table_predict_slower(screen_fit: ModuleTy
     assert slower.signed > at_fit.signed + 5.0
 
 
-def test_the_best_point_never_loses_to_the_shipped_fit_on_its_grid(screen_fit: ModuleType,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    screen_fit.main(["ampere", "--grid", "0.95,1,1.05"])
-    first = capsys.readouterr().out.splitlines()[0]
-    best, shipped = (float(part.split("%")[0].split()[-1]) for part in first.split("MAPE")[1].split("(shipped fit:"))
-    assert best <= shipped
+def test_validation_only_tables_are_reported_but_not_optimised(screen_fit: ModuleType,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The objective is the mean over the fitted tables only: on Ampere, Korthikanti and SC'21;
+    LLM Foundry's FSDP rows (validation only) are printed and marked."""
+    scores = screen_fit.score(screen_fit.family_rows("ampere"), "ampere", screen_fit.load_efficiency("ampere"))
+    assert "llmfoundry_mpt" in scores
+    fitted = (scores["korthikanti2022"].mape + scores["megatron_sc21"].mape) / 2
+    assert screen_fit.fitted_mean(scores) == pytest.approx(fitted)
+    screen_fit.main(["ampere", "--grid", "1"])
+    printed = capsys.readouterr().out
+    assert f"mean MAPE {fitted:.2f} %" in printed
+    lines = printed.splitlines()
+    assert any(line.startswith("llmfoundry_mpt") and line.endswith("(validation only)") for line in lines)
