@@ -253,8 +253,15 @@ def _least_squares(residuals: Callable[[np.ndarray], np.ndarray], start: np.ndar
 
 
 #: Parameters a sourced kernel-level measurement can anchor (catalog/kernels.yaml): the large-GEMM
-#: fraction of peak per precision, the fused-attention fraction and the HBM fraction.
-ANCHORABLE = frozenset({"matmul.bf16", "matmul.fp8", "matmul.fp4", "attention", "hbm"})
+#: fraction of peak per precision, the fused-attention fraction, the HBM fraction, and the fixed
+#: cost of a kernel (the time of a GEMM too small to use the tensor units, :data:`LAUNCH_BOUND`).
+ANCHORABLE = frozenset({"matmul.bf16", "matmul.fp8", "matmul.fp4", "attention", "hbm", "kernel_overhead_us"})
+#: The anchored parameters that are fractions of a peak, capped at :data:`ANCHORED_CEILING`.
+FRACTIONS = frozenset({"matmul.bf16", "matmul.fp8", "matmul.fp4", "attention", "hbm"})
+#: A GEMM that reaches less than this fraction of the dense peak measures the kernel's fixed cost:
+#: its arithmetic at the peak takes at most this share of its time, the rest is launch, setup and
+#: tail (the XLA tables' 512^3 bf16 GEMM on H100 at 0.041, 6.6 us; 256^3 on B200 at 0.003, 5.0 us).
+LAUNCH_BOUND = 0.05
 #: Prior of an anchored parameter's *realisation* r = end-to-end value / kernel measurement: a
 #: framework realises about what its kernels reach in isolation, give or take shapes and fusion.
 REALISATION_PRIOR: tuple[float, float, float, float] = (1.0, 0.15, 0.3, 1.3)
@@ -270,7 +277,9 @@ def kernel_anchors() -> dict[str, dict[str, float]]:
 
     ``matmul.<precision>`` is the best GEMM of any of the family's chips at that precision
     (fp16 counts as bf16: the same tensor peak), the large-GEMM asymptote the parameter means;
-    ``hbm`` the best streaming bandwidth fraction; ``attention`` the reference attention
+    ``hbm`` the best streaming bandwidth fraction; ``kernel_overhead_us`` the shortest time of a
+    GEMM below :data:`LAUNCH_BOUND` of the peak, in microseconds (the fixed cost a kernel pays
+    whatever its size; round 18); ``attention`` the reference attention
     kernel's causal forward-and-backward fraction of the BF16 peak
     (:func:`clusterplan.costs.attention.reference_fraction`). Attention is anchored since every
     published row names its attention library (``Plan.attention_kernel``, round 12) and the
@@ -288,6 +297,12 @@ def kernel_anchors() -> dict[str, dict[str, float]]:
             anchors.setdefault(family, {})["attention"] = measured
     for entry in load_kernels().entries:
         family = load_chip(entry.chip).family
+        if entry.kind == "gemm" and entry.shape is not None and entry.fraction_of_peak < LAUNCH_BOUND:
+            m, n, k = entry.shape
+            seconds = 2.0 * entry.batch * m * n * k / (entry.tflops * 1e12)
+            known = anchors.setdefault(family, {})
+            known["kernel_overhead_us"] = min(known.get("kernel_overhead_us", math.inf), seconds * 1e6)
+            continue
         if entry.kind == "gemm":
             name, value = f"matmul.{'bf16' if entry.precision == 'fp16' else entry.precision}", entry.fraction_of_peak
         elif entry.kind == "hbm":
@@ -318,7 +333,8 @@ class DenseFit:
         values = []
         for name, value in zip(self.names, self.values, strict=True):
             if name in self.anchored:
-                value = min(self.measured(family, name) * value, ANCHORED_CEILING)
+                value = self.measured(family, name) * value
+                value = min(value, ANCHORED_CEILING) if name in FRACTIONS else value
             values.append(value)
         return _efficiency(family, list(self.names), np.array(values), list(self.tables))
 
