@@ -257,7 +257,7 @@ def _least_squares(residuals: Callable[[np.ndarray], np.ndarray], start: np.ndar
 #: cost of a kernel (the time of a GEMM too small to use the tensor units, :data:`LAUNCH_BOUND`).
 ANCHORABLE = frozenset({"matmul.bf16", "matmul.fp8", "matmul.fp4", "attention", "hbm", "kernel_overhead_us"})
 #: The anchored parameters that are fractions of a peak, capped at :data:`ANCHORED_CEILING`.
-FRACTIONS = frozenset({"matmul.bf16", "matmul.fp8", "matmul.fp4", "attention", "hbm"})
+FRACTIONS = ANCHORABLE - {"kernel_overhead_us"}
 #: A GEMM that reaches less than this fraction of the dense peak measures the kernel's fixed cost:
 #: its arithmetic at the peak takes at most this share of its time, the rest is launch, setup and
 #: tail (the XLA tables' 512^3 bf16 GEMM on H100 at 0.041, 6.6 us; 256^3 on B200 at 0.003, 5.0 us).
