@@ -384,6 +384,7 @@ def test_a_kernels_fixed_cost_is_anchored_at_the_smallest_launch_bound_gemm() ->
     its two launch-bound entries), B200's from sm_100's 256^3 (4.96 us). TPU v5e's 1024^3
     jnp.matmul at 0.091 of peak is timed with its Python dispatch and stays out; families with
     only large GEMMs get no such anchor."""
+    from clusterplan.catalog import load_kernels
     from clusterplan.validation.calibrate import LAUNCH_BOUND, kernel_anchors
 
     anchors = kernel_anchors()
@@ -391,7 +392,10 @@ def test_a_kernels_fixed_cost_is_anchored_at_the_smallest_launch_bound_gemm() ->
     assert anchors["blackwell"]["kernel_overhead_us"] == pytest.approx(2 * 256**3 / 6.765e12 * 1e6, rel=1e-3)
     assert "kernel_overhead_us" not in anchors["tpu-v5e"] and "kernel_overhead_us" not in anchors["ampere"]
     # a launch-bound entry is not a GEMM-efficiency measurement: the large-GEMM anchors stand
-    assert anchors["hopper"]["matmul.bf16"] == pytest.approx(0.803) and LAUNCH_BOUND == 0.05
+    assert anchors["hopper"]["matmul.bf16"] == pytest.approx(0.803)
+    # the XLA 1024^3 B200 GEMM (0.128 of peak) is above the bound: a size point, not a launch cost
+    assert all(e.fraction_of_peak >= LAUNCH_BOUND for e in load_kernels().entries
+               if e.kind == "gemm" and e.chip == "b200" and e.shape != (256, 256, 256))
 
 
 def test_an_anchored_fixed_cost_is_microseconds_not_a_capped_fraction() -> None:
@@ -403,6 +407,5 @@ def test_an_anchored_fixed_cost_is_microseconds_not_a_capped_fraction() -> None:
     fit, source = fit_dense_shared(rows, {"ampere": {"kernel_overhead_us": 6.0}})
     assert fit.anchored == frozenset({"kernel_overhead_us"}) and source.anchored == ("kernel_overhead_us",)
     realisation = fit.values[fit.names.index("kernel_overhead_us")]
-    assert 0.3 <= realisation <= 1.3
     assert fit.efficiency("ampere").kernel_overhead_s == pytest.approx(6.0e-6 * realisation, rel=1e-3)
     assert fit.efficiency("ampere").kernel_overhead_s > 1e-6  # not capped at 0.99 us
