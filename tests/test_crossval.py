@@ -233,7 +233,8 @@ def test_summary_rows_and_parameter_counts(ampere_cv) -> None:  # type: ignore[n
     summary = summarise(ampere_cv)
     assert set(summary.tables) == set(AMPERE_TABLES)
     ampere = summary.families["ampere"]
-    assert ampere.own_rows == 19 and ampere.own_parameters == 8  # bf16 matmul + 7 shared kernels/fabric
+    # bf16 matmul + 6 shared kernels/fabric; attention is A100's FlashAttention-2 measurement, not fitted
+    assert ampere.own_rows == 19 and ampere.own_parameters == 7
     assert {s.stage: s.families for s in ampere.stages}["MoE"] == []  # priors: no MoE rows here
     assert len(summary.rows) == 19
 
@@ -409,3 +410,24 @@ def test_an_anchored_fixed_cost_is_microseconds_not_a_capped_fraction() -> None:
     realisation = fit.values[fit.names.index("kernel_overhead_us")]
     assert fit.efficiency("ampere").kernel_overhead_s == pytest.approx(6.0e-6 * realisation, rel=1e-3)
     assert fit.efficiency("ampere").kernel_overhead_s > 1e-6  # not capped at 0.99 us
+
+
+def test_attention_is_taken_at_its_kernel_measurement_not_fitted() -> None:
+    """Round 19: where a fit's donors measure the reference attention kernel, the attention
+    efficiency is that measurement (realisation 1), out of the fitted parameters and the count;
+    a borrower gets its own measurement, and without one the donors'. Without a measurement it
+    is fitted as before."""
+    from clusterplan.validation.calibrate import AT_MEASUREMENT, fit_dense_shared
+
+    assert "attention" in AT_MEASUREMENT
+    rows = [c for c in all_cases(["korthikanti2022"]) if c.skip is None]
+    fit, source = fit_dense_shared(rows, {"ampere": {"attention": 0.4321}, "hopper": {"attention": 0.5}})
+    assert fit.efficiency("ampere").attention == pytest.approx(0.4321)
+    assert fit.efficiency("hopper").attention == pytest.approx(0.5)
+    assert fit.efficiency("tpu-v4").attention == pytest.approx(0.4321)  # the donors' measurement
+    assert "attention" not in source.parameters and source.measured == ("attention",)
+    assert "attention" not in source.anchored
+    assert "at the kernel measurement" in source.describe("ampere")
+    free, free_source = fit_dense_shared(rows, {})
+    assert "attention" in free_source.parameters and free_source.measured == ()
+    assert free.efficiency("ampere").attention != pytest.approx(0.4321, abs=1e-3)

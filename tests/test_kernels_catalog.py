@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -212,3 +213,19 @@ def test_the_attention_span_half_is_what_the_catalogs_causal_curves_say(catalog:
             halves.append(fit.x[1])
     assert len(halves) == 3
     assert pytest.approx(float(np.mean(halves)), rel=0.05) == ATTENTION_SPAN_HALF
+
+
+def test_the_attention_plateau_spans_are_the_anchors_points(catalog: KernelCatalog) -> None:
+    """The span curve is normalised (costs/compute.attention_plateau_rate) over the sequence
+    lengths the attention anchors average: every H100 and A100 causal head-dimension-128 curve's
+    points from RATE_MIN_SEQ on. At those lengths the rate is the measurement's, on average."""
+    from clusterplan.costs.attention import RATE_MIN_SEQ
+    from clusterplan.costs.compute import ATTENTION_PLATEAU_SPANS, attention_plateau_rate
+
+    for chip in ("h100-sxm", "a100-80gb"):
+        spans = {float(point.seq_len) for entry in catalog.entries
+                 if isinstance(entry, AttentionEntry) and entry.chip == chip and entry.causal
+                 and entry.head_dim == 128 for point in entry.points if point.seq_len >= RATE_MIN_SEQ}
+        assert spans == set(ATTENTION_PLATEAU_SPANS), chip
+    assert float(np.mean(attention_plateau_rate(np.array(ATTENTION_PLATEAU_SPANS)))) == pytest.approx(1.0)
+    assert float(attention_plateau_rate(2048.0)) == pytest.approx(0.818, abs=1e-3)

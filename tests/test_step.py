@@ -229,6 +229,24 @@ def test_fused_attention_slows_on_short_key_spans(llama_like: Model, hardware: H
                                  * float(attention_span_factor(8192) / attention_span_factor(128)), rel=1e-9)
 
 
+def test_fused_attention_runs_at_the_measured_plateau_rate_of_its_span(llama_like: Model, hardware: Hardware) -> None:
+    """Round 19: the attention efficiency is the kernel's measured long-sequence plateau, so a
+    whole sequence's attention runs at the span curve's rate relative to that plateau: per causal
+    FLOP, 2k tokens take 1/0.82 of the plateau's time, 32k tokens 1/1.07."""
+    from clusterplan.costs.compute import attention_plateau_rate
+    from clusterplan.training.step import _layer_forward
+
+    def per_flop(seq: int) -> float:
+        validated = Plan(dp=8, global_batch=8, seq_len=seq).validate_for(llama_like)
+        parts = _layer_forward(llama_like, hardware, PlanBatch.from_plans([validated], llama_like))
+        flops = float(fl.causal_attention_core_flops(llama_like, float(seq))) * seq
+        return (float(parts["attention"][0]) - hardware.efficiency.kernel_overhead_s) / flops
+
+    ratio = per_flop(2048) / per_flop(32768)
+    assert ratio == pytest.approx(float(attention_plateau_rate(32768.0) / attention_plateau_rate(2048.0)), rel=1e-9)
+    assert ratio > 1.25
+
+
 def test_a_sustained_clock_speeds_the_compute_not_the_memory_or_the_mfu_reference(
         llama_like: Model, hardware: Hardware) -> None:
     """Efficiency.sustained_clock scales the peak the kernels run at (GEMMs and attention), not

@@ -166,14 +166,32 @@ def attention_head_dim_factor(qk_head_dim: Any, v_head_dim: Any, dim_half: float
 ATTENTION_SPAN_HALF = 700.0
 
 
+#: Sequence lengths of the long-sequence plateau that a family's attention anchor averages
+#: (``costs/attention.RATE_MIN_SEQ`` and up: the FlashAttention-2 and -3 papers' curves at 4k, 8k
+#: and 16k tokens; ``calibrate.kernel_anchors``).
+ATTENTION_PLATEAU_SPANS = (4096.0, 8192.0, 16384.0)
+
+
 def attention_span_factor(span: Any) -> FloatArray:
     """Fused causal attention's rate at key span ``span`` (tokens a query block attends over:
     the sequence, its context-parallel chunk, or a sliding window) as a fraction of its
-    long-sequence rate, ``s/(s + s_half)`` (:data:`ATTENTION_SPAN_HALF`); the step model uses
-    ratios of it (a cut span against the whole sequence): 2k against 8k tokens 0.81, a 128-token
-    window against 4k tokens 0.18."""
+    asymptotic rate, ``s/(s + s_half)`` (:data:`ATTENTION_SPAN_HALF`); the step model takes it
+    relative to the measured plateau (:func:`attention_plateau_rate`): 2k against 8k tokens 0.81,
+    a 128-token window against 4k tokens 0.18."""
     s = np.maximum(np.asarray(span, dtype=np.float64), 1.0)
     result: FloatArray = s / (s + ATTENTION_SPAN_HALF)
+    return result
+
+
+def attention_plateau_rate(span: Any) -> FloatArray:
+    """Fused causal attention's rate at key span ``span`` relative to the long-sequence plateau
+    the family's attention efficiency is measured as (:data:`ATTENTION_PLATEAU_SPANS`): the span
+    curve over its mean on the plateau's points, 0.82 at 2k tokens, 0.94 at 4k, 1.01 at 8k, 1.09
+    at 128k. One normalisation for every family: B200's curves also measure 32k tokens, which
+    would raise its plateau's mean 2 %; TPU, Trainium and CDNA3 attention is fitted, and the
+    fitted level absorbs the normalisation."""
+    plateau = float(np.mean(attention_span_factor(np.array(ATTENTION_PLATEAU_SPANS))))
+    result: FloatArray = attention_span_factor(span) / plateau
     return result
 
 

@@ -28,7 +28,7 @@ from clusterplan.costs.compute import (
     OPERAND_BYTES,
     Efficiency,
     attention_head_dim_factor,
-    attention_span_factor,
+    attention_plateau_rate,
     gemm_time,
     grouped_gemm_time,
     matmul_eff_by_precision,
@@ -277,23 +277,22 @@ def _layer_forward(model: Model, hw: Hardware, batch: PlanBatch) -> dict[str, Fl
 
 
 def attention_span_rate(model: Model, seq: FloatArray, cp: Any) -> FloatArray:
-    """Fused attention's rate on this plan's key spans relative to its rate on whole sequences
-    (:func:`~clusterplan.costs.compute.attention_span_factor`), weighted by each layer kind's
-    share of the causal FLOPs: ring attention cuts a full layer's sequence into ``cp`` chunks
-    (each step a chunk of queries against a chunk of keys); a window layer attends over
-    ``min(W, seq/cp)``. Relative to the whole sequence because the fitted attention efficiency
-    describes the published rows' whole-sequence kernels: the measured span curve, applied to
-    the sequence length itself, moved no table's cross-validated error the right way (the
-    round-5 notes in docs/validation.md), while a sequence cut shorter is the same kernel on
-    shorter spans. 1 without CP or windows."""
+    """Fused attention's rate on this plan's key spans relative to the long-sequence plateau its
+    efficiency is measured on (:func:`~clusterplan.costs.compute.attention_plateau_rate`),
+    weighted by each layer kind's share of the causal FLOPs: a full layer attends over its
+    sequence, or with ring attention over ``cp`` chunks of it (each step a chunk of queries
+    against a chunk of keys); a window layer over ``min(W, seq/cp)``. Absolute since round 19,
+    when the attention efficiency became the kernel measurement itself (calibrate.AT_MEASUREMENT):
+    while it was fitted, the fit set its level at the published rows' typical length, and only
+    ratios (a cut span against the whole sequence) were applied (docs/validation.md, rounds 5,
+    18 and 19)."""
     span = seq / np.asarray(cp, dtype=np.float64)
-    whole = attention_span_factor(seq)
-    chunked: FloatArray = attention_span_factor(span) / whole  # exactly 1 without CP
+    chunked: FloatArray = attention_plateau_rate(span)
     if model.window_layers == 0:
         return chunked
     full_work = model.full_attention_layers * seq / 2.0  # pairs per query, summed over layers
     window_work = model.attended_pairs(0.0, seq) * model.layers / seq - full_work
-    windowed = attention_span_factor(np.minimum(float(model.sliding_window or 0), span)) / whole
+    windowed = attention_plateau_rate(np.minimum(float(model.sliding_window or 0), span))
     result: FloatArray = (full_work + window_work) / (full_work / chunked + window_work / windowed)
     return result
 

@@ -140,6 +140,8 @@ class StageSource:
     mape_after: float = math.nan
     #: parameters fitted as their realisation of a kernel-level measurement (DenseFit)
     anchored: tuple[str, ...] = ()
+    #: parameters taken at their kernel-level measurement, not fitted (:data:`AT_MEASUREMENT`)
+    measured: tuple[str, ...] = ()
 
     def own(self, family: str) -> bool:
         """Fitted on ``family``'s own rows (not taken from other families, not the priors)."""
@@ -151,9 +153,10 @@ class StageSource:
         whose = "" if self.families == (family,) else f" of {', '.join(self.families)}"
         anchored = (f"; {', '.join(self.anchored)} as realisations of kernel measurements"
                     if self.anchored else "")
+        measured = f"; {', '.join(self.measured)} at the kernel measurement" if self.measured else ""
         return (f"{self.stage} stage: {len(self.parameters)} parameters on {self.rows} rows{whose} "
                 f"({', '.join(self.tables)}): MAPE {self.mape_before:.1f}% at the priors -> "
-                f"{self.mape_after:.1f}%{anchored}")
+                f"{self.mape_after:.1f}%{anchored}{measured}")
 
 
 #: Rows a chip needs in a fit before its sustained clock is fitted (one row is a per-row factor).
@@ -267,6 +270,16 @@ LAUNCH_BOUND = 0.05
 REALISATION_PRIOR: tuple[float, float, float, float] = (1.0, 0.15, 0.3, 1.3)
 #: Largest value an anchored parameter may take after multiplying (a fraction of peak).
 ANCHORED_CEILING = 0.99
+#: Anchored parameters taken at their kernel measurement (realisation 1), not fitted, wherever a
+#: fit's donors measure them. Attention: the published rows cannot tell its rate from the rest of
+#: a layer's time. Fitted as a realisation, Hopper's came out at 0.75 of the measured 0.50 (round
+#: 18), because mid-length rows (2k-8k tokens, attention 10-30 % of a layer) ran slower than the
+#: model for reasons of their own; the rows where attention is most of the time said otherwise
+#: (Megatron MoE Model Zoo's 16k-131k-token Qwen3 rows, which the MoE stage cannot move it for:
+#: -9 to -25 %; LLM Foundry's 8k-64k-token rows, validation only). The measurement decides
+#: (docs/validation.md, round 19). GEMM realisations stay fitted: every fit has rows that GEMMs
+#: dominate.
+AT_MEASUREMENT = frozenset({"attention"})
 
 Anchors = Mapping[str, Mapping[str, float]]  # family -> parameter -> measured fraction
 BF16_GEMM = "matmul.bf16"
@@ -384,18 +397,27 @@ def fit_dense_shared(rows: Sequence[Case], anchors: Anchors) -> tuple[DenseFit, 
     tables = sorted({c.table for c in rows})
     families = tuple(sorted({c.family for c in rows}))
     anchored = anchored_names(names, families, anchors)
+    # Parameters at their measurement keep realisation 1 (the prior's mean) and are not fitted.
+    measured = anchored & AT_MEASUREMENT
     prior = {n: REALISATION_PRIOR if n in anchored else _prior(n) for n in names}
     start = np.array([prior[n][0] for n in names])
+    free = np.array([n not in measured for n in names])
+    fitted = tuple(n for n in names if n not in measured)
 
     def shared(values: np.ndarray) -> DenseFit:
         return DenseFit(tuple(names), tuple(float(v) for v in values), anchored, anchors, tuple(tables),
                         families)
 
+    def full(free_values: np.ndarray) -> np.ndarray:
+        values = start.copy()
+        values[free] = free_values
+        return values
+
     if not rows:
-        return shared(start), StageSource("dense", tuple(names), 0, (), ())
-    lower = np.array([prior[n][2] for n in names])
-    upper = np.array([prior[n][3] for n in names])
-    sigma = np.array([prior[n][1] for n in names])
+        return shared(start), StageSource("dense", fitted, 0, (), (), measured=tuple(sorted(measured)))
+    lower = np.array([prior[n][2] for n in fitted])
+    upper = np.array([prior[n][3] for n in fitted])
+    sigma = np.array([prior[n][1] for n in fitted])
     prior_weight = 1.0 / math.sqrt(len(rows))
 
     def lookup(values: np.ndarray) -> Callable[[str], Efficiency]:
@@ -403,15 +425,16 @@ def fit_dense_shared(rows: Sequence[Case], anchors: Anchors) -> tuple[DenseFit, 
         by_family = {f: fit.efficiency(f) for f in families}
         return by_family.__getitem__
 
-    def residuals(values: np.ndarray) -> np.ndarray:
-        predicted = np.array([r.predicted for r in run(rows, lookup(values))], dtype=float)
-        return np.concatenate([_signed_log_ratio(rows, predicted), prior_weight * (values - start) / sigma])
+    def residuals(free_values: np.ndarray) -> np.ndarray:
+        predicted = np.array([r.predicted for r in run(rows, lookup(full(free_values)))], dtype=float)
+        return np.concatenate([_signed_log_ratio(rows, predicted),
+                               prior_weight * (free_values - start[free]) / sigma])
 
     before = mape(run(rows, lookup(start)))
-    values = _least_squares(residuals, start, lower, upper)
+    values = full(_least_squares(residuals, start[free], lower, upper))
     after = mape(run(rows, lookup(values)))
-    source = StageSource("dense", tuple(names), len(rows), tuple(tables), families, before, after,
-                         tuple(sorted(anchored)))
+    source = StageSource("dense", fitted, len(rows), tuple(tables), families, before, after,
+                         tuple(sorted(anchored - measured)), tuple(sorted(measured)))
     return shared(values), source
 
 
