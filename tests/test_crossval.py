@@ -69,13 +69,19 @@ OUT_OF_SAMPLE_BOUNDS = {
     # Round 18 (kernel cost anchored, Hopper attention 0.41 -> 0.38): megatron_moe_modelzoo
     # 14.83 -> 16.46 % (its 16k-128k-token H100 rows -4..-18 -> -8..-25 %), nemo_perf_moe
     # 18.51 -> 19.27 %.
-    "nemo_perf_moe": 19.5, "megatron_moe_modelzoo": 17.0,
+    # Round 19 (attention at its kernel measurement, the span curve absolute; tightened):
+    # megatron_moe_modelzoo 16.46 -> 11.10 % (the 16k-128k-token H100 rows -9..-25 -> about -5..+1 %);
+    # nemo_perf_moe 19.27 -> 19.62 % (loosened).
+    "nemo_perf_moe": 20.0, "megatron_moe_modelzoo": 11.5,
     # Round 14: a borrower's attention averages only donors with its reference library; without
     # that rule A100's FlashAttention-2 0.58 entered the TPU and Trainium1 folds' cuDNN-family mean
     # (neuron_trn 55.4 -> 57.2 %, maxtext_tpu 13.0 -> 13.4 %, measured and undone).
     # Round 18 (tightened): neuron_trn 55.8 -> 51.6 % (the Trainium1 fold borrows the GPU
     # families' measured kernel cost), mlperf_training 12.8 -> 12.1 %.
-    "maxtext_tpu": 14.0, "neuron_trn": 52.5, "mlperf_training": 13.0,
+    # Round 19: maxtext_tpu 13.08 -> 12.31 % (tightened; the absolute span curve); neuron_trn
+    # 51.6 -> 56.1 % (loosened: the Trainium1 fold takes the GPU families' measured attention at
+    # realisation 1, where their fitted realisation had been about 0.75).
+    "maxtext_tpu": 13.0, "neuron_trn": 57.0, "mlperf_training": 13.0,
     # Round 12: LLM Foundry's H100 rows name FlashAttention-2: 22.3 -> 17.6 % (never fitted).
     # Round 13: only the 2024-01 rows that ran flash-attn 2.4.2 do; the Triton-kernel rows take
     # FlashAttention-1's rate (FA1-class on A100) and the anchored refit: 17.6 -> 17.0 %, its
@@ -84,7 +90,9 @@ OUT_OF_SAMPLE_BOUNDS = {
     # 2023-10 A100 tables' Triton kernel at FlashAttention-1's 0.44 of it) and each library's measured
     # head-dimension ratio (FlashAttention-1 1.16 at head dim 64): 17.0 -> 10.6 %, its A100 rows
     # 19.0/18.5 -> 9.0/8.6 % (16k-65k-token rows, head dim 128: +9..+47 -> -21..-6 %; 64: +16..+30 -> -3..+9 %).
-    "megatron_sc21_table2_zero3": 32.0, "mtnlg_2022": 25.0, "llmfoundry_mpt": 12.0, "bloom_176b": 34.0,
+    # Round 19 (tightened): 11.06 -> 7.34 %, attention at the measured plateau and the span curve
+    # absolute (its 8k-65k-token rows -14..-42 -> about -2..-21 %).
+    "megatron_sc21_table2_zero3": 32.0, "mtnlg_2022": 25.0, "llmfoundry_mpt": 8.0, "bloom_176b": 34.0,
     # Round 5: ring attention's shorter key spans slow the two H100 CP rows of nemo_perf; the
     # refit raises Hopper's attention efficiency 0.27 -> 0.29 and the two torchtitan rows (8B,
     # 8k tokens, already too fast) go +12/+14 -> +15/+17 % (docs/validation.md).
@@ -98,7 +106,9 @@ OUT_OF_SAMPLE_BOUNDS = {
     # Round 15: reduce-scatter/all-gather at NCCL's ring latency (FSDP over 32-64 H200): 9.8 -> 8.0 %.
     # Round 18 (tightened): a kernel's fixed cost at XLA's measured 6.6 us instead of the fitted
     # 19 us: torchtitan (torch.compile, fused kernels) 8.0 -> 2.0 %, both rows +1/+3 %.
-    "palm_table3": 12.5, "torchtitan": 3.0,
+    # Round 19 (loosened): Hopper's attention at the measured 0.50 instead of the fitted 0.38 makes
+    # both FlashAttention-2 rows (8k tokens, H200) too fast again: 2.0 -> 14.4 %, +14 % each.
+    "palm_table3": 12.5, "torchtitan": 15.0,
     # AXLearn (JAX/XLA; new in round 8, validation only): 25.5 %, its two Trainium2 rows -32 and
     # -44 % (too fast: Trainium2 borrows Trainium1's fit), Qwen3-30B-A3B on B200 -51 %.
     "axlearn_2025": 26.5,
@@ -119,7 +129,10 @@ OUT_OF_SAMPLE_BOUNDS = {
     # 0.78, step overhead 0.38 -> 1.11 ms): inference_throughput 7.0 -> 10.0 % (the 8B TP1 rows
     # with 2k-20k-token prompts -10..-14 -> -18..-25 %), inference_latency 14.0 -> 13.8 %,
     # inference_server 16.5 -> 16.3 %.
-    "inference_throughput": 10.5, "inference_latency": 14.5, "inference_server": 17.0,
+    # Round 19 (Hopper's prefill attention 0.38 -> 0.50 of peak; serving refit): inference_throughput
+    # 10.0 -> 9.0 % (tightened), inference_server 16.3 -> 16.7 %, inference_latency 13.8 -> 15.2 %
+    # (loosened: Trainium2's serving rows, whose dense stage is Trainium1's refit).
+    "inference_throughput": 9.5, "inference_latency": 15.5, "inference_server": 17.0,
     # MLPerf Inference llama2-70b (new in round 4; joins the serving fit): 40.5 % out of sample,
     # dominated by MI300X (+60 to +227 %: the cdna3 serving fit cannot reach it); the NVIDIA rows
     # are at -3 to +35 % (docs/validation.md). 26.0 % since round 5 (MI300X's fp8 GEMM transferred
@@ -139,7 +152,8 @@ OUT_OF_SAMPLE_BOUNDS = {
     # bf16/fp8 GEMM trade), +23..+118 -> +31..+161 %; the H100/H200 rows +2 to +4 points.
     # 21.5 % since round 13 (Hopper's refit with attention anchored). 19.5 % since round 18
     # (kernel cost anchored; tightened).
-    "mlperf_inference": 20.5,
+    # 16.4 % since round 19 (Hopper's prefill attention at its measurement; tightened).
+    "mlperf_inference": 17.0,
     # Round 10, validation only: MLPerf deepseek-r1 with attention DP and wide EP, 2.5-4.7x too
     # fast (255 %: a regression bound, docs/serving.md); llama3.1-405b Server and Interactive
     # (p99 TTFT set by prompts up to 19,988 tokens), 16.9 %. Round 11 (sustained clocks): 265 %
@@ -149,7 +163,8 @@ OUT_OF_SAMPLE_BOUNDS = {
     # stack no fit has seen: 20.0 % (H100 405B +18..+21 %, one-node 8B +11..+21 %, 8B on 512 GPUs
     # +87/+108 %; docs/validation.md round 16). A regression bound, not an accuracy target.
     # Round 18 (kernel cost anchored): 19.8 % (the H200 405B rows +14 -> +10 %).
-    "mlperf_training_llama31": 21.0,
+    # Round 19 (attention at its measurement): 20.8 % (the Blackwell 8B rows about a point faster).
+    "mlperf_training_llama31": 21.5,
 }
 
 

@@ -59,8 +59,9 @@ BOUNDS = {
     # (tightened): the reference attention anchored to its measured rate (Hopper 0.32 -> 0.43 of
     # peak), the long-context rows -34..-13 -> -16..-5 %. 16.1 % since round 18: a kernel's fixed
     # cost anchored at XLA's measured 6.6 us (Hopper's fitted 19 us had let its attention sit at
-    # 0.41; the refit 0.38): the 16k-128k-token rows -6..-19 -> -9..-25 %.
-    "megatron_moe_modelzoo": 16.5,
+    # 0.41; the refit 0.38): the 16k-128k-token rows -6..-19 -> -9..-25 %. 10.8 % since round 19
+    # (tightened): attention at its measured 0.50, the span curve absolute.
+    "megatron_moe_modelzoo": 11.5,
     "maxtext_tpu": 10.0,
     "neuron_trn": 10.0,
     # Issue #7 asks for <= 15 % (throughput) and <= 20 % (latency, online rows included); today's
@@ -76,8 +77,9 @@ BOUNDS = {
     "inference_throughput": 8.0,
     # The kernel-anchored refit (Hopper matmul up, attention down; issue #13 round 4) moved the
     # server rows 13.6 -> 15.4 % in sample, 16.6 -> 17.0 % out of sample; S0113's TTFT joined the
-    # latency table at -21 %.
-    "inference_latency": 15.5,
+    # latency table at -21 %. 15.4 % since round 19 (loosened): Trainium2's serving rows refit on
+    # Trainium1's dense refit under the absolute attention span curve (13.6 -> 15.4 %).
+    "inference_latency": 16.0,
     # Round 5: the refit after MI300X's fp8 GEMM transfer and the CP/window attention spans moved
     # Hopper's serving HBM efficiency (0.87 -> 0.83) and the server rows 15.1 -> 16.5 % in sample;
     # out of sample they went 17.0 -> 16.9 % (docs/validation.md). 14.4 % in sample since round 7's
