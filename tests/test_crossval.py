@@ -303,6 +303,11 @@ def test_validate_json_has_out_of_sample_and_fits_for_every_table() -> None:
                 assert row["error_at_defaults_pct"] == row["error_pct"], row["label"]
     assert record["cross_validation"].startswith("stored")
     assert "own_parameters" in record["families"]["hopper"]
+    means = {(m["over"], m["stage"]): m for m in record["means"]}
+    assert set(means) == {("tables", "all"), ("rows", "all"), ("rows", "dense"), ("rows", "MoE"), ("rows", "serving")}
+    assert means[("rows", "all")]["count"] == sum(means[("rows", s)]["count"] for s in ("dense", "MoE", "serving"))
+    assert means[("tables", "all")]["count"] == sum(
+        1 for name, t in record["tables"].items() if t["rows_modelled"] and name != "mlperf_inference_wide_ep")
 
 
 def test_validate_cross_validate_recomputes() -> None:
@@ -446,3 +451,35 @@ def test_attention_is_taken_at_its_kernel_measurement_not_fitted() -> None:
     free, free_source = fit_dense_shared(rows, {})
     assert "attention" in free_source.parameters and free_source.measured == ()
     assert free.efficiency("ampere").attention != pytest.approx(0.4321, abs=1e-3)
+
+
+def test_means_weigh_tables_and_rows_each_once_and_leave_wide_ep_out() -> None:
+    """summary_means: the table mean averages each table's MAPE; the row means average every
+    row's absolute error, per stage too; wide EP is in neither; a table filter limits both."""
+    from clusterplan.specs.accuracy import CrossValSummary, RowErrors, TableErrors
+    from clusterplan.validation.crossval import summary_means
+
+    def row(table: str, stage: str, error: float, out: float, family: float | None) -> RowErrors:
+        return RowErrors(table=table, label=f"{table} {error}", family="hopper", stage=stage, chips=8,
+                         higher_is_faster=True, error_pct=error, error_out_of_sample_pct=out,
+                         error_family_out_pct=family)
+
+    rows = [row("a", "dense", 10.0, -20.0, 30.0), row("a", "dense", -2.0, 4.0, None),
+            row("a", "dense", 3.0, 6.0, 9.0), row("b", "serving", -40.0, 50.0, 60.0),
+            row("mlperf_inference_wide_ep", "serving", 250.0, 250.0, 250.0)]
+    tables = {"a": TableErrors(rows=3, mape_pct=5.0, mape_out_of_sample_pct=10.0, mape_family_out_pct=19.5),
+              "b": TableErrors(rows=1, mape_pct=40.0, mape_out_of_sample_pct=50.0, mape_family_out_pct=60.0),
+              "mlperf_inference_wide_ep": TableErrors(rows=1, mape_pct=250.0, mape_out_of_sample_pct=250.0,
+                                                      mape_family_out_pct=250.0)}
+    summary = CrossValSummary(tables=tables, families={}, rows=rows)
+    means = {(m.over, m.stage): m for m in summary_means(summary)}
+    assert means[("tables", "all")].count == 2
+    assert means[("tables", "all")].mape_out_of_sample_pct == pytest.approx(30.0)
+    assert means[("rows", "all")].count == 4
+    assert means[("rows", "all")].mape_pct == pytest.approx((10 + 2 + 3 + 40) / 4, abs=0.01)
+    assert means[("rows", "all")].mape_out_of_sample_pct == pytest.approx((20 + 4 + 6 + 50) / 4, abs=0.01)
+    assert means[("rows", "all")].mape_family_out_pct == pytest.approx((30 + 9 + 60) / 3, abs=0.01)
+    assert means[("rows", "dense")].mape_out_of_sample_pct == pytest.approx(10.0)
+    assert ("rows", "MoE") not in means  # no MoE rows: no MoE mean
+    only_a = {(m.over, m.stage): m for m in summary_means(summary, {"a"})}
+    assert only_a[("tables", "all")].count == 1 and only_a[("rows", "all")].count == 3

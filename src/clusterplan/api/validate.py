@@ -158,7 +158,10 @@ def validation_records(results: Sequence[Result], crossval: CrossValSummary | No
         }
     record: dict[str, Any] = {"tables": tables}
     if crossval is not None:
+        from clusterplan.validation.crossval import summary_means
+
         record["cross_validation"] = crossval_origin
+        record["means"] = [mean.model_dump(mode="json") for mean in summary_means(crossval, set(tables))]
         record["families"] = {name: family.model_dump(mode="json") for name, family in crossval.families.items()}
     return record
 

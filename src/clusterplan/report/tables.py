@@ -243,6 +243,20 @@ def _crossval_table_rows(results: Sequence[Result], crossval: CrossValSummary) -
     return out
 
 
+def _crossval_mean_rows(results: Sequence[Result], crossval: CrossValSummary) -> list[tuple[str, ...]]:
+    """(what, out of sample, family out, in sample) per mean of ``summary_means`` over the
+    results' tables: over tables, over rows, and over each stage's rows."""
+    from clusterplan.validation.crossval import summary_means
+
+    out: list[tuple[str, ...]] = []
+    for mean in summary_means(crossval, set(by_table(results))):
+        what = (f"{mean.count} tables" if mean.over == "tables"
+                else f"{mean.count} rows" if mean.stage == "all" else f"  {mean.stage} rows ({mean.count})")
+        out.append((what, _pct_cell(mean.mape_out_of_sample_pct), _pct_cell(mean.mape_family_out_pct),
+                    _pct_cell(mean.mape_pct)))
+    return out
+
+
 def _crossval_family_rows(crossval: CrossValSummary) -> list[tuple[str, ...]]:
     """(family, own parameters, own rows, in sample, family out, stages from others) per family."""
     return [(name, str(family.own_parameters), str(family.own_rows), _pct_cell(family.mape_pct),
@@ -259,6 +273,12 @@ def crossval_tables(console: Console, results: Sequence[Result], crossval: Cross
     for row in _crossval_table_rows(results, crossval):
         summary.add_row(*row)
     console.print(summary)
+    means = Table(title="mean absolute % error (wide EP left out)")
+    for column in ("mean over", "out of sample", "family out", "in sample"):
+        means.add_column(column, justify="left" if column == "mean over" else "right", overflow="fold")
+    for row in _crossval_mean_rows(results, crossval):
+        means.add_row(*row)
+    console.print(means)
     for what, cell in (("fits", _fits_at_defaults_cell), ("in-sample error", _error_at_defaults_cell)):
         note = _at_defaults_note(results, what, cell)
         if note:
@@ -414,6 +434,9 @@ def _crossval_markdown(results: Sequence[Result], crossval: CrossValSummary) -> 
     lines = ["| table | rows | out of sample (table left out) | family left out | in sample | fit in memory |",
              "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {' | '.join(row)} |" for row in _crossval_table_rows(results, crossval)]
+    lines += ["", "| mean over (wide EP left out) | out of sample | family left out | in sample |",
+              "|---|---:|---:|---:|"]
+    lines += [f"| {' | '.join(cell.strip() for cell in row)} |" for row in _crossval_mean_rows(results, crossval)]
     lines += ["", "| family | parameters fitted on its own rows | own rows | in sample | family left out | "
               "stages taken from other families |", "|---|---:|---:|---:|---:|---|"]
     lines += [f"| {' | '.join(row)} |" for row in _crossval_family_rows(crossval)]

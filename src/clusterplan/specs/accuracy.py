@@ -56,6 +56,18 @@ class RowErrors(Spec):
         "token, over the dense peak at its precision (training rows)")
 
 
+class MeanErrors(Spec):
+    """Mean absolute % error over several tables or rows, in sample and out of sample."""
+
+    over: Literal["tables", "rows"] = Field(
+        description="tables: each table's MAPE counts once; rows: each published run counts once")
+    stage: Literal["all", "dense", "MoE", "serving"]
+    count: int = Field(ge=0, description="tables or rows averaged (those with an in-sample error)")
+    mape_pct: float | None
+    mape_out_of_sample_pct: float | None
+    mape_family_out_pct: float | None
+
+
 class CrossValSummary(Spec):
     """Cross-validated errors per table, per family and per row (signed row errors are what
     error bands are drawn from)."""
