@@ -188,8 +188,8 @@ def attention_plateau_rate(span: Any) -> FloatArray:
     the family's attention efficiency is measured as (:data:`ATTENTION_PLATEAU_SPANS`): the span
     curve over its mean on the plateau's points, 0.82 at 2k tokens, 0.94 at 4k, 1.01 at 8k, 1.09
     at 128k. One normalisation for every family: B200's curves also measure 32k tokens, which
-    would raise its plateau's mean 2 %; TPU, Trainium and CDNA3 attention is fitted, and the
-    fitted level absorbs the normalisation."""
+    would raise its plateau's mean 2 %; TPU and Trainium attention is fitted, and the fitted
+    level absorbs the normalisation."""
     plateau = float(np.mean(attention_span_factor(np.array(ATTENTION_PLATEAU_SPANS))))
     result: FloatArray = attention_span_factor(span) / plateau
     return result
