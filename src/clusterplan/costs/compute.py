@@ -190,9 +190,12 @@ def attention_plateau_rate(span: Any) -> FloatArray:
     at 128k. One normalisation for every family: B200's curves also measure 32k tokens, which
     would raise its plateau's mean 2 %; TPU and Trainium attention is fitted, and the fitted
     level absorbs the normalisation."""
-    plateau = float(np.mean(attention_span_factor(np.array(ATTENTION_PLATEAU_SPANS))))
-    result: FloatArray = attention_span_factor(span) / plateau
+    result: FloatArray = attention_span_factor(span) / _PLATEAU_SPAN_FACTOR
     return result
+
+
+#: The span curve's mean over the plateau's points (0.911), the normalisation above.
+_PLATEAU_SPAN_FACTOR = float(np.mean(attention_span_factor(np.array(ATTENTION_PLATEAU_SPANS))))
 
 
 def permutation_bytes(routed_rows: Any, hidden_size: float, passes: Any, element_bytes: float = 2.0) -> FloatArray:
