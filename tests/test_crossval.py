@@ -158,7 +158,7 @@ OUT_OF_SAMPLE_BOUNDS = {
     # fast (255 %: a regression bound, docs/serving.md); llama3.1-405b Server and Interactive
     # (p99 TTFT set by prompts up to 19,988 tokens), 16.9 %. Round 11 (sustained clocks): 265 %
     # and 20.6 % (the GB200 Server row -11 -> -22 %: its p99 TTFT follows the slower prefill).
-    "mlperf_inference_wide_ep": 275.0, "mlperf_inference_long_prompts": 21.5,  # round 12: unchanged
+    "inference_wide_ep": 275.0, "mlperf_inference_long_prompts": 21.5,  # round 12: unchanged
     # Round 16, validation only: MLPerf Training v5.x Llama 3.1 405B/8B, a test set of NVIDIA's own
     # stack no fit has seen: 20.0 % (H100 405B +18..+21 %, one-node 8B +11..+21 %, 8B on 512 GPUs
     # +87/+108 %; docs/validation.md round 16). A regression bound, not an accuracy target.
@@ -307,7 +307,7 @@ def test_validate_json_has_out_of_sample_and_fits_for_every_table() -> None:
     assert set(means) == {("tables", "all"), ("rows", "all"), ("rows", "dense"), ("rows", "MoE"), ("rows", "serving")}
     assert means[("rows", "all")]["count"] == sum(means[("rows", s)]["count"] for s in ("dense", "MoE", "serving"))
     assert means[("tables", "all")]["count"] == sum(
-        1 for name, t in record["tables"].items() if t["rows_modelled"] and name != "mlperf_inference_wide_ep")
+        1 for name, t in record["tables"].items() if t["rows_modelled"] and name != "inference_wide_ep")
 
 
 def test_validate_cross_validate_recomputes() -> None:
@@ -466,10 +466,10 @@ def test_means_weigh_tables_and_rows_each_once_and_leave_wide_ep_out() -> None:
 
     rows = [row("a", "dense", 10.0, -20.0, 30.0), row("a", "dense", -2.0, 4.0, None),
             row("a", "dense", 3.0, 6.0, 9.0), row("b", "serving", -40.0, 50.0, 60.0),
-            row("mlperf_inference_wide_ep", "serving", 250.0, 250.0, 250.0)]
+            row("inference_wide_ep", "serving", 250.0, 250.0, 250.0)]
     tables = {"a": TableErrors(rows=3, mape_pct=5.0, mape_out_of_sample_pct=10.0, mape_family_out_pct=19.5),
               "b": TableErrors(rows=1, mape_pct=40.0, mape_out_of_sample_pct=50.0, mape_family_out_pct=60.0),
-              "mlperf_inference_wide_ep": TableErrors(rows=1, mape_pct=250.0, mape_out_of_sample_pct=250.0,
+              "inference_wide_ep": TableErrors(rows=1, mape_pct=250.0, mape_out_of_sample_pct=250.0,
                                                       mape_family_out_pct=250.0)}
     summary = CrossValSummary(tables=tables, families={}, rows=rows)
     means = {(m.over, m.stage): m for m in summary_means(summary)}

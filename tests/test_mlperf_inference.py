@@ -12,9 +12,9 @@ from clusterplan.validation.inference_cases import (
     _mlperf_output_tokens,
     _mlperf_replica,
     _mlperf_rows,
+    inference_wide_ep,
     mlperf_inference,
     mlperf_inference_long_prompts,
-    mlperf_inference_wide_ep,
     mlperf_server_requests,
 )
 
@@ -46,7 +46,8 @@ NEW_BENCHMARKS = {"deepseek-r1": 6, "llama3.1-405b": 8}
 def _all_mlperf() -> list:  # type: ignore[type-arg]
     """Every row of the MLPerf Inference CSV as a case: the fitted table and the validation-only
     attention-DP, wide-EP one."""
-    return mlperf_inference() + mlperf_inference_wide_ep() + mlperf_inference_long_prompts()
+    mlperf_wide_ep = [c for c in inference_wide_ep() if c.label.startswith("MI")]  # not the TensorRT-LLM guides'
+    return mlperf_inference() + mlperf_wide_ep + mlperf_inference_long_prompts()
 
 
 def test_attention_dp_rows_are_a_validation_only_table() -> None:
@@ -56,7 +57,7 @@ def test_attention_dp_rows_are_a_validation_only_table() -> None:
     from clusterplan.validation.calibrate import VALIDATION_ONLY_TABLES
     from clusterplan.validation.inference_cases import MLPERF_WIDE_EP_TABLE
 
-    wide = mlperf_inference_wide_ep()
+    wide = [c for c in inference_wide_ep() if c.label.startswith("MI")]
     assert wide and all(c.table == MLPERF_WIDE_EP_TABLE and "deepseek-r1" in c.label and "ADP8" in c.label
                         for c in wide)
     assert not any("ADP" in c.label for c in mlperf_inference())

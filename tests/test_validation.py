@@ -113,9 +113,10 @@ BOUNDS = {
 #: of NVIDIA's GB200 guide (Megatron-LM @ 79e8592bb7): 14.
 MIN_MODELLED = {"inference_latency": 4, "nemo_perf_moe": 7, "mtnlg_2022": 3, "bloom_176b": 3, "palm_table3": 1,
                  "torchtitan": 2, "axlearn_2025": 8, "megatron_moe_modelzoo": 14,
-                 # MLPerf Inference v5.1's six deepseek-r1 rows: NVIDIA's own B200, GB200 and GB300
-                 # Offline and Server submissions (partners' repeats of those systems not added)
-                 "mlperf_inference_wide_ep": 6,
+                 # MLPerf Inference v5.1's six deepseek-r1 rows (NVIDIA's own B200, GB200 and GB300
+                 # Offline and Server submissions; partners' repeats of those systems not added) and
+                 # the five TensorRT-LLM runs of tables/wide_ep_published.csv
+                 "inference_wide_ep": 11,
                  # llama3.1-405b Server and Interactive on B200, GB200 and GB300 (the GB200
                  # Interactive row listed, not modelled)
                  "mlperf_inference_long_prompts": 4,

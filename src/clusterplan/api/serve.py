@@ -39,6 +39,7 @@ class ServeRequest(Request):
     frontend: str | None = None
     attention_kernel: str | None = None
     stack: str | None = None
+    routing_gini: float | None = None
     prefill_buckets: tuple[int, ...] | None = None
     decode_buckets: tuple[int, ...] | None = None
     input_tokens: int = 1000
@@ -115,7 +116,8 @@ def answer(request: ServeRequest) -> ServeAnswer:
     spec_chip = load_chip(request.chip, "--chip") if request.chip else None
     given = {name: getattr(request, name) for name in (
         "tp", "pp", "ep", "attention_dp", "weights", "kv_cache", "max_batch", "kv_memory_fraction", "frontend",
-        "attention_kernel", "stack", "prefill_buckets", "decode_buckets") if getattr(request, name) is not None}
+        "attention_kernel", "stack", "routing_gini", "prefill_buckets", "decode_buckets")
+        if getattr(request, name) is not None}
     options = {**request.deployment_file, **given}
     origins = {key: value for key, value in request.origins.items() if key not in given}
     for name, allowed in (("weights", ("bf16", "fp8", "fp4")), ("kv_cache", ("bf16", "fp8")),

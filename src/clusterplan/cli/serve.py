@@ -35,7 +35,8 @@ def serve(
     deployment_file: Annotated[Path | None, typer.Option(
         "--deployment", metavar="FILE.yaml",
         help="Deployment fields in YAML (tp, pp, ep, attention_dp, weights, kv_cache, max_batch, kv_memory_fraction, "
-        "frontend, buckets, stack) and speculative, prefix_cache_hit; options given on the line override them")
+        "frontend, buckets, stack, routing_gini) and speculative, prefix_cache_hit; options given on the line "
+        "override them")
     ] = None,
     tp: Annotated[int | None, typer.Option(help="tensor parallelism of one replica (default: 1)")] = None,
     pp: Annotated[int | None, typer.Option(help="pipeline parallelism of one replica (default: 1)")] = None,
@@ -63,6 +64,9 @@ def serve(
     stack: Annotated[str | None, typer.Option(
         help="serving engine whose documented defaults fill the options not given: trtllm | vllm | sglang | "
              "neuron (default: none, the defaults above)")] = None,
+    routing_gini: Annotated[float | None, typer.Option(
+        help="MoE with --ep > 1: Gini of the per-expert token load, 0 <= G < 1 (0 = uniform routing; "
+             "default 0.2, trained checkpoints on real text)")] = None,
     input_tokens: Annotated[int, typer.Option(help="prompt tokens per request (mean)")] = 1000,
     output_tokens: Annotated[int, typer.Option(help="generated tokens per request (mean)")] = 200,
     rate: Annotated[float | None, typer.Option(help="simulate one replica at this many requests/s")] = None,
@@ -127,6 +131,7 @@ def serve(
         model=model, system=system, tp=tp, pp=pp, ep=ep, attention_dp=attention_dp,
         chips_per_replica=chips_per_replica, weights=weights,
         kv_cache=kv_cache, max_batch=max_batch, kv_memory_fraction=kv_memory_fraction, frontend=frontend, stack=stack,
+        routing_gini=routing_gini,
         attention_kernel=attention_kernel,
         prefill_buckets=prefill_buckets, decode_buckets=decode_buckets, input_tokens=input_tokens,
         output_tokens=output_tokens, rate_per_s=rate, trace=trace, batch=batch, offline=offline,

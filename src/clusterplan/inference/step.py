@@ -22,7 +22,10 @@ step's large-batch GEMMs are compute-bound while its attention is KV-read bound,
   and the LM head stay bf16 (NVIDIA ModelOpt PTQ excludes ``lm_head`` and quantises only
   ``Linear`` layers, as the published ``nvidia/*-FP8`` checkpoints list in
   ``hf_quant_config.json``): they count 2 bytes per weight in memory and the LM head GEMM runs
-  at bf16.
+  at bf16. The MoE router stays bf16 in every format, and an fp4 MLA model keeps its latent
+  projections bf16 (:data:`FP4_BF16_MLA_PROJECTIONS`).
+* Decode attention of an MLA model runs the weight-absorbed form at FlashMLA's measured rate
+  (:data:`MLA_DECODE_FRACTION` of the bf16 peak), whatever the KV cache's format.
 * Memory-bound elementwise kernels, as the training estimator counts them
   (:mod:`clusterplan.training.step`): per layer and token, two norms (2h read and written) and
   two residual adds (3h) on the full hidden state, which every TP rank holds after its
@@ -49,7 +52,8 @@ step's large-batch GEMMs are compute-bound while its attention is KV-read bound,
   and KV cache; the ranks synchronise at every MoE layer, so a step is timed for one rank with
   every rank carrying the same tokens (balanced ranks, as the engines' attention-DP balancing
   aims for) and the busiest EP rank setting the pace: its expected routed load is the expected
-  maximum over ``ep`` ranks (:func:`expected_max_rank_load`). Each MoE layer adds a dispatch and
+  maximum over ``ep`` ranks (:func:`expected_max_rank_load`), with the routing skew of the served
+  checkpoint (``Deployment.routing_gini``). Each MoE layer adds a dispatch and
   a combine all-to-all over the EP group on the system's tiers, de-duplicated per destination
   node and GPU (DeepEP), FP8 dispatch with fp8/fp4 weights, bf16 combine
   (:meth:`ReplicaModel.all_to_all_time`). Without attention DP every TP rank already holds the
@@ -93,12 +97,30 @@ from clusterplan.specs._base import Spec
 from clusterplan.specs.plan import ATTENTION_KERNEL_CODES, PRECISION_CODES, AttentionKernel
 from clusterplan.training import flops as fl
 from clusterplan.training import memory as mem
+from clusterplan.training.batch import REAL_TEXT_ROUTING_GINI
 from clusterplan.training.step import ACTIVATION_BYTES, Hardware, elementwise_widths
 
 FloatArray = NDArray[np.float64]
 KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
 #: bytes per channel of the MoE combine (bf16 in DeepEP's normal and low-latency modes)
 COMBINE_BYTES = 2.0
+#: An fp4 (NVFP4) MLA checkpoint keeps its latent projections in bf16: NVIDIA's DeepSeek FP4
+#: checkpoints quantise the experts and the attention output projection but list ``fused_a``
+#: (q_a and kv_a), ``q_b_proj``, ``kv_b_proj`` and the router gate in ``hf_quant_config.json``
+#: ``exclude_modules`` (nvidia/DeepSeek-R1-FP4 as MLPerf Inference v5.1 ships it:
+#: mlcommons/inference_results_v5.1 @ 965182b0 closed/NVIDIA/code/deepseek-r1/tensorrt/
+#: hf_quant_config.json; TensorRT-LLM docs/source/blogs/tech_blog/blog1, "Precision strategy":
+#: attention bf16, MoE nvfp4). Their weights count 2 bytes and their GEMMs run at bf16.
+FP4_BF16_MLA_PROJECTIONS = True
+#: Weight-absorbed MLA decode attention (each head's query against the cached 576-wide latent,
+#: DeepSeek-V2 arXiv:2405.04434 section 2.1.3) at FlashMLA's measured compute-bound rate: 660
+#: TFLOP/s on H800 SXM5, 0.667 of its 989 TFLOP/s dense bf16 peak (github.com/deepseek-ai/FlashMLA
+#: README @ 066b5ba, "dense MLA decoding ... 660 TFLOPS in computation-bound configuration").
+#: The kernel computes in bf16 with an fp8 cache too (it dequantises the cache: README, "FP8 KV
+#: Cache"), and TensorRT-LLM's FP8 MQA gained 6 % end to end over bf16 at equal concurrency on
+#: B200 (tech_blog/blog3, "FP8 KV Cache"), so every KV format runs at this share of the bf16
+#: peak. Measured on Hopper; other families take the same share (an extrapolation).
+MLA_DECODE_FRACTION = 660.0 / 989.0
 
 
 class Deployment(Spec):
@@ -136,6 +158,11 @@ class Deployment(Spec):
         description="the prompt's (prefill's) fused-attention library, at its measured rate relative to the "
         "family's reference (costs/attention.py): flash1 | flash2 | cudnn | flash3; auto: the reference "
         "(cudnn; flash2 on Ampere); decode attention keeps the reference rate")
+    routing_gini: float = Field(
+        default=REAL_TEXT_ROUTING_GINI, ge=0, lt=1,
+        description="MoE with ep > 1: Gini coefficient of the per-expert token load of the served checkpoint "
+        "on its traffic (0 = uniform routing; default 0.2, trained checkpoints routing real text, Ma et al. "
+        "2026); the busiest EP rank sets each MoE layer's pace")
     stack: Literal["trtllm", "vllm", "sglang", "neuron"] | None = Field(
         default=None,
         description="serving engine whose documented defaults fill the fields not set here and fix what "
@@ -216,11 +243,30 @@ def padded(length: Any, buckets: tuple[int, ...]) -> Any:
     return np.where(length <= table[-1], table[index], length)
 
 
+def mla_latent_projection_params(model: Model) -> int:
+    """Weights of one MLA block's latent projections (q_a, q_b, kv_a, kv_b and their norms):
+    the attention block less its output projection; 0 without MLA."""
+    if model.mla is None:
+        return 0
+    return model.attention_params - model.attention_heads * model.mla.v_head_dim * model.hidden_size
+
+
+def projection_format(model: Model, weights: str) -> str:
+    """The format the attention block's input projections run in: bf16 for an fp4 MLA model
+    (:data:`FP4_BF16_MLA_PROJECTIONS`), else the weights' format."""
+    if FP4_BF16_MLA_PROJECTIONS and weights == "fp4" and model.mla is not None:
+        return "bf16"
+    return weights
+
+
 def weight_bytes(model: Model, weights: str) -> float:
     """Bytes of a model's weights in a serving format: quantised formats hold the transformer
     blocks' linear layers at their width and the input embedding and LM head at bf16 (module
-    doc); bf16 is every weight at 2 bytes."""
+    doc), as are an fp4 MLA model's latent projections (:func:`projection_format`); bf16 is every
+    weight at 2 bytes."""
     kept = model.embedding_params + model.lm_head_params
+    if projection_format(model, weights) != weights:
+        kept += model.layers * mla_latent_projection_params(model)
     width = float(OPERAND_BYTES[PRECISION_CODES[weights]])
     return float((model.total_params - kept) * width + kept * OPERAND_BYTES[PRECISION_CODES["bf16"]])
 
@@ -239,22 +285,31 @@ def routed_expert_bytes(model: Model, weights: str) -> float:
 _BLOM_ALPHA = 0.375
 
 
-def expected_max_rank_load(tokens: Any, top_k: int, experts: int, ranks: int) -> Any:
+def expected_max_rank_load(tokens: Any, top_k: int, experts: int, ranks: int, gini: float = 0.0) -> Any:
     """Expected routed picks on the busiest of ``ranks`` EP ranks (``experts / ranks`` experts
-    each) when ``tokens`` tokens each pick ``top_k`` distinct experts uniformly at random.
+    each) when ``tokens`` tokens each pick ``top_k`` distinct experts, at random with per-expert
+    load shares of Gini coefficient ``gini`` (0: uniformly).
 
     A rank's load is a sum over tokens of independent hypergeometric counts (``top_k`` draws, the
     rank's ``experts / ranks`` of ``experts``): mean ``tokens * top_k / ranks``, variance
     ``tokens * top_k * p * (1 - p) * (E - k) / (E - 1)`` with ``p = 1 / ranks``. The expected
     maximum of ``ranks`` such loads, normal by the central limit theorem (balls into bins with
     many balls, Raab & Steger 1998), is ``mean + sd * z`` with ``z`` Blom's expected largest
-    standard normal of ``ranks`` samples; capped at every token on the rank's experts."""
+    standard normal of ``ranks`` samples; capped at every token on the rank's experts.
+
+    Skewed routing adds the spread of the ranks' expected shares: per-expert shares of Gini G
+    have a coefficient of variation of about G*sqrt(pi) (normal approximation), a rank's
+    ``experts / ranks`` of them average it down by sqrt(experts / ranks), as the training
+    estimator's :func:`~clusterplan.training.step.moe_imbalance` counts it; the two variances
+    add."""
     n = np.asarray(tokens, dtype=np.float64)
     mean = n * top_k / ranks
     if ranks == 1:
         return mean
     p = 1.0 / ranks
     variance = n * top_k * p * (1.0 - p) * (experts - top_k) / max(experts - 1, 1)
+    skew = mean * gini * np.sqrt(np.pi) / np.sqrt(experts / ranks)
+    variance = variance + skew**2
     z = NormalDist().inv_cdf((ranks - _BLOM_ALPHA) / (ranks + 1.0 - 2.0 * _BLOM_ALPHA))
     cap = n * min(top_k, experts // ranks)
     return np.minimum(mean + np.sqrt(variance) * z, cap)
@@ -375,7 +430,8 @@ class ReplicaModel:
         kv_width = mem.kv_projection_params(model) / h
         proj_in = (model.attention_params - av_width * h) / h - kv_width
         qkv_width = proj_in / tp + kv_width / float(mem.kv_shards(model, tp))
-        attention = self._gemm(tokens, qkv_width, h) + self._gemm(tokens, h, av_width / tp)
+        attention = (self._gemm(tokens, qkv_width, h, precision=projection_format(model, d.weights))
+                     + self._gemm(tokens, h, av_width / tp))
         gated = model.ffn_matrices - 1
         dense_ffn = (self._gemm(tokens, gated * model.dense_ffn_size / tp, h)
                      + self._gemm(tokens, h, model.dense_ffn_size / tp))
@@ -401,7 +457,8 @@ class ReplicaModel:
         number of distinct experts hit by ``n`` picks among ``E`` is ``E * (1 - (1 - 1/E)**n)``
         (the classical occupancy problem, Feller 1968, ch. II.11); only their weights are read.
         The ranks synchronise at every MoE layer, so the busiest EP rank sets the pace: it runs
-        :func:`expected_max_rank_load` picks, not the mean."""
+        :func:`expected_max_rank_load` picks, not the mean, under the deployment's routing skew.
+        The router GEMM stays bf16 (module doc)."""
         moe = self.model.moe
         assert moe is not None
         d, h = self.deployment, self.model.hidden_size
@@ -410,14 +467,14 @@ class ReplicaModel:
         width = moe.expert_ffn_hidden_size / etp
         tokens = np.asarray(tokens, dtype=np.float64)
         routed = tokens * d.attention_dp
-        visits = expected_max_rank_load(routed, moe.top_k, moe.experts, d.ep)
+        visits = expected_max_rank_load(routed, moe.top_k, moe.experts, d.ep, d.routing_gini)
         local = moe.experts / d.ep
         hit = local * (1.0 - (1.0 - 1.0 / moe.experts) ** (routed * moe.top_k))
         hit = np.maximum(hit, 1e-9)  # a table's zero-token entry: no 0/0 rows per expert
         grouped = self.hardware.efficiency.grouped_matmul
         time = (self._gemm(visits, gated * width, h, groups=hit, scale=grouped)
                 + self._gemm(visits, h, width, groups=hit, scale=grouped)
-                + self._gemm(tokens, moe.experts, h))
+                + self._gemm(tokens, moe.experts, h, precision="bf16"))
         if moe.shared_experts:
             shared = moe.shared_experts * moe.expert_ffn_hidden_size
             time = time + self._gemm(tokens, gated * shared / d.tp, h) + self._gemm(tokens, h, shared / d.tp)
@@ -456,7 +513,7 @@ class ReplicaModel:
             return np.zeros_like(tokens)
         routed = tokens * d.attention_dp
         mean = routed * moe.top_k / d.ep
-        imbalance = np.where(mean > 0, expected_max_rank_load(routed, moe.top_k, moe.experts, d.ep)
+        imbalance = np.where(mean > 0, expected_max_rank_load(routed, moe.top_k, moe.experts, d.ep, d.routing_gini)
                              / np.maximum(mean, 1e-12), 1.0)
         phases = self._ep_phases()
         sent = np.atleast_1d(routed / d.ep)
@@ -526,11 +583,15 @@ class ReplicaModel:
         over ``kv_lora_rank + qk_rope_head_dim`` (576 for DeepSeek-V3) and AV over
         ``kv_lora_rank`` (512), 3.4x the prompt form's 192 + 128 FLOPs per pair, in exchange for
         reading only the latent. Prompts keep the un-absorbed form, whose K and V are expanded
-        once per token."""
+        once per token. That decode runs at FlashMLA's measured share of the bf16 peak
+        (:data:`MLA_DECODE_FRACTION`) for any KV format."""
         mla = self.model.mla
         if mla is None:  # decode kernels (split-K, XQA) are not the prefill library: the reference rate
             return self._seconds_per_pair_at(*fl.attention_head_dims(self.model))
-        return self._seconds_per_pair_at(mla.kv_lora_rank + mla.qk_rope_head_dim, mla.kv_lora_rank)
+        width = 2 * mla.kv_lora_rank + mla.qk_rope_head_dim  # QK^T over the latent and rope, AV over the latent
+        flops = 2.0 * self.model.attention_heads * width * self.model.layers
+        rate = float(self.hardware.peak[PRECISION_CODES["bf16"]]) * MLA_DECODE_FRACTION
+        return float(flops / self.deployment.tp / rate)
 
     @property
     def seconds_per_kv_token(self) -> float:

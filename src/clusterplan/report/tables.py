@@ -630,6 +630,8 @@ def serve_table(console: Console, record: dict[str, Any]) -> None:
     if d.get("attention_dp", 1) > 1:
         table.add_row("KV cache per attention-DP rank",
                       f"{units.format_count(record['kv_capacity_tokens_per_rank'])} tokens")
+    if d["ep"] > 1 and "all_to_all_s_per_decode_step" in record["saturated"]:
+        table.add_row("expert routing skew (Gini)", f"{d['routing_gini']:g} (--routing-gini)")
     if record["saturated"].get("all_to_all_share_of_decode_step"):
         table.add_row("MoE all-to-all share of a decode step",
                       f"{100 * record['saturated']['all_to_all_share_of_decode_step']:.1f} %")

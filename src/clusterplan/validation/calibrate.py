@@ -64,7 +64,7 @@ INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "serving_request_latency_ms": (1.0, 10.0, 0.0, 100.0),
 }
 INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server", "mlperf_inference",
-                              "mlperf_inference_wide_ep", "mlperf_inference_long_prompts"})
+                              "inference_wide_ep", "mlperf_inference_long_prompts"})
 
 #: Validated, never fitted; their error is out of sample by construction. SC'21 Table 2's ZeRO-3
 #: rows ran DeepSpeed's 2021 implementation, whose gathers reached ~1/8 of the fabric's
@@ -93,7 +93,7 @@ INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "infe
 #: that fixed-length requests do not have (validation/inference_cases.py, MLPERF_WIDE_EP_TABLE,
 #: MLPERF_LATENCY_UNFITTED).
 VALIDATION_ONLY_TABLES = frozenset({"megatron_sc21_table2_zero3", "mtnlg_2022", "llmfoundry_mpt", "bloom_176b",
-                                    "palm_table3", "torchtitan", "axlearn_2025", "mlperf_inference_wide_ep",
+                                    "palm_table3", "torchtitan", "axlearn_2025", "inference_wide_ep",
                                     "mlperf_inference_long_prompts", "megatron_bridge_recipes",
                                     "mlperf_training_llama31"})
 
