@@ -118,10 +118,13 @@ def test_time_and_rate_intervals_are_reciprocal() -> None:
 def test_stored_bands_cover_about_their_share_of_the_rows_they_come_from(family: str, stage: str) -> None:
     summary = load_crossval()
     assert summary is not None
+    from clusterplan.validation.bands import WIDE_EP_TABLE
+
     found = regime(summary, family, stage)
     assert found.band is not None
+    # an answer without attention DP is banded without the wide-EP runs (H200's among them)
     rows = [r for r in summary.rows if r.family == family and r.stage == stage
-            and r.error_out_of_sample_pct is not None]
+            and r.error_out_of_sample_pct is not None and r.table != WIDE_EP_TABLE]
     assert found.band.rows == len(rows)
     per_table: dict[str, int] = {}
     for r in rows:

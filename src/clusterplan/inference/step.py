@@ -188,8 +188,9 @@ class Deployment(Spec):
 
     def record(self) -> dict[str, Any]:
         """The fields for ``--json``; ``stack`` only when one is named (the output without a stack
-        stays as before)."""
-        return self.model_dump(exclude={"stack"} if self.stack is None else None)
+        stays as before), ``routing_gini`` only with expert parallelism (the only layout it moves)."""
+        exclude = ({"stack"} if self.stack is None else set()) | ({"routing_gini"} if self.ep == 1 else set())
+        return self.model_dump(exclude=exclude or None)
 
     @property
     def moe_group(self) -> int:
