@@ -19,6 +19,8 @@ import csv
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -635,6 +637,22 @@ _WIDE_EP_MODELS = {"deepseek-r1-0528-fp4": "deepseek-v3", "deepseek-r1-fp4": "de
                    "deepseek-r1": "deepseek-v3", "deepseekv3-nvfp4": "deepseek-v3"}
 
 
+@dataclass(frozen=True)
+class _NotBuilt:
+    reason: str
+
+
+def _built_family(system: str, build: Callable[[Efficiency], ReplicaModel]) -> str | _NotBuilt:
+    """The chip family of catalog ``system`` once a row's replica builds with its efficiencies;
+    the first line of what refused it (a bad layout, a model that does not fit) otherwise."""
+    try:
+        family = hardware_for(load_system(system)).chip.family
+        build(load_efficiency(family))
+    except (SpecError, ValidationError, KeyError, ValueError) as error:
+        return _NotBuilt(str(error).splitlines()[0])
+    return family
+
+
 def _wide_ep_rows() -> list[dict[str, str]]:
     text = resources.files("clusterplan.validation").joinpath("tables/wide_ep_published.csv").read_text("utf-8")
     return list(csv.DictReader(text.splitlines()))
@@ -668,12 +686,10 @@ def wide_ep_published() -> list[Case]:
                  f"EP{row['ep']} {row['weights']} (KV {row['kv_cache']}), {row['max_batch_per_rank']} a rank, "
                  f"{isl}/{osl}")
         published = float(row["output_tokens_per_s"])
-        try:
-            family = hardware_for(load_system(row["system"])).chip.family
-            _wide_ep_replica(row, load_efficiency(family))
-        except (SpecError, ValidationError, KeyError, ValueError) as error:
-            cases.append(Case(MLPERF_WIDE_EP_TABLE, label, "output_tokens_per_s", published,
-                              skip=str(error).splitlines()[0], source=row["source"]))
+        family = _built_family(row["system"], partial(_wide_ep_replica, row))
+        if not isinstance(family, str):
+            cases.append(Case(MLPERF_WIDE_EP_TABLE, label, "output_tokens_per_s", published, skip=family.reason,
+                              source=row["source"]))
             continue
 
         def predict(efficiency: Efficiency, row: dict[str, str] = row, isl: int = isl, osl: int = osl,
@@ -728,11 +744,14 @@ def _mlperf_cases(table: str) -> list[Case]:
         try:
             replicas = int(row["accelerators"]) // _mlperf_replica_chips(row)
             isl = _mlperf_input_tokens(row)
-            family = hardware_for(load_system(row["hardware"])).chip.family
-            _mlperf_replica(row, load_efficiency(family))
-        except (SpecError, ValidationError, KeyError, ValueError) as error:
+        except (KeyError, ValueError) as error:
             cases.append(Case(table, label, "output_tokens_per_s", published,
                               skip=str(error).splitlines()[0], source=row["source"]))
+            continue
+        family = _built_family(row["hardware"], partial(_mlperf_replica, row))
+        if not isinstance(family, str):
+            cases.append(Case(table, label, "output_tokens_per_s", published, skip=family.reason,
+                              source=row["source"]))
             continue
         layout = _mlperf_layout(row)
         shape = f"TP{row['tensor_parallel']}" + (f" PP{layout['pp']}" if layout["pp"] > 1 else "")
