@@ -23,7 +23,7 @@ step's large-batch GEMMs are compute-bound while its attention is KV-read bound,
   ``Linear`` layers, as the published ``nvidia/*-FP8`` checkpoints list in
   ``hf_quant_config.json``): they count 2 bytes per weight in memory and the LM head GEMM runs
   at bf16. The MoE router stays bf16 in every format, and an fp4 MLA model keeps its latent
-  projections bf16 (:data:`FP4_BF16_MLA_PROJECTIONS`).
+  projections bf16 (:func:`projection_format`).
 * Decode attention of an MLA model runs the weight-absorbed form at FlashMLA's measured rate
   (:data:`MLA_DECODE_FRACTION` of the bf16 peak), whatever the KV cache's format.
 * Memory-bound elementwise kernels, as the training estimator counts them
@@ -98,20 +98,12 @@ from clusterplan.specs.plan import ATTENTION_KERNEL_CODES, PRECISION_CODES, Atte
 from clusterplan.training import flops as fl
 from clusterplan.training import memory as mem
 from clusterplan.training.batch import REAL_TEXT_ROUTING_GINI
-from clusterplan.training.step import ACTIVATION_BYTES, Hardware, elementwise_widths
+from clusterplan.training.step import ACTIVATION_BYTES, Hardware, elementwise_widths, rank_share_cv
 
 FloatArray = NDArray[np.float64]
 KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
 #: bytes per channel of the MoE combine (bf16 in DeepEP's normal and low-latency modes)
 COMBINE_BYTES = 2.0
-#: An fp4 (NVFP4) MLA checkpoint keeps its latent projections in bf16: NVIDIA's DeepSeek FP4
-#: checkpoints quantise the experts and the attention output projection but list ``fused_a``
-#: (q_a and kv_a), ``q_b_proj``, ``kv_b_proj`` and the router gate in ``hf_quant_config.json``
-#: ``exclude_modules`` (nvidia/DeepSeek-R1-FP4 as MLPerf Inference v5.1 ships it:
-#: mlcommons/inference_results_v5.1 @ 965182b0 closed/NVIDIA/code/deepseek-r1/tensorrt/
-#: hf_quant_config.json; TensorRT-LLM docs/source/blogs/tech_blog/blog1, "Precision strategy":
-#: attention bf16, MoE nvfp4). Their weights count 2 bytes and their GEMMs run at bf16.
-FP4_BF16_MLA_PROJECTIONS = True
 #: Weight-absorbed MLA decode attention (each head's query against the cached 576-wide latent,
 #: DeepSeek-V2 arXiv:2405.04434 section 2.1.3) at FlashMLA's measured compute-bound rate: 660
 #: TFLOP/s on H800 SXM5, 0.667 of its 989 TFLOP/s dense bf16 peak (github.com/deepseek-ai/FlashMLA
@@ -253,9 +245,14 @@ def mla_latent_projection_params(model: Model) -> int:
 
 
 def projection_format(model: Model, weights: str) -> str:
-    """The format the attention block's input projections run in: bf16 for an fp4 MLA model
-    (:data:`FP4_BF16_MLA_PROJECTIONS`), else the weights' format."""
-    if FP4_BF16_MLA_PROJECTIONS and weights == "fp4" and model.mla is not None:
+    """The format the attention block's input projections run in: the weights' format, except
+    bf16 for an fp4 MLA model. NVIDIA's NVFP4 DeepSeek checkpoints quantise the experts and the
+    attention output projection but list ``fused_a`` (q_a and kv_a), ``q_b_proj``, ``kv_b_proj``
+    and the router gate in ``hf_quant_config.json`` ``exclude_modules`` (nvidia/DeepSeek-R1-FP4 as
+    MLPerf Inference v5.1 ships it: mlcommons/inference_results_v5.1 @ 965182b0
+    closed/NVIDIA/code/deepseek-r1/tensorrt/hf_quant_config.json; TensorRT-LLM
+    docs/source/blogs/tech_blog/blog1, "Precision strategy": attention bf16, MoE nvfp4)."""
+    if weights == "fp4" and model.mla is not None:
         return "bf16"
     return weights
 
@@ -298,18 +295,16 @@ def expected_max_rank_load(tokens: Any, top_k: int, experts: int, ranks: int, gi
     many balls, Raab & Steger 1998), is ``mean + sd * z`` with ``z`` Blom's expected largest
     standard normal of ``ranks`` samples; capped at every token on the rank's experts.
 
-    Skewed routing adds the spread of the ranks' expected shares: per-expert shares of Gini G
-    have a coefficient of variation of about G*sqrt(pi) (normal approximation), a rank's
-    ``experts / ranks`` of them average it down by sqrt(experts / ranks), as the training
-    estimator's :func:`~clusterplan.training.step.moe_imbalance` counts it; the two variances
-    add."""
+    Skewed routing adds the spread of the ranks' expected shares
+    (:func:`~clusterplan.training.step.rank_share_cv`, as the training estimator's
+    :func:`~clusterplan.training.step.moe_imbalance` counts it); the two variances add."""
     n = np.asarray(tokens, dtype=np.float64)
     mean = n * top_k / ranks
     if ranks == 1:
         return mean
     p = 1.0 / ranks
     variance = n * top_k * p * (1.0 - p) * (experts - top_k) / max(experts - 1, 1)
-    skew = mean * gini * np.sqrt(np.pi) / np.sqrt(experts / ranks)
+    skew = mean * rank_share_cv(gini, experts / ranks)
     variance = variance + skew**2
     z = NormalDist().inv_cdf((ranks - _BLOM_ALPHA) / (ranks + 1.0 - 2.0 * _BLOM_ALPHA))
     cap = n * min(top_k, experts // ranks)

@@ -297,6 +297,14 @@ def attention_span_rate(model: Model, seq: FloatArray, cp: Any) -> FloatArray:
     return result
 
 
+def rank_share_cv(gini: Any, experts_per_rank: Any) -> FloatArray:
+    """Coefficient of variation of an EP rank's expected share of the routed tokens when the
+    per-expert shares have Gini coefficient ``gini``: about ``gini * sqrt(pi)`` per expert (normal
+    approximation), averaged down by the rank's ``experts_per_rank`` experts."""
+    result: FloatArray = np.asarray(gini, dtype=np.float64) * np.sqrt(np.pi) / np.sqrt(experts_per_rank)
+    return result
+
+
 def moe_imbalance(model: Model, batch: PlanBatch) -> FloatArray:
     """Max/mean routed load over the EP ranks of one micro-batch (the straggler sets the pace).
 
@@ -308,8 +316,7 @@ def moe_imbalance(model: Model, batch: PlanBatch) -> FloatArray:
     if model.moe is None:
         return np.ones(len(batch))
     ep = batch.ep.astype(np.float64)
-    per_rank = model.moe.experts / ep
-    cv_rank = batch.routing_gini * np.sqrt(np.pi) / np.sqrt(per_rank)
+    cv_rank = rank_share_cv(batch.routing_gini, model.moe.experts / ep)
     straggler = 1.0 + cv_rank * np.sqrt(2.0 * np.log(np.maximum(ep, 1.0)))
     capped = np.where(batch.capacity_factor > 0, np.minimum(straggler, batch.capacity_factor), straggler)
     result: FloatArray = np.where(ep > 1, capped, 1.0)
