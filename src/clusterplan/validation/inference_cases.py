@@ -43,7 +43,9 @@ from clusterplan.validation.cases import stack_epochs
 
 _MODELS = {"llama-3.1-8b-instruct": "llama3-8b", "llama-3.1-70b-instruct": "llama3-70b",
            "llama-3.3-70b-instruct": "llama3-70b", "llama-3-70b-instruct": "llama3-70b",
-           "llama-3.1-405b-instruct": "llama3-405b", "deepseek-r1": "deepseek-v3", "deepseek-v3": "deepseek-v3"}
+           "llama-3.1-405b-instruct": "llama3-405b", "deepseek-r1": "deepseek-v3", "deepseek-v3": "deepseek-v3",
+           # the wide-EP table's checkpoints (DeepSeek-V3's architecture; its columns give the formats)
+           "deepseek-r1-0528-fp4": "deepseek-v3", "deepseek-r1-fp4": "deepseek-v3", "deepseekv3-nvfp4": "deepseek-v3"}
 _SYSTEMS = {"H100-SXM-80GB": "dgx-h100", "Trainium2": "trn2"}
 
 #: TensorRT-LLM's KV-cache share of the free GPU memory when a run does not set it: the default
@@ -586,7 +588,7 @@ def _mlperf_skip(row: dict[str, str]) -> str | None:
 #: DeepSeek-R1 performance guide's max-throughput runs and its ADP-balance experiment,
 #: ``tables/wide_ep_published.csv``): a validation-only table of their own. The step model now
 #: charges the NVFP4 checkpoint's bf16 MLA projections and router, the measured MLA decode rate
-#: and the routing skew of real text (round 20), and still predicts these runs 1.4-3.8x too fast:
+#: and the routing skew of real text (round 20), and still predicts these runs 1.4-3.9x too fast:
 #: their measured iterations (162 ms at 896 sequences a rank on B200, from the guide's request
 #: latency) are about twice the sum of the modelled kernels, and the engines' rank
 #: synchronisation and prefill balancing are not modelled (docs/serving.md). Fitted, they would
@@ -631,12 +633,6 @@ def inference_wide_ep() -> list[Case]:
     return _mlperf_cases(MLPERF_WIDE_EP_TABLE) + wide_ep_published()
 
 
-#: Catalog models of the wide-EP table's checkpoints (all DeepSeek-V3's architecture; the
-#: table's weights and kv_cache columns give their formats).
-_WIDE_EP_MODELS = {"deepseek-r1-0528-fp4": "deepseek-v3", "deepseek-r1-fp4": "deepseek-v3",
-                   "deepseek-r1": "deepseek-v3", "deepseekv3-nvfp4": "deepseek-v3"}
-
-
 @dataclass(frozen=True)
 class _NotBuilt:
     reason: str
@@ -662,7 +658,7 @@ def _wide_ep_replica(row: dict[str, str], efficiency: Efficiency) -> ReplicaMode
     """One replica of a wide-EP row: ``attention_dp`` ranks of ``tp`` chips, experts over
     ``ep``, the row's formats, per-rank batch limit and KV share, measured at the engine; prefill
     attention at TensorRT-LLM's context FMHA rate where the family measured it (as MLPerf's)."""
-    model = load_model(_WIDE_EP_MODELS[row["model"].lower()])
+    model = load_model(_MODELS[row["model"].lower()])
     system = load_system(row["system"])
     hardware = Hardware(system=system, chip=hardware_for(system).chip, efficiency=efficiency)
     trtllm = hardware.attention_kernel_measured(TRTLLM_ATTENTION)
