@@ -24,7 +24,8 @@ DEEPSEEK_V3 = {"architectures": ["DeepseekV3ForCausalLM"], "hidden_act": "silu",
                "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
                "num_hidden_layers": 61, "num_attention_heads": 128, "num_key_value_heads": 128,
                "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128,
-               "v_head_dim": 128, "vocab_size": 129280, "tie_word_embeddings": False}
+               "v_head_dim": 128, "vocab_size": 129280, "tie_word_embeddings": False,
+               "n_group": 8, "topk_group": 4}
 QWEN3_30B_A3B = {"architectures": ["Qwen3MoeForCausalLM"], "hidden_act": "silu", "hidden_size": 2048,
                  "intermediate_size": 6144, "moe_intermediate_size": 768, "num_experts": 128,
                  "num_experts_per_tok": 8, "num_hidden_layers": 48, "num_attention_heads": 32,

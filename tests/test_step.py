@@ -10,7 +10,7 @@ import pytest
 from clusterplan.specs import Model, Plan
 from clusterplan.training import flops as fl
 from clusterplan.training.batch import PlanBatch
-from clusterplan.training.step import Hardware, StepEstimate, estimate
+from clusterplan.training.step import Hardware, StepEstimate, edge_bucket_share, estimate
 
 
 def _run(model: Model, hw: Hardware, **plan: Any) -> StepEstimate:
@@ -81,6 +81,27 @@ def test_recompute_trades_time_for_memory(gpt22b: Model, hardware: Hardware) -> 
     assert none.memory_breakdown["activations"][0] > selective.memory_breakdown["activations"][0]
     assert selective.memory_breakdown["activations"][0] > full.memory_breakdown["activations"][0]
     assert full.hfu[0] > full.mfu[0]
+
+
+def test_edge_bucket_is_megatron_core_default_bucket() -> None:
+    """Megatron-Core's default bucket is max(40M, 1M x dp) parameters (DistributedDataParallel):
+    at dp 8 the 40M floor, at dp 512 512M; never more than the chip's own parameters."""
+    shares = edge_bucket_share(np.array([8.0, 64.0, 512.0, 512.0]), np.array([4e9, 4e9, 4e9, 2e8]))
+    assert shares == pytest.approx([40e6 / 4e9, 64e6 / 4e9, 512e6 / 4e9, 1.0])
+
+
+def test_wider_data_parallelism_exposes_a_larger_gradient_bucket(llama_like: Model, hardware: Hardware) -> None:
+    """Without gradient accumulation the last bucket's reduction and the first bucket's gather
+    wait for (or hold up) compute; Megatron-Core's buckets grow with dp, and with them the
+    exposed data-parallel time per chip, though the bytes each chip moves barely change."""
+    def exposed(dp: int) -> float:
+        result = _run(llama_like, hardware, dp=dp, global_batch=dp, seq_len=4096, zero=1)
+        return float(result.time_breakdown["dp_comm"][0])
+
+    # Past the 40M floor the bucket, and the exposed time, grow about in proportion to dp (the
+    # layer-sized buckets of rounds up to 20 kept it within a few per cent).
+    assert exposed(64) < exposed(256) < exposed(1024)
+    assert exposed(1024) > 3.0 * exposed(256)
 
 
 def test_overlapping_the_dp_reduction_hides_it_behind_backward(llama_like: Model, hardware: Hardware) -> None:

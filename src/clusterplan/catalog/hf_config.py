@@ -110,6 +110,10 @@ def _deepseek(config: dict[str, Any], where: str) -> dict[str, Any]:
                    "expert_ffn_hidden_size": _int(config, "moe_intermediate_size", where),
                    "dense_layers": dense_layers,
                    **({"dense_ffn_hidden_size": spec["ffn_hidden_size"]} if dense_layers else {})}
+    groups = config.get("n_group") or 1
+    if groups > 1:  # group-limited routing (DeepSeek-V2/V3: n_group, topk_group)
+        spec["moe"]["expert_groups"] = _int(config, "n_group", where)
+        spec["moe"]["groups_per_token"] = _int(config, "topk_group", where)
     return spec
 
 

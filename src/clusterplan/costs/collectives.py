@@ -181,15 +181,53 @@ def p2p_time(system: System, stride: Any, message_bytes: Any) -> FloatArray:
     return result
 
 
-def expert_hit_probability(experts: int, top_k: int, share: Any) -> FloatArray:
-    """Probability that a token's ``top_k`` distinct experts (uniform routing, no repeats) pick
-    at least one of the ``share * experts`` experts a unit of EP ranks holds: one minus the
-    hypergeometric probability of no pick, ``C(E - E*share, k) / C(E, k)`` (Feller 1968, ch. II.6)."""
+def _none_picked(total: Any, held: Any, picks: int) -> FloatArray:
+    """Hypergeometric probability that ``picks`` distinct draws from ``total`` items miss all
+    ``held`` of them: ``C(total - held, picks) / C(total, picks)`` (Feller 1968, ch. II.6)."""
+    held_items = np.asarray(held, dtype=np.float64)
+    none = np.ones_like(held_items)
+    for i in range(picks):
+        none = none * np.maximum(total - held_items - i, 0.0) / (total - i)
+    result: FloatArray = none
+    return result
+
+
+def _choose(n: Any, j: int) -> FloatArray:
+    """``C(n, j)`` for real ``n`` (the falling factorial over ``j!``), 0 where ``n < j``."""
+    result = np.ones_like(np.asarray(n, dtype=np.float64))
+    for i in range(j):
+        result = result * np.maximum(np.asarray(n, dtype=np.float64) - i, 0.0) / (i + 1)
+    return result
+
+
+def expert_hit_probability(experts: int, top_k: int, share: Any, groups: int = 1,
+                           groups_per_token: int = 1) -> FloatArray:
+    """Probability that a token's ``top_k`` distinct experts pick at least one of the
+    ``share * experts`` experts a unit of EP ranks holds.
+
+    Uniform routing: one minus the hypergeometric probability of no pick,
+    ``C(E - E*share, k) / C(E, k)``. Group-limited routing (DeepSeek-V2/V3 ``n_group`` /
+    ``topk_group``, arXiv:2412.19437 section 2.1.2: a token goes to at most ``groups_per_token``
+    of the ``groups`` expert groups, one group per node in DeepSeek-V3's deployment): the token
+    picks ``groups_per_token`` groups, then its experts among their ``S`` experts. A unit of
+    whole groups is hit when ``j >= 1`` of its groups are picked (hypergeometric over groups) and
+    one of their ``j`` groups' experts then is; a unit inside one group when its group is picked
+    and then one of its experts. Groups are taken as picked uniformly (balanced routing) and EP
+    units as aligned with them (Megatron-Core places experts contiguously; a unit straddling
+    groups is approximated through the real-valued binomials)."""
     held = np.asarray(share, dtype=np.float64) * experts
-    none = np.ones_like(held)
-    for i in range(top_k):
-        none = none * np.maximum(experts - held - i, 0.0) / (experts - i)
-    result: FloatArray = 1.0 - none
+    if groups_per_token >= groups:
+        result: FloatArray = 1.0 - _none_picked(experts, held, top_k)
+        return result
+    per_group = experts / groups
+    reachable = groups_per_token * per_group
+    inside = groups_per_token / groups * (1.0 - _none_picked(reachable, held, top_k))
+    whole = held / per_group
+    across = np.zeros_like(held)
+    for j in range(1, groups_per_token + 1):
+        chosen = _choose(whole, j) * _choose(groups - whole, groups_per_token - j) / math.comb(groups, groups_per_token)
+        across = across + chosen * (1.0 - _none_picked(reachable, j * per_group, top_k))
+    result = np.where(held >= per_group, across, inside)
     return result
 
 
@@ -201,7 +239,7 @@ def fp8_token_bytes(hidden: int) -> float:
 
 
 def expert_dispatch_bytes(phases: TierPhases, tokens: Any, token_bytes: float, experts: int, top_k: int,
-                          dedup: bool = True) -> FloatArray:
+                          dedup: bool = True, groups: int = 1, groups_per_token: int = 1) -> FloatArray:
     """Bytes per chip crossing each tier in one MoE dispatch (or its mirrored combine) over an EP
     group decomposed into ``phases``; each chip sends ``tokens`` tokens of ``token_bytes``.
     Shape (tiers, groups).
@@ -215,12 +253,14 @@ def expert_dispatch_bytes(phases: TierPhases, tokens: Any, token_bytes: float, e
     (:func:`expert_hit_probability`) the chance a token picks an expert in a given unit: every
     (token, destination unit) copy crosses each tier's links once, first or forwarded.
     Without it (a flat all-to-all), each of the ``top_k`` copies goes straight to its expert's
-    chip: ``tokens * bytes * top_k * (total_t - u_t) / G``."""
+    chip: ``tokens * bytes * top_k * (total_t - u_t) / G``. ``groups``, ``groups_per_token``:
+    group-limited routing (:func:`expert_hit_probability`); it changes only where the flat
+    dispatch's copies go, not how many cross each tier."""
     data = np.asarray(tokens, dtype=np.float64) * token_bytes
     total = phases.before * phases.fan
     group = total[-1]
     if dedup:
-        hit = expert_hit_probability(experts, top_k, phases.before / group)
+        hit = expert_hit_probability(experts, top_k, phases.before / group, groups, groups_per_token)
         crossing = data * hit * (phases.fan - 1.0) * group / total
     else:
         crossing = data * top_k * (total - phases.before) / group
@@ -229,12 +269,13 @@ def expert_dispatch_bytes(phases: TierPhases, tokens: Any, token_bytes: float, e
 
 
 def expert_all_to_all_time(phases: TierPhases, tokens: Any, token_bytes: float, experts: int, top_k: int,
-                           dedup: bool = True, imbalance: Any = 1.0) -> FloatArray:
+                           dedup: bool = True, imbalance: Any = 1.0, groups: int = 1,
+                           groups_per_token: int = 1) -> FloatArray:
     """One MoE dispatch (or combine) over an EP group: each tier carries its bytes
     (:func:`expert_dispatch_bytes`) at once, so the slowest tier sets the time, as in
     :func:`all_to_all_time`, plus its latency steps. ``imbalance``: the busiest rank's share of
     the routed tokens over the mean (it receives, and returns, that much more)."""
-    crossing = expert_dispatch_bytes(phases, tokens, token_bytes, experts, top_k, dedup)
+    crossing = expert_dispatch_bytes(phases, tokens, token_bytes, experts, top_k, dedup, groups, groups_per_token)
     per_tier = crossing * np.asarray(imbalance, dtype=np.float64) / phases.bandwidth + phases.steps * phases.latency
     result: FloatArray = np.where(phases.fan > 1.0, per_tier, 0.0).max(axis=0)
     return result

@@ -514,9 +514,11 @@ class ReplicaModel:
         phases = self._ep_phases()
         sent = np.atleast_1d(routed / d.ep)
         dispatch = coll.expert_all_to_all_time(phases, sent, self.dispatch_bytes_per_token(), moe.experts,
-                                               moe.top_k, dedup, np.atleast_1d(imbalance))
+                                               moe.top_k, dedup, np.atleast_1d(imbalance), moe.expert_groups,
+                                               moe.groups_per_token)
         combine = coll.expert_all_to_all_time(phases, sent, self.model.hidden_size * COMBINE_BYTES, moe.experts,
-                                              moe.top_k, dedup, np.atleast_1d(imbalance))
+                                              moe.top_k, dedup, np.atleast_1d(imbalance), moe.expert_groups,
+                                              moe.groups_per_token)
         per_layer = dispatch + combine + 2.0 * self.hardware.efficiency.collective_overhead_s
         return np.squeeze(per_layer * self.model.moe_layers).reshape(tokens.shape)
 

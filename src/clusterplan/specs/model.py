@@ -44,12 +44,31 @@ class MoE(Spec):
     dense_ffn_hidden_size: int | None = Field(default=None, ge=1)
     layer_interval: int = Field(default=1, ge=1, le=10_000,
                                 description="every n-th layer (after dense_layers) is a MoE layer")
+    expert_groups: int = Field(default=1, ge=1, le=100_000, description=(
+        "the routed experts form this many equal groups (transformers DeepseekV3Config n_group)"))
+    groups_per_token: int = Field(default=1, ge=1, le=100_000, description=(
+        "a token's experts come from at most this many groups: group-limited (node-limited) "
+        "routing (DeepseekV3Config topk_group)"))
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> MoE:
         if self.top_k > self.experts:
             raise ValueError(f"moe.top_k={self.top_k} exceeds moe.experts={self.experts}")
+        if self.experts % self.expert_groups:
+            raise ValueError(f"moe.expert_groups={self.expert_groups} must divide moe.experts={self.experts}")
+        if self.groups_per_token > self.expert_groups:
+            raise ValueError(f"moe.groups_per_token={self.groups_per_token} exceeds "
+                             f"moe.expert_groups={self.expert_groups}")
+        reachable = self.groups_per_token * (self.experts // self.expert_groups)
+        if self.expert_groups > 1 and self.top_k > reachable:
+            raise ValueError(f"moe.top_k={self.top_k} exceeds the {reachable} experts of "
+                             f"moe.groups_per_token={self.groups_per_token} groups")
         return self
+
+    @property
+    def group_limited(self) -> bool:
+        """Whether routing confines a token to fewer groups than exist (DeepSeek-V2/V3)."""
+        return self.groups_per_token < self.expert_groups
 
 
 class MLA(Spec):

@@ -424,7 +424,8 @@ def _ep_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
 
     With ``ep_dedup`` (DeepEP's normal kernels, github.com/deepseek-ai/DeepEP; Megatron-Core's
     flex dispatcher with DeepEP or HybridEP; DeepSeek-V3 report arXiv:2412.19437 section 3.2.2)
-    a token crosses each tier once per destination domain that holds one of its experts and is
+    a token crosses each tier once per destination domain that holds one of its experts (with
+    group-limited routing, DeepSeek-V3's at most 4 of 8 node groups, fewer) and is
     forwarded inside it (:func:`~clusterplan.costs.collectives.expert_all_to_all_time`, the
     formula serving uses); the dispatch is fp8 with one fp32 scale per 128 channels in fp8/fp4
     plans (section 3.3: activations are quantised before dispatch), the combine bf16. Without
@@ -440,7 +441,8 @@ def _ep_comm_forward(model: Model, hw: Hardware, batch: PlanBatch) -> FloatArray
     dispatch_bytes = np.where(batch.precision >= 2, coll.fp8_token_bytes(h), combine_bytes)
 
     def one(dedup: bool, token_bytes: Any) -> FloatArray:
-        return coll.expert_all_to_all_time(phases, local_tokens, token_bytes, moe.experts, moe.top_k, dedup, imbalance)
+        return coll.expert_all_to_all_time(phases, local_tokens, token_bytes, moe.experts, moe.top_k, dedup, imbalance,
+                                           moe.expert_groups, moe.groups_per_token)
 
     # The flat dispatch and combine move the same bf16 bytes: one all-to-all, twice. The
     # de-duplicated pair is computed only when some plan asks for it (searches time millions).
@@ -470,6 +472,30 @@ def _lm_head(model: Model, hw: Hardware, batch: PlanBatch) -> tuple[FloatArray, 
     # Cross-entropy over fp32 logits: a few passes (max, exp-sum, gradient) of tokens x V/t.
     loss = memory_time(3 * 4.0 * tokens * model.vocab_size / tp, hw.chip.hbm_bandwidth, eff.hbm)
     return head + loss, 2.0 * head + loss
+
+
+#: Megatron-Core DDP's default gradient bucket, in parameters: ``max(40000000, 1000000 *
+#: dp_size)`` ("make buckets larger to ensure that chunks used in NCCL ring-reduce
+#: implementations are large enough to remain bandwidth-bound rather than latency-bound";
+#: megatron/core/distributed/distributed_data_parallel.py, DistributedDataParallel.__init__;
+#: Megatron-Bridge sizes it on the dp x cp group).
+BUCKET_FLOOR_PARAMS = 40e6
+BUCKET_PARAMS_PER_REPLICA = 1e6
+
+
+def edge_bucket_share(replicas: Any, stage_params: Any) -> FloatArray:
+    """Share of a chip's parameters in one data-parallel bucket: the last gradient bucket, whose
+    reduction cannot start before backward ends, and (ZeRO >= 1) the first parameter bucket,
+    gathered before forward can start.
+
+    Megatron-Core's default bucket holds ``max(40M, 1M x dp)`` parameters, so the exposed edge
+    grows with the data-parallel width: at dp = 512 a bucket is 512M parameters, two and a half
+    Llama-3-8B layers, and a step without gradient accumulation cannot hide it. Other stacks'
+    overlap granularity (XLA's per-layer collectives, NeuronX Distributed) is taken to be the
+    same: an assumption, not a measurement."""
+    bucket = np.maximum(BUCKET_FLOOR_PARAMS, BUCKET_PARAMS_PER_REPLICA * np.asarray(replicas, dtype=np.float64))
+    result: FloatArray = np.minimum(1.0, bucket / np.maximum(np.asarray(stage_params, dtype=np.float64), 1.0))
+    return result
 
 
 def zero3_unit_exposure(gather: Any, reduce: Any, forward: Any, backward: Any, units: Any,
@@ -619,18 +645,21 @@ def estimate(model: Model, hw: Hardware, batch: PlanBatch) -> StepEstimate:
     grad_comm = grad_comm + cross_replica
     stage_layers = np.maximum(bottleneck_layers, 1.0)
     backward_last = bottleneck_layers * (compute_b + recompute)
-    # Buckets of about one layer reduce while backward proceeds: what backward cannot cover,
-    # and the last bucket, stay exposed.
+    # Buckets reduce while backward proceeds: what backward cannot cover, and the last bucket
+    # (whose gradients are ready only when backward ends), stay exposed; with ZeRO >= 1 the
+    # first bucket's parameters are gathered before forward can start, the rest under it.
+    edge = edge_bucket_share(replicas, params.worst)
     grad_exposed = np.where(
         batch.overlap_dp == 1,
-        grad_comm / stage_layers + coll.overlapped_exposure(
-            grad_comm * (stage_layers - 1.0) / stage_layers,
-            backward_last * (stage_layers - 1.0) / stage_layers, share),
+        grad_comm * edge + coll.overlapped_exposure(grad_comm * (1.0 - edge), backward_last * (1.0 - edge), share),
         grad_comm,
     )
     forward_first = bottleneck_layers * compute_f
-    gather_exposed = np.where(batch.overlap_dp == 1, coll.overlapped_exposure(gather_comm, forward_first, share),
-                              gather_comm)
+    gather_exposed = np.where(
+        batch.overlap_dp == 1,
+        gather_comm * edge + coll.overlapped_exposure(gather_comm * (1.0 - edge), forward_first * (1.0 - edge), share),
+        gather_comm,
+    )
     # ZeRO-3 / FSDP: the stage's layers are the sharding units; every micro-batch gathers each
     # unit's parameters under the previous unit's compute (zero3_unit_exposure).
     zero3_per_micro_batch = np.where(
