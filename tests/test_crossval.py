@@ -81,7 +81,11 @@ OUT_OF_SAMPLE_BOUNDS = {
     # Round 19: maxtext_tpu 13.08 -> 12.31 % (tightened; the absolute span curve); neuron_trn
     # 51.6 -> 56.1 % (loosened: the Trainium1 fold takes the GPU families' measured attention at
     # realisation 1, where their fitted realisation had been about 0.75).
-    "maxtext_tpu": 13.0, "neuron_trn": 57.0, "mlperf_training": 13.0,
+    # Round 21 (Megatron-Core's data-parallel buckets set the exposed edge; group-limited routing):
+    # maxtext_tpu 12.31 -> 11.10 % (tightened; the TPU fold borrows a refit that moved a little),
+    # neuron_trn 56.08 -> 57.06 % (loosened: the NxD ZeRO-1 rows at dp 4-64 now expose a 40-64M
+    # parameter bucket, in sample 7.10 -> 7.34 %, and the fold borrows the GPU families' fit).
+    "maxtext_tpu": 11.5, "neuron_trn": 57.5, "mlperf_training": 13.0,
     # Round 12: LLM Foundry's H100 rows name FlashAttention-2: 22.3 -> 17.6 % (never fitted).
     # Round 13: only the 2024-01 rows that ran flash-attn 2.4.2 do; the Triton-kernel rows take
     # FlashAttention-1's rate (FA1-class on A100) and the anchored refit: 17.6 -> 17.0 %, its
@@ -134,7 +138,13 @@ OUT_OF_SAMPLE_BOUNDS = {
     # (loosened: Trainium2's serving rows, whose dense stage is Trainium1's refit).
     # Round 20 (the MoE router gate bf16 in every format; the serving refit): inference_throughput
     # 9.0 -> 8.5 % (tightened), inference_latency 15.2 -> 15.3 %, inference_server 16.7 -> 16.7 %.
-    "inference_throughput": 9.0, "inference_latency": 15.5, "inference_server": 17.0,
+    # Round 21 (no serving mechanism moved a fitted row; the dense refit did, a little):
+    # inference_throughput 8.51 -> 10.21 % (loosened). Its left-out fold fits Hopper's serving
+    # stage on the server and MLPerf rows alone, where decode HBM efficiency and the per-step cost
+    # trade against each other: Hopper's dense HBM 0.738 -> 0.744 moved that fit from 0.694 /
+    # 0.79 ms to 0.645 / 0.36 ms (its MAPE 11.5 -> 11.3 %), and the decode-bound rows 3 % slower.
+    # inference_latency 15.28 -> 13.73 % (tightened: Trainium2's rows borrow Trainium1's refit).
+    "inference_throughput": 10.5, "inference_latency": 14.0, "inference_server": 17.0,
     # MLPerf Inference llama2-70b (new in round 4; joins the serving fit): 40.5 % out of sample,
     # dominated by MI300X (+60 to +227 %: the cdna3 serving fit cannot reach it); the NVIDIA rows
     # are at -3 to +35 % (docs/validation.md). 26.0 % since round 5 (MI300X's fp8 GEMM transferred
@@ -165,7 +175,10 @@ OUT_OF_SAMPLE_BOUNDS = {
     # measured decode rate and the routing skew of real text: 150.2 % over 11 rows (MLPerf's six
     # +115..+292 %, the guide's B200/H200 runs +36..+81 %, the ADP-balance blog's +102/+169 %).
     # Still a regression bound, not an accuracy target (docs/serving.md).
-    "inference_wide_ep": 155.0, "mlperf_inference_long_prompts": 21.5,  # round 12: unchanged
+    # Round 21: 150.2 -> 157.2 % (loosened): DeepSeek's group-limited routing (a token reaches at
+    # most 4 of 8 expert groups) cuts the de-duplicated dispatch's bytes 25-31 %, so the runs that
+    # were already too fast are faster still (docs/moe.md).
+    "inference_wide_ep": 160.0, "mlperf_inference_long_prompts": 21.5,  # round 12: unchanged
     # Round 16, validation only: MLPerf Training v5.x Llama 3.1 405B/8B, a test set of NVIDIA's own
     # stack no fit has seen: 20.0 % (H100 405B +18..+21 %, one-node 8B +11..+21 %, 8B on 512 GPUs
     # +87/+108 %; docs/validation.md round 16). A regression bound, not an accuracy target.

@@ -588,7 +588,7 @@ def _mlperf_skip(row: dict[str, str]) -> str | None:
 #: DeepSeek-R1 performance guide's max-throughput runs and its ADP-balance experiment,
 #: ``tables/wide_ep_published.csv``): a validation-only table of their own. The step model now
 #: charges the NVFP4 checkpoint's bf16 MLA projections and router, the measured MLA decode rate
-#: and the routing skew of real text (round 20), and still predicts these runs 1.4-3.9x too fast:
+#: and the routing skew of real text (round 20), and still predicts these runs 1.4-4.0x too fast:
 #: their measured iterations (162 ms at 896 sequences a rank on B200, from the guide's request
 #: latency) are about twice the sum of the modelled kernels, and the engines' rank
 #: synchronisation and prefill balancing are not modelled (docs/serving.md). Fitted, they would
