@@ -121,8 +121,7 @@ def test_node_limited_routing_sends_fewer_tokens_across_nodes() -> None:
 
 def test_group_limited_routing_is_validated() -> None:
     base = {"experts": 256, "top_k": 8, "expert_ffn_hidden_size": 2048}
-    assert MoE(**base, expert_groups=8, groups_per_token=4).group_limited
-    assert not MoE(**base).group_limited
+    assert MoE(**base, expert_groups=8, groups_per_token=4).groups_per_token == 4
     with pytest.raises(ValueError, match="must divide"):
         MoE(**base, expert_groups=7, groups_per_token=4)
     with pytest.raises(ValueError, match=r"exceeds moe\.expert_groups"):

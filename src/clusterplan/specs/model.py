@@ -65,11 +65,6 @@ class MoE(Spec):
                              f"moe.groups_per_token={self.groups_per_token} groups")
         return self
 
-    @property
-    def group_limited(self) -> bool:
-        """Whether routing confines a token to fewer groups than exist (DeepSeek-V2/V3)."""
-        return self.groups_per_token < self.expert_groups
-
 
 class MLA(Spec):
     """Multi-head latent attention (DeepSeek-V2/V3): low-rank query and KV compression."""

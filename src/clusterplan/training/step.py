@@ -489,7 +489,7 @@ def edge_bucket_share(replicas: Any, stage_params: Any) -> FloatArray:
     gathered before forward can start.
 
     Megatron-Core's default bucket holds ``max(40M, 1M x dp)`` parameters, so the exposed edge
-    grows with the data-parallel width: at dp = 512 a bucket is 512M parameters, two and a half
+    grows with the data-parallel width: at dp = 512 a bucket is 512M parameters, about 2.3
     Llama-3-8B layers, and a step without gradient accumulation cannot hide it. Other stacks'
     overlap granularity (XLA's per-layer collectives, NeuronX Distributed) is taken to be the
     same: an assumption, not a measurement."""
