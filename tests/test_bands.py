@@ -105,6 +105,59 @@ def test_stages_do_not_mix_and_too_few_rows_say_so() -> None:
         regime(_summary(rows), "hopper", "inference")
 
 
+def test_a_publication_off_from_the_others_widens_every_band_of_the_stage() -> None:
+    """Three tables agree within a few per cent; a fourth is 50 % off. Each table's runs banded
+    from the other tables' runs fall outside in the fourth (and it, banded by the other three),
+    so every band of the stage is widened until it would have held COVERAGE of them."""
+    from clusterplan.validation.bands import conformal_margin, conformity_scores
+
+    rows = [_row(t, "hopper", e) for t in ("a", "b", "c") for e in (-4.0, 0.0, 4.0)]
+    rows += [_row("d", "hopper", e) for e in (46.0, 50.0, 54.0)]
+    rows += [_row(t, "ampere", e) for t in ("a", "b", "c") for e in (-2.0, 2.0)]
+    plain = regime(_summary(rows[:9]), "hopper", "dense").band
+    found = regime(_summary(rows), "hopper", "dense").band
+    assert plain is not None and found is not None
+    assert plain.widened == pytest.approx(1.0)
+    assert found.widened > 1.1
+    assert "widened" in found.basis and "tables left out" in found.basis
+    # The margin is the COVERAGE quantile of the runs' distances outside their bands, each
+    # table weighing equally: table d's runs lie ln(1.46 / high) and more outside.
+    hopper = [r for r in rows if r.family == "hopper"]
+    scores = conformity_scores(hopper, lambda r: 1 + (r.error_out_of_sample_pct or 0) / 100,
+                               lambda r: (r.family, r.stage))
+    margin = conformal_margin(scores)
+    assert margin is not None and margin.tables == 4 and margin.coverage_before < COVERAGE
+    assert found.widened == pytest.approx(np.exp(margin.log_factor))
+
+
+def test_bands_are_never_narrowed_below_the_spread_they_come_from() -> None:
+    from clusterplan.validation.bands import conformal_margin, conformity_scores
+
+    rows = [_row(t, "hopper", e) for t in ("a", "b", "c") for e in (-10.0, 0.0, 10.0)]
+    margin = conformal_margin(conformity_scores(rows, lambda r: 1 + (r.error_out_of_sample_pct or 0) / 100,
+                                                lambda r: (r.family, r.stage)))
+    assert margin is not None and margin.log_factor == 0.0
+    # fewer than three tables scored: no margin measured, and none applied
+    assert conformal_margin(conformity_scores(rows[:6], lambda r: 1.0, lambda r: r.family)) is None
+
+
+@pytest.mark.parametrize(("stage", "transfer"), [("dense", False), ("dense", True), ("serving", False),
+                                                  ("serving", True)])
+def test_stored_bands_hold_about_their_share_of_runs_of_publications_they_have_not_seen(
+        stage: str, transfer: bool) -> None:
+    """Each table's runs, banded from the other tables' runs with a margin measured without that
+    table (nested): the widened bands hold close to COVERAGE of them. Unwidened (before round
+    22) they held 65 % (dense) and 52 % (serving) of a new publication's runs."""
+    from clusterplan.validation.bands import held_out_coverage
+
+    summary = load_crossval()
+    assert summary is not None
+    coverage = held_out_coverage(summary, stage, transfer)
+    assert coverage.tables >= 4
+    assert coverage.widened >= coverage.unwidened
+    assert coverage.widened >= COVERAGE - 0.1
+
+
 def test_time_and_rate_intervals_are_reciprocal() -> None:
     band = Band(low=0.9, high=1.25, rows=10, basis="x")
     low, high = band.time(100.0)
@@ -340,3 +393,24 @@ def test_sustained_clock_ratios_are_bounded() -> None:
     with pytest.raises(ValidationError, match=r"sustained_clock\.gb200"):
         Efficiency(family="blackwell", matmul={"bf16": 0.7}, attention=0.5, hbm=0.8, kernel_overhead_s=0.0,
                    reserved_bytes=0.0, sustained_clock={"gb200": 2.0})
+
+
+def test_validate_reports_how_often_the_bands_held_tables_left_out() -> None:
+    """``validate`` checks the stored bands on the tables they were not drawn from, in its JSON
+    and in the terminal, whatever tables it predicts."""
+    from typer.testing import CliRunner
+
+    from clusterplan.cli import app
+
+    data = _json(["validate", "--table", "korthikanti2022"])
+    coverage = data["band_coverage"]
+    assert isinstance(coverage, dict) and coverage["nominal"] == COVERAGE
+    checks = {(c["stage"], c["transfer"]): c for c in coverage["checks"]}
+    assert {("dense", False), ("dense", True), ("serving", False), ("serving", True)} <= set(checks)
+    for check in checks.values():
+        assert check["widened_by"] >= 1.0
+        assert check["held_widened"] >= check["held_unwidened"]
+        assert check["tables"] >= 2 and check["rows"] > check["tables"]
+    text = CliRunner().invoke(app, ["validate", "--table", "korthikanti2022", "--no-skipped"])
+    assert text.exit_code == 0, text.output
+    assert "on tables left out" in text.output and "widened by" in text.output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pydantic import field_validator
 from clusterplan.api._base import Answer, Request
 from clusterplan.errors import SpecError
 from clusterplan.specs.accuracy import CrossValSummary, RowErrors
+from clusterplan.validation.bands import COVERAGE, BandCheck, band_checks
 from clusterplan.validation.harness import (
     Result,
     by_table,
@@ -74,6 +76,8 @@ class ValidateAnswer(Answer):
     results: tuple[Result, ...]
     crossval: CrossValSummary | None
     crossval_origin: str
+    #: the error bands checked on publications they had not seen (validation/bands.py: band_checks)
+    band_checks: tuple[BandCheck, ...] = ()
 
 
 def predict(request: ValidateRequest, progress: Callable[[str], None] | None = None) -> tuple[Result, ...]:
@@ -125,9 +129,10 @@ def _row_out_of_sample(row: RowErrors | None) -> dict[str, float | None]:
 
 
 def validation_records(results: Sequence[Result], crossval: CrossValSummary | None = None,
-                       crossval_origin: str = "") -> dict[str, Any]:
+                       crossval_origin: str = "", checks: Sequence[BandCheck] = ()) -> dict[str, Any]:
     """The --json record: per table the in-sample MAPE of the shipped fit and, with a
-    cross-validation, the out-of-sample MAPEs; per row the same errors."""
+    cross-validation, the out-of-sample MAPEs and the error bands' coverage of tables left out
+    (``checks``); per row the same errors."""
     tables: dict[str, Any] = {}
     out_of_sample = {(row.table, row.label): row for row in crossval.rows} if crossval else {}
     for name, rows in by_table(results).items():
@@ -163,13 +168,16 @@ def validation_records(results: Sequence[Result], crossval: CrossValSummary | No
         record["cross_validation"] = crossval_origin
         record["means"] = [mean.model_dump(mode="json") for mean in summary_means(crossval, set(tables))]
         record["families"] = {name: family.model_dump(mode="json") for name, family in crossval.families.items()}
+        record["band_coverage"] = {"nominal": COVERAGE, "checks": [asdict(check) for check in checks]}
     return record
 
 
 def validation_answer(results: Sequence[Result], crossval: CrossValSummary | None, origin: str) -> ValidateAnswer:
-    """The answer of predicted ``results`` and their cross-validated errors (from ``origin``)."""
-    return ValidateAnswer(record=validation_records(results, crossval, origin), results=tuple(results),
-                          crossval=crossval, crossval_origin=origin)
+    """The answer of predicted ``results`` and their cross-validated errors (from ``origin``),
+    with the error bands checked on the tables they were not drawn from (about 3 s)."""
+    checks = band_checks(crossval) if crossval is not None else ()
+    return ValidateAnswer(record=validation_records(results, crossval, origin, checks), results=tuple(results),
+                          crossval=crossval, crossval_origin=origin, band_checks=checks)
 
 
 def answer(request: ValidateRequest, progress: Callable[[str], None] | None = None,

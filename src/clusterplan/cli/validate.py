@@ -43,20 +43,24 @@ def validate(
     request = ValidateRequest(tables=table, cross_validate=cross_validate, workers=workers)
     with StepProgress("validate") as bar:
         results = predict(request, progress=bar.step)
+        crossval = None if request.cross_validate else stored_crossval()
+        if crossval is not None:
+            bar.step("checking the error bands on the tables they were not drawn from")
+            answered = answer(results, crossval, STORED)
     if request.cross_validate:
         answered = answer(results, _cross_validate(request.tables, request.workers), COMPUTED_NOW)
-    else:
-        answered = answer(results, stored_crossval(), STORED)
+    elif crossval is None:
+        answered = answer(results, None, STORED)
     if markdown:
         from clusterplan.report.tables import validation_markdown
 
-        sys.stdout.write(validation_markdown(answered.results, answered.crossval))
+        sys.stdout.write(validation_markdown(answered.results, answered.crossval, answered.band_checks))
         return
     if as_json:
         emit_json(answered.record)
         return
     validation_report(_common.console, answered.results, show_skipped=show_skipped, crossval=answered.crossval,
-                      crossval_origin=answered.crossval_origin)
+                      crossval_origin=answered.crossval_origin, band_checks=answered.band_checks)
 
 
 def _cross_validate(tables: Sequence[str] | None, workers: int | None) -> CrossValSummary:

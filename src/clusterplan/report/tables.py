@@ -13,6 +13,7 @@ from clusterplan import units
 from clusterplan.costs.attention import DEFAULT_REFERENCE_KERNEL, IMPLEMENTATIONS
 from clusterplan.specs import Chip, Model, System
 from clusterplan.specs.accuracy import CrossValSummary, FamilyErrors
+from clusterplan.validation.bands import COVERAGE, BandCheck
 from clusterplan.validation.harness import Result, by_table, mape, mape_at_defaults, memory_tested
 
 
@@ -363,7 +364,8 @@ def _error_table(console: Console, name: str, modelled: Sequence[Result]) -> Non
 
 
 def validation_report(console: Console, results: Sequence[Result], *, show_skipped: bool,
-                      crossval: CrossValSummary | None = None, crossval_origin: str = "") -> None:
+                      crossval: CrossValSummary | None = None, crossval_origin: str = "",
+                      band_checks: Sequence[BandCheck] = ()) -> None:
     """``validate`` in the terminal (its --json record: ``api/validate.py: validation_records``)."""
     summary = Table(title="clusterplan validate: mean absolute % error per table")
     for column in ("table (metric)", "rows modelled", "not modelled", "MAPE", "max |error|", "fits"):
@@ -390,12 +392,43 @@ def validation_report(console: Console, results: Sequence[Result], *, show_skipp
     console.print(summary)
     if crossval is not None:
         crossval_tables(console, results, crossval, crossval_origin)
+    if band_checks:
+        band_check_table(console, band_checks)
 
 
-def validation_markdown(results: Sequence[Result], crossval: CrossValSummary | None = None) -> str:
+def _band_check_rows(checks: Sequence[BandCheck]) -> list[tuple[str, ...]]:
+    """(stage, bands from, tables, runs, held unwidened, held widened, widened by) per check."""
+    return [(check.stage, "family left out" if check.transfer else "table left out", str(check.tables),
+             str(check.rows), f"{100 * check.held_unwidened:.0f} %", f"{100 * check.held_widened:.0f} %",
+             f"x{check.widened_by:.2f}") for check in checks]
+
+
+BAND_CHECK_NOTE = ("Each table's runs banded from the other tables' runs, the widening measured without "
+                   "that table too: the share a new publication's runs fall inside (each table weighing "
+                   "equally; validation/bands.py).")
+
+
+def band_check_table(console: Console, checks: Sequence[BandCheck]) -> None:
+    """How often the error bands held the runs of a publication they were not drawn from."""
+    table = Table(title=f"error bands ({100 * COVERAGE:.0f} % nominal) on tables left out")
+    for column in ("stage", "bands from", "tables", "runs", "held", "widened, held", "widened by"):
+        table.add_column(column, justify="left" if column in ("stage", "bands from") else "right", overflow="fold")
+    for row in _band_check_rows(checks):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"[dim]{BAND_CHECK_NOTE}[/]")
+
+
+def validation_markdown(results: Sequence[Result], crossval: CrossValSummary | None = None,
+                        band_checks: Sequence[BandCheck] = ()) -> str:
     """The validation report as Markdown (docs/validation.md embeds it): out-of-sample errors
     first when a cross-validation is given."""
     lines = _crossval_markdown(results, crossval) if crossval is not None else []
+    if band_checks:
+        lines += [f"| stage | bands from | tables | runs | held ({100 * COVERAGE:.0f} % nominal) | widened, held | "
+                  "widened by |", "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {' | '.join(row)} |" for row in _band_check_rows(band_checks)]
+        lines += ["", BAND_CHECK_NOTE, ""]
     lines += ["| table | metric | rows modelled | rows not modelled | MAPE | max abs error | fit in memory |",
              "|---|---|---:|---:|---:|---:|---:|"]
     tables = by_table(results)

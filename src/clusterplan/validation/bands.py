@@ -16,6 +16,14 @@ was optimistic), so time-metric and throughput-metric rows pool. The band is the
 default): a time T becomes [T * s_low, T * s_high], a rate R [R / s_high, R / s_low]. With few
 rows the quantiles are rough; every band carries the number of rows it stands on.
 
+That interval covers its share of the rows it is drawn from, not of a publication it has not
+seen: publications differ from one another more than rows within one do. So the interval is
+widened until it would have covered ``COVERAGE`` of the runs of tables it did not stand on
+(:func:`conformal_margin`: conformalized quantile regression, Romano, Patterson & Candes,
+NeurIPS 2019, with whole tables as the exchangeable units, as cross-conformal prediction takes
+folds, Barber et al., Annals of Statistics 2021). Before round 22 the serving bands held 39 % of
+such runs and the training bands 72 % (docs/validation.md, round 22).
+
 Extrapolation flags name every reason an answer is outside validated ground: inherited
 efficiencies, a job larger than the largest validated run of the regime, an MFU above every
 validated run's (:func:`mfu_flags`), no rows at all.
@@ -23,7 +31,8 @@ validated run's (:func:`mfu_flags`), no rows at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -52,6 +61,9 @@ class Band:
     high: float
     rows: int
     basis: str
+    #: factor each side was widened by so that the band holds ``COVERAGE`` of the runs of tables
+    #: it was not drawn from (1: no widening; :func:`conformal_margin`)
+    widened: float = 1.0
 
     def time(self, seconds: float) -> tuple[float, float]:
         """Interval for a duration (or anything proportional to it: chip-hours, energy, cost)."""
@@ -89,20 +101,216 @@ def weighted_quantiles(values: list[float], weights: list[float], shares: list[f
     return [float(v) for v in np.interp(shares, midpoints, sorted_values)]
 
 
-def _band(rows: list[RowErrors], ratios: list[float], basis: str) -> Band | None:
-    """The central ``COVERAGE`` of ``ratios``, each table weighing as much as any other (one
-    large publication must not set every band)."""
-    if len(ratios) < 2:
-        return None
+def table_weights(rows: Sequence[RowErrors]) -> list[float]:
+    """Each row's weight when every table weighs as much as any other (one large publication
+    must not set every band): 1 / the rows of its table."""
     per_table: dict[str, int] = {}
     for row in rows:
         per_table[row.table] = per_table.get(row.table, 0) + 1
-    weights = [1.0 / per_table[row.table] for row in rows]
+    return [1.0 / per_table[row.table] for row in rows]
+
+
+def central_interval(rows: Sequence[RowErrors], ratios: Sequence[float]) -> tuple[float, float]:
+    """The central ``COVERAGE`` of ``ratios``, each table weighing equally."""
     tail = (1.0 - COVERAGE) / 2.0
-    low, high = weighted_quantiles(ratios, weights, [tail, 1.0 - tail])
-    tables = len(per_table)
+    low, high = weighted_quantiles(list(ratios), table_weights(rows), [tail, 1.0 - tail])
+    return low, high
+
+
+def _band(rows: list[RowErrors], ratios: list[float], basis: str, margin: float = 0.0) -> Band | None:
+    """The central ``COVERAGE`` of ``ratios``, each table weighing equally, widened by the log
+    ``margin`` on each side (:func:`conformal_margin`)."""
+    if len(ratios) < 2:
+        return None
+    low, high = central_interval(rows, ratios)
+    tables = len({row.table for row in rows})
     weighting = f"{tables} tables, each weighing equally" if tables > 1 else "1 table"
-    return Band(low=low, high=high, rows=len(ratios), basis=f"{basis} ({weighting})")
+    widened = math.exp(margin)
+    note = (f"; widened x{widened:.2f} to hold {100 * COVERAGE:.0f} % of the runs of tables left out"
+            if margin > 0 else "")
+    return Band(low=low / widened, high=high * widened, rows=len(ratios), basis=f"{basis} ({weighting}{note})",
+                widened=widened)
+
+
+#: Fewest tables whose runs a stage's conformal margin is taken over; a stage with fewer (MoE
+#: training: two tables whose runs have other tables of their family to be banded by) takes the
+#: margin of all training rows.
+MIN_CONFORMAL_TABLES = 3
+
+
+@dataclass(frozen=True)
+class Margin:
+    """A conformal margin: the log factor a stage's bands are widened by on each side, and what
+    it was measured on."""
+
+    log_factor: float
+    tables: int
+    rows: int
+    #: weighted share of the scored runs the unwidened bands held
+    coverage_before: float
+
+
+def conformity_scores(rows: Sequence[RowErrors], ratio_of: Callable[[RowErrors], float],
+                      group_of: Callable[[RowErrors], object]) -> list[tuple[RowErrors, float]]:
+    """Each run's conformity score against the band drawn, as :func:`regime` draws it, from the
+    runs of its group (family and stage; or stage, for transfers) in *other* tables: how far, in
+    log speed ratio, the run lies outside that band (negative: inside). Runs whose group has fewer
+    than two runs in other tables are not scored."""
+    groups: dict[object, list[RowErrors]] = {}
+    for row in rows:
+        groups.setdefault(group_of(row), []).append(row)
+    scores = []
+    for row in rows:
+        others = [o for o in groups[group_of(row)] if o.table != row.table]
+        if len(others) < 2:
+            continue
+        low, high = central_interval(others, [ratio_of(o) for o in others])
+        log_ratio = math.log(ratio_of(row))
+        scores.append((row, max(math.log(low) - log_ratio, log_ratio - math.log(high))))
+    return scores
+
+
+def conformal_margin(scores: Sequence[tuple[RowErrors, float]]) -> Margin | None:
+    """The log factor that widens every band so that it holds ``COVERAGE`` of the scored runs,
+    each table weighing equally. The share is ``COVERAGE`` itself, not split conformal's
+    finite-sample ``COVERAGE x (1 + 1/tables)``: with three to five tables a stage that would
+    be 1, the largest score, and the band as wide as the worst publication's worst run (serving:
+    0.45-2.4x). Never negative: a band is not narrowed below the spread of the runs it is drawn
+    from. None: fewer than :data:`MIN_CONFORMAL_TABLES` tables scored."""
+    tables = len({row.table for row, _ in scores})
+    if tables < MIN_CONFORMAL_TABLES:
+        return None
+    rows = [row for row, _ in scores]
+    values = [score for _, score in scores]
+    weights = table_weights(rows)
+    (factor,) = weighted_quantiles(values, weights, [COVERAGE])
+    inside = sum(w for w, v in zip(weights, values, strict=True) if v <= 0.0) / sum(weights)
+    return Margin(log_factor=max(0.0, factor), tables=tables, rows=len(rows), coverage_before=inside)
+
+
+@dataclass(frozen=True)
+class HeldOutCoverage:
+    """How often a stage's bands held runs of a publication they had not seen: each table's runs
+    banded, as :func:`regime` bands them, from the other tables' runs, with the margin measured
+    without that table too (nested, so the margin is tested as it is used)."""
+
+    tables: int
+    rows: int
+    #: weighted share of the runs inside the unwidened band, and inside the widened one
+    unwidened: float
+    widened: float
+
+
+def held_out_coverage(summary: CrossValSummary, stage: str, transfer: bool = False) -> HeldOutCoverage:
+    """Table-left-out coverage of ``stage``'s bands before and after the conformal widening."""
+    field = "error_family_out_pct" if transfer else "error_out_of_sample_pct"
+    rows = [r for r in summary.rows if r.stage == stage and r.table != WIDE_EP_TABLE
+            and getattr(r, field) is not None]
+
+    def group_of(row: RowErrors) -> object:
+        return row.stage if transfer else (row.family, row.stage)
+
+    def ratio_of(row: RowErrors) -> float:
+        return speed_ratio(row, _pct(getattr(row, field)))
+
+    banded_rows: list[RowErrors] = []
+    inside_before: list[bool] = []
+    inside_after: list[bool] = []
+    for table in sorted({r.table for r in rows}):
+        rest = CrossValSummary(tables={}, families={}, rows=[r for r in summary.rows if r.table != table])
+        margin = _stage_margin(rest, stage, transfer)
+        widened = math.exp(margin.log_factor) if margin is not None else 1.0
+        for row in (r for r in rows if r.table == table):
+            others = [o for o in rows if o.table != table and group_of(o) == group_of(row)]
+            if len(others) < 2:
+                continue
+            low, high = central_interval(others, [ratio_of(o) for o in others])
+            x = ratio_of(row)
+            banded_rows.append(row)
+            inside_before.append(low <= x <= high)
+            inside_after.append(low / widened <= x <= high * widened)
+    weights = table_weights(banded_rows)
+    total = sum(weights) or 1.0
+    return HeldOutCoverage(
+        tables=len({r.table for r in banded_rows}), rows=len(banded_rows),
+        unwidened=sum(w for w, ok in zip(weights, inside_before, strict=True) if ok) / total,
+        widened=sum(w for w, ok in zip(weights, inside_after, strict=True) if ok) / total)
+
+
+@dataclass(frozen=True)
+class BandCheck:
+    """One stage's bands checked on publications they had not seen (``validate`` reports these):
+    bands drawn from the family's runs with their tables left out (``transfer`` False) or from
+    every family's runs with their family left out (a transfer), each table's runs banded
+    without that table (:func:`held_out_coverage`)."""
+
+    stage: str
+    transfer: bool
+    #: the factor the stage's bands are widened by on each side (1: none; :func:`stage_margin`)
+    widened_by: float
+    tables: int
+    rows: int
+    #: weighted share of the left-out tables' runs inside the unwidened and the widened bands
+    held_unwidened: float
+    held_widened: float
+
+
+def band_checks(summary: CrossValSummary) -> tuple[BandCheck, ...]:
+    """:func:`held_out_coverage` of every stage's own and transfer bands with at least two tables
+    banded (about 3 s: each left-out table's margin is measured without it)."""
+    checks = []
+    for stage in STAGES:
+        for transfer in (False, True):
+            coverage = held_out_coverage(summary, stage, transfer)
+            if coverage.tables < 2:
+                continue
+            margin = stage_margin(summary, stage, transfer)
+            checks.append(BandCheck(stage=stage, transfer=transfer,
+                                    widened_by=math.exp(margin.log_factor) if margin is not None else 1.0,
+                                    tables=coverage.tables, rows=coverage.rows,
+                                    held_unwidened=coverage.unwidened, held_widened=coverage.widened))
+    return tuple(checks)
+
+
+_MARGINS: dict[int, tuple[CrossValSummary, dict[tuple[str, str], Margin | None]]] = {}
+
+
+def stage_margin(summary: CrossValSummary, stage: str, transfer: bool) -> Margin | None:
+    """The conformal margin of ``stage``'s bands: over the stage's runs (all families), each scored
+    against its family's band from other tables; or, ``transfer``, against the stage's
+    family-left-out band. MoE falls back to all training runs where it has too few tables.
+    Computed once per stored summary (about 0.1 s)."""
+    key = ("transfer" if transfer else "own", stage)
+    cached = _MARGINS.get(id(summary))
+    if cached is None or cached[0] is not summary:
+        if len(_MARGINS) > 8:
+            _MARGINS.clear()
+        cached = (summary, {})
+        _MARGINS[id(summary)] = cached
+    margins = cached[1]
+    if key not in margins:
+        margins[key] = _stage_margin(summary, stage, transfer)
+    return margins[key]
+
+
+def _stage_margin(summary: CrossValSummary, stage: str, transfer: bool) -> Margin | None:
+    field = "error_family_out_pct" if transfer else "error_out_of_sample_pct"
+
+    def ratio_of(row: RowErrors) -> float:
+        return speed_ratio(row, _pct(getattr(row, field)))
+
+    def group_of(row: RowErrors) -> object:
+        return row.stage if transfer else (row.family, row.stage)
+
+    def scored(stages: tuple[str, ...]) -> list[tuple[RowErrors, float]]:
+        rows = [r for r in summary.rows if r.stage in stages and r.table != WIDE_EP_TABLE
+                and getattr(r, field) is not None]
+        return conformity_scores(rows, ratio_of, group_of)
+
+    margin = conformal_margin(scored((stage,)))
+    if margin is None and stage == "MoE":
+        margin = conformal_margin(scored(("dense", "MoE")))
+    return margin
 
 
 @dataclass(frozen=True)
@@ -175,8 +383,10 @@ def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int 
     stage_rows = [r for r in summary.rows if r.stage == stage and (attention_dp or r.table != WIDE_EP_TABLE)]
     own = [r for r in stage_rows if r.family == family and r.error_out_of_sample_pct is not None]
     if own:
+        margin = stage_margin(summary, stage, transfer=False)
         band = _band(own, [speed_ratio(r, _pct(r.error_out_of_sample_pct)) for r in own],
-                     f"{len(own)} published {family} {kind} runs, each predicted with its table left out")
+                     f"{len(own)} published {family} {kind} runs, each predicted with its table left out",
+                     margin.log_factor if margin is not None else 0.0)
         donors = _donors(summary, family, stage)
         if not _fitted_on_own_rows(summary, family, stage) and donors:
             # Its rows only validate (a validation-only table): they measure the transfer.
@@ -188,9 +398,10 @@ def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int 
                          f"{label} run ({largest:,} chips)")
     else:
         pooled = [r for r in stage_rows if r.error_family_out_pct is not None]
+        margin = stage_margin(summary, stage, transfer=True)
         band = _band(pooled, [speed_ratio(r, _pct(r.error_family_out_pct)) for r in pooled],
                      f"{len(pooled)} published {kind} runs of other families, each predicted with its "
-                     "family left out (a transfer)")
+                     "family left out (a transfer)", margin.log_factor if margin is not None else 0.0)
         donors = _donors(summary, family, stage)
         flags.append(f"no published {family} {kind} runs: efficiencies inherited"
                      + (f" from {', '.join(donors)}{_stack_note(family, donors, kind)}" if donors else " (priors)"))
