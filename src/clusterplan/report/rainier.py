@@ -307,7 +307,8 @@ def _rainier_summary_figures(report: Any, record: dict[str, Any]) -> None:
                      f"{training['time_to_train_s'] / 86400:,.1f} days",
                      f"failure-free; {training['chips']:,} chips, {_plan_text(plan)}, MFU "
                      f"{100 * training['mfu']:.1f} % of the {plan['precision']} dense peak"
-                     + span("time_to_train_s", 86400, ",.1f") + " days (80 % of the cross-validated errors)")
+                     + span("time_to_train_s", 86400, ",.1f")
+                     + " days (the 80 % range of publications left out of the fit)")
         failures = training.get("reliability")
         if failures and not failures.get("outpaced") and math.isfinite(failures.get("time_to_train_s", math.inf)):
             report.quote("the same run with failures", f"{failures['time_to_train_s'] / 86400:,.1f} days",

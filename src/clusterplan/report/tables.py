@@ -159,8 +159,8 @@ def _band(record: dict[str, Any], field: str, fmt: Callable[[float], str]) -> st
 def band_notes(console: Console, record: dict[str, Any]) -> None:
     """Where the bands come from and every reason the answer is outside validated ground."""
     if record.get("band_basis"):
-        console.print(f"ranges cover {100 * record['band_coverage']:.0f} % of the cross-validated errors on "
-                      f"{record['band_basis']}", highlight=False)
+        console.print(f"ranges hold {100 * record['band_coverage']:.0f} % of the runs of publications left out "
+                      f"of the fit; drawn from {record['band_basis']}", highlight=False)
     for reason in record.get("extrapolation", []):
         console.print(f"extrapolation: {reason}", highlight=False)
 
@@ -398,20 +398,21 @@ def validation_report(console: Console, results: Sequence[Result], *, show_skipp
 
 def _band_check_rows(checks: Sequence[BandCheck]) -> list[tuple[str, ...]]:
     """(stage, bands from, tables, runs, held unwidened, held widened, widened by) per check."""
-    return [(check.stage, "family left out" if check.transfer else "table left out", str(check.tables),
+    return [(check.stage, "family left out" if check.transfer else "table left out",
+             f"{check.units} {'families' if check.transfer else 'tables'}",
              str(check.rows), f"{100 * check.held_unwidened:.0f} %", f"{100 * check.held_widened:.0f} %",
              f"x{check.widened_by:.2f}") for check in checks]
 
 
-BAND_CHECK_NOTE = ("Each table's runs banded from the other tables' runs, the widening measured without "
-                   "that table too: the share a new publication's runs fall inside (each table weighing "
-                   "equally; validation/bands.py).")
+BAND_CHECK_NOTE = ("Each table's runs (for transfer bands, each chip family's) banded from the others' "
+                   "runs, the widening measured without them too: the share of runs the model never saw "
+                   "that fall inside (each table, or family, weighing equally; validation/bands.py).")
 
 
 def band_check_table(console: Console, checks: Sequence[BandCheck]) -> None:
     """How often the error bands held the runs of a publication they were not drawn from."""
-    table = Table(title=f"error bands ({100 * COVERAGE:.0f} % nominal) on tables left out")
-    for column in ("stage", "bands from", "tables", "runs", "held", "widened, held", "widened by"):
+    table = Table(title=f"error bands ({100 * COVERAGE:.0f} % nominal) on runs the fit never saw")
+    for column in ("stage", "bands from", "left out", "runs", "held", "widened, held", "widened by"):
         table.add_column(column, justify="left" if column in ("stage", "bands from") else "right", overflow="fold")
     for row in _band_check_rows(checks):
         table.add_row(*row)
@@ -425,7 +426,7 @@ def validation_markdown(results: Sequence[Result], crossval: CrossValSummary | N
     first when a cross-validation is given."""
     lines = _crossval_markdown(results, crossval) if crossval is not None else []
     if band_checks:
-        lines += [f"| stage | bands from | tables | runs | held ({100 * COVERAGE:.0f} % nominal) | widened, held | "
+        lines += [f"| stage | bands from | left out | runs | held ({100 * COVERAGE:.0f} % nominal) | widened, held | "
                   "widened by |", "|---|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {' | '.join(row)} |" for row in _band_check_rows(band_checks)]
         lines += ["", BAND_CHECK_NOTE, ""]

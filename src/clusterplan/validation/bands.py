@@ -117,25 +117,44 @@ def central_interval(rows: Sequence[RowErrors], ratios: Sequence[float]) -> tupl
     return low, high
 
 
-def _band(rows: list[RowErrors], ratios: list[float], basis: str, margin: float = 0.0) -> Band | None:
+def _band(rows: list[RowErrors], ratios: list[float], basis: str, margin: float = 0.0,
+          left_out: str = "tables") -> Band | None:
     """The central ``COVERAGE`` of ``ratios``, each table weighing equally, widened by the log
-    ``margin`` on each side (:func:`conformal_margin`)."""
+    ``margin`` on each side (:func:`conformal_margin`, measured on ``left_out`` units)."""
     if len(ratios) < 2:
         return None
     low, high = central_interval(rows, ratios)
     tables = len({row.table for row in rows})
     weighting = f"{tables} tables, each weighing equally" if tables > 1 else "1 table"
     widened = math.exp(margin)
-    note = (f"; widened x{widened:.2f} to hold {100 * COVERAGE:.0f} % of the runs of tables left out"
+    note = (f"; widened x{widened:.2f} to hold {100 * COVERAGE:.0f} % of the runs of {left_out} left out"
             if margin > 0 else "")
     return Band(low=low / widened, high=high * widened, rows=len(ratios), basis=f"{basis} ({weighting}{note})",
                 widened=widened)
 
 
-#: Fewest tables whose runs a stage's conformal margin is taken over; a stage with fewer (MoE
-#: training: two tables whose runs have other tables of their family to be banded by) takes the
-#: margin of all training rows.
-MIN_CONFORMAL_TABLES = 3
+#: Fewest publications (tables; for transfers, chip families) whose runs a stage's conformal
+#: margin is taken over; a stage with fewer (MoE training: three tables, two once one is left
+#: out) takes the margin of all training runs.
+MIN_CONFORMAL_UNITS = 3
+
+Unit = Callable[[RowErrors], str]
+
+
+def _table(row: RowErrors) -> str:
+    return row.table
+
+
+def _family(row: RowErrors) -> str:
+    return row.family
+
+
+def unit_weights(rows: Sequence[RowErrors], unit_of: Unit) -> list[float]:
+    """Each row's weight when every unit (table, or family) weighs as much as any other."""
+    per_unit: dict[str, int] = {}
+    for row in rows:
+        per_unit[unit_of(row)] = per_unit.get(unit_of(row), 0) + 1
+    return [1.0 / per_unit[unit_of(row)] for row in rows]
 
 
 @dataclass(frozen=True)
@@ -144,24 +163,25 @@ class Margin:
     it was measured on."""
 
     log_factor: float
-    tables: int
+    #: publications (tables; for transfers, chip families) and runs scored
+    units: int
     rows: int
     #: weighted share of the scored runs the unwidened bands held
     coverage_before: float
 
 
 def conformity_scores(rows: Sequence[RowErrors], ratio_of: Callable[[RowErrors], float],
-                      group_of: Callable[[RowErrors], object]) -> list[tuple[RowErrors, float]]:
+                      group_of: Callable[[RowErrors], object], unit_of: Unit = _table) -> list[tuple[RowErrors, float]]:
     """Each run's conformity score against the band drawn, as :func:`regime` draws it, from the
-    runs of its group (family and stage; or stage, for transfers) in *other* tables: how far, in
-    log speed ratio, the run lies outside that band (negative: inside). Runs whose group has fewer
-    than two runs in other tables are not scored."""
+    runs of its group (family and stage; or stage, for transfers) in *other* units (tables; or,
+    for transfers, families): how far, in log speed ratio, the run lies outside that band
+    (negative: inside). Runs whose group has fewer than two runs in other units are not scored."""
     groups: dict[object, list[RowErrors]] = {}
     for row in rows:
         groups.setdefault(group_of(row), []).append(row)
     scores = []
     for row in rows:
-        others = [o for o in groups[group_of(row)] if o.table != row.table]
+        others = [o for o in groups[group_of(row)] if unit_of(o) != unit_of(row)]
         if len(others) < 2:
             continue
         low, high = central_interval(others, [ratio_of(o) for o in others])
@@ -170,58 +190,68 @@ def conformity_scores(rows: Sequence[RowErrors], ratio_of: Callable[[RowErrors],
     return scores
 
 
-def conformal_margin(scores: Sequence[tuple[RowErrors, float]]) -> Margin | None:
+def conformal_margin(scores: Sequence[tuple[RowErrors, float]], unit_of: Unit = _table) -> Margin | None:
     """The log factor that widens every band so that it holds ``COVERAGE`` of the scored runs,
-    each table weighing equally. The share is ``COVERAGE`` itself, not split conformal's
-    finite-sample ``COVERAGE x (1 + 1/tables)``: with three to five tables a stage that would
-    be 1, the largest score, and the band as wide as the worst publication's worst run (serving:
+    each unit weighing equally. The share is ``COVERAGE`` itself, not split conformal's
+    finite-sample ``COVERAGE x (1 + 1/units)``: with three to five tables a stage that would be
+    1, the largest score, and the band as wide as the worst publication's worst run (serving:
     0.45-2.4x). Never negative: a band is not narrowed below the spread of the runs it is drawn
-    from. None: fewer than :data:`MIN_CONFORMAL_TABLES` tables scored."""
-    tables = len({row.table for row, _ in scores})
-    if tables < MIN_CONFORMAL_TABLES:
+    from. None: fewer than :data:`MIN_CONFORMAL_UNITS` units scored."""
+    units = len({unit_of(row) for row, _ in scores})
+    if units < MIN_CONFORMAL_UNITS:
         return None
     rows = [row for row, _ in scores]
     values = [score for _, score in scores]
-    weights = table_weights(rows)
+    weights = unit_weights(rows, unit_of)
     (factor,) = weighted_quantiles(values, weights, [COVERAGE])
     inside = sum(w for w, v in zip(weights, values, strict=True) if v <= 0.0) / sum(weights)
-    return Margin(log_factor=max(0.0, factor), tables=tables, rows=len(rows), coverage_before=inside)
+    return Margin(log_factor=max(0.0, factor), units=units, rows=len(rows), coverage_before=inside)
 
 
 @dataclass(frozen=True)
 class HeldOutCoverage:
-    """How often a stage's bands held runs of a publication they had not seen: each table's runs
-    banded, as :func:`regime` bands them, from the other tables' runs, with the margin measured
-    without that table too (nested, so the margin is tested as it is used)."""
+    """How often a stage's bands held runs of a publication (for transfers, a chip family) they
+    had not seen: each unit's runs banded, as :func:`regime` bands them, from the other units'
+    runs, with the margin measured without that unit too (nested, so the margin is tested as it
+    is used)."""
 
-    tables: int
+    units: int
     rows: int
     #: weighted share of the runs inside the unwidened band, and inside the widened one
     unwidened: float
     widened: float
 
 
-def held_out_coverage(summary: CrossValSummary, stage: str, transfer: bool = False) -> HeldOutCoverage:
-    """Table-left-out coverage of ``stage``'s bands before and after the conformal widening."""
+def _stage_rows(summary: CrossValSummary, stages: Sequence[str], transfer: bool) -> list[RowErrors]:
     field = "error_family_out_pct" if transfer else "error_out_of_sample_pct"
-    rows = [r for r in summary.rows if r.stage == stage and r.table != WIDE_EP_TABLE
+    return [r for r in summary.rows if r.stage in stages and r.table != WIDE_EP_TABLE
             and getattr(r, field) is not None]
 
-    def group_of(row: RowErrors) -> object:
-        return row.stage if transfer else (row.family, row.stage)
 
-    def ratio_of(row: RowErrors) -> float:
-        return speed_ratio(row, _pct(getattr(row, field)))
+def _ratio(transfer: bool) -> Callable[[RowErrors], float]:
+    field = "error_family_out_pct" if transfer else "error_out_of_sample_pct"
+    return lambda row: speed_ratio(row, _pct(getattr(row, field)))
 
+
+def _group(transfer: bool) -> Callable[[RowErrors], object]:
+    return (lambda row: row.stage) if transfer else (lambda row: (row.family, row.stage))
+
+
+def held_out_coverage(summary: CrossValSummary, stage: str, transfer: bool = False) -> HeldOutCoverage:
+    """Coverage of ``stage``'s bands, before and after the conformal widening, on each table (for
+    transfers, each chip family) left out."""
+    rows = _stage_rows(summary, (stage,), transfer)
+    ratio_of, group_of = _ratio(transfer), _group(transfer)
+    unit_of = _family if transfer else _table
     banded_rows: list[RowErrors] = []
     inside_before: list[bool] = []
     inside_after: list[bool] = []
-    for table in sorted({r.table for r in rows}):
-        rest = CrossValSummary(tables={}, families={}, rows=[r for r in summary.rows if r.table != table])
+    for unit in sorted({unit_of(r) for r in rows}):
+        rest = CrossValSummary(tables={}, families={}, rows=[r for r in summary.rows if unit_of(r) != unit])
         margin = _stage_margin(rest, stage, transfer)
         widened = math.exp(margin.log_factor) if margin is not None else 1.0
-        for row in (r for r in rows if r.table == table):
-            others = [o for o in rows if o.table != table and group_of(o) == group_of(row)]
+        for row in (r for r in rows if unit_of(r) == unit):
+            others = [o for o in rows if unit_of(o) != unit and group_of(o) == group_of(row)]
             if len(others) < 2:
                 continue
             low, high = central_interval(others, [ratio_of(o) for o in others])
@@ -229,45 +259,46 @@ def held_out_coverage(summary: CrossValSummary, stage: str, transfer: bool = Fal
             banded_rows.append(row)
             inside_before.append(low <= x <= high)
             inside_after.append(low / widened <= x <= high * widened)
-    weights = table_weights(banded_rows)
+    weights = unit_weights(banded_rows, unit_of)
     total = sum(weights) or 1.0
     return HeldOutCoverage(
-        tables=len({r.table for r in banded_rows}), rows=len(banded_rows),
+        units=len({unit_of(r) for r in banded_rows}), rows=len(banded_rows),
         unwidened=sum(w for w, ok in zip(weights, inside_before, strict=True) if ok) / total,
         widened=sum(w for w, ok in zip(weights, inside_after, strict=True) if ok) / total)
 
 
 @dataclass(frozen=True)
 class BandCheck:
-    """One stage's bands checked on publications they had not seen (``validate`` reports these):
-    bands drawn from the family's runs with their tables left out (``transfer`` False) or from
-    every family's runs with their family left out (a transfer), each table's runs banded
-    without that table (:func:`held_out_coverage`)."""
+    """One stage's bands checked on runs they had not seen (``validate`` reports these): bands
+    drawn from the family's runs with their tables left out, checked on each table left out
+    (``transfer`` False); or drawn from every family's runs with their family left out, checked
+    on each chip family left out (a transfer) (:func:`held_out_coverage`)."""
 
     stage: str
     transfer: bool
     #: the factor the stage's bands are widened by on each side (1: none; :func:`stage_margin`)
     widened_by: float
-    tables: int
+    #: tables (for transfers, chip families) left out in turn, and their runs
+    units: int
     rows: int
-    #: weighted share of the left-out tables' runs inside the unwidened and the widened bands
+    #: weighted share of the left-out units' runs inside the unwidened and the widened bands
     held_unwidened: float
     held_widened: float
 
 
 def band_checks(summary: CrossValSummary) -> tuple[BandCheck, ...]:
-    """:func:`held_out_coverage` of every stage's own and transfer bands with at least two tables
-    banded (about 3 s: each left-out table's margin is measured without it)."""
+    """:func:`held_out_coverage` of every stage's own and transfer bands with at least two units
+    banded (about 3 s: each left-out unit's margin is measured without it)."""
     checks = []
     for stage in STAGES:
         for transfer in (False, True):
             coverage = held_out_coverage(summary, stage, transfer)
-            if coverage.tables < 2:
+            if coverage.units < 2:
                 continue
             margin = stage_margin(summary, stage, transfer)
             checks.append(BandCheck(stage=stage, transfer=transfer,
                                     widened_by=math.exp(margin.log_factor) if margin is not None else 1.0,
-                                    tables=coverage.tables, rows=coverage.rows,
+                                    units=coverage.units, rows=coverage.rows,
                                     held_unwidened=coverage.unwidened, held_widened=coverage.widened))
     return tuple(checks)
 
@@ -278,7 +309,8 @@ _MARGINS: dict[int, tuple[CrossValSummary, dict[tuple[str, str], Margin | None]]
 def stage_margin(summary: CrossValSummary, stage: str, transfer: bool) -> Margin | None:
     """The conformal margin of ``stage``'s bands: over the stage's runs (all families), each scored
     against its family's band from other tables; or, ``transfer``, against the stage's
-    family-left-out band. MoE falls back to all training runs where it has too few tables.
+    family-left-out band from other families. MoE falls back to all training runs where it has
+    too few tables.
     Computed once per stored summary (about 0.1 s)."""
     key = ("transfer" if transfer else "own", stage)
     cached = _MARGINS.get(id(summary))
@@ -294,23 +326,17 @@ def stage_margin(summary: CrossValSummary, stage: str, transfer: bool) -> Margin
 
 
 def _stage_margin(summary: CrossValSummary, stage: str, transfer: bool) -> Margin | None:
-    field = "error_family_out_pct" if transfer else "error_out_of_sample_pct"
+    unit_of = _family if transfer else _table
 
-    def ratio_of(row: RowErrors) -> float:
-        return speed_ratio(row, _pct(getattr(row, field)))
+    def margin(stages: tuple[str, ...]) -> Margin | None:
+        scores = conformity_scores(_stage_rows(summary, stages, transfer), _ratio(transfer), _group(transfer),
+                                   unit_of)
+        return conformal_margin(scores, unit_of)
 
-    def group_of(row: RowErrors) -> object:
-        return row.stage if transfer else (row.family, row.stage)
-
-    def scored(stages: tuple[str, ...]) -> list[tuple[RowErrors, float]]:
-        rows = [r for r in summary.rows if r.stage in stages and r.table != WIDE_EP_TABLE
-                and getattr(r, field) is not None]
-        return conformity_scores(rows, ratio_of, group_of)
-
-    margin = conformal_margin(scored((stage,)))
-    if margin is None and stage == "MoE":
-        margin = conformal_margin(scored(("dense", "MoE")))
-    return margin
+    found = margin((stage,))
+    if found is None and stage == "MoE":
+        found = margin(("dense", "MoE"))
+    return found
 
 
 @dataclass(frozen=True)
@@ -401,7 +427,8 @@ def regime(summary: CrossValSummary | None, family: str, stage: str, chips: int 
         margin = stage_margin(summary, stage, transfer=True)
         band = _band(pooled, [speed_ratio(r, _pct(r.error_family_out_pct)) for r in pooled],
                      f"{len(pooled)} published {kind} runs of other families, each predicted with its "
-                     "family left out (a transfer)", margin.log_factor if margin is not None else 0.0)
+                     "family left out (a transfer)", margin.log_factor if margin is not None else 0.0,
+                     left_out="chip families")
         donors = _donors(summary, family, stage)
         flags.append(f"no published {family} {kind} runs: efficiencies inherited"
                      + (f" from {', '.join(donors)}{_stack_note(family, donors, kind)}" if donors else " (priors)"))
