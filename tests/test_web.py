@@ -5,6 +5,7 @@ Chromium, offline: every request off 127.0.0.1 is refused) with no console error
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import threading
@@ -210,6 +211,12 @@ def test_training_page_in_chromium(tab: Tab, server: str) -> None:
     page.wait_for_selector("svg.main-svg", timeout=20_000)
     assert page.locator("#plans tr").count() == 6  # header and five plans
     assert "clusterplan train --model llama3-8b" in page.locator("#command").inner_text()
+    # the step time and MFU with their ranges, and where the ranges come from
+    step = page.locator("#plans tr").nth(1).locator("td").nth(3).inner_text()
+    assert re.fullmatch(r"\d+\.\d{3} \(\d+\.\d{3}-\d+\.\d{3}\)", step), step
+    low, high = (float(v) for v in step.split("(")[1].rstrip(")").split("-"))
+    assert low < high
+    assert "hopper dense training runs" in page.locator("#band-basis").inner_text()
     assert page.locator("#time tr").count() > 1 and page.locator("#memory tr").count() > 1
     page.fill("input[name=chips]", "-3")
     page.click("button[type=submit]")
@@ -232,11 +239,18 @@ def test_serving_page_compares_systems_in_chromium(tab: Tab, server: str, client
     expected = client.get("/api/capacity", params={"model": "llama3-8b", "system": "dgx-b200", "demand": "200k",
                                                    "slo_ttft": "2s", "slo_tpot": "100ms", "input_tokens": 1000,
                                                    "output_tokens": 200, "top": 3, "requests": 300}).json()
-    best = expected["ranked"][0]
+    best, bands = expected["ranked"][0], expected["bands"]
     cells = rows.nth(3).locator("td")
-    assert cells.nth(3).inner_text() == f"{best['chips']:,}"
-    assert cells.nth(4).inner_text() == f"{best['power_w']['facility_w'] / 1e6:.2f}" != "0.00"
-    assert cells.nth(5).inner_text() == f"{best['usd_per_million_output_tokens']:.3f}"
+    # each figure with its cross-validated range, as the API gives them
+    chips_low, chips_high = bands["best.chips"]
+    assert cells.nth(3).inner_text() == f"{best['chips']:,} ({chips_low:,.0f}-{chips_high:,.0f})"
+    mw_low, mw_high = (v / 1e6 for v in bands["best.power_w.facility_w"])
+    assert cells.nth(4).inner_text() == f"{best['power_w']['facility_w'] / 1e6:.2f} ({mw_low:.2f}-{mw_high:.2f})"
+    assert best["power_w"]["facility_w"] > 0
+    cost_low, cost_high = bands["best.usd_per_million_output_tokens"]
+    assert cells.nth(5).inner_text() == (f"{best['usd_per_million_output_tokens']:.3f} "
+                                         f"({cost_low:.3f}-{cost_high:.3f})")
+    assert "Ranges hold 80 %" in page.locator("#band-basis").first.inner_text()
     points = chart_points(page, "#chart")
     assert len(points) == 6 and all(isinstance(p, int | float) and p > 0 for p in points)
     # A refusal is shown next to its field; the state is in the URL and comes back from it.
@@ -257,6 +271,7 @@ def test_failures_page_in_chromium(tab: Tab, server: str, client: Any) -> None:
     page.goto(f"{server}/failures?{query}", wait_until="load")
     expected = client.get("/api/reliability", params=dict(p.split("=") for p in query.split("&"))).json()
     assert page.locator("#goodput tr").nth(1).locator("td").nth(1).inner_text() == f"{100 * expected['goodput']:.1f} %"
+    assert expected["band_basis"] in page.locator("#band-basis").inner_text()
     points = chart_points(page, "#chart")
     assert points == pytest.approx(list(expected["rates_per_day_by_cause"].values()))
     assert page.input_value("select[name=recovery]") == "wait"  # the URL's state is the form's

@@ -131,6 +131,31 @@ TRAIN_DEFAULTS = {"model": "llama3-70b", "system": "dgx-h100", "chips": "1024", 
                   "global_batch": "512", "top": "10", "up_to": "on", "plan": "0"}
 
 
+def _range(record: Mapping[str, Any], field: str, fmt: str, scale: float = 1.0) -> str:
+    """`` (low-high)`` of a banded figure of ``record`` (its ``bands``), empty without a band."""
+    band = (record.get("bands") or {}).get(field)
+    if not band:
+        return ""
+    low, high = (scale * float(v) for v in band)
+    return f" ({low:{fmt}}-{high:{fmt}})"
+
+
+def _trust(record: Mapping[str, Any]) -> str:
+    """Where an answer's ranges come from and every reason it is outside validated ground (the
+    record's ``band_basis``, ``band_coverage`` and ``extrapolation``), as the CLI prints them."""
+    parts = []
+    if record.get("band_basis"):
+        coverage = 100 * float(record.get("band_coverage") or 0.0)
+        parts.append(f"<p id='band-basis'><small>Ranges hold {coverage:.0f} % of the runs of publications left "
+                     f"out of the fit; drawn from {html.escape(str(record['band_basis']))}.</small></p>")
+    flags = record.get("extrapolation") or []
+    if flags:
+        items = "".join(f"<li>{html.escape(str(flag))}</li>" for flag in flags)
+        parts.append(f"<details id='extrapolation'><summary>{len(flags)} extrapolation flag(s)</summary>"
+                     f"<ul>{items}</ul></details>")
+    return "".join(parts)
+
+
 def training_page(query: Mapping[str, str]) -> str:
     """The Training page: the search's ranked plans, a chart of step time vs chips (colour: cost
     per step), and the chosen plan's step-time and memory breakdowns and its train command."""
@@ -160,12 +185,13 @@ def training_page(query: Mapping[str, str]) -> str:
         link = {**values, "plan": str(rank)}
         href = "/train?" + "&amp;".join(f"{k}={html.escape(str(v), quote=True)}" for k, v in link.items())
         rows.append([f"<a href='{href}'>{rank + 1}</a>", html.escape(_plan_label(record["plan"])),
-                     f"{record['chips']:,}", f"{record['step_time_s']:.3f}", f"{100 * record['mfu']:.1f} %",
+                     f"{record['chips']:,}", f"{record['step_time_s']:.3f}{_range(record, 'step_time_s', '.3f')}",
+                     f"{100 * record['mfu']:.1f} %{_range(record, 'mfu', '.0f', 100.0)}",
                      f"{record['memory_bytes_per_chip'] / 2**30:.1f}",
                      f"{record['chips'] * record['step_time_s'] / 3600 * record['cost_per_chip_hour_usd']:.2f}",
                      html.escape(record.get("why_not_best", "") or "best")])
-    table = _table(["#", "plan", "chips", "step s", "MFU", "memory GiB", "$ per step", "why not best"], rows,
-                   "plans")
+    table = _table(["#", "plan", "chips", "step s (range)", "MFU (range)", "memory GiB", "$ per step",
+                    "why not best"], rows, "plans")
     costs = [r["chips"] * r["step_time_s"] / 3600 * r["cost_per_chip_hour_usd"] for r in best]
     chart = {
         "data": [{"type": "scatter", "mode": "markers",
@@ -187,7 +213,7 @@ def training_page(query: Mapping[str, str]) -> str:
     detail = (f"<h2>plan {chosen + 1}: {html.escape(_plan_label(plan['plan']))} on {plan['chips']:,} chips</h2>"
               f"<div class='side'><div><h3>step time</h3>{_table(['component', 'ms', 'share'], time_rows, 'time')}"
               f"</div><div><h3>memory per chip</h3>{_table(['component', 'GiB'], memory_rows, 'memory')}</div></div>"
-              f"<h3>reproduce</h3><code class='cmd' id='command'>{html.escape(str(command))}</code>")
+              f"{_trust(plan)}<h3>reproduce</h3><code class='cmd' id='command'>{html.escape(str(command))}</code>")
     summary = (f"<p>{answer.plans_enumerated:,} plans enumerated, {answer.plans_fitting:,} fit in memory, "
                f"searched in {answer.search_time_s:.2f} s.</p>")
     script = (f"<script src='/static/plotly.min.js'></script><script>Plotly.newPlot('chart', "
@@ -245,18 +271,22 @@ def serving_page(query: Mapping[str, str]) -> str:
                 cost = best.get("usd_per_million_output_tokens")
                 mw = _facility_mw(best)
                 best_rows.append([html.escape(system), html.escape(answer.chip), html.escape(best["label"]),
-                                  f"{best.get('chips', 0):,}", f"{mw:.2f}" if mw is not None else "-",
-                                  f"{cost:.3f}" if cost is not None else "-"])
+                                  f"{best.get('chips', 0):,}{_range(answer.record, 'best.chips', ',.0f')}",
+                                  f"{mw:.2f}{_range(answer.record, 'best.power_w.facility_w', '.2f', 1e-6)}"
+                                  if mw is not None else "-",
+                                  f"{cost:.3f}{_range(answer.record, 'best.usd_per_million_output_tokens', '.3f')}"
+                                  if cost is not None else "-"])
                 chart_x.append(system)
                 chart_cost.append(cost)
                 chart_mw.append(mw)
             columns.append(f"<div><h2>{html.escape(system)} ({html.escape(answer.chip)})</h2>"
-                           + _table(["deployment", "replicas", "chips", "facility MW", "$/M tokens"], rows) + "</div>")
+                           + _table(["deployment", "replicas", "chips", "facility MW", "$/M tokens"], rows)
+                           + _trust(answer.record) + "</div>")
     except SpecError as error:
         return layout("Serving", with_refusal(form, error))
     compare = ("<h2>best deployment per system</h2>"
-               + _table(["system", "chip", "deployment", "chips", "facility MW", "$/M output tokens"], best_rows,
-                        "compare"))
+               + _table(["system", "chip", "deployment", "chips (range)", "facility MW (range)",
+                         "$/M output tokens (range)"], best_rows, "compare"))
     chart = {"data": [{"type": "bar", "name": "$/M output tokens", "x": chart_x, "y": chart_cost, "offsetgroup": 1},
                       {"type": "bar", "name": "facility MW", "x": chart_x, "y": chart_mw, "yaxis": "y2",
                        "offsetgroup": 2}],
@@ -295,12 +325,14 @@ def failures_page(query: Mapping[str, str]) -> str:
             ["mean time between interruptions", units.format_duration(answer.mtbf_s)],
             ["interruptions per day", f"{answer.interruptions_per_day:.2f}"]]
     if record.get("time_to_train_s") is not None:
-        rows.append(["time to train (with failures)", units.format_duration(record["time_to_train_s"])])
+        band = (record.get("bands") or {}).get("time_to_train_s")
+        span = (f" ({units.format_duration(band[0])} to {units.format_duration(band[1])})" if band else "")
+        rows.append(["time to train (with failures)", units.format_duration(record["time_to_train_s"]) + span])
     causes = record.get("rates_per_day_by_cause") or {}
     chart = {"data": [{"type": "bar", "x": list(causes), "y": list(causes.values()), "name": "interruptions per day"}],
              "layout": {"title": {"text": "interruptions per day by cause"}, "height": 360,
                         "yaxis": {"title": {"text": "per day"}, "rangemode": "tozero"}}}
     script = (f"<script src='/static/plotly.min.js'></script><script>Plotly.newPlot('chart', "
               f"{json.dumps(chart['data'])}, {json.dumps(chart['layout'])}, {{displaylogo: false}});</script>")
-    return layout("Failures", form + _table(["", ""], rows, "goodput") + "<div id='chart' class='chart'></div>",
-                  script)
+    return layout("Failures", form + _table(["", ""], rows, "goodput") + _trust(record)
+                  + "<div id='chart' class='chart'></div>", script)
