@@ -609,6 +609,19 @@ class ReplicaModel:
         """TTFT of a request alone on the replica: its prefill plus the request latency."""
         return _seconds(self.prefill_time(prompt_tokens, 0) + self.request_latency_s)
 
+    def static_batch_ttft(self, batch: Any, prompt_tokens: Any) -> Any:
+        """TTFT of ``batch`` requests of ``prompt_tokens`` each prefilled together in one step
+        (a static batch: Transformers NeuronX and other static-shape engines encode the batch's
+        contexts at once), plus the request latency: ``batch`` times the prompt's tokens and
+        causal pairs, one sampled token per sequence. At ``batch`` 1 it is
+        :meth:`single_request_ttft`."""
+        batch = np.asarray(batch, dtype=np.float64)
+        prompt = np.asarray(prompt_tokens, dtype=np.float64)
+        if self.deployment.prefill_buckets:
+            prompt = padded(prompt, self.deployment.prefill_buckets)
+        return _seconds(self._step(batch * prompt, batch * self.model.attended_pairs(0.0, prompt),
+                                   batch * self.model.kv_positions(0.0), batch) + self.request_latency_s)
+
     def step_terms(self) -> StepTerms | None:
         """This replica's step as separable terms (:class:`~clusterplan.inference.engine.StepTerms`);
         ``None`` for a static-shape deployment (buckets), whose padding is not separable: the

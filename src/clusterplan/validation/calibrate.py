@@ -64,7 +64,7 @@ INFERENCE_PRIORS: dict[str, tuple[float, float, float, float]] = {
     "serving_request_latency_ms": (1.0, 10.0, 0.0, 100.0),
 }
 INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "inference_server", "mlperf_inference",
-                              "inference_wide_ep", "mlperf_inference_long_prompts"})
+                              "inference_wide_ep", "mlperf_inference_long_prompts", "neuron_trn1_serving"})
 
 #: Validated, never fitted; their error is out of sample by construction. SC'21 Table 2's ZeRO-3
 #: rows ran DeepSpeed's 2021 implementation, whose gathers reached ~1/8 of the fabric's
@@ -88,6 +88,9 @@ INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "infe
 #: 16-512 GPUs (steps of 85-580 ms, 19-71 ms more than 3.2 logged forwards) pulled
 #: Blackwell's per-kernel cost from 6 to 43 us and its MoE layer cost to zero, a step cost the
 #: model lacks absorbed by a parameter that means something else (docs/validation.md, round 16).
+#: AWS's Trainium1 serving benchmarks (Transformers NeuronX, Neuron 2.18; validation/inference_neuron.py)
+#: measure how the Neuron serving fit, made on Trainium2's rows, transfers to Trainium1 and across
+#: model sizes (7B to 70B): kept out of the fit until a round judges fitting them (round 22).
 #: MLPerf's deepseek-r1 rows ran attention-DP, wide-EP engines the serving step does not represent;
 #: its llama3.1-405b Server and Interactive rows' p99 TTFT is set by prompts up to 19,988 tokens
 #: that fixed-length requests do not have (validation/inference_cases.py, MLPERF_WIDE_EP_TABLE,
@@ -95,7 +98,7 @@ INFERENCE_TABLES = frozenset({"inference_throughput", "inference_latency", "infe
 VALIDATION_ONLY_TABLES = frozenset({"megatron_sc21_table2_zero3", "mtnlg_2022", "llmfoundry_mpt", "bloom_176b",
                                     "palm_table3", "torchtitan", "axlearn_2025", "inference_wide_ep",
                                     "mlperf_inference_long_prompts", "megatron_bridge_recipes",
-                                    "mlperf_training_llama31"})
+                                    "mlperf_training_llama31", "neuron_trn1_serving"})
 
 #: Software stacks (which families share fits): validation/stacks.py (STACKS, ALL_FAMILIES).
 

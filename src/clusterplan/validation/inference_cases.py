@@ -40,6 +40,8 @@ from clusterplan.training.step import Hardware
 from clusterplan.validation.bands import WIDE_EP_TABLE
 from clusterplan.validation.case import Case
 from clusterplan.validation.cases import stack_epochs
+from clusterplan.validation.inference_neuron import TABLE as NEURON_TRN1_TABLE
+from clusterplan.validation.inference_neuron import neuron_trn1_serving
 
 _MODELS = {"llama-3.1-8b-instruct": "llama3-8b", "llama-3.1-70b-instruct": "llama3-70b",
            "llama-3.3-70b-instruct": "llama3-70b", "llama-3-70b-instruct": "llama3-70b",
@@ -800,6 +802,7 @@ INFERENCE_TABLES: dict[str, Callable[[], list[Case]]] = {
     "mlperf_inference": mlperf_inference,
     MLPERF_WIDE_EP_TABLE: inference_wide_ep,
     MLPERF_LONG_PROMPT_TABLE: mlperf_inference_long_prompts,
+    NEURON_TRN1_TABLE: neuron_trn1_serving,
 }
 
 
