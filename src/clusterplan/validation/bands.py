@@ -101,19 +101,30 @@ def weighted_quantiles(values: list[float], weights: list[float], shares: list[f
     return [float(v) for v in np.interp(shares, midpoints, sorted_values)]
 
 
-def table_weights(rows: Sequence[RowErrors]) -> list[float]:
-    """Each row's weight when every table weighs as much as any other (one large publication
-    must not set every band): 1 / the rows of its table."""
-    per_table: dict[str, int] = {}
+Unit = Callable[[RowErrors], str]
+
+
+def _table(row: RowErrors) -> str:
+    return row.table
+
+
+def _family(row: RowErrors) -> str:
+    return row.family
+
+
+def unit_weights(rows: Sequence[RowErrors], unit_of: Unit = _table) -> list[float]:
+    """Each row's weight when every unit (a table; or a chip family) weighs as much as any other
+    (one large publication must not set every band): 1 / the rows of its unit."""
+    per_unit: dict[str, int] = {}
     for row in rows:
-        per_table[row.table] = per_table.get(row.table, 0) + 1
-    return [1.0 / per_table[row.table] for row in rows]
+        per_unit[unit_of(row)] = per_unit.get(unit_of(row), 0) + 1
+    return [1.0 / per_unit[unit_of(row)] for row in rows]
 
 
 def central_interval(rows: Sequence[RowErrors], ratios: Sequence[float]) -> tuple[float, float]:
     """The central ``COVERAGE`` of ``ratios``, each table weighing equally."""
     tail = (1.0 - COVERAGE) / 2.0
-    low, high = weighted_quantiles(list(ratios), table_weights(rows), [tail, 1.0 - tail])
+    low, high = weighted_quantiles(list(ratios), unit_weights(rows), [tail, 1.0 - tail])
     return low, high
 
 
@@ -137,25 +148,6 @@ def _band(rows: list[RowErrors], ratios: list[float], basis: str, margin: float 
 #: margin is taken over; a stage with fewer (MoE training: three tables, two once one is left
 #: out) takes the margin of all training runs.
 MIN_CONFORMAL_UNITS = 3
-
-Unit = Callable[[RowErrors], str]
-
-
-def _table(row: RowErrors) -> str:
-    return row.table
-
-
-def _family(row: RowErrors) -> str:
-    return row.family
-
-
-def unit_weights(rows: Sequence[RowErrors], unit_of: Unit) -> list[float]:
-    """Each row's weight when every unit (table, or family) weighs as much as any other."""
-    per_unit: dict[str, int] = {}
-    for row in rows:
-        per_unit[unit_of(row)] = per_unit.get(unit_of(row), 0) + 1
-    return [1.0 / per_unit[unit_of(row)] for row in rows]
-
 
 @dataclass(frozen=True)
 class Margin:
