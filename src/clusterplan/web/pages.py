@@ -146,12 +146,12 @@ def _trust(record: Mapping[str, Any]) -> str:
     parts = []
     if record.get("band_basis"):
         coverage = 100 * float(record.get("band_coverage") or 0.0)
-        parts.append(f"<p id='band-basis'><small>Ranges hold {coverage:.0f} % of the runs of publications left "
+        parts.append(f"<p class='band-basis'><small>Ranges hold {coverage:.0f} % of the runs of publications left "
                      f"out of the fit; drawn from {html.escape(str(record['band_basis']))}.</small></p>")
     flags = record.get("extrapolation") or []
     if flags:
         items = "".join(f"<li>{html.escape(str(flag))}</li>" for flag in flags)
-        parts.append(f"<details id='extrapolation'><summary>{len(flags)} extrapolation flag(s)</summary>"
+        parts.append(f"<details class='extrapolation'><summary>{len(flags)} extrapolation flag(s)</summary>"
                      f"<ul>{items}</ul></details>")
     return "".join(parts)
 
