@@ -43,14 +43,11 @@ def validate(
     request = ValidateRequest(tables=table, cross_validate=cross_validate, workers=workers)
     with StepProgress("validate") as bar:
         results = predict(request, progress=bar.step)
-        crossval = None if request.cross_validate else stored_crossval()
-        if crossval is not None:
+        if not request.cross_validate:
             bar.step("checking the error bands on the tables they were not drawn from")
-            answered = answer(results, crossval, STORED)
+            answered = answer(results, stored_crossval(), STORED)
     if request.cross_validate:
         answered = answer(results, _cross_validate(request.tables, request.workers), COMPUTED_NOW)
-    elif crossval is None:
-        answered = answer(results, None, STORED)
     if markdown:
         from clusterplan.report.tables import validation_markdown
 

@@ -397,7 +397,7 @@ def validation_report(console: Console, results: Sequence[Result], *, show_skipp
 
 
 def _band_check_rows(checks: Sequence[BandCheck]) -> list[tuple[str, ...]]:
-    """(stage, bands from, tables, runs, held unwidened, held widened, widened by) per check."""
+    """(stage, bands from, units left out, runs, held unwidened, held widened, widened by) per check."""
     return [(check.stage, "family left out" if check.transfer else "table left out",
              f"{check.units} {'families' if check.transfer else 'tables'}",
              str(check.rows), f"{100 * check.held_unwidened:.0f} %", f"{100 * check.held_widened:.0f} %",

@@ -231,32 +231,24 @@ def _group(transfer: bool) -> Callable[[RowErrors], object]:
 
 def held_out_coverage(summary: CrossValSummary, stage: str, transfer: bool = False) -> HeldOutCoverage:
     """Coverage of ``stage``'s bands, before and after the conformal widening, on each table (for
-    transfers, each chip family) left out."""
-    rows = _stage_rows(summary, (stage,), transfer)
-    ratio_of, group_of = _ratio(transfer), _group(transfer)
+    transfers, each chip family) left out: a run is inside its band when its conformity score
+    (:func:`conformity_scores`, against the other units' runs) is at most 0, inside the widened
+    band when at most the margin measured without its unit."""
     unit_of = _family if transfer else _table
-    banded_rows: list[RowErrors] = []
-    inside_before: list[bool] = []
-    inside_after: list[bool] = []
-    for unit in sorted({unit_of(r) for r in rows}):
+    scores = conformity_scores(_stage_rows(summary, (stage,), transfer), _ratio(transfer), _group(transfer), unit_of)
+    margins: dict[str, float] = {}
+    for unit in {unit_of(row) for row, _ in scores}:
         rest = CrossValSummary(tables={}, families={}, rows=[r for r in summary.rows if unit_of(r) != unit])
         margin = _stage_margin(rest, stage, transfer)
-        widened = math.exp(margin.log_factor) if margin is not None else 1.0
-        for row in (r for r in rows if unit_of(r) == unit):
-            others = [o for o in rows if unit_of(o) != unit and group_of(o) == group_of(row)]
-            if len(others) < 2:
-                continue
-            low, high = central_interval(others, [ratio_of(o) for o in others])
-            x = ratio_of(row)
-            banded_rows.append(row)
-            inside_before.append(low <= x <= high)
-            inside_after.append(low / widened <= x <= high * widened)
-    weights = unit_weights(banded_rows, unit_of)
+        margins[unit] = margin.log_factor if margin is not None else 0.0
+    rows = [row for row, _ in scores]
+    weights = unit_weights(rows, unit_of)
     total = sum(weights) or 1.0
     return HeldOutCoverage(
-        units=len({unit_of(r) for r in banded_rows}), rows=len(banded_rows),
-        unwidened=sum(w for w, ok in zip(weights, inside_before, strict=True) if ok) / total,
-        widened=sum(w for w, ok in zip(weights, inside_after, strict=True) if ok) / total)
+        units=len(margins), rows=len(rows),
+        unwidened=sum(w for w, (_, score) in zip(weights, scores, strict=True) if score <= 0.0) / total,
+        widened=sum(w for w, (row, score) in zip(weights, scores, strict=True)
+                    if score <= margins[unit_of(row)]) / total)
 
 
 @dataclass(frozen=True)
